@@ -1,0 +1,48 @@
+# Entry points for people and CI. Each target first makes sure the Debian packages are there.
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+JOBS       ?= $(shell nproc)
+CONFIDE     = $(BUILD)/confide
+DEMO       ?= demo
+
+.PHONY: all setup build run test test-asan bench fuzz format clean
+
+all: build
+
+setup:
+	@bash scripts/setup.sh
+
+build: setup
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS) >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+# The main job: a day of generated payment traffic through the embedded pipeline.
+run: build
+	@mkdir -p $(DEMO)
+	$(CONFIDE) gen --seed 42 --days 1 --customers 5000 --terminals 10000 --out $(DEMO)/day.csv
+	$(CONFIDE) run --input $(DEMO)/day.csv --format csv --out $(DEMO)/out
+
+test: build
+	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+test-asan: setup
+	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCF_SANITIZE=address,undefined \
+		$(CMAKE_FLAGS) >/dev/null
+	@cmake --build $(ASAN_BUILD) -j $(JOBS)
+	@cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+		ctest --output-on-failure -j $(JOBS) -L 'unit|fuzz'
+
+bench: build
+	@mkdir -p bench/results
+	$(CONFIDE) bench pipeline --json
+
+fuzz: setup
+	@CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DCF_FUZZ=ON \
+		-DCF_SANITIZE=address,undefined >/dev/null
+	@cmake --build build-fuzz -j $(JOBS)
+
+format:
+	@clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz $(DEMO)

@@ -1,0 +1,17 @@
+/* `confide bench <name>`: each benchmark lives in bench_<name>.c and defines
+ * `int cf_bench_<name>(int argc, char **argv)` (argv[0] is the benchmark name). */
+#ifndef CONFIDE_BENCH_H
+#define CONFIDE_BENCH_H
+
+#define CF_BENCHES(X)                                                                              \
+    X(pipeline, "decode -> sink throughput and paced latency")                                     \
+    X(protect, "plain vs LSA vs Paillier protection cost")                                         \
+    X(audit, "audit log append, verify and prove")                                                 \
+    X(engine, "windows and compliance rules throughput")                                           \
+    X(batching, "adaptive vs fixed micro-batching under a step load")
+
+#define X(n, doc) int cf_bench_##n(int argc, char **argv) __attribute__((weak));
+CF_BENCHES(X)
+#undef X
+
+#endif

@@ -1,0 +1,45 @@
+# cf_module(<name> [DEPS mod...] [LIBS lib...])
+# Builds src/<name>/*.c into the static library cf_<name>. A module with no sources yet is
+# skipped, so modules can land one at a time. Each module only sees its own private headers.
+set(CF_MODULES "" CACHE INTERNAL "")
+
+function(cf_module name)
+    cmake_parse_arguments(M "" "" "DEPS;LIBS" ${ARGN})
+    file(GLOB srcs CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/src/${name}/*.c)
+    if(NOT srcs)
+        return()
+    endif()
+    add_library(cf_${name} STATIC ${srcs})
+    target_include_directories(cf_${name} PUBLIC ${PROJECT_SOURCE_DIR}/include
+                               PRIVATE ${PROJECT_SOURCE_DIR}/src/${name})
+    foreach(d ${M_DEPS})
+        if(TARGET cf_${d})
+            target_link_libraries(cf_${name} PUBLIC cf_${d})
+        endif()
+    endforeach()
+    if(M_LIBS)
+        target_link_libraries(cf_${name} PUBLIC ${M_LIBS})
+    endif()
+    set(CF_MODULES ${CF_MODULES} ${name} CACHE INTERNAL "")
+endfunction()
+
+# Links a target against cf_<module> when that module exists.
+function(cf_link_modules target)
+    foreach(m ${ARGN})
+        if(TARGET cf_${m})
+            target_link_libraries(${target} PRIVATE cf_${m})
+        endif()
+    endforeach()
+endfunction()
+
+# libconfide.a: every module's objects in one archive, for applications embedding confide.
+function(cf_umbrella_library)
+    set(objs "")
+    set(libs "")
+    foreach(m ${CF_MODULES})
+        list(APPEND objs $<TARGET_OBJECTS:cf_${m}>)
+    endforeach()
+    add_library(confide STATIC ${objs})
+    set_target_properties(confide PROPERTIES LINKER_LANGUAGE C)
+    target_include_directories(confide PUBLIC ${PROJECT_SOURCE_DIR}/include)
+endfunction()
