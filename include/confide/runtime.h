@@ -1,0 +1,87 @@
+/**
+ * @file runtime.h
+ * @brief Configuration (one YAML file, every key with a default) and the embedded pipeline:
+ * source -> decode -> process -> sink stages on their own threads, joined by bounded SPSC
+ * rings carrying batches.
+ */
+#ifndef CONFIDE_RUNTIME_H
+#define CONFIDE_RUNTIME_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "confide/core.h"
+#include "confide/err.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- configuration ---------------------------------------------------------------------- */
+
+typedef struct cf_config cf_config;
+
+/** A config with every key at its default. Returns owned (free with cf_config_destroy). */
+cf_err cf_config_create(cf_config **out);
+void cf_config_destroy(cf_config *c);
+/**
+ * Loads a YAML file over the current values. Nested mappings name keys with dots
+ * ("input: {format: csv}" sets input.format). An unknown key or a bad value is an error
+ * naming the key and its line (CF_E_INVAL).
+ */
+cf_err cf_config_load_file(cf_config *c, const char *path, char *errstr, size_t errstr_size);
+/** Same, from a string (for tests and fuzzing); @p name appears in errors. */
+cf_err cf_config_load_string(cf_config *c, const char *yaml, size_t len, const char *name,
+                             char *errstr, size_t errstr_size);
+/** Sets one key from text (command-line overrides). */
+cf_err cf_config_set(cf_config *c, const char *key, const char *value, char *errstr,
+                     size_t errstr_size);
+/** Reads a key as text into buf. CF_E_NOTFOUND for an unknown key. */
+cf_err cf_config_get(const cf_config *c, const char *key, char *buf, size_t size);
+/** Writes the key reference (docs/CONFIG.md) as Markdown. */
+void cf_config_write_doc(FILE *f);
+
+/* ---- pipeline --------------------------------------------------------------------------- */
+
+/** What a run did; counts reconcile: read == accepted + dead_lettered. */
+typedef struct cf_summary {
+    uint64_t read;          /* records read (a CSV header is not a record) */
+    uint64_t accepted;      /* decoded into events */
+    uint64_t dead_lettered; /* rejected with a reason, written to the dead-letter output */
+    uint64_t batches;
+    double elapsed_s;
+    double events_per_s; /* accepted / elapsed */
+    double cpu_s;
+    int64_t p50_us, p99_us, p999_us, max_us; /* ingest -> sink latency */
+    uint64_t source_blocked_ns;              /* time the source waited on a full pipeline */
+    size_t peak_inflight_batches;            /* never above the configured pool */
+} cf_summary;
+
+typedef struct cf_pipeline cf_pipeline;
+
+/** Builds a pipeline from @p c (borrowed; copied). Returns owned (cf_pipeline_destroy). */
+cf_err cf_pipeline_create(cf_pipeline **out, const cf_config *c, char *errstr,
+                          size_t errstr_size);
+/** Reads input from memory instead of input.path (borrowed; must outlive the run). */
+void cf_pipeline_set_input_buffer(cf_pipeline *p, const char *buf, size_t len);
+/**
+ * Test and benchmark hook, called on the sink thread for every batch after latency is
+ * recorded (NULL: none). A slow hook exercises backpressure.
+ */
+void cf_pipeline_set_sink_hook(cf_pipeline *p, void (*hook)(void *opaque, const cf_batch *b),
+                               void *opaque);
+/** Runs to the end of the input. Blocking. Fills *out. */
+cf_err cf_pipeline_run(cf_pipeline *p, cf_summary *out, char *errstr, size_t errstr_size);
+/** Asks a running pipeline to stop reading (signal-safe: sets a flag). */
+void cf_pipeline_stop(cf_pipeline *p);
+void cf_pipeline_destroy(cf_pipeline *p);
+
+/** The --json summary object (one line, trailing newline) into buf. Returns length. */
+size_t cf_summary_to_json(const cf_summary *s, char *buf, size_t size);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,332 @@
+/*
+ * Configuration: a table of {key, type, default, bounds, offset, doc} is the single source
+ * of truth. Loading, command-line overrides, validation and docs/CONFIG.md all come from it,
+ * so a key cannot exist in one place and not in another.
+ *
+ * YAML is read with libyaml's document API; nested mappings flatten to dotted keys. Every
+ * error names the key and the line it is on. Limits: 64 KiB documents are plenty for this
+ * config; larger files are refused before parsing.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <yaml.h>
+
+#include "runtime_int.h"
+
+#define CONF_FILE_MAX (1 << 20)
+#define OFF(f) offsetof(struct cf_config, f)
+#define SZ(f) sizeof(((struct cf_config *)0)->f)
+
+static const conf_entry entries[] = {
+    {"input.path", CONF_STR, "-", 0, 0, NULL, OFF(input_path), SZ(input_path),
+     "Input file, or - for standard input."},
+    {"input.format", CONF_ENUM, "csv", 0, 0, "csv|ndjson|fdh", OFF(input_format),
+     SZ(input_format),
+     "Input format: canonical CSV, canonical NDJSON, or the Fraud-Detection-Handbook CSV."},
+    {"input.rate", CONF_DOUBLE, "0", 0, 1e9, NULL, OFF(input_rate), 0,
+     "Open-loop pacing in events/s (0: as fast as possible). Latency then counts from each "
+     "event's scheduled send time."},
+    {"input.shape", CONF_STR, "steady", 0, 0, NULL, OFF(input_shape), SZ(input_shape),
+     "Arrival shape with input.rate: steady | diurnal | burst | trace:FILE."},
+    {"input.speedup", CONF_DOUBLE, "1", 1e-6, 1e9, NULL, OFF(input_speedup), 0,
+     "Time compression of diurnal and trace shapes."},
+    {"input.record_max", CONF_INT, "4096", 64, 1048576, NULL, OFF(input_record_max), 0,
+     "Longest accepted record in bytes; longer ones are dead-lettered."},
+    {"pipeline.batch_max", CONF_INT, "1024", 1, 65536, NULL, OFF(pipeline_batch_max), 0,
+     "Most events in a batch between stages."},
+    {"pipeline.ring_batches", CONF_INT, "64", 2, 4096, NULL, OFF(pipeline_ring_batches), 0,
+     "Batches in flight between two stages; a full ring blocks the producer (backpressure)."},
+    {"output.dir", CONF_STR, "", 0, 0, NULL, OFF(output_dir), SZ(output_dir),
+     "Output directory (dead_letter.ndjson and, with later stages, results, alerts, late). "
+     "Empty: no files; dead letters are only counted."},
+    {"slo.p99_ms", CONF_INT, "200", 1, 3600000, NULL, OFF(slo_p99_ms), 0,
+     "Latency objective for the 99th percentile, in milliseconds."},
+};
+
+#define N_ENTRIES (sizeof(entries) / sizeof(entries[0]))
+
+static const conf_entry *find_entry(const char *key)
+{
+    for (size_t i = 0; i < N_ENTRIES; i++) {
+        if (strcmp(entries[i].key, key) == 0) {
+            return &entries[i];
+        }
+    }
+    return NULL;
+}
+
+static bool enum_has(const char *choices, const char *v)
+{
+    size_t n = strlen(v);
+    const char *p = choices;
+    while (*p != '\0') {
+        const char *bar = strchr(p, '|');
+        size_t len = bar != NULL ? (size_t)(bar - p) : strlen(p);
+        if (len == n && strncmp(p, v, n) == 0) {
+            return true;
+        }
+        if (bar == NULL) {
+            break;
+        }
+        p = bar + 1;
+    }
+    return false;
+}
+
+/* Parses and stores one value. @p where is "" or " (file:line N)". */
+static cf_err set_entry(cf_config *c, const conf_entry *e, const char *v, const char *where,
+                        char *errstr, size_t errstr_size)
+{
+    char *field = (char *)c + e->offset;
+    switch (e->type) {
+    case CONF_STR:
+    case CONF_ENUM:
+        if (strlen(v) >= e->size) {
+            return cf_err_set(CF_E_INVAL, errstr, errstr_size, "%s%s: value too long (max %zu)",
+                              e->key, where, e->size - 1);
+        }
+        if (e->type == CONF_ENUM && !enum_has(e->choices, v)) {
+            return cf_err_set(CF_E_INVAL, errstr, errstr_size, "%s%s: '%s' is not one of %s",
+                              e->key, where, v, e->choices);
+        }
+        memcpy(field, v, strlen(v) + 1);
+        return CF_OK;
+    case CONF_INT: {
+        errno = 0;
+        char *end = NULL;
+        long long x = strtoll(v, &end, 10);
+        if (errno != 0 || end == v || *end != '\0') {
+            return cf_err_set(CF_E_INVAL, errstr, errstr_size, "%s%s: '%s' is not an integer",
+                              e->key, where, v);
+        }
+        if ((double)x < e->min || (double)x > e->max) {
+            return cf_err_set(CF_E_INVAL, errstr, errstr_size,
+                              "%s%s: %lld is out of range [%.0f, %.0f]", e->key, where, x, e->min,
+                              e->max);
+        }
+        int64_t val = x;
+        memcpy(field, &val, sizeof(val));
+        return CF_OK;
+    }
+    case CONF_DOUBLE: {
+        errno = 0;
+        char *end = NULL;
+        double x = strtod(v, &end);
+        if (errno != 0 || end == v || *end != '\0' || !isfinite(x)) {
+            return cf_err_set(CF_E_INVAL, errstr, errstr_size, "%s%s: '%s' is not a number",
+                              e->key, where, v);
+        }
+        if (x < e->min || x > e->max) {
+            return cf_err_set(CF_E_INVAL, errstr, errstr_size, "%s%s: %g is out of range [%g, %g]",
+                              e->key, where, x, e->min, e->max);
+        }
+        memcpy(field, &x, sizeof(x));
+        return CF_OK;
+    }
+    case CONF_BOOL: {
+        bool b;
+        if (strcmp(v, "true") == 0 || strcmp(v, "yes") == 0 || strcmp(v, "on") == 0) {
+            b = true;
+        } else if (strcmp(v, "false") == 0 || strcmp(v, "no") == 0 || strcmp(v, "off") == 0) {
+            b = false;
+        } else {
+            return cf_err_set(CF_E_INVAL, errstr, errstr_size,
+                              "%s%s: '%s' is not a boolean (true/false)", e->key, where, v);
+        }
+        memcpy(field, &b, sizeof(b));
+        return CF_OK;
+    }
+    }
+    return CF_E_INVAL;
+}
+
+cf_err cf_config_create(cf_config **out)
+{
+    cf_config *c = cf_calloc(1, sizeof(*c));
+    if (c == NULL) {
+        return CF_E_NOMEM;
+    }
+    for (size_t i = 0; i < N_ENTRIES; i++) {
+        cf_err err = set_entry(c, &entries[i], entries[i].def, "", NULL, 0);
+        CF_ASSERT(err == CF_OK); /* a bad default is a programmer error */
+    }
+    *out = c;
+    return CF_OK;
+}
+
+void cf_config_destroy(cf_config *c)
+{
+    cf_free(c);
+}
+
+cf_err cf_config_set(cf_config *c, const char *key, const char *value, char *errstr,
+                     size_t errstr_size)
+{
+    const conf_entry *e = find_entry(key);
+    if (e == NULL) {
+        return cf_err_set(CF_E_INVAL, errstr, errstr_size, "unknown config key '%s'", key);
+    }
+    return set_entry(c, e, value, "", errstr, errstr_size);
+}
+
+cf_err cf_config_get(const cf_config *c, const char *key, char *buf, size_t size)
+{
+    const conf_entry *e = find_entry(key);
+    if (e == NULL) {
+        return CF_E_NOTFOUND;
+    }
+    const char *field = (const char *)c + e->offset;
+    switch (e->type) {
+    case CONF_STR:
+    case CONF_ENUM:
+        snprintf(buf, size, "%s", field);
+        break;
+    case CONF_INT: {
+        int64_t v;
+        memcpy(&v, field, sizeof(v));
+        snprintf(buf, size, "%lld", (long long)v);
+        break;
+    }
+    case CONF_DOUBLE: {
+        double v;
+        memcpy(&v, field, sizeof(v));
+        snprintf(buf, size, "%g", v);
+        break;
+    }
+    case CONF_BOOL: {
+        bool v;
+        memcpy(&v, field, sizeof(v));
+        snprintf(buf, size, "%s", v ? "true" : "false");
+        break;
+    }
+    }
+    return CF_OK;
+}
+
+/* Walks a mapping node, flattening nested mappings into dotted keys. */
+static cf_err walk(cf_config *c, yaml_document_t *doc, yaml_node_t *map, const char *prefix,
+                   const char *name, char *errstr, size_t errstr_size)
+{
+    for (yaml_node_pair_t *pair = map->data.mapping.pairs.start;
+         pair < map->data.mapping.pairs.top; pair++) {
+        yaml_node_t *k = yaml_document_get_node(doc, pair->key);
+        yaml_node_t *v = yaml_document_get_node(doc, pair->value);
+        unsigned long line = k->start_mark.line + 1;
+        if (k->type != YAML_SCALAR_NODE) {
+            return cf_err_set(CF_E_INVAL, errstr, errstr_size, "%s:%lu: keys must be scalars",
+                              name, line);
+        }
+        char key[256];
+        int n = snprintf(key, sizeof(key), "%s%s%s", prefix, prefix[0] ? "." : "",
+                         (const char *)k->data.scalar.value);
+        if (n < 0 || (size_t)n >= sizeof(key)) {
+            return cf_err_set(CF_E_INVAL, errstr, errstr_size, "%s:%lu: key too long", name, line);
+        }
+        if (v->type == YAML_MAPPING_NODE) {
+            cf_err err = walk(c, doc, v, key, name, errstr, errstr_size);
+            if (err != CF_OK) {
+                return err;
+            }
+            continue;
+        }
+        const conf_entry *e = find_entry(key);
+        if (e == NULL) {
+            return cf_err_set(CF_E_INVAL, errstr, errstr_size, "%s:%lu: unknown key '%s'", name,
+                              line, key);
+        }
+        if (v->type != YAML_SCALAR_NODE) {
+            return cf_err_set(CF_E_INVAL, errstr, errstr_size, "%s:%lu: %s must be a scalar",
+                              name, v->start_mark.line + 1, key);
+        }
+        char where[300];
+        snprintf(where, sizeof(where), " (%s line %lu)", name, v->start_mark.line + 1);
+        cf_err err = set_entry(c, e, (const char *)v->data.scalar.value, where, errstr,
+                               errstr_size);
+        if (err != CF_OK) {
+            return err;
+        }
+    }
+    return CF_OK;
+}
+
+cf_err cf_config_load_string(cf_config *c, const char *yaml, size_t len, const char *name,
+                             char *errstr, size_t errstr_size)
+{
+    yaml_parser_t parser;
+    yaml_document_t doc;
+    cf_err err = CF_OK;
+    if (!yaml_parser_initialize(&parser)) {
+        return CF_E_NOMEM;
+    }
+    yaml_parser_set_input_string(&parser, (const unsigned char *)yaml, len);
+    if (!yaml_parser_load(&parser, &doc)) {
+        err = cf_err_set(CF_E_INVAL, errstr, errstr_size, "%s:%zu: YAML error: %s", name,
+                         parser.problem_mark.line + 1,
+                         parser.problem != NULL ? parser.problem : "unknown");
+        yaml_parser_delete(&parser);
+        return err;
+    }
+    yaml_node_t *root = yaml_document_get_root_node(&doc);
+    if (root == NULL) {
+        /* An empty file keeps every default. */
+    } else if (root->type != YAML_MAPPING_NODE) {
+        err = cf_err_set(CF_E_INVAL, errstr, errstr_size,
+                         "%s:%zu: the top level must be a mapping of keys", name,
+                         root->start_mark.line + 1);
+    } else {
+        err = walk(c, &doc, root, "", name, errstr, errstr_size);
+    }
+    yaml_document_delete(&doc);
+    yaml_parser_delete(&parser);
+    return err;
+}
+
+cf_err cf_config_load_file(cf_config *c, const char *path, char *errstr, size_t errstr_size)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        return cf_err_errno(errno, errstr, errstr_size, "cannot open config %s", path);
+    }
+    char *buf = cf_malloc(CONF_FILE_MAX);
+    if (buf == NULL) {
+        fclose(f);
+        return CF_E_NOMEM;
+    }
+    size_t n = fread(buf, 1, CONF_FILE_MAX, f);
+    bool too_big = n == CONF_FILE_MAX;
+    fclose(f);
+    cf_err err;
+    if (too_big) {
+        err = cf_err_set(CF_E_INVAL, errstr, errstr_size, "%s: config larger than %d bytes", path,
+                         CONF_FILE_MAX);
+    } else {
+        err = cf_config_load_string(c, buf, n, path, errstr, errstr_size);
+    }
+    cf_free(buf);
+    return err;
+}
+
+void cf_config_write_doc(FILE *f)
+{
+    fprintf(f, "# Configuration reference\n\n"
+               "Generated from the key table in src/runtime/config.c (`confide run "
+               "--config-doc`).\nEvery key has a default; an unknown key or a bad value is an "
+               "error naming the key and its line. Nested YAML mappings name keys with dots: "
+               "`input: {format: csv}` sets `input.format`.\n\n"
+               "| key | type | default | range | meaning |\n|---|---|---|---|---|\n");
+    static const char *const tn[] = {"string", "integer", "number", "boolean", "enum"};
+    for (size_t i = 0; i < N_ENTRIES; i++) {
+        const conf_entry *e = &entries[i];
+        char range[128] = "";
+        if (e->type == CONF_INT || e->type == CONF_DOUBLE) {
+            snprintf(range, sizeof(range), "%g .. %g", e->min, e->max);
+        } else if (e->type == CONF_ENUM) {
+            snprintf(range, sizeof(range), "%s", e->choices);
+        }
+        fprintf(f, "| `%s` | %s | `%s` | %s | %s |\n", e->key, tn[e->type],
+                e->def[0] ? e->def : "\"\"", range, e->doc);
+    }
+}

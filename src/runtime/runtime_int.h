@@ -1,0 +1,39 @@
+/* Private to the runtime module: the config struct and its key table. */
+#ifndef CF_RUNTIME_INT_H
+#define CF_RUNTIME_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "confide/runtime.h"
+
+#define CF_CONF_STR_MAX 512
+
+typedef enum { CONF_STR, CONF_INT, CONF_DOUBLE, CONF_BOOL, CONF_ENUM } conf_type;
+
+/* Every configurable value. Strings are inline so the struct copies by value. */
+struct cf_config {
+    char input_path[CF_CONF_STR_MAX];
+    char input_format[16];
+    double input_rate;
+    char input_shape[CF_CONF_STR_MAX];
+    double input_speedup;
+    int64_t input_record_max;
+    int64_t pipeline_batch_max;
+    int64_t pipeline_ring_batches;
+    char output_dir[CF_CONF_STR_MAX];
+    int64_t slo_p99_ms;
+};
+
+typedef struct conf_entry {
+    const char *key;
+    conf_type type;
+    const char *def;     /* default, as text */
+    double min, max;     /* numeric bounds (inclusive) */
+    const char *choices; /* CONF_ENUM: "a|b|c" */
+    size_t offset;
+    size_t size; /* CONF_STR / CONF_ENUM buffer size */
+    const char *doc;
+} conf_entry;
+
+#endif
