@@ -54,6 +54,64 @@ void cf_key_destroy(cf_key *k);
 /** Key id as 16 lowercase hex digits plus NUL. */
 void cf_key_id_hex(const uint8_t id[CF_KEY_ID_LEN], char out[2 * CF_KEY_ID_LEN + 1]);
 
+
+/* ---- sizes, kinds and layouts (additions; the API above is unchanged) ------------------- */
+
+#define CF_KEY_SEED_LEN 32    /* party seed (ChaCha20 key) */
+#define CF_KEY_ALPHA_LEN 8    /* MAC key alpha: little-endian uint64, 0 < alpha < 2^61 - 1 */
+#define CF_KEY_SYM_LEN 32     /* data.key (XChaCha20-Poly1305), pseudonym.key (BLAKE2b key) */
+#define CF_KEY_SIGN_SK_LEN 64 /* libsodium Ed25519 secret key (seed || public key) */
+#define CF_KEY_SIGN_PK_LEN 32
+#define CF_KEY_PARTIES_MIN 2
+#define CF_KEY_PARTIES_MAX 8
+
+/*
+ * Kinds recorded in key files. The file name fixes the kind cf_key_load expects:
+ * gateway.key "gateway", party-<i>.key "party", combiner.key "combiner", pseudonym.key
+ * "pseudonym", data.key "data", signing.key "signing", signing.pub "signing-public".
+ *
+ * Secret layouts (cf_key.bytes):
+ *   gateway, combiner: alpha (8 bytes LE) || seed of party 1 || ... || seed of party k-1
+ *   party:             the party's 32-byte seed
+ *   pseudonym, data:   32 bytes
+ *   signing:           64-byte Ed25519 secret key; signing-public: 32-byte public key
+ * The key id of signing.key and signing.pub is the same (both hash the public key).
+ */
+#define CF_KEY_KIND_GATEWAY "gateway"
+#define CF_KEY_KIND_PARTY "party"
+#define CF_KEY_KIND_COMBINER "combiner"
+#define CF_KEY_KIND_PSEUDONYM "pseudonym"
+#define CF_KEY_KIND_DATA "data"
+#define CF_KEY_KIND_SIGNING "signing"
+#define CF_KEY_KIND_SIGNING_PUB "signing-public"
+
+/**
+ * Loads DIR/<name> and requires its kind to be @p kind (for files with other names, e.g. a
+ * key kept outside the standard layout). Same checks and ownership as cf_key_load.
+ */
+cf_err cf_key_load_kind(const char *dir, const char *name, const char *kind, cf_key **out,
+                        char *errstr, size_t errstr_size);
+/** Loads DIR/party-<party>.key (1 <= party < 8) and checks the party index recorded in it. */
+cf_err cf_key_load_party(const char *dir, unsigned party, cf_key **out, char *errstr,
+                         size_t errstr_size);
+/**
+ * Loads the Ed25519 public key from DIR/signing.pub (refused when group- or world-writable).
+ * @p id and @p epoch may be NULL.
+ */
+cf_err cf_key_load_signing_pub(const char *dir, uint8_t pk[CF_KEY_SIGN_PK_LEN],
+                               uint8_t id[CF_KEY_ID_LEN], uint32_t *epoch, char *errstr,
+                               size_t errstr_size);
+/** Number of parties k of a gateway or combiner key; 0 for other kinds. Borrows @p k. */
+unsigned cf_key_parties(const cf_key *k);
+/** The MAC key alpha of a gateway or combiner key (0 for other kinds). */
+uint64_t cf_key_alpha(const cf_key *k);
+/** Seed of party @p party (1..k-1) inside a gateway or combiner key, or of a party key
+ *  (@p party ignored); NULL when absent. Borrowed from @p k. */
+const uint8_t *cf_key_seed(const cf_key *k, unsigned party);
+/** Key id = first 8 bytes of BLAKE2b-256("confide-key-id" || kind || material). */
+void cf_key_id_compute(const char *kind, const uint8_t *material, size_t len,
+                       uint8_t id[CF_KEY_ID_LEN]);
+
 #ifdef __cplusplus
 }
 #endif
