@@ -84,8 +84,9 @@ cf_err cf_channel_parse(const char *s, size_t len, cf_channel *out)
 /*
  * ISO 4217 List One, active alphabetic codes with their minor units (2025 amendments:
  * XCG, ZWG, SLE and VED in; HRK, ANG, SLL, ZWL, MRO, STD, VEF out). The codes whose minor
- * unit is "N.A." in the standard (precious metals, SDR, bond-market units, XTS, XXX) are
- * listed with exponent 0: they are valid codes, and amounts in them are whole units.
+ * unit is "N.A." in the standard (precious metals, SDR, bond-market units) are listed with
+ * exponent 0: amounts in them are whole units. XTS (testing) and XXX (no currency) are
+ * deliberately absent: neither can be the currency of a payment.
  */
 static const char currency_list[] =
     "AED2AFN2ALL2AMD2AOA2ARS2AUD2AWG2AZN2BAM2BBD2BDT2BGN2BHD3BIF0BMD2BND2BOB2BOV2BRL2"
@@ -97,7 +98,7 @@ static const char currency_list[] =
     "SAR2SBD2SCR2SDG2SEK2SGD2SHP2SLE2SOS2SRD2SSP2STN2SVC2SYP2SZL2THB2TJS2TMT2TND3TOP2"
     "TRY2TTD2TWD2TZS2UAH2UGX0USD2USN2UYI0UYU2UYW4UZS2VED2VES2VND0VUV0WST2XAF0XCD2XCG2"
     "XOF0XPF0YER2ZAR2ZMW2ZWG2"
-    "XAG0XAU0XBA0XBB0XBC0XBD0XDR0XPD0XPT0XSU0XTS0XUA0XXX0";
+    "XAG0XAU0XBA0XBB0XBC0XBD0XDR0XPD0XPT0XSU0XUA0";
 
 /* ISO 3166-1 alpha-2, the 249 officially assigned codes. */
 static const char country_list[] =

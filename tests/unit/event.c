@@ -49,7 +49,7 @@ static void test_currency_table(void)
         CHECK_EQ(cf_currency_exponent(known[i].code), known[i].exp);
     }
     const char *bad[] = {"eur", "EU", "EURO", "ABC", "DEM", "FRF", "HRK", "XYZ", "ZZZ", "AAA",
-                         "E1R", "", "VEF", "MRO"};
+                         "E1R", "", "VEF", "MRO", "XXX", "XTS"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         CHECK(!cf_currency_valid(bad[i], strlen(bad[i])));
         CHECK_EQ(cf_currency_exponent(bad[i]), -1);
