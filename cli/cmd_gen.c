@@ -1,0 +1,480 @@
+/*
+ * confide gen: synthetic payment transactions from the Fraud-Detection-Handbook simulator
+ * (src/io/gen.c), written as canonical CSV or NDJSON.
+ *
+ * Without --rate it writes as fast as it can through a 1 MiB buffer. With --rate (or a
+ * trace shape) it is an open-loop load generator: each line is released at its scheduled
+ * time from the pacer (src/io/pacer.c), whatever the reader does (a slow reader does not
+ * slow the schedule; the generator catches up as fast as it can). Lines due within the same
+ * millisecond share one write(2), released when the last of them is due: no line is written
+ * early or more than 1 ms late, and high rates cost neither a system call nor a sleep per
+ * event. --out FILE writes FILE.tmp and renames it
+ * into place once complete (after fsync), so a reader never sees a partial file.
+ *
+ * The summary on stderr carries counts only, never amounts or ids.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "confide/core.h"
+#include "confide/io.h"
+
+#define GEN_DAYS_MAX 36500u
+#define OUT_BUF_SIZE (1u << 20)
+#define LINE_RESERVE 8192u /* room for one encoded event (CF_RECORD_MAX and more) */
+#define FLUSH_EVERY_NS INT64_C(1000000)
+#define DAY_US INT64_C(86400000000)
+
+typedef struct gen_args {
+    cf_gen_opts gen;
+    bool days_given;
+    cf_format fmt;
+    const char *out;
+    double rate;
+    bool rate_given;
+    const char *shape;
+    double speedup;
+    uint64_t count; /* 0: no limit */
+    bool quiet;
+} gen_args;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: confide gen [options]\n\n"
+            "Generates card transactions with the Fraud-Detection-Handbook simulator (Le Borgne\n"
+            "et al. 2022, chapter 3.2): customers and terminals on a 100x100 grid, Poisson\n"
+            "daily counts, normal amounts and times, and fraud scenarios 1 (amount > 220),\n"
+            "2 (compromised terminals, 28 days) and 3 (compromised customers, 14 days, x5\n"
+            "amounts), plus currency, country, channel and type. Ground truth is kept in the\n"
+            "fraud and fraud_scenario fields. Events come out in event-time order.\n\n"
+            "  --seed N          PRNG seed (default 1); same seed, same stream\n"
+            "  --customers N     customers (default 5000)\n"
+            "  --terminals N     terminals (default 10000)\n"
+            "  --days N          days to simulate (default 1; %u with --count)\n"
+            "  --start DATE      first day, YYYY-MM-DD, UTC (default 2018-04-01)\n"
+            "  --format F        csv | ndjson (default csv)\n"
+            "  --out FILE        write FILE (via FILE.tmp, renamed when complete);\n"
+            "                    default stdout\n"
+            "  --count N         stop after N events\n"
+            "  --rate N          write at N events/s on average, open loop (load tests)\n"
+            "  --shape S         steady | diurnal | burst | trace:FILE (default steady)\n"
+            "                      diurnal: rate*(1 + 0.8 sin(2 pi t/P)), P = 86400/speedup s\n"
+            "                      burst:   10x bursts of 1 s every 10 s, mean kept at rate\n"
+            "                      trace:   CSV \"step,count\", one hour per row compressed by\n"
+            "                               speedup; counts as given, or scaled to --rate\n"
+            "  --speedup X       time compression for diurnal and trace (default 1)\n"
+            "  --quiet           no summary line on stderr\n"
+            "  -h, --help        this help\n\n"
+            "Without --rate (and without a trace) lines are written as fast as possible.\n"
+            "Examples:\n"
+            "  confide gen --days 7 --out week.csv\n"
+            "  confide gen --count 1000000 --rate 50000 --shape burst | consumer\n"
+            "  confide gen --count 5000000 --shape trace:hourly.csv --speedup 3600 | consumer\n\n"
+            "Exit codes: 0 ok, 2 usage error, 3 runtime error (I/O, memory).\n",
+            GEN_DAYS_MAX);
+}
+
+static int bad_value(const char *opt, const char *v, const char *want)
+{
+    fprintf(stderr, "confide gen: bad value '%s' for %s (expected %s)\n", v, opt, want);
+    return CF_EXIT_USAGE;
+}
+
+static int parse_u64(const char *opt, const char *v, uint64_t min, uint64_t max, uint64_t *out)
+{
+    char want[96];
+    snprintf(want, sizeof(want), "an integer %llu..%llu", (unsigned long long)min,
+             (unsigned long long)max);
+    if (v[0] < '0' || v[0] > '9') {
+        return bad_value(opt, v, want);
+    }
+    char *end = NULL;
+    errno = 0;
+    unsigned long long x = strtoull(v, &end, 10);
+    if (errno != 0 || *end != '\0' || x < min || x > max) {
+        return bad_value(opt, v, want);
+    }
+    *out = x;
+    return CF_EXIT_OK;
+}
+
+static int parse_pos_double(const char *opt, const char *v, double max, double *out)
+{
+    char *end = NULL;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (end == v || *end != '\0' || errno != 0 || !(x > 0 && x <= max)) {
+        char want[64];
+        snprintf(want, sizeof(want), "a number in (0, %g]", max);
+        return bad_value(opt, v, want);
+    }
+    *out = x;
+    return CF_EXIT_OK;
+}
+
+/* Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil). */
+static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    unsigned yoe = (unsigned)(y - era * 400);
+    unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (int64_t)doe - 719468;
+}
+
+static int parse_date(const char *v, int64_t *us)
+{
+    static const unsigned mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    unsigned y, m, d;
+    char tail;
+    if (strlen(v) != 10 || v[4] != '-' || v[7] != '-' ||
+        sscanf(v, "%4u-%2u-%2u%c", &y, &m, &d, &tail) != 3 || y < 1970 || y > 9999 || m < 1 ||
+        m > 12 || d < 1) {
+        return bad_value("--start", v, "a date YYYY-MM-DD from 1970");
+    }
+    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    if (d > mdays[m - 1] + (m == 2 && leap)) {
+        return bad_value("--start", v, "a valid calendar date");
+    }
+    *us = days_from_civil(y, m, d) * DAY_US;
+    return CF_EXIT_OK;
+}
+
+static int parse_args(int argc, char **argv, gen_args *a)
+{
+    cf_gen_opts_default(&a->gen);
+    a->fmt = CF_FMT_CSV;
+    a->speedup = 1.0;
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (strcmp(arg, "--quiet") == 0 || strcmp(arg, "-q") == 0) {
+            a->quiet = true;
+            continue;
+        }
+        if (strncmp(arg, "--", 2) != 0) {
+            fprintf(stderr, "confide gen: unexpected argument '%s' (see confide gen --help)\n",
+                    arg);
+            return CF_EXIT_USAGE;
+        }
+        /* --opt VALUE or --opt=VALUE */
+        char name[32];
+        const char *val = NULL;
+        const char *eq = strchr(arg, '=');
+        size_t nlen = eq != NULL ? (size_t)(eq - arg) : strlen(arg);
+        if (nlen >= sizeof(name)) {
+            nlen = sizeof(name) - 1;
+        }
+        memcpy(name, arg, nlen);
+        name[nlen] = '\0';
+        static const char *const with_value[] = {
+            "--seed", "--customers", "--terminals", "--days",  "--start",   "--format",
+            "--out",  "--count",     "--rate",      "--shape", "--speedup",
+        };
+        bool known = false;
+        for (size_t k = 0; k < sizeof(with_value) / sizeof(with_value[0]); k++) {
+            known = known || strcmp(name, with_value[k]) == 0;
+        }
+        if (!known) {
+            fprintf(stderr, "confide gen: unknown option '%s' (see confide gen --help)\n", name);
+            return CF_EXIT_USAGE;
+        }
+        if (eq != NULL) {
+            val = eq + 1;
+        } else if (i + 1 < argc) {
+            val = argv[++i];
+        } else {
+            fprintf(stderr, "confide gen: %s needs a value\n", name);
+            return CF_EXIT_USAGE;
+        }
+        int rc = CF_EXIT_OK;
+        uint64_t u = 0;
+        if (strcmp(name, "--seed") == 0) {
+            rc = parse_u64(name, val, 0, UINT64_MAX, &a->gen.seed);
+        } else if (strcmp(name, "--customers") == 0) {
+            rc = parse_u64(name, val, 1, 10000000, &u);
+            a->gen.customers = (uint32_t)u;
+        } else if (strcmp(name, "--terminals") == 0) {
+            rc = parse_u64(name, val, 1, 10000000, &u);
+            a->gen.terminals = (uint32_t)u;
+        } else if (strcmp(name, "--days") == 0) {
+            rc = parse_u64(name, val, 1, GEN_DAYS_MAX, &u);
+            a->gen.days = (uint32_t)u;
+            a->days_given = true;
+        } else if (strcmp(name, "--start") == 0) {
+            rc = parse_date(val, &a->gen.start_us);
+        } else if (strcmp(name, "--format") == 0) {
+            if (strcmp(val, "csv") == 0) {
+                a->fmt = CF_FMT_CSV;
+            } else if (strcmp(val, "ndjson") == 0) {
+                a->fmt = CF_FMT_NDJSON;
+            } else {
+                rc = bad_value(name, val, "csv or ndjson");
+            }
+        } else if (strcmp(name, "--out") == 0) {
+            if (val[0] == '\0') {
+                rc = bad_value(name, val, "a file name");
+            }
+            a->out = val;
+        } else if (strcmp(name, "--count") == 0) {
+            rc = parse_u64(name, val, 1, UINT64_MAX, &a->count);
+        } else if (strcmp(name, "--rate") == 0) {
+            rc = parse_pos_double(name, val, 1e9, &a->rate);
+            a->rate_given = true;
+        } else if (strcmp(name, "--shape") == 0) {
+            a->shape = val;
+        } else if (strcmp(name, "--speedup") == 0) {
+            rc = parse_pos_double(name, val, 1e9, &a->speedup);
+        }
+        if (rc != CF_EXIT_OK) {
+            return rc;
+        }
+    }
+    if (a->shape != NULL && !a->rate_given && strncmp(a->shape, "trace:", 6) != 0) {
+        fprintf(stderr, "confide gen: --shape %s needs --rate (only a trace has its own rate)\n",
+                a->shape);
+        return CF_EXIT_USAGE;
+    }
+    if (a->count > 0 && !a->days_given) {
+        a->gen.days = GEN_DAYS_MAX; /* --count decides when to stop */
+    }
+    return CF_EXIT_OK;
+}
+
+/* Writes everything or fails; errors are reported here, once. */
+static int write_all(int fd, const char *what, const char *buf, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(fd, buf, len);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            fprintf(stderr, "confide gen: cannot write %s: %s\n", what, strerror(errno));
+            return CF_EXIT_RUNTIME;
+        }
+        buf += n;
+        len -= (size_t)n;
+    }
+    return CF_EXIT_OK;
+}
+
+/* fsync of the directory holding @p path, so the rename itself is durable. */
+static void sync_parent(const char *path)
+{
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash == NULL) {
+        snprintf(dir, sizeof(dir), ".");
+    } else if (slash == dir) {
+        dir[1] = '\0';
+    } else {
+        *slash = '\0';
+    }
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        (void)fsync(dfd);
+        close(dfd);
+    }
+}
+
+static int gen_main(int argc, char **argv)
+{
+    if (cli_wants_help(argc, argv)) {
+        usage(stdout);
+        return CF_EXIT_OK;
+    }
+    gen_args a;
+    memset(&a, 0, sizeof(a));
+    int rc = parse_args(argc, argv, &a);
+    if (rc != CF_EXIT_OK) {
+        return rc;
+    }
+    char errstr[512];
+    cf_gen *g = NULL;
+    cf_pacer *pacer = NULL;
+    char *buf = NULL;
+    char tmp_path[PATH_MAX];
+    int fd = -1;
+    bool tmp_created = false;
+    const char *what = a.out != NULL ? a.out : "stdout";
+
+    cf_err err = cf_gen_create(&g, &a.gen, errstr, sizeof(errstr));
+    if (err != CF_OK) {
+        fprintf(stderr, "confide %s\n", errstr);
+        rc = err == CF_E_INVAL ? CF_EXIT_USAGE : CF_EXIT_RUNTIME;
+        goto done;
+    }
+    bool paced = a.rate_given || (a.shape != NULL && strncmp(a.shape, "trace:", 6) == 0);
+    if (paced) {
+        err = cf_pacer_create(&pacer, a.shape != NULL ? a.shape : "steady",
+                              a.rate_given ? a.rate : 0.0, a.speedup, errstr, sizeof(errstr));
+        if (err != CF_OK) {
+            fprintf(stderr, "confide gen: --shape: %s\n", errstr);
+            rc = err == CF_E_NOMEM ? CF_EXIT_RUNTIME : CF_EXIT_USAGE;
+            goto done;
+        }
+    }
+    buf = cf_malloc(OUT_BUF_SIZE);
+    if (buf == NULL) {
+        fprintf(stderr, "confide gen: out of memory\n");
+        rc = CF_EXIT_RUNTIME;
+        goto done;
+    }
+    if (a.out != NULL) {
+        int n = snprintf(tmp_path, sizeof(tmp_path), "%s.tmp", a.out);
+        if (n < 0 || (size_t)n >= sizeof(tmp_path)) {
+            fprintf(stderr, "confide gen: --out path too long\n");
+            rc = CF_EXIT_USAGE;
+            goto done;
+        }
+        fd = open(tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (fd < 0) {
+            fprintf(stderr, "confide gen: cannot create %s: %s\n", tmp_path, strerror(errno));
+            rc = CF_EXIT_RUNTIME;
+            goto done;
+        }
+        tmp_created = true;
+    } else {
+        fd = STDOUT_FILENO;
+    }
+
+    size_t used = 0;
+    if (a.fmt == CF_FMT_CSV) {
+        const char *h = cf_csv_header();
+        used = strlen(h);
+        memcpy(buf, h, used);
+    }
+    bool progress = !a.quiet && isatty(STDERR_FILENO);
+    uint64_t events = 0, scen[4] = {0, 0, 0, 0};
+    int64_t t0 = cf_now_ns();
+    int64_t oldest_due = t0, last_due = t0, last_progress = t0;
+    cf_event ev;
+    while (a.count == 0 || events < a.count) {
+        err = cf_gen_next(g, &ev);
+        if (err == CF_E_EOF) {
+            break;
+        }
+        if (err != CF_OK) {
+            fprintf(stderr, "confide gen: generator: %s\n", cf_strerror(err));
+            rc = CF_EXIT_RUNTIME;
+            goto done;
+        }
+        if (paced) {
+            /* Lines due within one millisecond form a batch. A batch is written once its last
+             * line is due (never early), so a line is at most FLUSH_EVERY_NS late and the
+             * process sleeps at most once a millisecond instead of once an event. */
+            int64_t due = t0 + cf_pacer_next_ns(pacer);
+            if (used > 0 && due - oldest_due >= FLUSH_EVERY_NS) {
+                cf_sleep_until_ns(last_due);
+                rc = write_all(fd, what, buf, used);
+                if (rc != CF_EXIT_OK) {
+                    goto done;
+                }
+                used = 0;
+            }
+            if (used == 0) {
+                oldest_due = due;
+            }
+            last_due = due;
+            ev.ingest_ns = due;
+        }
+        if (OUT_BUF_SIZE - used < LINE_RESERVE) {
+            rc = write_all(fd, what, buf, used);
+            if (rc != CF_EXIT_OK) {
+                goto done;
+            }
+            used = 0;
+        }
+        size_t n = a.fmt == CF_FMT_CSV ? cf_event_to_csv(&ev, buf + used, OUT_BUF_SIZE - used)
+                                       : cf_event_to_ndjson(&ev, buf + used, OUT_BUF_SIZE - used);
+        if (n == 0) {
+            fprintf(stderr, "confide gen: event %llu does not encode\n",
+                    (unsigned long long)ev.event_id);
+            rc = CF_EXIT_RUNTIME;
+            goto done;
+        }
+        used += n;
+        events++;
+        if (ev.fraud_scenario >= 0 && ev.fraud_scenario <= 3) {
+            scen[ev.fraud_scenario]++;
+        }
+        if (progress && (events & 0xffff) == 0) {
+            int64_t now = cf_now_ns();
+            if (now - last_progress >= INT64_C(1000000000)) {
+                last_progress = now;
+                fprintf(stderr, "\rconfide gen: %llu events, day %lld of %u ",
+                        (unsigned long long)events,
+                        (long long)((ev.ts_us - a.gen.start_us) / DAY_US + 1), a.gen.days);
+            }
+        }
+    }
+    if (used > 0) {
+        if (paced) {
+            cf_sleep_until_ns(last_due);
+        }
+        rc = write_all(fd, what, buf, used);
+        if (rc != CF_EXIT_OK) {
+            goto done;
+        }
+    }
+    if (a.out != NULL) {
+        if (fsync(fd) != 0) {
+            fprintf(stderr, "confide gen: cannot sync %s: %s\n", tmp_path, strerror(errno));
+            rc = CF_EXIT_RUNTIME;
+            goto done;
+        }
+        int cfd = fd;
+        fd = -1;
+        if (close(cfd) != 0) {
+            fprintf(stderr, "confide gen: cannot close %s: %s\n", tmp_path, strerror(errno));
+            rc = CF_EXIT_RUNTIME;
+            goto done;
+        }
+        if (rename(tmp_path, a.out) != 0) {
+            fprintf(stderr, "confide gen: cannot rename %s to %s: %s\n", tmp_path, a.out,
+                    strerror(errno));
+            rc = CF_EXIT_RUNTIME;
+            goto done;
+        }
+        tmp_created = false;
+        sync_parent(a.out);
+    }
+    double secs = (double)(cf_now_ns() - t0) / 1e9;
+    if (progress) {
+        fprintf(stderr, "\r%60s\r", "");
+    }
+    if (!a.quiet) {
+        fprintf(stderr,
+                "confide gen: %llu events, fraud %llu (scenario 1: %llu, 2: %llu, 3: %llu), "
+                "%.3f s, %.0f events/s\n",
+                (unsigned long long)events, (unsigned long long)(scen[1] + scen[2] + scen[3]),
+                (unsigned long long)scen[1], (unsigned long long)scen[2],
+                (unsigned long long)scen[3], secs, secs > 0 ? (double)events / secs : 0.0);
+    }
+    rc = CF_EXIT_OK;
+done:
+    if (fd >= 0 && fd != STDOUT_FILENO) {
+        close(fd);
+    }
+    if (tmp_created) {
+        unlink(tmp_path);
+    }
+    cf_free(buf);
+    cf_pacer_destroy(pacer);
+    cf_gen_destroy(g);
+    return rc;
+}
+
+const cf_command cf_cmd_gen = {"gen", "generate synthetic card transactions (FDH simulator)",
+                               gen_main};
