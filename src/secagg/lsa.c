@@ -1,0 +1,508 @@
+/*
+ * LSA shares, MACs and the verifying combiner (DESIGN.md section 3, docs/security.md).
+ *
+ * Every event contributes a vector of dim components (count = 1, amount, ...) encoded in
+ * Z_p, p = 2^61 - 1, together with MAC components alpha * v. Party i >= 1 derives its share
+ * of event seq from one ChaCha20 block keyed by its seed with the nonce "cfsa" || seq: the
+ * 64-byte block gives eight 61-bit words, each accepted when < p (rejection sampling; a
+ * word is rejected with probability 2^-61, and the next block is used then). Party 0's
+ * share is v - sum(r_i), so any k - 1 shares are uniform and independent of v.
+ *
+ * The combiner checks sum(MAC shares) == alpha * sum(value shares) per component: a party
+ * that adds e != 0 to a value share must add exactly alpha * e to the MAC share, which it can
+ * guess with probability 1/p since alpha is uniform and never leaves gateway and combiner.
+ *
+ * Secrets (alpha, seeds) live in the sodium_malloc'd instance structs, wiped on destroy.
+ * Instances are not shared between threads; all functions here are reentrant.
+ */
+#include <sodium.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "confide/core.h"
+#include "confide/secagg.h"
+#include "secagg_int.h"
+
+cf_err cf_sa_encode(int64_t v, uint64_t *out)
+{
+    if (v > CF_SA_ABS_MAX || v < -CF_SA_ABS_MAX) {
+        return CF_E_OVERFLOW;
+    }
+    *out = v >= 0 ? (uint64_t)v : CF_SA_P - (uint64_t)(-v);
+    return CF_OK;
+}
+
+int64_t cf_sa_decode(uint64_t x)
+{
+    CF_DASSERT(x < CF_SA_P);
+    return x > (uint64_t)CF_SA_ABS_MAX ? -(int64_t)(CF_SA_P - x) : (int64_t)x;
+}
+
+void cf_sa_vec_zero(void *dst)
+{
+    memset(dst, 0, sizeof(cf_sa_vec));
+}
+
+void cf_sa_vec_add(void *dst, const void *src)
+{
+    cf_sa_vec *d = dst;
+    const cf_sa_vec *s = src;
+    for (int j = 0; j < CF_SA_DIM_MAX; j++) {
+        d->v[j] = cf_sa_fadd(d->v[j], s->v[j]);
+        d->mac[j] = cf_sa_fadd(d->mac[j], s->mac[j]);
+    }
+}
+
+cf_err cf_sa_event_values(int64_t amount_minor, unsigned dim, int64_t vals[CF_SA_DIM_MAX])
+{
+    CF_ASSERT(dim >= 2 && dim <= CF_SA_DIM_MAX);
+    memset(vals, 0, sizeof(int64_t) * CF_SA_DIM_MAX);
+    if (amount_minor > CF_SA_ABS_MAX || amount_minor < -CF_SA_ABS_MAX) {
+        return CF_E_OVERFLOW;
+    }
+    vals[CF_SA_C_COUNT] = 1;
+    vals[CF_SA_C_AMOUNT] = amount_minor;
+    if (dim >= 3) {
+        int64_t sq;
+        if (__builtin_mul_overflow(amount_minor, amount_minor, &sq) || sq > CF_SA_ABS_MAX) {
+            return CF_E_OVERFLOW;
+        }
+        vals[CF_SA_C_SUMSQ] = sq;
+    }
+    return CF_OK;
+}
+
+void cf_sa_opts_default(cf_sa_opts *o)
+{
+    o->parties = 2;
+    o->dim = CF_SA_DIM_DEFAULT;
+    o->min_count = 1;
+    o->amount_abs_max = INT64_C(1) << 40;
+}
+
+static cf_err check_opts(const cf_sa_opts *o, char *errstr, size_t errstr_size)
+{
+    /* sodium_malloc below needs libsodium initialized; cf_init is idempotent and cheap */
+    if (cf_init() != CF_OK) {
+        return cf_err_set(CF_E_CRYPTO, errstr, errstr_size, "libsodium initialization failed");
+    }
+    if (o == NULL) {
+        return cf_err_set(CF_E_INVAL, errstr, errstr_size, "secagg options are required");
+    }
+    if (o->parties < CF_KEY_PARTIES_MIN || o->parties > CF_KEY_PARTIES_MAX) {
+        return cf_err_set(CF_E_INVAL, errstr, errstr_size, "parties must be %d..%d (got %u)",
+                          CF_KEY_PARTIES_MIN, CF_KEY_PARTIES_MAX, o->parties);
+    }
+    if (o->dim < 2 || o->dim > CF_SA_DIM_MAX) {
+        return cf_err_set(CF_E_INVAL, errstr, errstr_size, "dim must be 2..%d (got %u)",
+                          CF_SA_DIM_MAX, o->dim);
+    }
+    if (o->amount_abs_max <= 0 || o->amount_abs_max > CF_SA_ABS_MAX) {
+        return cf_err_set(CF_E_INVAL, errstr, errstr_size,
+                          "amount_abs_max must be 1..%lld (got %lld)", (long long)CF_SA_ABS_MAX,
+                          (long long)o->amount_abs_max);
+    }
+    return CF_OK;
+}
+
+/*
+ * The share vector of party seed @p seed for event @p seq: v[0..dim) then mac[0..dim),
+ * drawn in that order from the keystream. Components >= dim are zero.
+ */
+void cf__sa_prg(const uint8_t seed[CF_KEY_SEED_LEN], uint64_t seq, unsigned dim, cf_sa_vec *out)
+{
+    uint8_t nonce[crypto_stream_chacha20_ietf_NONCEBYTES] = {'c', 'f', 's', 'a'};
+    uint64_t words[8];
+    uint64_t vals[2 * CF_SA_DIM_MAX];
+    unsigned need = 2 * dim, got = 0;
+    uint32_t block = 0;
+    for (int i = 0; i < 8; i++) {
+        nonce[4 + i] = (uint8_t)(seq >> (8 * i));
+    }
+    while (got < need) {
+        if (block == 0) {
+            crypto_stream_chacha20_ietf((uint8_t *)words, sizeof(words), nonce, seed);
+        } else {
+            memset(words, 0, sizeof(words));
+            crypto_stream_chacha20_ietf_xor_ic((uint8_t *)words, (const uint8_t *)words,
+                                               sizeof(words), nonce, block, seed);
+        }
+        block++;
+        for (int i = 0; i < 8 && got < need; i++) {
+            /* Little-endian machine words; the result only has to be the same on every
+             * party, which a little-endian deployment guarantees (asserted at build). */
+            uint64_t w = words[i] & CF_SA_P;
+            if (w != CF_SA_P) {
+                vals[got++] = w;
+            }
+        }
+    }
+    memset(out, 0, sizeof(*out));
+    for (unsigned j = 0; j < dim; j++) {
+        out->v[j] = vals[j];
+        out->mac[j] = vals[dim + j];
+    }
+    sodium_memzero(words, sizeof(words));
+    sodium_memzero(vals, sizeof(vals));
+}
+
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "share derivation assumes LE words");
+
+/* ---- gateway ----------------------------------------------------------------------------- */
+
+struct cf_sa_gateway {
+    unsigned k, dim;
+    int64_t amount_abs_max;
+    uint64_t alpha;
+    uint8_t seeds[CF_KEY_PARTIES_MAX - 1][CF_KEY_SEED_LEN];
+};
+
+static cf_err load_mac_key(const cf_key *key, unsigned parties, uint64_t *alpha,
+                           uint8_t seeds[][CF_KEY_SEED_LEN], char *errstr, size_t errstr_size)
+{
+    if (key == NULL || cf_key_parties(key) == 0) {
+        return cf_err_set(CF_E_INVAL, errstr, errstr_size,
+                          "a gateway or combiner key is required (got %s)",
+                          key == NULL ? "none" : key->kind);
+    }
+    if (cf_key_parties(key) != parties) {
+        return cf_err_set(CF_E_INVAL, errstr, errstr_size,
+                          "the %s key was generated for %u parties, the configuration has %u "
+                          "(regenerate keys with confide keygen --parties %u)",
+                          key->kind, cf_key_parties(key), parties, parties);
+    }
+    *alpha = cf_key_alpha(key);
+    for (unsigned i = 1; i < parties; i++) {
+        memcpy(seeds[i - 1], cf_key_seed(key, i), CF_KEY_SEED_LEN);
+    }
+    return CF_OK;
+}
+
+cf_err cf_sa_gateway_create(cf_sa_gateway **out, const cf_key *gw_key, const cf_sa_opts *opts,
+                            char *errstr, size_t errstr_size)
+{
+    cf_err err;
+    CF_ASSERT(out != NULL);
+    *out = NULL;
+    if ((err = check_opts(opts, errstr, errstr_size)) != CF_OK) {
+        return err;
+    }
+    cf_sa_gateway *g = sodium_malloc(sizeof(*g));
+    if (g == NULL) {
+        return CF_E_NOMEM;
+    }
+    memset(g, 0, sizeof(*g));
+    g->k = opts->parties;
+    g->dim = opts->dim;
+    g->amount_abs_max = opts->amount_abs_max;
+    err = load_mac_key(gw_key, g->k, &g->alpha, g->seeds, errstr, errstr_size);
+    if (err != CF_OK) {
+        cf_sa_gateway_destroy(g);
+        return err;
+    }
+    *out = g;
+    return CF_OK;
+}
+
+void cf_sa_gateway_destroy(cf_sa_gateway *g)
+{
+    if (g != NULL) {
+        sodium_memzero(g, sizeof(*g));
+        sodium_free(g);
+    }
+}
+
+cf_err cf_sa_gateway_split(cf_sa_gateway *g, uint64_t seq, const int64_t *vals,
+                           cf_sa_vec *share0)
+{
+    uint64_t enc[CF_SA_DIM_MAX];
+    if (vals[CF_SA_C_AMOUNT] > g->amount_abs_max || vals[CF_SA_C_AMOUNT] < -g->amount_abs_max) {
+        return CF_E_OVERFLOW;
+    }
+    for (unsigned j = 0; j < g->dim; j++) {
+        if (cf_sa_encode(vals[j], &enc[j]) != CF_OK) {
+            return CF_E_OVERFLOW;
+        }
+    }
+    memset(share0, 0, sizeof(*share0));
+    for (unsigned j = 0; j < g->dim; j++) {
+        share0->v[j] = enc[j];
+        share0->mac[j] = cf_sa_fmul(g->alpha, enc[j]);
+    }
+    for (unsigned i = 1; i < g->k; i++) {
+        cf_sa_vec r;
+        cf__sa_prg(g->seeds[i - 1], seq, g->dim, &r);
+        for (unsigned j = 0; j < g->dim; j++) {
+            share0->v[j] = cf_sa_fsub(share0->v[j], r.v[j]);
+            share0->mac[j] = cf_sa_fsub(share0->mac[j], r.mac[j]);
+        }
+    }
+    return CF_OK;
+}
+
+cf_err cf_sa_gateway_split_batch(cf_sa_gateway *g, const uint64_t *seqs, const int64_t *vals,
+                                 size_t n, cf_sa_vec *share0, size_t *bad)
+{
+    for (size_t e = 0; e < n; e++) {
+        cf_err err = cf_sa_gateway_split(g, seqs[e], vals + e * g->dim, &share0[e]);
+        if (err != CF_OK) {
+            if (bad != NULL) {
+                *bad = e;
+            }
+            return err;
+        }
+    }
+    return CF_OK;
+}
+
+/* ---- party ------------------------------------------------------------------------------- */
+
+struct cf_sa_party {
+    unsigned index, dim;
+    uint8_t seed[CF_KEY_SEED_LEN];
+};
+
+cf_err cf_sa_party_create(cf_sa_party **out, unsigned index, const cf_key *party_key,
+                          const cf_sa_opts *opts, char *errstr, size_t errstr_size)
+{
+    cf_err err;
+    CF_ASSERT(out != NULL);
+    *out = NULL;
+    if ((err = check_opts(opts, errstr, errstr_size)) != CF_OK) {
+        return err;
+    }
+    if (index >= opts->parties) {
+        return cf_err_set(CF_E_INVAL, errstr, errstr_size, "party index %u out of range 0..%u",
+                          index, opts->parties - 1);
+    }
+    const uint8_t *seed = NULL;
+    if (index >= 1) {
+        seed = party_key != NULL ? cf_key_seed(party_key, index) : NULL;
+        if (seed == NULL) {
+            return cf_err_set(CF_E_INVAL, errstr, errstr_size,
+                              "party %u needs its seed (party-%u.key)", index, index);
+        }
+    }
+    cf_sa_party *p = sodium_malloc(sizeof(*p));
+    if (p == NULL) {
+        return CF_E_NOMEM;
+    }
+    memset(p, 0, sizeof(*p));
+    p->index = index;
+    p->dim = opts->dim;
+    if (seed != NULL) {
+        memcpy(p->seed, seed, CF_KEY_SEED_LEN);
+    }
+    *out = p;
+    return CF_OK;
+}
+
+void cf_sa_party_destroy(cf_sa_party *p)
+{
+    if (p != NULL) {
+        sodium_memzero(p, sizeof(*p));
+        sodium_free(p);
+    }
+}
+
+unsigned cf_sa_party_index(const cf_sa_party *p)
+{
+    return p->index;
+}
+
+void cf_sa_party_share(cf_sa_party *p, uint64_t seq, const cf_sa_vec *payload0, cf_sa_vec *out)
+{
+    if (p->index == 0) {
+        CF_ASSERT(payload0 != NULL);
+        *out = *payload0;
+        return;
+    }
+    cf__sa_prg(p->seed, seq, p->dim, out);
+}
+
+void cf_sa_party_sum(cf_sa_party *p, const uint64_t *seqs, size_t n, const cf_sa_vec *payload0,
+                     cf_sa_vec *sum)
+{
+    for (size_t e = 0; e < n; e++) {
+        cf_sa_vec s;
+        cf_sa_party_share(p, seqs[e], payload0 != NULL ? &payload0[e] : NULL, &s);
+        cf_sa_vec_add(sum, &s);
+    }
+}
+
+/* ---- combiner ---------------------------------------------------------------------------- */
+
+struct cf_sa_combiner {
+    unsigned k, dim;
+    uint64_t min_count;
+    int64_t amount_abs_max;
+    uint64_t alpha;
+    uint32_t epoch;
+    uint8_t key_id[CF_KEY_ID_LEN];
+    uint8_t seeds[CF_KEY_PARTIES_MAX - 1][CF_KEY_SEED_LEN];
+};
+
+cf_err cf_sa_combiner_create(cf_sa_combiner **out, const cf_key *comb_key,
+                             const cf_sa_opts *opts, char *errstr, size_t errstr_size)
+{
+    cf_err err;
+    CF_ASSERT(out != NULL);
+    *out = NULL;
+    if ((err = check_opts(opts, errstr, errstr_size)) != CF_OK) {
+        return err;
+    }
+    cf_sa_combiner *c = sodium_malloc(sizeof(*c));
+    if (c == NULL) {
+        return CF_E_NOMEM;
+    }
+    memset(c, 0, sizeof(*c));
+    c->k = opts->parties;
+    c->dim = opts->dim;
+    c->min_count = opts->min_count;
+    c->amount_abs_max = opts->amount_abs_max;
+    err = load_mac_key(comb_key, c->k, &c->alpha, c->seeds, errstr, errstr_size);
+    if (err != CF_OK) {
+        cf_sa_combiner_destroy(c);
+        return err;
+    }
+    c->epoch = comb_key->epoch;
+    memcpy(c->key_id, comb_key->id, CF_KEY_ID_LEN);
+    *out = c;
+    return CF_OK;
+}
+
+void cf_sa_combiner_destroy(cf_sa_combiner *c)
+{
+    if (c != NULL) {
+        sodium_memzero(c, sizeof(*c));
+        sodium_free(c);
+    }
+}
+
+static const char *component_name(unsigned j)
+{
+    static const char *names[CF_SA_DIM_MAX] = {"count", "amount", "sum_sq", "component3"};
+    return j < CF_SA_DIM_MAX ? names[j] : "?";
+}
+
+/* Largest |per-event value| of component j (saturating), for the wrap-around check. */
+static uint64_t component_bound(const cf_sa_combiner *c, unsigned j)
+{
+    uint64_t a = (uint64_t)c->amount_abs_max;
+    uint64_t sq;
+    switch (j) {
+    case CF_SA_C_COUNT:
+        return 1;
+    case CF_SA_C_AMOUNT:
+        return a;
+    default:
+        return __builtin_mul_overflow(a, a, &sq) ? UINT64_MAX : sq;
+    }
+}
+
+static bool mac_ok(const cf_sa_combiner *c, const cf_sa_vec *tot)
+{
+    unsigned bad = 0;
+    for (unsigned j = 0; j < c->dim; j++) {
+        /* no early exit: the time does not depend on which component failed */
+        bad |= (unsigned)(tot->mac[j] != cf_sa_fmul(c->alpha, tot->v[j]));
+    }
+    return bad == 0;
+}
+
+cf_err cf_sa_combine(cf_sa_combiner *c, uint64_t window_id, const uint8_t key[16],
+                     const cf_sa_vec *partials, unsigned k, cf_sa_result *out, char *errstr,
+                     size_t errstr_size)
+{
+    cf_sa_vec tot;
+    memset(out, 0, sizeof(*out));
+    out->dim = c->dim;
+    out->epoch = c->epoch;
+    memcpy(out->key_id, c->key_id, CF_KEY_ID_LEN);
+    if (k != c->k) {
+        return cf_err_set(CF_E_INVAL, errstr, errstr_size, "combine needs %u partial sums, got %u",
+                          c->k, k);
+    }
+    cf_sa_vec_zero(&tot);
+    for (unsigned i = 0; i < k; i++) {
+        cf_sa_vec_add(&tot, &partials[i]);
+    }
+    char keyhex[2 * CF_SA_PSEUDO_LEN + 1];
+    sodium_bin2hex(keyhex, sizeof(keyhex), key, CF_SA_PSEUDO_LEN);
+    if (!mac_ok(c, &tot)) {
+        unsigned first = 0;
+        for (unsigned j = 0; j < c->dim; j++) {
+            if (tot.mac[j] != cf_sa_fmul(c->alpha, tot.v[j])) {
+                first = j;
+                break;
+            }
+        }
+        sodium_memzero(&tot, sizeof(tot));
+        return cf_err_set(CF_E_AUTH, errstr, errstr_size,
+                          "integrity alert: MAC check failed for window %llu, pseudonym %s, "
+                          "component %s: a party altered its partial sum; nothing released",
+                          (unsigned long long)window_id, keyhex, component_name(first));
+    }
+    out->verified = true;
+    int64_t count = cf_sa_decode(tot.v[CF_SA_C_COUNT]);
+    if (count < 0) {
+        sodium_memzero(&tot, sizeof(tot));
+        return cf_err_set(CF_E_OVERFLOW, errstr, errstr_size,
+                          "window %llu, pseudonym %s: negative count", (unsigned long long)window_id,
+                          keyhex);
+    }
+    for (unsigned j = 0; j < c->dim; j++) {
+        uint64_t lim;
+        bool nonneg = j != CF_SA_C_AMOUNT;
+        uint64_t range = nonneg ? CF_SA_P - 1 : (uint64_t)CF_SA_ABS_MAX;
+        if (__builtin_mul_overflow((uint64_t)count, component_bound(c, j), &lim) || lim > range) {
+            sodium_memzero(&tot, sizeof(tot));
+            return cf_err_set(CF_E_OVERFLOW, errstr, errstr_size,
+                              "window %llu, pseudonym %s: %lld events could wrap the %s sum "
+                              "mod p; lower amount_abs_max or the window size",
+                              (unsigned long long)window_id, keyhex, (long long)count,
+                              component_name(j));
+        }
+        out->v[j] = nonneg ? (int64_t)tot.v[j] : cf_sa_decode(tot.v[j]);
+    }
+    out->released = (uint64_t)count >= c->min_count;
+    if (!out->released) {
+        memset(out->v, 0, sizeof(out->v));
+    }
+    sodium_memzero(&tot, sizeof(tot));
+    return CF_OK;
+}
+
+cf_err cf_sa_combiner_attribute(cf_sa_combiner *c, const uint64_t *seqs, size_t n,
+                                const cf_sa_vec *partials, unsigned k, int *bad_party)
+{
+    cf_sa_vec tot;
+    if (k != c->k) {
+        return CF_E_INVAL;
+    }
+    cf_sa_vec_zero(&tot);
+    for (unsigned i = 0; i < k; i++) {
+        cf_sa_vec_add(&tot, &partials[i]);
+    }
+    if (mac_ok(c, &tot)) {
+        *bad_party = -1;
+        return CF_OK;
+    }
+    *bad_party = 0;
+    for (unsigned i = 1; i < k; i++) {
+        cf_sa_vec want;
+        cf_sa_vec_zero(&want);
+        for (size_t e = 0; e < n; e++) {
+            cf_sa_vec r;
+            cf__sa_prg(c->seeds[i - 1], seqs[e], c->dim, &r);
+            cf_sa_vec_add(&want, &r);
+        }
+        bool same = memcmp(&want, &partials[i], sizeof(want)) == 0;
+        sodium_memzero(&want, sizeof(want));
+        if (!same) {
+            *bad_party = (int)i;
+            break;
+        }
+    }
+    return CF_OK;
+}

@@ -1,0 +1,1104 @@
+#include "cf_test.h"
+
+#include <math.h>
+#include <sodium.h>
+
+#include "confide/core.h"
+#include "confide/keys.h"
+#include "confide/secagg.h"
+#include "secagg/secagg_int.h"
+
+static char errbuf[512];
+
+/* ---- helpers ------------------------------------------------------------------------------ */
+
+typedef struct keyset {
+    cf_key *gw, *comb, *pseudo, *party[CF_KEY_PARTIES_MAX];
+} keyset;
+
+static int keyset_make(keyset *ks, unsigned k)
+{
+    memset(ks, 0, sizeof(*ks));
+    char dir[300];
+    snprintf(dir, sizeof(dir), "%s/keys", cf_test_tmpdir());
+    if (cf_keys_generate(dir, k, 1, 0, errbuf, sizeof(errbuf)) != CF_OK ||
+        cf_key_load(dir, "gateway.key", &ks->gw, errbuf, sizeof(errbuf)) != CF_OK ||
+        cf_key_load(dir, "combiner.key", &ks->comb, errbuf, sizeof(errbuf)) != CF_OK ||
+        cf_key_load(dir, "pseudonym.key", &ks->pseudo, errbuf, sizeof(errbuf)) != CF_OK) {
+        fprintf(stderr, "keys: %s\n", errbuf);
+        return -1;
+    }
+    for (unsigned i = 1; i < k; i++) {
+        if (cf_key_load_party(dir, i, &ks->party[i], errbuf, sizeof(errbuf)) != CF_OK) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void keyset_free(keyset *ks)
+{
+    cf_key_destroy(ks->gw);
+    cf_key_destroy(ks->comb);
+    cf_key_destroy(ks->pseudo);
+    for (unsigned i = 0; i < CF_KEY_PARTIES_MAX; i++) {
+        cf_key_destroy(ks->party[i]);
+    }
+}
+
+static cf_sa_opts opts_k(unsigned k)
+{
+    cf_sa_opts o;
+    cf_sa_opts_default(&o);
+    o.parties = k;
+    return o;
+}
+
+/* A full LSA deployment in one struct: gateway, k parties, combiner. */
+typedef struct rig {
+    keyset ks;
+    cf_sa_opts o;
+    cf_sa_gateway *gw;
+    cf_sa_party *party[CF_KEY_PARTIES_MAX];
+    cf_sa_combiner *comb;
+} rig;
+
+static int rig_make(rig *r, const cf_sa_opts *o)
+{
+    memset(r, 0, sizeof(*r));
+    r->o = *o;
+    if (keyset_make(&r->ks, o->parties) != 0 ||
+        cf_sa_gateway_create(&r->gw, r->ks.gw, o, errbuf, sizeof(errbuf)) != CF_OK ||
+        cf_sa_combiner_create(&r->comb, r->ks.comb, o, errbuf, sizeof(errbuf)) != CF_OK) {
+        fprintf(stderr, "rig: %s\n", errbuf);
+        return -1;
+    }
+    for (unsigned i = 0; i < o->parties; i++) {
+        if (cf_sa_party_create(&r->party[i], i, r->ks.party[i], o, errbuf, sizeof(errbuf)) !=
+            CF_OK) {
+            fprintf(stderr, "rig: %s\n", errbuf);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void rig_free(rig *r)
+{
+    cf_sa_gateway_destroy(r->gw);
+    cf_sa_combiner_destroy(r->comb);
+    for (unsigned i = 0; i < CF_KEY_PARTIES_MAX; i++) {
+        cf_sa_party_destroy(r->party[i]);
+    }
+    keyset_free(&r->ks);
+}
+
+static uint64_t rnd64(void)
+{
+    uint64_t x;
+    randombytes_buf(&x, sizeof(x));
+    return x;
+}
+
+/* Chi-square of counts against a uniform expectation. */
+static double chi2_uniform(const uint64_t *bins, unsigned nb, uint64_t total)
+{
+    double e = (double)total / nb, s = 0;
+    for (unsigned i = 0; i < nb; i++) {
+        double d = (double)bins[i] - e;
+        s += d * d / e;
+    }
+    return s;
+}
+
+/* Two-sample chi-square (equal sample sizes): sum (a-b)^2 / (a+b). */
+static double chi2_two(const uint64_t *a, const uint64_t *b, unsigned nb)
+{
+    double s = 0;
+    for (unsigned i = 0; i < nb; i++) {
+        double t = (double)a[i] + (double)b[i];
+        if (t > 0) {
+            double d = (double)a[i] - (double)b[i];
+            s += d * d / t;
+        }
+    }
+    return s;
+}
+
+/* 63 degrees of freedom: mean 63, sd 11.2; 130 is about 6 sd (p < 1e-6). */
+#define CHI2_63_LIMIT 130.0
+#define NBINS 64
+static unsigned bin_of(uint64_t x)
+{
+    return (unsigned)(x >> 55); /* top 6 of 61 bits */
+}
+
+/* ---- field ---------------------------------------------------------------------------------- */
+
+static void test_field_arith(void)
+{
+    __extension__ typedef unsigned __int128 u128;
+    for (int i = 0; i < 100000; i++) {
+        uint64_t a = rnd64() % CF_SA_P, b = rnd64() % CF_SA_P;
+        if (i == 0) {
+            a = b = CF_SA_P - 1;
+        }
+        uint64_t want = (uint64_t)(((u128)a * b) % CF_SA_P);
+        if (cf_sa_fmul(a, b) != want || cf_sa_fadd(a, b) != (a + b) % CF_SA_P ||
+            cf_sa_fsub(a, b) != (a + CF_SA_P - b) % CF_SA_P) {
+            CHECK(!"field op mismatch");
+            break;
+        }
+    }
+    uint64_t x;
+    CHECK_OK(cf_sa_encode(0, &x));
+    CHECK_EQ(x, 0);
+    CHECK_OK(cf_sa_encode(-1, &x));
+    CHECK(x == CF_SA_P - 1);
+    CHECK_EQ(cf_sa_decode(x), -1);
+    CHECK_OK(cf_sa_encode(CF_SA_ABS_MAX, &x));
+    CHECK_EQ(cf_sa_decode(x), CF_SA_ABS_MAX);
+    CHECK_OK(cf_sa_encode(-CF_SA_ABS_MAX, &x));
+    CHECK_EQ(cf_sa_decode(x), -CF_SA_ABS_MAX);
+    CHECK_EQ(cf_sa_encode(CF_SA_ABS_MAX + 1, &x), CF_E_OVERFLOW);
+    CHECK_EQ(cf_sa_encode(-CF_SA_ABS_MAX - 1, &x), CF_E_OVERFLOW);
+    CHECK_EQ(cf_sa_encode(INT64_MAX, &x), CF_E_OVERFLOW);
+    CHECK_EQ(cf_sa_encode(INT64_MIN, &x), CF_E_OVERFLOW);
+    int64_t vals[CF_SA_DIM_MAX];
+    CHECK_OK(cf_sa_event_values(-250, 3, vals));
+    CHECK_EQ(vals[0], 1);
+    CHECK_EQ(vals[1], -250);
+    CHECK_EQ(vals[2], 62500);
+    CHECK_EQ(cf_sa_event_values(INT64_C(1) << 40, 3, vals), CF_E_OVERFLOW);
+}
+
+/* ---- shares ------------------------------------------------------------------------------- */
+
+static void test_shares_sum_to_value(void)
+{
+    REQUIRE(cf_init() == CF_OK);
+    for (unsigned k = 2; k <= 8; k++) {
+        cf_sa_opts o = opts_k(k);
+        o.amount_abs_max = CF_SA_ABS_MAX;
+        rig r;
+        REQUIRE(rig_make(&r, &o) == 0);
+        uint64_t alpha = cf_key_alpha(r.ks.gw);
+        const int64_t edge[] = {0, 1, -1, 5716, -5716, CF_SA_ABS_MAX, -CF_SA_ABS_MAX,
+                                INT64_C(1) << 40, -(INT64_C(1) << 40)};
+        size_t ne = sizeof(edge) / sizeof(edge[0]);
+        for (size_t t = 0; t < ne + 200; t++) {
+            int64_t amount = t < ne ? edge[t] : (int64_t)(rnd64() % (2 * 100000000)) - 100000000;
+            int64_t vals[CF_SA_DIM_MAX];
+            REQUIRE(cf_sa_event_values(amount, 2, vals) == CF_OK);
+            uint64_t seq = rnd64();
+            cf_sa_vec s0, tot;
+            REQUIRE(cf_sa_gateway_split(r.gw, seq, vals, &s0) == CF_OK);
+            cf_sa_vec_zero(&tot);
+            for (unsigned i = 0; i < k; i++) {
+                cf_sa_vec si;
+                cf_sa_party_share(r.party[i], seq, &s0, &si);
+                cf_sa_vec_add(&tot, &si);
+            }
+            CHECK_EQ(cf_sa_decode(tot.v[0]), 1);
+            CHECK_EQ(cf_sa_decode(tot.v[1]), amount);
+            CHECK(tot.mac[0] == cf_sa_fmul(alpha, tot.v[0]));
+            CHECK(tot.mac[1] == cf_sa_fmul(alpha, tot.v[1]));
+            CHECK(tot.v[2] == 0 && tot.mac[3] == 0);
+        }
+        /* values beyond what fits are refused, not wrapped */
+        int64_t big[CF_SA_DIM_MAX] = {1, INT64_MAX, 0, 0};
+        cf_sa_vec s0;
+        CHECK_EQ(cf_sa_gateway_split(r.gw, 1, big, &s0), CF_E_OVERFLOW);
+        big[1] = INT64_MIN;
+        CHECK_EQ(cf_sa_gateway_split(r.gw, 1, big, &s0), CF_E_OVERFLOW);
+        rig_free(&r);
+    }
+    /* the configured per-event bound is enforced at the gateway */
+    rig r;
+    cf_sa_opts o = opts_k(2);
+    REQUIRE(rig_make(&r, &o) == 0);
+    int64_t v[CF_SA_DIM_MAX] = {1, (INT64_C(1) << 40) + 1, 0, 0};
+    cf_sa_vec s0;
+    CHECK_EQ(cf_sa_gateway_split(r.gw, 1, v, &s0), CF_E_OVERFLOW);
+    rig_free(&r);
+}
+
+/* Deliberately broken splitter for the uniformity test: 60-bit masks instead of 61. */
+static uint64_t biased_share0(uint64_t v, const uint8_t seed[32], uint64_t seq)
+{
+    cf_sa_vec r;
+    cf__sa_prg(seed, seq, 2, &r);
+    return cf_sa_fsub(v, r.v[1] & ((UINT64_C(1) << 60) - 1));
+}
+
+static void test_remaining_share_uniform(void)
+{
+    REQUIRE(cf_init() == CF_OK);
+    /* k = 3, the same amount for every event: with the shares of parties 1 and 2 fixed by
+     * their seeds, party 0's share must still be uniform over Z_p, and so must each seeded
+     * party's share (any k - 1 shares are independent of the value). */
+    cf_sa_opts o = opts_k(3);
+    rig r;
+    REQUIRE(rig_make(&r, &o) == 0);
+    enum { N = 64000 };
+    uint64_t b0[NBINS] = {0}, b1[NBINS] = {0}, bbad[NBINS] = {0};
+    int64_t vals[CF_SA_DIM_MAX];
+    REQUIRE(cf_sa_event_values(123456, 2, vals) == CF_OK);
+    uint64_t enc;
+    REQUIRE(cf_sa_encode(123456, &enc) == CF_OK);
+    for (uint64_t seq = 0; seq < N; seq++) {
+        cf_sa_vec s0, s1;
+        REQUIRE(cf_sa_gateway_split(r.gw, seq, vals, &s0) == CF_OK);
+        cf_sa_party_share(r.party[1], seq, NULL, &s1);
+        b0[bin_of(s0.v[1])]++;
+        b1[bin_of(s1.v[1])]++;
+        bbad[bin_of(biased_share0(enc, cf_key_seed(r.ks.gw, 1), seq))]++;
+    }
+    double c0 = chi2_uniform(b0, NBINS, N), c1 = chi2_uniform(b1, NBINS, N);
+    double cbad = chi2_uniform(bbad, NBINS, N);
+    fprintf(stderr, "chi2 party0=%.1f party1=%.1f biased=%.1f (limit %.0f)\n", c0, c1, cbad,
+            CHI2_63_LIMIT);
+    CHECK(c0 < CHI2_63_LIMIT);
+    CHECK(c1 < CHI2_63_LIMIT);
+    CHECK(cbad > CHI2_63_LIMIT); /* the test has teeth */
+    rig_free(&r);
+}
+
+/* Party 0's inputs for amounts[e] over N events, binned. */
+static void party0_bins(const int64_t *amounts, size_t n, uint64_t bins_v[NBINS],
+                        uint64_t bins_m[NBINS], bool plain)
+{
+    cf_sa_opts o = opts_k(2);
+    rig r;
+    if (rig_make(&r, &o) != 0) {
+        return;
+    }
+    for (size_t e = 0; e < n; e++) {
+        int64_t vals[CF_SA_DIM_MAX];
+        cf_sa_vec s0;
+        cf_sa_event_values(amounts[e], 2, vals);
+        cf_sa_gateway_split(r.gw, e, vals, &s0);
+        if (plain) {
+            uint64_t x;
+            cf_sa_encode(amounts[e], &x);
+            bins_v[bin_of(x)]++;
+        } else {
+            bins_v[bin_of(s0.v[1])]++;
+            bins_m[bin_of(s0.mac[1])]++;
+        }
+    }
+    rig_free(&r);
+}
+
+static void test_party_view_independent(void)
+{
+    REQUIRE(cf_init() == CF_OK);
+    enum { N = 32000 };
+    static int64_t small[N], large[N];
+    for (size_t e = 0; e < N; e++) {
+        small[e] = (int64_t)(e % 1000) + 1;                            /* cents */
+        large[e] = -((INT64_C(1) << 40) - (int64_t)(e % 1000) * 7919); /* huge refunds */
+    }
+    /* run A: small amounts, run B: the amounts swapped for very different ones, each with
+     * fresh keys. Party 0's value and MAC shares must look the same. */
+    uint64_t av[NBINS] = {0}, am[NBINS] = {0}, bv[NBINS] = {0}, bm[NBINS] = {0};
+    party0_bins(small, N, av, am, false);
+    party0_bins(large, N, bv, bm, false);
+    double cv = chi2_two(av, bv, NBINS), cm = chi2_two(am, bm, NBINS);
+    /* the same statistic on unprotected values separates the runs */
+    uint64_t pa[NBINS] = {0}, pb[NBINS] = {0}, dummy[NBINS] = {0};
+    party0_bins(small, N, pa, dummy, true);
+    party0_bins(large, N, pb, dummy, true);
+    double cp = chi2_two(pa, pb, NBINS);
+    fprintf(stderr, "two-sample chi2 value=%.1f mac=%.1f plain=%.1f (limit %.0f)\n", cv, cm, cp,
+            CHI2_63_LIMIT);
+    CHECK(cv < CHI2_63_LIMIT);
+    CHECK(cm < CHI2_63_LIMIT);
+    CHECK(cp > CHI2_63_LIMIT);
+    CHECK(chi2_uniform(av, NBINS, N) < CHI2_63_LIMIT);
+}
+
+/* ---- combine ------------------------------------------------------------------------------ */
+
+typedef struct group {
+    uint64_t seqs[64];
+    size_t n;
+    int64_t sum;
+} group;
+
+/* Runs n events of one group through every party; partials[i] = party i's sum. */
+static void run_group(rig *r, group *g, cf_sa_vec *partials)
+{
+    static cf_sa_vec s0[64];
+    for (size_t e = 0; e < g->n; e++) {
+        int64_t vals[CF_SA_DIM_MAX];
+        int64_t amount = (int64_t)(rnd64() % 200000) - 20000;
+        cf_sa_event_values(amount, r->o.dim, vals);
+        g->seqs[e] = 1000 + e * 3;
+        cf_sa_gateway_split(r->gw, g->seqs[e], vals, &s0[e]);
+        g->sum += amount;
+    }
+    for (unsigned i = 0; i < r->o.parties; i++) {
+        cf_sa_vec_zero(&partials[i]);
+        cf_sa_party_sum(r->party[i], g->seqs, g->n, i == 0 ? s0 : NULL, &partials[i]);
+    }
+}
+
+static void test_tamper_detected(void)
+{
+    REQUIRE(cf_init() == CF_OK);
+    cf_sa_opts o = opts_k(3);
+    rig r;
+    REQUIRE(rig_make(&r, &o) == 0);
+    group g = {.n = 40};
+    cf_sa_vec part[3], bad[3];
+    uint8_t key[16] = {0xab, 0xcd};
+    run_group(&r, &g, part);
+    cf_sa_result res;
+    CHECK_OK(cf_sa_combine(r.comb, 7, key, part, 3, &res, errbuf, sizeof(errbuf)));
+    CHECK(res.verified && res.released);
+    CHECK_EQ(res.v[0], 40);
+    CHECK_EQ(res.v[1], g.sum);
+    CHECK_EQ(res.epoch, 1);
+    int who = 9;
+    CHECK_OK(cf_sa_combiner_attribute(r.comb, g.seqs, g.n, part, 3, &who));
+    CHECK_EQ(who, -1);
+    for (unsigned victim = 0; victim < 3; victim++) {
+        for (unsigned comp = 0; comp < 2; comp++) {
+            memcpy(bad, part, sizeof(bad));
+            bad[victim].v[comp] = cf_sa_fadd(bad[victim].v[comp], 1); /* one value flipped */
+            errbuf[0] = '\0';
+            CHECK_EQ(cf_sa_combine(r.comb, 7, key, bad, 3, &res, errbuf, sizeof(errbuf)),
+                     CF_E_AUTH);
+            CHECK(!res.verified && !res.released);
+            CHECK(res.v[0] == 0 && res.v[1] == 0); /* nothing released */
+            CHECK(strstr(errbuf, "window 7") != NULL);
+            CHECK(strstr(errbuf, "abcd") != NULL);
+            CHECK(strstr(errbuf, comp == 0 ? "count" : "amount") != NULL);
+            CHECK_OK(cf_sa_combiner_attribute(r.comb, g.seqs, g.n, bad, 3, &who));
+            CHECK_EQ(who, (int)victim);
+        }
+    }
+    /* an attacker who shifts the MAC share too, by a guess of alpha * e, is still caught */
+    memcpy(bad, part, sizeof(bad));
+    bad[1].v[1] = cf_sa_fadd(bad[1].v[1], 1000);
+    bad[1].mac[1] = cf_sa_fadd(bad[1].mac[1], cf_sa_fmul(12345, 1000));
+    CHECK_EQ(cf_sa_combine(r.comb, 7, key, bad, 3, &res, errbuf, sizeof(errbuf)), CF_E_AUTH);
+    /* a MAC-only alteration too */
+    memcpy(bad, part, sizeof(bad));
+    bad[0].mac[0] ^= 1;
+    CHECK_EQ(cf_sa_combine(r.comb, 7, key, bad, 3, &res, errbuf, sizeof(errbuf)), CF_E_AUTH);
+    /* a dropped event at one party */
+    memcpy(bad, part, sizeof(bad));
+    cf_sa_vec_zero(&bad[2]);
+    cf_sa_party_sum(r.party[2], g.seqs, g.n - 1, NULL, &bad[2]);
+    CHECK_EQ(cf_sa_combine(r.comb, 7, key, bad, 3, &res, errbuf, sizeof(errbuf)), CF_E_AUTH);
+    CHECK_OK(cf_sa_combiner_attribute(r.comb, g.seqs, g.n, bad, 3, &who));
+    CHECK_EQ(who, 2);
+    CHECK_EQ(cf_sa_combine(r.comb, 7, key, part, 2, &res, errbuf, sizeof(errbuf)), CF_E_INVAL);
+    rig_free(&r);
+}
+
+static void test_wrong_mac_key(void)
+{
+    REQUIRE(cf_init() == CF_OK);
+    cf_sa_opts o = opts_k(2);
+    rig r, other;
+    REQUIRE(rig_make(&r, &o) == 0);
+    REQUIRE(rig_make(&other, &o) == 0);
+    group g = {.n = 10};
+    cf_sa_vec part[2];
+    uint8_t key[16] = {1};
+    run_group(&r, &g, part);
+    cf_sa_result res;
+    CHECK_EQ(cf_sa_combine(other.comb, 1, key, part, 2, &res, errbuf, sizeof(errbuf)), CF_E_AUTH);
+    CHECK(!res.released);
+    CHECK_OK(cf_sa_combine(r.comb, 1, key, part, 2, &res, errbuf, sizeof(errbuf)));
+    /* keys of the wrong shape are refused at creation */
+    cf_sa_combiner *c = NULL;
+    CHECK_EQ(cf_sa_combiner_create(&c, r.ks.pseudo, &o, errbuf, sizeof(errbuf)), CF_E_INVAL);
+    cf_sa_opts o3 = opts_k(3);
+    CHECK_EQ(cf_sa_combiner_create(&c, r.ks.comb, &o3, errbuf, sizeof(errbuf)), CF_E_INVAL);
+    CHECK(strstr(errbuf, "--parties 3") != NULL);
+    cf_sa_party *p = NULL;
+    CHECK_EQ(cf_sa_party_create(&p, 1, NULL, &o, errbuf, sizeof(errbuf)), CF_E_INVAL);
+    CHECK_EQ(cf_sa_party_create(&p, 2, r.ks.gw, &o, errbuf, sizeof(errbuf)), CF_E_INVAL);
+    CHECK(c == NULL && p == NULL);
+    /* a party using another deployment's seed breaks the sums: detected */
+    cf_sa_party *wrong = NULL;
+    REQUIRE(cf_sa_party_create(&wrong, 1, other.ks.party[1], &o, errbuf, sizeof(errbuf)) ==
+            CF_OK);
+    cf_sa_vec_zero(&part[1]);
+    cf_sa_party_sum(wrong, g.seqs, g.n, NULL, &part[1]);
+    CHECK_EQ(cf_sa_combine(r.comb, 1, key, part, 2, &res, errbuf, sizeof(errbuf)), CF_E_AUTH);
+    cf_sa_party_destroy(wrong);
+    rig_free(&r);
+    rig_free(&other);
+}
+
+static void test_min_count_and_overflow(void)
+{
+    REQUIRE(cf_init() == CF_OK);
+    cf_sa_opts o = opts_k(2);
+    o.min_count = 5;
+    rig r;
+    REQUIRE(rig_make(&r, &o) == 0);
+    group g = {.n = 4};
+    cf_sa_vec part[2];
+    uint8_t key[16] = {2};
+    run_group(&r, &g, part);
+    cf_sa_result res;
+    CHECK_OK(cf_sa_combine(r.comb, 1, key, part, 2, &res, errbuf, sizeof(errbuf)));
+    CHECK(res.verified && !res.released);
+    CHECK(res.v[0] == 0 && res.v[1] == 0);
+    rig_free(&r);
+
+    /* with the largest per-event amount, two events could already wrap mod p */
+    o = opts_k(2);
+    o.amount_abs_max = CF_SA_ABS_MAX;
+    REQUIRE(rig_make(&r, &o) == 0);
+    int64_t vals[CF_SA_DIM_MAX];
+    cf_sa_vec s0[2];
+    uint64_t seqs[2] = {1, 2};
+    cf_sa_event_values(CF_SA_ABS_MAX, 2, vals);
+    REQUIRE(cf_sa_gateway_split(r.gw, 1, vals, &s0[0]) == CF_OK);
+    for (unsigned i = 0; i < 2; i++) {
+        cf_sa_vec_zero(&part[i]);
+        cf_sa_party_sum(r.party[i], seqs, 1, i == 0 ? s0 : NULL, &part[i]);
+    }
+    CHECK_OK(cf_sa_combine(r.comb, 1, key, part, 2, &res, errbuf, sizeof(errbuf)));
+    CHECK_EQ(res.v[1], CF_SA_ABS_MAX);
+    REQUIRE(cf_sa_gateway_split(r.gw, 2, vals, &s0[1]) == CF_OK);
+    for (unsigned i = 0; i < 2; i++) {
+        cf_sa_vec_zero(&part[i]);
+        cf_sa_party_sum(r.party[i], seqs, 2, i == 0 ? s0 : NULL, &part[i]);
+    }
+    CHECK_EQ(cf_sa_combine(r.comb, 1, key, part, 2, &res, errbuf, sizeof(errbuf)),
+             CF_E_OVERFLOW);
+    CHECK(strstr(errbuf, "wrap") != NULL);
+    rig_free(&r);
+
+    /* dim 3: the sum of squares rides along */
+    o = opts_k(2);
+    o.dim = 3;
+    o.amount_abs_max = 1000000;
+    REQUIRE(rig_make(&r, &o) == 0);
+    int64_t a[3] = {300, -400, 1000000};
+    cf_sa_vec s3[3];
+    uint64_t seq3[3] = {5, 6, 7};
+    for (int e = 0; e < 3; e++) {
+        REQUIRE(cf_sa_event_values(a[e], 3, vals) == CF_OK);
+        REQUIRE(cf_sa_gateway_split(r.gw, seq3[e], vals, &s3[e]) == CF_OK);
+    }
+    for (unsigned i = 0; i < 2; i++) {
+        cf_sa_vec_zero(&part[i]);
+        cf_sa_party_sum(r.party[i], seq3, 3, i == 0 ? s3 : NULL, &part[i]);
+    }
+    CHECK_OK(cf_sa_combine(r.comb, 1, key, part, 2, &res, errbuf, sizeof(errbuf)));
+    CHECK_EQ(res.v[0], 3);
+    CHECK_EQ(res.v[1], 300 - 400 + 1000000);
+    CHECK_EQ(res.v[2], 90000 + 160000 + INT64_C(1000000000000));
+    rig_free(&r);
+}
+
+/* Parses "57.16" into 5716 (the FDH amounts have at most 2 decimals). */
+static int64_t parse_cents(const char *s, const char *end)
+{
+    int64_t v = 0;
+    int frac = -1;
+    for (; s < end; s++) {
+        if (*s == '.') {
+            frac = 0;
+            continue;
+        }
+        v = v * 10 + (*s - '0');
+        if (frac >= 0) {
+            frac++;
+        }
+    }
+    for (frac = frac < 0 ? 0 : frac; frac < 2; frac++) {
+        v *= 10;
+    }
+    return v;
+}
+
+typedef struct plain_sum {
+    uint64_t window;
+    uint8_t key[16];
+    int64_t count, sum;
+} plain_sum;
+
+static void test_combine_many_exact(void)
+{
+    REQUIRE(cf_init() == CF_OK);
+    const char *path = cf_test_shared("data/fdh/fdh_sample_1day_2018-04-01.csv");
+    char *csv = cf_test_slurp(path, NULL);
+    REQUIRE(csv != NULL);
+    cf_sa_opts o = opts_k(3);
+    rig r;
+    REQUIRE(rig_make(&r, &o) == 0);
+    cf_sa_pseudo *ps = NULL;
+    REQUIRE(cf_sa_pseudo_create(&ps, r.ks.pseudo, 1024, errbuf, sizeof(errbuf)) == CF_OK);
+    cf_sa_acc *acc[3] = {NULL, NULL, NULL};
+    for (int i = 0; i < 3; i++) {
+        REQUIRE(cf_sa_acc_create(&acc[i], 16384) == CF_OK);
+    }
+    enum { MAXG = 16384 };
+    plain_sum *ref = calloc(MAXG, sizeof(*ref));
+    size_t nref = 0, nev = 0;
+    char *line = strchr(csv, '\n');
+    REQUIRE(line != NULL);
+    line++;
+    while (*line != '\0') {
+        char *nl = strchr(line, '\n');
+        char *f[7];
+        int nf = 0;
+        f[nf++] = line;
+        for (char *c = line; c < (nl != NULL ? nl : line + strlen(line)) && nf < 7; c++) {
+            if (*c == ',') {
+                f[nf++] = c + 1;
+            }
+        }
+        if (nf < 6) {
+            break;
+        }
+        int64_t ts = strtoll(f[1], NULL, 10);
+        int64_t amount = parse_cents(f[4], f[5] - 1);
+        if (nev % 17 == 0) {
+            amount = -amount; /* some refunds */
+        }
+        uint64_t window = (uint64_t)(ts / 21600); /* 6-hour windows */
+        uint8_t key[16];
+        /* group by terminal prefix (about 100 groups of ~20 events per window) */
+        size_t idlen = (size_t)(f[4] - 1 - f[3]);
+        cf_sa_pseudonymize(ps, f[3], idlen < 2 ? idlen : 2, key);
+        /* plaintext reference */
+        size_t gi = 0;
+        while (gi < nref && !(ref[gi].window == window && memcmp(ref[gi].key, key, 16) == 0)) {
+            gi++;
+        }
+        if (gi == nref) {
+            REQUIRE(nref < MAXG);
+            ref[nref].window = window;
+            memcpy(ref[nref].key, key, 16);
+            nref++;
+        }
+        ref[gi].count++;
+        ref[gi].sum += amount;
+        /* protected path */
+        uint64_t seq = nev;
+        int64_t vals[CF_SA_DIM_MAX];
+        cf_sa_vec s0, sh;
+        REQUIRE(cf_sa_event_values(amount, 2, vals) == CF_OK);
+        REQUIRE(cf_sa_gateway_split(r.gw, seq, vals, &s0) == CF_OK);
+        for (unsigned i = 0; i < 3; i++) {
+            cf_sa_party_share(r.party[i], seq, i == 0 ? &s0 : NULL, &sh);
+            REQUIRE(cf_sa_acc_add(acc[i], window, key, &sh) == CF_OK);
+        }
+        nev++;
+        if (nl == NULL) {
+            break;
+        }
+        line = nl + 1;
+    }
+    CHECK(nev > 9000);
+    CHECK_EQ(cf_sa_acc_size(acc[0]), nref);
+    size_t ok = 0;
+    int64_t total = 0, ref_total = 0;
+    for (size_t gi = 0; gi < nref; gi++) {
+        cf_sa_vec part[3];
+        for (int i = 0; i < 3; i++) {
+            REQUIRE(cf_sa_acc_get(acc[i], ref[gi].window, ref[gi].key, &part[i]) == CF_OK);
+        }
+        cf_sa_result res;
+        if (cf_sa_combine(r.comb, ref[gi].window, ref[gi].key, part, 3, &res, errbuf,
+                          sizeof(errbuf)) == CF_OK &&
+            res.verified && res.released && res.v[0] == ref[gi].count &&
+            res.v[1] == ref[gi].sum) {
+            ok++;
+            total += res.v[1];
+        }
+        ref_total += ref[gi].sum;
+    }
+    CHECK_EQ(ok, nref);
+    CHECK_EQ(total, ref_total);
+    fprintf(stderr, "%zu events, %zu groups, all exact\n", nev, nref);
+    uint8_t nokey[16] = {0};
+    cf_sa_vec tmp;
+    CHECK_EQ(cf_sa_acc_get(acc[0], 0, nokey, &tmp), CF_E_NOTFOUND);
+    for (int i = 0; i < 3; i++) {
+        cf_sa_acc_destroy(acc[i]);
+    }
+    cf_sa_pseudo_destroy(ps);
+    rig_free(&r);
+    free(ref);
+    free(csv);
+}
+
+static void test_acc_limit(void)
+{
+    cf_sa_acc *a = NULL;
+    REQUIRE(cf_sa_acc_create(&a, 10) == CF_OK);
+    cf_sa_vec one;
+    cf_sa_vec_zero(&one);
+    one.v[0] = 1;
+    uint8_t key[16] = {0};
+    cf_err last = CF_OK;
+    size_t added = 0;
+    for (uint64_t w = 0; w < 1000 && last == CF_OK; w++) {
+        last = cf_sa_acc_add(a, w, key, &one);
+        added += last == CF_OK;
+    }
+    CHECK_EQ(last, CF_E_LIMIT);
+    CHECK(added >= 10);
+    CHECK_EQ(cf_sa_acc_size(a), added);
+    CHECK_OK(cf_sa_acc_add(a, 0, key, &one)); /* existing groups still accept events */
+    cf_sa_vec got;
+    CHECK_OK(cf_sa_acc_get(a, 0, key, &got));
+    CHECK_EQ(got.v[0], 2);
+    cf_sa_acc_clear(a);
+    CHECK_EQ(cf_sa_acc_size(a), 0);
+    cf_sa_acc_destroy(a);
+    cf_sa_acc_destroy(NULL);
+}
+
+/* ---- pseudonyms --------------------------------------------------------------------------- */
+
+static void test_pseudonym_cache(void)
+{
+    REQUIRE(cf_init() == CF_OK);
+    keyset ks;
+    REQUIRE(keyset_make(&ks, 2) == 0);
+    cf_sa_pseudo *ps = NULL;
+    REQUIRE(cf_sa_pseudo_create(&ps, ks.pseudo, 100, errbuf, sizeof(errbuf)) == CF_OK);
+    cf_sa_pseudo_stats st;
+    cf_sa_pseudo_stats_get(ps, &st);
+    CHECK_EQ(st.slots, 128);
+    /* 5000 distinct ids, skewed repeats: every answer equals the uncached hash */
+    size_t mismatches = 0;
+    for (int round = 0; round < 20000; round++) {
+        char id[32];
+        unsigned x = (unsigned)(rnd64() % 5000);
+        if (round % 2 == 0) {
+            x %= 40; /* a few busy merchants */
+        }
+        int n = snprintf(id, sizeof(id), "merchant-%u", x);
+        uint8_t a[16], b[16];
+        cf_sa_pseudonymize(ps, id, (size_t)n, a);
+        cf_sa_pseudonymize_nocache(ps, id, (size_t)n, b);
+        mismatches += memcmp(a, b, 16) != 0;
+    }
+    CHECK_EQ(mismatches, 0);
+    cf_sa_pseudo_stats_get(ps, &st);
+    CHECK(st.entries <= st.slots);
+    CHECK(st.evictions > 0);
+    CHECK(st.hits > 5000); /* the busy merchants stay cached */
+    CHECK_EQ(st.hits + st.misses, 20000);
+    /* the pseudonym is keyed BLAKE2b-128 */
+    uint8_t want[16], got[16];
+    crypto_generichash(want, 16, (const uint8_t *)"M1", 2, ks.pseudo->bytes, 32);
+    cf_sa_pseudonymize(ps, "M1", 2, got);
+    CHECK(memcmp(want, got, 16) == 0);
+    cf_sa_pseudonymize(ps, "M1", 2, got);
+    CHECK(memcmp(want, got, 16) == 0);
+    /* different keys, different pseudonyms; long ids bypass the cache but still work */
+    cf_sa_pseudonymize(ps, "M2", 2, got);
+    CHECK(memcmp(want, got, 16) != 0);
+    char longid[400];
+    memset(longid, 'x', sizeof(longid));
+    cf_sa_pseudonymize(ps, longid, sizeof(longid), got);
+    cf_sa_pseudonymize_nocache(ps, longid, sizeof(longid), want);
+    CHECK(memcmp(want, got, 16) == 0);
+    cf_sa_pseudo *bad = NULL;
+    CHECK_EQ(cf_sa_pseudo_create(&bad, ks.gw, 0, errbuf, sizeof(errbuf)), CF_E_INVAL);
+    cf_sa_pseudo_destroy(ps);
+    keyset_free(&ks);
+}
+
+/* ---- Paillier vectors --------------------------------------------------------------------- */
+
+/* Minimal JSON scanning for the vector file: string values of flat objects in an array. */
+typedef struct kv {
+    int n;
+    char key[24][24];
+    char *val[24];
+} kv;
+
+static const char *ws(const char *p)
+{
+    while (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t') {
+        p++;
+    }
+    return p;
+}
+
+/* p at '"': returns a malloc'd copy (no escapes in this file) and advances past it. */
+static char *jstr(const char **pp)
+{
+    const char *p = *pp + 1;
+    const char *e = p;
+    while (*e != '\0' && *e != '"') {
+        e += (*e == '\\' && e[1] != '\0') ? 2 : 1;
+    }
+    char *s = malloc((size_t)(e - p) + 1);
+    memcpy(s, p, (size_t)(e - p));
+    s[e - p] = '\0';
+    *pp = *e == '"' ? e + 1 : e;
+    return s;
+}
+
+static const char *skip_value(const char *p)
+{
+    p = ws(p);
+    if (*p == '"') {
+        free(jstr(&p));
+        return p;
+    }
+    if (*p == '{' || *p == '[') {
+        int depth = 0;
+        for (; *p != '\0'; p++) {
+            if (*p == '"') {
+                free(jstr(&p));
+                p--;
+                continue;
+            }
+            if (*p == '{' || *p == '[') {
+                depth++;
+            } else if (*p == '}' || *p == ']') {
+                if (--depth == 0) {
+                    return p + 1;
+                }
+            }
+        }
+        return p;
+    }
+    while (*p != '\0' && *p != ',' && *p != '}' && *p != ']') {
+        p++;
+    }
+    return p;
+}
+
+/* Finds "name": [ and calls fn for each object element. Returns the element count. */
+static int each_record(const char *json, const char *name, void (*fn)(const kv *, void *),
+                       void *arg)
+{
+    char pat[64];
+    snprintf(pat, sizeof(pat), "\"%s\"", name);
+    const char *p = json;
+    while ((p = strstr(p, pat)) != NULL) {
+        const char *q = ws(p + strlen(pat));
+        if (*q == ':' && *ws(q + 1) == '[') {
+            p = ws(q + 1) + 1;
+            break;
+        }
+        p++;
+    }
+    if (p == NULL) {
+        return -1;
+    }
+    int count = 0;
+    for (;;) {
+        p = ws(p);
+        if (*p == ',') {
+            p++;
+            continue;
+        }
+        if (*p != '{') {
+            break;
+        }
+        p++;
+        kv rec = {0};
+        for (;;) {
+            p = ws(p);
+            if (*p == ',') {
+                p++;
+                continue;
+            }
+            if (*p != '"') {
+                break;
+            }
+            char *k = jstr(&p);
+            p = ws(p);
+            if (*p == ':') {
+                p = ws(p + 1);
+            }
+            if (*p == '"' && rec.n < 24) {
+                snprintf(rec.key[rec.n], sizeof(rec.key[0]), "%s", k);
+                rec.val[rec.n++] = jstr(&p);
+            } else {
+                p = skip_value(p);
+            }
+            free(k);
+        }
+        if (*p == '}') {
+            p++;
+        }
+        fn(&rec, arg);
+        for (int i = 0; i < rec.n; i++) {
+            free(rec.val[i]);
+        }
+        count++;
+    }
+    return count;
+}
+
+static const char *get(const kv *r, const char *k)
+{
+    for (int i = 0; i < r->n; i++) {
+        if (strcmp(r->key[i], k) == 0) {
+            return r->val[i];
+        }
+    }
+    return "";
+}
+
+/* Compares hex integers ignoring leading zeros and case. */
+static bool hex_eq(const char *a, const char *b)
+{
+    while (*a == '0' && a[1] != '\0') {
+        a++;
+    }
+    while (*b == '0' && b[1] != '\0') {
+        b++;
+    }
+    return strcasecmp(a, b) == 0;
+}
+
+static char big[2100];
+static int pass_count;
+
+static void check_full_key(const kv *r, void *arg)
+{
+    (void)arg;
+    cf_paillier *pk = NULL;
+    if (cf_paillier_from_pq_hex(&pk, get(r, "p"), get(r, "q"), errbuf, sizeof(errbuf)) != CF_OK) {
+        CHECK(!"full_key: key rejected");
+        return;
+    }
+    bool ok = true;
+    const char *names[] = {"n", "g", "lambda", "mu", "crt_lp", "crt_lq", "crt_mp", "crt_mq"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        ok &= cf_paillier_param_hex(pk, names[i], big, sizeof(big)) == CF_OK &&
+              hex_eq(big, get(r, names[i]));
+    }
+    for (int crt = 0; crt < 2; crt++) {
+        cf_paillier_set_crt_encrypt(pk, crt != 0);
+        ok &= cf_paillier_encrypt_hex(pk, get(r, "m"), get(r, "r"), big, sizeof(big)) == CF_OK &&
+              hex_eq(big, get(r, "c"));
+        ok &= cf_paillier_decrypt_hex(pk, get(r, "c"), crt != 0, big, sizeof(big)) == CF_OK &&
+              hex_eq(big, get(r, "m"));
+    }
+    cf_paillier_set_consttime(pk, false);
+    ok &= cf_paillier_encrypt_hex(pk, get(r, "m"), get(r, "r"), big, sizeof(big)) == CF_OK &&
+          hex_eq(big, get(r, "c"));
+    if (!ok) {
+        fprintf(stderr, "full_key %s failed\n", get(r, "id"));
+    }
+    CHECK(ok);
+    pass_count += ok;
+    /* negative checks: m >= n, r = 0, r = n, c >= n^2 */
+    char nhex[600];
+    REQUIRE(cf_paillier_param_hex(pk, "n", nhex, sizeof(nhex)) == CF_OK);
+    CHECK_EQ(cf_paillier_encrypt_hex(pk, nhex, get(r, "r"), big, sizeof(big)), CF_E_INVAL);
+    CHECK_EQ(cf_paillier_encrypt_hex(pk, get(r, "m"), "0", big, sizeof(big)), CF_E_INVAL);
+    CHECK_EQ(cf_paillier_encrypt_hex(pk, get(r, "m"), nhex, big, sizeof(big)), CF_E_INVAL);
+    CHECK_EQ(cf_paillier_encrypt_hex(pk, get(r, "m"), get(r, "p"), big, sizeof(big)), CF_E_INVAL);
+    char n2[1200];
+    snprintf(n2, sizeof(n2), "%s%s", nhex, nhex); /* > n^2 ... has 2x digits */
+    snprintf(n2, sizeof(n2), "1%0*d", (int)(2 * strlen(nhex)), 0);
+    CHECK_EQ(cf_paillier_decrypt_hex(pk, n2, true, big, sizeof(big)), CF_E_INVAL);
+    cf_paillier_destroy(pk);
+}
+
+static void check_public(const kv *r, void *arg)
+{
+    (void)arg;
+    cf_paillier *pk = NULL;
+    REQUIRE(cf_paillier_from_n_hex(&pk, get(r, "n"), errbuf, sizeof(errbuf)) == CF_OK);
+    bool ok = cf_paillier_encrypt_hex(pk, get(r, "m"), get(r, "r"), big, sizeof(big)) == CF_OK &&
+              hex_eq(big, get(r, "c"));
+    ok &= cf_paillier_param_hex(pk, "g", big, sizeof(big)) == CF_OK && hex_eq(big, get(r, "g"));
+    CHECK(ok);
+    pass_count += ok;
+    CHECK_EQ(cf_paillier_decrypt_hex(pk, get(r, "c"), true, big, sizeof(big)), CF_E_INVAL);
+    cf_paillier_destroy(pk);
+}
+
+static void check_add(const kv *r, void *arg)
+{
+    (void)arg;
+    cf_paillier *pk = NULL;
+    REQUIRE(cf_paillier_from_n_hex(&pk, get(r, "n"), errbuf, sizeof(errbuf)) == CF_OK);
+    bool ok = cf_paillier_add_hex(pk, get(r, "c1"), get(r, "c2"), big, sizeof(big)) == CF_OK &&
+              hex_eq(big, get(r, "c"));
+    CHECK(ok);
+    pass_count += ok;
+    cf_paillier_destroy(pk);
+}
+
+static void check_mult(const kv *r, void *arg)
+{
+    (void)arg;
+    cf_paillier *pk = NULL;
+    REQUIRE(cf_paillier_from_n_hex(&pk, get(r, "n"), errbuf, sizeof(errbuf)) == CF_OK);
+    bool ok = cf_paillier_mult_hex(pk, get(r, "c1"), get(r, "k"), big, sizeof(big)) == CF_OK &&
+              hex_eq(big, get(r, "c"));
+    CHECK(ok);
+    pass_count += ok;
+    cf_paillier_destroy(pk);
+}
+
+static void check_keygen(const kv *r, void *arg)
+{
+    (void)arg;
+    cf_paillier *pk = NULL;
+    REQUIRE(cf_paillier_from_pq_hex(&pk, get(r, "p"), get(r, "q"), errbuf, sizeof(errbuf)) ==
+            CF_OK);
+    bool ok = true;
+    const char *names[] = {"n", "g", "crt_lp", "crt_lq", "crt_mp", "crt_mq"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        ok &= cf_paillier_param_hex(pk, names[i], big, sizeof(big)) == CF_OK &&
+              hex_eq(big, get(r, names[i]));
+    }
+    CHECK(ok);
+    pass_count += ok;
+    cf_paillier_destroy(pk);
+}
+
+static void test_paillier_vectors(void)
+{
+    const char *path = cf_test_shared("vectors/paillier/paillier_kat.json");
+    char *json = cf_test_slurp(path, NULL);
+    REQUIRE(json != NULL);
+    pass_count = 0;
+    CHECK_EQ(each_record(json, "full_key", check_full_key, NULL), 10);
+    CHECK_EQ(pass_count, 10);
+    pass_count = 0;
+    CHECK_EQ(each_record(json, "public_encrypt", check_public, NULL), 11);
+    CHECK_EQ(pass_count, 11);
+    pass_count = 0;
+    CHECK_EQ(each_record(json, "add", check_add, NULL), 100);
+    CHECK_EQ(pass_count, 100);
+    pass_count = 0;
+    CHECK_EQ(each_record(json, "mult", check_mult, NULL), 11);
+    CHECK_EQ(pass_count, 11);
+    pass_count = 0;
+    CHECK_EQ(each_record(json, "keygen", check_keygen, NULL), 10);
+    CHECK_EQ(pass_count, 10);
+    free(json);
+}
+
+static void test_paillier_roundtrip(void)
+{
+    REQUIRE(cf_init() == CF_OK);
+    cf_paillier *pk = NULL;
+    REQUIRE(cf_paillier_keygen(&pk, 1024, errbuf, sizeof(errbuf)) == CF_OK);
+    char nhex[600];
+    REQUIRE(cf_paillier_param_hex(pk, "n", nhex, sizeof(nhex)) == CF_OK);
+    CHECK_EQ(strlen(nhex), 256); /* exactly 1024 bits */
+    size_t ctb = cf_paillier_ct_bytes(pk);
+    CHECK_EQ(ctb, 256);
+    REQUIRE(cf_paillier_pool_start(pk, 4) == CF_OK);
+    uint8_t ct[256];
+    int64_t want = 0;
+    const int64_t vals[] = {5, -7, 1000000, INT64_C(-5000000000), 0, 42, -1, 3};
+    mpz_t acc, c, m, n;
+    mpz_inits(acc, c, m, n, NULL);
+    mpz_set_ui(acc, 1);
+    mpz_set_str(n, nhex, 16);
+    for (size_t i = 0; i < sizeof(vals) / sizeof(vals[0]); i++) {
+        REQUIRE(cf_paillier_encrypt_i64(pk, vals[i], ct) == CF_OK);
+        cf__paillier_import(c, ct, ctb);
+        cf__paillier_mulmod(pk, acc, c);
+        want += vals[i];
+    }
+    CHECK_OK(cf__paillier_decrypt_mpz(pk, acc, m));
+    /* want < 0: the plaintext is n - |want| */
+    mpz_sub(m, n, m);
+    CHECK(want < 0 && mpz_cmp_ui(m, (unsigned long)(-want)) == 0);
+    /* the lambda/mu path agrees with the CRT path */
+    char ah[600], m1[600], m2[600];
+    mpz_get_str(ah, 16, acc);
+    CHECK_OK(cf_paillier_decrypt_hex(pk, ah, true, m1, sizeof(m1)));
+    CHECK_OK(cf_paillier_decrypt_hex(pk, ah, false, m2, sizeof(m2)));
+    CHECK(hex_eq(m1, m2));
+    mpz_clears(acc, c, m, n, NULL);
+    uint64_t from_pool = 0, inl = 0;
+    cf_paillier_pool_stats(pk, &from_pool, &inl);
+    CHECK_EQ(from_pool + inl, 8);
+    cf_paillier_pool_stop(pk);
+    cf_paillier_destroy(pk);
+    CHECK_EQ(cf_paillier_keygen(&pk, 100, errbuf, sizeof(errbuf)), CF_E_INVAL);
+}
+
+/* ---- protectors --------------------------------------------------------------------------- */
+
+static void test_protectors_agree(void)
+{
+    REQUIRE(cf_init() == CF_OK);
+    keyset ks;
+    REQUIRE(keyset_make(&ks, 2) == 0);
+    cf_protect_conf conf;
+    memset(&conf, 0, sizeof(conf));
+    cf_sa_opts_default(&conf.sa);
+    conf.gateway_key = ks.gw;
+    conf.combiner_key = ks.comb;
+    conf.paillier_bits = 1024;
+    const char *names[] = {"plain", "lsa", "paillier"};
+    enum { N = 60 };
+    int64_t amounts[N];
+    int64_t sum = 0;
+    for (int e = 0; e < N; e++) {
+        amounts[e] = (int64_t)(rnd64() % 100000) - 30000;
+        sum += amounts[e];
+    }
+    for (int t = 0; t < 3; t++) {
+        const cf_protector_ops *ops = cf_protector_find(names[t]);
+        REQUIRE(ops != NULL);
+        CHECK_EQ(ops->abi_version, CF_PROTECT_ABI);
+        void *st = NULL;
+        REQUIRE(ops->create(&st, &conf, errbuf, sizeof(errbuf)) == CF_OK);
+        unsigned k = ops->parties(st);
+        size_t accsz = ops->acc_size(st);
+        uint8_t *accs[CF_KEY_PARTIES_MAX], *pay[CF_KEY_PARTIES_MAX];
+        for (unsigned i = 0; i < k; i++) {
+            accs[i] = malloc(accsz);
+            pay[i] = malloc(ops->payload_size(st, i) + 1);
+            ops->acc_zero(st, accs[i]);
+        }
+        CHECK_EQ(k, t == 1 ? 2 : 1);
+        CHECK_EQ(ops->payload_size(st, 1), 0);
+        for (int e = 0; e < N; e++) {
+            int64_t vals[CF_SA_DIM_MAX];
+            cf_sa_event_values(amounts[e], 2, vals);
+            REQUIRE(ops->protect(st, (uint64_t)e + 77, vals, pay) == CF_OK);
+            for (unsigned i = 0; i < k; i++) {
+                REQUIRE(ops->absorb(st, i, (uint64_t)e + 77, pay[i], accs[i]) == CF_OK);
+            }
+        }
+        cf_sa_result res;
+        uint8_t key[16] = {0};
+        CHECK_OK(ops->combine(st, 3, key, (const void *const *)accs, &res, errbuf,
+                              sizeof(errbuf)));
+        CHECK(res.released);
+        CHECK_EQ(res.v[0], N);
+        CHECK_EQ(res.v[1], sum);
+        CHECK(res.verified == (t == 1));
+        if (t == 1) {
+            accs[1][3] ^= 0x10; /* tamper with party 1's accumulator */
+            CHECK_EQ(ops->combine(st, 3, key, (const void *const *)accs, &res, errbuf,
+                                  sizeof(errbuf)),
+                     CF_E_AUTH);
+            CHECK(!res.released);
+        }
+        for (unsigned i = 0; i < k; i++) {
+            free(accs[i]);
+            free(pay[i]);
+        }
+        ops->destroy(st);
+    }
+    CHECK(cf_protector_find("tee") == NULL);
+    keyset_free(&ks);
+}
+
+#include "cf_test_main.h"
