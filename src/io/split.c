@@ -162,6 +162,7 @@ cf_err cf_splitter_next(cf_splitter *s, const char *buf, size_t len, bool at_eof
         }
         s->line += nl + 1;
         pos = end + 1;
+        s->offset += pos;
         s->skipping = false;
         s->qstate = S_START;
     }
