@@ -1,0 +1,190 @@
+/*
+ * Private to the audit module: the on-disk record format, CRC32C, little-endian helpers,
+ * the SHA-256 context wrapper and the segment scanner shared by the writer, the reader and
+ * the verifier. docs/audit.md is the normative description of the formats.
+ */
+#ifndef CF_AUDIT_INT_H
+#define CF_AUDIT_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+
+#include "confide/audit.h"
+#include "confide/core.h"
+
+/* Record header, 32 bytes, little-endian:
+ *   0 magic u32 "CFAR"   4 version u8   5 type u8   6 flags u16 (0)
+ *   8 index u64          16 count u32   20 payload_len u32
+ *  24 hdr_crc u32 = crc32c(bytes 0..24)   28 crc u32 = crc32c(bytes 0..28 || payload)
+ * The header CRC lets recovery tell a torn payload (intact header, short file) from a damaged
+ * length field. The AEAD additional data is bytes 0..28. */
+#define CF__AUDIT_MAGIC 0x52414643u /* "CFAR" little-endian */
+#define CF__AUDIT_VERSION 1
+#define CF__AUDIT_HDR_LEN 32
+#define CF__AUDIT_HCRC_OFF 24
+#define CF__AUDIT_CRC_OFF 28
+#define CF__AUDIT_NONCE_LEN 24
+#define CF__AUDIT_TAG_LEN 16
+#define CF__AUDIT_KEY_LEN 32
+#define CF__AUDIT_SK_LEN 64
+#define CF__AUDIT_STH_PAYLOAD (CF_AUDIT_STH_MSG_LEN + CF_AUDIT_SIG_LEN)
+#define CF__AUDIT_PAYLOAD_MAX (1u << 30)
+#define CF__AUDIT_SEG_SUFFIX ".seg"
+#define CF__AUDIT_SEG_NAME_LEN 24 /* 20 digits + ".seg" */
+#define CF__AUDIT_EVENT_VERSION 1
+
+typedef struct {
+    uint32_t magic;
+    uint8_t version;
+    uint8_t type;
+    uint16_t flags;
+    uint64_t index;
+    uint32_t count;
+    uint32_t payload_len;
+    uint32_t hdr_crc;
+    uint32_t crc;
+} cf__audit_hdr;
+
+static inline void cf__le32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+
+static inline void cf__le64(uint8_t *p, uint64_t v)
+{
+    cf__le32(p, (uint32_t)v);
+    cf__le32(p + 4, (uint32_t)(v >> 32));
+}
+
+static inline uint32_t cf__rd32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static inline uint64_t cf__rd64(const uint8_t *p)
+{
+    return (uint64_t)cf__rd32(p) | (uint64_t)cf__rd32(p + 4) << 32;
+}
+
+/* CRC32C (Castagnoli), hardware SSE4.2 when available. crc starts at 0. */
+uint32_t cf__audit_crc32c(uint32_t crc, const void *data, size_t len);
+
+/* Encodes @p h with its header CRC (h->hdr_crc and h->crc are ignored). With a @p payload
+ * (h->payload_len bytes) the record CRC too; with NULL the record CRC is left 0 for a later
+ * cf__audit_hdr_seal (bytes 0..28, the AEAD additional data, are final either way). */
+void cf__audit_hdr_encode(const cf__audit_hdr *h, const uint8_t *payload,
+                          uint8_t out[CF__AUDIT_HDR_LEN]);
+void cf__audit_hdr_seal(uint8_t hdr[CF__AUDIT_HDR_LEN], const uint8_t *payload);
+void cf__audit_hdr_decode(const uint8_t in[CF__AUDIT_HDR_LEN], cf__audit_hdr *h);
+
+/* A reusable SHA-256 context: one EVP_MD_CTX, reinitialized per hash. */
+typedef struct {
+    EVP_MD *md;
+    EVP_MD_CTX *ctx;
+} cf__sha;
+cf_err cf__sha_init(cf__sha *s);
+void cf__sha_free(cf__sha *s);
+void cf__sha_leaf2(cf__sha *s, const void *a, size_t alen, const void *b, size_t blen,
+                   const void *c, size_t clen, uint8_t out[CF_AUDIT_HASH_LEN]);
+void cf__sha_node(cf__sha *s, const uint8_t l[CF_AUDIT_HASH_LEN],
+                  const uint8_t r[CF_AUDIT_HASH_LEN], uint8_t out[CF_AUDIT_HASH_LEN]);
+
+/* Incremental frontier embedded in the writer and the verifier (no allocation). */
+typedef struct {
+    uint64_t n;
+    uint8_t h[64][CF_AUDIT_HASH_LEN]; /* h[k] valid when bit k of n is set */
+} cf__frontier;
+void cf__frontier_append(cf__frontier *f, cf__sha *s, const uint8_t leaf[CF_AUDIT_HASH_LEN]);
+void cf__frontier_root(const cf__frontier *f, cf__sha *s, uint8_t out[CF_AUDIT_HASH_LEN]);
+
+/* Leaf hash of canonical event bytes plus a verdict. */
+void cf__audit_leaf_of(cf__sha *s, const uint8_t *enc, size_t enc_len, const void *verdict,
+                       size_t verdict_len, uint8_t out[CF_AUDIT_HASH_LEN]);
+/* Decodes canonical event bytes; returns bytes consumed or 0 when malformed. */
+size_t cf__audit_event_decode(const uint8_t *buf, size_t len, cf_event *ev);
+
+void cf__audit_sth_payload(const cf_audit_sth *sth, uint8_t out[CF__AUDIT_STH_PAYLOAD]);
+void cf__audit_sth_parse(const uint8_t in[CF__AUDIT_STH_PAYLOAD], cf_audit_sth *sth,
+                         bool *domain_ok);
+
+/* ---- segments -------------------------------------------------------------------------- */
+
+/* Sorted list of segment files in a directory. */
+typedef struct {
+    size_t n;
+    uint64_t *first;  /* first index, from the name */
+    char (*name)[32]; /* file name */
+} cf__seglist;
+cf_err cf__audit_list_segments(const char *dir, cf__seglist *out, char *errstr, size_t errstr_size);
+void cf__seglist_free(cf__seglist *l);
+void cf__audit_seg_name(uint64_t first, char out[32]);
+
+/* A segment mapped read-only. */
+typedef struct {
+    const uint8_t *data;
+    size_t len;
+} cf__segmap;
+cf_err cf__segmap_open(const char *dir, const char *name, cf__segmap *m, char *errstr,
+                       size_t errstr_size);
+void cf__segmap_close(cf__segmap *m);
+
+/* Result of checking the record at an offset. */
+typedef enum {
+    CF__REC_OK = 0,
+    CF__REC_END,       /* offset == len */
+    CF__REC_SHORT_HDR, /* fewer than 32 bytes left */
+    CF__REC_BAD_MAGIC,
+    CF__REC_BAD_HDR_CRC,
+    CF__REC_BAD_VERSION,
+    CF__REC_BAD_TYPE,
+    CF__REC_SHORT_PAYLOAD, /* payload runs past the end of the file */
+    CF__REC_BAD_CRC,
+    CF__REC_BAD_LAYOUT /* CRC fine but the payload is inconsistent with the header */
+} cf__rec_status;
+const char *cf__rec_status_text(cf__rec_status s);
+
+/* Parsed view of a record inside a mapped segment (all pointers into the map). */
+typedef struct {
+    cf__audit_hdr h;
+    const uint8_t *hdr_bytes;
+    const uint8_t *payload;
+    /* batch */
+    const uint8_t *nonce;
+    const uint8_t *ct;
+    size_t ct_len;
+    const uint8_t *verdicts; /* count x (u32 len, bytes) */
+    size_t verdicts_len;
+    const uint8_t *leaves; /* count x 32 */
+    /* checkpoint */
+    const uint8_t *state_ct; /* nonce(24) || ciphertext */
+    size_t state_ct_len;
+} cf__rec;
+/* Checks CRC and layout of the record at @p off. */
+cf__rec_status cf__audit_rec_parse(const uint8_t *data, size_t len, size_t off, cf__rec *r);
+/* True when every byte of data[off, len) is zero (a crash-extended but unwritten tail). */
+bool cf__audit_all_zero(const uint8_t *data, size_t len, size_t off);
+
+/* Opens a batch's ciphertext into @p pt (capacity >= r->ct_len); *pt_len = plaintext bytes.
+ * CF_E_AUTH when the tag does not verify (wrong key or tampering). */
+cf_err cf__audit_batch_open(const cf__rec *r, const uint8_t key[CF__AUDIT_KEY_LEN], uint8_t *pt,
+                            size_t *pt_len);
+/* Opens a checkpoint state the same way. */
+cf_err cf__audit_state_open(const cf__rec *r, const uint8_t key[CF__AUDIT_KEY_LEN], uint8_t *pt,
+                            size_t *pt_len);
+/* Walks a verdict region: returns the verdict at the cursor and advances it. */
+static inline void cf__verdict_next(const uint8_t **cur, cf_audit_bytes *v)
+{
+    uint32_t len = cf__rd32(*cur);
+    v->data = *cur + 4;
+    v->len = len;
+    *cur += 4 + (size_t)len;
+}
+
+#endif

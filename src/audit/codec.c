@@ -1,0 +1,444 @@
+/*
+ * Audit codecs: CRC32C, record headers, the canonical event encoding (the Merkle leaf data),
+ * signed tree-head messages, and the record parser every reader uses.
+ *
+ * Design: the parser checks a record completely (magic, version, header CRC, length, record
+ * CRC, payload layout) before anyone looks at its contents, so the rest of the module works
+ * on records whose every length field is known to be consistent. Nothing here allocates;
+ * nothing is shared between threads except the constant CRC table.
+ */
+#include <pthread.h>
+
+#include <sodium.h>
+
+#include "audit_int.h"
+
+/* ---- CRC32C ---------------------------------------------------------------------------- */
+
+static uint32_t crc_table[8][256];
+static int crc_ready; /* 1 table, 2 hardware; set once under crc_once */
+
+static void crc_init(void)
+{
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++) {
+            c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+        }
+        crc_table[0][i] = c;
+    }
+    for (uint32_t i = 0; i < 256; i++) {
+        for (int t = 1; t < 8; t++) {
+            uint32_t c = crc_table[t - 1][i];
+            crc_table[t][i] = (c >> 8) ^ crc_table[0][c & 0xff];
+        }
+    }
+}
+
+static uint32_t crc_sw(uint32_t c, const uint8_t *p, size_t len)
+{
+    while (len >= 8) {
+        uint32_t lo = c ^ cf__rd32(p);
+        uint32_t hi = cf__rd32(p + 4);
+        c = crc_table[7][lo & 0xff] ^ crc_table[6][(lo >> 8) & 0xff] ^
+            crc_table[5][(lo >> 16) & 0xff] ^ crc_table[4][lo >> 24] ^ crc_table[3][hi & 0xff] ^
+            crc_table[2][(hi >> 8) & 0xff] ^ crc_table[1][(hi >> 16) & 0xff] ^
+            crc_table[0][hi >> 24];
+        p += 8;
+        len -= 8;
+    }
+    while (len-- > 0) {
+        c = (c >> 8) ^ crc_table[0][(c ^ *p++) & 0xff];
+    }
+    return c;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t c, const uint8_t *p, size_t len)
+{
+    uint64_t c64 = c;
+    while (len >= 8) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        c64 = __builtin_ia32_crc32di(c64, v);
+        p += 8;
+        len -= 8;
+    }
+    c = (uint32_t)c64;
+    while (len-- > 0) {
+        c = __builtin_ia32_crc32qi(c, *p++);
+    }
+    return c;
+}
+#endif
+
+static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
+
+static void crc_setup(void)
+{
+    crc_init();
+    crc_ready = 1;
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("sse4.2")) {
+        crc_ready = 2;
+    }
+#endif
+}
+
+uint32_t cf__audit_crc32c(uint32_t crc, const void *data, size_t len)
+{
+    pthread_once(&crc_once, crc_setup);
+    uint32_t c = ~crc;
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (crc_ready == 2) {
+        return ~crc_hw(c, data, len);
+    }
+#endif
+    return ~crc_sw(c, data, len);
+}
+
+/* ---- record headers -------------------------------------------------------------------- */
+
+void cf__audit_hdr_encode(const cf__audit_hdr *h, const uint8_t *payload,
+                          uint8_t out[CF__AUDIT_HDR_LEN])
+{
+    cf__le32(out, CF__AUDIT_MAGIC);
+    out[4] = CF__AUDIT_VERSION;
+    out[5] = h->type;
+    out[6] = 0;
+    out[7] = 0;
+    cf__le64(out + 8, h->index);
+    cf__le32(out + 16, h->count);
+    cf__le32(out + 20, h->payload_len);
+    cf__le32(out + CF__AUDIT_HCRC_OFF, cf__audit_crc32c(0, out, CF__AUDIT_HCRC_OFF));
+    cf__le32(out + CF__AUDIT_CRC_OFF, 0);
+    if (payload != NULL) {
+        cf__audit_hdr_seal(out, payload);
+    }
+}
+
+void cf__audit_hdr_seal(uint8_t hdr[CF__AUDIT_HDR_LEN], const uint8_t *payload)
+{
+    uint32_t c = cf__audit_crc32c(0, hdr, CF__AUDIT_CRC_OFF);
+    c = cf__audit_crc32c(c, payload, cf__rd32(hdr + 20));
+    cf__le32(hdr + CF__AUDIT_CRC_OFF, c);
+}
+
+void cf__audit_hdr_decode(const uint8_t in[CF__AUDIT_HDR_LEN], cf__audit_hdr *h)
+{
+    h->magic = cf__rd32(in);
+    h->version = in[4];
+    h->type = in[5];
+    h->flags = (uint16_t)(in[6] | in[7] << 8);
+    h->index = cf__rd64(in + 8);
+    h->count = cf__rd32(in + 16);
+    h->payload_len = cf__rd32(in + 20);
+    h->hdr_crc = cf__rd32(in + CF__AUDIT_HCRC_OFF);
+    h->crc = cf__rd32(in + CF__AUDIT_CRC_OFF);
+}
+
+const char *cf__rec_status_text(cf__rec_status s)
+{
+    switch (s) {
+    case CF__REC_OK:
+        return "ok";
+    case CF__REC_END:
+        return "end of segment";
+    case CF__REC_SHORT_HDR:
+        return "truncated record header";
+    case CF__REC_BAD_MAGIC:
+        return "bad record magic";
+    case CF__REC_BAD_HDR_CRC:
+        return "record header CRC mismatch";
+    case CF__REC_BAD_VERSION:
+        return "unsupported record version";
+    case CF__REC_BAD_TYPE:
+        return "unknown record type or flags";
+    case CF__REC_SHORT_PAYLOAD:
+        return "truncated record payload";
+    case CF__REC_BAD_CRC:
+        return "record CRC mismatch";
+    case CF__REC_BAD_LAYOUT:
+        return "record payload inconsistent with its header";
+    }
+    return "unknown";
+}
+
+bool cf__audit_all_zero(const uint8_t *data, size_t len, size_t off)
+{
+    for (size_t i = off; i < len; i++) {
+        if (data[i] != 0) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static cf__rec_status parse_batch(cf__rec *r)
+{
+    const uint8_t *p = r->payload;
+    size_t left = r->h.payload_len;
+    if (r->h.count == 0 || r->h.count > CF_AUDIT_BATCH_MAX || left < CF__AUDIT_NONCE_LEN + 4) {
+        return CF__REC_BAD_LAYOUT;
+    }
+    r->nonce = p;
+    p += CF__AUDIT_NONCE_LEN;
+    left -= CF__AUDIT_NONCE_LEN;
+    size_t ct_len = cf__rd32(p);
+    p += 4;
+    left -= 4;
+    if (ct_len < CF__AUDIT_TAG_LEN || ct_len > left) {
+        return CF__REC_BAD_LAYOUT;
+    }
+    r->ct = p;
+    r->ct_len = ct_len;
+    p += ct_len;
+    left -= ct_len;
+    if (left < 4) {
+        return CF__REC_BAD_LAYOUT;
+    }
+    size_t vlen = cf__rd32(p);
+    p += 4;
+    left -= 4;
+    if (vlen > left || left - vlen != (size_t)r->h.count * CF_AUDIT_HASH_LEN) {
+        return CF__REC_BAD_LAYOUT;
+    }
+    r->verdicts = p;
+    r->verdicts_len = vlen;
+    /* Every verdict entry must fit, and the entries must fill the region exactly. */
+    size_t off = 0;
+    for (uint32_t i = 0; i < r->h.count; i++) {
+        if (vlen - off < 4) {
+            return CF__REC_BAD_LAYOUT;
+        }
+        size_t l = cf__rd32(p + off);
+        if (l > CF_AUDIT_VERDICT_MAX || l > vlen - off - 4) {
+            return CF__REC_BAD_LAYOUT;
+        }
+        off += 4 + l;
+    }
+    if (off != vlen) {
+        return CF__REC_BAD_LAYOUT;
+    }
+    r->leaves = p + vlen;
+    return CF__REC_OK;
+}
+
+cf__rec_status cf__audit_rec_parse(const uint8_t *data, size_t len, size_t off, cf__rec *r)
+{
+    memset(r, 0, sizeof(*r));
+    if (off == len) {
+        return CF__REC_END;
+    }
+    if (len - off < CF__AUDIT_HDR_LEN) {
+        return CF__REC_SHORT_HDR;
+    }
+    const uint8_t *hb = data + off;
+    cf__audit_hdr_decode(hb, &r->h);
+    r->hdr_bytes = hb;
+    if (r->h.magic != CF__AUDIT_MAGIC) {
+        return CF__REC_BAD_MAGIC;
+    }
+    if (cf__audit_crc32c(0, hb, CF__AUDIT_HCRC_OFF) != r->h.hdr_crc) {
+        return CF__REC_BAD_HDR_CRC;
+    }
+    if (r->h.version != CF__AUDIT_VERSION) {
+        return CF__REC_BAD_VERSION;
+    }
+    if (r->h.flags != 0 || r->h.type < CF_AUDIT_REC_BATCH || r->h.type > CF_AUDIT_REC_CHECKPOINT) {
+        return CF__REC_BAD_TYPE;
+    }
+    if (r->h.payload_len > len - off - CF__AUDIT_HDR_LEN) {
+        return CF__REC_SHORT_PAYLOAD;
+    }
+    r->payload = hb + CF__AUDIT_HDR_LEN;
+    uint32_t c = cf__audit_crc32c(0, hb, CF__AUDIT_CRC_OFF);
+    c = cf__audit_crc32c(c, r->payload, r->h.payload_len);
+    if (c != r->h.crc) {
+        return CF__REC_BAD_CRC;
+    }
+    switch (r->h.type) {
+    case CF_AUDIT_REC_BATCH:
+        return parse_batch(r);
+    case CF_AUDIT_REC_STH:
+        return (r->h.count == 0 && r->h.payload_len == CF__AUDIT_STH_PAYLOAD) ? CF__REC_OK
+                                                                              : CF__REC_BAD_LAYOUT;
+    default:
+        if (r->h.count != 0 || r->h.payload_len < CF__AUDIT_NONCE_LEN + CF__AUDIT_TAG_LEN) {
+            return CF__REC_BAD_LAYOUT;
+        }
+        r->state_ct = r->payload;
+        r->state_ct_len = r->h.payload_len;
+        return CF__REC_OK;
+    }
+}
+
+cf_err cf__audit_batch_open(const cf__rec *r, const uint8_t key[CF__AUDIT_KEY_LEN], uint8_t *pt,
+                            size_t *pt_len)
+{
+    unsigned long long n = 0;
+    if (crypto_aead_xchacha20poly1305_ietf_decrypt(pt, &n, NULL, r->ct, r->ct_len, r->hdr_bytes,
+                                                   CF__AUDIT_CRC_OFF, r->nonce, key) != 0) {
+        return CF_E_AUTH;
+    }
+    *pt_len = (size_t)n;
+    return CF_OK;
+}
+
+cf_err cf__audit_state_open(const cf__rec *r, const uint8_t key[CF__AUDIT_KEY_LEN], uint8_t *pt,
+                            size_t *pt_len)
+{
+    unsigned long long n = 0;
+    if (crypto_aead_xchacha20poly1305_ietf_decrypt(
+            pt, &n, NULL, r->state_ct + CF__AUDIT_NONCE_LEN, r->state_ct_len - CF__AUDIT_NONCE_LEN,
+            r->hdr_bytes, CF__AUDIT_CRC_OFF, r->state_ct, key) != 0) {
+        return CF_E_AUTH;
+    }
+    *pt_len = (size_t)n;
+    return CF_OK;
+}
+
+/* ---- canonical event encoding ---------------------------------------------------------- */
+
+static size_t put_str(uint8_t *p, const char *s, size_t cap)
+{
+    size_t n = strnlen(s, cap + 1);
+    if (n > cap) {
+        return 0;
+    }
+    p[0] = (uint8_t)n;
+    memcpy(p + 1, s, n);
+    return 1 + n;
+}
+
+size_t cf_audit_event_encode(const cf_event *ev, uint8_t *buf, size_t size)
+{
+    uint8_t tmp[CF_AUDIT_EVENT_ENC_MAX];
+    uint8_t *p = tmp;
+    *p++ = CF__AUDIT_EVENT_VERSION;
+    cf__le64(p, ev->event_id);
+    cf__le64(p + 8, (uint64_t)ev->ts_us);
+    cf__le64(p + 16, (uint64_t)ev->amount_minor);
+    cf__le64(p + 24, ev->seq);
+    p += 32;
+    *p++ = ev->type;
+    *p++ = ev->channel;
+    *p++ = (uint8_t)ev->fraud;
+    *p++ = (uint8_t)ev->fraud_scenario;
+    size_t n;
+    if ((n = put_str(p, ev->account, CF_ID_MAX)) == 0) {
+        return 0;
+    }
+    p += n;
+    if ((n = put_str(p, ev->merchant, CF_ID_MAX)) == 0) {
+        return 0;
+    }
+    p += n;
+    if ((n = put_str(p, ev->currency, sizeof(ev->currency) - 1)) == 0) {
+        return 0;
+    }
+    p += n;
+    if ((n = put_str(p, ev->country, sizeof(ev->country) - 1)) == 0) {
+        return 0;
+    }
+    p += n;
+    size_t len = (size_t)(p - tmp);
+    CF_ASSERT(len <= CF_AUDIT_EVENT_ENC_MAX);
+    if (len > size) {
+        return 0;
+    }
+    memcpy(buf, tmp, len);
+    return len;
+}
+
+static size_t get_str(const uint8_t *p, size_t left, char *dst, size_t cap)
+{
+    if (left < 1 || p[0] > cap || (size_t)p[0] + 1 > left) {
+        return 0;
+    }
+    memcpy(dst, p + 1, p[0]);
+    dst[p[0]] = '\0';
+    return 1 + (size_t)p[0];
+}
+
+size_t cf__audit_event_decode(const uint8_t *buf, size_t len, cf_event *ev)
+{
+    const uint8_t *p = buf;
+    size_t left = len;
+    if (left < 1 + 32 + 4 || p[0] != CF__AUDIT_EVENT_VERSION) {
+        return 0;
+    }
+    memset(ev, 0, sizeof(*ev));
+    ev->event_id = cf__rd64(p + 1);
+    ev->ts_us = (int64_t)cf__rd64(p + 9);
+    ev->amount_minor = (int64_t)cf__rd64(p + 17);
+    ev->seq = cf__rd64(p + 25);
+    ev->type = p[33];
+    ev->channel = p[34];
+    ev->fraud = (int8_t)p[35];
+    ev->fraud_scenario = (int8_t)p[36];
+    p += 37;
+    left -= 37;
+    size_t n;
+    if ((n = get_str(p, left, ev->account, CF_ID_MAX)) == 0) {
+        return 0;
+    }
+    p += n;
+    left -= n;
+    if ((n = get_str(p, left, ev->merchant, CF_ID_MAX)) == 0) {
+        return 0;
+    }
+    p += n;
+    left -= n;
+    if ((n = get_str(p, left, ev->currency, sizeof(ev->currency) - 1)) == 0) {
+        return 0;
+    }
+    p += n;
+    left -= n;
+    if ((n = get_str(p, left, ev->country, sizeof(ev->country) - 1)) == 0) {
+        return 0;
+    }
+    p += n;
+    return (size_t)(p - buf);
+}
+
+/* ---- signed tree heads ----------------------------------------------------------------- */
+
+static const uint8_t sth_domain[8] = {'C', 'F', 'S', 'T', 'H', 0, 'v', '1'};
+
+void cf_audit_sth_message(const cf_audit_sth *sth, uint8_t out[CF_AUDIT_STH_MSG_LEN])
+{
+    memcpy(out, sth_domain, 8);
+    cf__le64(out + 8, sth->tree_size);
+    memcpy(out + 16, sth->root, CF_AUDIT_HASH_LEN);
+    cf__le64(out + 48, (uint64_t)sth->timestamp_us);
+    memcpy(out + 56, sth->key_id, CF_KEY_ID_LEN);
+}
+
+cf_err cf_audit_sth_verify(const cf_audit_sth *sth, const uint8_t public_key[CF_AUDIT_PK_LEN])
+{
+    uint8_t msg[CF_AUDIT_STH_MSG_LEN];
+    cf_audit_sth_message(sth, msg);
+    if (crypto_sign_verify_detached(sth->signature, msg, sizeof(msg), public_key) != 0) {
+        return CF_E_CRYPTO;
+    }
+    return CF_OK;
+}
+
+void cf__audit_sth_payload(const cf_audit_sth *sth, uint8_t out[CF__AUDIT_STH_PAYLOAD])
+{
+    cf_audit_sth_message(sth, out);
+    memcpy(out + CF_AUDIT_STH_MSG_LEN, sth->signature, CF_AUDIT_SIG_LEN);
+}
+
+void cf__audit_sth_parse(const uint8_t in[CF__AUDIT_STH_PAYLOAD], cf_audit_sth *sth,
+                         bool *domain_ok)
+{
+    *domain_ok = memcmp(in, sth_domain, 8) == 0;
+    sth->tree_size = cf__rd64(in + 8);
+    memcpy(sth->root, in + 16, CF_AUDIT_HASH_LEN);
+    sth->timestamp_us = (int64_t)cf__rd64(in + 48);
+    memcpy(sth->key_id, in + 56, CF_KEY_ID_LEN);
+    memcpy(sth->signature, in + CF_AUDIT_STH_MSG_LEN, CF_AUDIT_SIG_LEN);
+}

@@ -1,0 +1,792 @@
+/*
+ * The audit log writer: append-only segments of batch, tree-head and checkpoint records.
+ *
+ * Design notes
+ * - One writer per directory (an advisory flock on the directory enforces it). A batch and its
+ *   signed tree head are built in one buffer and written with one write(), then made durable
+ *   under the fsync policy before cf_audit_append returns, so a caller that forwards events
+ *   only after CF_OK never forwards an event that a crash can lose (policy "batch").
+ * - The Merkle frontier (2 KiB) is advanced on a copy and committed only after the write
+ *   succeeded; any I/O error leaves the writer broken (CF_E_STATE) until it is reopened,
+ *   because the file may then hold a partial record that only recovery may cut.
+ * - Recovery (open): every record of every segment is CRC-checked while the frontier is
+ *   rebuilt from the stored leaf hashes; a torn tail of the last segment (an incomplete
+ *   record, or one that runs to the end of the file with a bad CRC, or a zero-filled tail)
+ *   is truncated and reported; any other damage refuses to open (CF_E_CORRUPT), since cutting
+ *   it would drop durable records. Cost: one sequential read of the log.
+ * - Buffers grow to the largest batch seen and are reused: no allocation on the steady path.
+ * - Keys live in sodium_malloc memory, wiped on close.
+ * Threads: a cf_audit_log is used by one thread at a time.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "audit_int.h"
+
+struct cf_audit_log {
+    char *dir;
+    int dir_fd;
+    int fd; /* current segment, -1 before the first record */
+    char seg_name[32];
+    uint64_t seg_bytes;
+    cf_audit_opts opts;
+    uint8_t *data_key; /* sodium_malloc, 32 */
+    uint8_t *sign_sk;  /* sodium_malloc, 64 */
+    uint8_t key_id[CF_KEY_ID_LEN];
+    cf__sha sha;
+    cf__frontier f;
+    cf__frontier scratch; /* the frontier being advanced by an append in progress */
+    bool has_sth;
+    cf_audit_sth last_sth;
+    bool has_ckpt;
+    uint64_t ckpt_index;
+    char ckpt_seg[32];
+    uint64_t ckpt_off;
+    uint8_t *buf; /* record being built */
+    size_t buf_cap;
+    uint8_t *pt; /* plaintext of a batch */
+    size_t pt_cap;
+    uint8_t *lv; /* leaf hashes of a batch */
+    size_t lv_cap;
+    int64_t last_sync_ns;
+    bool dirty;  /* written but not yet synced */
+    bool broken; /* an I/O error happened: reopen */
+};
+
+void cf_audit_opts_default(cf_audit_opts *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->segment_bytes_max = UINT64_C(64) << 20;
+    o->fsync = CF_AUDIT_FSYNC_BATCH;
+    o->fsync_interval_ms = 100;
+}
+
+cf_err cf_audit_fsync_parse(const char *s, cf_audit_opts *o, char *errstr, size_t errstr_size)
+{
+    if (strcmp(s, "batch") == 0) {
+        o->fsync = CF_AUDIT_FSYNC_BATCH;
+        return CF_OK;
+    }
+    if (strcmp(s, "none") == 0) {
+        o->fsync = CF_AUDIT_FSYNC_NONE;
+        return CF_OK;
+    }
+    if (strncmp(s, "interval:", 9) == 0) {
+        const char *p = s + 9;
+        unsigned long v = 0;
+        if (*p == '\0') {
+            goto bad;
+        }
+        for (; *p != '\0'; p++) {
+            if (*p < '0' || *p > '9' || v > 600000) {
+                goto bad;
+            }
+            v = v * 10 + (unsigned long)(*p - '0');
+        }
+        if (v < 1 || v > 600000) {
+            goto bad;
+        }
+        o->fsync = CF_AUDIT_FSYNC_INTERVAL;
+        o->fsync_interval_ms = (uint32_t)v;
+        return CF_OK;
+    }
+bad:
+    return cf_err_set(CF_E_INVAL, errstr, errstr_size,
+                      "fsync: '%s' is not batch, none or interval:MS (MS 1..600000)", s);
+}
+
+uint64_t cf_audit_next_index(const cf_audit_log *log)
+{
+    return log->f.n;
+}
+
+cf_err cf_audit_last_sth(const cf_audit_log *log, cf_audit_sth *out)
+{
+    if (!log->has_sth) {
+        return CF_E_NOTFOUND;
+    }
+    *out = log->last_sth;
+    return CF_OK;
+}
+
+static cf_err ensure(uint8_t **buf, size_t *cap, size_t need)
+{
+    if (need <= *cap) {
+        return CF_OK;
+    }
+    size_t ncap = *cap ? *cap : 4096;
+    while (ncap < need) {
+        ncap *= 2;
+    }
+    uint8_t *nb = cf_realloc(*buf, ncap);
+    if (nb == NULL) {
+        return CF_E_NOMEM;
+    }
+    *buf = nb;
+    *cap = ncap;
+    return CF_OK;
+}
+
+static cf_err write_all(int fd, const uint8_t *p, size_t len)
+{
+    while (len > 0) {
+        ssize_t w = write(fd, p, len);
+        if (w < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return cf_err_errno(errno, NULL, 0, "write");
+        }
+        p += w;
+        len -= (size_t)w;
+    }
+    return CF_OK;
+}
+
+static cf_err do_sync(cf_audit_log *log)
+{
+    if (log->fd >= 0 && log->dirty) {
+        if (fdatasync(log->fd) != 0) {
+            log->broken = true;
+            return cf_err_errno(errno, NULL, 0, "fdatasync");
+        }
+    }
+    log->dirty = false;
+    log->last_sync_ns = cf_now_ns();
+    return CF_OK;
+}
+
+static cf_err policy_sync(cf_audit_log *log)
+{
+    switch (log->opts.fsync) {
+    case CF_AUDIT_FSYNC_BATCH:
+        return do_sync(log);
+    case CF_AUDIT_FSYNC_INTERVAL:
+        if (cf_now_ns() - log->last_sync_ns >= (int64_t)log->opts.fsync_interval_ms * 1000000) {
+            return do_sync(log);
+        }
+        return CF_OK;
+    case CF_AUDIT_FSYNC_NONE:
+        return CF_OK;
+    }
+    return CF_OK;
+}
+
+cf_err cf_audit_sync(cf_audit_log *log)
+{
+    if (log->broken) {
+        return CF_E_STATE;
+    }
+    return do_sync(log);
+}
+
+/* Opens DIR/name for appending; creates it (and syncs the directory) when @p create. */
+static cf_err open_segment(cf_audit_log *log, const char *name, bool create, char *errstr,
+                           size_t errstr_size)
+{
+    int fd = openat(log->dir_fd, name,
+                    O_WRONLY | O_APPEND | O_CLOEXEC | (create ? O_CREAT | O_EXCL : 0), 0600);
+    if (fd < 0) {
+        return cf_err_errno(errno, errstr, errstr_size, "open segment %s/%s", log->dir, name);
+    }
+    if (create && fsync(log->dir_fd) != 0) {
+        cf_err e = cf_err_errno(errno, errstr, errstr_size, "fsync directory %s", log->dir);
+        close(fd);
+        return e;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        cf_err e = cf_err_errno(errno, errstr, errstr_size, "stat %s/%s", log->dir, name);
+        close(fd);
+        return e;
+    }
+    if (log->fd >= 0) {
+        close(log->fd);
+    }
+    log->fd = fd;
+    log->seg_bytes = (uint64_t)st.st_size;
+    snprintf(log->seg_name, sizeof(log->seg_name), "%s", name);
+    return CF_OK;
+}
+
+/* Makes sure a record of @p bytes has a segment to go to, rolling over past the bound. */
+static cf_err prepare_segment(cf_audit_log *log, size_t bytes)
+{
+    if (log->fd >= 0 &&
+        (log->seg_bytes == 0 || log->seg_bytes + bytes <= log->opts.segment_bytes_max)) {
+        return CF_OK;
+    }
+    if (log->fd >= 0) {
+        /* The old segment must be complete on disk before records appear in the next one. */
+        cf_err err = do_sync(log);
+        if (err != CF_OK) {
+            return err;
+        }
+    }
+    char name[32];
+    cf__audit_seg_name(log->f.n, name);
+    cf_err err = open_segment(log, name, true, NULL, 0);
+    if (err != CF_OK) {
+        log->broken = true;
+    }
+    return err;
+}
+
+/* Appends an STH record for the frontier @p f to log->buf at @p off; fills *sth. */
+static size_t build_sth(cf_audit_log *log, const cf__frontier *f, size_t off, cf_audit_sth *sth)
+{
+    memset(sth, 0, sizeof(*sth));
+    sth->tree_size = f->n;
+    cf__frontier_root(f, &log->sha, sth->root);
+    sth->timestamp_us = cf_wall_us();
+    memcpy(sth->key_id, log->key_id, CF_KEY_ID_LEN);
+    uint8_t msg[CF_AUDIT_STH_MSG_LEN];
+    cf_audit_sth_message(sth, msg);
+    crypto_sign_detached(sth->signature, NULL, msg, sizeof(msg), log->sign_sk);
+    uint8_t *hdr = log->buf + off;
+    uint8_t *payload = hdr + CF__AUDIT_HDR_LEN;
+    cf__audit_sth_payload(sth, payload);
+    cf__audit_hdr h = {
+        .type = CF_AUDIT_REC_STH, .index = f->n, .count = 0, .payload_len = CF__AUDIT_STH_PAYLOAD};
+    cf__audit_hdr_encode(&h, payload, hdr);
+    return CF__AUDIT_HDR_LEN + CF__AUDIT_STH_PAYLOAD;
+}
+
+cf_err cf_audit_append(cf_audit_log *log, const cf_event *events, uint32_t n,
+                       const cf_audit_bytes *verdicts, uint64_t *first_index, cf_audit_sth *sth_out)
+{
+    CF_ASSERT(log != NULL && (events != NULL || n == 0));
+    if (log->broken) {
+        return CF_E_STATE;
+    }
+    if (n == 0 || n > CF_AUDIT_BATCH_MAX) {
+        return CF_E_INVAL;
+    }
+    /* Plaintext: the canonical encodings back to back; each leaf is hashed as it is encoded
+     * and the frontier copy advanced, so nothing is encoded twice. */
+    cf_err err = ensure(&log->pt, &log->pt_cap, (size_t)n * CF_AUDIT_EVENT_ENC_MAX);
+    if (err == CF_OK) {
+        err = ensure(&log->lv, &log->lv_cap, (size_t)n * CF_AUDIT_HASH_LEN);
+    }
+    if (err != CF_OK) {
+        return err;
+    }
+    log->scratch = log->f;
+    size_t pt_len = 0;
+    size_t vlen = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint8_t *enc = log->pt + pt_len;
+        size_t e = cf_audit_event_encode(&events[i], enc, CF_AUDIT_EVENT_ENC_MAX);
+        if (e == 0) {
+            return CF_E_INVAL;
+        }
+        pt_len += e;
+        const void *vd = verdicts ? verdicts[i].data : NULL;
+        size_t vl = verdicts ? verdicts[i].len : 0;
+        if (vl > CF_AUDIT_VERDICT_MAX || (vl > 0 && vd == NULL)) {
+            return CF_E_INVAL;
+        }
+        vlen += 4 + vl;
+        uint8_t *leaf = log->lv + (size_t)i * CF_AUDIT_HASH_LEN;
+        cf__audit_leaf_of(&log->sha, enc, e, vd, vl, leaf);
+        cf__frontier_append(&log->scratch, &log->sha, leaf);
+    }
+    size_t ct_len = pt_len + CF__AUDIT_TAG_LEN;
+    size_t payload_len =
+        CF__AUDIT_NONCE_LEN + 4 + ct_len + 4 + vlen + (size_t)n * CF_AUDIT_HASH_LEN;
+    if (payload_len > CF__AUDIT_PAYLOAD_MAX) {
+        return CF_E_LIMIT;
+    }
+    size_t sth_rec = CF__AUDIT_HDR_LEN + CF__AUDIT_STH_PAYLOAD;
+    size_t total = CF__AUDIT_HDR_LEN + payload_len + sth_rec;
+    err = ensure(&log->buf, &log->buf_cap, total);
+    if (err != CF_OK) {
+        return err;
+    }
+    err = prepare_segment(log, total);
+    if (err != CF_OK) {
+        return err;
+    }
+
+    uint64_t first = log->f.n;
+    uint8_t *hdr = log->buf;
+    uint8_t *payload = hdr + CF__AUDIT_HDR_LEN;
+    cf__audit_hdr h = {.type = CF_AUDIT_REC_BATCH,
+                       .index = first,
+                       .count = n,
+                       .payload_len = (uint32_t)payload_len};
+    cf__audit_hdr_encode(&h, NULL, hdr);
+
+    uint8_t *nonce = payload;
+    randombytes_buf(nonce, CF__AUDIT_NONCE_LEN);
+    cf__le32(payload + CF__AUDIT_NONCE_LEN, (uint32_t)ct_len);
+    uint8_t *ct = payload + CF__AUDIT_NONCE_LEN + 4;
+    uint8_t *vp = ct + ct_len;
+    cf__le32(vp, (uint32_t)vlen);
+    vp += 4;
+    uint8_t *leaves = vp + vlen;
+
+    for (uint32_t i = 0; i < n; i++) {
+        size_t vl = verdicts ? verdicts[i].len : 0;
+        cf__le32(vp, (uint32_t)vl);
+        if (vl > 0) {
+            memcpy(vp + 4, verdicts[i].data, vl);
+        }
+        vp += 4 + vl;
+    }
+    CF_ASSERT(vp == leaves);
+    memcpy(leaves, log->lv, (size_t)n * CF_AUDIT_HASH_LEN);
+
+    unsigned long long clen = 0;
+    crypto_aead_xchacha20poly1305_ietf_encrypt(ct, &clen, log->pt, pt_len, hdr, CF__AUDIT_CRC_OFF,
+                                               NULL, nonce, log->data_key);
+    CF_ASSERT(clen == ct_len);
+    cf__audit_hdr_seal(hdr, payload);
+
+    cf_audit_sth sth;
+    size_t sl = build_sth(log, &log->scratch, CF__AUDIT_HDR_LEN + payload_len, &sth);
+    CF_ASSERT(CF__AUDIT_HDR_LEN + payload_len + sl == total);
+    CF_DASSERT(cf__audit_crc32c(0, hdr, CF__AUDIT_HCRC_OFF) == cf__rd32(hdr + CF__AUDIT_HCRC_OFF));
+
+    log->dirty = true;
+    err = write_all(log->fd, log->buf, total);
+    if (err != CF_OK) {
+        log->broken = true;
+        return err;
+    }
+    log->seg_bytes += total;
+    err = policy_sync(log);
+    if (err != CF_OK) {
+        return err;
+    }
+    log->f = log->scratch;
+    log->has_sth = true;
+    log->last_sth = sth;
+    if (first_index != NULL) {
+        *first_index = first;
+    }
+    if (sth_out != NULL) {
+        *sth_out = sth;
+    }
+    return CF_OK;
+}
+
+cf_err cf_audit_checkpoint(cf_audit_log *log, uint64_t index, const void *state, size_t len)
+{
+    CF_ASSERT(log != NULL && (state != NULL || len == 0));
+    if (log->broken) {
+        return CF_E_STATE;
+    }
+    if (index > log->f.n || len > CF_AUDIT_STATE_MAX) {
+        return CF_E_INVAL;
+    }
+    size_t payload_len = CF__AUDIT_NONCE_LEN + len + CF__AUDIT_TAG_LEN;
+    size_t total = CF__AUDIT_HDR_LEN + payload_len;
+    cf_err err = ensure(&log->buf, &log->buf_cap, total);
+    if (err != CF_OK) {
+        return err;
+    }
+    err = prepare_segment(log, total);
+    if (err != CF_OK) {
+        return err;
+    }
+    uint8_t *hdr = log->buf;
+    uint8_t *payload = hdr + CF__AUDIT_HDR_LEN;
+    cf__audit_hdr h = {.type = CF_AUDIT_REC_CHECKPOINT,
+                       .index = index,
+                       .count = 0,
+                       .payload_len = (uint32_t)payload_len};
+    cf__audit_hdr_encode(&h, NULL, hdr);
+    randombytes_buf(payload, CF__AUDIT_NONCE_LEN);
+    unsigned long long clen = 0;
+    crypto_aead_xchacha20poly1305_ietf_encrypt(payload + CF__AUDIT_NONCE_LEN, &clen, state, len,
+                                               hdr, CF__AUDIT_CRC_OFF, NULL, payload,
+                                               log->data_key);
+    cf__audit_hdr_seal(hdr, payload);
+    uint64_t off = log->seg_bytes;
+    log->dirty = true;
+    err = write_all(log->fd, log->buf, total);
+    if (err != CF_OK) {
+        log->broken = true;
+        return err;
+    }
+    log->seg_bytes += total;
+    err = policy_sync(log);
+    if (err != CF_OK) {
+        return err;
+    }
+    log->has_ckpt = true;
+    log->ckpt_index = index;
+    log->ckpt_off = off;
+    snprintf(log->ckpt_seg, sizeof(log->ckpt_seg), "%s", log->seg_name);
+    return CF_OK;
+}
+
+cf_err cf_audit_last_checkpoint(cf_audit_log *log, uint64_t *index, void **state, size_t *len,
+                                char *errstr, size_t errstr_size)
+{
+    if (!log->has_ckpt) {
+        return CF_E_NOTFOUND;
+    }
+    cf__segmap m;
+    cf_err err = cf__segmap_open(log->dir, log->ckpt_seg, &m, errstr, errstr_size);
+    if (err != CF_OK) {
+        return err;
+    }
+    uint8_t *out = NULL;
+    cf__rec r;
+    cf__rec_status st = cf__audit_rec_parse(m.data, m.len, (size_t)log->ckpt_off, &r);
+    if (st != CF__REC_OK || r.h.type != CF_AUDIT_REC_CHECKPOINT) {
+        err = cf_err_set(CF_E_CORRUPT, errstr, errstr_size, "checkpoint at %s offset %llu: %s",
+                         log->ckpt_seg, (unsigned long long)log->ckpt_off,
+                         st != CF__REC_OK ? cf__rec_status_text(st) : "not a checkpoint");
+        goto done;
+    }
+    size_t plen = r.state_ct_len - CF__AUDIT_NONCE_LEN - CF__AUDIT_TAG_LEN;
+    out = cf_malloc(plen > 0 ? plen : 1);
+    if (out == NULL) {
+        err = CF_E_NOMEM;
+        goto done;
+    }
+    size_t got = 0;
+    if (cf__audit_state_open(&r, log->data_key, out, &got) != CF_OK) {
+        err = cf_err_set(CF_E_AUTH, errstr, errstr_size,
+                         "checkpoint at %s offset %llu does not decrypt with this data key",
+                         log->ckpt_seg, (unsigned long long)log->ckpt_off);
+        goto done;
+    }
+    *index = r.h.index;
+    *len = got;
+    if (got == 0) {
+        cf_free(out);
+        out = NULL;
+    }
+    *state = out;
+    out = NULL;
+done:
+    cf_free(out);
+    cf__segmap_close(&m);
+    return err;
+}
+
+/* ---- open and recovery ----------------------------------------------------------------- */
+
+static void log_free(cf_audit_log *log)
+{
+    if (log == NULL) {
+        return;
+    }
+    if (log->fd >= 0) {
+        close(log->fd);
+    }
+    if (log->dir_fd >= 0) {
+        close(log->dir_fd); /* releases the flock */
+    }
+    if (log->data_key != NULL) {
+        sodium_free(log->data_key);
+    }
+    if (log->sign_sk != NULL) {
+        sodium_free(log->sign_sk);
+    }
+    cf__sha_free(&log->sha);
+    cf_free(log->buf);
+    cf_free(log->pt);
+    cf_free(log->lv);
+    cf_free(log->dir);
+    cf_free(log);
+}
+
+cf_err cf_audit_close(cf_audit_log *log)
+{
+    if (log == NULL) {
+        return CF_OK;
+    }
+    cf_err err = log->broken ? CF_E_STATE : do_sync(log);
+    log_free(log);
+    return err;
+}
+
+/* True when the bad record at @p off is the torn tail of the last segment (see design note). */
+static bool is_torn(cf__rec_status st, const cf__rec *r, const cf__segmap *m, size_t off)
+{
+    switch (st) {
+    case CF__REC_SHORT_HDR:
+    case CF__REC_SHORT_PAYLOAD:
+        return true;
+    case CF__REC_BAD_CRC:
+        return off + CF__AUDIT_HDR_LEN + r->h.payload_len == m->len;
+    default:
+        return cf__audit_all_zero(m->data, m->len, off);
+    }
+}
+
+/* Scans every segment: checks CRCs, rebuilds the frontier, finds heads and checkpoints,
+ * and cuts a torn tail. */
+static cf_err recover(cf_audit_log *log, cf_audit_recovery *rec, char *errstr, size_t errstr_size)
+{
+    cf__seglist sl;
+    cf_err err = cf__audit_list_segments(log->dir, &sl, errstr, errstr_size);
+    if (err != CF_OK) {
+        return err;
+    }
+    rec->segments = sl.n;
+    cf__segmap m = {NULL, 0};
+    for (size_t s = 0; s < sl.n; s++) {
+        bool last = s + 1 == sl.n;
+        if (sl.first[s] != log->f.n) {
+            err = cf_err_set(CF_E_CORRUPT, errstr, errstr_size,
+                             "audit log %s: segment %s should start at index %llu", log->dir,
+                             sl.name[s], (unsigned long long)log->f.n);
+            goto done;
+        }
+        err = cf__segmap_open(log->dir, sl.name[s], &m, errstr, errstr_size);
+        if (err != CF_OK) {
+            goto done;
+        }
+        size_t off = 0;
+        for (;;) {
+            cf__rec r;
+            cf__rec_status st = cf__audit_rec_parse(m.data, m.len, off, &r);
+            if (st == CF__REC_END) {
+                break;
+            }
+            if (st == CF__REC_OK && r.h.type == CF_AUDIT_REC_BATCH && r.h.index != log->f.n) {
+                err = cf_err_set(CF_E_CORRUPT, errstr, errstr_size,
+                                 "audit log %s: segment %s offset %zu: batch starts at index "
+                                 "%llu, expected %llu",
+                                 log->dir, sl.name[s], off, (unsigned long long)r.h.index,
+                                 (unsigned long long)log->f.n);
+                goto done;
+            }
+            if (st != CF__REC_OK) {
+                if (!last || !is_torn(st, &r, &m, off)) {
+                    err = cf_err_set(CF_E_CORRUPT, errstr, errstr_size,
+                                     "audit log %s: segment %s offset %zu index %llu: %s (run "
+                                     "`confide audit verify`)",
+                                     log->dir, sl.name[s], off, (unsigned long long)log->f.n,
+                                     cf__rec_status_text(st));
+                    goto done;
+                }
+                rec->truncated = true;
+                snprintf(rec->truncated_segment, sizeof(rec->truncated_segment), "%s", sl.name[s]);
+                rec->truncated_offset = off;
+                rec->truncated_bytes = m.len - off;
+                break;
+            }
+            switch ((cf_audit_rec_type)r.h.type) {
+            case CF_AUDIT_REC_BATCH:
+                for (uint32_t i = 0; i < r.h.count; i++) {
+                    cf__frontier_append(&log->f, &log->sha, r.leaves + (size_t)i * 32);
+                }
+                break;
+            case CF_AUDIT_REC_STH: {
+                bool dom;
+                cf__audit_sth_parse(r.payload, &log->last_sth, &dom);
+                log->has_sth = true;
+                break;
+            }
+            case CF_AUDIT_REC_CHECKPOINT:
+                log->has_ckpt = true;
+                log->ckpt_index = r.h.index;
+                log->ckpt_off = off;
+                snprintf(log->ckpt_seg, sizeof(log->ckpt_seg), "%s", sl.name[s]);
+                break;
+            }
+            off += CF__AUDIT_HDR_LEN + r.h.payload_len;
+        }
+        cf__segmap_close(&m);
+        if (last) {
+            err = open_segment(log, sl.name[s], false, errstr, errstr_size);
+            if (err != CF_OK) {
+                goto done;
+            }
+            if (rec->truncated) {
+                if (ftruncate(log->fd, (off_t)rec->truncated_offset) != 0 || fsync(log->fd) != 0) {
+                    err = cf_err_errno(errno, errstr, errstr_size, "truncate torn tail of %s/%s",
+                                       log->dir, sl.name[s]);
+                    goto done;
+                }
+                log->seg_bytes = rec->truncated_offset;
+            }
+        }
+    }
+done:
+    cf__segmap_close(&m);
+    cf__seglist_free(&sl);
+    return err;
+}
+
+cf_err cf_audit_open_keys(cf_audit_log **out, const char *dir, const cf_key *data_key,
+                          const cf_key *signing_key, const cf_audit_opts *opts,
+                          cf_audit_recovery *rec_out, char *errstr, size_t errstr_size)
+{
+    cf_err err = CF_OK;
+    cf_audit_recovery rec_local;
+    cf_audit_recovery *rec = rec_out != NULL ? rec_out : &rec_local;
+    memset(rec, 0, sizeof(*rec));
+    if (dir == NULL || data_key == NULL || signing_key == NULL) {
+        return cf_err_set(CF_E_INVAL, errstr, errstr_size, "audit: missing directory or key");
+    }
+    if (data_key->len != CF__AUDIT_KEY_LEN) {
+        return cf_err_set(CF_E_INVAL, errstr, errstr_size,
+                          "audit: data key has %zu bytes, expected %d", data_key->len,
+                          CF__AUDIT_KEY_LEN);
+    }
+    if (signing_key->len != CF__AUDIT_SK_LEN) {
+        return cf_err_set(CF_E_INVAL, errstr, errstr_size,
+                          "audit: signing key has %zu bytes, expected %d (Ed25519)",
+                          signing_key->len, CF__AUDIT_SK_LEN);
+    }
+    cf_audit_log *log = cf_calloc(1, sizeof(*log));
+    if (log == NULL) {
+        return CF_E_NOMEM;
+    }
+    log->fd = -1;
+    log->dir_fd = -1;
+    if (opts != NULL) {
+        log->opts = *opts;
+    } else {
+        cf_audit_opts_default(&log->opts);
+    }
+    if (log->opts.segment_bytes_max == 0) {
+        log->opts.segment_bytes_max = UINT64_C(64) << 20;
+    }
+    log->dir = cf_strdup(dir);
+    if (log->dir == NULL) {
+        err = CF_E_NOMEM;
+        goto fail;
+    }
+    if (cf__sha_init(&log->sha) != CF_OK) {
+        err = cf_err_set(CF_E_CRYPTO, errstr, errstr_size, "audit: OpenSSL SHA-256 unavailable");
+        goto fail;
+    }
+    log->data_key = sodium_malloc(CF__AUDIT_KEY_LEN);
+    log->sign_sk = sodium_malloc(CF__AUDIT_SK_LEN);
+    if (log->data_key == NULL || log->sign_sk == NULL) {
+        err = CF_E_NOMEM;
+        goto fail;
+    }
+    memcpy(log->data_key, data_key->bytes, CF__AUDIT_KEY_LEN);
+    memcpy(log->sign_sk, signing_key->bytes, CF__AUDIT_SK_LEN);
+    memcpy(log->key_id, signing_key->id, CF_KEY_ID_LEN);
+
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        err = cf_err_errno(errno, errstr, errstr_size, "create audit log directory %s", dir);
+        goto fail;
+    }
+    log->dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (log->dir_fd < 0) {
+        err = cf_err_errno(errno, errstr, errstr_size, "open audit log directory %s", dir);
+        goto fail;
+    }
+    if (flock(log->dir_fd, LOCK_EX | LOCK_NB) != 0) {
+        err = errno == EWOULDBLOCK
+                  ? cf_err_set(CF_E_STATE, errstr, errstr_size,
+                               "audit log %s is open for writing by another process", dir)
+                  : cf_err_errno(errno, errstr, errstr_size, "lock %s", dir);
+        goto fail;
+    }
+    err = recover(log, rec, errstr, errstr_size);
+    if (err != CF_OK) {
+        goto fail;
+    }
+    log->last_sync_ns = cf_now_ns();
+    /* Leaves no head covers (a crash between a batch and its head, or a torn head): sign. */
+    if (log->f.n > 0 && (!log->has_sth || log->last_sth.tree_size != log->f.n)) {
+        err = ensure(&log->buf, &log->buf_cap, CF__AUDIT_HDR_LEN + CF__AUDIT_STH_PAYLOAD);
+        if (err != CF_OK) {
+            goto fail;
+        }
+        cf_audit_sth sth;
+        size_t len = build_sth(log, &log->f, 0, &sth);
+        err = prepare_segment(log, len);
+        if (err == CF_OK) {
+            log->dirty = true;
+            err = write_all(log->fd, log->buf, len);
+        }
+        if (err == CF_OK) {
+            log->seg_bytes += len;
+            err = do_sync(log);
+        }
+        if (err != CF_OK) {
+            cf_err_set(err, errstr, errstr_size, "audit log %s: cannot write tree head", dir);
+            goto fail;
+        }
+        log->has_sth = true;
+        log->last_sth = sth;
+        rec->resigned = true;
+    }
+    rec->next_index = log->f.n;
+    rec->has_sth = log->has_sth;
+    if (log->has_sth) {
+        rec->last_sth = log->last_sth;
+    }
+    rec->has_checkpoint = log->has_ckpt;
+    rec->checkpoint_index = log->ckpt_index;
+    *out = log;
+    return CF_OK;
+fail:
+    log_free(log);
+    return err;
+}
+
+/* Copies KEYDIR/signing.pub next to the log, so `confide audit verify DIR` can check the
+ * signatures without being told where the keys are (an auditor should pin the key with
+ * --keys: a copy stored with the log proves nothing against whoever can rewrite the log). */
+static void copy_public_key(const char *keys_dir, const char *dir)
+{
+    char src[4096], dst[4096];
+    if ((size_t)snprintf(src, sizeof(src), "%s/signing.pub", keys_dir) >= sizeof(src) ||
+        (size_t)snprintf(dst, sizeof(dst), "%s/signing.pub", dir) >= sizeof(dst)) {
+        return;
+    }
+    if (access(dst, F_OK) == 0) {
+        return;
+    }
+    int in = open(src, O_RDONLY | O_CLOEXEC);
+    if (in < 0) {
+        return;
+    }
+    int outfd = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (outfd >= 0) {
+        uint8_t buf[4096];
+        ssize_t r;
+        while ((r = read(in, buf, sizeof(buf))) > 0) {
+            if (write_all(outfd, buf, (size_t)r) != CF_OK) {
+                break;
+            }
+        }
+        fsync(outfd);
+        close(outfd);
+    }
+    close(in);
+}
+
+cf_err cf_audit_open(cf_audit_log **out, const char *dir, const char *keys_dir,
+                     const cf_audit_opts *opts, cf_audit_recovery *rec, char *errstr,
+                     size_t errstr_size)
+{
+    cf_key *dk = NULL, *sk = NULL;
+    cf_err err = cf_key_load(keys_dir, "data.key", &dk, errstr, errstr_size);
+    if (err != CF_OK) {
+        goto done;
+    }
+    err = cf_key_load(keys_dir, "signing.key", &sk, errstr, errstr_size);
+    if (err != CF_OK) {
+        goto done;
+    }
+    err = cf_audit_open_keys(out, dir, dk, sk, opts, rec, errstr, errstr_size);
+    if (err == CF_OK) {
+        copy_public_key(keys_dir, dir);
+    }
+done:
+    cf_key_destroy(dk);
+    cf_key_destroy(sk);
+    return err;
+}

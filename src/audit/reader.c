@@ -1,0 +1,290 @@
+/*
+ * Reading an audit log: the record iterator used for replay (cf_audit_reader), the leaf
+ * loader used for proofs (cf_audit_load_leaves).
+ *
+ * Readers never modify the log. They map one segment at a time, check each record with the
+ * shared parser before using it, and report the first damaged record by segment, offset and
+ * index. Decrypted events live in buffers owned by the reader and reused for every batch;
+ * they are borrowed by the caller until the next call. One thread per reader.
+ */
+#include <sodium.h>
+
+#include "audit_int.h"
+
+struct cf_audit_reader {
+    char *dir;
+    cf__seglist sl;
+    size_t seg;
+    bool mapped;
+    cf__segmap m;
+    size_t off;
+    const uint8_t *key; /* borrowed from the caller's cf_key */
+    uint64_t from;
+    bool started;
+    uint64_t next_index; /* expected index of the next batch */
+    cf_event *ev;
+    size_t ev_cap;
+    cf_audit_bytes *vd;
+    size_t vd_cap;
+    uint8_t *pt;
+    size_t pt_cap;
+};
+
+void cf_audit_reader_destroy(cf_audit_reader *r)
+{
+    if (r == NULL) {
+        return;
+    }
+    if (r->mapped) {
+        cf__segmap_close(&r->m);
+    }
+    cf__seglist_free(&r->sl);
+    if (r->pt != NULL) {
+        sodium_memzero(r->pt, r->pt_cap);
+    }
+    if (r->ev != NULL) {
+        sodium_memzero(r->ev, r->ev_cap * sizeof(*r->ev));
+    }
+    cf_free(r->pt);
+    cf_free(r->ev);
+    cf_free(r->vd);
+    cf_free(r->dir);
+    cf_free(r);
+}
+
+cf_err cf_audit_reader_open(cf_audit_reader **out, const char *dir, const cf_key *data_key,
+                            uint64_t from_index, char *errstr, size_t errstr_size)
+{
+    if (data_key != NULL && data_key->len != CF__AUDIT_KEY_LEN) {
+        return cf_err_set(CF_E_INVAL, errstr, errstr_size, "audit: data key has %zu bytes",
+                          data_key->len);
+    }
+    cf_audit_reader *r = cf_calloc(1, sizeof(*r));
+    if (r == NULL) {
+        return CF_E_NOMEM;
+    }
+    cf_err err = CF_OK;
+    r->dir = cf_strdup(dir);
+    if (r->dir == NULL) {
+        err = CF_E_NOMEM;
+        goto fail;
+    }
+    err = cf__audit_list_segments(dir, &r->sl, errstr, errstr_size);
+    if (err != CF_OK) {
+        goto fail;
+    }
+    r->key = data_key != NULL ? data_key->bytes : NULL;
+    r->from = from_index;
+    r->started = from_index == 0;
+    /* Skip whole segments that end before from_index (the next one starts at or before it). */
+    while (r->seg + 1 < r->sl.n && r->sl.first[r->seg + 1] <= from_index) {
+        r->seg++;
+    }
+    r->next_index = r->sl.n > 0 ? r->sl.first[r->seg] : 0;
+    *out = r;
+    return CF_OK;
+fail:
+    cf_audit_reader_destroy(r);
+    return err;
+}
+
+static cf_err grow(void **p, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap) {
+        return CF_OK;
+    }
+    size_t ncap = *cap ? *cap : 256;
+    while (ncap < need) {
+        ncap *= 2;
+    }
+    void *np = cf_realloc(*p, ncap * elem);
+    if (np == NULL) {
+        return CF_E_NOMEM;
+    }
+    *p = np;
+    *cap = ncap;
+    return CF_OK;
+}
+
+static cf_err bad(cf_audit_reader *r, uint64_t index, const char *why, char *errstr,
+                  size_t errstr_size)
+{
+    return cf_err_set(CF_E_CORRUPT, errstr, errstr_size,
+                      "audit log %s: segment %s offset %zu index %llu: %s", r->dir,
+                      r->sl.name[r->seg], r->off, (unsigned long long)index, why);
+}
+
+/* Decrypts and decodes a batch into r->ev; fills r->vd. */
+static cf_err load_batch(cf_audit_reader *r, const cf__rec *rec, char *errstr, size_t errstr_size)
+{
+    uint32_t n = rec->h.count;
+    cf_err err = grow((void **)&r->vd, &r->vd_cap, n, sizeof(*r->vd));
+    if (err != CF_OK) {
+        return err;
+    }
+    const uint8_t *cur = rec->verdicts;
+    for (uint32_t i = 0; i < n; i++) {
+        cf__verdict_next(&cur, &r->vd[i]);
+    }
+    if (r->key == NULL) {
+        return CF_OK;
+    }
+    err = grow((void **)&r->ev, &r->ev_cap, n, sizeof(*r->ev));
+    if (err == CF_OK) {
+        err = grow((void **)&r->pt, &r->pt_cap, rec->ct_len, 1);
+    }
+    if (err != CF_OK) {
+        return err;
+    }
+    size_t pt_len = 0;
+    if (cf__audit_batch_open(rec, r->key, r->pt, &pt_len) != CF_OK) {
+        return bad(r, rec->h.index, "events do not decrypt (wrong data key or tampered record)",
+                   errstr, errstr_size);
+    }
+    size_t off = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        size_t e = cf__audit_event_decode(r->pt + off, pt_len - off, &r->ev[i]);
+        if (e == 0) {
+            return bad(r, rec->h.index + i, "malformed event encoding", errstr, errstr_size);
+        }
+        off += e;
+    }
+    if (off != pt_len) {
+        return bad(r, rec->h.index, "trailing bytes after the batch's events", errstr, errstr_size);
+    }
+    return CF_OK;
+}
+
+cf_err cf_audit_reader_next(cf_audit_reader *r, cf_audit_entry *e, char *errstr, size_t errstr_size)
+{
+    for (;;) {
+        if (r->seg >= r->sl.n) {
+            return CF_E_EOF;
+        }
+        if (!r->mapped) {
+            cf_err err = cf__segmap_open(r->dir, r->sl.name[r->seg], &r->m, errstr, errstr_size);
+            if (err != CF_OK) {
+                return err;
+            }
+            r->mapped = true;
+            r->off = 0;
+        }
+        cf__rec rec;
+        cf__rec_status st = cf__audit_rec_parse(r->m.data, r->m.len, r->off, &rec);
+        if (st == CF__REC_END) {
+            cf__segmap_close(&r->m);
+            r->mapped = false;
+            r->seg++;
+            continue;
+        }
+        if (st != CF__REC_OK) {
+            return bad(r, r->next_index, cf__rec_status_text(st), errstr, errstr_size);
+        }
+        size_t rec_off = r->off;
+        size_t next_off = r->off + CF__AUDIT_HDR_LEN + rec.h.payload_len;
+        memset(e, 0, sizeof(*e));
+        e->type = (cf_audit_rec_type)rec.h.type;
+        e->segment = r->sl.name[r->seg];
+        e->offset = rec_off;
+        e->index = rec.h.index;
+        if (rec.h.type == CF_AUDIT_REC_BATCH) {
+            if (rec.h.index != r->next_index) {
+                return bad(r, rec.h.index, "batch index is not contiguous with the previous one",
+                           errstr, errstr_size);
+            }
+            r->next_index = rec.h.index + rec.h.count;
+            if (!r->started && rec.h.index + rec.h.count <= r->from) {
+                r->off = next_off;
+                continue;
+            }
+            r->started = true;
+            cf_err err = load_batch(r, &rec, errstr, errstr_size);
+            if (err != CF_OK) {
+                return err;
+            }
+            uint32_t skip = r->from > rec.h.index ? (uint32_t)(r->from - rec.h.index) : 0;
+            e->index = rec.h.index + skip;
+            e->count = rec.h.count - skip;
+            e->events = r->key != NULL ? r->ev + skip : NULL;
+            e->verdicts = r->vd + skip;
+            e->leaf_hashes = rec.leaves + (size_t)skip * CF_AUDIT_HASH_LEN;
+        } else if (!r->started) {
+            r->off = next_off;
+            continue;
+        } else if (rec.h.type == CF_AUDIT_REC_STH) {
+            bool dom;
+            cf__audit_sth_parse(rec.payload, &e->sth, &dom);
+            if (!dom) {
+                return bad(r, rec.h.index, "tree head with an unknown message format", errstr,
+                           errstr_size);
+            }
+        } else if (r->key != NULL) {
+            cf_err err = grow((void **)&r->pt, &r->pt_cap, rec.state_ct_len, 1);
+            if (err != CF_OK) {
+                return err;
+            }
+            size_t len = 0;
+            if (cf__audit_state_open(&rec, r->key, r->pt, &len) != CF_OK) {
+                return bad(r, rec.h.index,
+                           "checkpoint does not decrypt (wrong data key or "
+                           "tampered record)",
+                           errstr, errstr_size);
+            }
+            e->state = r->pt;
+            e->state_len = len;
+        }
+        r->off = next_off;
+        return CF_OK;
+    }
+}
+
+cf_err cf_audit_load_leaves(const char *dir, uint8_t **leaves_out, uint64_t *n_out,
+                            cf_audit_sth **sths_out, size_t *n_sths_out, char *errstr,
+                            size_t errstr_size)
+{
+    cf_audit_reader *r = NULL;
+    uint8_t *leaves = NULL;
+    size_t cap = 0;
+    uint64_t n = 0;
+    cf_audit_sth *sths = NULL;
+    size_t scap = 0, ns = 0;
+    cf_err err = cf_audit_reader_open(&r, dir, NULL, 0, errstr, errstr_size);
+    if (err != CF_OK) {
+        return err;
+    }
+    cf_audit_entry e;
+    while ((err = cf_audit_reader_next(r, &e, errstr, errstr_size)) == CF_OK) {
+        if (e.type == CF_AUDIT_REC_BATCH) {
+            err = grow((void **)&leaves, &cap, (size_t)(n + e.count) * CF_AUDIT_HASH_LEN, 1);
+            if (err != CF_OK) {
+                goto done;
+            }
+            memcpy(leaves + (size_t)n * CF_AUDIT_HASH_LEN, e.leaf_hashes,
+                   (size_t)e.count * CF_AUDIT_HASH_LEN);
+            n += e.count;
+        } else if (e.type == CF_AUDIT_REC_STH && sths_out != NULL) {
+            err = grow((void **)&sths, &scap, ns + 1, sizeof(*sths));
+            if (err != CF_OK) {
+                goto done;
+            }
+            sths[ns++] = e.sth;
+        }
+    }
+    if (err != CF_E_EOF) {
+        goto done;
+    }
+    err = CF_OK;
+    *leaves_out = leaves;
+    *n_out = n;
+    leaves = NULL;
+    if (sths_out != NULL) {
+        *sths_out = sths;
+        *n_sths_out = ns;
+        sths = NULL;
+    }
+done:
+    cf_free(leaves);
+    cf_free(sths);
+    cf_audit_reader_destroy(r);
+    return err;
+}

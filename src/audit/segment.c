@@ -1,0 +1,148 @@
+/*
+ * Segment files: listing a log directory and mapping a segment read-only.
+ *
+ * A segment is named by the index of the first event it holds, as 20 decimal digits plus
+ * ".seg", so lexical and numeric order agree. Other files in the directory (signing.pub, a
+ * README) are ignored. Readers map whole segments (they are size-bounded, 64 MiB by default);
+ * an empty file maps to a NULL/0 view. Nothing here is shared between threads.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "audit_int.h"
+
+void cf__audit_seg_name(uint64_t first, char out[32])
+{
+    snprintf(out, 32, "%020llu%s", (unsigned long long)first, CF__AUDIT_SEG_SUFFIX);
+}
+
+static bool parse_seg_name(const char *name, uint64_t *first)
+{
+    if (strlen(name) != CF__AUDIT_SEG_NAME_LEN || strcmp(name + 20, CF__AUDIT_SEG_SUFFIX) != 0) {
+        return false;
+    }
+    uint64_t v = 0;
+    for (int i = 0; i < 20; i++) {
+        if (name[i] < '0' || name[i] > '9') {
+            return false;
+        }
+        unsigned d = (unsigned)(name[i] - '0');
+        if (v > (UINT64_MAX - d) / 10) {
+            return false;
+        }
+        v = v * 10 + d;
+    }
+    *first = v;
+    return true;
+}
+
+void cf__seglist_free(cf__seglist *l)
+{
+    cf_free(l->first);
+    cf_free(l->name);
+    memset(l, 0, sizeof(*l));
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+cf_err cf__audit_list_segments(const char *dir, cf__seglist *out, char *errstr, size_t errstr_size)
+{
+    memset(out, 0, sizeof(*out));
+    DIR *d = opendir(dir);
+    if (d == NULL) {
+        return cf_err_errno(errno, errstr, errstr_size, "audit log directory %s", dir);
+    }
+    size_t cap = 0;
+    uint64_t *firsts = NULL;
+    cf_err err = CF_OK;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        uint64_t first;
+        if (!parse_seg_name(de->d_name, &first)) {
+            continue;
+        }
+        if (out->n == cap) {
+            size_t ncap = cap ? cap * 2 : 16;
+            uint64_t *nf = cf_realloc(firsts, ncap * sizeof(*nf));
+            if (nf == NULL) {
+                err = CF_E_NOMEM;
+                goto done;
+            }
+            firsts = nf;
+            cap = ncap;
+        }
+        firsts[out->n++] = first;
+    }
+    if (out->n > 0) {
+        qsort(firsts, out->n, sizeof(*firsts), cmp_u64);
+        out->name = cf_calloc(out->n, sizeof(*out->name));
+        if (out->name == NULL) {
+            err = CF_E_NOMEM;
+            goto done;
+        }
+        for (size_t i = 0; i < out->n; i++) {
+            cf__audit_seg_name(firsts[i], out->name[i]);
+        }
+    }
+    out->first = firsts;
+    firsts = NULL;
+done:
+    closedir(d);
+    cf_free(firsts);
+    if (err != CF_OK) {
+        cf__seglist_free(out);
+    }
+    return err;
+}
+
+cf_err cf__segmap_open(const char *dir, const char *name, cf__segmap *m, char *errstr,
+                       size_t errstr_size)
+{
+    char path[4096];
+    m->data = NULL;
+    m->len = 0;
+    if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, name) >= sizeof(path)) {
+        return cf_err_set(CF_E_INVAL, errstr, errstr_size, "path too long: %s", dir);
+    }
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return cf_err_errno(errno, errstr, errstr_size, "open %s", path);
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        cf_err e = cf_err_errno(errno, errstr, errstr_size, "stat %s", path);
+        close(fd);
+        return e;
+    }
+    if (st.st_size > 0) {
+        void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (p == MAP_FAILED) {
+            cf_err e = cf_err_errno(errno, errstr, errstr_size, "mmap %s", path);
+            close(fd);
+            return e;
+        }
+        m->data = p;
+        m->len = (size_t)st.st_size;
+    }
+    close(fd);
+    return CF_OK;
+}
+
+void cf__segmap_close(cf__segmap *m)
+{
+    if (m->data != NULL) {
+        munmap((void *)m->data, m->len);
+    }
+    m->data = NULL;
+    m->len = 0;
+}
