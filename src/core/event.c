@@ -52,7 +52,8 @@ static int name_lookup(const char *const *names, int count, const char *s, size_
         return -1;
     }
     for (int i = 0; i < count; i++) {
-        if (strncmp(names[i], s, len) == 0 && names[i][len] == '\0') {
+        /* Length first: s may hold NUL bytes, which strncmp would treat as an end. */
+        if (strlen(names[i]) == len && memcmp(names[i], s, len) == 0) {
             return i;
         }
     }

@@ -31,6 +31,8 @@ static void test_names(void)
     CHECK_OK(cf_tx_type_parse("CASH_OUTx", 8, &t));
     CHECK_EQ(t, CF_TX_CASH_OUT);
     CHECK_EQ(cf_channel_parse("POSX", 4, &c), CF_E_PARSE);
+    CHECK_EQ(cf_channel_parse("MOTO\0\0\0\0\0", 9, &c), CF_E_PARSE); /* found by fuzzing */
+    CHECK_EQ(cf_tx_type_parse("DEBIT\0", 6, &t), CF_E_PARSE);
     CHECK_EQ(cf_channel_parse("P2P", 3, &c), CF_OK);
     CHECK_EQ(c, CF_CH_P2P);
 }
