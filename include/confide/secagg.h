@@ -306,6 +306,7 @@ typedef struct cf_protect_conf {
     const cf_key *combiner_key; /* lsa: needed to combine (a gateway key works) */
     unsigned paillier_bits;     /* paillier: modulus size, default 2048 */
     size_t paillier_pool;       /* paillier: precomputed r^n pool size, 0 = no thread */
+    bool paillier_powm_fast;    /* paillier: mpz_powm instead of mpz_powm_sec */
 } cf_protect_conf;
 
 /**

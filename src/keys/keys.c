@@ -353,6 +353,14 @@ cf_err cf_keys_generate(const char *dir, unsigned parties, uint32_t epoch, int f
         err = write_key(dir, "signing.pub", CF_KEY_KIND_SIGNING_PUB, epoch, 0, 0, pk,
                         CF_KEY_SIGN_PK_LEN, errstr, errstr_size);
     }
+    /* A rotation to fewer parties must not leave the old epoch's seeds behind. */
+    for (unsigned i = parties; err == CF_OK && i < CF_KEY_PARTIES_MAX; i++) {
+        char path[4096];
+        snprintf(path, sizeof(path), "%s/party-%u.key", dir, i);
+        if (unlink(path) != 0 && errno != ENOENT) {
+            err = cf_err_errno(errno, errstr, errstr_size, "remove stale %s", path);
+        }
+    }
 done:
     sodium_memzero(buf, total);
     sodium_free(buf);

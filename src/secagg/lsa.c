@@ -3,10 +3,13 @@
  *
  * Every event contributes a vector of dim components (count = 1, amount, ...) encoded in
  * Z_p, p = 2^61 - 1, together with MAC components alpha * v. Party i >= 1 derives its share
- * of event seq from one ChaCha20 block keyed by its seed with the nonce "cfsa" || seq: the
- * 64-byte block gives eight 61-bit words, each accepted when < p (rejection sampling; a
- * word is rejected with probability 2^-61, and the next block is used then). Party 0's
- * share is v - sum(r_i), so any k - 1 shares are uniform and independent of v.
+ * of event seq from a ChaCha20 keystream keyed by its seed: one call per CF_SA_BATCH
+ * consecutive sequence numbers (nonce "cfsb" || seq / BATCH) gives 2 * dim 61-bit words per
+ * event, accepted when < p (rejection sampling: an event with a word equal to p, probability
+ * about 2^-58, is derived from its own nonce "cfsr" || seq instead; conditioned either way
+ * the words are uniform on Z_p). Party 0's share is v - sum(r_i), so any k - 1 shares are
+ * uniform and independent of v. The keystream of the current batch is cached per seed, so
+ * in-order events cost ~1/32 of a keystream call each.
  *
  * The combiner checks sum(MAC shares) == alpha * sum(value shares) per component: a party
  * that adds e != 0 to a value share must add exactly alpha * e to the MAC share, which it can
@@ -105,13 +108,11 @@ static cf_err check_opts(const cf_sa_opts *o, char *errstr, size_t errstr_size)
     return CF_OK;
 }
 
-/*
- * The share vector of party seed @p seed for event @p seq: v[0..dim) then mac[0..dim),
- * drawn in that order from the keystream. Components >= dim are zero.
- */
-void cf__sa_prg(const uint8_t seed[CF_KEY_SEED_LEN], uint64_t seq, unsigned dim, cf_sa_vec *out)
+/* Rejection fallback: the event's own nonce, successive blocks until 2 * dim words < p. */
+static void derive_single(const uint8_t seed[CF_KEY_SEED_LEN], uint64_t seq, unsigned dim,
+                          cf_sa_vec *out)
 {
-    uint8_t nonce[crypto_stream_chacha20_ietf_NONCEBYTES] = {'c', 'f', 's', 'a'};
+    uint8_t nonce[crypto_stream_chacha20_ietf_NONCEBYTES] = {'c', 'f', 's', 'r'};
     uint64_t words[8];
     uint64_t vals[2 * CF_SA_DIM_MAX];
     unsigned need = 2 * dim, got = 0;
@@ -120,17 +121,10 @@ void cf__sa_prg(const uint8_t seed[CF_KEY_SEED_LEN], uint64_t seq, unsigned dim,
         nonce[4 + i] = (uint8_t)(seq >> (8 * i));
     }
     while (got < need) {
-        if (block == 0) {
-            crypto_stream_chacha20_ietf((uint8_t *)words, sizeof(words), nonce, seed);
-        } else {
-            memset(words, 0, sizeof(words));
-            crypto_stream_chacha20_ietf_xor_ic((uint8_t *)words, (const uint8_t *)words,
-                                               sizeof(words), nonce, block, seed);
-        }
-        block++;
+        memset(words, 0, sizeof(words));
+        crypto_stream_chacha20_ietf_xor_ic((uint8_t *)words, (const uint8_t *)words,
+                                           sizeof(words), nonce, block++, seed);
         for (int i = 0; i < 8 && got < need; i++) {
-            /* Little-endian machine words; the result only has to be the same on every
-             * party, which a little-endian deployment guarantees (asserted at build). */
             uint64_t w = words[i] & CF_SA_P;
             if (w != CF_SA_P) {
                 vals[got++] = w;
@@ -146,6 +140,51 @@ void cf__sa_prg(const uint8_t seed[CF_KEY_SEED_LEN], uint64_t seq, unsigned dim,
     sodium_memzero(vals, sizeof(vals));
 }
 
+void cf__sa_stream_init(cf__sa_stream *s, const uint8_t seed[CF_KEY_SEED_LEN], unsigned dim)
+{
+    CF_ASSERT(dim >= 1 && dim <= CF_SA_DIM_MAX);
+    memset(s, 0, sizeof(*s));
+    memcpy(s->seed, seed, CF_KEY_SEED_LEN);
+    s->dim = dim;
+}
+
+void cf__sa_stream_share(cf__sa_stream *s, uint64_t seq, cf_sa_vec *out)
+{
+    uint64_t group = seq / CF_SA_BATCH;
+    unsigned w = 2 * s->dim;
+    if (!s->valid || s->group != group) {
+        uint8_t nonce[crypto_stream_chacha20_ietf_NONCEBYTES] = {'c', 'f', 's', 'b'};
+        for (int i = 0; i < 8; i++) {
+            nonce[4 + i] = (uint8_t)(group >> (8 * i));
+        }
+        /* Little-endian machine words; every party derives the same values because the
+         * build requires a little-endian target (static assertion below). */
+        crypto_stream_chacha20_ietf((uint8_t *)s->words, (size_t)CF_SA_BATCH * w * 8, nonce,
+                                    s->seed);
+        s->group = group;
+        s->valid = true;
+    }
+    const uint64_t *ws = &s->words[(size_t)(seq % CF_SA_BATCH) * w];
+    uint64_t rej = 0;
+    memset(out, 0, sizeof(*out));
+    for (unsigned j = 0; j < s->dim; j++) {
+        out->v[j] = ws[j] & CF_SA_P;
+        out->mac[j] = ws[s->dim + j] & CF_SA_P;
+        rej |= (uint64_t)(out->v[j] == CF_SA_P) | (uint64_t)(out->mac[j] == CF_SA_P);
+    }
+    if (rej != 0) {
+        derive_single(s->seed, seq, s->dim, out);
+    }
+}
+
+void cf__sa_prg(const uint8_t seed[CF_KEY_SEED_LEN], uint64_t seq, unsigned dim, cf_sa_vec *out)
+{
+    cf__sa_stream s;
+    cf__sa_stream_init(&s, seed, dim);
+    cf__sa_stream_share(&s, seq, out);
+    sodium_memzero(&s, sizeof(s));
+}
+
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "share derivation assumes LE words");
 
 /* ---- gateway ----------------------------------------------------------------------------- */
@@ -155,6 +194,7 @@ struct cf_sa_gateway {
     int64_t amount_abs_max;
     uint64_t alpha;
     uint8_t seeds[CF_KEY_PARTIES_MAX - 1][CF_KEY_SEED_LEN];
+    cf__sa_stream st[CF_KEY_PARTIES_MAX - 1];
 };
 
 static cf_err load_mac_key(const cf_key *key, unsigned parties, uint64_t *alpha,
@@ -200,6 +240,9 @@ cf_err cf_sa_gateway_create(cf_sa_gateway **out, const cf_key *gw_key, const cf_
         cf_sa_gateway_destroy(g);
         return err;
     }
+    for (unsigned i = 1; i < g->k; i++) {
+        cf__sa_stream_init(&g->st[i - 1], g->seeds[i - 1], g->dim);
+    }
     *out = g;
     return CF_OK;
 }
@@ -231,7 +274,7 @@ cf_err cf_sa_gateway_split(cf_sa_gateway *g, uint64_t seq, const int64_t *vals,
     }
     for (unsigned i = 1; i < g->k; i++) {
         cf_sa_vec r;
-        cf__sa_prg(g->seeds[i - 1], seq, g->dim, &r);
+        cf__sa_stream_share(&g->st[i - 1], seq, &r);
         for (unsigned j = 0; j < g->dim; j++) {
             share0->v[j] = cf_sa_fsub(share0->v[j], r.v[j]);
             share0->mac[j] = cf_sa_fsub(share0->mac[j], r.mac[j]);
@@ -259,7 +302,7 @@ cf_err cf_sa_gateway_split_batch(cf_sa_gateway *g, const uint64_t *seqs, const i
 
 struct cf_sa_party {
     unsigned index, dim;
-    uint8_t seed[CF_KEY_SEED_LEN];
+    cf__sa_stream st;
 };
 
 cf_err cf_sa_party_create(cf_sa_party **out, unsigned index, const cf_key *party_key,
@@ -291,7 +334,7 @@ cf_err cf_sa_party_create(cf_sa_party **out, unsigned index, const cf_key *party
     p->index = index;
     p->dim = opts->dim;
     if (seed != NULL) {
-        memcpy(p->seed, seed, CF_KEY_SEED_LEN);
+        cf__sa_stream_init(&p->st, seed, p->dim);
     }
     *out = p;
     return CF_OK;
@@ -317,7 +360,7 @@ void cf_sa_party_share(cf_sa_party *p, uint64_t seq, const cf_sa_vec *payload0, 
         *out = *payload0;
         return;
     }
-    cf__sa_prg(p->seed, seq, p->dim, out);
+    cf__sa_stream_share(&p->st, seq, out);
 }
 
 void cf_sa_party_sum(cf_sa_party *p, const uint64_t *seqs, size_t n, const cf_sa_vec *payload0,
@@ -489,12 +532,17 @@ cf_err cf_sa_combiner_attribute(cf_sa_combiner *c, const uint64_t *seqs, size_t 
         return CF_OK;
     }
     *bad_party = 0;
+    cf__sa_stream *st = sodium_malloc(sizeof(*st));
+    if (st == NULL) {
+        return CF_E_NOMEM;
+    }
     for (unsigned i = 1; i < k; i++) {
         cf_sa_vec want;
         cf_sa_vec_zero(&want);
+        cf__sa_stream_init(st, c->seeds[i - 1], c->dim);
         for (size_t e = 0; e < n; e++) {
             cf_sa_vec r;
-            cf__sa_prg(c->seeds[i - 1], seqs[e], c->dim, &r);
+            cf__sa_stream_share(st, seqs[e], &r);
             cf_sa_vec_add(&want, &r);
         }
         bool same = memcmp(&want, &partials[i], sizeof(want)) == 0;
@@ -504,5 +552,7 @@ cf_err cf_sa_combiner_attribute(cf_sa_combiner *c, const uint64_t *seqs, size_t 
             break;
         }
     }
+    sodium_memzero(st, sizeof(*st));
+    sodium_free(st);
     return CF_OK;
 }

@@ -379,6 +379,9 @@ static cf_err pai_create(void **state, const cf_protect_conf *conf, char *errstr
     s->min_count = conf->sa.min_count;
     s->amount_abs_max = conf->sa.amount_abs_max;
     err = cf_paillier_keygen(&s->pk, bits, errstr, errstr_size);
+    if (err == CF_OK) {
+        cf_paillier_set_consttime(s->pk, !conf->paillier_powm_fast);
+    }
     if (err == CF_OK && conf->paillier_pool > 0) {
         err = cf_paillier_pool_start(s->pk, conf->paillier_pool);
     }

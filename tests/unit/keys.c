@@ -133,6 +133,14 @@ static void test_force_rotates_epoch(void)
     CHECK(memcmp(old->id, nw->id, CF_KEY_ID_LEN) != 0);
     cf_key_destroy(old);
     cf_key_destroy(nw);
+    /* rotating from 3 parties to 2 removes the stale party-2.key */
+    CHECK_OK(cf_keys_generate(dir, 3, 3, 1, errbuf, sizeof(errbuf)));
+    char stale[512];
+    struct stat st;
+    snprintf(stale, sizeof(stale), "%s/party-2.key", dir);
+    CHECK(stat(stale, &st) == 0);
+    CHECK_OK(cf_keys_generate(dir, 2, 4, 1, errbuf, sizeof(errbuf)));
+    CHECK(stat(stale, &st) != 0);
     /* no temporary files are left behind */
     char cmd[512];
     snprintf(cmd, sizeof(cmd), "ls -a %s | grep -q tmp", dir);
