@@ -660,11 +660,12 @@ cf_err cf_window_add(cf_window *w, const uint8_t *key, size_t key_len, int64_t t
         }
     }
 
-    /* Capacity: refuse the whole event before changing anything. */
+    /* Capacity: refuse the whole event before changing anything. The exact count of new
+     * entries is only needed near a limit; elsewhere `live` is a safe upper bound. */
     if (live > 0) {
-        uint64_t need = 0;
-        uint32_t need_wins = 0;
-        if (w->st.keys_live + live > w->cap || w->nwins + live > w->wins_cap) {
+        if (w->st.keys_live + live > w->max_entries || w->nwins + live > w->conf.windows_max) {
+            uint64_t need = 0;
+            uint32_t need_wins = 0;
             for (int64_t s = first_live; s <= last_start; s += w->slide) {
                 if (find_win(w, s) < 0) {
                     need_wins++;
@@ -678,11 +679,11 @@ cf_err cf_window_add(cf_window *w, const uint8_t *key, size_t key_len, int64_t t
                 w->st.limit_rejections++;
                 return CF_E_LIMIT;
             }
-            while (w->st.keys_live + need > w->cap) {
-                cf_err e = grow(w);
-                if (e != CF_OK) {
-                    return e;
-                }
+        }
+        while (w->st.keys_live + live > w->cap && w->cap < w->max_entries) {
+            cf_err e = grow(w);
+            if (e != CF_OK) {
+                return e;
             }
         }
     }
