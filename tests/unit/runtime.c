@@ -97,13 +97,13 @@ static char *make_csv(int rows, int bad_every, int *good, int *bad)
     for (int i = 0; i < rows; i++) {
         if (bad_every > 0 && i % bad_every == bad_every - 1) {
             static const char *const bads[] = {
-                "%d,2024-01-01T00:00:00Z,A1,M1,1.00,XXX,PAYMENT,DE,POS,,\n",
-                "%d,not-a-time,A1,M1,1.00,EUR,PAYMENT,DE,POS,,\n",
-                "%d,2024-01-01T00:00:00Z,A1,M1,abc,EUR,PAYMENT,DE,POS,,\n",
-                "%d,2024-01-01T00:00:00Z,A1,M1,99999999999999999999,EUR,PAYMENT,DE,POS,,\n",
-                "%d,2024-01-01T00:00:00Z,A1\n",
+                ",2024-01-01T00:00:00Z,A1,M1,1.00,XXX,PAYMENT,DE,POS,,\n",
+                ",not-a-time,A1,M1,1.00,EUR,PAYMENT,DE,POS,,\n",
+                ",2024-01-01T00:00:00Z,A1,M1,abc,EUR,PAYMENT,DE,POS,,\n",
+                ",2024-01-01T00:00:00Z,A1,M1,99999999999999999999,EUR,PAYMENT,DE,POS,,\n",
+                ",2024-01-01T00:00:00Z,A1\n",
             };
-            n += (size_t)snprintf(buf + n, cap - n, bads[(i / bad_every) % 5], i);
+            n += (size_t)snprintf(buf + n, cap - n, "%d%s", i, bads[(i / bad_every) % 5]);
             (*bad)++;
         } else {
             n += (size_t)snprintf(buf + n, cap - n,
