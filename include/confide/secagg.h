@@ -292,8 +292,14 @@ cf_err cf_paillier_param_hex(const cf_paillier *pk, const char *name, char *out,
                              size_t out_size);
 /** Use the primes to compute r^n by CRT when encrypting (default on for private keys). */
 void cf_paillier_set_crt_encrypt(cf_paillier *pk, bool on);
-/** Selects mpz_powm_sec (constant time, the default) or mpz_powm for r^n. */
-void cf_paillier_set_consttime(cf_paillier *pk, bool on);
+/** Exponentiation engines (bench/results/protect-2026-11-25.md compares them). */
+typedef enum {
+    CF_PAILLIER_OPENSSL = 0, /* BN_mod_exp_mont_consttime, Montgomery contexts cached (default) */
+    CF_PAILLIER_GMP_SEC,     /* mpz_powm_sec (constant time) */
+    CF_PAILLIER_GMP          /* mpz_powm (variable time) */
+} cf_paillier_engine;
+/** Selects the engine. Call before cf_paillier_pool_start. */
+void cf_paillier_set_engine(cf_paillier *pk, cf_paillier_engine e);
 
 /* ---- protectors: one interface, three implementations ------------------------------------ */
 
@@ -306,7 +312,7 @@ typedef struct cf_protect_conf {
     const cf_key *combiner_key; /* lsa: needed to combine (a gateway key works) */
     unsigned paillier_bits;     /* paillier: modulus size, default 2048 */
     size_t paillier_pool;       /* paillier: precomputed r^n pool size, 0 = no thread */
-    bool paillier_powm_fast;    /* paillier: mpz_powm instead of mpz_powm_sec */
+    int paillier_engine;        /* paillier: cf_paillier_engine, default CF_PAILLIER_OPENSSL */
 } cf_protect_conf;
 
 /**

@@ -9,12 +9,15 @@
  *   - an optional background thread keeps a pool of precomputed r^n values, taking the
  *     exponentiation off the critical path (not off the CPU);
  *   - decryption by CRT with the precomputed constants h_p = L_p(g^(p-1) mod p^2)^-1 mod p.
- * mpz_powm_sec (constant time) is the default for secrets-dependent exponentiations;
- * cf_paillier_set_consttime(false) selects mpz_powm (bench/results records both).
+ * The modular exponentiations run on one of three engines (cf_paillier_set_engine): GMP's
+ * mpz_powm_sec (constant time), GMP's mpz_powm, or OpenSSL's BN_mod_exp_mont_consttime with
+ * Montgomery contexts precomputed per modulus. OpenSSL was the fastest on the 2-core EPYC VM
+ * (bench/results/protect-2026-11-25.md), so it is the default.
  *
  * Thread model: the instance belongs to one thread, except the pool, which a dedicated
  * thread fills under pool_mu. Random r come from libsodium's randombytes.
  */
+#include <openssl/bn.h>
 #include <pthread.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -31,7 +34,9 @@ struct cf_paillier {
     mpz_t pm1, qm1, hp, hq, pinvq;  /* decryption: p-1, q-1, h_p, h_q, p^-1 mod q */
     mpz_t en_p, en_q, p2inv_q2;     /* CRT encryption: n mod p(p-1), n mod q(q-1), p^-2 mod q^2 */
     size_t ct_bytes, n_bytes;
-    bool consttime, crt_encrypt;
+    cf_paillier_engine engine;
+    bool crt_encrypt;
+    BN_MONT_CTX *mont_p2, *mont_q2, *mont_n2; /* OpenSSL engine; read-only once set */
     /* pool of precomputed r^n mod n^2 */
     pthread_mutex_t pool_mu;
     pthread_cond_t pool_cv;
@@ -42,13 +47,38 @@ struct cf_paillier {
     uint64_t from_pool, inline_;
 };
 
+static BIGNUM *to_bn(const mpz_t x)
+{
+    uint8_t buf[1024];
+    size_t len = (mpz_sizeinbase(x, 2) + 7) / 8;
+    CF_ASSERT(len <= sizeof(buf));
+    mpz_export(buf, &len, 1, 1, 1, 0, x);
+    BIGNUM *b = BN_bin2bn(buf, (int)len, NULL);
+    sodium_memzero(buf, sizeof(buf));
+    return b;
+}
+
+static BN_MONT_CTX *make_mont(const mpz_t m)
+{
+    BIGNUM *bm = to_bn(m);
+    BN_CTX *ctx = BN_CTX_new();
+    BN_MONT_CTX *mc = BN_MONT_CTX_new();
+    if (bm == NULL || ctx == NULL || mc == NULL || !BN_MONT_CTX_set(mc, bm, ctx)) {
+        BN_MONT_CTX_free(mc);
+        mc = NULL;
+    }
+    BN_free(bm);
+    BN_CTX_free(ctx);
+    return mc;
+}
+
 static void init_all(cf_paillier *pk)
 {
     mpz_inits(pk->n, pk->n2, pk->g, pk->p, pk->q, pk->p2, pk->q2, pk->lambda, pk->mu, pk->pm1,
               pk->qm1, pk->hp, pk->hq, pk->pinvq, pk->en_p, pk->en_q, pk->p2inv_q2, NULL);
     pthread_mutex_init(&pk->pool_mu, NULL);
     pthread_cond_init(&pk->pool_cv, NULL);
-    pk->consttime = true;
+    pk->engine = CF_PAILLIER_OPENSSL;
 }
 
 void cf_paillier_destroy(cf_paillier *pk)
@@ -61,6 +91,9 @@ void cf_paillier_destroy(cf_paillier *pk)
                pk->qm1, pk->hp, pk->hq, pk->pinvq, pk->en_p, pk->en_q, pk->p2inv_q2, NULL);
     pthread_mutex_destroy(&pk->pool_mu);
     pthread_cond_destroy(&pk->pool_cv);
+    BN_MONT_CTX_free(pk->mont_p2);
+    BN_MONT_CTX_free(pk->mont_q2);
+    BN_MONT_CTX_free(pk->mont_n2);
     cf_free(pk);
 }
 
@@ -68,6 +101,8 @@ static void set_public(cf_paillier *pk)
 {
     mpz_mul(pk->n2, pk->n, pk->n);
     mpz_add_ui(pk->g, pk->n, 1);
+    BN_MONT_CTX_free(pk->mont_n2);
+    pk->mont_n2 = mpz_odd_p(pk->n2) ? make_mont(pk->n2) : NULL;
     pk->n_bytes = (mpz_sizeinbase(pk->n, 2) + 7) / 8;
     pk->ct_bytes = (mpz_sizeinbase(pk->n2, 2) + 7) / 8;
 }
@@ -129,6 +164,10 @@ static cf_err set_private(cf_paillier *pk, char *errstr, size_t errstr_size)
     mpz_mul(t, pk->q, pk->qm1);
     mpz_mod(pk->en_q, pk->n, t);
     mpz_invert(pk->p2inv_q2, pk->p2, pk->q2);
+    BN_MONT_CTX_free(pk->mont_p2);
+    BN_MONT_CTX_free(pk->mont_q2);
+    pk->mont_p2 = make_mont(pk->p2);
+    pk->mont_q2 = make_mont(pk->q2);
     pk->priv = true;
     pk->crt_encrypt = true;
 done:
@@ -247,9 +286,36 @@ size_t cf_paillier_ct_bytes(const cf_paillier *pk)
     return pk->ct_bytes;
 }
 
-void cf_paillier_set_consttime(cf_paillier *pk, bool on)
+void cf_paillier_set_engine(cf_paillier *pk, cf_paillier_engine e)
 {
-    pk->consttime = on;
+    CF_ASSERT(!pk->pool_running); /* the pool thread reads the engine */
+    pk->engine = e;
+}
+
+/* out = b^e mod m with OpenSSL; false when OpenSSL fails (the caller falls back to GMP). */
+static bool powm_openssl(const cf_paillier *pk, mpz_t out, const mpz_t b, const mpz_t e,
+                         const mpz_t m)
+{
+    BN_MONT_CTX *mc = m == pk->p2 ? pk->mont_p2
+                      : m == pk->q2 ? pk->mont_q2
+                      : m == pk->n2 ? pk->mont_n2
+                                    : NULL;
+    BIGNUM *bb = to_bn(b), *be = to_bn(e), *bm = to_bn(m), *br = BN_new();
+    BN_CTX *ctx = BN_CTX_new(); /* per call: the pool thread exponentiates concurrently */
+    bool ok = bb != NULL && be != NULL && bm != NULL && br != NULL && ctx != NULL &&
+              BN_mod_exp_mont_consttime(br, bb, be, bm, ctx, mc) == 1;
+    if (ok) {
+        uint8_t buf[1024];
+        int len = BN_bn2bin(br, buf);
+        mpz_import(out, (size_t)len, 1, 1, 1, 0, buf);
+        sodium_memzero(buf, sizeof(buf));
+    }
+    BN_clear_free(bb);
+    BN_free(be);
+    BN_free(bm);
+    BN_clear_free(br);
+    BN_CTX_free(ctx);
+    return ok;
 }
 
 void cf_paillier_set_crt_encrypt(cf_paillier *pk, bool on)
@@ -259,8 +325,11 @@ void cf_paillier_set_crt_encrypt(cf_paillier *pk, bool on)
 
 static void powm(const cf_paillier *pk, mpz_t out, const mpz_t b, const mpz_t e, const mpz_t m)
 {
+    if (pk->engine == CF_PAILLIER_OPENSSL && mpz_odd_p(m) && powm_openssl(pk, out, b, e, m)) {
+        return;
+    }
     /* mpz_powm_sec needs an odd modulus and a positive exponent: true for n, p^2, q^2 */
-    if (pk->consttime && mpz_sgn(e) > 0 && mpz_odd_p(m)) {
+    if (pk->engine != CF_PAILLIER_GMP && mpz_sgn(e) > 0 && mpz_odd_p(m)) {
         mpz_powm_sec(out, b, e, m);
     } else {
         mpz_powm(out, b, e, m);

@@ -365,6 +365,10 @@ static cf_err pai_create(void **state, const cf_protect_conf *conf, char *errstr
         return err;
     }
     unsigned bits = conf->paillier_bits == 0 ? 2048 : conf->paillier_bits;
+    if (conf->paillier_engine < CF_PAILLIER_OPENSSL || conf->paillier_engine > CF_PAILLIER_GMP) {
+        return cf_err_set(CF_E_INVAL, errstr, errstr_size, "paillier: unknown engine %d",
+                          conf->paillier_engine);
+    }
     if (bits < SLOT_BITS * CF_SA_DIM_MAX + 64) {
         return cf_err_set(CF_E_INVAL, errstr, errstr_size,
                           "paillier: %u-bit modulus too small for %d packed slots", bits,
@@ -380,7 +384,7 @@ static cf_err pai_create(void **state, const cf_protect_conf *conf, char *errstr
     s->amount_abs_max = conf->sa.amount_abs_max;
     err = cf_paillier_keygen(&s->pk, bits, errstr, errstr_size);
     if (err == CF_OK) {
-        cf_paillier_set_consttime(s->pk, !conf->paillier_powm_fast);
+        cf_paillier_set_engine(s->pk, (cf_paillier_engine)conf->paillier_engine);
     }
     if (err == CF_OK && conf->paillier_pool > 0) {
         err = cf_paillier_pool_start(s->pk, conf->paillier_pool);
