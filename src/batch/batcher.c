@@ -33,6 +33,7 @@ struct cf_batcher {
     int64_t open_first_ns;
     int64_t open_lag_ns;    /* how long the newest event sat in the ring before we saw it */
     int64_t emitted_lag_ns; /* open_lag_ns of the batch handed out last */
+    bool emitted_backlog;   /* more input was waiting when it was handed out */
 
     cf_batch *pool[POOL];
     int npool;
@@ -205,6 +206,7 @@ cf_err cf_batcher_next(cf_batcher *b, cf_ring *in, cf_batch **out,
     }
     *out = b->open;
     b->emitted_lag_ns = b->open_lag_ns;
+    b->emitted_backlog = (b->in != NULL && b->in_pos < b->in->n) || cf_ring_size(in) > 0;
     b->open = NULL;
     return CF_OK;
 }
@@ -226,8 +228,10 @@ void cf_batcher_done(cf_batcher *b, cf_batch *batch, int64_t start_ns, int64_t e
         }
         int64_t first = batch->ev[0].ingest_ns;
         int64_t last = batch->ev[batch->n - 1].ingest_ns;
-        /* Backlog: how long the newest event sat in the ring before the batcher saw it. */
-        int64_t queue = b->emitted_lag_ns;
+        /* Backlog: only when more input was already waiting than fitted in the batch does
+         * the newest event's ring wait measure a queue; otherwise that wait is just the
+         * previous batch's service time, which the model already counts. */
+        int64_t queue = b->emitted_backlog ? b->emitted_lag_ns : 0;
         cf_batch_ctl_observe(b->ctl, end_ns, batch->n, bytes, end_ns - start_ns, queue, first,
                              last);
     }

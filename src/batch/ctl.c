@@ -40,12 +40,15 @@
 #define NSLICES 10
 #define SLICE_NS INT64_C(100000000)
 #define RATE_SLICE_NS INT64_C(100000000)
-#define FORGET 0.97
+#define FORGET 0.98
 #define UTIL_TARGET 0.7
 #define UTIL_EDGE 0.95
 #define HYST_JUMP 0.25
 #define HYST_DWELL 0.10
 #define DWELL_NS INT64_C(1000000000)
+#define SHRINK_DWELL_NS INT64_C(250000000)
+#define SHRINK_MAX 4.0
+#define OUTLIER 3.0
 #define P99_REFRESH_NS INT64_C(50000000)
 #define INITIAL_TARGET 32
 
@@ -329,9 +332,11 @@ static void update_fit(cf_batch_ctl *c, double n, double t)
         }
         c->a_ns = a;
     } else {
-        /* No size variety yet: split the cost evenly, a neutral guess until it varies. */
-        c->a_ns = mt * 0.5;
-        c->b_ns = mn > 0 ? mt * 0.5 / mn : 0;
+        /* No size variety yet: treat the whole cost as fixed. The size this suggests,
+         * L * S(n) / 0.7, is then re-measured at the new size, and that iteration converges
+         * on the same n* the full model gives (its fixed point), while sizes start to vary. */
+        c->a_ns = mt;
+        c->b_ns = 0;
     }
     c->have_fit = true;
 }
@@ -398,7 +403,7 @@ static uint32_t desired(const cf_batch_ctl *c)
     double lam = c->rate / 1e9; /* events per ns */
     double a = c->a_ns;
     double b = c->b_ns;
-    double q = c->q_ns + c->excess_ns;
+    double q = c->q_ns;
     double budget = cf_batch_ctl_budget_ns(c);
     double n;
     if (lam * b >= UTIL_TARGET) {
@@ -435,8 +440,17 @@ static void decide(cf_batch_ctl *c, int64_t now_ns)
     uint32_t n = desired(c);
     double cur = (double)c->target;
     double rel = fabs((double)n - cur) / cur;
-    bool dwell_over = now_ns - c->last_change_ns >= DWELL_NS;
-    if (n != c->target && (rel > HYST_JUMP || (dwell_over && rel > HYST_DWELL))) {
+    int64_t since = now_ns - c->last_change_ns;
+    /* Grow at once on a big move (load arrives now); shrink on a big move only after a
+     * short dwell (a lull of a few batches is not a load drop); small moves after 1 s. */
+    bool big = rel > HYST_JUMP && (n > c->target || since >= SHRINK_DWELL_NS);
+    bool small = rel > HYST_DWELL && since >= DWELL_NS;
+    if (n != c->target && (big || small)) {
+        /* Shrink at most 4x per step: a backlog that just cleared often returns when the
+         * size collapses at once (stalls on a shared disk are bursty). */
+        if ((double)n * SHRINK_MAX < cur) {
+            n = (uint32_t)ceil(cur / SHRINK_MAX);
+        }
 #ifdef CF_BATCH_TRACE
         fprintf(stderr, "ctl t=%.3f %u->%u rate=%.0f a=%.0f b=%.1f q=%.0f ex=%.0f\n",
                 (double)now_ns / 1e9, c->target, n, c->rate, c->a_ns, c->b_ns, c->q_ns,
@@ -481,7 +495,16 @@ void cf_batch_ctl_observe(cf_batch_ctl *c, int64_t now_ns, uint32_t size, uint64
     if (queue_ns < 0) {
         queue_ns = 0;
     }
-    update_fit(c, (double)size, (double)service_ns);
+    /* A stall (a slow fsync behind someone else's I/O) is not the cost model: clip samples
+     * beyond 3x the prediction so one outlier cannot swing the fit. */
+    double t = (double)service_ns;
+    if (c->have_fit) {
+        double pred = c->a_ns + c->b_ns * (double)size;
+        if (pred > 0 && t > OUTLIER * pred) {
+            t = OUTLIER * pred;
+        }
+    }
+    update_fit(c, (double)size, t);
     double bpe = (double)bytes / (double)size;
     c->bytes_per_event = c->bytes_per_event == 0 ? bpe : 0.9 * c->bytes_per_event + 0.1 * bpe;
     int64_t stamp = last_ingest_ns > 0 ? last_ingest_ns : now_ns;
@@ -490,7 +513,7 @@ void cf_batch_ctl_observe(cf_batch_ctl *c, int64_t now_ns, uint32_t size, uint64
     if (c->p99_at_ns == 0 || now_ns - c->p99_at_ns >= P99_REFRESH_NS) {
         c->p99_at_ns = now_ns;
         c->p99_us = cf_batch_ctl_window_p99_us(c, now_ns);
-        double predicted = cf_batch_ctl_modeled_latency_ns(c, c->target) + c->excess_ns;
+        double predicted = cf_batch_ctl_modeled_latency_ns(c, c->target);
         double excess = (double)c->p99_us * 1e3 - predicted;
         if (c->p99_us == 0 || excess < 0) {
             excess = 0;
