@@ -44,6 +44,8 @@ int64_t cf_wall_us(void);
 double cf_cpu_s(void);
 /** Sleeps until the monotonic clock reaches @p deadline_ns (returns at once if past). */
 void cf_sleep_until_ns(int64_t deadline_ns);
+/** Lowers the calling thread's timer slack so short sleeps wake on time (Linux). */
+void cf_thread_low_latency(void);
 
 /* ---- logging ---------------------------------------------------------------------------- */
 

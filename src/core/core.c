@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <time.h>
 
@@ -105,20 +107,18 @@ double cf_cpu_s(void)
 
 void cf_sleep_until_ns(int64_t deadline_ns)
 {
-    for (;;) {
-        int64_t now = cf_now_ns();
-        if (now >= deadline_ns) {
-            return;
-        }
-        int64_t d = deadline_ns - now;
-        /* Sleep for long waits; spin the last few microseconds, where the timer slack of
-         * nanosleep would otherwise add latency to a paced source. */
-        if (d > 60000) {
-            struct timespec ts = {.tv_sec = (d - 50000) / 1000000000,
-                                  .tv_nsec = (d - 50000) % 1000000000};
-            nanosleep(&ts, NULL);
-        }
+    /* Absolute sleep: no drift from repeated relative sleeps, and no spinning, which would
+     * take a core away from the stages on a small machine. Overshoot is bounded by the
+     * thread's timer slack (see cf_thread_low_latency). */
+    struct timespec ts = {.tv_sec = deadline_ns / 1000000000, .tv_nsec = deadline_ns % 1000000000};
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
     }
+}
+
+void cf_thread_low_latency(void)
+{
+    /* The default 50 us timer slack would add up to 50 us to every short sleep. */
+    prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
 }
 
 /* ---- logging ---- */

@@ -4,8 +4,8 @@
  * One producer thread owns `head`, one consumer thread owns `tail`; each caches the other's
  * index so the common case touches one shared cache line. Capacity is fixed at creation:
  * a full ring is the backpressure signal, and nothing behind it buffers without bound.
- * Blocking waits spin briefly, then yield, then sleep in growing steps up to 200 us, which
- * keeps an idle pipeline from burning both cores.
+ * Blocking waits spin briefly, then yield, then sleep in growing steps up to 50 us, which
+ * keeps an idle pipeline from burning both cores while adding at most ~50 us per hop.
  */
 #include <sched.h>
 #include <stdatomic.h>
@@ -105,9 +105,9 @@ static void backoff(unsigned *spins)
         sched_yield();
         return;
     }
-    long us = (long)(s - 127) * 10;
-    if (us > 200) {
-        us = 200;
+    long us = (long)(s - 127) * 5;
+    if (us > 50) {
+        us = 50;
     }
     struct timespec ts = {.tv_sec = 0, .tv_nsec = us * 1000};
     nanosleep(&ts, NULL);

@@ -61,6 +61,7 @@ struct cf_pipeline {
     cf_err source_err;
     char source_errstr[256];
     uint64_t read, accepted, dead_lettered, batches_done;
+    uint64_t source_blocked_ns;
     size_t peak_inflight;
     cf_hist *latency;
     FILE *dead_letter;
@@ -201,6 +202,7 @@ typedef struct source_state {
     chunk *cur;
     cf_pacer *pacer;
     int64_t start_ns;
+    uint64_t blocked_ns;
 } source_state;
 
 static void flush_chunk(source_state *s)
@@ -215,8 +217,13 @@ static chunk *current_chunk(source_state *s)
 {
     if (s->cur == NULL) {
         void *item = NULL;
-        cf_err err = cf_ring_pop_wait(s->p->chunk_free, &item);
-        CF_ASSERT(err == CF_OK); /* the free ring is never closed while the source runs */
+        if (cf_ring_pop(s->p->chunk_free, &item) != CF_OK) {
+            /* Every chunk is downstream: this wait is the pipeline pushing back. */
+            int64_t t0 = cf_now_ns();
+            cf_err err = cf_ring_pop_wait(s->p->chunk_free, &item);
+            CF_ASSERT(err == CF_OK); /* the free ring is never closed while the source runs */
+            s->blocked_ns += (uint64_t)(cf_now_ns() - t0);
+        }
         s->cur = item;
         s->cur->n = 0;
         s->cur->used = 0;
@@ -304,6 +311,7 @@ static cf_err read_fd(source_state *s, cf_splitter *sp, int fd)
 static void *source_main(void *arg)
 {
     cf_pipeline *p = arg;
+    cf_thread_low_latency();
     source_state s = {.p = p};
     cf_splitter *sp = NULL;
     int fd = -1;
@@ -340,6 +348,7 @@ done:
         cf_ring_push_wait(p->chunk_free, s.cur); /* unused, back to the pool */
     }
     p->source_err = err;
+    p->source_blocked_ns = s.blocked_ns + cf_ring_blocked_ns(p->chunk_full);
     cf_ring_close(p->chunk_full);
     cf_splitter_destroy(sp);
     cf_pacer_destroy(s.pacer);
@@ -378,6 +387,7 @@ static void dead_letter(cf_pipeline *p, const cf_record *rec, const char *reason
 static void *decode_main(void *arg)
 {
     cf_pipeline *p = arg;
+    cf_thread_low_latency();
     cf_decoder *dec = NULL;
     char errstr[256];
     if (cf_decoder_create(&dec, p->fmt, errstr, sizeof(errstr)) != CF_OK) {
@@ -444,6 +454,7 @@ static void *decode_main(void *arg)
 static void *process_main(void *arg)
 {
     cf_pipeline *p = arg;
+    cf_thread_low_latency();
     void *item;
     while (cf_ring_pop_wait(p->batch_decoded, &item) == CF_OK) {
         cf_ring_push_wait(p->batch_out, item);
@@ -457,6 +468,7 @@ static void *process_main(void *arg)
 static void *sink_main(void *arg)
 {
     cf_pipeline *p = arg;
+    cf_thread_low_latency();
     void *item;
     while (cf_ring_pop_wait(p->batch_out, &item) == CF_OK) {
         cf_batch *b = item;
@@ -549,7 +561,7 @@ cf_err cf_pipeline_run(cf_pipeline *p, cf_summary *out, char *errstr, size_t err
     out->p99_us = cf_hist_percentile(p->latency, 99, 1);
     out->p999_us = cf_hist_percentile(p->latency, 999, 10);
     out->max_us = cf_hist_max(p->latency);
-    out->source_blocked_ns = cf_ring_blocked_ns(p->chunk_full);
+    out->source_blocked_ns = p->source_blocked_ns;
     out->peak_inflight_batches = p->peak_inflight;
     return err;
 }
