@@ -11,6 +11,7 @@
  * read-only and thread-safe. Nothing here allocates.
  */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -115,6 +116,7 @@ static int8_t currency_table[32 * 32 * 32];
 /* bit (second letter) set in the first letter's word = assigned country. */
 static uint32_t country_table[26];
 static pthread_once_t tables_once = PTHREAD_ONCE_INIT;
+static atomic_bool tables_ready; /* lets the hot path skip the pthread_once call */
 
 static void tables_build(void)
 {
@@ -127,11 +129,14 @@ static void tables_build(void)
     for (size_t i = 0; i + 2 <= sizeof(country_list) - 1; i += 2) {
         country_table[country_list[i] - 'A'] |= 1u << (country_list[i + 1] - 'A');
     }
+    atomic_store_explicit(&tables_ready, true, memory_order_release);
 }
 
 static inline void tables_init(void)
 {
-    pthread_once(&tables_once, tables_build);
+    if (!atomic_load_explicit(&tables_ready, memory_order_acquire)) {
+        pthread_once(&tables_once, tables_build);
+    }
 }
 
 static inline bool is_upper(char c)
@@ -158,11 +163,12 @@ bool cf_currency_valid(const char *code, size_t len)
 
 int cf_currency_exponent(const char *code)
 {
-    if (code == NULL) {
+    /* Stops at the first byte that is not A-Z, so a shorter string is never overread. */
+    if (code == NULL || !is_upper(code[0]) || !is_upper(code[1]) || !is_upper(code[2]) ||
+        code[3] != '\0') {
         return -1;
     }
-    size_t len = strnlen(code, 4);
-    return currency_lookup(code, len);
+    return currency_lookup(code, 3);
 }
 
 bool cf_country_valid(const char *code, size_t len)

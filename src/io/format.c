@@ -251,6 +251,15 @@ static inline int dig2(const char *s)
     return (a < 0 || b < 0) ? -1 : a * 10 + b;
 }
 
+/*
+ * Last valid RFC 3339 date seen by this thread ("YYYY-MM-DD") and its day number. It
+ * starts all NUL, which no candidate matches (they have '-' at index 4).
+ */
+static _Thread_local struct {
+    char date[10];
+    int64_t days;
+} ts_cache;
+
 bool cf__io_parse_ts(const char *s, size_t n, int64_t *out)
 {
     if (n == 0) {
@@ -270,18 +279,28 @@ bool cf__io_parse_ts(const char *s, size_t n, int64_t *out)
     if (n < 20 || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':') {
         return false;
     }
-    int yh = dig2(s), yl = dig2(s + 2), mo = dig2(s + 5), dd = dig2(s + 8);
     int hh = dig2(s + 11), mi = dig2(s + 14), ss = dig2(s + 17);
-    if (yh < 0 || yl < 0 || mo < 1 || mo > 12 || dd < 1 || hh < 0 || hh > 23 || mi < 0 ||
-        mi > 59 || ss < 0 || ss > 59) {
+    if (hh < 0 || hh > 23 || mi < 0 || mi > 59 || ss < 0 || ss > 59) {
         return false;
     }
-    int64_t year = yh * 100 + yl;
-    static const unsigned char mdays[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-    int maxd = mdays[mo - 1] + (mo == 2 && leap ? 1 : 0);
-    if (dd > maxd) {
-        return false;
+    int64_t days;
+    if (memcmp(s, ts_cache.date, 10) == 0) {
+        days = ts_cache.days; /* consecutive events mostly share their date */
+    } else {
+        int yh = dig2(s), yl = dig2(s + 2), mo = dig2(s + 5), dd = dig2(s + 8);
+        if (yh < 0 || yl < 0 || mo < 1 || mo > 12 || dd < 1) {
+            return false;
+        }
+        int64_t year = yh * 100 + yl;
+        static const unsigned char mdays[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+        bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+        int maxd = mdays[mo - 1] + (mo == 2 && leap ? 1 : 0);
+        if (dd > maxd) {
+            return false;
+        }
+        days = days_from_civil(year, (unsigned)mo, (unsigned)dd);
+        memcpy(ts_cache.date, s, 10);
+        ts_cache.days = days;
     }
     size_t i = 19;
     int64_t frac = 0;
@@ -310,7 +329,6 @@ bool cf__io_parse_ts(const char *s, size_t n, int64_t *out)
     } else {
         return false;
     }
-    int64_t days = days_from_civil(year, (unsigned)mo, (unsigned)dd);
     *out = ((days * 86400 + hh * 3600 + mi * 60 + ss) * 1000000) + frac;
     return true;
 }
@@ -574,11 +592,21 @@ static const char *id_field(const cf__io_fval *v, char *dst, size_t *outlen)
         return "missing field";
     }
     dst[o] = '\0';
-    if (memchr(dst, '\0', o) != NULL) {
-        return "bad character";
-    }
-    if (!cf_utf8_valid(dst, o)) {
-        return "invalid utf-8";
+    /* One pass for both checks; ids are short, so a byte loop beats two library calls. */
+    const unsigned char *u = (const unsigned char *)dst;
+    for (size_t i = 0; i < o;) {
+        if (u[i] == 0) {
+            return "bad character";
+        }
+        if (u[i] < 0x80) {
+            i++;
+            continue;
+        }
+        size_t k = cf__io_utf8_seq(u + i, o - i);
+        if (k == 0) {
+            return "invalid utf-8";
+        }
+        i += k;
     }
     *outlen = o;
     return NULL;

@@ -289,6 +289,7 @@ static void test_timestamps(void)
         "1e6",                         "+5",                        "253402300800000000",
         "-62167219200000001",          "99999999999999999999",      "2018-04-01T00:00:31Z ",
         " 2018-04-01T00:00:31Z",       "abcd-04-01T00:00:31Z",      "2018-04-01T00:00:31ZZ",
+        "xxxx-xx-xxT00:00:00Z",        "2018-04-01T00:0a:31Z",      "2018-04-01T0:00:31Z",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         snprintf(line, sizeof(line), "1,%s,A,M,1.00,EUR,PAYMENT,BE,POS", bad[i]);
@@ -298,6 +299,14 @@ static void test_timestamps(void)
         if (r.res != CF_DECODE_REJECT) {
             fprintf(stderr, "  accepted bad ts %s\n", bad[i]);
         }
+    }
+    /* The per-thread date cache never lets a bad time or date through after a good one. */
+    const char *seq[] = {"2018-04-01T00:00:31Z", "2018-04-01T25:00:31Z", "2018-04-01T00:00:31Z",
+                         "2018-04-31T00:00:31Z", "2018-04-01T23:59:59.5Z"};
+    const int ok[] = {1, 0, 1, 0, 1};
+    for (size_t i = 0; i < 5; i++) {
+        snprintf(line, sizeof(line), "1,%s,A,M,1.00,EUR,PAYMENT,BE,POS", seq[i]);
+        CHECK_EQ(dec1(d, line).res == CF_DECODE_EVENT, ok[i]);
     }
     cf_decoder_destroy(d);
 }
