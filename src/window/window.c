@@ -688,6 +688,13 @@ cf_err cf_window_add(cf_window *w, const uint8_t *key, size_t key_len, int64_t t
         }
     }
 
+    /* Sliding windows touch size/slide entries at unrelated places in the table: issue
+     * the index loads for all of them first so the cache misses overlap. */
+    if (live > 1 && w->slots != NULL) {
+        for (int64_t s = first_live; s <= last_start; s += w->slide) {
+            __builtin_prefetch(&w->slots[(uint32_t)entry_hash(kh, s) & w->slot_mask]);
+        }
+    }
     cf_err ret = CF_OK;
     bool late_update = false;
     for (int64_t s = first_live; live > 0 && s <= last_start; s += w->slide) {
