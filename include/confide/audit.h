@@ -319,6 +319,9 @@ typedef struct cf_audit_report {
     bool decrypted;         /* events were decrypted and re-hashed */
     bool dup_check_bounded; /* the duplicate set hit its bound: later events were not checked */
     bool ok;
+    /* evidence of tampering or damage (CRC, signature, root, gap, decryption) was found, as
+     * opposed to processing faults only (duplicate event ids, unsigned tail after a crash) */
+    bool alert;
     /* the first bad record (when !ok) */
     char bad_segment[64];
     uint64_t bad_offset;

@@ -106,14 +106,20 @@ typedef struct {
     uint64_t max_index;  /* highest event index + 1 named by a batch or head */
     uint64_t prev_sth;   /* size of the previous head */
     uint64_t bad_events; /* events in damaged records, failing re-hash, or duplicated */
+    const char *last_batch_seg;
+    size_t last_batch_off;
     idset ids;
     uint8_t *pt;
     size_t pt_cap;
 } vstate;
 
-static void flag(vstate *v, size_t off, uint64_t index, const char *why)
+/* Records the first bad record; @p alert says whether it is evidence of tampering or damage
+ * (a CRC, a signature, a root, a gap) rather than a processing fault (a duplicate event id,
+ * leaves not yet signed after a crash). */
+static void flag_as(vstate *v, size_t off, uint64_t index, const char *why, bool alert)
 {
     cf_audit_report *rep = v->rep;
+    rep->alert |= alert;
     if (!rep->ok) {
         return;
     }
@@ -124,11 +130,18 @@ static void flag(vstate *v, size_t off, uint64_t index, const char *why)
     snprintf(rep->bad_reason, sizeof(rep->bad_reason), "%s", why);
 }
 
+static void flag(vstate *v, size_t off, uint64_t index, const char *why)
+{
+    flag_as(v, off, index, why, true);
+}
+
 static void check_batch(vstate *v, const cf__rec *r, size_t off, const cf_audit_verify_opts *o)
 {
     cf_audit_report *rep = v->rep;
     uint64_t idx = r->h.index;
     uint32_t n = r->h.count;
+    v->last_batch_seg = v->seg;
+    v->last_batch_off = off;
     if (idx != v->expected) {
         if (idx > v->expected) {
             rep->gaps++;
@@ -197,8 +210,10 @@ static void check_batch(vstate *v, const cf__rec *r, size_t off, const cf_audit_
         if (ins == 0) {
             rep->duplicates++;
             v->bad_events++;
-            flag(v, off, idx + i,
-                 o->data_key != NULL ? "duplicate event_id" : "duplicate leaf (same event twice)");
+            flag_as(v, off, idx + i,
+                    o->data_key != NULL ? "duplicate event_id"
+                                        : "duplicate leaf (same event twice)",
+                    false);
         }
         if (v->tree_ok) {
             cf__frontier_append(&v->f, &v->sha, leaf);
@@ -366,10 +381,10 @@ cf_err cf_audit_verify(const char *dir, const cf_audit_verify_opts *opts, cf_aud
         v.max_index = v.expected;
     }
     if (rep->ok && rep->covered < v.max_index) {
-        v.seg = sl.n > 0 ? sl.name[sl.n - 1] : "";
-        flag(&v, 0, rep->covered,
-             "the last events are not covered by a signed tree head (reopen the log to sign)");
-        v.rep->bad_offset = 0;
+        v.seg = v.last_batch_seg;
+        flag_as(&v, v.last_batch_off, rep->covered,
+                "the last events are not covered by a signed tree head (reopen the log to sign)",
+                false);
     }
     rep->decrypted = o.data_key != NULL;
     rep->dup_check_bounded = v.ids.bounded;

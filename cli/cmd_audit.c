@@ -1,0 +1,1260 @@
+/*
+ * confide audit: verify, prove, consistency, verify-proof, show and append (docs/audit.md).
+ *
+ * Auditor-facing: every subcommand reads the log read-only except `append`, which archives
+ * an input file into a log (the same writer `confide run` uses). Output never contains event
+ * contents: counts, indexes, hashes, signatures. Exit codes: 0 ok, 1 a check failed without
+ * evidence of tampering (duplicate event ids, unsigned tail), 2 usage, 3 runtime (I/O, keys),
+ * 4 integrity alert (a CRC, root, signature, gap or decryption failure; a proof that does
+ * not verify).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "cli.h"
+#include "confide/audit.h"
+#include "confide/core.h"
+#include "confide/io.h"
+#include "confide/keys.h"
+
+#define H CF_AUDIT_HASH_LEN
+
+/* ---- small helpers ------------------------------------------------------------------------ */
+
+static const char *need_value(const char *cmd, int argc, char **argv, int *i)
+{
+    if (*i + 1 >= argc) {
+        fprintf(stderr, "confide audit %s: %s needs a value\n", cmd, argv[*i]);
+        return NULL;
+    }
+    return argv[++*i];
+}
+
+static bool parse_u64(const char *s, uint64_t *out)
+{
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (s[0] == '\0' || s[0] == '-' || *end != '\0' || errno != 0) {
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+static void hex(const uint8_t *p, size_t n, char *out)
+{
+    sodium_bin2hex(out, 2 * n + 1, p, n);
+}
+
+static void print_hash(FILE *f, const uint8_t h[H])
+{
+    char x[2 * H + 1];
+    hex(h, H, x);
+    fprintf(f, "\"%s\"", x);
+}
+
+static void print_path(FILE *f, const uint8_t *path, size_t n)
+{
+    fputc('[', f);
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0) {
+            fputc(',', f);
+        }
+        print_hash(f, path + i * H);
+    }
+    fputc(']', f);
+}
+
+static void print_sth_json(FILE *f, const cf_audit_sth *s)
+{
+    char kid[2 * CF_KEY_ID_LEN + 1], sig[2 * CF_AUDIT_SIG_LEN + 1];
+    hex(s->key_id, CF_KEY_ID_LEN, kid);
+    hex(s->signature, CF_AUDIT_SIG_LEN, sig);
+    fprintf(f, "{\"tree_size\":%" PRIu64 ",\"root\":", s->tree_size);
+    print_hash(f, s->root);
+    fprintf(f, ",\"timestamp_us\":%" PRId64 ",\"key_id\":\"%s\",\"signature\":\"%s\"}",
+            s->timestamp_us, kid, sig);
+}
+
+static void fmt_time(int64_t us, char *buf, size_t size)
+{
+    time_t t = (time_t)(us / 1000000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* The public key: KEYDIR/signing.pub when given, else the copy in the log directory. */
+static int load_pub(const char *cmd, const char *keys, const char *log_dir, uint8_t pk[32],
+                    bool quiet)
+{
+    char err[512] = "";
+    const char *from = keys != NULL ? keys : log_dir;
+    if (from == NULL) {
+        fprintf(stderr, "confide audit %s: no public key: pass --keys KEYDIR\n", cmd);
+        return CF_EXIT_USAGE;
+    }
+    if (cf_key_load_signing_pub(from, pk, NULL, NULL, err, sizeof(err)) != CF_OK) {
+        fprintf(stderr, "confide audit %s: %s%s\n", cmd, err,
+                keys == NULL ? " (pass --keys KEYDIR with the signer's signing.pub)" : "");
+        return CF_EXIT_RUNTIME;
+    }
+    if (keys == NULL && !quiet) {
+        fprintf(stderr,
+                "confide audit %s: note: checking signatures against %s/signing.pub stored with "
+                "the log; pin the signer's key with --keys KEYDIR\n",
+                cmd, log_dir);
+    }
+    return CF_EXIT_OK;
+}
+
+/* ---- verify -------------------------------------------------------------------------------- */
+
+static void verify_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: confide audit verify DIR [--keys KEYDIR] [--json]\n\n"
+            "Checks the audit log in DIR: every record's CRC; with KEYDIR/data.key it decrypts\n"
+            "and re-hashes every event and compares it with its stored leaf hash (without it,\n"
+            "the stored leaf hashes are checked against the roots); recomputes the root at every\n"
+            "signed tree head and checks its Ed25519 signature (KEYDIR/signing.pub, else the\n"
+            "copy in DIR); checks heads only grow, indexes have no gaps and event ids no\n"
+            "duplicates.\n\n"
+            "options:\n"
+            "  --keys KEYDIR  key directory with signing.pub and, for contents, data.key\n"
+            "  --json         print {\"events\":N,\"leaves\":N,\"verdicts\":N,\"gaps\":N,\n"
+            "                 "
+            "\"duplicates\":N,\"sth_valid\":N,\"sth_invalid\":N,\"completeness\":X,...}\n"
+            "  -h, --help     this help\n\n"
+            "events counts events decrypted and re-hashed (0 without data.key).\n"
+            "exit codes: 0 verified; 1 duplicates or an unsigned tail (no tampering evidence);\n"
+            "            3 cannot read the log or keys; 4 integrity alert (names the first bad\n"
+            "            record: segment, byte offset, index, reason)\n");
+}
+
+static void print_completeness(FILE *f, double c)
+{
+    if (c >= 1.0) {
+        fprintf(f, "1.0");
+    } else {
+        fprintf(f, "%.6f", c);
+    }
+}
+
+static int cmd_verify(int argc, char **argv)
+{
+    const char *dir = NULL, *keys = NULL;
+    bool json = false;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0) {
+            json = true;
+        } else if (strcmp(argv[i], "--keys") == 0) {
+            if ((keys = need_value("verify", argc, argv, &i)) == NULL) {
+                return CF_EXIT_USAGE;
+            }
+        } else if (argv[i][0] == '-' || dir != NULL) {
+            fprintf(stderr, "confide audit verify: unexpected argument '%s' (see --help)\n",
+                    argv[i]);
+            return CF_EXIT_USAGE;
+        } else {
+            dir = argv[i];
+        }
+    }
+    if (dir == NULL) {
+        fprintf(stderr, "confide audit verify: DIR is required (see --help)\n");
+        return CF_EXIT_USAGE;
+    }
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "confide audit verify: %s is not a directory\n", dir);
+        return CF_EXIT_RUNTIME;
+    }
+    uint8_t pk[32];
+    int rc = load_pub("verify", keys, dir, pk, false);
+    if (rc != CF_EXIT_OK) {
+        return rc;
+    }
+    char err[512] = "";
+    cf_key *dk = NULL;
+    if (keys != NULL) {
+        char p[4096];
+        snprintf(p, sizeof(p), "%s/data.key", keys);
+        if (access(p, F_OK) == 0) {
+            if (cf_key_load(keys, "data.key", &dk, err, sizeof(err)) != CF_OK) {
+                fprintf(stderr, "confide audit verify: %s\n", err);
+                return CF_EXIT_RUNTIME;
+            }
+        }
+    }
+    if (dk == NULL) {
+        fprintf(stderr, "confide audit verify: note: no data.key: checking leaf hashes and roots "
+                        "only, not event contents\n");
+    }
+    cf_audit_verify_opts vo = {.data_key = dk, .public_key = pk};
+    cf_audit_report rep;
+    cf_err e = cf_audit_verify(dir, &vo, &rep, err, sizeof(err));
+    cf_key_destroy(dk);
+    if (e != CF_OK && e != CF_E_CORRUPT) {
+        fprintf(stderr, "confide audit verify: %s\n", err[0] ? err : cf_strerror(e));
+        return CF_EXIT_RUNTIME;
+    }
+    if (json) {
+        printf("{\"events\":%" PRIu64 ",\"leaves\":%" PRIu64 ",\"verdicts\":%" PRIu64
+               ",\"gaps\":%" PRIu64 ",\"duplicates\":%" PRIu64 ",\"sth_valid\":%" PRIu64
+               ",\"sth_invalid\":%" PRIu64 ",\"completeness\":",
+               rep.events, rep.leaves, rep.verdicts, rep.gaps, rep.duplicates, rep.sth_valid,
+               rep.sth_invalid);
+        print_completeness(stdout, rep.completeness);
+        printf(",\"decrypted\":%s,\"checkpoints\":%" PRIu64 ",\"segments\":%" PRIu64 ",\"ok\":%s",
+               rep.decrypted ? "true" : "false", rep.checkpoints, rep.segments,
+               rep.ok ? "true" : "false");
+        if (!rep.ok) {
+            char reason[400];
+            cf_json_quote(rep.bad_reason, strlen(rep.bad_reason), reason, sizeof(reason));
+            printf(",\"first_bad\":{\"segment\":\"%s\",\"offset\":%" PRIu64 ",\"index\":%" PRIu64
+                   ",\"reason\":%s}",
+                   rep.bad_segment, rep.bad_offset, rep.bad_index, reason);
+        }
+        printf("}\n");
+    } else {
+        printf("%s: %" PRIu64 " leaves, %" PRIu64 " events re-hashed, %" PRIu64
+               " verdicts, %" PRIu64 " signed heads valid, %" PRIu64 " invalid, %" PRIu64
+               " gaps, %" PRIu64 " duplicates, %" PRIu64 " checkpoints, completeness ",
+               dir, rep.leaves, rep.events, rep.verdicts, rep.sth_valid, rep.sth_invalid, rep.gaps,
+               rep.duplicates, rep.checkpoints);
+        print_completeness(stdout, rep.completeness);
+        printf("\n");
+    }
+    if (rep.dup_check_bounded) {
+        fprintf(stderr, "confide audit verify: note: the duplicate check reached its bound and "
+                        "did not cover the whole log\n");
+    }
+    if (rep.ok) {
+        if (!json) {
+            printf("verified: OK\n");
+        }
+        return CF_EXIT_OK;
+    }
+    fprintf(stderr,
+            "confide audit verify: %s: first bad record: segment %s offset %" PRIu64
+            " index %" PRIu64 ": %s\n",
+            rep.alert ? "INTEGRITY ALERT" : "check failed", rep.bad_segment, rep.bad_offset,
+            rep.bad_index, rep.bad_reason);
+    return rep.alert ? CF_EXIT_INTEGRITY : CF_EXIT_FAIL;
+}
+
+/* ---- prove / consistency ------------------------------------------------------------------- */
+
+typedef struct {
+    uint8_t *leaves;
+    uint64_t n;
+    cf_audit_sth *sths;
+    size_t ns;
+    cf_audit_prover *pv;
+} loaded;
+
+static void loaded_free(loaded *l)
+{
+    cf_audit_prover_destroy(l->pv);
+    cf_free(l->leaves);
+    cf_free(l->sths);
+}
+
+static int load_log(const char *cmd, const char *dir, loaded *l)
+{
+    char err[512] = "";
+    memset(l, 0, sizeof(*l));
+    cf_err e = cf_audit_load_leaves(dir, &l->leaves, &l->n, &l->sths, &l->ns, err, sizeof(err));
+    if (e != CF_OK) {
+        fprintf(stderr, "confide audit %s: %s\n", cmd, err[0] ? err : cf_strerror(e));
+        return e == CF_E_CORRUPT ? CF_EXIT_INTEGRITY : CF_EXIT_RUNTIME;
+    }
+    e = cf_audit_prover_create(&l->pv, l->leaves, l->n);
+    if (e != CF_OK) {
+        fprintf(stderr, "confide audit %s: %s\n", cmd, cf_strerror(e));
+        loaded_free(l);
+        return CF_EXIT_RUNTIME;
+    }
+    return CF_EXIT_OK;
+}
+
+static const cf_audit_sth *sth_of_size(const loaded *l, uint64_t size)
+{
+    for (size_t i = l->ns; i > 0; i--) {
+        if (l->sths[i - 1].tree_size == size) {
+            return &l->sths[i - 1];
+        }
+    }
+    return NULL;
+}
+
+static void prove_usage(FILE *f)
+{
+    fprintf(
+        f,
+        "usage: confide audit prove DIR --index I [--size N] [--json]\n\n"
+        "Prints the RFC 9162 inclusion proof of leaf I in the tree of the first N leaves\n"
+        "(default: the size of the last signed tree head), with the signed head of that\n"
+        "size when the log has one (\"sth\"). Check it with `confide audit verify-proof`.\n\n"
+        "options:\n"
+        "  --index I   leaf (event) index, 0-based\n"
+        "  --size N    tree size, I < N <= leaves in the log\n"
+        "  --json      {\"leaf_index\":I,\"tree_size\":N,\"leaf_hash\":\"hex\",\"root\":\"hex\",\n"
+        "              \"path\":[\"hex\",...],\"sth\":{...}}\n"
+        "  -h, --help  this help\n");
+}
+
+static int cmd_prove(int argc, char **argv)
+{
+    const char *dir = NULL;
+    uint64_t index = 0, size = 0;
+    bool have_index = false, have_size = false, json = false;
+    for (int i = 1; i < argc; i++) {
+        const char *v;
+        if (strcmp(argv[i], "--json") == 0) {
+            json = true;
+        } else if (strcmp(argv[i], "--index") == 0 || strcmp(argv[i], "--size") == 0) {
+            bool is_index = argv[i][2] == 'i';
+            if ((v = need_value("prove", argc, argv, &i)) == NULL) {
+                return CF_EXIT_USAGE;
+            }
+            if (!parse_u64(v, is_index ? &index : &size)) {
+                fprintf(stderr,
+                        "confide audit prove: %s must be a non-negative integer (got "
+                        "'%s')\n",
+                        argv[i - 1], v);
+                return CF_EXIT_USAGE;
+            }
+            *(is_index ? &have_index : &have_size) = true;
+        } else if (argv[i][0] == '-' || dir != NULL) {
+            fprintf(stderr, "confide audit prove: unexpected argument '%s' (see --help)\n",
+                    argv[i]);
+            return CF_EXIT_USAGE;
+        } else {
+            dir = argv[i];
+        }
+    }
+    if (dir == NULL || !have_index) {
+        fprintf(stderr, "confide audit prove: %s is required (see --help)\n",
+                dir == NULL ? "DIR" : "--index");
+        return CF_EXIT_USAGE;
+    }
+    loaded l;
+    int rc = load_log("prove", dir, &l);
+    if (rc != CF_EXIT_OK) {
+        return rc;
+    }
+    if (!have_size) {
+        size = l.ns > 0 ? l.sths[l.ns - 1].tree_size : l.n;
+    }
+    uint8_t path[CF_AUDIT_PROOF_MAX * H], root[H], leaf[H];
+    size_t plen = 0;
+    if (index >= size || size > l.n) {
+        fprintf(stderr,
+                "confide audit prove: need --index < --size <= %" PRIu64
+                " (the log's leaves); got index %" PRIu64 ", size %" PRIu64 "\n",
+                l.n, index, size);
+        loaded_free(&l);
+        return CF_EXIT_USAGE;
+    }
+    CF_ASSERT(cf_audit_prover_inclusion(l.pv, index, size, path, &plen) == CF_OK);
+    CF_ASSERT(cf_audit_prover_root(l.pv, size, root) == CF_OK);
+    CF_ASSERT(cf_audit_prover_leaf(l.pv, index, leaf) == CF_OK);
+    const cf_audit_sth *sth = sth_of_size(&l, size);
+    if (json) {
+        printf("{\"leaf_index\":%" PRIu64 ",\"tree_size\":%" PRIu64 ",\"leaf_hash\":", index, size);
+        print_hash(stdout, leaf);
+        printf(",\"root\":");
+        print_hash(stdout, root);
+        printf(",\"path\":");
+        print_path(stdout, path, plen);
+        if (sth != NULL) {
+            printf(",\"sth\":");
+            print_sth_json(stdout, sth);
+        }
+        printf("}\n");
+    } else {
+        char x[2 * H + 1];
+        hex(leaf, H, x);
+        printf("leaf %" PRIu64 " of %" PRIu64 "\nleaf_hash %s\n", index, size, x);
+        hex(root, H, x);
+        printf("root      %s%s\npath (%zu):\n", x, sth ? " (signed head)" : " (no signed head)",
+               plen);
+        for (size_t i = 0; i < plen; i++) {
+            hex(path + i * H, H, x);
+            printf("  %s\n", x);
+        }
+    }
+    loaded_free(&l);
+    return CF_EXIT_OK;
+}
+
+static void consistency_usage(FILE *f)
+{
+    fprintf(f, "usage: confide audit consistency DIR --from M --to N [--json]\n\n"
+               "Prints the RFC 9162 consistency proof that the tree of the first M leaves is a\n"
+               "prefix of the tree of the first N (0 < M <= N <= leaves), with the signed heads\n"
+               "of those sizes when the log has them (\"sth_from\", \"sth_to\").\n\n"
+               "options:\n"
+               "  --from M    older tree size\n"
+               "  --to N      newer tree size (default: the last signed head)\n"
+               "  --json      {\"from\":M,\"to\":N,\"root_from\":\"hex\",\"root_to\":\"hex\","
+               "\"path\":[...]}\n"
+               "  -h, --help  this help\n");
+}
+
+static int cmd_consistency(int argc, char **argv)
+{
+    const char *dir = NULL;
+    uint64_t m = 0, n = 0;
+    bool have_m = false, have_n = false, json = false;
+    for (int i = 1; i < argc; i++) {
+        const char *v;
+        if (strcmp(argv[i], "--json") == 0) {
+            json = true;
+        } else if (strcmp(argv[i], "--from") == 0 || strcmp(argv[i], "--to") == 0) {
+            bool is_from = argv[i][2] == 'f';
+            if ((v = need_value("consistency", argc, argv, &i)) == NULL) {
+                return CF_EXIT_USAGE;
+            }
+            if (!parse_u64(v, is_from ? &m : &n)) {
+                fprintf(stderr,
+                        "confide audit consistency: %s must be a non-negative integer "
+                        "(got '%s')\n",
+                        argv[i - 1], v);
+                return CF_EXIT_USAGE;
+            }
+            *(is_from ? &have_m : &have_n) = true;
+        } else if (argv[i][0] == '-' || dir != NULL) {
+            fprintf(stderr, "confide audit consistency: unexpected argument '%s' (see --help)\n",
+                    argv[i]);
+            return CF_EXIT_USAGE;
+        } else {
+            dir = argv[i];
+        }
+    }
+    if (dir == NULL || !have_m) {
+        fprintf(stderr, "confide audit consistency: %s is required (see --help)\n",
+                dir == NULL ? "DIR" : "--from");
+        return CF_EXIT_USAGE;
+    }
+    loaded l;
+    int rc = load_log("consistency", dir, &l);
+    if (rc != CF_EXIT_OK) {
+        return rc;
+    }
+    if (!have_n) {
+        n = l.ns > 0 ? l.sths[l.ns - 1].tree_size : l.n;
+    }
+    if (m == 0 || m > n || n > l.n) {
+        fprintf(stderr,
+                "confide audit consistency: need 0 < --from <= --to <= %" PRIu64
+                " (the log's leaves); got %" PRIu64 " and %" PRIu64 "\n",
+                l.n, m, n);
+        loaded_free(&l);
+        return CF_EXIT_USAGE;
+    }
+    uint8_t path[CF_AUDIT_PROOF_MAX * H], r1[H], r2[H];
+    size_t plen = 0;
+    CF_ASSERT(cf_audit_prover_consistency(l.pv, m, n, path, &plen) == CF_OK);
+    CF_ASSERT(cf_audit_prover_root(l.pv, m, r1) == CF_OK);
+    CF_ASSERT(cf_audit_prover_root(l.pv, n, r2) == CF_OK);
+    const cf_audit_sth *s1 = sth_of_size(&l, m), *s2 = sth_of_size(&l, n);
+    if (json) {
+        printf("{\"from\":%" PRIu64 ",\"to\":%" PRIu64 ",\"root_from\":", m, n);
+        print_hash(stdout, r1);
+        printf(",\"root_to\":");
+        print_hash(stdout, r2);
+        printf(",\"path\":");
+        print_path(stdout, path, plen);
+        if (s1 != NULL) {
+            printf(",\"sth_from\":");
+            print_sth_json(stdout, s1);
+        }
+        if (s2 != NULL) {
+            printf(",\"sth_to\":");
+            print_sth_json(stdout, s2);
+        }
+        printf("}\n");
+    } else {
+        char x[2 * H + 1];
+        hex(r1, H, x);
+        printf("from %" PRIu64 " root %s\n", m, x);
+        hex(r2, H, x);
+        printf("to   %" PRIu64 " root %s\npath (%zu):\n", n, x, plen);
+        for (size_t i = 0; i < plen; i++) {
+            hex(path + i * H, H, x);
+            printf("  %s\n", x);
+        }
+    }
+    loaded_free(&l);
+    return CF_EXIT_OK;
+}
+
+/* ---- verify-proof: a strict little JSON reader for our own proof files ----------------- */
+
+typedef struct {
+    const char *p;
+    const char *end;
+} jtext;
+
+static const char *jkey(const jtext *t, const char *key)
+{
+    char pat[64];
+    snprintf(pat, sizeof(pat), "\"%s\"", key);
+    size_t pl = strlen(pat);
+    int depth = 0;
+    for (const char *p = t->p; p + pl <= t->end; p++) {
+        if (*p == '{') {
+            depth++;
+        } else if (*p == '}') {
+            depth--;
+        } else if (*p == '"') {
+            if (depth == 1 && (size_t)(t->end - p) >= pl && memcmp(p, pat, pl) == 0) {
+                const char *v = p + pl;
+                while (v < t->end && (*v == ' ' || *v == '\t' || *v == '\n' || *v == '\r')) {
+                    v++;
+                }
+                if (v < t->end && *v == ':') {
+                    v++;
+                    while (v < t->end && (*v == ' ' || *v == '\t' || *v == '\n' || *v == '\r')) {
+                        v++;
+                    }
+                    return v;
+                }
+            }
+            /* skip the string */
+            for (p++; p < t->end && *p != '"'; p++) {
+                if (*p == '\\') {
+                    p++;
+                }
+            }
+        }
+    }
+    return NULL;
+}
+
+static bool jnum(const jtext *t, const char *key, uint64_t *out)
+{
+    const char *v = jkey(t, key);
+    if (v == NULL || *v < '0' || *v > '9') {
+        return false;
+    }
+    char buf[32];
+    size_t n = 0;
+    while (v < t->end && *v >= '0' && *v <= '9' && n + 1 < sizeof(buf)) {
+        buf[n++] = *v++;
+    }
+    buf[n] = '\0';
+    return parse_u64(buf, out);
+}
+
+/* A quoted hex string of exactly @p len bytes at v. Returns the char after it or NULL. */
+static const char *jhex_at(const jtext *t, const char *v, uint8_t *out, size_t len)
+{
+    if (v == NULL || v >= t->end || *v != '"') {
+        return NULL;
+    }
+    const char *q = memchr(v + 1, '"', (size_t)(t->end - v - 1));
+    if (q == NULL || (size_t)(q - v - 1) != 2 * len) {
+        return NULL;
+    }
+    size_t got = 0;
+    if (sodium_hex2bin(out, len, v + 1, 2 * len, NULL, &got, NULL) != 0 || got != len) {
+        return NULL;
+    }
+    return q + 1;
+}
+
+static bool jhash(const jtext *t, const char *key, uint8_t out[H])
+{
+    return jhex_at(t, jkey(t, key), out, H) != NULL;
+}
+
+static bool jpath(const jtext *t, const char *key, uint8_t *path, size_t *n)
+{
+    const char *v = jkey(t, key);
+    if (v == NULL || *v != '[') {
+        return false;
+    }
+    v++;
+    *n = 0;
+    for (;;) {
+        while (v < t->end && (*v == ' ' || *v == ',' || *v == '\n' || *v == '\t' || *v == '\r')) {
+            v++;
+        }
+        if (v < t->end && *v == ']') {
+            return true;
+        }
+        if (*n >= CF_AUDIT_PROOF_MAX) {
+            return false;
+        }
+        v = jhex_at(t, v, path + *n * H, H);
+        if (v == NULL) {
+            return false;
+        }
+        (*n)++;
+    }
+}
+
+/* An "sth" object inside the proof file. */
+static bool jsth(const jtext *t, const char *key, cf_audit_sth *s)
+{
+    const char *v = jkey(t, key);
+    if (v == NULL || *v != '{') {
+        return false;
+    }
+    const char *e = memchr(v, '}', (size_t)(t->end - v));
+    if (e == NULL) {
+        return false;
+    }
+    jtext o = {v, e + 1};
+    uint64_t ts = 0;
+    memset(s, 0, sizeof(*s));
+    if (!jnum(&o, "tree_size", &s->tree_size) || !jhash(&o, "root", s->root) ||
+        !jnum(&o, "timestamp_us", &ts) ||
+        jhex_at(&o, jkey(&o, "key_id"), s->key_id, CF_KEY_ID_LEN) == NULL ||
+        jhex_at(&o, jkey(&o, "signature"), s->signature, CF_AUDIT_SIG_LEN) == NULL) {
+        return false;
+    }
+    s->timestamp_us = (int64_t)ts;
+    return true;
+}
+
+static void verify_proof_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: confide audit verify-proof FILE [--keys KEYDIR] [--log DIR]\n\n"
+            "Checks a proof written by `confide audit prove --json` or `confide audit\n"
+            "consistency --json` offline (FILE - reads stdin): recomputes the root(s) from the\n"
+            "leaf hash and path (RFC 9162 2.1.3.2 / 2.1.4.2) and compares. With --keys (or\n"
+            "--log), it also checks that the root is the one in a signed tree head of that size:\n"
+            "the head in the proof file, or else the log's, under KEYDIR/signing.pub (or the\n"
+            "copy in the log directory).\n\n"
+            "options:\n"
+            "  --keys KEYDIR  directory with the signer's signing.pub\n"
+            "  --log DIR      audit log to take the signed heads from\n"
+            "  -h, --help     this help\n\n"
+            "exit codes: 0 valid, 2 usage or malformed file, 3 cannot read, 4 proof or head\n"
+            "            does not verify\n");
+}
+
+/* Checks that @p root of @p size is signed: by the head embedded in the file, else the log's. */
+static int check_signed(const char *what, uint64_t size, const uint8_t root[H],
+                        const cf_audit_sth *embedded, const loaded *l, const uint8_t pk[32])
+{
+    const cf_audit_sth *s = embedded;
+    if (s == NULL && l != NULL) {
+        s = sth_of_size(l, size);
+    }
+    if (s == NULL) {
+        fprintf(stderr,
+                "confide audit verify-proof: no signed tree head of size %" PRIu64 " for %s\n",
+                size, what);
+        return CF_EXIT_FAIL;
+    }
+    if (s->tree_size != size || memcmp(s->root, root, H) != 0) {
+        fprintf(stderr,
+                "confide audit verify-proof: %s root differs from the signed head of size "
+                "%" PRIu64 "\n",
+                what, size);
+        return CF_EXIT_INTEGRITY;
+    }
+    if (cf_audit_sth_verify(s, pk) != CF_OK) {
+        fprintf(stderr,
+                "confide audit verify-proof: signature of the tree head of size %" PRIu64
+                " does not verify\n",
+                size);
+        return CF_EXIT_INTEGRITY;
+    }
+    return CF_EXIT_OK;
+}
+
+static int cmd_verify_proof(int argc, char **argv)
+{
+    const char *file = NULL, *keys = NULL, *log_dir = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--keys") == 0) {
+            if ((keys = need_value("verify-proof", argc, argv, &i)) == NULL) {
+                return CF_EXIT_USAGE;
+            }
+        } else if (strcmp(argv[i], "--log") == 0) {
+            if ((log_dir = need_value("verify-proof", argc, argv, &i)) == NULL) {
+                return CF_EXIT_USAGE;
+            }
+        } else if ((argv[i][0] == '-' && argv[i][1] != '\0') || file != NULL) {
+            fprintf(stderr, "confide audit verify-proof: unexpected argument '%s' (see --help)\n",
+                    argv[i]);
+            return CF_EXIT_USAGE;
+        } else {
+            file = argv[i];
+        }
+    }
+    if (file == NULL) {
+        fprintf(stderr, "confide audit verify-proof: FILE is required (see --help)\n");
+        return CF_EXIT_USAGE;
+    }
+    FILE *f = strcmp(file, "-") == 0 ? stdin : fopen(file, "rb");
+    if (f == NULL) {
+        fprintf(stderr, "confide audit verify-proof: %s: %s\n", file, strerror(errno));
+        return CF_EXIT_RUNTIME;
+    }
+    static char buf[1 << 16];
+    size_t len = fread(buf, 1, sizeof(buf) - 1, f);
+    bool too_big = !feof(f) && len == sizeof(buf) - 1;
+    if (f != stdin) {
+        fclose(f);
+    }
+    if (too_big) {
+        fprintf(stderr, "confide audit verify-proof: %s: larger than a proof can be\n", file);
+        return CF_EXIT_USAGE;
+    }
+    buf[len] = '\0';
+    const char *open = memchr(buf, '{', len);
+    jtext t = {open != NULL ? open : buf, buf + len};
+    uint8_t path[CF_AUDIT_PROOF_MAX * H];
+    size_t plen = 0;
+    bool inclusion = jkey(&t, "leaf_index") != NULL;
+    int rc = CF_EXIT_OK;
+    uint8_t pk[32];
+    loaded l;
+    bool have_log = false;
+    if (keys != NULL || log_dir != NULL) {
+        if ((rc = load_pub("verify-proof", keys, log_dir, pk, false)) != CF_EXIT_OK) {
+            return rc;
+        }
+        if (log_dir != NULL) {
+            if ((rc = load_log("verify-proof", log_dir, &l)) != CF_EXIT_OK) {
+                return rc;
+            }
+            have_log = true;
+        }
+    }
+    if (inclusion) {
+        uint64_t idx, size;
+        uint8_t leaf[H], root[H];
+        cf_audit_sth sth;
+        if (!jnum(&t, "leaf_index", &idx) || !jnum(&t, "tree_size", &size) ||
+            !jhash(&t, "leaf_hash", leaf) || !jhash(&t, "root", root) ||
+            !jpath(&t, "path", path, &plen)) {
+            fprintf(stderr,
+                    "confide audit verify-proof: %s: not an inclusion proof (needs "
+                    "leaf_index, tree_size, leaf_hash, root, path of 32-byte hex "
+                    "hashes)\n",
+                    file);
+            rc = CF_EXIT_USAGE;
+            goto done;
+        }
+        bool has_sth = jsth(&t, "sth", &sth);
+        if (cf_audit_verify_inclusion(idx, size, leaf, path, plen, root) != CF_OK) {
+            printf("inclusion proof of leaf %" PRIu64 " in tree %" PRIu64 ": INVALID\n", idx, size);
+            rc = CF_EXIT_INTEGRITY;
+            goto done;
+        }
+        if (keys != NULL || log_dir != NULL) {
+            rc = check_signed("the proof's", size, root, has_sth ? &sth : NULL,
+                              have_log ? &l : NULL, pk);
+            if (rc != CF_EXIT_OK) {
+                goto done;
+            }
+        }
+        printf("inclusion proof of leaf %" PRIu64 " in tree %" PRIu64 ": valid%s\n", idx, size,
+               (keys != NULL || log_dir != NULL) ? ", root signed" : "");
+    } else {
+        uint64_t m, n;
+        uint8_t r1[H], r2[H];
+        cf_audit_sth s1, s2;
+        if (!jnum(&t, "from", &m) || !jnum(&t, "to", &n) || !jhash(&t, "root_from", r1) ||
+            !jhash(&t, "root_to", r2) || !jpath(&t, "path", path, &plen)) {
+            fprintf(stderr,
+                    "confide audit verify-proof: %s: not an inclusion or consistency "
+                    "proof (needs from, to, root_from, root_to, path, or leaf_index, "
+                    "tree_size, leaf_hash, root, path)\n",
+                    file);
+            rc = CF_EXIT_USAGE;
+            goto done;
+        }
+        bool h1 = jsth(&t, "sth_from", &s1), h2 = jsth(&t, "sth_to", &s2);
+        if (cf_audit_verify_consistency(m, n, r1, r2, path, plen) != CF_OK) {
+            printf("consistency proof %" PRIu64 " -> %" PRIu64 ": INVALID\n", m, n);
+            rc = CF_EXIT_INTEGRITY;
+            goto done;
+        }
+        if (keys != NULL || log_dir != NULL) {
+            rc = check_signed("root_from", m, r1, h1 ? &s1 : NULL, have_log ? &l : NULL, pk);
+            if (rc == CF_EXIT_OK) {
+                rc = check_signed("root_to", n, r2, h2 ? &s2 : NULL, have_log ? &l : NULL, pk);
+            }
+            if (rc != CF_EXIT_OK) {
+                goto done;
+            }
+        }
+        printf("consistency proof %" PRIu64 " -> %" PRIu64 ": valid%s\n", m, n,
+               (keys != NULL || log_dir != NULL) ? ", both roots signed" : "");
+    }
+done:
+    if (have_log) {
+        loaded_free(&l);
+    }
+    return rc;
+}
+
+/* ---- show ---------------------------------------------------------------------------------- */
+
+static void show_usage(FILE *f)
+{
+    fprintf(f, "usage: confide audit show DIR [--json]\n\n"
+               "Lists the segments of the log (name, bytes, records, events), the number of\n"
+               "signed heads and checkpoints, and the last signed tree head. Never prints event\n"
+               "contents and needs no keys.\n\n"
+               "options:\n"
+               "  --json      one JSON object\n"
+               "  -h, --help  this help\n");
+}
+
+static int cmd_show(int argc, char **argv)
+{
+    const char *dir = NULL;
+    bool json = false;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0) {
+            json = true;
+        } else if (argv[i][0] == '-' || dir != NULL) {
+            fprintf(stderr, "confide audit show: unexpected argument '%s' (see --help)\n", argv[i]);
+            return CF_EXIT_USAGE;
+        } else {
+            dir = argv[i];
+        }
+    }
+    if (dir == NULL) {
+        fprintf(stderr, "confide audit show: DIR is required (see --help)\n");
+        return CF_EXIT_USAGE;
+    }
+    char err[512] = "";
+    cf_audit_reader *r = NULL;
+    cf_err e = cf_audit_reader_open(&r, dir, NULL, 0, err, sizeof(err));
+    if (e != CF_OK) {
+        fprintf(stderr, "confide audit show: %s\n", err[0] ? err : cf_strerror(e));
+        return CF_EXIT_RUNTIME;
+    }
+    typedef struct {
+        char name[32];
+        uint64_t records, events, first;
+    } seginfo;
+    seginfo *segs = NULL;
+    size_t nseg = 0, cap = 0;
+    uint64_t events = 0, heads = 0, ckpts = 0, last_ckpt = 0;
+    bool have_sth = false;
+    cf_audit_sth last;
+    cf_audit_entry en;
+    int rc = CF_EXIT_OK;
+    while ((e = cf_audit_reader_next(r, &en, err, sizeof(err))) == CF_OK) {
+        if (nseg == 0 || strcmp(segs[nseg - 1].name, en.segment) != 0) {
+            if (nseg == cap) {
+                cap = cap ? cap * 2 : 16;
+                seginfo *ns = cf_realloc(segs, cap * sizeof(*ns));
+                if (ns == NULL) {
+                    rc = CF_EXIT_RUNTIME;
+                    goto done;
+                }
+                segs = ns;
+            }
+            memset(&segs[nseg], 0, sizeof(segs[nseg]));
+            snprintf(segs[nseg].name, sizeof(segs[nseg].name), "%s", en.segment);
+            segs[nseg].first = strtoull(en.segment, NULL, 10);
+            nseg++;
+        }
+        segs[nseg - 1].records++;
+        if (en.type == CF_AUDIT_REC_BATCH) {
+            segs[nseg - 1].events += en.count;
+            events += en.count;
+        } else if (en.type == CF_AUDIT_REC_STH) {
+            heads++;
+            last = en.sth;
+            have_sth = true;
+        } else {
+            ckpts++;
+            last_ckpt = en.index;
+        }
+    }
+    if (e != CF_E_EOF) {
+        fprintf(stderr, "confide audit show: %s\n", err);
+        rc = CF_EXIT_INTEGRITY;
+        goto done;
+    }
+    if (json) {
+        printf("{\"dir\":");
+        char q[8192];
+        cf_json_quote(dir, strlen(dir), q, sizeof(q));
+        printf("%s,\"segments\":[", q);
+    } else {
+        printf("audit log %s\n%-26s %12s %8s %10s\n", dir, "segment", "bytes", "records", "events");
+    }
+    for (size_t i = 0; i < nseg; i++) {
+        char p[4096];
+        struct stat st;
+        snprintf(p, sizeof(p), "%s/%s", dir, segs[i].name);
+        long long bytes = stat(p, &st) == 0 ? (long long)st.st_size : -1;
+        if (json) {
+            printf("%s{\"name\":\"%s\",\"first_index\":%" PRIu64
+                   ",\"bytes\":%lld,\"records\":%" PRIu64 ",\"events\":%" PRIu64 "}",
+                   i ? "," : "", segs[i].name, segs[i].first, bytes, segs[i].records,
+                   segs[i].events);
+        } else {
+            printf("%-26s %12lld %8" PRIu64 " %10" PRIu64 "\n", segs[i].name, bytes,
+                   segs[i].records, segs[i].events);
+        }
+    }
+    if (json) {
+        printf("],\"events\":%" PRIu64 ",\"tree_heads\":%" PRIu64 ",\"checkpoints\":%" PRIu64,
+               events, heads, ckpts);
+        if (ckpts > 0) {
+            printf(",\"last_checkpoint_index\":%" PRIu64, last_ckpt);
+        }
+        if (have_sth) {
+            printf(",\"last_sth\":");
+            print_sth_json(stdout, &last);
+        }
+        printf("}\n");
+    } else {
+        printf("events %" PRIu64 ", signed tree heads %" PRIu64 ", checkpoints %" PRIu64 "\n",
+               events, heads, ckpts);
+        if (ckpts > 0) {
+            printf("last checkpoint covers events [0, %" PRIu64 ")\n", last_ckpt);
+        }
+        if (have_sth) {
+            char x[2 * H + 1], kid[2 * CF_KEY_ID_LEN + 1], ts[64];
+            hex(last.root, H, x);
+            cf_key_id_hex(last.key_id, kid);
+            fmt_time(last.timestamp_us, ts, sizeof(ts));
+            printf("last signed head: size %" PRIu64 " root %s\n  signed %s by key %s\n",
+                   last.tree_size, x, ts, kid);
+        } else {
+            printf("no signed tree head (empty log)\n");
+        }
+    }
+done:
+    cf_free(segs);
+    cf_audit_reader_destroy(r);
+    return rc;
+}
+
+/* ---- append -------------------------------------------------------------------------------- */
+
+static void append_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: confide audit append DIR --keys KEYDIR --input FILE [--format F]\n"
+            "                            [--batch N] [--fsync P] [--segment-mb S]\n\n"
+            "Archives an input file into the audit log in DIR (created if needed): decodes it,\n"
+            "appends the accepted events in batches, each followed by a signed tree head, and\n"
+            "prints the index range and the last head. Each event's seq is set to its log index;\n"
+            "verdicts are empty (no compliance rules run here). Rejected records are counted,\n"
+            "never printed. Uses KEYDIR/data.key and KEYDIR/signing.key.\n\n"
+            "options:\n"
+            "  --keys KEYDIR    key directory (confide keygen)\n"
+            "  --input FILE     input file (- for stdin)\n"
+            "  --format F       csv | ndjson | fdh (default: from the file name, else csv)\n"
+            "  --batch N        events per batch record, 1..65536 (default 1024)\n"
+            "  --fsync P        batch | interval:MS | none (default batch)\n"
+            "  --segment-mb S   segment size bound in MiB (default 64)\n"
+            "  -h, --help       this help\n\n"
+            "exit codes: 0 ok, 2 usage, 3 I/O or keys, 4 the existing log is damaged\n");
+}
+
+static cf_format guess_format(const char *path)
+{
+    size_t n = strlen(path);
+    if (n >= 7 && strcmp(path + n - 7, ".ndjson") == 0) {
+        return CF_FMT_NDJSON;
+    }
+    if (strstr(path, "fdh") != NULL) {
+        return CF_FMT_FDH;
+    }
+    return CF_FMT_CSV;
+}
+
+typedef struct {
+    cf_audit_log *log;
+    cf_event *ev;
+    uint32_t n, cap;
+    uint64_t appended, rejected, first;
+    bool have_first;
+    cf_audit_sth sth;
+} appender;
+
+static cf_err flush_batch(appender *a)
+{
+    if (a->n == 0) {
+        return CF_OK;
+    }
+    uint64_t base = cf_audit_next_index(a->log);
+    for (uint32_t i = 0; i < a->n; i++) {
+        a->ev[i].seq = base + i;
+    }
+    uint64_t first = 0;
+    cf_err e = cf_audit_append(a->log, a->ev, a->n, NULL, &first, &a->sth);
+    if (e != CF_OK) {
+        return e;
+    }
+    if (!a->have_first) {
+        a->first = first;
+        a->have_first = true;
+    }
+    a->appended += a->n;
+    a->n = 0;
+    return CF_OK;
+}
+
+static int cmd_append(int argc, char **argv)
+{
+    const char *dir = NULL, *keys = NULL, *input = NULL, *fmt_s = NULL, *fsync_s = NULL;
+    uint64_t batch = 1024, seg_mb = 64;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char **slot = NULL;
+        uint64_t *num = NULL;
+        if (strcmp(a, "--keys") == 0) {
+            slot = &keys;
+        } else if (strcmp(a, "--input") == 0) {
+            slot = &input;
+        } else if (strcmp(a, "--format") == 0) {
+            slot = &fmt_s;
+        } else if (strcmp(a, "--fsync") == 0) {
+            slot = &fsync_s;
+        } else if (strcmp(a, "--batch") == 0) {
+            num = &batch;
+        } else if (strcmp(a, "--segment-mb") == 0) {
+            num = &seg_mb;
+        } else if (a[0] == '-' || dir != NULL) {
+            fprintf(stderr, "confide audit append: unexpected argument '%s' (see --help)\n", a);
+            return CF_EXIT_USAGE;
+        } else {
+            dir = a;
+            continue;
+        }
+        const char *v = need_value("append", argc, argv, &i);
+        if (v == NULL) {
+            return CF_EXIT_USAGE;
+        }
+        if (slot != NULL) {
+            *slot = v;
+        } else if (!parse_u64(v, num)) {
+            fprintf(stderr, "confide audit append: %s must be a positive integer (got '%s')\n", a,
+                    v);
+            return CF_EXIT_USAGE;
+        }
+    }
+    if (dir == NULL || keys == NULL || input == NULL) {
+        fprintf(stderr, "confide audit append: %s is required (see --help)\n",
+                dir == NULL    ? "DIR"
+                : keys == NULL ? "--keys"
+                               : "--input");
+        return CF_EXIT_USAGE;
+    }
+    if (batch < 1 || batch > CF_AUDIT_BATCH_MAX) {
+        fprintf(stderr, "confide audit append: --batch must be 1..%u\n", CF_AUDIT_BATCH_MAX);
+        return CF_EXIT_USAGE;
+    }
+    if (seg_mb < 1 || seg_mb > 4096) {
+        fprintf(stderr, "confide audit append: --segment-mb must be 1..4096\n");
+        return CF_EXIT_USAGE;
+    }
+    char err[512] = "";
+    cf_audit_opts opts;
+    cf_audit_opts_default(&opts);
+    opts.segment_bytes_max = seg_mb << 20;
+    if (fsync_s != NULL && cf_audit_fsync_parse(fsync_s, &opts, err, sizeof(err)) != CF_OK) {
+        fprintf(stderr, "confide audit append: --fsync: %s\n", err);
+        return CF_EXIT_USAGE;
+    }
+    if (opts.fsync == CF_AUDIT_FSYNC_NONE) {
+        fprintf(stderr, "confide audit append: warning: --fsync none: a crash may lose events "
+                        "(benchmarks only)\n");
+    }
+    cf_format fmt = guess_format(input);
+    if (fmt_s != NULL && cf_format_parse(fmt_s, &fmt) != CF_OK) {
+        fprintf(stderr, "confide audit append: --format must be csv, ndjson or fdh (got '%s')\n",
+                fmt_s);
+        return CF_EXIT_USAGE;
+    }
+
+    int rc = CF_EXIT_OK;
+    int fd = -1;
+    char *buf = NULL;
+    cf_splitter *sp = NULL;
+    cf_decoder *dec = NULL;
+    appender a;
+    memset(&a, 0, sizeof(a));
+    cf_audit_recovery rec;
+    cf_err e = cf_audit_open(&a.log, dir, keys, &opts, &rec, err, sizeof(err));
+    if (e != CF_OK) {
+        fprintf(stderr, "confide audit append: %s\n", err[0] ? err : cf_strerror(e));
+        return e == CF_E_CORRUPT ? CF_EXIT_INTEGRITY : CF_EXIT_RUNTIME;
+    }
+    if (rec.truncated) {
+        fprintf(stderr,
+                "confide audit append: recovered: cut a torn tail of %" PRIu64
+                " bytes at %s offset %" PRIu64 "\n",
+                rec.truncated_bytes, rec.truncated_segment, rec.truncated_offset);
+    }
+    fd = strcmp(input, "-") == 0 ? 0 : open(input, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        fprintf(stderr, "confide audit append: %s: %s\n", input, strerror(errno));
+        rc = CF_EXIT_RUNTIME;
+        goto done;
+    }
+    a.cap = (uint32_t)batch;
+    a.ev = cf_calloc(a.cap, sizeof(*a.ev));
+    enum { BUF = 1 << 20 };
+    buf = cf_malloc(BUF);
+    if (a.ev == NULL || buf == NULL || cf_splitter_create(&sp, fmt, 0) != CF_OK ||
+        cf_decoder_create(&dec, fmt, err, sizeof(err)) != CF_OK) {
+        fprintf(stderr, "confide audit append: cannot set up the decoder: %s\n",
+                err[0] ? err : "out of memory");
+        rc = CF_EXIT_RUNTIME;
+        goto done;
+    }
+    size_t have = 0;
+    bool eof = false;
+    while (!eof) {
+        ssize_t got = read(fd, buf + have, BUF - have);
+        if (got < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            fprintf(stderr, "confide audit append: read %s: %s\n", input, strerror(errno));
+            rc = CF_EXIT_RUNTIME;
+            goto done;
+        }
+        eof = got == 0;
+        have += (size_t)got;
+        size_t pos = 0;
+        for (;;) {
+            cf_record r;
+            size_t used = 0;
+            e = cf_splitter_next(sp, buf + pos, have - pos, eof, &r, &used);
+            pos += used;
+            if (e != CF_OK) {
+                break;
+            }
+            char reason[160];
+            cf_decode_result dr = cf_decoder_decode(dec, &r, &a.ev[a.n], reason, sizeof(reason));
+            if (dr == CF_DECODE_REJECT) {
+                a.rejected++;
+            } else if (dr == CF_DECODE_EVENT && ++a.n == a.cap) {
+                e = flush_batch(&a);
+                if (e != CF_OK) {
+                    fprintf(stderr, "confide audit append: append failed: %s\n", cf_strerror(e));
+                    rc = CF_EXIT_RUNTIME;
+                    goto done;
+                }
+            }
+        }
+        memmove(buf, buf + pos, have - pos);
+        have -= pos;
+        if (have == BUF) {
+            /* The splitter skips over-long records itself; a full buffer cannot happen. */
+            fprintf(stderr, "confide audit append: input record too long\n");
+            rc = CF_EXIT_RUNTIME;
+            goto done;
+        }
+    }
+    e = flush_batch(&a);
+    if (e != CF_OK) {
+        fprintf(stderr, "confide audit append: append failed: %s\n", cf_strerror(e));
+        rc = CF_EXIT_RUNTIME;
+        goto done;
+    }
+    if (a.appended == 0) {
+        printf("appended 0 events (%" PRIu64 " rejected); log holds %" PRIu64 " events\n",
+               a.rejected, cf_audit_next_index(a.log));
+    } else {
+        char x[2 * H + 1];
+        hex(a.sth.root, H, x);
+        printf("appended %" PRIu64 " events [%" PRIu64 ", %" PRIu64 ") from %s (%s), %" PRIu64
+               " rejected\nsigned head: size %" PRIu64 " root %s\n",
+               a.appended, a.first, a.first + a.appended, input, cf_format_name(fmt), a.rejected,
+               a.sth.tree_size, x);
+    }
+done:
+    if (a.log != NULL) {
+        e = cf_audit_close(a.log);
+        if (e != CF_OK && rc == CF_EXIT_OK) {
+            fprintf(stderr, "confide audit append: closing the log: %s\n", cf_strerror(e));
+            rc = CF_EXIT_RUNTIME;
+        }
+    }
+    if (fd > 0) {
+        close(fd);
+    }
+    cf_decoder_destroy(dec);
+    cf_splitter_destroy(sp);
+    cf_free(buf);
+    cf_free(a.ev);
+    return rc;
+}
+
+/* ---- dispatch ------------------------------------------------------------------------------ */
+
+typedef struct {
+    const char *name;
+    int (*fn)(int, char **);
+    void (*usage)(FILE *);
+    const char *summary;
+} sub;
+
+static const sub subs[] = {
+    {"verify", cmd_verify, verify_usage, "check CRCs, contents, roots, signatures, sequence"},
+    {"prove", cmd_prove, prove_usage, "inclusion proof of one event"},
+    {"consistency", cmd_consistency, consistency_usage, "consistency proof between two sizes"},
+    {"verify-proof", cmd_verify_proof, verify_proof_usage, "check a proof file offline"},
+    {"show", cmd_show, show_usage, "segments, sizes, last signed head (no contents)"},
+    {"append", cmd_append, append_usage, "archive an input file into a log"},
+};
+
+static void audit_usage(FILE *f)
+{
+    fprintf(f, "usage: confide audit <subcommand> [options]   (confide audit <sub> --help)\n\n"
+               "The audit log: encrypted events as leaves of an RFC 9162 Merkle tree with Ed25519\n"
+               "signed tree heads (docs/audit.md).\n\nsubcommands:\n");
+    for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
+        fprintf(f, "  %-13s %s\n", subs[i].name, subs[i].summary);
+    }
+    fprintf(f, "\nexit codes: 0 ok, 1 check failed (no tampering evidence), 2 usage, 3 runtime,\n"
+               "            4 integrity alert\n");
+}
+
+static int audit_main(int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        audit_usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? CF_EXIT_USAGE : CF_EXIT_OK;
+    }
+    for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
+        if (strcmp(argv[1], subs[i].name) == 0) {
+            if (cli_wants_help(argc - 1, argv + 1)) {
+                subs[i].usage(stdout);
+                return CF_EXIT_OK;
+            }
+            return subs[i].fn(argc - 1, argv + 1);
+        }
+    }
+    fprintf(stderr, "confide audit: unknown subcommand '%s'\n", argv[1]);
+    audit_usage(stderr);
+    return CF_EXIT_USAGE;
+}
+
+const cf_command cf_cmd_audit = {"audit", "verify the audit log, prove inclusion and consistency",
+                                 audit_main};
