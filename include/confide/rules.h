@@ -18,7 +18,9 @@
  *
  * Keyed state (daily_aggregate, structuring, velocity) is bounded in time (state older than
  * the rule's period is expired) and in memory (max_keys per rule; at the limit the least
- * recently updated key is evicted and counted). Evaluation never allocates.
+ * recently updated key is evicted and counted). Evaluation never fails; keyed state grows by
+ * doubling toward max_keys (amortized, never per event), and if growing fails the oldest key
+ * is evicted instead.
  *
  * Threads: cf_rules_eval runs on one thread per instance. cf_rules_reload_lists may run on
  * any other thread concurrently with it (lists are swapped atomically; readers never see a
@@ -93,7 +95,7 @@ void cf_rules_destroy(cf_rules *r);
 
 /**
  * Evaluates every enabled rule for @p ev (borrowed) in file order, updating rule state, and
- * fills @p out. Never allocates, never fails. @locality the evaluation thread
+ * fills @p out. Never fails. @locality the evaluation thread
  */
 void cf_rules_eval(cf_rules *r, const cf_event *ev, cf_verdict *out);
 

@@ -512,6 +512,29 @@ static void test_memory_limit_backpressure(void)
     cf_window_destroy(w);
     free(c.r);
 
+    /* The open-window bound works the same way. */
+    memset(&c, 0, sizeof(c));
+    c.vsize = sizeof(cf_window_plain);
+    conf.memory_limit_bytes = 1 << 20;
+    conf.windows_max = 3;
+    conf.max_delay_us = 1000 * S;
+    REQUIRE(cf_window_create(&w, &conf, NULL, 0) == CF_OK);
+    CHECK_OK(add(w, "a", 0, 1, 1));
+    CHECK_OK(add(w, "a", 10 * S, 2, 1));
+    CHECK_OK(add(w, "a", 20 * S, 3, 1));
+    CHECK_EQ(add(w, "a", 30 * S, 4, 1), CF_E_LIMIT);
+    CHECK_OK(add(w, "b", 25 * S, 5, 1)); /* an open window still accepts new keys */
+    cf_window_advance(w, 10 * S);
+    CHECK_OK(add(w, "a", 30 * S, 4, 1));
+    cf_window_flush(w);
+    CHECK_EQ(c.n, 5);
+    cf_window_stats_get(w, &st);
+    CHECK_EQ(st.limit_rejections, 1);
+    cf_window_destroy(w);
+    free(c.r);
+    conf.windows_max = 65536;
+    conf.max_delay_us = 0;
+
     /* Allocation failures while growing are reported, never fatal. */
     memset(&c, 0, sizeof(c));
     c.vsize = sizeof(cf_window_plain);
