@@ -7,21 +7,26 @@
  * so its latency is  T(n) = n/L + q + a + b*n.  One stage serves batches one after another,
  * so it is busy a fraction  rho(n) = L*(a/n + b)  of the time; rho >= 1 means an unbounded
  * queue. The controller picks the smallest n that keeps rho at a target utilization (0.7):
- * that is the lowest-latency size which still leaves 30% spare capacity for bursts, and it
- * grows with load so fixed costs are amortized exactly as much as the load requires. When
- * the latency budget B = slo * (1 - headroom) allows it, n may be larger; when even
- * count_max cannot reach the target utilization the stage is overloaded and gets count_max,
- * the size with the highest throughput.
+ * the lowest-latency size that still leaves 30% spare capacity for bursts; it grows with
+ * the load, so fixed costs are amortized exactly as much as the load requires. If that n
+ * would break the budget B = slo * (1 - headroom), it trades spare capacity (down to 95%
+ * busy) for latency. If even L*b >= 0.7 the stage is overloaded and gets count_max, the
+ * size with the highest throughput. While a backlog builds (more input already waiting
+ * than fits in a batch, for longer than B/10) the size at least doubles per batch.
  *
  * Estimation: (a, b) by exponentially weighted least squares over (n, S) pairs (forgetting
- * factor 0.97 per batch); L from the ingest stamps of the batches' events in 100 ms slices,
- * smoothed, with a jump when a slice differs by 2x (a load step is followed within about
- * 100-200 ms); q as a smoothed backlog wait; and the live p99 over a sliding window of ten
- * 100 ms cf_hist slices, whose excess over the model's prediction is added to q.
+ * factor 0.98 per batch; samples beyond 3x the prediction are clipped, since a stall on a
+ * shared disk is not the cost model; until sizes vary, the whole cost counts as fixed,
+ * whose iteration converges on the same n*). L from the events' ingest stamps in 100 ms
+ * slices, smoothed, with a jump when a slice or a single large batch shows a 2x change (a
+ * step is seen within milliseconds). q is the smoothed wait of a batch's newest event when
+ * input was backed up. The live p99 over a sliding window of ten 100 ms cf_hist slices is
+ * compared with the model's T(target); the excess (smoothed) shortens the linger.
  *
- * Hysteresis: the target changes at once when the new value differs by more than 25%, and
- * by more than 10% only after a 1 s dwell; smaller moves are ignored. A noisy but steady
- * input therefore changes the target at most about once a second.
+ * Hysteresis: the target grows at once when the new value is more than 25% larger; it
+ * shrinks by more than 25% only after a 250 ms dwell and by at most 4x per step; moves of
+ * 10-25% wait for a 1 s dwell; smaller ones are ignored. A noisy but steady input therefore
+ * changes the target at most about once a second.
  *
  * Threads: everything but cf_batch_ctl_record_latency and the window p99 runs on the owner
  * (stage) thread without locks; the latency window has its own mutex because the sink
