@@ -86,6 +86,11 @@ cf_decode_result cf_decoder_decode(cf_decoder *d, const cf_record *rec, cf_event
         reason[0] = '\0';
     }
     if (rec->too_long) {
+        if (d->fmt != CF_FMT_NDJSON && d->hdr == HDR_EXPECTED) {
+            /* The header itself: the next record must not be taken for it. */
+            d->hdr = HDR_BAD;
+            return cf__io_reject(reason, reason_size, "bad header: record too long");
+        }
         return cf__io_reject(reason, reason_size, "record too long");
     }
     if (rec->data == NULL && rec->len != 0) {

@@ -499,6 +499,18 @@ static void test_csv_header_errors(void)
         }
         cf_decoder_destroy(d);
     }
+    /* An over-long first record is a bad header, not a reason to take the next one. */
+    for (int f = 0; f < 2; f++) {
+        cf_decoder *d = new_decoder(f == 0 ? CF_FMT_CSV : CF_FMT_FDH);
+        cf_record rec = mkrec(CSV_HDR);
+        rec.too_long = true;
+        char reason[128];
+        cf_event ev;
+        CHECK_EQ(cf_decoder_decode(d, &rec, &ev, reason, sizeof(reason)), CF_DECODE_REJECT);
+        CHECK_STR(reason, "bad header: record too long");
+        CHECK_STR(dec1(d, CSV_HDR).reason, "no valid header");
+        cf_decoder_destroy(d);
+    }
     /* Too many columns. */
     static char wide[CF__IO_TEST_WIDE];
     size_t o = 0;
