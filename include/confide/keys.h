@@ -71,7 +71,9 @@ void cf_key_id_hex(const uint8_t id[CF_KEY_ID_LEN], char out[2 * CF_KEY_ID_LEN +
  * "pseudonym", data.key "data", signing.key "signing", signing.pub "signing-public".
  *
  * Secret layouts (cf_key.bytes):
- *   gateway, combiner: alpha (8 bytes LE) || seed of party 1 || ... || seed of party k-1
+ *   gateway:           alpha (8 bytes LE) || seed of party 1 || ... || seed of party k-1
+ *   combiner:          alpha (8 bytes LE) only -- no seeds, so that a combiner colluding
+ *                      with party 0 still learns nothing per event (docs/security.md)
  *   party:             the party's 32-byte seed
  *   pseudonym, data:   32 bytes
  *   signing:           64-byte Ed25519 secret key; signing-public: 32-byte public key
@@ -101,11 +103,12 @@ cf_err cf_key_load_party(const char *dir, unsigned party, cf_key **out, char *er
 cf_err cf_key_load_signing_pub(const char *dir, uint8_t pk[CF_KEY_SIGN_PK_LEN],
                                uint8_t id[CF_KEY_ID_LEN], uint32_t *epoch, char *errstr,
                                size_t errstr_size);
-/** Number of parties k of a gateway or combiner key; 0 for other kinds. Borrows @p k. */
+/** Number of parties k of a gateway key; 0 for other kinds (a combiner key holds no seeds;
+ *  its file records k for information only). Borrows @p k. */
 unsigned cf_key_parties(const cf_key *k);
 /** The MAC key alpha of a gateway or combiner key (0 for other kinds). */
 uint64_t cf_key_alpha(const cf_key *k);
-/** Seed of party @p party (1..k-1) inside a gateway or combiner key, or of a party key
+/** Seed of party @p party (1..k-1) inside a gateway key, or of a party key
  *  (@p party ignored); NULL when absent. Borrowed from @p k. */
 const uint8_t *cf_key_seed(const cf_key *k, unsigned party);
 /** Key id = first 8 bytes of BLAKE2b-256("confide-key-id" || kind || material). */

@@ -169,7 +169,10 @@ typedef struct cf_sa_result {
 } cf_sa_result;
 
 typedef struct cf_sa_combiner cf_sa_combiner;
-/** From the combiner key (alpha and the seeds; a gateway key works too). Borrows. */
+/**
+ * From the combiner key (alpha only) or from the gateway key (alpha and the seeds of parties
+ * >= 1, which cf_sa_combiner_attribute needs). Borrows @p comb_key during the call.
+ */
 cf_err cf_sa_combiner_create(cf_sa_combiner **out, const cf_key *comb_key,
                              const cf_sa_opts *opts, char *errstr, size_t errstr_size);
 void cf_sa_combiner_destroy(cf_sa_combiner *c);
@@ -189,7 +192,8 @@ cf_err cf_sa_combine(cf_sa_combiner *c, uint64_t window_id, const uint8_t key[16
  * (from the audit log), regenerates the expected partial sum of every party >= 1 from its
  * seed and compares. *bad_party = the first party >= 1 whose partial differs, else 0 (all
  * seeded parties are exact, so party 0's partial is the altered one), or -1 when the MAC
- * verifies (nothing to attribute).
+ * verifies (nothing to attribute). CF_E_STATE when the combiner was created from combiner.key
+ * (no seeds): attribution runs where gateway.key is, i.e. the gateway or the auditor.
  */
 cf_err cf_sa_combiner_attribute(cf_sa_combiner *c, const uint64_t *seqs, size_t n,
                                 const cf_sa_vec *partials, unsigned k, int *bad_party);
@@ -310,6 +314,8 @@ typedef struct cf_protect_conf {
     cf_sa_opts sa;              /* parties, dim, min_count, amount_abs_max */
     const cf_key *gateway_key;  /* lsa: needed to protect */
     const cf_key *combiner_key; /* lsa: needed to combine (a gateway key works) */
+    const cf_key *party_key;    /* lsa: a lone party i >= 1 (distributed mode): party-<i>.key */
+    unsigned party_index;       /* lsa: i for party_key */
     unsigned paillier_bits;     /* paillier: modulus size, default 2048 */
     size_t paillier_pool;       /* paillier: precomputed r^n pool size, 0 = no thread */
     int paillier_engine;        /* paillier: cf_paillier_engine, default CF_PAILLIER_OPENSSL */

@@ -327,8 +327,9 @@ cf_err cf_keys_generate(const char *dir, unsigned parties, uint32_t epoch, int f
     err = write_key(dir, "gateway.key", CF_KEY_KIND_GATEWAY, epoch, parties, 0, mac, mac_used,
                     errstr, errstr_size);
     if (err == CF_OK) {
+        /* alpha only: with the seeds, a combiner colluding with party 0 would see amounts */
         err = write_key(dir, "combiner.key", CF_KEY_KIND_COMBINER, epoch, parties, 0, mac,
-                        mac_used, errstr, errstr_size);
+                        CF_KEY_ALPHA_LEN, errstr, errstr_size);
     }
     for (unsigned i = 1; err == CF_OK && i < parties; i++) {
         char name[32];
@@ -591,9 +592,12 @@ static cf_err parse_keyfile(const char *path, char *text, parsed *p, char *errst
 static size_t expected_len(const parsed *p)
 {
     const char *k = p->kind;
-    if (strcmp(k, CF_KEY_KIND_GATEWAY) == 0 || strcmp(k, CF_KEY_KIND_COMBINER) == 0) {
+    if (strcmp(k, CF_KEY_KIND_GATEWAY) == 0) {
         return p->parties == 0 ? 0
                                : CF_KEY_ALPHA_LEN + (size_t)(p->parties - 1) * CF_KEY_SEED_LEN;
+    }
+    if (strcmp(k, CF_KEY_KIND_COMBINER) == 0) {
+        return CF_KEY_ALPHA_LEN;
     }
     if (strcmp(k, CF_KEY_KIND_PARTY) == 0) {
         return CF_KEY_SEED_LEN;
@@ -787,15 +791,19 @@ cf_err cf_key_load_signing_pub(const char *dir, uint8_t pk[CF_KEY_SIGN_PK_LEN],
 
 static bool has_mac_layout(const cf_key *k)
 {
-    return k != NULL && k->bytes != NULL &&
-           (strcmp(k->kind, CF_KEY_KIND_GATEWAY) == 0 ||
-            strcmp(k->kind, CF_KEY_KIND_COMBINER) == 0) &&
-           k->len >= CF_KEY_ALPHA_LEN && (k->len - CF_KEY_ALPHA_LEN) % CF_KEY_SEED_LEN == 0;
+    if (k == NULL || k->bytes == NULL) {
+        return false;
+    }
+    if (strcmp(k->kind, CF_KEY_KIND_COMBINER) == 0) {
+        return k->len == CF_KEY_ALPHA_LEN;
+    }
+    return strcmp(k->kind, CF_KEY_KIND_GATEWAY) == 0 && k->len >= CF_KEY_ALPHA_LEN &&
+           (k->len - CF_KEY_ALPHA_LEN) % CF_KEY_SEED_LEN == 0;
 }
 
 unsigned cf_key_parties(const cf_key *k)
 {
-    if (!has_mac_layout(k)) {
+    if (!has_mac_layout(k) || strcmp(k->kind, CF_KEY_KIND_GATEWAY) != 0) {
         return 0;
     }
     return 1 + (unsigned)((k->len - CF_KEY_ALPHA_LEN) / CF_KEY_SEED_LEN);

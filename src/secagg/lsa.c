@@ -197,12 +197,23 @@ struct cf_sa_gateway {
     cf__sa_stream st[CF_KEY_PARTIES_MAX - 1];
 };
 
-static cf_err load_mac_key(const cf_key *key, unsigned parties, uint64_t *alpha,
-                           uint8_t seeds[][CF_KEY_SEED_LEN], char *errstr, size_t errstr_size)
+/*
+ * Takes alpha (and the seeds, from a gateway key) out of @p key. A combiner key holds alpha
+ * only; @p allow_combiner says whether that is enough for the caller.
+ */
+static cf_err load_mac_key(const cf_key *key, unsigned parties, bool allow_combiner,
+                           uint64_t *alpha, uint8_t seeds[][CF_KEY_SEED_LEN], bool *has_seeds,
+                           char *errstr, size_t errstr_size)
 {
+    *has_seeds = false;
+    if (allow_combiner && key != NULL && strcmp(key->kind, CF_KEY_KIND_COMBINER) == 0 &&
+        cf_key_alpha(key) != 0) {
+        *alpha = cf_key_alpha(key);
+        return CF_OK;
+    }
     if (key == NULL || cf_key_parties(key) == 0) {
-        return cf_err_set(CF_E_INVAL, errstr, errstr_size,
-                          "a gateway or combiner key is required (got %s)",
+        return cf_err_set(CF_E_INVAL, errstr, errstr_size, "a %s key is required (got %s)",
+                          allow_combiner ? "combiner or gateway" : "gateway",
                           key == NULL ? "none" : key->kind);
     }
     if (cf_key_parties(key) != parties) {
@@ -215,6 +226,7 @@ static cf_err load_mac_key(const cf_key *key, unsigned parties, uint64_t *alpha,
     for (unsigned i = 1; i < parties; i++) {
         memcpy(seeds[i - 1], cf_key_seed(key, i), CF_KEY_SEED_LEN);
     }
+    *has_seeds = true;
     return CF_OK;
 }
 
@@ -235,7 +247,9 @@ cf_err cf_sa_gateway_create(cf_sa_gateway **out, const cf_key *gw_key, const cf_
     g->k = opts->parties;
     g->dim = opts->dim;
     g->amount_abs_max = opts->amount_abs_max;
-    err = load_mac_key(gw_key, g->k, &g->alpha, g->seeds, errstr, errstr_size);
+    bool has_seeds;
+    err = load_mac_key(gw_key, g->k, false, &g->alpha, g->seeds, &has_seeds, errstr,
+                       errstr_size);
     if (err != CF_OK) {
         cf_sa_gateway_destroy(g);
         return err;
@@ -382,6 +396,7 @@ struct cf_sa_combiner {
     uint64_t alpha;
     uint32_t epoch;
     uint8_t key_id[CF_KEY_ID_LEN];
+    bool has_seeds; /* created from a gateway key: attribution possible */
     uint8_t seeds[CF_KEY_PARTIES_MAX - 1][CF_KEY_SEED_LEN];
 };
 
@@ -403,7 +418,8 @@ cf_err cf_sa_combiner_create(cf_sa_combiner **out, const cf_key *comb_key,
     c->dim = opts->dim;
     c->min_count = opts->min_count;
     c->amount_abs_max = opts->amount_abs_max;
-    err = load_mac_key(comb_key, c->k, &c->alpha, c->seeds, errstr, errstr_size);
+    err = load_mac_key(comb_key, c->k, true, &c->alpha, c->seeds, &c->has_seeds, errstr,
+                       errstr_size);
     if (err != CF_OK) {
         cf_sa_combiner_destroy(c);
         return err;
@@ -522,6 +538,9 @@ cf_err cf_sa_combiner_attribute(cf_sa_combiner *c, const uint64_t *seqs, size_t 
     cf_sa_vec tot;
     if (k != c->k) {
         return CF_E_INVAL;
+    }
+    if (!c->has_seeds) {
+        return CF_E_STATE; /* attribution needs the seeds: a combiner made from gateway.key */
     }
     cf_sa_vec_zero(&tot);
     for (unsigned i = 0; i < k; i++) {

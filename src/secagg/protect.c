@@ -201,9 +201,9 @@ static cf_err lsa_create(void **state, const cf_protect_conf *conf, char *errstr
     if (err != CF_OK) {
         return err;
     }
-    if (conf->gateway_key == NULL && conf->combiner_key == NULL) {
+    if (conf->gateway_key == NULL && conf->combiner_key == NULL && conf->party_key == NULL) {
         return cf_err_set(CF_E_INVAL, errstr, errstr_size,
-                          "lsa needs the gateway key (gateway.key) or the combiner key");
+                          "lsa needs gateway.key, combiner.key or a party key");
     }
     lsa_state *s = cf_calloc(1, sizeof(*s));
     if (s == NULL) {
@@ -218,12 +218,17 @@ static cf_err lsa_create(void **state, const cf_protect_conf *conf, char *errstr
         err = cf_sa_combiner_create(&s->comb, conf->combiner_key, &conf->sa, errstr,
                                     errstr_size);
     }
-    /* In the embedded mode every party runs here too; their seeds come from whichever
-     * MAC-layout key is present. */
-    const cf_key *seeds = conf->gateway_key != NULL ? conf->gateway_key : conf->combiner_key;
+    /* Party 0 needs no key. In the embedded mode every party runs here and takes its seed
+     * from the gateway key; a lone party i >= 1 brings its own party-<i>.key. */
     for (unsigned i = 0; err == CF_OK && i < s->k; i++) {
-        err = cf_sa_party_create(&s->party[i], i, i == 0 ? NULL : seeds, &conf->sa, errstr,
-                                 errstr_size);
+        const cf_key *seed = conf->gateway_key;
+        if (i >= 1 && conf->party_key != NULL && conf->party_index == i) {
+            seed = conf->party_key;
+        }
+        if (i == 0 || seed != NULL) {
+            err = cf_sa_party_create(&s->party[i], i, i == 0 ? NULL : seed, &conf->sa, errstr,
+                                     errstr_size);
+        }
     }
     if (err != CF_OK) {
         lsa_destroy(s);
@@ -296,6 +301,9 @@ static cf_err lsa_absorb(void *state, unsigned party, uint64_t seq, const uint8_
         }
         cf_sa_party_share(s->party[0], seq, &in, &sh);
     } else {
+        if (s->party[party] == NULL) {
+            return CF_E_STATE; /* this instance has no seed for that party */
+        }
         cf_sa_party_share(s->party[party], seq, NULL, &sh);
     }
     cf_sa_vec_add(acc, &sh);

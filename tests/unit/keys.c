@@ -74,7 +74,9 @@ static void test_ids_and_layout(void)
     REQUIRE(cf_key_load_party(dir, 2, &p2, errbuf, sizeof(errbuf)) == CF_OK);
     REQUIRE(cf_key_load(dir, "data.key", &data, errbuf, sizeof(errbuf)) == CF_OK);
     CHECK_EQ(cf_key_parties(gw), 4);
-    CHECK_EQ(cf_key_parties(comb), 4);
+    CHECK_EQ(cf_key_parties(comb), 0); /* the combiner holds alpha only, no seeds */
+    CHECK_EQ(comb->len, 8);
+    CHECK(cf_key_seed(comb, 1) == NULL);
     CHECK_EQ(cf_key_parties(data), 0);
     uint64_t a = cf_key_alpha(gw);
     CHECK(a != 0 && a < ((UINT64_C(1) << 61) - 1));

@@ -61,6 +61,7 @@ typedef struct rig {
     cf_sa_gateway *gw;
     cf_sa_party *party[CF_KEY_PARTIES_MAX];
     cf_sa_combiner *comb;
+    cf_sa_combiner *attr; /* from gateway.key: can attribute */
 } rig;
 
 static int rig_make(rig *r, const cf_sa_opts *o)
@@ -69,7 +70,8 @@ static int rig_make(rig *r, const cf_sa_opts *o)
     r->o = *o;
     if (keyset_make(&r->ks, o->parties) != 0 ||
         cf_sa_gateway_create(&r->gw, r->ks.gw, o, errbuf, sizeof(errbuf)) != CF_OK ||
-        cf_sa_combiner_create(&r->comb, r->ks.comb, o, errbuf, sizeof(errbuf)) != CF_OK) {
+        cf_sa_combiner_create(&r->comb, r->ks.comb, o, errbuf, sizeof(errbuf)) != CF_OK ||
+        cf_sa_combiner_create(&r->attr, r->ks.gw, o, errbuf, sizeof(errbuf)) != CF_OK) {
         fprintf(stderr, "rig: %s\n", errbuf);
         return -1;
     }
@@ -87,6 +89,7 @@ static void rig_free(rig *r)
 {
     cf_sa_gateway_destroy(r->gw);
     cf_sa_combiner_destroy(r->comb);
+    cf_sa_combiner_destroy(r->attr);
     for (unsigned i = 0; i < CF_KEY_PARTIES_MAX; i++) {
         cf_sa_party_destroy(r->party[i]);
     }
@@ -361,7 +364,8 @@ static void test_tamper_detected(void)
     CHECK_EQ(res.v[1], g.sum);
     CHECK_EQ(res.epoch, 1);
     int who = 9;
-    CHECK_OK(cf_sa_combiner_attribute(r.comb, g.seqs, g.n, part, 3, &who));
+    CHECK_EQ(cf_sa_combiner_attribute(r.comb, g.seqs, g.n, part, 3, &who), CF_E_STATE);
+    CHECK_OK(cf_sa_combiner_attribute(r.attr, g.seqs, g.n, part, 3, &who));
     CHECK_EQ(who, -1);
     for (unsigned victim = 0; victim < 3; victim++) {
         for (unsigned comp = 0; comp < 2; comp++) {
@@ -375,7 +379,7 @@ static void test_tamper_detected(void)
             CHECK(strstr(errbuf, "window 7") != NULL);
             CHECK(strstr(errbuf, "abcd") != NULL);
             CHECK(strstr(errbuf, comp == 0 ? "count" : "amount") != NULL);
-            CHECK_OK(cf_sa_combiner_attribute(r.comb, g.seqs, g.n, bad, 3, &who));
+            CHECK_OK(cf_sa_combiner_attribute(r.attr, g.seqs, g.n, bad, 3, &who));
             CHECK_EQ(who, (int)victim);
         }
     }
@@ -393,7 +397,7 @@ static void test_tamper_detected(void)
     cf_sa_vec_zero(&bad[2]);
     cf_sa_party_sum(r.party[2], g.seqs, g.n - 1, NULL, &bad[2]);
     CHECK_EQ(cf_sa_combine(r.comb, 7, key, bad, 3, &res, errbuf, sizeof(errbuf)), CF_E_AUTH);
-    CHECK_OK(cf_sa_combiner_attribute(r.comb, g.seqs, g.n, bad, 3, &who));
+    CHECK_OK(cf_sa_combiner_attribute(r.attr, g.seqs, g.n, bad, 3, &who));
     CHECK_EQ(who, 2);
     CHECK_EQ(cf_sa_combine(r.comb, 7, key, part, 2, &res, errbuf, sizeof(errbuf)), CF_E_INVAL);
     rig_free(&r);
@@ -418,8 +422,11 @@ static void test_wrong_mac_key(void)
     cf_sa_combiner *c = NULL;
     CHECK_EQ(cf_sa_combiner_create(&c, r.ks.pseudo, &o, errbuf, sizeof(errbuf)), CF_E_INVAL);
     cf_sa_opts o3 = opts_k(3);
-    CHECK_EQ(cf_sa_combiner_create(&c, r.ks.comb, &o3, errbuf, sizeof(errbuf)), CF_E_INVAL);
+    CHECK_EQ(cf_sa_combiner_create(&c, r.ks.gw, &o3, errbuf, sizeof(errbuf)), CF_E_INVAL);
     CHECK(strstr(errbuf, "--parties 3") != NULL);
+    cf_sa_gateway *gw = NULL;
+    CHECK_EQ(cf_sa_gateway_create(&gw, r.ks.comb, &o, errbuf, sizeof(errbuf)), CF_E_INVAL);
+    CHECK(gw == NULL);
     cf_sa_party *p = NULL;
     CHECK_EQ(cf_sa_party_create(&p, 1, NULL, &o, errbuf, sizeof(errbuf)), CF_E_INVAL);
     CHECK_EQ(cf_sa_party_create(&p, 2, r.ks.gw, &o, errbuf, sizeof(errbuf)), CF_E_INVAL);
@@ -1102,6 +1109,70 @@ static void test_protectors_agree(void)
         ops->destroy(st);
     }
     CHECK(cf_protector_find("tee") == NULL);
+    keyset_free(&ks);
+}
+
+/* Distributed mode: gateway, party 0, party 2 and the combiner as separate instances, each
+ * with only its own key, wired through the payload bytes. */
+static void test_protector_roles_split(void)
+{
+    REQUIRE(cf_init() == CF_OK);
+    keyset ks;
+    REQUIRE(keyset_make(&ks, 3) == 0);
+    const cf_protector_ops *ops = cf_protector_find("lsa");
+    REQUIRE(ops != NULL);
+    cf_protect_conf base;
+    memset(&base, 0, sizeof(base));
+    cf_sa_opts_default(&base.sa);
+    base.sa.parties = 3;
+    cf_protect_conf cg = base, cp = base, cc = base, c1 = base;
+    cg.gateway_key = ks.gw;
+    cp.party_key = ks.party[2];
+    cp.party_index = 2;
+    cc.combiner_key = ks.comb;
+    c1.party_key = ks.party[1];
+    c1.party_index = 1;
+    void *gw = NULL, *p2 = NULL, *comb = NULL, *p1 = NULL;
+    REQUIRE(ops->create(&gw, &cg, errbuf, sizeof(errbuf)) == CF_OK);
+    REQUIRE(ops->create(&p2, &cp, errbuf, sizeof(errbuf)) == CF_OK);
+    REQUIRE(ops->create(&p1, &c1, errbuf, sizeof(errbuf)) == CF_OK);
+    REQUIRE(ops->create(&comb, &cc, errbuf, sizeof(errbuf)) == CF_OK);
+    uint8_t acc[3][sizeof(cf_sa_vec)];
+    for (int i = 0; i < 3; i++) {
+        ops->acc_zero(p2, acc[i]);
+    }
+    uint8_t p0[64], none[1];
+    uint8_t *pay[3] = {p0, none, none};
+    int64_t sum = 0;
+    for (uint64_t seq = 500; seq < 600; seq++) {
+        int64_t vals[CF_SA_DIM_MAX];
+        int64_t amount = (int64_t)(seq * 37 % 1000) - 300;
+        sum += amount;
+        cf_sa_event_values(amount, 2, vals);
+        REQUIRE(ops->protect(gw, seq, vals, pay) == CF_OK);
+        /* party 0 runs anywhere (no key); parties 1 and 2 need their own instance */
+        REQUIRE(ops->absorb(p2, 0, seq, p0, acc[0]) == CF_OK);
+        REQUIRE(ops->absorb(p1, 1, seq, none, acc[1]) == CF_OK);
+        REQUIRE(ops->absorb(p2, 2, seq, none, acc[2]) == CF_OK);
+    }
+    /* an instance without a party's seed cannot play that party */
+    CHECK_EQ(ops->absorb(p2, 1, 1, none, acc[1]), CF_E_STATE);
+    /* the combiner cannot protect, the party cannot combine */
+    CHECK_EQ(ops->protect(comb, 1, (const int64_t[4]){1, 1, 0, 0}, pay), CF_E_STATE);
+    const void *accs[3] = {acc[0], acc[1], acc[2]};
+    cf_sa_result res;
+    CHECK_EQ(ops->combine(p2, 9, acc[0], accs, &res, errbuf, sizeof(errbuf)), CF_E_STATE);
+    CHECK_OK(ops->combine(comb, 9, acc[0], accs, &res, errbuf, sizeof(errbuf)));
+    CHECK(res.verified && res.released);
+    CHECK_EQ(res.v[0], 100);
+    CHECK_EQ(res.v[1], sum);
+    /* a corrupt payload (a value >= p) is refused by party 0 */
+    memset(p0, 0xff, sizeof(p0));
+    CHECK_EQ(ops->absorb(p2, 0, 1, p0, acc[0]), CF_E_CORRUPT);
+    ops->destroy(gw);
+    ops->destroy(p2);
+    ops->destroy(p1);
+    ops->destroy(comb);
     keyset_free(&ks);
 }
 
