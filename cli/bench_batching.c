@@ -40,9 +40,9 @@
 #define MAX_MODES 6
 #define SLICE_NS INT64_C(100000000)
 #define MAX_SLICES 2048
-#define IN_BATCH 64      /* events per generator batch */
-#define IN_RING 1024     /* generator batches in flight (64k events) */
-#define RECORD 64        /* bytes written per event */
+#define IN_BATCH 64  /* events per generator batch */
+#define IN_RING 1024 /* generator batches in flight (64k events) */
+#define RECORD 64    /* bytes written per event */
 #define FILE_WRAP (64u << 20)
 #define DRAIN_NS INT64_C(1000000000)
 
@@ -171,8 +171,7 @@ static cf_batch *get_free(run_state *rs)
 
 /* Records the events of [sched, end) at @p interval that were never emitted, with their
  * lower-bound latency end - scheduled, in 1 ms chunks. */
-static uint64_t shed_rest(run_state *rs, int p, int64_t ps, uint64_t k, double interval,
-                          int64_t pe)
+static uint64_t shed_rest(run_state *rs, int p, int64_t ps, uint64_t k, double interval, int64_t pe)
 {
     uint64_t total = 0;
     for (;;) {
@@ -254,7 +253,8 @@ static void *generator(void *arg)
     return NULL;
 }
 
-/* ---- stage -------------------------------------------------------------------------------------- */
+/* ---- stage --------------------------------------------------------------------------------------
+ */
 
 static void release_input(void *opaque, cf_batch *b)
 {
@@ -378,7 +378,8 @@ static void *stage(void *arg)
     return NULL;
 }
 
-/* ---- one run -------------------------------------------------------------------------------------- */
+/* ---- one run
+ * -------------------------------------------------------------------------------------- */
 
 static void free_run(run_state *rs)
 {
@@ -424,8 +425,7 @@ static int run_mode(run_state *rs, result *res, char *err, size_t errn)
     crypto_sign_keypair(rs->pk, rs->sk);
     if (cf_batch_ctl_create(&rs->ctl, rs->mode, rs->slo_ms, rs->count_max, UINT64_MAX,
                             rs->linger_ms, err, errn) != CF_OK ||
-        cf_batcher_create(&rs->bt, rs->ctl, rs->count_max, UINT64_MAX, rs->linger_ms) !=
-            CF_OK) {
+        cf_batcher_create(&rs->bt, rs->ctl, rs->count_max, UINT64_MAX, rs->linger_ms) != CF_OK) {
         goto done;
     }
     if (cf_ring_create(&rs->in, IN_RING) != CF_OK ||
@@ -471,9 +471,8 @@ static int run_mode(run_state *rs, result *res, char *err, size_t errn)
         r->p99_ms = (double)cf_hist_percentile(rs->lat[p], 99, 1) / 1e3;
         r->cpu_s = rs->cpu_at[p + 1] - rs->cpu_at[p];
         r->shed = rs->shed[p];
-        r->mean_batch = rs->batches_in[p] > 0
-                            ? (double)rs->completed_in[p] / (double)rs->batches_in[p]
-                            : 0;
+        r->mean_batch =
+            rs->batches_in[p] > 0 ? (double)rs->completed_in[p] / (double)rs->batches_in[p] : 0;
         /* 100 ms slices of this phase whose p99 broke the SLO; a slice without completions
          * keeps the state of the one before (a stall continues a violation). */
         int s0 = (int)((int64_t)p * rs->phase_ns / SLICE_NS);
@@ -493,7 +492,8 @@ done:
     return rc;
 }
 
-/* ---- plot ------------------------------------------------------------------------------------------- */
+/* ---- plot
+ * ------------------------------------------------------------------------------------------- */
 
 static void write_block(FILE *g, int m, const char *mode, const run_state *rs)
 {
@@ -536,8 +536,8 @@ static int plot(const char *file, run_state *runs, int nmodes, uint32_t slo_ms)
         fprintf(g, "%s\nset ylabel '%s'\n", panels[pnl][2], panels[pnl][0]);
         fprintf(g, "plot ");
         for (int m = 0; m < nmodes; m++) {
-            fprintf(g, "%s$m%d using 1:($%s>0?$%s:1/0) with lines lw 2 title '%s'",
-                    m ? ", " : "", m, panels[pnl][1], panels[pnl][1], runs[m].mode);
+            fprintf(g, "%s$m%d using 1:($%s>0?$%s:1/0) with lines lw 2 title '%s'", m ? ", " : "",
+                    m, panels[pnl][1], panels[pnl][1], runs[m].mode);
         }
         if (pnl == 0) {
             fprintf(g, ", $m0 using 1:2 with lines dt 2 lc rgb 'black' title 'offered'");
@@ -552,7 +552,8 @@ static int plot(const char *file, run_state *runs, int nmodes, uint32_t slo_ms)
     return rc == 0 ? 0 : -1;
 }
 
-/* ---- main ------------------------------------------------------------------------------------------- */
+/* ---- main
+ * ------------------------------------------------------------------------------------------- */
 
 static int parse_list(const char *s, char out[][32], int max)
 {

@@ -46,8 +46,8 @@ typedef struct cf_batch_ctl cf_batch_ctl;
  * CF_E_INVAL with a message naming the bad value. Returns owned (cf_batch_ctl_destroy).
  */
 cf_err cf_batch_ctl_create(cf_batch_ctl **out, const char *mode, uint32_t slo_p99_ms,
-                           uint32_t count_max, uint64_t bytes_max, uint32_t linger_ms,
-                           char *errstr, size_t errstr_size);
+                           uint32_t count_max, uint64_t bytes_max, uint32_t linger_ms, char *errstr,
+                           size_t errstr_size);
 void cf_batch_ctl_destroy(cf_batch_ctl *c);
 
 /** Fraction of the SLO kept as headroom (default 0.5: the model aims at 100 ms of 200). */

@@ -40,16 +40,16 @@ extern "C" {
 
 /* ---- the metric names confide exports (docs/metrics.md) ---------------------------------- */
 
-#define CF_METRIC_EVENTS_TOTAL "confide_events_total"               /* counter {stage,outcome} */
-#define CF_METRIC_DEAD_LETTERS_TOTAL "confide_dead_letters_total"   /* counter {reason} */
-#define CF_METRIC_ALERTS_TOTAL "confide_alerts_total"               /* counter {rule} */
-#define CF_METRIC_EVENT_LATENCY "confide_event_latency_seconds"     /* histogram */
-#define CF_METRIC_BATCH_SIZE "confide_batch_size"                   /* histogram {stage} */
-#define CF_METRIC_BATCH_SERVICE "confide_batch_service_seconds"     /* histogram {stage} */
-#define CF_METRIC_QUEUE_DEPTH "confide_queue_depth"                 /* gauge {queue} */
-#define CF_METRIC_PARALLELISM "confide_parallelism"                 /* gauge */
-#define CF_METRIC_BATCH_TARGET "confide_batch_target"               /* gauge {stage} */
-#define CF_METRIC_WATERMARK_LAG "confide_watermark_lag_seconds"     /* gauge */
+#define CF_METRIC_EVENTS_TOTAL "confide_events_total"             /* counter {stage,outcome} */
+#define CF_METRIC_DEAD_LETTERS_TOTAL "confide_dead_letters_total" /* counter {reason} */
+#define CF_METRIC_ALERTS_TOTAL "confide_alerts_total"             /* counter {rule} */
+#define CF_METRIC_EVENT_LATENCY "confide_event_latency_seconds"   /* histogram */
+#define CF_METRIC_BATCH_SIZE "confide_batch_size"                 /* histogram {stage} */
+#define CF_METRIC_BATCH_SERVICE "confide_batch_service_seconds"   /* histogram {stage} */
+#define CF_METRIC_QUEUE_DEPTH "confide_queue_depth"               /* gauge {queue} */
+#define CF_METRIC_PARALLELISM "confide_parallelism"               /* gauge */
+#define CF_METRIC_BATCH_TARGET "confide_batch_target"             /* gauge {stage} */
+#define CF_METRIC_WATERMARK_LAG "confide_watermark_lag_seconds"   /* gauge */
 
 /** Default buckets for latencies recorded in microseconds (unit_exp -6: exposed in seconds):
  *  100 us .. 10 s, roughly 1-2.5-5 per decade. */
@@ -85,14 +85,12 @@ void cf_metrics_destroy(cf_metrics *m);
  * *out is borrowed from the registry (valid until cf_metrics_destroy).
  * @locks registry lock  @locality any thread, setup time (allocates)
  */
-cf_err cf_metrics_counter(cf_metrics *m, const char *name, const char *help,
-                          const cf_label *labels, size_t nlabels, cf_counter **out,
-                          char *errstr, size_t errstr_size);
+cf_err cf_metrics_counter(cf_metrics *m, const char *name, const char *help, const cf_label *labels,
+                          size_t nlabels, cf_counter **out, char *errstr, size_t errstr_size);
 
 /** Registers (or finds) a gauge series; same rules as cf_metrics_counter. */
-cf_err cf_metrics_gauge(cf_metrics *m, const char *name, const char *help,
-                        const cf_label *labels, size_t nlabels, cf_gauge **out, char *errstr,
-                        size_t errstr_size);
+cf_err cf_metrics_gauge(cf_metrics *m, const char *name, const char *help, const cf_label *labels,
+                        size_t nlabels, cf_gauge **out, char *errstr, size_t errstr_size);
 
 /**
  * Registers a gauge whose value is read by calling @p fn(@p opaque) at every scrape (for

@@ -206,7 +206,9 @@ cf_err cf_batcher_next(cf_batcher *b, cf_ring *in, cf_batch **out,
     }
     *out = b->open;
     b->emitted_lag_ns = b->open_lag_ns;
-    b->emitted_backlog = (b->in != NULL && b->in_pos < b->in->n) || cf_ring_size(in) > 0;
+    /* Whole input batches still queued behind the one being split: a real backlog. (The
+     * rest of the split input batch is not: a count boundary almost always splits one.) */
+    b->emitted_backlog = cf_ring_size(in) > 0;
     b->open = NULL;
     return CF_OK;
 }

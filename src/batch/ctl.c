@@ -78,8 +78,8 @@ struct cf_batch_ctl {
     int64_t rslice_start;
     uint64_t rslice_events;
 
-    double q_ns;       /* smoothed backlog wait */
-    double excess_ns;  /* smoothed live p99 minus the model's prediction (>= 0) */
+    double q_ns;      /* smoothed backlog wait */
+    double excess_ns; /* smoothed live p99 minus the model's prediction (>= 0) */
 
     uint32_t target;
     int64_t linger_ns;
@@ -113,22 +113,22 @@ static cf_err parse_mode(const char *mode, uint32_t count_max, bool *fixed, uint
             return CF_OK;
         }
         return cf_err_set(CF_E_INVAL, errstr, errstr_size,
-                          "batch.mode '%s': N must be an integer in 1..batch.count_max (%u)",
-                          mode, count_max);
+                          "batch.mode '%s': N must be an integer in 1..batch.count_max (%u)", mode,
+                          count_max);
     }
     return cf_err_set(CF_E_INVAL, errstr, errstr_size,
                       "batch.mode '%s': expected 'adaptive' or 'fixed:N'", mode);
 }
 
 cf_err cf_batch_ctl_create(cf_batch_ctl **out, const char *mode, uint32_t slo_p99_ms,
-                           uint32_t count_max, uint64_t bytes_max, uint32_t linger_ms,
-                           char *errstr, size_t errstr_size)
+                           uint32_t count_max, uint64_t bytes_max, uint32_t linger_ms, char *errstr,
+                           size_t errstr_size)
 {
     CF_ASSERT(out != NULL);
     *out = NULL;
     if (slo_p99_ms < 1 || slo_p99_ms > 3600000) {
-        return cf_err_set(CF_E_INVAL, errstr, errstr_size,
-                          "slo.p99_ms %u: must be in 1..3600000", slo_p99_ms);
+        return cf_err_set(CF_E_INVAL, errstr, errstr_size, "slo.p99_ms %u: must be in 1..3600000",
+                          slo_p99_ms);
     }
     if (count_max < 1 || count_max > (1u << 24)) {
         return cf_err_set(CF_E_INVAL, errstr, errstr_size,
@@ -371,8 +371,8 @@ static void update_rate(cf_batch_ctl *c, int64_t stamp_ns, int64_t first_ns, uin
         return;
     }
     double inst = (double)c->rslice_events * 1e9 / (double)dt;
-    bool jump = c->rate > 0 && dt >= RATE_SLICE_NS / 5 &&
-                (inst > 2.0 * c->rate || inst < 0.5 * c->rate);
+    bool jump =
+        c->rate > 0 && dt >= RATE_SLICE_NS / 5 && (inst > 2.0 * c->rate || inst < 0.5 * c->rate);
     if (dt >= RATE_SLICE_NS || jump || c->rate == 0) {
         if (c->rate == 0 || jump) {
             c->rate = inst;
@@ -456,11 +456,9 @@ static void decide(cf_batch_ctl *c, int64_t now_ns)
         if ((double)n * SHRINK_MAX < cur) {
             n = (uint32_t)ceil(cur / SHRINK_MAX);
         }
-#ifdef CF_BATCH_TRACE
-        fprintf(stderr, "ctl t=%.3f %u->%u rate=%.0f a=%.0f b=%.1f q=%.0f ex=%.0f\n",
-                (double)now_ns / 1e9, c->target, n, c->rate, c->a_ns, c->b_ns, c->q_ns,
-                c->excess_ns);
-#endif
+        CF_LOG(CF_LOG_DEBUG, "batch",
+               "target %u -> %u (rate %.0f/s, fixed %.0f ns, per event %.1f ns, backlog %.0f ns)",
+               c->target, n, c->rate, c->a_ns, c->b_ns, c->q_ns);
         c->target = n;
         c->last_change_ns = now_ns;
         c->changes++;
@@ -471,8 +469,8 @@ static void decide(cf_batch_ctl *c, int64_t now_ns)
     /* Linger: about two fill times (so a slower stretch still fills the batch), never more
      * than the budget left after service and backlog, never more than batch.linger_ms. */
     double fill = (double)c->target / c->rate * 1e9;
-    double left = cf_batch_ctl_budget_ns(c) - c->a_ns - c->b_ns * (double)c->target - c->q_ns -
-                  c->excess_ns;
+    double left =
+        cf_batch_ctl_budget_ns(c) - c->a_ns - c->b_ns * (double)c->target - c->q_ns - c->excess_ns;
     double linger = 2.0 * fill;
     if (linger > left) {
         linger = left;

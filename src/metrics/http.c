@@ -31,8 +31,8 @@ struct cf_metrics_server {
     uint16_t port;
 };
 
-static enum MHD_Result reply(struct MHD_Connection *conn, unsigned int status,
-                             const char *ctype, char *body, size_t len, bool owned)
+static enum MHD_Result reply(struct MHD_Connection *conn, unsigned int status, const char *ctype,
+                             char *body, size_t len, bool owned)
 {
     struct MHD_Response *resp;
     if (owned) {
@@ -54,9 +54,8 @@ static enum MHD_Result reply(struct MHD_Connection *conn, unsigned int status,
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **req_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **req_cls)
 {
     (void)version;
     (void)upload_data;
@@ -69,8 +68,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     *upload_data_size = 0;
     if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
         static const char msg[] = "method not allowed\n";
-        return reply(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "text/plain; charset=utf-8",
-                     (char *)msg, sizeof(msg) - 1, false);
+        return reply(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "text/plain; charset=utf-8", (char *)msg,
+                     sizeof(msg) - 1, false);
     }
     if (strcmp(url, "/metrics") == 0) {
         char *text = NULL;
@@ -98,8 +97,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             cf_free(b.p);
             return MHD_NO;
         }
-        return reply(conn, ok ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, "application/json",
-                     b.p, b.len, true);
+        return reply(conn, ok ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, "application/json", b.p,
+                     b.len, true);
     }
     static const char msg[] = "not found: try /metrics or /healthz\n";
     return reply(conn, MHD_HTTP_NOT_FOUND, "text/plain; charset=utf-8", (char *)msg,
@@ -137,19 +136,18 @@ static cf_err split_addr(const char *addr, char *host, size_t host_size, char *p
     size_t plen = strlen(ps);
     long pv = 0;
     if (plen == 0 || plen > 5) {
-        return cf_err_set(CF_E_INVAL, errstr, errstr_size,
-                          "metrics address '%s': bad port", addr);
+        return cf_err_set(CF_E_INVAL, errstr, errstr_size, "metrics address '%s': bad port", addr);
     }
     for (size_t i = 0; i < plen; i++) {
         if (ps[i] < '0' || ps[i] > '9') {
-            return cf_err_set(CF_E_INVAL, errstr, errstr_size,
-                              "metrics address '%s': bad port", addr);
+            return cf_err_set(CF_E_INVAL, errstr, errstr_size, "metrics address '%s': bad port",
+                              addr);
         }
         pv = pv * 10 + (ps[i] - '0');
     }
     if (pv > 65535 || hlen == 0 || hlen >= host_size || plen >= port_size) {
-        return cf_err_set(CF_E_INVAL, errstr, errstr_size,
-                          "metrics address '%s': bad host or port", addr);
+        return cf_err_set(CF_E_INVAL, errstr, errstr_size, "metrics address '%s': bad host or port",
+                          addr);
     }
     memcpy(host, hs, hlen);
     host[hlen] = '\0';
@@ -194,8 +192,7 @@ cf_err cf_metrics_serve(cf_metrics *m, const char *addr, cf_metrics_server **out
     }
     s->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR,
                                  ai->ai_addr, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)64,
-                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)10,
-                                 MHD_OPTION_END);
+                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)10, MHD_OPTION_END);
     if (s->daemon == NULL) {
         err = cf_err_set(CF_E_IO, errstr, errstr_size,
                          "metrics: cannot listen on %s (address in use or not local?)", addr);

@@ -41,8 +41,8 @@
 #define PAD 64
 
 const int64_t cf_metrics_latency_buckets_us[] = {
-    100,    250,    500,    1000,    2500,    5000,    10000,   25000,    50000,   100000,
-    150000, 200000, 250000, 500000, 1000000, 2500000, 5000000, 10000000,
+    100,    250,    500,    1000,   2500,   5000,    10000,   25000,   50000,
+    100000, 150000, 200000, 250000, 500000, 1000000, 2500000, 5000000, 10000000,
 };
 const size_t cf_metrics_latency_buckets_us_n =
     sizeof(cf_metrics_latency_buckets_us) / sizeof(cf_metrics_latency_buckets_us[0]);
@@ -213,23 +213,21 @@ static bool ends_with(const char *s, const char *suffix)
 /* The unit and type rules of promtool's linter (client_golang promlint). */
 static cf_err check_name(const char *name, mtype type, char *errstr, size_t errstr_size)
 {
-    static const char *const units[] = {"amperes", "bytes",  "celsius", "grams",  "joules",
+    static const char *const units[] = {"amperes", "bytes",  "celsius", "grams",   "joules",
                                         "kelvin",  "meters", "metres",  "seconds", "volts"};
-    static const char *const prefixes[] = {"pico", "nano", "micro", "milli", "centi", "deci",
-                                           "deca", "hecto", "kilo", "kibi", "mega", "mibi",
-                                           "giga", "gibi", "tera", "tebi", "peta", "pebi"};
+    static const char *const prefixes[] = {"pico", "nano",  "micro", "milli", "centi", "deci",
+                                           "deca", "hecto", "kilo",  "kibi",  "mega",  "mibi",
+                                           "giga", "gibi",  "tera",  "tebi",  "peta",  "pebi"};
     static const char *const abbrev[] = {"s",  "ms", "us", "ns", "sec", "b", "kb",
                                          "mb", "gb", "tb", "pb", "m",   "h", "d"};
-    static const char *const type_words[] = {"counter", "gauge", "histogram", "summary",
-                                             "untyped"};
+    static const char *const type_words[] = {"counter", "gauge", "histogram", "summary", "untyped"};
     if (name == NULL || strlen(name) > MAX_NAME || !is_snake(name, false)) {
         return cf_err_set(CF_E_INVAL, errstr, errstr_size,
                           "metric name '%s' must be snake_case [a-z_][a-z0-9_]* (max %d)",
                           name ? name : "(null)", MAX_NAME);
     }
     if (type == T_COUNTER && !ends_with(name, "_total")) {
-        return cf_err_set(CF_E_INVAL, errstr, errstr_size,
-                          "counter '%s' must end in _total", name);
+        return cf_err_set(CF_E_INVAL, errstr, errstr_size, "counter '%s' must end in _total", name);
     }
     if (type != T_COUNTER && ends_with(name, "_total")) {
         return cf_err_set(CF_E_INVAL, errstr, errstr_size,
@@ -245,8 +243,8 @@ static cf_err check_name(const char *name, mtype type, char *errstr, size_t errs
             snprintf(bad, sizeof(bad), "_%s%s", prefixes[p], units[u]);
             if (strstr(name, bad) != NULL) {
                 return cf_err_set(CF_E_INVAL, errstr, errstr_size,
-                                  "metric '%s' must use base unit \"%s\" instead of \"%s%s\"",
-                                  name, units[u], prefixes[p], units[u]);
+                                  "metric '%s' must use base unit \"%s\" instead of \"%s%s\"", name,
+                                  units[u], prefixes[p], units[u]);
             }
         }
     }
@@ -274,12 +272,12 @@ static cf_err check_name(const char *name, mtype type, char *errstr, size_t errs
     return CF_OK;
 }
 
-static cf_err check_labels(const char *name, const cf_label *labels, size_t nlabels,
-                           char *errstr, size_t errstr_size)
+static cf_err check_labels(const char *name, const cf_label *labels, size_t nlabels, char *errstr,
+                           size_t errstr_size)
 {
     if (nlabels > MAX_LABELS || (nlabels > 0 && labels == NULL)) {
-        return cf_err_set(CF_E_INVAL, errstr, errstr_size, "metric '%s': at most %d labels",
-                          name, MAX_LABELS);
+        return cf_err_set(CF_E_INVAL, errstr, errstr_size, "metric '%s': at most %d labels", name,
+                          MAX_LABELS);
     }
     for (size_t i = 0; i < nlabels; i++) {
         const char *ln = labels[i].name;
@@ -496,8 +494,8 @@ static series *find_series(family *f, const cf_label *labels)
 }
 
 static cf_err do_register(cf_metrics *m, const char *name, const char *help, const spec *sp,
-                          const cf_label *labels, size_t nlabels, bool must_be_new,
-                          series **out, char *errstr, size_t errstr_size)
+                          const cf_label *labels, size_t nlabels, bool must_be_new, series **out,
+                          char *errstr, size_t errstr_size)
 {
     CF_ASSERT(m != NULL && out != NULL);
     *out = NULL;
@@ -595,26 +593,22 @@ done:
     return err;
 }
 
-cf_err cf_metrics_counter(cf_metrics *m, const char *name, const char *help,
-                          const cf_label *labels, size_t nlabels, cf_counter **out,
-                          char *errstr, size_t errstr_size)
+cf_err cf_metrics_counter(cf_metrics *m, const char *name, const char *help, const cf_label *labels,
+                          size_t nlabels, cf_counter **out, char *errstr, size_t errstr_size)
 {
     spec sp = {T_COUNTER, NULL, 0, 0};
     series *s = NULL;
-    cf_err err = do_register(m, name, help, &sp, labels, nlabels, false, &s, errstr,
-                             errstr_size);
+    cf_err err = do_register(m, name, help, &sp, labels, nlabels, false, &s, errstr, errstr_size);
     *out = (cf_counter *)s;
     return err;
 }
 
-cf_err cf_metrics_gauge(cf_metrics *m, const char *name, const char *help,
-                        const cf_label *labels, size_t nlabels, cf_gauge **out, char *errstr,
-                        size_t errstr_size)
+cf_err cf_metrics_gauge(cf_metrics *m, const char *name, const char *help, const cf_label *labels,
+                        size_t nlabels, cf_gauge **out, char *errstr, size_t errstr_size)
 {
     spec sp = {T_GAUGE, NULL, 0, 0};
     series *s = NULL;
-    cf_err err = do_register(m, name, help, &sp, labels, nlabels, false, &s, errstr,
-                             errstr_size);
+    cf_err err = do_register(m, name, help, &sp, labels, nlabels, false, &s, errstr, errstr_size);
     *out = (cf_gauge *)s;
     return err;
 }
@@ -629,8 +623,7 @@ cf_err cf_metrics_gauge_fn(cf_metrics *m, const char *name, const char *help,
     }
     spec sp = {T_GAUGE, NULL, 0, 0};
     series *s = NULL;
-    cf_err err = do_register(m, name, help, &sp, labels, nlabels, true, &s, errstr,
-                             errstr_size);
+    cf_err err = do_register(m, name, help, &sp, labels, nlabels, true, &s, errstr, errstr_size);
     if (err == CF_OK) {
         /* Published under the lock the scrape takes, so a scrape sees both or neither. */
         pthread_mutex_lock(&m->lock);
@@ -648,8 +641,7 @@ cf_err cf_metrics_histogram(cf_metrics *m, const char *name, const char *help,
 {
     spec sp = {T_HIST, bounds, nbounds, unit_exp};
     series *s = NULL;
-    cf_err err = do_register(m, name, help, &sp, labels, nlabels, false, &s, errstr,
-                             errstr_size);
+    cf_err err = do_register(m, name, help, &sp, labels, nlabels, false, &s, errstr, errstr_size);
     *out = (cf_histogram *)s;
     return err;
 }
@@ -693,8 +685,7 @@ void cf_gauge_set(cf_gauge *g, double v)
 void cf_gauge_add(cf_gauge *g, double delta)
 {
     uint_fast64_t old = atomic_load_explicit(&g->bits, memory_order_relaxed);
-    while (!atomic_compare_exchange_weak_explicit(&g->bits, &old,
-                                                  dbl_bits(bits_dbl(old) + delta),
+    while (!atomic_compare_exchange_weak_explicit(&g->bits, &old, dbl_bits(bits_dbl(old) + delta),
                                                   memory_order_relaxed, memory_order_relaxed)) {
     }
 }

@@ -18,22 +18,22 @@ static char errbuf[256];
 /* ---- simulated stage ------------------------------------------------------------------------ */
 
 typedef struct {
-    double rate;   /* events per second */
-    double dur_s;  /* phase length */
+    double rate;  /* events per second */
+    double dur_s; /* phase length */
 } phase;
 
 typedef struct {
-    double a_ns, b_ns;   /* true costs */
-    double noise;        /* relative service-time noise amplitude */
-    double rate_jitter;  /* relative arrival-rate jitter amplitude */
+    double a_ns, b_ns;  /* true costs */
+    double noise;       /* relative service-time noise amplitude */
+    double rate_jitter; /* relative arrival-rate jitter amplitude */
     uint64_t rng;
 } sim_cfg;
 
 typedef struct {
-    uint32_t target_end[8];   /* target at the end of each phase */
-    double settle_s[8];       /* time after phase start until the target stayed within 25% */
-    double p99_ms_end[8];     /* live window p99 at the end of each phase */
-    double model_ms_end[8];   /* modeled latency of the final target */
+    uint32_t target_end[8]; /* target at the end of each phase */
+    double settle_s[8];     /* time after phase start until the target stayed within 25% */
+    double p99_ms_end[8];   /* live window p99 at the end of each phase */
+    double model_ms_end[8]; /* modeled latency of the final target */
     double budget_ms;
     uint64_t changes_phase[8];
     uint64_t batches;
@@ -126,7 +126,8 @@ static bool near(double got, double want, double lo, double hi)
     return got >= want * lo && got <= want * hi;
 }
 
-/* ---- cases ------------------------------------------------------------------------------------ */
+/* ---- cases ------------------------------------------------------------------------------------
+ */
 
 static void test_fit_converges(void)
 {
@@ -149,8 +150,8 @@ static void test_fit_converges(void)
         double b = 0;
         cf_batch_ctl_model(c, &a, &b, NULL, NULL);
         if (!near(a, truth[k].a, 0.9, 1.1) || !near(b, truth[k].b, 0.95, 1.05)) {
-            fprintf(stderr, "fit %zu: a=%.0f (true %.0f) b=%.1f (true %.1f)\n", k, a,
-                    truth[k].a, b, truth[k].b);
+            fprintf(stderr, "fit %zu: a=%.0f (true %.0f) b=%.1f (true %.1f)\n", k, a, truth[k].a, b,
+                    truth[k].b);
             cf_test_failures++;
         }
         cf_batch_ctl_destroy(c);
@@ -167,8 +168,9 @@ static void test_step_load(void)
     simulate(c, ph, 3, &cfg, &o);
     for (int p = 0; p < 3; p++) {
         double want = expected_n(ph[p].rate, cfg.a_ns, cfg.b_ns);
-        fprintf(stderr, "phase %d rate %.0f: target %u (model n* %.0f), settled after %.2f s, "
-                        "p99 %.2f ms, modeled %.2f ms, %llu changes\n",
+        fprintf(stderr,
+                "phase %d rate %.0f: target %u (model n* %.0f), settled after %.2f s, "
+                "p99 %.2f ms, modeled %.2f ms, %llu changes\n",
                 p, ph[p].rate, o.target_end[p], want, o.settle_s[p], o.p99_ms_end[p],
                 o.model_ms_end[p], (unsigned long long)o.changes_phase[p]);
         /* The estimate includes noise; within -25%..+40% of the model's n*. */
@@ -233,7 +235,7 @@ static void test_fixed_mode(void)
     CHECK_EQ(cf_batch_ctl_linger_ns(c), 20000000);
     cf_batch_ctl_destroy(c);
 
-    static const char *const bad[] = {"fixed:0", "fixed:", "fixed:x", "fixed:4097",
+    static const char *const bad[] = {"fixed:0",  "fixed:",    "fixed:x", "fixed:4097",
                                       "fixed:-1", "fixed:12a", "adaptiv", ""};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         c = NULL;
@@ -297,7 +299,8 @@ static void test_latency_window(void)
     cf_batch_ctl_destroy(c);
 }
 
-/* ---- batcher ---------------------------------------------------------------------------------- */
+/* ---- batcher ----------------------------------------------------------------------------------
+ */
 
 typedef struct {
     int released;

@@ -372,8 +372,12 @@ static void test_latencies_10k(void)
         uint64_t num, den;
         int64_t exact, hdr_java;
     } want[] = {
-        {50, 1, 250, 250},        {90, 1, 400, 400},           {99, 1, 8292, 8295},
-        {999, 10, 48435, 48447},  {9999, 100, 1972322, 1973247}, {995, 10, 29968, 29983},
+        {50, 1, 250, 250},
+        {90, 1, 400, 400},
+        {99, 1, 8292, 8295},
+        {999, 10, 48435, 48447},
+        {9999, 100, 1972322, 1973247},
+        {995, 10, 29968, 29983},
     };
     for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
         int64_t v = cf_hist_percentile(h, want[i].num, want[i].den);
@@ -466,8 +470,8 @@ static void test_hdr_c_scenarios(void)
             /* compare_percentile(actual, expected, 0.001) */
             long long diff = v > want ? v - want : want - v;
             if (diff * 1000 > want) {
-                fprintf(stderr, "scenario %s p%s: got %lld want %lld\n", name, p->key,
-                        (long long)v, want);
+                fprintf(stderr, "scenario %s p%s: got %lld want %lld\n", name, p->key, (long long)v,
+                        want);
                 cf_test_failures++;
             }
             np++;
@@ -506,7 +510,7 @@ static void test_merge(void)
     CHECK_EQ(cf_hist_sum(m), cf_hist_sum(all));
     CHECK_EQ(cf_hist_min(m), cf_hist_min(all));
     CHECK_EQ(cf_hist_max(m), cf_hist_max(all));
-    static const uint64_t nums[][2] = {{0, 1},   {1, 1},     {50, 1},     {90, 1},  {99, 1},
+    static const uint64_t nums[][2] = {{0, 1},    {1, 1},      {50, 1},       {90, 1}, {99, 1},
                                        {999, 10}, {9999, 100}, {99999, 1000}, {100, 1}};
     for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++) {
         CHECK_EQ(cf_hist_percentile(m, nums[i][0], nums[i][1]),

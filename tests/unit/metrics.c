@@ -201,14 +201,14 @@ static void test_counter_gauge_exposition(void)
     cf_counter *rej = NULL;
     cf_label l1[] = {{"stage", "decode"}, {"outcome", "accepted"}};
     cf_label l2[] = {{"stage", "decode"}, {"outcome", "dead_lettered"}};
-    CHECK_OK(cf_metrics_counter(m, CF_METRIC_EVENTS_TOTAL, "Events by stage and outcome.", l1,
-                                2, &acc, EB));
-    CHECK_OK(cf_metrics_counter(m, CF_METRIC_EVENTS_TOTAL, "Events by stage and outcome.", l2,
-                                2, &rej, EB));
+    CHECK_OK(cf_metrics_counter(m, CF_METRIC_EVENTS_TOTAL, "Events by stage and outcome.", l1, 2,
+                                &acc, EB));
+    CHECK_OK(cf_metrics_counter(m, CF_METRIC_EVENTS_TOTAL, "Events by stage and outcome.", l2, 2,
+                                &rej, EB));
     REQUIRE(acc != NULL && rej != NULL && acc != rej);
     cf_counter *again = NULL;
-    CHECK_OK(cf_metrics_counter(m, CF_METRIC_EVENTS_TOTAL, "Events by stage and outcome.", l1,
-                                2, &again, EB));
+    CHECK_OK(cf_metrics_counter(m, CF_METRIC_EVENTS_TOTAL, "Events by stage and outcome.", l1, 2,
+                                &again, EB));
     CHECK(again == acc);
     cf_counter_add(acc, 1000);
     cf_counter_inc(acc);
@@ -224,17 +224,16 @@ static void test_counter_gauge_exposition(void)
     CHECK(cf_gauge_value(par) == 3.0);
     char *text = expose(m);
     REQUIRE(text != NULL);
-    const char *want =
-        "# HELP confide_events_total Events by stage and outcome.\n"
-        "# TYPE confide_events_total counter\n"
-        "confide_events_total{stage=\"decode\",outcome=\"accepted\"} 1001\n"
-        "confide_events_total{stage=\"decode\",outcome=\"dead_lettered\"} 1\n"
-        "# HELP confide_parallelism Worker threads.\n"
-        "# TYPE confide_parallelism gauge\n"
-        "confide_parallelism 3\n"
-        "# HELP confide_watermark_lag_seconds Watermark lag.\n"
-        "# TYPE confide_watermark_lag_seconds gauge\n"
-        "confide_watermark_lag_seconds 0.25\n";
+    const char *want = "# HELP confide_events_total Events by stage and outcome.\n"
+                       "# TYPE confide_events_total counter\n"
+                       "confide_events_total{stage=\"decode\",outcome=\"accepted\"} 1001\n"
+                       "confide_events_total{stage=\"decode\",outcome=\"dead_lettered\"} 1\n"
+                       "# HELP confide_parallelism Worker threads.\n"
+                       "# TYPE confide_parallelism gauge\n"
+                       "confide_parallelism 3\n"
+                       "# HELP confide_watermark_lag_seconds Watermark lag.\n"
+                       "# TYPE confide_watermark_lag_seconds gauge\n"
+                       "confide_watermark_lag_seconds 0.25\n";
     CHECK_STR(text, want);
     CHECK_EQ(semantic_check(text), 0);
     free(text);
@@ -248,11 +247,11 @@ static void test_histogram_exposition(void)
     static const int64_t bounds_us[] = {1000, 2500, 100000};
     cf_histogram *h = NULL;
     cf_label l[] = {{"stage", "audit"}};
-    CHECK_OK(cf_metrics_histogram(m, CF_METRIC_BATCH_SERVICE, "Batch service time.", bounds_us,
-                                  3, -6, l, 1, &h, EB));
+    CHECK_OK(cf_metrics_histogram(m, CF_METRIC_BATCH_SERVICE, "Batch service time.", bounds_us, 3,
+                                  -6, l, 1, &h, EB));
     REQUIRE(h != NULL);
-    cf_histogram_observe(h, 1000);   /* le is inclusive: first bucket */
-    cf_histogram_observe(h, 1001);   /* second */
+    cf_histogram_observe(h, 1000); /* le is inclusive: first bucket */
+    cf_histogram_observe(h, 1001); /* second */
     cf_histogram_observe_n(h, 50000, 3);
     cf_histogram_observe(h, 7000000); /* +Inf only */
     cf_histogram_observe(h, -5);      /* clamps to 0 */
@@ -260,28 +259,27 @@ static void test_histogram_exposition(void)
     CHECK_EQ(cf_histogram_sum(h), 1000 + 1001 + 150000 + 7000000);
     char *text = expose(m);
     REQUIRE(text != NULL);
-    const char *want =
-        "# HELP confide_batch_service_seconds Batch service time.\n"
-        "# TYPE confide_batch_service_seconds histogram\n"
-        "confide_batch_service_seconds_bucket{stage=\"audit\",le=\"0.001\"} 2\n"
-        "confide_batch_service_seconds_bucket{stage=\"audit\",le=\"0.0025\"} 3\n"
-        "confide_batch_service_seconds_bucket{stage=\"audit\",le=\"0.1\"} 6\n"
-        "confide_batch_service_seconds_bucket{stage=\"audit\",le=\"+Inf\"} 7\n"
-        "confide_batch_service_seconds_sum{stage=\"audit\"} 7.152001\n"
-        "confide_batch_service_seconds_count{stage=\"audit\"} 7\n";
+    const char *want = "# HELP confide_batch_service_seconds Batch service time.\n"
+                       "# TYPE confide_batch_service_seconds histogram\n"
+                       "confide_batch_service_seconds_bucket{stage=\"audit\",le=\"0.001\"} 2\n"
+                       "confide_batch_service_seconds_bucket{stage=\"audit\",le=\"0.0025\"} 3\n"
+                       "confide_batch_service_seconds_bucket{stage=\"audit\",le=\"0.1\"} 6\n"
+                       "confide_batch_service_seconds_bucket{stage=\"audit\",le=\"+Inf\"} 7\n"
+                       "confide_batch_service_seconds_sum{stage=\"audit\"} 7.152001\n"
+                       "confide_batch_service_seconds_count{stage=\"audit\"} 7\n";
     CHECK_STR(text, want);
     CHECK_EQ(semantic_check(text), 0);
     free(text);
     /* Same family, different buckets: refused. */
     static const int64_t other[] = {1, 2};
     cf_histogram *h2 = NULL;
-    CHECK_EQ(cf_metrics_histogram(m, CF_METRIC_BATCH_SERVICE, "Batch service time.", other, 2,
-                                  -6, l, 1, &h2, EB),
+    CHECK_EQ(cf_metrics_histogram(m, CF_METRIC_BATCH_SERVICE, "Batch service time.", other, 2, -6,
+                                  l, 1, &h2, EB),
              CF_E_INVAL);
     /* Bad bounds. */
     static const int64_t unsorted[] = {5, 5};
-    CHECK_EQ(cf_metrics_histogram(m, CF_METRIC_BATCH_SIZE, "Batch size.", unsorted, 2, 0, NULL,
-                                  0, &h2, EB),
+    CHECK_EQ(cf_metrics_histogram(m, CF_METRIC_BATCH_SIZE, "Batch size.", unsorted, 2, 0, NULL, 0,
+                                  &h2, EB),
              CF_E_INVAL);
     cf_metrics_destroy(m);
 }
@@ -295,8 +293,8 @@ static void test_label_escaping(void)
     REQUIRE(cf_metrics_create(&m) == CF_OK);
     cf_label l[] = {{"path", "C:\\tmp"}, {"quote", "say \"hi\""}, {"nl", "a\nb"}};
     cf_counter *c = NULL;
-    CHECK_OK(cf_metrics_counter(m, "esc_total", "Help with backslash \\ and newline \n escapes.",
-                                l, 3, &c, EB));
+    CHECK_OK(cf_metrics_counter(m, "esc_total", "Help with backslash \\ and newline \n escapes.", l,
+                                3, &c, EB));
     REQUIRE(c != NULL);
     cf_counter_inc(c);
     char *text = expose(m);
@@ -352,10 +350,10 @@ static void test_prometheus_samples_rebuilt(void)
     cf_label p1[] = {{"partition", "1"}};
     cf_histogram *h0 = NULL;
     cf_histogram *h1 = NULL;
-    CHECK_OK(cf_metrics_histogram(m, "stream_lag_seconds", "Consumer lag.", b_tenths, 2, -1, p0,
-                                  1, &h0, EB));
-    CHECK_OK(cf_metrics_histogram(m, "stream_lag_seconds", "Consumer lag.", b_tenths, 2, -1, p1,
-                                  1, &h1, EB));
+    CHECK_OK(cf_metrics_histogram(m, "stream_lag_seconds", "Consumer lag.", b_tenths, 2, -1, p0, 1,
+                                  &h0, EB));
+    CHECK_OK(cf_metrics_histogram(m, "stream_lag_seconds", "Consumer lag.", b_tenths, 2, -1, p1, 1,
+                                  &h1, EB));
     REQUIRE(h0 != NULL && h1 != NULL);
     cf_histogram_observe_n(h0, 0, 3);
     cf_histogram_observe_n(h0, 10, 2);
@@ -491,13 +489,13 @@ static cf_metrics *catalogue(int *depth)
     static const char *const stages[] = {"decode", "screen", "audit", "protect"};
     for (size_t i = 0; i < 4; i++) {
         cf_label l[] = {{"stage", stages[i]}, {"outcome", "accepted"}};
-        CHECK_OK(cf_metrics_counter(m, CF_METRIC_EVENTS_TOTAL, "Events by stage and outcome.",
-                                    l, 2, &c, EB));
+        CHECK_OK(cf_metrics_counter(m, CF_METRIC_EVENTS_TOTAL, "Events by stage and outcome.", l, 2,
+                                    &c, EB));
         cf_counter_add(c, 100 * (i + 1));
         cf_label b[] = {{"stage", stages[i]}};
         CHECK_OK(cf_metrics_histogram(m, CF_METRIC_BATCH_SIZE, "Events per batch.",
-                                      cf_metrics_size_buckets, cf_metrics_size_buckets_n, 0, b,
-                                      1, &h, EB));
+                                      cf_metrics_size_buckets, cf_metrics_size_buckets_n, 0, b, 1,
+                                      &h, EB));
         cf_histogram_observe(h, 300);
         CHECK_OK(cf_metrics_histogram(m, CF_METRIC_BATCH_SERVICE, "Batch service time.",
                                       cf_metrics_latency_buckets_us,
@@ -507,8 +505,8 @@ static cf_metrics *catalogue(int *depth)
         cf_gauge_set(g, 512);
     }
     cf_label dl[] = {{"reason", "bad \"amount\"\\overflow\n"}};
-    CHECK_OK(cf_metrics_counter(m, CF_METRIC_DEAD_LETTERS_TOTAL, "Dead letters by reason.", dl,
-                                1, &c, EB));
+    CHECK_OK(cf_metrics_counter(m, CF_METRIC_DEAD_LETTERS_TOTAL, "Dead letters by reason.", dl, 1,
+                                &c, EB));
     cf_counter_inc(c);
     cf_label al[] = {{"rule", "large_amount"}};
     CHECK_OK(cf_metrics_counter(m, CF_METRIC_ALERTS_TOTAL, "Alerts by rule.", al, 1, &c, EB));
@@ -519,15 +517,15 @@ static cf_metrics *catalogue(int *depth)
         cf_histogram_observe(h, v);
     }
     cf_label q[] = {{"queue", "decode_to_screen"}};
-    CHECK_OK(cf_metrics_gauge_fn(m, CF_METRIC_QUEUE_DEPTH, "Items queued.", q, 1, ring_depth,
-                                 depth, EB));
-    CHECK_EQ(cf_metrics_gauge_fn(m, CF_METRIC_QUEUE_DEPTH, "Items queued.", q, 1, ring_depth,
-                                 depth, EB),
-             CF_E_INVAL);
+    CHECK_OK(cf_metrics_gauge_fn(m, CF_METRIC_QUEUE_DEPTH, "Items queued.", q, 1, ring_depth, depth,
+                                 EB));
+    CHECK_EQ(
+        cf_metrics_gauge_fn(m, CF_METRIC_QUEUE_DEPTH, "Items queued.", q, 1, ring_depth, depth, EB),
+        CF_E_INVAL);
     CHECK_OK(cf_metrics_gauge(m, CF_METRIC_PARALLELISM, "Worker threads.", NULL, 0, &g, EB));
     cf_gauge_set(g, 2);
-    CHECK_OK(cf_metrics_gauge(m, CF_METRIC_WATERMARK_LAG, "Event-time watermark lag.", NULL, 0,
-                              &g, EB));
+    CHECK_OK(
+        cf_metrics_gauge(m, CF_METRIC_WATERMARK_LAG, "Event-time watermark lag.", NULL, 0, &g, EB));
     cf_gauge_set(g, 1.5);
     return m;
 }
@@ -700,8 +698,9 @@ static char *http_get(uint16_t port, const char *path)
         return NULL;
     }
     char req[256];
-    int n = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                                       "Connection: close\r\n\r\n",
+    int n = snprintf(req, sizeof(req),
+                     "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     "Connection: close\r\n\r\n",
                      path);
     if (write(fd, req, (size_t)n) != n) {
         close(fd);
@@ -826,9 +825,9 @@ static void test_bad_addresses(void)
 {
     cf_metrics *m = NULL;
     REQUIRE(cf_metrics_create(&m) == CF_OK);
-    static const char *const bad[] = {"",          "127.0.0.1",       "127.0.0.1:",
-                                      ":9464",     "127.0.0.1:99999", "127.0.0.1:12a",
-                                      "[::1:9464", "a:b:c"};
+    static const char *const bad[] = {
+        "",          "127.0.0.1", "127.0.0.1:", ":9464", "127.0.0.1:99999", "127.0.0.1:12a",
+        "[::1:9464", "a:b:c"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         cf_metrics_server *s = NULL;
         cf_err e = cf_metrics_serve(m, bad[i], &s, NULL, EB);
@@ -848,8 +847,9 @@ static void test_promtool_live(void)
     if (access(promtool, X_OK) != 0) {
         const char *ci = getenv("CI");
         if (ci != NULL && strcmp(ci, "true") == 0) {
-            fprintf(stderr, "FAIL: %s missing under CI=true (scripts/setup.sh installs the "
-                            "Debian package prometheus)\n",
+            fprintf(stderr,
+                    "FAIL: %s missing under CI=true (scripts/setup.sh installs the "
+                    "Debian package prometheus)\n",
                     promtool);
             cf_test_failures++;
             return;
