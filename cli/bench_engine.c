@@ -343,9 +343,8 @@ int cf_bench_engine(int argc, char **argv)
                ",\"group\":\"%s\",\"results\":%" PRIu64 ",\"keys_peak\":%" PRIu64
                ",\"state_bytes_peak\":%" PRIu64 ",\"late\":%" PRIu64 ",\"rules\":%zu"
                ",\"rule_hits\":%" PRIu64 "}\n",
-               w_cpu, r_cpu, bytes_per_key, w_wall, r_wall, o.events, nbase, o.size_ms,
-               o.slide_ms, o.group, wo.results, wo.keys_peak, wo.state_bytes_peak, wo.late,
-               ro.rules, ro.hits);
+               w_cpu, r_cpu, bytes_per_key, w_wall, r_wall, o.events, nbase, o.size_ms, o.slide_ms,
+               o.group, wo.results, wo.keys_peak, wo.state_bytes_peak, wo.late, ro.rules, ro.hits);
     } else {
         printf("engine benchmark: %" PRIu64 " events per loop (%zu generated, replayed)\n",
                o.events, nbase);

@@ -48,8 +48,8 @@ extern "C" {
  * snapshotted and restored byte for byte.
  */
 typedef struct cf_window_value_ops {
-    size_t size;                /* bytes of one value, 1..256 */
-    void (*zero)(void *dst);    /* sets the identity element */
+    size_t size;             /* bytes of one value, 1..256 */
+    void (*zero)(void *dst); /* sets the identity element */
     /** dst += src. A non-OK return (e.g. CF_E_OVERFLOW) is counted in stats.value_errors
      *  and returned to the caller of cf_window_add; dst must then hold a value that reports
      *  the error itself (the operator keeps counting events). */
@@ -111,8 +111,8 @@ typedef struct cf_window_result {
     int64_t window_end_us; /* exclusive */
     const uint8_t *key;
     size_t key_len;
-    const void *value; /* value_ops.size bytes */
-    uint64_t count;    /* events that contributed */
+    const void *value;    /* value_ops.size bytes */
+    uint64_t count;       /* events that contributed */
     uint64_t first_index; /* min cf_event.seq that contributed */
     uint64_t last_index;  /* max cf_event.seq that contributed */
     bool update;          /* a re-emission after a late event (within allowed lateness) */
@@ -143,19 +143,19 @@ typedef void (*cf_window_late_cb)(void *opaque, const cf_window_late *l);
 
 /** Operator configuration. Start from cf_window_conf_default(). */
 typedef struct cf_window_conf {
-    int64_t size_us;            /* window length; required, > 0 */
-    int64_t slide_us;           /* 0 or == size_us: tumbling; 0 < slide < size: sliding */
-    int64_t max_delay_us;       /* bounded out-of-orderness, >= 0 (default 0) */
-    int64_t lateness_us;        /* allowed lateness, >= 0 (default 0) */
-    int64_t idle_timeout_ns;    /* 0 disables idle handling (default 0) */
-    size_t key_max;             /* longest key in bytes, 1..CF_WINDOW_KEY_MAX (default 64) */
-    size_t memory_limit_bytes;  /* state table bound (default 256 MiB, minimum 64 KiB) */
-    size_t windows_max;         /* open windows bound (default 65536) */
-    bool secure_memory;         /* keep state in sodium_malloc memory, wiped on release */
-    cf_window_value_ops value;  /* required */
+    int64_t size_us;               /* window length; required, > 0 */
+    int64_t slide_us;              /* 0 or == size_us: tumbling; 0 < slide < size: sliding */
+    int64_t max_delay_us;          /* bounded out-of-orderness, >= 0 (default 0) */
+    int64_t lateness_us;           /* allowed lateness, >= 0 (default 0) */
+    int64_t idle_timeout_ns;       /* 0 disables idle handling (default 0) */
+    size_t key_max;                /* longest key in bytes, 1..CF_WINDOW_KEY_MAX (default 64) */
+    size_t memory_limit_bytes;     /* state table bound (default 256 MiB, minimum 64 KiB) */
+    size_t windows_max;            /* open windows bound (default 65536) */
+    bool secure_memory;            /* keep state in sodium_malloc memory, wiped on release */
+    cf_window_value_ops value;     /* required */
     cf_window_result_cb on_result; /* required */
-    cf_window_late_cb on_late;      /* optional (late events are still counted) */
-    void *opaque;                   /* passed to the callbacks */
+    cf_window_late_cb on_late;     /* optional (late events are still counted) */
+    void *opaque;                  /* passed to the callbacks */
 } cf_window_conf;
 
 /** Fills @p c with defaults (no size, no value ops, no callbacks). */
@@ -171,13 +171,13 @@ typedef struct cf_window_stats {
     uint64_t limit_rejections; /* CF_E_LIMIT returns (state full) */
     uint64_t value_errors;     /* value_ops.add errors (overflow) */
     uint64_t windows_fired;
-    uint64_t idle_advances;    /* watermark advances caused by an idle source */
-    uint64_t keys_live;        /* gauge: (window, key) entries held */
-    uint64_t keys_max;         /* gauge: entries the memory limit allows */
-    uint64_t windows_open;     /* gauge */
-    uint64_t state_bytes;      /* gauge: bytes allocated for state */
-    size_t entry_bytes;        /* bytes per (window, key) entry including the index */
-    int64_t watermark_us;      /* INT64_MIN before the first event */
+    uint64_t idle_advances; /* watermark advances caused by an idle source */
+    uint64_t keys_live;     /* gauge: (window, key) entries held */
+    uint64_t keys_max;      /* gauge: entries the memory limit allows */
+    uint64_t windows_open;  /* gauge */
+    uint64_t state_bytes;   /* gauge: bytes allocated for state */
+    size_t entry_bytes;     /* bytes per (window, key) entry including the index */
+    int64_t watermark_us;   /* INT64_MIN before the first event */
 } cf_window_stats;
 
 /**
@@ -198,8 +198,8 @@ void cf_window_destroy(cf_window *w);
  * failed (the event was counted; the value carries the error); CF_E_INVAL for a key that
  * is too long or ts outside +-2^62 us.
  */
-cf_err cf_window_add(cf_window *w, const uint8_t *key, size_t key_len, int64_t ts_us,
-                     uint64_t seq, const void *value);
+cf_err cf_window_add(cf_window *w, const uint8_t *key, size_t key_len, int64_t ts_us, uint64_t seq,
+                     const void *value);
 /** Moves the watermark to at least @p watermark_us (external watermark); fires windows. */
 void cf_window_advance(cf_window *w, int64_t watermark_us);
 /**
@@ -269,8 +269,8 @@ size_t cf_window_format_time(int64_t us, char *buf, size_t size);
  */
 typedef struct cf_window_file cf_window_file;
 /** Opens PATH.tmp (0644, truncated). @p header (borrowed, may be NULL) is written first. */
-cf_err cf_window_file_open(cf_window_file **out, const char *path, const char *header,
-                           char *errstr, size_t errstr_size);
+cf_err cf_window_file_open(cf_window_file **out, const char *path, const char *header, char *errstr,
+                           size_t errstr_size);
 cf_err cf_window_file_write(cf_window_file *f, const char *data, size_t len);
 /** Flush, fsync, close, rename PATH.tmp -> PATH, fsync the directory. Frees @p f. */
 cf_err cf_window_file_commit(cf_window_file *f, char *errstr, size_t errstr_size);

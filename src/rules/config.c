@@ -29,8 +29,8 @@ typedef struct pctx {
 } pctx;
 
 static const char *const type_names[CF_RULE__COUNT] = {
-    "large_amount", "daily_aggregate", "structuring", "velocity", "blocked_party",
-    "high_risk_country",
+    "large_amount", "daily_aggregate", "structuring",
+    "velocity",     "blocked_party",   "high_risk_country",
 };
 
 static const char *const var_names[] = {"account", "merchant", "country",
@@ -346,8 +346,8 @@ static cf_err parse_rule(pctx *c, yaml_node_t *m, cf__rule *r)
             continue;
         }
         if (strcmp(ks, "fields") == 0) {
-            if (v->type != YAML_SEQUENCE_NODE || v->data.sequence.items.start ==
-                                                     v->data.sequence.items.top) {
+            if (v->type != YAML_SEQUENCE_NODE ||
+                v->data.sequence.items.start == v->data.sequence.items.top) {
                 return perr(c, v, "rule '%s': fields must be a non-empty list", r->id);
             }
             for (yaml_node_item_t *it = v->data.sequence.items.start;
@@ -537,8 +537,11 @@ cf_err cf_rules_load_string(cf_rules **out, const char *yaml, size_t len, const 
     yaml_document_t doc;
     bool have_parser = false, have_doc = false;
     cf_rules *rs = NULL;
-    pctx c = {.name = name != NULL ? name : "rules", .base_dir = base_dir, .doc = &doc,
-              .errstr = errstr, .errstr_size = errstr_size};
+    pctx c = {.name = name != NULL ? name : "rules",
+              .base_dir = base_dir,
+              .doc = &doc,
+              .errstr = errstr,
+              .errstr_size = errstr_size};
     *out = NULL;
 
     rs = cf_calloc(1, sizeof(*rs));
@@ -579,8 +582,7 @@ cf_err cf_rules_load_string(cf_rules **out, const char *yaml, size_t len, const 
                 goto fail;
             }
         } else {
-            err = perr(&c, k, "unknown key '%s' (expected rules or alerts)",
-                       ks != NULL ? ks : "?");
+            err = perr(&c, k, "unknown key '%s' (expected rules or alerts)", ks != NULL ? ks : "?");
             goto fail;
         }
     }

@@ -384,8 +384,8 @@ static void fmt_time(int64_t us, char *buf, size_t size, bool date_only)
         snprintf(buf, size, "%04d-%02d-%02dT%02d:%02d:%02dZ", tm.tm_year + 1900, tm.tm_mon + 1,
                  tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
     } else {
-        snprintf(buf, size, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", tm.tm_year + 1900,
-                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)frac);
+        snprintf(buf, size, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)frac);
     }
 }
 
@@ -442,12 +442,12 @@ size_t cf_rules_alert_ndjson(const cf_rules *rs, const cf_event *ev, const cf_ru
         ok = ok && app(buf, size, &o,
                        ",\"variable\":\"%s\",\"count\":%" PRIu32 ",\"hits\":%" PRIu32
                        ",\"period_s\":%" PRId64,
-                       cf__rules_var_name(r->variable), h->count, r->hits,
-                       r->period_us / 1000000);
+                       cf__rules_var_name(r->variable), h->count, r->hits, r->period_us / 1000000);
         break;
     case CF_RULE_BLOCKED_PARTY:
-        ok = ok && app(buf, size, &o, ",\"field\":\"%s\",\"list\":",
-                       h->field == 0 ? "account" : "merchant") &&
+        ok = ok &&
+             app(buf, size, &o,
+                 ",\"field\":\"%s\",\"list\":", h->field == 0 ? "account" : "merchant") &&
              app_str(buf, size, &o, r->list_name);
         break;
     case CF_RULE_HIGH_RISK_COUNTRY:

@@ -80,8 +80,8 @@ cf_err cf__idlist_load(const char *path, cf__idlist **out, char *errstr, size_t 
         lineno++;
         size_t len = strlen(line);
         if (len == sizeof(line) - 1 && line[len - 1] != '\n') {
-            err = cf_err_set(CF_E_PARSE, errstr, errstr_size, "%s:%lu: line too long", path,
-                             lineno);
+            err =
+                cf_err_set(CF_E_PARSE, errstr, errstr_size, "%s:%lu: line too long", path, lineno);
             goto fail;
         }
         char *p = line;
@@ -98,9 +98,9 @@ cf_err cf__idlist_load(const char *path, cf__idlist **out, char *errstr, size_t 
         }
         size_t idl = (size_t)(e - p);
         if (idl > CF_ID_MAX || !cf_utf8_valid(p, idl)) {
-            err = cf_err_set(CF_E_PARSE, errstr, errstr_size,
-                             "%s:%lu: id longer than %d bytes or not UTF-8", path, lineno,
-                             CF_ID_MAX);
+            err =
+                cf_err_set(CF_E_PARSE, errstr, errstr_size,
+                           "%s:%lu: id longer than %d bytes or not UTF-8", path, lineno, CF_ID_MAX);
             goto fail;
         }
         if (n >= LIST_MAX_IDS) {

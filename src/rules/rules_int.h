@@ -81,8 +81,8 @@ typedef struct cf__rule {
     cf__kstore store;
     bool field_account;
     bool field_merchant;
-    char *list_path;       /* resolved path */
-    char list_name[128];   /* as written, for alert details */
+    char *list_path;     /* resolved path */
+    char list_name[128]; /* as written, for alert details */
     _Atomic(cf__idlist *) list;
     uint8_t countries[26 * 26];
     cf_rule_stats st;

@@ -236,8 +236,8 @@ void *cf__kstore_get(cf__kstore *s, const uint8_t *key, size_t len, int64_t ts, 
         }
     }
     /* New key: make room (memory bound), then insert. */
-    if (s->live >= s->max_keys || (s->free_head == CF__RULES_NIL && s->used == s->cap &&
-                                   !grow(s))) {
+    if (s->live >= s->max_keys ||
+        (s->free_head == CF__RULES_NIL && s->used == s->cap && !grow(s))) {
         CF_ASSERT(s->lru_tail != CF__RULES_NIL); /* max_keys >= 1 and the store is full */
         remove_entry(s, s->lru_tail);
         s->evictions++;

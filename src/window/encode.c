@@ -32,8 +32,8 @@ size_t cf_window_format_time(int64_t us, char *buf, size_t size)
     if (gmtime_r(&t, &tm) == NULL || tm.tm_year + 1900 > 9999 || tm.tm_year + 1900 < 0) {
         n = snprintf(buf, size, "%" PRId64, us); /* outside RFC 3339: raw microseconds */
     } else if (frac == 0) {
-        n = snprintf(buf, size, "%04d-%02d-%02dT%02d:%02d:%02dZ", tm.tm_year + 1900,
-                     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        n = snprintf(buf, size, "%04d-%02d-%02dT%02d:%02d:%02dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                     tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
     } else {
         n = snprintf(buf, size, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", tm.tm_year + 1900,
                      tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)frac);
@@ -130,14 +130,15 @@ size_t cf_window_row_ndjson(const cf_window_row *row, char *buf, size_t size)
     } else {
         snprintf(sum, sizeof(sum), "null");
     }
-    bool ok = append(buf, size, &o, "{\"window_start\":\"%s\",\"window_end\":\"%s\",\"group\":", ts,
-                     te) &&
-              json_str(buf, size, &o, row->group != NULL ? row->group : "") &&
-              append(buf, size, &o,
-                     ",\"count\":%" PRIu64 ",\"sum_minor\":%s,\"verified\":%s,\"first_index\":%" PRIu64
-                     ",\"last_index\":%" PRIu64 "%s}\n",
-                     row->count, sum, row->verified ? "true" : "false", row->first_index,
-                     row->last_index, row->sum_valid ? "" : ",\"error\":\"overflow\"");
+    bool ok =
+        append(buf, size, &o, "{\"window_start\":\"%s\",\"window_end\":\"%s\",\"group\":", ts,
+               te) &&
+        json_str(buf, size, &o, row->group != NULL ? row->group : "") &&
+        append(buf, size, &o,
+               ",\"count\":%" PRIu64 ",\"sum_minor\":%s,\"verified\":%s,\"first_index\":%" PRIu64
+               ",\"last_index\":%" PRIu64 "%s}\n",
+               row->count, sum, row->verified ? "true" : "false", row->first_index, row->last_index,
+               row->sum_valid ? "" : ",\"error\":\"overflow\"");
     if (!ok) {
         if (size > 0) {
             buf[0] = '\0';
@@ -188,8 +189,8 @@ struct cf_window_file {
     int saved_errno;
 };
 
-cf_err cf_window_file_open(cf_window_file **out, const char *path, const char *header,
-                           char *errstr, size_t errstr_size)
+cf_err cf_window_file_open(cf_window_file **out, const char *path, const char *header, char *errstr,
+                           size_t errstr_size)
 {
     cf_err err;
     int fd = -1;

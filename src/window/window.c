@@ -38,7 +38,7 @@ typedef struct entry {
     uint64_t count;
     uint64_t first;
     uint64_t last;
-    uint32_t next; /* next entry of the same window; free-list link when free */
+    uint32_t next;    /* next entry of the same window; free-list link when free */
     uint16_t key_len; /* FREE_MARK when the entry is free */
     uint8_t dirty;
     uint8_t pad_;
@@ -61,8 +61,8 @@ struct cf_window {
     uint64_t seed;
 
     uint8_t *pool;
-    uint32_t cap;      /* entries allocated */
-    uint32_t used;     /* high-water mark of entries handed out */
+    uint32_t cap;  /* entries allocated */
+    uint32_t used; /* high-water mark of entries handed out */
     uint32_t free_head;
     uint32_t max_entries; /* what memory_limit_bytes allows */
     uint64_t *slots;
@@ -539,7 +539,8 @@ cf_err cf_window_create(cf_window **out, const cf_window_conf *conf, char *errst
                           "window slide must be 0 (tumbling) or in 1..size");
     }
     if (c->max_delay_us < 0 || c->max_delay_us > SPAN_LIMIT) {
-        return cf_err_set(CF_E_INVAL, errstr, errstr_size, "window max_delay must be in 0..1e15 us");
+        return cf_err_set(CF_E_INVAL, errstr, errstr_size,
+                          "window max_delay must be in 0..1e15 us");
     }
     if (c->lateness_us < 0 || c->lateness_us > SPAN_LIMIT) {
         return cf_err_set(CF_E_INVAL, errstr, errstr_size, "window lateness must be in 0..1e15 us");
@@ -623,8 +624,8 @@ static inline int64_t floor_mod(int64_t a, int64_t m)
     return r < 0 ? r + m : r;
 }
 
-cf_err cf_window_add(cf_window *w, const uint8_t *key, size_t key_len, int64_t ts_us,
-                     uint64_t seq, const void *value)
+cf_err cf_window_add(cf_window *w, const uint8_t *key, size_t key_len, int64_t ts_us, uint64_t seq,
+                     const void *value)
 {
     CF_DASSERT(w != NULL && value != NULL);
     if (key_len > w->conf.key_max || (key == NULL && key_len > 0) || ts_us > TS_LIMIT ||
@@ -769,8 +770,8 @@ cf_err cf_window_add(cf_window *w, const uint8_t *key, size_t key_len, int64_t t
                 .watermark_us = w->wm,
                 .windows_dropped = dropped,
                 .windows_total = total,
-                .reason = dropped == total ? CF_WINDOW_LATE_BEYOND_LATENESS
-                                           : CF_WINDOW_LATE_PARTIAL,
+                .reason =
+                    dropped == total ? CF_WINDOW_LATE_BEYOND_LATENESS : CF_WINDOW_LATE_PARTIAL,
             };
             w->conf.on_late(w->conf.opaque, &l);
         }

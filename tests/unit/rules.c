@@ -10,7 +10,6 @@
 #define H (3600 * S)
 #define D (24 * H)
 
-
 static cf_rules *load(const char *yaml, const char *base_dir)
 {
     char err[512];
@@ -98,7 +97,7 @@ static void test_large_amount_threshold_edges(void)
     cf_verdict v;
     cf_event e = mkev(1, 0, 22000, "a", "m");
     cf_rules_eval(r, &e, &v);
-    CHECK_EQ(v.n, 1); /* >= threshold, as the issue specifies */
+    CHECK_EQ(v.n, 1);        /* >= threshold, as the issue specifies */
     e.amount_minor = -50000; /* refunds never fire */
     cf_rules_eval(r, &e, &v);
     CHECK_EQ(v.n, 0);
@@ -185,8 +184,8 @@ static void test_fdh_large_amount_ground_truth(void)
     fdh f;
     REQUIRE(load_fdh(&f));
     CHECK_EQ(f.n, 66976);
-    cf_rules *r = load("rules:\n  - id: big\n    type: large_amount\n    threshold: \"220.00\"\n",
-                       NULL);
+    cf_rules *r =
+        load("rules:\n  - id: big\n    type: large_amount\n    threshold: \"220.00\"\n", NULL);
     REQUIRE(r != NULL);
     size_t alerts = 0, gt = 0, exact = 0, fraud_alerts = 0, mismatches = 0;
     cf_verdict v;
@@ -231,8 +230,9 @@ static void print_pr(const char *rule, int scenario, const pr *p)
 {
     double prec = p->tp + p->fp ? (double)p->tp / (double)(p->tp + p->fp) : 0.0;
     double rec = p->tp + p->fn ? (double)p->tp / (double)(p->tp + p->fn) : 0.0;
-    fprintf(stderr, "  %-20s scenario %d: alerts %5zu  TP %3zu  FP %5zu  FN %3zu  precision %.4f  "
-                    "recall %.4f\n",
+    fprintf(stderr,
+            "  %-20s scenario %d: alerts %5zu  TP %3zu  FP %5zu  FN %3zu  precision %.4f  "
+            "recall %.4f\n",
             rule, scenario, p->tp + p->fp, p->tp, p->fp, p->fn, prec, rec);
 }
 
@@ -325,7 +325,7 @@ static void test_daily_aggregate_business_day(void)
     cf_rules *r = load(yaml, NULL);
     REQUIRE(r != NULL);
     cf_verdict v;
-    int64_t day0 = 17622 * D; /* 2018-04-01 00:00 UTC */
+    int64_t day0 = 17622 * D;                                /* 2018-04-01 00:00 UTC */
     cf_event e = mkev(1, day0 + 21 * H, 600000, "acc", "m"); /* 21:00 UTC = 23:00 +02 */
     cf_rules_eval(r, &e, &v);
     CHECK_EQ(v.n, 0);
@@ -567,8 +567,8 @@ static void test_blocked_reload_concurrent(void)
     snprintf(list, sizeof(list), "%s/l.txt", dir);
     write_file(list, "target\n");
     char yaml[1024];
-    snprintf(yaml, sizeof(yaml), "rules:\n  - {id: b, type: blocked_party, field: account, file: %s}\n",
-             list);
+    snprintf(yaml, sizeof(yaml),
+             "rules:\n  - {id: b, type: blocked_party, field: account, file: %s}\n", list);
     cf_rules *r = load(yaml, NULL);
     REQUIRE(r != NULL);
     reload_ctx c = {.r = r, .list = list, .reloads = 0};
@@ -636,47 +636,48 @@ static void test_config_errors_with_lines(void)
     bad_case cases[] = {
         {"rules:\n  - id: big\n    type: large_amount\n    treshold: \"220.00\"\n",
          "test.yaml:4:", "unknown key 'treshold'"},
-        {"rules:\n  - id: big\n    type: larg_amount\n", "test.yaml:3:", "unknown type 'larg_amount'"},
+        {"rules:\n  - id: big\n    type: larg_amount\n",
+         "test.yaml:3:", "unknown type 'larg_amount'"},
         {"rules:\n  - id: big\n    type: large_amount\n    threshold: \"22O.00\"\n",
          "test.yaml:4:", "threshold '22O.00'"},
-        {"rules:\n  - id: big\n    type: large_amount\n    threshold: \"-5\"\n", "test.yaml:4:",
-         "threshold"},
+        {"rules:\n  - id: big\n    type: large_amount\n    threshold: \"-5\"\n",
+         "test.yaml:4:", "threshold"},
         {"rules:\n  - type: large_amount\n", "test.yaml:2:", "without 'id'"},
         {"rules:\n  - id: a\n    type: large_amount\n  - id: a\n    type: large_amount\n",
          "test.yaml:4:", "duplicate rule id 'a'"},
         {"rules:\n  - id: v\n    type: velocity\n    variable: account\n    hits: 5\n    "
          "period: 12x\n",
          "test.yaml:6:", "period '12x'"},
-        {"rules:\n  - id: v\n    type: velocity\n    hits: 5\n", "test.yaml:2:",
-         "needs hits and period"},
+        {"rules:\n  - id: v\n    type: velocity\n    hits: 5\n",
+         "test.yaml:2:", "needs hits and period"},
         {"rules:\n  - id: v\n    type: velocity\n    variable: iban\n    hits: 5\n    period: 1h\n",
          "test.yaml:4:", "variable 'iban'"},
-        {"rules:\n  - id: v\n    type: velocity\n    hits: 0\n    period: 1h\n", "test.yaml:4:",
-         "hits"},
+        {"rules:\n  - id: v\n    type: velocity\n    hits: 0\n    period: 1h\n",
+         "test.yaml:4:", "hits"},
         {"rules:\n  - id: d\n    type: daily_aggregate\n    utc_offset: \"+25:00\"\n",
          "test.yaml:4:", "utc_offset"},
         {"rules:\n  - id: c\n    type: high_risk_country\n    countries: [IR, XX]\n",
          "test.yaml:4:", "'XX'"},
-        {"rules:\n  - id: b\n    type: large_amount\n    hits: 3\n", "test.yaml:4:",
-         "unknown key 'hits' for type large_amount"},
+        {"rules:\n  - id: b\n    type: large_amount\n    hits: 3\n",
+         "test.yaml:4:", "unknown key 'hits' for type large_amount"},
         {"rules:\n  - id: s\n    type: structuring\n    period: 1d\n    margin_pct: \"150\"\n",
          "test.yaml:5:", "margin_pct"},
         {"rulez:\n  - id: s\n", "test.yaml:1:", "unknown key 'rulez'"},
         {"alerts:\n  include_amounts: maybe\nrules: []\n", "test.yaml:2:", "include_amounts"},
         {"alerts:\n  verbose: true\n", "test.yaml:2:", "alerts.verbose"},
-        {"rules:\n  - id: big\n    type: large_amount\n   threshold: 1\n", "test.yaml:4:",
-         "YAML error"},
+        {"rules:\n  - id: big\n    type: large_amount\n   threshold: 1\n",
+         "test.yaml:4:", "YAML error"},
         {"rules: []\n", "test.yaml:1:", "empty"},
         {"", "test.yaml", "mapping"},
         {"rules:\n  - id: \"bad id!\"\n    type: large_amount\n", "test.yaml:2:", "rule id"},
-        {"rules:\n  - id: x\n    type: large_amount\n    enabled: sometimes\n", "test.yaml:4:",
-         "enabled"},
+        {"rules:\n  - id: x\n    type: large_amount\n    enabled: sometimes\n",
+         "test.yaml:4:", "enabled"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char err[512] = "";
         cf_rules *r = NULL;
-        cf_err e = cf_rules_load_string(&r, cases[i].yaml, strlen(cases[i].yaml), "test.yaml",
-                                        NULL, err, sizeof(err));
+        cf_err e = cf_rules_load_string(&r, cases[i].yaml, strlen(cases[i].yaml), "test.yaml", NULL,
+                                        err, sizeof(err));
         CHECK_EQ(e, CF_E_INVAL);
         CHECK(r == NULL);
         if (strstr(err, cases[i].expect1) == NULL || strstr(err, cases[i].expect2) == NULL) {

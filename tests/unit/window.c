@@ -436,7 +436,7 @@ static void test_idle_source_closes(void)
     const int64_t t0 = 1000000000000LL; /* the test's processing clock, ns */
     CHECK_OK(add(w, "a", 10 * S, 1, 1));
     CHECK_OK(add(w, "a", 20 * S, 2, 2));
-    CHECK(!cf_window_tick(w, t0)); /* activity since the last tick */
+    CHECK(!cf_window_tick(w, t0));               /* activity since the last tick */
     CHECK(!cf_window_tick(w, t0 + 500000000LL)); /* idle 0.5 s < timeout */
     CHECK_EQ(cf_window_watermark(w), 15 * S);
     CHECK(cf_window_tick(w, t0 + 2000000000LL)); /* idle 2 s: wm = 20 - 5 + 2 = 17 s */
@@ -722,8 +722,12 @@ static void test_plain_overflow_reported(void)
     REQUIRE(a != NULL);
     CHECK_EQ(a->v[1], 1); /* overflow flag */
     CHECK_EQ(a->count, 3);
-    cf_window_result r = {.window_start_us = 0, .window_end_us = 10 * S, .value = a->v,
-                          .count = 3, .first_index = 1, .last_index = 3};
+    cf_window_result r = {.window_start_us = 0,
+                          .window_end_us = 10 * S,
+                          .value = a->v,
+                          .count = 3,
+                          .first_index = 1,
+                          .last_index = 3};
     cf_window_row row;
     cf_window_row_from_plain(&r, "a", false, &row);
     CHECK(!row.sum_valid);
@@ -991,7 +995,8 @@ static void test_fdh_differential(void)
         if (m > 0 && cmp_ref(&rows[m - 1], &rows[i]) == 0) {
             rows[m - 1].sum += rows[i].sum;
             rows[m - 1].count++;
-            rows[m - 1].first = rows[i].first < rows[m - 1].first ? rows[i].first : rows[m - 1].first;
+            rows[m - 1].first =
+                rows[i].first < rows[m - 1].first ? rows[i].first : rows[m - 1].first;
             rows[m - 1].last = rows[i].last > rows[m - 1].last ? rows[i].last : rows[m - 1].last;
         } else {
             rows[m++] = rows[i];
@@ -1039,8 +1044,9 @@ static void test_fdh_differential(void)
             }
         }
         CHECK_EQ(mismatches, 0);
-        fprintf(stderr, "fdh differential (max_delay %llds): %zu events, %zu (hour, merchant) "
-                        "results, %zu mismatches\n",
+        fprintf(stderr,
+                "fdh differential (max_delay %llds): %zu events, %zu (hour, merchant) "
+                "results, %zu mismatches\n",
                 (long long)(delay / S), n, c.n, mismatches);
         cf_window_destroy(w);
         free(c.r);
