@@ -312,7 +312,7 @@ static int gen_main(int argc, char **argv)
     cf_err err = cf_gen_create(&g, &a.gen, errstr, sizeof(errstr));
     if (err != CF_OK) {
         fprintf(stderr, "confide %s\n", errstr);
-        rc = err == CF_E_INVAL ? CF_EXIT_USAGE : CF_EXIT_RUNTIME;
+        rc = err == CF_E_INVAL || err == CF_E_LIMIT ? CF_EXIT_USAGE : CF_EXIT_RUNTIME;
         goto done;
     }
     bool paced = a.rate_given || (a.shape != NULL && strncmp(a.shape, "trace:", 6) == 0);

@@ -31,7 +31,8 @@
  * options (given the same libm, which computes log/sin/cos).
  *
  * Bounds: memory is the profiles (about 80 B per customer and terminal plus 4 B per
- * customer-terminal link) and one day of transactions (48 B each); a day is generated,
+ * customer-terminal link, at most LINKS_MAX links: a denser world is refused with
+ * CF_E_LIMIT) and one day of transactions (48 B each); a day is generated,
  * radix-sorted by time and then handed out one event at a time, no allocation per event.
  * Threads: a cf_gen is used by one thread at a time. Ownership: the caller owns the cf_gen.
  */
@@ -50,6 +51,7 @@
 #define IDX_BITS 27 /* transaction index inside a day's sort key */
 #define DAY_TX_MAX (UINT32_C(1) << IDX_BITS)
 #define GRID_MAX 1024
+#define LINKS_MAX (UINT64_C(1) << 27) /* customer-terminal links: 512 MiB */
 
 enum { STREAM_CUSTOMERS = 1, STREAM_TERMINALS, STREAM_TX, STREAM_FRAUD };
 
@@ -285,7 +287,8 @@ static int cell_of(double v, double cell, int n)
 /*
  * Links every customer to the terminals strictly within the radius, as the handbook does,
  * through a uniform grid of cells at least `radius` wide so that only neighbouring cells are
- * scanned. Lists come out in ascending terminal id.
+ * scanned. A list's order (cell by cell, ids ascending inside a cell) only matters for
+ * determinism, which the fixed grid gives.
  */
 static cf_err link_terminals(cf_gen *g, char *errstr, size_t errstr_size)
 {
@@ -338,6 +341,13 @@ static cf_err link_terminals(cf_gen *g, char *errstr, size_t errstr_size)
                     if (dx * dx + dy * dy >= r2) {
                         continue;
                     }
+                    if (g->n_links == LINKS_MAX) {
+                        err = cf_err_set(CF_E_LIMIT, errstr, errstr_size,
+                                         "gen: more than %llu customer-terminal links; use "
+                                         "fewer customers or terminals or a smaller radius",
+                                         (unsigned long long)LINKS_MAX);
+                        goto done;
+                    }
                     if (g->n_links == cap) {
                         size_t ncap = cap == 0 ? 4096 : cap * 2;
                         uint32_t *nl = cf_realloc(g->links, ncap * sizeof(*nl));
@@ -355,17 +365,6 @@ static cf_err link_terminals(cf_gen *g, char *errstr, size_t errstr_size)
             }
         }
         cu->term_n = (uint32_t)(g->n_links - cu->term_off);
-        /* Cells are scanned row by row, so sort the (short) list back into id order. */
-        uint32_t *l = g->links + cu->term_off;
-        for (uint32_t a = 1; a < cu->term_n; a++) {
-            uint32_t v = l[a];
-            uint32_t b = a;
-            while (b > 0 && l[b - 1] > v) {
-                l[b] = l[b - 1];
-                b--;
-            }
-            l[b] = v;
-        }
     }
 done:
     cf_free(start);
@@ -595,6 +594,18 @@ cf_err cf_gen_create(cf_gen **out, const cf_gen_opts *o, char *errstr, size_t er
     if (__builtin_mul_overflow((int64_t)o->days, DAY_US, &span) ||
         __builtin_add_overflow(o->start_us, span, &end)) {
         return cf_err_set(CF_E_INVAL, errstr, errstr_size, "gen: start + days overflows time");
+    }
+    /* Each customer links to about terminals * pi r^2 / 100^2 terminals; refuse a world
+     * whose link table would not fit before spending time and memory on it. */
+    double area = M_PI * o->radius * o->radius / 10000.0;
+    double links = (double)o->customers * (double)o->terminals * (area < 1.0 ? area : 1.0);
+    if (links > 0.9 * (double)LINKS_MAX) {
+        return cf_err_set(CF_E_LIMIT, errstr, errstr_size,
+                          "gen: %u customers x %u terminals at radius %g need about %.0f "
+                          "customer-terminal links (limit %llu); use fewer customers or "
+                          "terminals or a smaller radius",
+                          o->customers, o->terminals, o->radius, links,
+                          (unsigned long long)LINKS_MAX);
     }
     g = cf_calloc(1, sizeof(*g));
     if (g == NULL) {

@@ -451,6 +451,12 @@ static void test_gen_bad_options(void)
     o.radius = NAN;
     CHECK_EQ(cf_gen_create(&g, &o, err, sizeof(err)), CF_E_INVAL);
     cf_gen_opts_default(&o);
+    o.customers = 10000000;
+    o.terminals = 10000000;
+    CHECK_EQ(cf_gen_create(&g, &o, err, sizeof(err)), CF_E_LIMIT); /* 7.9e11 links */
+    CHECK(strstr(err, "links") != NULL);
+    CHECK(g == NULL);
+    cf_gen_opts_default(&o);
     o.start_us = INT64_MAX - 10;
     CHECK_EQ(cf_gen_create(&g, &o, err, sizeof(err)), CF_E_INVAL);
     /* A tiny world still works: one customer, one terminal far away (or near). */
