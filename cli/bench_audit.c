@@ -1,0 +1,306 @@
+/*
+ * confide bench audit: append throughput (batches of 1024 with fdatasync per batch, as the
+ * gateway runs it), full verification throughput (decrypt + re-hash + roots + signatures)
+ * and hashes-only verification, and the cost of one inclusion proof.
+ *
+ * Events are synthetic (generated once, ids renumbered per batch, so generation is not
+ * timed); the log goes to a fresh temporary directory (--dir to choose another file system),
+ * whose file system type is reported, and is removed afterwards. One thread: the numbers are
+ * per core.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include "bench.h"
+#include "cli.h"
+#include "confide/audit.h"
+#include "confide/core.h"
+#include "confide/keys.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: confide bench audit [--json] [--events N] [--batch N] [--fsync P]\n"
+               "                           [--dir DIR] [--proofs N] [--keep]\n\n"
+               "Appends N synthetic events (default 1048576) in batches (default 1024) to a\n"
+               "fresh audit log with the given fsync policy (default batch: fdatasync per\n"
+               "batch), then verifies the whole log with the data key (decrypt, re-hash, roots,\n"
+               "signatures) and without it (hashes and roots), then times N inclusion proofs\n"
+               "(default 10000) at the full tree size. The log is written under DIR (default\n"
+               "/tmp) and removed (unless --keep). --json prints one object:\n"
+               "  {\"append_events_per_s\":X,\"verify_leaves_per_s\":X,\"prove_us\":X,...}\n");
+}
+
+static const char *fs_name(const char *dir)
+{
+    struct statfs s;
+    if (statfs(dir, &s) != 0) {
+        return "unknown";
+    }
+    switch ((unsigned long)s.f_type) {
+    case 0xEF53UL:
+        return "ext4";
+    case 0x01021994UL:
+        return "tmpfs";
+    case 0x58465342UL:
+        return "xfs";
+    case 0x9123683EUL:
+        return "btrfs";
+    case 0x794C7630UL:
+        return "overlayfs";
+    default:
+        return "other";
+    }
+}
+
+static void rm_log(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (d != NULL) {
+        struct dirent *de;
+        while ((de = readdir(d)) != NULL) {
+            if (de->d_name[0] == '.') {
+                continue;
+            }
+            char p[8448];
+            snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
+            unlink(p);
+        }
+        closedir(d);
+    }
+    rmdir(dir);
+}
+
+static bool parse_pos(const char *s, uint64_t *out)
+{
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (s[0] == '\0' || s[0] == '-' || *end != '\0' || errno != 0 || v == 0) {
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+int cf_bench_audit(int argc, char **argv)
+{
+    bool json = false, keep = false;
+    uint64_t events = UINT64_C(1) << 20, batch = 1024, proofs = 10000;
+    const char *base = "/tmp", *fsync_s = "batch";
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            usage(stdout);
+            return CF_EXIT_OK;
+        }
+        if (strcmp(a, "--json") == 0) {
+            json = true;
+            continue;
+        }
+        if (strcmp(a, "--keep") == 0) {
+            keep = true;
+            continue;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "confide bench audit: unknown option or missing value '%s'\n", a);
+            return CF_EXIT_USAGE;
+        }
+        const char *v = argv[++i];
+        bool ok = true;
+        if (strcmp(a, "--events") == 0) {
+            ok = parse_pos(v, &events);
+        } else if (strcmp(a, "--batch") == 0) {
+            ok = parse_pos(v, &batch) && batch <= CF_AUDIT_BATCH_MAX;
+        } else if (strcmp(a, "--proofs") == 0) {
+            ok = parse_pos(v, &proofs);
+        } else if (strcmp(a, "--dir") == 0) {
+            base = v;
+        } else if (strcmp(a, "--fsync") == 0) {
+            fsync_s = v;
+        } else {
+            fprintf(stderr, "confide bench audit: unknown option '%s' (see --help)\n", a);
+            return CF_EXIT_USAGE;
+        }
+        if (!ok) {
+            fprintf(stderr, "confide bench audit: bad value for %s: '%s'\n", a, v);
+            return CF_EXIT_USAGE;
+        }
+    }
+    char err[512] = "";
+    cf_audit_opts opts;
+    cf_audit_opts_default(&opts);
+    if (cf_audit_fsync_parse(fsync_s, &opts, err, sizeof(err)) != CF_OK) {
+        fprintf(stderr, "confide bench audit: --fsync: %s\n", err);
+        return CF_EXIT_USAGE;
+    }
+
+    int rc = CF_EXIT_RUNTIME;
+    char root[4096], keys[4200], logd[4200];
+    snprintf(root, sizeof(root), "%s/cf_bench_audit_XXXXXX", base);
+    if (mkdtemp(root) == NULL) {
+        fprintf(stderr, "confide bench audit: mkdtemp in %s: %s\n", base, strerror(errno));
+        return CF_EXIT_RUNTIME;
+    }
+    snprintf(keys, sizeof(keys), "%s/keys", root);
+    snprintf(logd, sizeof(logd), "%s/log", root);
+    cf_key *dk = NULL;
+    uint8_t pk[32];
+    cf_event *ev = NULL;
+    cf_audit_bytes *vd = NULL;
+    cf_audit_log *log = NULL;
+    uint8_t *leaves = NULL;
+    cf_audit_prover *pv = NULL;
+    if (cf_keys_generate(keys, 2, 1, 0, err, sizeof(err)) != CF_OK ||
+        cf_key_load(keys, "data.key", &dk, err, sizeof(err)) != CF_OK ||
+        cf_key_load_signing_pub(keys, pk, NULL, NULL, err, sizeof(err)) != CF_OK) {
+        fprintf(stderr, "confide bench audit: keys: %s\n", err);
+        goto done;
+    }
+    ev = cf_calloc(batch, sizeof(*ev));
+    vd = cf_calloc(batch, sizeof(*vd));
+    if (ev == NULL || vd == NULL) {
+        goto done;
+    }
+    static const char *rules[4] = {"", "large_amount", "velocity", "structuring"};
+    for (uint64_t i = 0; i < batch; i++) {
+        cf_event *e = &ev[i];
+        e->ts_us = 1522540800000000 + (int64_t)i * 9000;
+        e->amount_minor = (int64_t)((i * 7919) % 250000);
+        snprintf(e->account, sizeof(e->account), "C%06llu", (unsigned long long)(i * 31 % 5000));
+        snprintf(e->merchant, sizeof(e->merchant), "T%06llu", (unsigned long long)(i * 17 % 10000));
+        memcpy(e->currency, "EUR", 4);
+        memcpy(e->country, "FR", 3);
+        e->type = CF_TX_PAYMENT;
+        e->channel = CF_CH_POS;
+        e->fraud = 0;
+        e->fraud_scenario = 0;
+        const char *r = rules[(i % 16 == 0) ? 1 + i % 3 : 0];
+        vd[i].data = r;
+        vd[i].len = strlen(r);
+    }
+
+    /* append */
+    if (cf_audit_open(&log, logd, keys, &opts, NULL, err, sizeof(err)) != CF_OK) {
+        fprintf(stderr, "confide bench audit: open: %s\n", err);
+        goto done;
+    }
+    uint64_t done_n = 0;
+    double cpu0 = cf_cpu_s();
+    int64_t t0 = cf_now_ns();
+    while (done_n < events) {
+        uint32_t n = (uint32_t)(events - done_n < batch ? events - done_n : batch);
+        for (uint32_t i = 0; i < n; i++) {
+            ev[i].event_id = done_n + i + 1;
+            ev[i].seq = done_n + i;
+        }
+        if (cf_audit_append(log, ev, n, vd, NULL, NULL) != CF_OK) {
+            fprintf(stderr, "confide bench audit: append failed\n");
+            goto done;
+        }
+        done_n += n;
+    }
+    double append_s = (double)(cf_now_ns() - t0) / 1e9;
+    double append_cpu = cf_cpu_s() - cpu0;
+    if (cf_audit_close(log) != CF_OK) {
+        log = NULL;
+        fprintf(stderr, "confide bench audit: close failed\n");
+        goto done;
+    }
+    log = NULL;
+
+    /* verify: with the data key, then hashes only */
+    cf_audit_report rep;
+    cf_audit_verify_opts vo = {.data_key = dk, .public_key = pk};
+    t0 = cf_now_ns();
+    cf_err e = cf_audit_verify(logd, &vo, &rep, err, sizeof(err));
+    double verify_s = (double)(cf_now_ns() - t0) / 1e9;
+    if (e != CF_OK || rep.leaves != events || rep.events != events) {
+        fprintf(stderr, "confide bench audit: verify failed: %s %s\n", err, rep.bad_reason);
+        goto done;
+    }
+    vo.data_key = NULL;
+    t0 = cf_now_ns();
+    e = cf_audit_verify(logd, &vo, &rep, err, sizeof(err));
+    double verify_h_s = (double)(cf_now_ns() - t0) / 1e9;
+    if (e != CF_OK) {
+        fprintf(stderr, "confide bench audit: hashes-only verify failed: %s\n", rep.bad_reason);
+        goto done;
+    }
+
+    /* prove: load the leaves and build the prover once, then time single proofs */
+    uint64_t n = 0;
+    t0 = cf_now_ns();
+    if (cf_audit_load_leaves(logd, &leaves, &n, NULL, NULL, err, sizeof(err)) != CF_OK ||
+        cf_audit_prover_create(&pv, leaves, n) != CF_OK) {
+        fprintf(stderr, "confide bench audit: load leaves: %s\n", err);
+        goto done;
+    }
+    double load_ms = (double)(cf_now_ns() - t0) / 1e6;
+    uint8_t path[CF_AUDIT_PROOF_MAX * CF_AUDIT_HASH_LEN], rootb[CF_AUDIT_HASH_LEN];
+    size_t plen = 0;
+    uint64_t x = 88172645463325252ULL;
+    CF_ASSERT(cf_audit_prover_root(pv, n, rootb) == CF_OK);
+    t0 = cf_now_ns();
+    for (uint64_t i = 0; i < proofs; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        if (cf_audit_prover_inclusion(pv, x % n, n, path, &plen) != CF_OK) {
+            goto done;
+        }
+    }
+    double prove_us = (double)(cf_now_ns() - t0) / 1e3 / (double)proofs;
+    /* and one check that the last proof is right */
+    uint64_t last = x % n;
+    if (cf_audit_verify_inclusion(last, n, leaves + last * CF_AUDIT_HASH_LEN, path, plen, rootb) !=
+        CF_OK) {
+        fprintf(stderr, "confide bench audit: a proof did not verify\n");
+        goto done;
+    }
+
+    double append_rate = (double)events / append_s;
+    double verify_rate = (double)events / verify_s;
+    double verify_h_rate = (double)events / verify_h_s;
+    if (json) {
+        printf("{\"append_events_per_s\":%.0f,\"verify_leaves_per_s\":%.0f,\"prove_us\":%.2f,"
+               "\"verify_hashes_only_leaves_per_s\":%.0f,\"append_cpu_s\":%.3f,"
+               "\"append_wall_s\":%.3f,\"prove_load_ms\":%.1f,\"events\":%" PRIu64
+               ",\"batch\":%" PRIu64 ",\"fsync\":\"%s\",\"fs\":\"%s\",\"dir\":\"%s\"}\n",
+               append_rate, verify_rate, prove_us, verify_h_rate, append_cpu, append_s, load_ms,
+               events, batch, fsync_s, fs_name(root), base);
+    } else {
+        printf("audit log on %s (%s), %" PRIu64 " events, batch %" PRIu64 ", fsync %s\n", base,
+               fs_name(root), events, batch, fsync_s);
+        printf("append:  %12.0f events/s (%.3f s wall, %.3f s cpu)\n", append_rate, append_s,
+               append_cpu);
+        printf("verify:  %12.0f leaves/s with the data key, %.0f hashes only\n", verify_rate,
+               verify_h_rate);
+        printf("prove:   %12.2f us per inclusion proof (leaves loaded in %.1f ms)\n", prove_us,
+               load_ms);
+    }
+    rc = CF_EXIT_OK;
+done:
+    if (log != NULL) {
+        cf_audit_close(log);
+    }
+    cf_audit_prover_destroy(pv);
+    cf_free(leaves);
+    cf_free(ev);
+    cf_free(vd);
+    cf_key_destroy(dk);
+    if (keep) {
+        fprintf(stderr, "confide bench audit: kept the log in %s and its keys in %s\n", logd, keys);
+    } else {
+        rm_log(logd);
+        rm_log(keys);
+        rmdir(root);
+    }
+    return rc;
+}
