@@ -36,9 +36,9 @@ typedef struct events {
 typedef struct measurement {
     const char *name;
     size_t events;
-    double cpu_s;          /* gateway + every party, all events */
-    double gateway_ns;     /* the gateway's part of ns_per_event */
-    double combine_ns;     /* per group with events, combiner */
+    double cpu_s;      /* gateway + every party, all events */
+    double gateway_ns; /* the gateway's part of ns_per_event */
+    double combine_ns; /* per group with events, combiner */
     size_t groups;
     double bytes_per_event;
     double hit_rate;
@@ -105,8 +105,8 @@ static int measure(const cf_protector_ops *ops, const cf_protect_conf *conf, con
         fprintf(stderr, "bench protect: %s: %s\n", ops->name, err);
         goto done;
     }
-    if (cf_sa_pseudo_create(&ps, pkey, cache_slots == 0 ? 64 : cache_slots, err,
-                            sizeof(err)) != CF_OK) {
+    if (cf_sa_pseudo_create(&ps, pkey, cache_slots == 0 ? 64 : cache_slots, err, sizeof(err)) !=
+        CF_OK) {
         fprintf(stderr, "bench protect: %s\n", err);
         goto done;
     }
@@ -221,9 +221,8 @@ static int measure(const cf_protector_ops *ops, const cf_protect_conf *conf, con
     out->exact = exact;
     cf_sa_pseudo_stats pst;
     cf_sa_pseudo_stats_get(ps, &pst);
-    out->hit_rate = pst.hits + pst.misses > 0
-                        ? (double)pst.hits / (double)(pst.hits + pst.misses)
-                        : 0;
+    out->hit_rate =
+        pst.hits + pst.misses > 0 ? (double)pst.hits / (double)(pst.hits + pst.misses) : 0;
     rc = exact ? 0 : -1;
     if (!exact) {
         fprintf(stderr, "bench protect: %s: combined sums differ from the plaintext sums\n",
@@ -271,19 +270,18 @@ static const char *const engine_names[3] = {"openssl", "gmp-sec", "gmp"};
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: confide bench protect [--json] [--events N] [--paillier-events N]\n"
-            "                             [--parties K] [--merchants M] [--paillier-bits B]\n"
-            "                             [--paillier-engine openssl|gmp-sec|gmp]\n"
-            "                             [--paillier-pool N] [--pseudonym-cache SLOTS]\n\n"
-            "Per-event cost of protection for plain, lsa and paillier on the same generated\n"
-            "events: gateway (pseudonymize + protect) and every party (accumulate) per event,\n"
-            "the combiner per group; one thread, CPU time.\n"
-            "Defaults: --events 2000000 --paillier-events 300 --parties 2 --merchants 20000\n"
-            "          --paillier-bits 2048 --paillier-engine openssl --paillier-pool 0\n"
-            "          --pseudonym-cache 16384 (0: hash every id, no cache)\n"
-            "With --paillier-pool N a background thread precomputes r^n (off the critical\n"
-            "path, not off the CPU: its time is included, it runs on another core).\n");
+    fprintf(f, "usage: confide bench protect [--json] [--events N] [--paillier-events N]\n"
+               "                             [--parties K] [--merchants M] [--paillier-bits B]\n"
+               "                             [--paillier-engine openssl|gmp-sec|gmp]\n"
+               "                             [--paillier-pool N] [--pseudonym-cache SLOTS]\n\n"
+               "Per-event cost of protection for plain, lsa and paillier on the same generated\n"
+               "events: gateway (pseudonymize + protect) and every party (accumulate) per event,\n"
+               "the combiner per group; one thread, CPU time.\n"
+               "Defaults: --events 2000000 --paillier-events 300 --parties 2 --merchants 20000\n"
+               "          --paillier-bits 2048 --paillier-engine openssl --paillier-pool 0\n"
+               "          --pseudonym-cache 16384 (0: hash every id, no cache)\n"
+               "With --paillier-pool N a background thread precomputes r^n (off the critical\n"
+               "path, not off the CPU: its time is included, it runs on another core).\n");
 }
 
 static bool parse_size(const char *s, size_t *out)
@@ -345,8 +343,9 @@ int cf_bench_protect(int argc, char **argv)
                 }
             }
             if (engine < 0) {
-                fprintf(stderr, "confide bench protect: --paillier-engine must be openssl, "
-                                "gmp-sec or gmp (got '%s')\n",
+                fprintf(stderr,
+                        "confide bench protect: --paillier-engine must be openssl, "
+                        "gmp-sec or gmp (got '%s')\n",
                         v);
                 return CF_EXIT_USAGE;
             }
@@ -406,8 +405,7 @@ int cf_bench_protect(int argc, char **argv)
                                       &cf_protect_paillier_ops};
     for (int t = 0; t < 3; t++) {
         size_t cnt = t == 2 ? npai : n;
-        if (measure(ops[t], &conf, pkey, &ev, cnt, (uint32_t)merchants, cache_slots, &ms[t]) !=
-            0) {
+        if (measure(ops[t], &conf, pkey, &ev, cnt, (uint32_t)merchants, cache_slots, &ms[t]) != 0) {
             goto done;
         }
     }
@@ -423,10 +421,9 @@ int cf_bench_protect(int argc, char **argv)
                    "\"gateway_ns_per_event\":%.1f,\"combine_ns_per_group\":%.0f,"
                    "\"groups\":%zu,\"pseudonym_cache_hit_rate\":%.4f,"
                    "\"verified\":%s,\"exact\":%s}",
-                   t > 0 ? "," : "", ms[t].name, eps[t],
-                   1e9 * ms[t].cpu_s / (double)ms[t].events, ms[t].bytes_per_event,
-                   ms[t].events, ms[t].gateway_ns, ms[t].combine_ns, ms[t].groups,
-                   t == 0 ? 0.0 : ms[t].hit_rate, ms[t].verified ? "true" : "false",
+                   t > 0 ? "," : "", ms[t].name, eps[t], 1e9 * ms[t].cpu_s / (double)ms[t].events,
+                   ms[t].bytes_per_event, ms[t].events, ms[t].gateway_ns, ms[t].combine_ns,
+                   ms[t].groups, t == 0 ? 0.0 : ms[t].hit_rate, ms[t].verified ? "true" : "false",
                    ms[t].exact ? "true" : "false");
         }
         printf("],\"parties\":%zu,\"merchants\":%zu,\"paillier_bits\":%zu,"
@@ -439,8 +436,7 @@ int cf_bench_protect(int argc, char **argv)
                "bytes/event", "events");
         for (int t = 0; t < 3; t++) {
             printf("%-9s %14.0f %12.1f %16.0f %10zu\n", ms[t].name, eps[t],
-                   1e9 * ms[t].cpu_s / (double)ms[t].events, ms[t].bytes_per_event,
-                   ms[t].events);
+                   1e9 * ms[t].cpu_s / (double)ms[t].events, ms[t].bytes_per_event, ms[t].events);
         }
         printf("lsa / paillier throughput: %.0fx (k = %zu, %zu merchants, Paillier %zu-bit)\n",
                eps[2] > 0 ? eps[1] / eps[2] : 0, parties, merchants, bits);

@@ -14,24 +14,23 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: confide keygen --dir DIR --parties K [--epoch N] [--force]\n\n"
-            "Writes the keys of one deployment with K aggregation parties (2..8) into DIR\n"
-            "(created with mode 0700; secret files 0600, signing.pub 0644):\n"
-            "  gateway.key    MAC key and the seeds of parties 1..K-1 (gateway)\n"
-            "  combiner.key   MAC key and seeds, to verify and attribute (combiner)\n"
-            "  party-<i>.key  seed of party i, i = 1..K-1 (party 0 needs no key)\n"
-            "  pseudonym.key  BLAKE2b key for group-key pseudonyms (gateway)\n"
-            "  data.key       XChaCha20-Poly1305 key of the audit log (gateway, auditor)\n"
-            "  signing.key    Ed25519 secret key (gateway, combiner)\n"
-            "  signing.pub    Ed25519 public key (anyone verifying)\n\n"
-            "options:\n"
-            "  --dir DIR      key directory (required)\n"
-            "  --parties K    number of parties, 2..8 (required)\n"
-            "  --epoch N      key epoch recorded in every file and result (default 1)\n"
-            "  --force        replace existing keys (rotation: see docs/security.md)\n"
-            "  -h, --help     this help\n\n"
-            "exit codes: 0 ok, 2 usage, 3 could not write or read back the keys\n");
+    fprintf(f, "usage: confide keygen --dir DIR --parties K [--epoch N] [--force]\n\n"
+               "Writes the keys of one deployment with K aggregation parties (2..8) into DIR\n"
+               "(created with mode 0700; secret files 0600, signing.pub 0644):\n"
+               "  gateway.key    MAC key and the seeds of parties 1..K-1 (gateway)\n"
+               "  combiner.key   MAC key and seeds, to verify and attribute (combiner)\n"
+               "  party-<i>.key  seed of party i, i = 1..K-1 (party 0 needs no key)\n"
+               "  pseudonym.key  BLAKE2b key for group-key pseudonyms (gateway)\n"
+               "  data.key       XChaCha20-Poly1305 key of the audit log (gateway, auditor)\n"
+               "  signing.key    Ed25519 secret key (gateway, combiner)\n"
+               "  signing.pub    Ed25519 public key (anyone verifying)\n\n"
+               "options:\n"
+               "  --dir DIR      key directory (required)\n"
+               "  --parties K    number of parties, 2..8 (required)\n"
+               "  --epoch N      key epoch recorded in every file and result (default 1)\n"
+               "  --force        replace existing keys (rotation: see docs/security.md)\n"
+               "  -h, --help     this help\n\n"
+               "exit codes: 0 ok, 2 usage, 3 could not write or read back the keys\n");
 }
 
 static const char *need_value(int argc, char **argv, int *i)
@@ -75,8 +74,8 @@ static int report(const char *dir, const char *name)
             return -1;
         }
         cf_key_id_hex(id, idhex);
-        printf("  %-14s %-15s id %s  epoch %u  mode %04o\n", name, CF_KEY_KIND_SIGNING_PUB,
-               idhex, (unsigned)epoch, (unsigned)(st.st_mode & 07777));
+        printf("  %-14s %-15s id %s  epoch %u  mode %04o\n", name, CF_KEY_KIND_SIGNING_PUB, idhex,
+               (unsigned)epoch, (unsigned)(st.st_mode & 07777));
         return 0;
     }
     cf_key *k = NULL;
@@ -85,8 +84,8 @@ static int report(const char *dir, const char *name)
         return -1;
     }
     cf_key_id_hex(k->id, idhex);
-    printf("  %-14s %-15s id %s  epoch %u  mode %04o\n", name, k->kind, idhex,
-           (unsigned)k->epoch, (unsigned)(st.st_mode & 07777));
+    printf("  %-14s %-15s id %s  epoch %u  mode %04o\n", name, k->kind, idhex, (unsigned)k->epoch,
+           (unsigned)(st.st_mode & 07777));
     cf_key_destroy(k);
     return 0;
 }
@@ -129,8 +128,7 @@ static int keygen_main(int argc, char **argv)
                 return CF_EXIT_USAGE;
             }
         } else {
-            fprintf(stderr, "confide keygen: unknown option '%s' (see confide keygen --help)\n",
-                    a);
+            fprintf(stderr, "confide keygen: unknown option '%s' (see confide keygen --help)\n", a);
             return CF_EXIT_USAGE;
         }
     }
@@ -145,8 +143,8 @@ static int keygen_main(int argc, char **argv)
         fprintf(stderr, "confide keygen: %s\n", err[0] != '\0' ? err : cf_strerror(e));
         return e == CF_E_INVAL ? CF_EXIT_USAGE : CF_EXIT_RUNTIME;
     }
-    printf("confide keygen: wrote keys for %lu parties, epoch %lu, into %s (mode 0700):\n",
-           parties, epoch, dir);
+    printf("confide keygen: wrote keys for %lu parties, epoch %lu, into %s (mode 0700):\n", parties,
+           epoch, dir);
     const char *fixed[] = {"gateway.key", "combiner.key"};
     for (size_t i = 0; i < 2; i++) {
         if (report(dir, fixed[i]) != 0) {

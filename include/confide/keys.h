@@ -40,8 +40,8 @@ typedef struct cf_key {
  * Creates DIR (0700) if needed and writes every key for @p parties parties (2..8) under
  * @p epoch. Refuses to overwrite existing key files (CF_E_STATE) unless @p force.
  */
-cf_err cf_keys_generate(const char *dir, unsigned parties, uint32_t epoch, int force,
-                        char *errstr, size_t errstr_size);
+cf_err cf_keys_generate(const char *dir, unsigned parties, uint32_t epoch, int force, char *errstr,
+                        size_t errstr_size);
 /**
  * Loads DIR/<name> (e.g. "signing.key"). Refuses a secret key file that is group- or
  * world-accessible (CF_E_PERM, errstr names the file and its mode) or of another kind.
@@ -53,7 +53,6 @@ cf_err cf_key_load(const char *dir, const char *name, cf_key **out, char *errstr
 void cf_key_destroy(cf_key *k);
 /** Key id as 16 lowercase hex digits plus NUL. */
 void cf_key_id_hex(const uint8_t id[CF_KEY_ID_LEN], char out[2 * CF_KEY_ID_LEN + 1]);
-
 
 /* ---- sizes, kinds and layouts (additions; the API above is unchanged) ------------------- */
 

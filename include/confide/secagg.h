@@ -130,8 +130,7 @@ void cf_sa_gateway_destroy(cf_sa_gateway *g);
  * (opts->dim components; component 1 is checked against amount_abs_max).
  * CF_E_OVERFLOW when a value is out of range (nothing written). @locality gateway thread
  */
-cf_err cf_sa_gateway_split(cf_sa_gateway *g, uint64_t seq, const int64_t *vals,
-                           cf_sa_vec *share0);
+cf_err cf_sa_gateway_split(cf_sa_gateway *g, uint64_t seq, const int64_t *vals, cf_sa_vec *share0);
 /** cf_sa_gateway_split for @p n events: vals is n x dim, row-major. On error nothing
  *  useful is in share0 and *bad (may be NULL) is the failing index. */
 cf_err cf_sa_gateway_split_batch(cf_sa_gateway *g, const uint64_t *seqs, const int64_t *vals,
@@ -173,8 +172,8 @@ typedef struct cf_sa_combiner cf_sa_combiner;
  * From the combiner key (alpha only) or from the gateway key (alpha and the seeds of parties
  * >= 1, which cf_sa_combiner_attribute needs). Borrows @p comb_key during the call.
  */
-cf_err cf_sa_combiner_create(cf_sa_combiner **out, const cf_key *comb_key,
-                             const cf_sa_opts *opts, char *errstr, size_t errstr_size);
+cf_err cf_sa_combiner_create(cf_sa_combiner **out, const cf_key *comb_key, const cf_sa_opts *opts,
+                             char *errstr, size_t errstr_size);
 void cf_sa_combiner_destroy(cf_sa_combiner *c);
 /**
  * Adds the k partial sums of (window @p window_id, pseudonym @p key) and checks
@@ -235,8 +234,7 @@ void cf_sa_acc_destroy(cf_sa_acc *a);
 cf_err cf_sa_acc_add(cf_sa_acc *a, uint64_t window_id, const uint8_t key[16],
                      const cf_sa_vec *share);
 /** CF_E_NOTFOUND when the group has no events. */
-cf_err cf_sa_acc_get(const cf_sa_acc *a, uint64_t window_id, const uint8_t key[16],
-                     cf_sa_vec *out);
+cf_err cf_sa_acc_get(const cf_sa_acc *a, uint64_t window_id, const uint8_t key[16], cf_sa_vec *out);
 size_t cf_sa_acc_size(const cf_sa_acc *a);
 /** Calls cb for every group (in table order). */
 void cf_sa_acc_foreach(const cf_sa_acc *a,
@@ -292,8 +290,7 @@ void cf_paillier_pool_stop(cf_paillier *pk);
 void cf_paillier_pool_stats(const cf_paillier *pk, uint64_t *from_pool, uint64_t *inline_);
 /** A key parameter as lowercase hex: "n", "g", "lambda", "mu", "crt_lp", "crt_lq", "crt_mp",
  *  "crt_mq" (the last six need the private key). CF_E_INVAL for unknown names. */
-cf_err cf_paillier_param_hex(const cf_paillier *pk, const char *name, char *out,
-                             size_t out_size);
+cf_err cf_paillier_param_hex(const cf_paillier *pk, const char *name, char *out, size_t out_size);
 /** Use the primes to compute r^n by CRT when encrypting (default on for private keys). */
 void cf_paillier_set_crt_encrypt(cf_paillier *pk, bool on);
 /** Exponentiation engines (bench/results/protect-2026-11-25.md compares them). */
@@ -330,8 +327,7 @@ typedef struct cf_protect_conf {
 typedef struct cf_protector_ops {
     uint32_t abi_version; /* == CF_PROTECT_ABI; new hooks only appended */
     const char *name;     /* "plain" | "lsa" | "paillier" */
-    cf_err (*create)(void **state, const cf_protect_conf *conf, char *errstr,
-                     size_t errstr_size);
+    cf_err (*create)(void **state, const cf_protect_conf *conf, char *errstr, size_t errstr_size);
     /** Parties that receive payloads (lsa: k; plain and paillier: 1). */
     unsigned (*parties)(const void *state);
     /** Value bytes per event for @p party (metadata cf_sa_meta not included). */
@@ -343,12 +339,10 @@ typedef struct cf_protector_ops {
     /** Party: acc = zero. */
     void (*acc_zero)(void *state, void *acc);
     /** Party @p party: folds one event (its payload, possibly empty) into acc. */
-    cf_err (*absorb)(void *state, unsigned party, uint64_t seq, const uint8_t *payload,
-                     void *acc);
+    cf_err (*absorb)(void *state, unsigned party, uint64_t seq, const uint8_t *payload, void *acc);
     /** Combiner: accs[0..parties) of one group -> result (CF_E_AUTH on a MAC failure). */
     cf_err (*combine)(void *state, uint64_t window_id, const uint8_t key[16],
-                      const void *const *accs, cf_sa_result *out, char *errstr,
-                      size_t errstr_size);
+                      const void *const *accs, cf_sa_result *out, char *errstr, size_t errstr_size);
     void (*destroy)(void *state);
 } cf_protector_ops;
 

@@ -124,8 +124,7 @@ static cf_err write_atomic(const char *dir, const char *name, const char *text, 
     cf_err err = CF_OK;
     if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, name) >= sizeof(path) ||
         (size_t)snprintf(tmp, sizeof(tmp), "%s/.%s.tmp.XXXXXX", dir, name) >= sizeof(tmp)) {
-        return cf_err_set(CF_E_INVAL, errstr, errstr_size, "key path too long: %s/%s", dir,
-                          name);
+        return cf_err_set(CF_E_INVAL, errstr, errstr_size, "key path too long: %s/%s", dir, name);
     }
     fd = mkstemp(tmp); /* created 0600 by POSIX */
     if (fd < 0) {
@@ -195,8 +194,8 @@ static cf_err write_key(const char *dir, const char *name, const char *kind, uin
     int n = snprintf(text, KEYFILE_MAX,
                      "# confide %s key file (docs/security.md).%s\n"
                      "confide-key-v1\nkind=%s\nid=%s\nepoch=%u\n",
-                     kind, pub ? "" : " SECRET: keep mode 0600, never share, copy or log.",
-                     kind, idhex, (unsigned)epoch);
+                     kind, pub ? "" : " SECRET: keep mode 0600, never share, copy or log.", kind,
+                     idhex, (unsigned)epoch);
     if (parties > 0) {
         n += snprintf(text + n, KEYFILE_MAX - (size_t)n, "parties=%u\n", parties);
     }
@@ -243,8 +242,7 @@ static cf_err prepare_dir(const char *dir, char *errstr, size_t errstr_size)
         return cf_err_errno(errno, errstr, errstr_size, "stat %s", dir);
     }
     if (!S_ISDIR(st.st_mode)) {
-        return cf_err_set(CF_E_INVAL, errstr, errstr_size, "%s exists and is not a directory",
-                          dir);
+        return cf_err_set(CF_E_INVAL, errstr, errstr_size, "%s exists and is not a directory", dir);
     }
     if ((st.st_mode & 077) != 0) {
         return cf_err_set(CF_E_PERM, errstr, errstr_size,
@@ -255,8 +253,8 @@ static cf_err prepare_dir(const char *dir, char *errstr, size_t errstr_size)
     return CF_OK;
 }
 
-cf_err cf_keys_generate(const char *dir, unsigned parties, uint32_t epoch, int force,
-                        char *errstr, size_t errstr_size)
+cf_err cf_keys_generate(const char *dir, unsigned parties, uint32_t epoch, int force, char *errstr,
+                        size_t errstr_size)
 {
     enum { NAMES_MAX = 6 + CF_KEY_PARTIES_MAX };
     char names[NAMES_MAX][32];
@@ -279,8 +277,8 @@ cf_err cf_keys_generate(const char *dir, unsigned parties, uint32_t epoch, int f
     if (err != CF_OK) {
         return err;
     }
-    const char *fixed[] = {"gateway.key",   "combiner.key", "pseudonym.key",
-                           "data.key",      "signing.key",  "signing.pub"};
+    const char *fixed[] = {"gateway.key", "combiner.key", "pseudonym.key",
+                           "data.key",    "signing.key",  "signing.pub"};
     for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
         snprintf(names[nn++], sizeof(names[0]), "%s", fixed[i]);
     }
@@ -335,8 +333,8 @@ cf_err cf_keys_generate(const char *dir, unsigned parties, uint32_t epoch, int f
         char name[32];
         snprintf(name, sizeof(name), "party-%u.key", i);
         err = write_key(dir, name, CF_KEY_KIND_PARTY, epoch, parties, i,
-                        mac + CF_KEY_ALPHA_LEN + (size_t)(i - 1) * CF_KEY_SEED_LEN,
-                        CF_KEY_SEED_LEN, errstr, errstr_size);
+                        mac + CF_KEY_ALPHA_LEN + (size_t)(i - 1) * CF_KEY_SEED_LEN, CF_KEY_SEED_LEN,
+                        errstr, errstr_size);
     }
     if (err == CF_OK) {
         err = write_key(dir, "pseudonym.key", CF_KEY_KIND_PSEUDONYM, epoch, 0, 0, pseudo,
@@ -405,8 +403,8 @@ static cf_err read_keyfile(const char *path, bool pub, char **text_out, size_t *
         goto fail;
     }
     if (!S_ISREG(st.st_mode)) {
-        err = cf_err_set(CF_E_INVAL, errstr, errstr_size, "key file %s is not a regular file",
-                         path);
+        err =
+            cf_err_set(CF_E_INVAL, errstr, errstr_size, "key file %s is not a regular file", path);
         goto fail;
     }
     unsigned mode = (unsigned)(st.st_mode & 07777);
@@ -425,8 +423,8 @@ static cf_err read_keyfile(const char *path, bool pub, char **text_out, size_t *
         goto fail;
     }
     if (st.st_size <= 0 || st.st_size >= KEYFILE_MAX) {
-        err = cf_err_set(CF_E_PARSE, errstr, errstr_size, "key file %s has a bad size (%lld)",
-                         path, (long long)st.st_size);
+        err = cf_err_set(CF_E_PARSE, errstr, errstr_size, "key file %s has a bad size (%lld)", path,
+                         (long long)st.st_size);
         goto fail;
     }
     text = sodium_malloc(KEYFILE_MAX);
@@ -498,7 +496,7 @@ typedef struct parsed {
 } parsed;
 
 static cf_err parse_keyfile(const char *path, char *text, parsed *p, char *errstr,
-                           size_t errstr_size)
+                            size_t errstr_size)
 {
     memset(p, 0, sizeof(*p));
     unsigned lineno = 0;
@@ -536,8 +534,8 @@ static cf_err parse_keyfile(const char *path, char *text, parsed *p, char *errst
         const char *val = eq + 1;
         if (strcmp(name, "kind") == 0) {
             if (strlen(val) >= sizeof(p->kind)) {
-                return cf_err_set(CF_E_PARSE, errstr, errstr_size, "%s line %u: bad kind",
-                                  path, lineno);
+                return cf_err_set(CF_E_PARSE, errstr, errstr_size, "%s line %u: bad kind", path,
+                                  lineno);
             }
             snprintf(p->kind, sizeof(p->kind), "%s", val);
             p->has_kind = true;
@@ -552,21 +550,20 @@ static cf_err parse_keyfile(const char *path, char *text, parsed *p, char *errst
             p->has_id = true;
         } else if (strcmp(name, "epoch") == 0) {
             if (!parse_u32(val, &p->epoch)) {
-                return cf_err_set(CF_E_PARSE, errstr, errstr_size, "%s line %u: bad epoch",
-                                  path, lineno);
+                return cf_err_set(CF_E_PARSE, errstr, errstr_size, "%s line %u: bad epoch", path,
+                                  lineno);
             }
             p->has_epoch = true;
         } else if (strcmp(name, "parties") == 0) {
             if (!parse_u32(val, &p->parties) || p->parties < CF_KEY_PARTIES_MIN ||
                 p->parties > CF_KEY_PARTIES_MAX) {
-                return cf_err_set(CF_E_PARSE, errstr, errstr_size, "%s line %u: bad parties",
-                                  path, lineno);
+                return cf_err_set(CF_E_PARSE, errstr, errstr_size, "%s line %u: bad parties", path,
+                                  lineno);
             }
         } else if (strcmp(name, "party") == 0) {
-            if (!parse_u32(val, &p->party) || p->party < 1 ||
-                p->party >= CF_KEY_PARTIES_MAX) {
-                return cf_err_set(CF_E_PARSE, errstr, errstr_size, "%s line %u: bad party",
-                                  path, lineno);
+            if (!parse_u32(val, &p->party) || p->party < 1 || p->party >= CF_KEY_PARTIES_MAX) {
+                return cf_err_set(CF_E_PARSE, errstr, errstr_size, "%s line %u: bad party", path,
+                                  lineno);
             }
         } else if (strcmp(name, "secret") == 0 || strcmp(name, "public") == 0) {
             p->hex = val;
@@ -593,8 +590,7 @@ static size_t expected_len(const parsed *p)
 {
     const char *k = p->kind;
     if (strcmp(k, CF_KEY_KIND_GATEWAY) == 0) {
-        return p->parties == 0 ? 0
-                               : CF_KEY_ALPHA_LEN + (size_t)(p->parties - 1) * CF_KEY_SEED_LEN;
+        return p->parties == 0 ? 0 : CF_KEY_ALPHA_LEN + (size_t)(p->parties - 1) * CF_KEY_SEED_LEN;
     }
     if (strcmp(k, CF_KEY_KIND_COMBINER) == 0) {
         return CF_KEY_ALPHA_LEN;
@@ -646,8 +642,8 @@ static cf_err load_impl(const char *dir, const char *name, const char *want_kind
     }
     if (strcmp(p.kind, want_kind) != 0) {
         err = cf_err_set(CF_E_INVAL, errstr, errstr_size,
-                         "key file %s holds a '%s' key where a '%s' key is expected", path,
-                         p.kind, want_kind);
+                         "key file %s holds a '%s' key where a '%s' key is expected", path, p.kind,
+                         want_kind);
         goto fail;
     }
     if (p.value_public != pub) {
@@ -693,8 +689,8 @@ static cf_err load_impl(const char *dir, const char *name, const char *want_kind
     if (strcmp(p.kind, CF_KEY_KIND_GATEWAY) == 0 || strcmp(p.kind, CF_KEY_KIND_COMBINER) == 0) {
         uint64_t a = cf_key_alpha(k);
         if (a == 0 || a >= ((UINT64_C(1) << 61) - 1)) {
-            err = cf_err_set(CF_E_CORRUPT, errstr, errstr_size,
-                             "key file %s: MAC key out of range", path);
+            err = cf_err_set(CF_E_CORRUPT, errstr, errstr_size, "key file %s: MAC key out of range",
+                             path);
             goto fail;
         }
     }
@@ -717,8 +713,8 @@ static cf_err load_impl(const char *dir, const char *name, const char *want_kind
         base = base != NULL ? base + 1 : name;
         if (p.party == 0 || (strncmp(base, "party-", 6) == 0 && strcmp(base, want) != 0)) {
             err = cf_err_set(CF_E_INVAL, errstr, errstr_size,
-                             "key file %s records party %u, which does not match its name",
-                             path, (unsigned)p.party);
+                             "key file %s records party %u, which does not match its name", path,
+                             (unsigned)p.party);
             goto fail;
         }
     }

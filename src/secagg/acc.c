@@ -103,8 +103,7 @@ cf_err cf_sa_acc_add(cf_sa_acc *a, uint64_t window_id, const uint8_t key[16],
     return CF_OK;
 }
 
-cf_err cf_sa_acc_get(const cf_sa_acc *a, uint64_t window_id, const uint8_t key[16],
-                     cf_sa_vec *out)
+cf_err cf_sa_acc_get(const cf_sa_acc *a, uint64_t window_id, const uint8_t key[16], cf_sa_vec *out)
 {
     const slot *s = find(a, window_id, key);
     if (!s->used) {

@@ -122,8 +122,8 @@ static void derive_single(const uint8_t seed[CF_KEY_SEED_LEN], uint64_t seq, uns
     }
     while (got < need) {
         memset(words, 0, sizeof(words));
-        crypto_stream_chacha20_ietf_xor_ic((uint8_t *)words, (const uint8_t *)words,
-                                           sizeof(words), nonce, block++, seed);
+        crypto_stream_chacha20_ietf_xor_ic((uint8_t *)words, (const uint8_t *)words, sizeof(words),
+                                           nonce, block++, seed);
         for (int i = 0; i < 8 && got < need; i++) {
             uint64_t w = words[i] & CF_SA_P;
             if (w != CF_SA_P) {
@@ -248,8 +248,7 @@ cf_err cf_sa_gateway_create(cf_sa_gateway **out, const cf_key *gw_key, const cf_
     g->dim = opts->dim;
     g->amount_abs_max = opts->amount_abs_max;
     bool has_seeds;
-    err = load_mac_key(gw_key, g->k, false, &g->alpha, g->seeds, &has_seeds, errstr,
-                       errstr_size);
+    err = load_mac_key(gw_key, g->k, false, &g->alpha, g->seeds, &has_seeds, errstr, errstr_size);
     if (err != CF_OK) {
         cf_sa_gateway_destroy(g);
         return err;
@@ -269,8 +268,7 @@ void cf_sa_gateway_destroy(cf_sa_gateway *g)
     }
 }
 
-cf_err cf_sa_gateway_split(cf_sa_gateway *g, uint64_t seq, const int64_t *vals,
-                           cf_sa_vec *share0)
+cf_err cf_sa_gateway_split(cf_sa_gateway *g, uint64_t seq, const int64_t *vals, cf_sa_vec *share0)
 {
     uint64_t enc[CF_SA_DIM_MAX];
     if (vals[CF_SA_C_AMOUNT] > g->amount_abs_max || vals[CF_SA_C_AMOUNT] < -g->amount_abs_max) {
@@ -400,8 +398,8 @@ struct cf_sa_combiner {
     uint8_t seeds[CF_KEY_PARTIES_MAX - 1][CF_KEY_SEED_LEN];
 };
 
-cf_err cf_sa_combiner_create(cf_sa_combiner **out, const cf_key *comb_key,
-                             const cf_sa_opts *opts, char *errstr, size_t errstr_size)
+cf_err cf_sa_combiner_create(cf_sa_combiner **out, const cf_key *comb_key, const cf_sa_opts *opts,
+                             char *errstr, size_t errstr_size)
 {
     cf_err err;
     CF_ASSERT(out != NULL);
@@ -418,8 +416,8 @@ cf_err cf_sa_combiner_create(cf_sa_combiner **out, const cf_key *comb_key,
     c->dim = opts->dim;
     c->min_count = opts->min_count;
     c->amount_abs_max = opts->amount_abs_max;
-    err = load_mac_key(comb_key, c->k, true, &c->alpha, c->seeds, &c->has_seeds, errstr,
-                       errstr_size);
+    err =
+        load_mac_key(comb_key, c->k, true, &c->alpha, c->seeds, &c->has_seeds, errstr, errstr_size);
     if (err != CF_OK) {
         cf_sa_combiner_destroy(c);
         return err;
@@ -507,8 +505,8 @@ cf_err cf_sa_combine(cf_sa_combiner *c, uint64_t window_id, const uint8_t key[16
     if (count < 0) {
         sodium_memzero(&tot, sizeof(tot));
         return cf_err_set(CF_E_OVERFLOW, errstr, errstr_size,
-                          "window %llu, pseudonym %s: negative count", (unsigned long long)window_id,
-                          keyhex);
+                          "window %llu, pseudonym %s: negative count",
+                          (unsigned long long)window_id, keyhex);
     }
     for (unsigned j = 0; j < c->dim; j++) {
         uint64_t lim;

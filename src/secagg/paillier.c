@@ -31,8 +31,8 @@ struct cf_paillier {
     mpz_t n, n2, g;
     bool priv;
     mpz_t p, q, p2, q2, lambda, mu;
-    mpz_t pm1, qm1, hp, hq, pinvq;  /* decryption: p-1, q-1, h_p, h_q, p^-1 mod q */
-    mpz_t en_p, en_q, p2inv_q2;     /* CRT encryption: n mod p(p-1), n mod q(q-1), p^-2 mod q^2 */
+    mpz_t pm1, qm1, hp, hq, pinvq; /* decryption: p-1, q-1, h_p, h_q, p^-1 mod q */
+    mpz_t en_p, en_q, p2inv_q2;    /* CRT encryption: n mod p(p-1), n mod q(q-1), p^-2 mod q^2 */
     size_t ct_bytes, n_bytes;
     cf_paillier_engine engine;
     bool crt_encrypt;
@@ -120,8 +120,9 @@ static cf_err set_private(cf_paillier *pk, char *errstr, size_t errstr_size)
     cf_err err = CF_OK;
     mpz_inits(t, u, NULL);
     if (mpz_cmp(pk->p, pk->q) == 0 || mpz_cmp_ui(pk->p, 3) < 0 || mpz_cmp_ui(pk->q, 3) < 0) {
-        err = cf_err_set(CF_E_INVAL, errstr, errstr_size, "paillier: p and q must be distinct "
-                                                          "odd primes");
+        err = cf_err_set(CF_E_INVAL, errstr, errstr_size,
+                         "paillier: p and q must be distinct "
+                         "odd primes");
         goto done;
     }
     mpz_mul(pk->n, pk->p, pk->q);
@@ -296,7 +297,7 @@ void cf_paillier_set_engine(cf_paillier *pk, cf_paillier_engine e)
 static bool powm_openssl(const cf_paillier *pk, mpz_t out, const mpz_t b, const mpz_t e,
                          const mpz_t m)
 {
-    BN_MONT_CTX *mc = m == pk->p2 ? pk->mont_p2
+    BN_MONT_CTX *mc = m == pk->p2   ? pk->mont_p2
                       : m == pk->q2 ? pk->mont_q2
                       : m == pk->n2 ? pk->mont_n2
                                     : NULL;
@@ -568,8 +569,7 @@ cf_err cf_paillier_mult_hex(cf_paillier *pk, const char *c1_hex, const char *k_h
     return err;
 }
 
-cf_err cf_paillier_param_hex(const cf_paillier *pk, const char *name, char *out,
-                             size_t out_size)
+cf_err cf_paillier_param_hex(const cf_paillier *pk, const char *name, char *out, size_t out_size)
 {
     const mpz_t *x = NULL;
     if (strcmp(name, "n") == 0) {

@@ -215,8 +215,7 @@ static cf_err lsa_create(void **state, const cf_protect_conf *conf, char *errstr
         err = cf_sa_gateway_create(&s->gw, conf->gateway_key, &conf->sa, errstr, errstr_size);
     }
     if (err == CF_OK && conf->combiner_key != NULL) {
-        err = cf_sa_combiner_create(&s->comb, conf->combiner_key, &conf->sa, errstr,
-                                    errstr_size);
+        err = cf_sa_combiner_create(&s->comb, conf->combiner_key, &conf->sa, errstr, errstr_size);
     }
     /* Party 0 needs no key. In the embedded mode every party runs here and takes its seed
      * from the gateway key; a lone party i >= 1 brings its own party-<i>.key. */
@@ -256,8 +255,7 @@ static size_t lsa_acc_size(const void *state)
     return sizeof(cf_sa_vec);
 }
 
-static cf_err lsa_protect(void *state, uint64_t seq, const int64_t *vals,
-                          uint8_t *const *payloads)
+static cf_err lsa_protect(void *state, uint64_t seq, const int64_t *vals, uint8_t *const *payloads)
 {
     lsa_state *s = state;
     cf_sa_vec sh;
@@ -418,8 +416,7 @@ static size_t pai_acc_size(const void *state)
     return s->ct;
 }
 
-static cf_err pai_protect(void *state, uint64_t seq, const int64_t *vals,
-                          uint8_t *const *payloads)
+static cf_err pai_protect(void *state, uint64_t seq, const int64_t *vals, uint8_t *const *payloads)
 {
     pai_state *s = state;
     (void)seq;

@@ -114,8 +114,7 @@ void cf_sa_pseudonymize_nocache(const cf_sa_pseudo *ps, const void *id, size_t l
     crypto_generichash(out, CF_SA_PSEUDO_LEN, id, len, ps->sec->key, CF_KEY_SYM_LEN);
 }
 
-void cf_sa_pseudonymize(cf_sa_pseudo *ps, const void *id, size_t len,
-                        uint8_t out[CF_SA_PSEUDO_LEN])
+void cf_sa_pseudonymize(cf_sa_pseudo *ps, const void *id, size_t len, uint8_t out[CF_SA_PSEUDO_LEN])
 {
     if (len > CF_SA_PSEUDO_ID_MAX) {
         ps->misses++;

@@ -186,8 +186,15 @@ static void test_shares_sum_to_value(void)
         rig r;
         REQUIRE(rig_make(&r, &o) == 0);
         uint64_t alpha = cf_key_alpha(r.ks.gw);
-        const int64_t edge[] = {0, 1, -1, 5716, -5716, CF_SA_ABS_MAX, -CF_SA_ABS_MAX,
-                                INT64_C(1) << 40, -(INT64_C(1) << 40)};
+        const int64_t edge[] = {0,
+                                1,
+                                -1,
+                                5716,
+                                -5716,
+                                CF_SA_ABS_MAX,
+                                -CF_SA_ABS_MAX,
+                                INT64_C(1) << 40,
+                                -(INT64_C(1) << 40)};
         size_t ne = sizeof(edge) / sizeof(edge[0]);
         for (size_t t = 0; t < ne + 200; t++) {
             int64_t amount = t < ne ? edge[t] : (int64_t)(rnd64() % (2 * 100000000)) - 100000000;
@@ -433,8 +440,7 @@ static void test_wrong_mac_key(void)
     CHECK(c == NULL && p == NULL);
     /* a party using another deployment's seed breaks the sums: detected */
     cf_sa_party *wrong = NULL;
-    REQUIRE(cf_sa_party_create(&wrong, 1, other.ks.party[1], &o, errbuf, sizeof(errbuf)) ==
-            CF_OK);
+    REQUIRE(cf_sa_party_create(&wrong, 1, other.ks.party[1], &o, errbuf, sizeof(errbuf)) == CF_OK);
     cf_sa_vec_zero(&part[1]);
     cf_sa_party_sum(wrong, g.seqs, g.n, NULL, &part[1]);
     CHECK_EQ(cf_sa_combine(r.comb, 1, key, part, 2, &res, errbuf, sizeof(errbuf)), CF_E_AUTH);
@@ -480,8 +486,7 @@ static void test_min_count_and_overflow(void)
         cf_sa_vec_zero(&part[i]);
         cf_sa_party_sum(r.party[i], seqs, 2, i == 0 ? s0 : NULL, &part[i]);
     }
-    CHECK_EQ(cf_sa_combine(r.comb, 1, key, part, 2, &res, errbuf, sizeof(errbuf)),
-             CF_E_OVERFLOW);
+    CHECK_EQ(cf_sa_combine(r.comb, 1, key, part, 2, &res, errbuf, sizeof(errbuf)), CF_E_OVERFLOW);
     CHECK(strstr(errbuf, "wrap") != NULL);
     rig_free(&r);
 
@@ -620,8 +625,7 @@ static void test_combine_many_exact(void)
         cf_sa_result res;
         if (cf_sa_combine(r.comb, ref[gi].window, ref[gi].key, part, 3, &res, errbuf,
                           sizeof(errbuf)) == CF_OK &&
-            res.verified && res.released && res.v[0] == ref[gi].count &&
-            res.v[1] == ref[gi].sum) {
+            res.verified && res.released && res.v[0] == ref[gi].count && res.v[1] == ref[gi].sum) {
             ok++;
             total += res.v[1];
         }
@@ -1089,17 +1093,16 @@ static void test_protectors_agree(void)
         }
         cf_sa_result res;
         uint8_t key[16] = {0};
-        CHECK_OK(ops->combine(st, 3, key, (const void *const *)accs, &res, errbuf,
-                              sizeof(errbuf)));
+        CHECK_OK(ops->combine(st, 3, key, (const void *const *)accs, &res, errbuf, sizeof(errbuf)));
         CHECK(res.released);
         CHECK_EQ(res.v[0], N);
         CHECK_EQ(res.v[1], sum);
         CHECK(res.verified == (t == 1));
         if (t == 1) {
             accs[1][3] ^= 0x10; /* tamper with party 1's accumulator */
-            CHECK_EQ(ops->combine(st, 3, key, (const void *const *)accs, &res, errbuf,
-                                  sizeof(errbuf)),
-                     CF_E_AUTH);
+            CHECK_EQ(
+                ops->combine(st, 3, key, (const void *const *)accs, &res, errbuf, sizeof(errbuf)),
+                CF_E_AUTH);
             CHECK(!res.released);
         }
         for (unsigned i = 0; i < k; i++) {
