@@ -122,8 +122,8 @@ static void tables_build(void)
 {
     for (size_t i = 0; i + 4 <= sizeof(currency_list) - 1; i += 4) {
         const char *c = currency_list + i;
-        unsigned key = ((unsigned)(c[0] - 'A') << 10) | ((unsigned)(c[1] - 'A') << 5) |
-                       (unsigned)(c[2] - 'A');
+        unsigned key =
+            ((unsigned)(c[0] - 'A') << 10) | ((unsigned)(c[1] - 'A') << 5) | (unsigned)(c[2] - 'A');
         currency_table[key] = (int8_t)(c[3] - '0' + 1);
     }
     for (size_t i = 0; i + 2 <= sizeof(country_list) - 1; i += 2) {

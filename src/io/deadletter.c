@@ -42,8 +42,8 @@ static bool put_text(char *buf, size_t size, size_t *o, const char *s)
     return true;
 }
 
-size_t cf_deadletter_format(const char *source, const cf_record *rec, const char *reason,
-                            char *buf, size_t size)
+size_t cf_deadletter_format(const char *source, const cf_record *rec, const char *reason, char *buf,
+                            size_t size)
 {
     if (buf == NULL || size == 0) {
         return 0;
@@ -59,26 +59,26 @@ size_t cf_deadletter_format(const char *source, const cf_record *rec, const char
         raw_len = CF_DEADLETTER_RAW_MAX;
         truncated = true;
         /* Do not cut a multi-byte character in two. */
-        for (int k = 0; k < 3 && raw_len > 0 && ((unsigned char)raw[raw_len] & 0xC0) == 0x80;
-             k++) {
+        for (int k = 0; k < 3 && raw_len > 0 && ((unsigned char)raw[raw_len] & 0xC0) == 0x80; k++) {
             raw_len--;
         }
     }
     const size_t cap = size - 1; /* room for the NUL */
     size_t o = 0;
     char num[64];
-    bool ok = put_text(buf, cap, &o, "{\"source\":") &&
-              put_quoted(buf, cap, &o, source != NULL ? source : "",
-                         source != NULL ? strlen(source) : 0);
+    bool ok =
+        put_text(buf, cap, &o, "{\"source\":") &&
+        put_quoted(buf, cap, &o, source != NULL ? source : "", source != NULL ? strlen(source) : 0);
     if (ok) {
-        snprintf(num, sizeof(num), ",\"line\":%llu,\"offset\":%llu,\"reason\":",
-                 (unsigned long long)rec->line, (unsigned long long)rec->offset);
+        snprintf(num, sizeof(num),
+                 ",\"line\":%llu,\"offset\":%llu,\"reason\":", (unsigned long long)rec->line,
+                 (unsigned long long)rec->offset);
         ok = put_text(buf, cap, &o, num) &&
              put_quoted(buf, cap, &o, reason != NULL ? reason : "",
                         reason != NULL ? strlen(reason) : 0) &&
              put_text(buf, cap, &o, ",\"raw\":") && put_quoted(buf, cap, &o, raw, raw_len) &&
-             put_text(buf, cap, &o, truncated ? ",\"raw_truncated\":true}\n"
-                                              : ",\"raw_truncated\":false}\n");
+             put_text(buf, cap, &o,
+                      truncated ? ",\"raw_truncated\":true}\n" : ",\"raw_truncated\":false}\n");
     }
     if (!ok) {
         buf[0] = '\0';

@@ -163,8 +163,8 @@ cf__io_csv_status cf__io_csv_fields(const char *p, size_t n, const uint8_t *map,
 static cf_decode_result csv_header(cf_decoder *d, const cf_record *rec, char *reason,
                                    size_t reason_size)
 {
-    static const uint8_t required[] = {F_EVENT_ID, F_TS,      F_ACCOUNT, F_MERCHANT,
-                                       F_CURRENCY, F_TYPE,    F_COUNTRY, F_CHANNEL};
+    static const uint8_t required[] = {F_EVENT_ID, F_TS,   F_ACCOUNT, F_MERCHANT,
+                                       F_CURRENCY, F_TYPE, F_COUNTRY, F_CHANNEL};
     cf__io_fval cols[CF__IO_COLS_MAX];
     uint32_t ncols = 0;
     const char *p = rec->data;
@@ -211,8 +211,8 @@ static cf_decode_result csv_header(cf_decoder *d, const cf_record *rec, char *re
     return CF_DECODE_SKIP;
 }
 
-cf_decode_result cf__io_decode_csv(cf_decoder *d, const cf_record *rec, cf_event *ev,
-                                   char *reason, size_t reason_size)
+cf_decode_result cf__io_decode_csv(cf_decoder *d, const cf_record *rec, cf_event *ev, char *reason,
+                                   size_t reason_size)
 {
     if (d->hdr != HDR_OK) {
         if (d->hdr == HDR_EXPECTED) {

@@ -103,8 +103,8 @@ static bool fdh_flag(const cf__io_fval *v, int max, int8_t *out)
     return true;
 }
 
-cf_decode_result cf__io_decode_fdh(cf_decoder *d, const cf_record *rec, cf_event *ev,
-                                   char *reason, size_t reason_size)
+cf_decode_result cf__io_decode_fdh(cf_decoder *d, const cf_record *rec, cf_event *ev, char *reason,
+                                   size_t reason_size)
 {
     if (d->hdr != HDR_OK) {
         if (d->hdr == HDR_EXPECTED) {
@@ -125,8 +125,8 @@ cf_decode_result cf__io_decode_fdh(cf_decoder *d, const cf_record *rec, cf_event
     }
     ev->ingest_ns = 0;
     ev->seq = 0;
-    if (v[H_TX_ID].kind != FV_STR || !cf__io_parse_u64(v[H_TX_ID].p, v[H_TX_ID].len,
-                                                        &ev->event_id)) {
+    if (v[H_TX_ID].kind != FV_STR ||
+        !cf__io_parse_u64(v[H_TX_ID].p, v[H_TX_ID].len, &ev->event_id)) {
         return cf__io_reject(reason, reason_size, "bad number: tx_id");
     }
     int64_t secs;

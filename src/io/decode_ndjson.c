@@ -297,8 +297,7 @@ cf_decode_result cf__io_decode_ndjson(cf_decoder *d, const cf_record *rec, cf_ev
         int f = key_field(&key);
         if (!scan_value(&j, &val, 1)) {
             if (f >= 0 && val.kind == FV_NUM) {
-                return cf__io_reject(reason, reason_size, "bad number: %s",
-                                     cf__io_field_names[f]);
+                return cf__io_reject(reason, reason_size, "bad number: %s", cf__io_field_names[f]);
             }
             return cf__io_reject(reason, reason_size, "%s", j.err);
         }

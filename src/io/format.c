@@ -58,8 +58,7 @@ cf_err cf_decoder_create(cf_decoder **out, cf_format fmt, char *errstr, size_t e
     }
     *out = NULL;
     if (cf_format_name(fmt) == NULL) {
-        return cf_err_set(CF_E_INVAL, errstr, errstr_size, "decoder: unknown format %d",
-                          (int)fmt);
+        return cf_err_set(CF_E_INVAL, errstr, errstr_size, "decoder: unknown format %d", (int)fmt);
     }
     cf_decoder *d = cf_calloc(1, sizeof(*d));
     if (d == NULL) {
@@ -122,8 +121,8 @@ cf_decode_result cf__io_reject(char *reason, size_t size, const char *fmt, ...)
 /* ---- field names ------------------------------------------------------------------------ */
 
 const char *const cf__io_field_names[F__COUNT] = {
-    "event_id", "ts",      "account", "merchant", "amount", "amount_minor",
-    "currency", "type",    "country", "channel",  "fraud",  "fraud_scenario",
+    "event_id", "ts",   "account", "merchant", "amount", "amount_minor",
+    "currency", "type", "country", "channel",  "fraud",  "fraud_scenario",
 };
 
 int cf__io_field_lookup(const char *s, size_t len)

@@ -59,8 +59,8 @@ typedef enum { HDR_EXPECTED = 0, HDR_OK, HDR_BAD } cf__io_hdr_state;
 
 struct cf_decoder {
     cf_format fmt;
-    uint8_t hdr;     /* cf__io_hdr_state (CSV and FDH) */
-    uint32_t ncols;  /* columns in the header */
+    uint8_t hdr;                  /* cf__io_hdr_state (CSV and FDH) */
+    uint32_t ncols;               /* columns in the header */
     uint8_t col[CF__IO_COLS_MAX]; /* column -> field id, or CF__IO_COL_IGNORE */
 };
 
@@ -78,7 +78,7 @@ cf_decode_result cf__io_build_event(const cf__io_fval v[F__COUNT], cf_event *ev,
                                     size_t reason_size);
 
 /* Timestamps: integer microseconds or RFC 3339 UTC, within years 0000..9999. */
-#define CF__IO_TS_MIN_US (-62167219200LL * 1000000LL)           /* 0000-01-01T00:00:00Z */
+#define CF__IO_TS_MIN_US (-62167219200LL * 1000000LL)            /* 0000-01-01T00:00:00Z */
 #define CF__IO_TS_MAX_US (253402300799LL * 1000000LL + 999999LL) /* 9999-12-31T23:59:59.999999Z */
 bool cf__io_parse_ts(const char *s, size_t n, int64_t *out);
 /* "YYYY-MM-DDTHH:MM:SS.ffffffZ" (27 bytes + NUL); 0 when out of range. */
@@ -124,11 +124,11 @@ const char *cf__io_csv_status_reason(cf__io_csv_status st);
 /* Strips a UTF-8 byte order mark. */
 void cf__io_strip_bom(const char **p, size_t *n);
 
-cf_decode_result cf__io_decode_csv(cf_decoder *d, const cf_record *rec, cf_event *ev,
-                                   char *reason, size_t reason_size);
+cf_decode_result cf__io_decode_csv(cf_decoder *d, const cf_record *rec, cf_event *ev, char *reason,
+                                   size_t reason_size);
 cf_decode_result cf__io_decode_ndjson(cf_decoder *d, const cf_record *rec, cf_event *ev,
                                       char *reason, size_t reason_size);
-cf_decode_result cf__io_decode_fdh(cf_decoder *d, const cf_record *rec, cf_event *ev,
-                                   char *reason, size_t reason_size);
+cf_decode_result cf__io_decode_fdh(cf_decoder *d, const cf_record *rec, cf_event *ev, char *reason,
+                                   size_t reason_size);
 
 #endif

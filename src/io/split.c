@@ -123,14 +123,10 @@ static size_t find_end(const cf_splitter *s, const char *b, size_t from, size_t 
         return e == NULL ? SIZE_MAX : (size_t)(e - b);
     }
     /* CSV fast path: no quote before the first newline means that newline ends it. */
-    size_t upto = e == NULL ? lim : (size_t)(e - b);
-    if (memchr(b + from, '"', upto - from) == NULL) {
-        if (e != NULL) {
-            return upto;
-        }
-        /* No quote at all: the state is S_START or S_UNQ; compute it exactly. */
-        return csv_scan(b, from, lim, st, nl);
+    if (e != NULL && memchr(b + from, '"', (size_t)(e - b) - from) == NULL) {
+        return (size_t)(e - b);
     }
+    /* Quotes, or no newline yet: the state machine gives the end and the state at lim. */
     return csv_scan(b, from, lim, st, nl);
 }
 

@@ -46,9 +46,8 @@ static bool same_event(const cf_event *a, const cf_event *b)
     return a->event_id == b->event_id && a->ts_us == b->ts_us &&
            a->amount_minor == b->amount_minor && strcmp(a->account, b->account) == 0 &&
            strcmp(a->merchant, b->merchant) == 0 && strcmp(a->currency, b->currency) == 0 &&
-           strcmp(a->country, b->country) == 0 && a->type == b->type &&
-           a->channel == b->channel && a->fraud == b->fraud &&
-           a->fraud_scenario == b->fraud_scenario;
+           strcmp(a->country, b->country) == 0 && a->type == b->type && a->channel == b->channel &&
+           a->fraud == b->fraud && a->fraud_scenario == b->fraud_scenario;
 }
 
 /* Decodes one record with @p d; checks the result's invariants. */

@@ -50,8 +50,8 @@ static void test_currency_table(void)
         CHECK(cf_currency_valid(known[i].code, 3));
         CHECK_EQ(cf_currency_exponent(known[i].code), known[i].exp);
     }
-    const char *bad[] = {"eur", "EU", "EURO", "ABC", "DEM", "FRF", "HRK", "XYZ", "ZZZ", "AAA",
-                         "E1R", "", "VEF", "MRO", "XXX", "XTS"};
+    const char *bad[] = {"eur", "EU",  "EURO", "ABC", "DEM", "FRF", "HRK", "XYZ",
+                         "ZZZ", "AAA", "E1R",  "",    "VEF", "MRO", "XXX", "XTS"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         CHECK(!cf_currency_valid(bad[i], strlen(bad[i])));
         CHECK_EQ(cf_currency_exponent(bad[i]), -1);
@@ -127,10 +127,10 @@ static void test_amount_parse(void)
     const struct {
         const char *s;
         int exp;
-    } bad[] = {{"", 2},     {"-", 2},      {"1e2", 2},   {"1E2", 2},   {" 1", 2},   {"1 ", 2},
-               {"1.", 2},   {".5", 2},     {"1.234", 2}, {"1.0", 0},   {"+1", 2},   {"1,5", 2},
-               {"--1", 2},  {"1.2.3", 2},  {"0x10", 2},  {"1.-2", 2},  {"57.160", 2}, {"inf", 2},
-               {"nan", 2},  {"1.5", -1}};
+    } bad[] = {{"", 2},     {"-", 2},      {"1e2", 2}, {"1E2", 2},   {" 1", 2},
+               {"1 ", 2},   {"1.", 2},     {".5", 2},  {"1.234", 2}, {"1.0", 0},
+               {"+1", 2},   {"1,5", 2},    {"--1", 2}, {"1.2.3", 2}, {"0x10", 2},
+               {"1.-2", 2}, {"57.160", 2}, {"inf", 2}, {"nan", 2},   {"1.5", -1}};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         int64_t v = 777;
         CHECK_EQ(cf_amount_parse(bad[i].s, strlen(bad[i].s), bad[i].exp, &v), CF_E_PARSE);
@@ -219,25 +219,25 @@ static void test_utf8(void)
     CHECK(cf_utf8_valid("", 0));
     CHECK(cf_utf8_valid("plain ascii text, longer than eight", 35));
     CHECK(cf_utf8_valid("caf\xc3\xa9", 5));
-    CHECK(cf_utf8_valid("\xe2\x82\xac", 3));         /* euro sign */
-    CHECK(cf_utf8_valid("\xf0\x9f\x92\xb3", 4));     /* U+1F4B3 */
-    CHECK(cf_utf8_valid("\xf4\x8f\xbf\xbf", 4));     /* U+10FFFF */
-    CHECK(cf_utf8_valid("\xed\x9f\xbf", 3));         /* U+D7FF */
-    CHECK(cf_utf8_valid("\xee\x80\x80", 3));         /* U+E000 */
+    CHECK(cf_utf8_valid("\xe2\x82\xac", 3));     /* euro sign */
+    CHECK(cf_utf8_valid("\xf0\x9f\x92\xb3", 4)); /* U+1F4B3 */
+    CHECK(cf_utf8_valid("\xf4\x8f\xbf\xbf", 4)); /* U+10FFFF */
+    CHECK(cf_utf8_valid("\xed\x9f\xbf", 3));     /* U+D7FF */
+    CHECK(cf_utf8_valid("\xee\x80\x80", 3));     /* U+E000 */
     CHECK(cf_utf8_valid("a\0b", 3));
     CHECK(!cf_utf8_valid("\x80", 1));
-    CHECK(!cf_utf8_valid("\xc0\xaf", 2));            /* overlong '/' */
+    CHECK(!cf_utf8_valid("\xc0\xaf", 2)); /* overlong '/' */
     CHECK(!cf_utf8_valid("\xc1\xbf", 2));
-    CHECK(!cf_utf8_valid("\xe0\x80\xaf", 3));        /* overlong */
-    CHECK(!cf_utf8_valid("\xe0\x9f\xbf", 3));        /* overlong */
-    CHECK(!cf_utf8_valid("\xf0\x80\x80\xaf", 4));    /* overlong */
-    CHECK(!cf_utf8_valid("\xf0\x8f\xbf\xbf", 4));    /* overlong */
-    CHECK(!cf_utf8_valid("\xed\xa0\x80", 3));        /* U+D800 */
-    CHECK(!cf_utf8_valid("\xed\xbf\xbf", 3));        /* U+DFFF */
-    CHECK(!cf_utf8_valid("\xf4\x90\x80\x80", 4));    /* U+110000 */
+    CHECK(!cf_utf8_valid("\xe0\x80\xaf", 3));     /* overlong */
+    CHECK(!cf_utf8_valid("\xe0\x9f\xbf", 3));     /* overlong */
+    CHECK(!cf_utf8_valid("\xf0\x80\x80\xaf", 4)); /* overlong */
+    CHECK(!cf_utf8_valid("\xf0\x8f\xbf\xbf", 4)); /* overlong */
+    CHECK(!cf_utf8_valid("\xed\xa0\x80", 3));     /* U+D800 */
+    CHECK(!cf_utf8_valid("\xed\xbf\xbf", 3));     /* U+DFFF */
+    CHECK(!cf_utf8_valid("\xf4\x90\x80\x80", 4)); /* U+110000 */
     CHECK(!cf_utf8_valid("\xf5\x80\x80\x80", 4));
     CHECK(!cf_utf8_valid("\xff", 1));
-    CHECK(!cf_utf8_valid("\xc3", 1));                /* truncated */
+    CHECK(!cf_utf8_valid("\xc3", 1)); /* truncated */
     CHECK(!cf_utf8_valid("\xe2\x82", 2));
     CHECK(!cf_utf8_valid("\xe2\x82\x41", 3));
     CHECK(!cf_utf8_valid("abcdefgh\xc3", 9));

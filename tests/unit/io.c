@@ -8,7 +8,8 @@
 #define CF__IO_TEST_TS_MIN (-62167219200000000LL) /* 0000-01-01T00:00:00Z */
 #define CF__IO_TEST_TS_MAX 253402300799999999LL   /* 9999-12-31T23:59:59.999999Z */
 
-#define CSV_HDR "event_id,ts,account,merchant,amount,currency,type,country,channel,fraud,fraud_scenario"
+#define CSV_HDR                                                                                    \
+    "event_id,ts,account,merchant,amount,currency,type,country,channel,fraud,fraud_scenario"
 #define GOOD_CSV "1,2018-04-01T00:00:31Z,A1,M1,57.16,EUR,PAYMENT,BE,POS,0,0"
 
 typedef struct {
@@ -163,8 +164,8 @@ static int srecs_equal(const srecs *a, const srecs *b)
         if (x->len != y->len || memcmp(x->data, y->data, x->len) != 0 || x->line != y->line ||
             x->offset != y->offset || x->too_long != y->too_long) {
             fprintf(stderr, "record %zu differs: len %zu/%zu line %llu/%llu off %llu/%llu\n", i,
-                x->len, y->len, (unsigned long long)x->line, (unsigned long long)y->line,
-                (unsigned long long)x->offset, (unsigned long long)y->offset);
+                    x->len, y->len, (unsigned long long)x->line, (unsigned long long)y->line,
+                    (unsigned long long)x->offset, (unsigned long long)y->offset);
             return 0;
         }
     }
@@ -247,7 +248,8 @@ static void test_format_names(void)
 
 static void test_timestamps(void)
 {
-    cf_decoder *d = csv_decoder("event_id,ts,account,merchant,amount,currency,type,country,channel");
+    cf_decoder *d =
+        csv_decoder("event_id,ts,account,merchant,amount,currency,type,country,channel");
     REQUIRE(d != NULL);
     static const struct {
         const char *ts;
@@ -279,17 +281,39 @@ static void test_timestamps(void)
         }
     }
     static const char *const bad[] = {
-        "2018-04-01 00:00:31",         "2018-04-01T00:00:31",       "2018-04-01T00:00:31z",
-        "2018-04-01t00:00:31Z",        "2018-04-01T00:00:31+01:00", "2018-04-01T00:00:31-00:00",
-        "2018-04-01T00:00:31.Z",       "2018-04-01T00:00:31.1234567Z", "2018-04-31T00:00:00Z",
-        "2018-02-29T00:00:00Z",        "1900-02-29T00:00:00Z",      "2018-13-01T00:00:00Z",
-        "2018-00-01T00:00:00Z",        "2018-04-00T00:00:00Z",      "2018-04-01T24:00:00Z",
-        "2018-04-01T23:60:00Z",        "2018-04-01T23:59:60Z",      "2018-4-01T00:00:00Z",
-        "20180401T000031Z",            "2018-04-01",                "1.5",
-        "1e6",                         "+5",                        "253402300800000000",
-        "-62167219200000001",          "99999999999999999999",      "2018-04-01T00:00:31Z ",
-        " 2018-04-01T00:00:31Z",       "abcd-04-01T00:00:31Z",      "2018-04-01T00:00:31ZZ",
-        "xxxx-xx-xxT00:00:00Z",        "2018-04-01T00:0a:31Z",      "2018-04-01T0:00:31Z",
+        "2018-04-01 00:00:31",
+        "2018-04-01T00:00:31",
+        "2018-04-01T00:00:31z",
+        "2018-04-01t00:00:31Z",
+        "2018-04-01T00:00:31+01:00",
+        "2018-04-01T00:00:31-00:00",
+        "2018-04-01T00:00:31.Z",
+        "2018-04-01T00:00:31.1234567Z",
+        "2018-04-31T00:00:00Z",
+        "2018-02-29T00:00:00Z",
+        "1900-02-29T00:00:00Z",
+        "2018-13-01T00:00:00Z",
+        "2018-00-01T00:00:00Z",
+        "2018-04-00T00:00:00Z",
+        "2018-04-01T24:00:00Z",
+        "2018-04-01T23:60:00Z",
+        "2018-04-01T23:59:60Z",
+        "2018-4-01T00:00:00Z",
+        "20180401T000031Z",
+        "2018-04-01",
+        "1.5",
+        "1e6",
+        "+5",
+        "253402300800000000",
+        "-62167219200000001",
+        "99999999999999999999",
+        "2018-04-01T00:00:31Z ",
+        " 2018-04-01T00:00:31Z",
+        "abcd-04-01T00:00:31Z",
+        "2018-04-01T00:00:31ZZ",
+        "xxxx-xx-xxT00:00:00Z",
+        "2018-04-01T00:0a:31Z",
+        "2018-04-01T0:00:31Z",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         snprintf(line, sizeof(line), "1,%s,A,M,1.00,EUR,PAYMENT,BE,POS", bad[i]);
@@ -523,8 +547,9 @@ static void test_csv_header_errors(void)
     CHECK(strncmp(r.reason, "bad header: more than", 21) == 0);
     cf_decoder_destroy(d);
     /* A quoted known name is still that column; 256 columns are fine. */
-    o = (size_t)snprintf(wide, sizeof(wide), "\"event_id\",ts,account,merchant,amount,currency,"
-                                              "type,country,channel");
+    o = (size_t)snprintf(wide, sizeof(wide),
+                         "\"event_id\",ts,account,merchant,amount,currency,"
+                         "type,country,channel");
     for (int i = 9; i < 256; i++) {
         o += (size_t)snprintf(wide + o, sizeof(wide) - o, ",x%d", i);
     }
@@ -659,9 +684,11 @@ static void test_ndjson_rejects(void)
         {"{\"event_id\":1,\"ts\":0,\"account\":\"abc", "bad json: unterminated string"},
         {"{\"event_id\":1,\"x\":[1,2,\"ts\":0}", "bad json: expected ',' or ']'"},
         {"{\"event_id\":1,\"x\":tru}", "bad json: bad literal"},
-        {"{\"x\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}",
+        {"{\"x\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]"
+         "}",
          "bad json: nested too deep"},
-        {"{\"event_id\":1,\"ts\":0,\"account\":\"" "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+        {"{\"event_id\":1,\"ts\":0,\"account\":\""
+         "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
          "\",\"merchant\":\"M\",\"amount\":1,\"currency\":\"EUR\",\"type\":\"PAYMENT\","
          "\"country\":\"BE\",\"channel\":\"POS\"}",
          "field too long: account"},
@@ -879,13 +906,13 @@ static void test_fdh_sample_7days(void)
 
 static void test_split_basic(void)
 {
-    const char *doc = "h1,h2\r\n"           /* line 1, offset 0 */
-                      "\r\n"                /* line 2: empty */
-                      "\n"                  /* line 3: empty */
-                      "a,\"b\r\nc\"\r\n"    /* line 4-5, offset 10 */
-                      "d,\"e\"\"\"\n"       /* line 6, offset 20 */
-                      "\"x\ny\nz\",w\n"     /* line 7-9, offset 28 */
-                      "last,no-newline\r";  /* line 10, offset 38 */
+    const char *doc = "h1,h2\r\n"          /* line 1, offset 0 */
+                      "\r\n"               /* line 2: empty */
+                      "\n"                 /* line 3: empty */
+                      "a,\"b\r\nc\"\r\n"   /* line 4-5, offset 10 */
+                      "d,\"e\"\"\"\n"      /* line 6, offset 20 */
+                      "\"x\ny\nz\",w\n"    /* line 7-9, offset 28 */
+                      "last,no-newline\r"; /* line 10, offset 38 */
     srecs rs = split_doc(CF_FMT_CSV, doc, strlen(doc), strlen(doc), 0);
     REQUIRE(rs.n == 5);
     CHECK_STR(rs.r[0].data, "h1,h2");
@@ -951,7 +978,10 @@ static void test_split_chunked(void)
     for (int i = 0; i < 40; i++) {
         n += (size_t)snprintf(doc + n, sizeof(doc) - n,
                               "%d,0,\"multi\r\nline %d, \"\"q\"\"\",M,1.00,EUR,PAYMENT,BE,POS,,%s",
-                              i, i, i % 3 == 0 ? "\r\n" : i % 3 == 1 ? "\n\n" : "\n");
+                              i, i,
+                              i % 3 == 0   ? "\r\n"
+                              : i % 3 == 1 ? "\n\n"
+                                           : "\n");
     }
     n += (size_t)snprintf(doc + n, sizeof(doc) - n, "99,0,A,M,1,EUR,PAYMENT,BE,POS,,");
     for (int f = 0; f < 2; f++) {
@@ -1153,8 +1183,11 @@ static void test_json_quote(void)
 static void check_json_object(const char *line, size_t n)
 {
     cf_decoder *d = new_decoder(CF_FMT_NDJSON);
-    cf_record r = {.data = line, .len = n > 0 && line[n - 1] == '\n' ? n - 1 : n, .line = 1,
-                   .offset = 1, .too_long = false};
+    cf_record r = {.data = line,
+                   .len = n > 0 && line[n - 1] == '\n' ? n - 1 : n,
+                   .line = 1,
+                   .offset = 1,
+                   .too_long = false};
     cf_event ev;
     char reason[160];
     CHECK_EQ(cf_decoder_decode(d, &r, &ev, reason, sizeof(reason)), CF_DECODE_REJECT);
@@ -1165,8 +1198,8 @@ static void check_json_object(const char *line, size_t n)
 static void test_deadletter(void)
 {
     char buf[CF_DEADLETTER_RAW_MAX * 6 + 512];
-    cf_record rec = {.data = "1,x,\"q\"\n\xff", .len = 9, .line = 12, .offset = 345,
-                     .too_long = false};
+    cf_record rec = {
+        .data = "1,x,\"q\"\n\xff", .len = 9, .line = 12, .offset = 345, .too_long = false};
     size_t n = cf_deadletter_format("in.csv", &rec, "bad timestamp", buf, sizeof(buf));
     CHECK_STR(buf, "{\"source\":\"in.csv\",\"line\":12,\"offset\":345,\"reason\":\"bad timestamp\","
                    "\"raw\":\"1,x,\\\"q\\\"\\n\\u00ff\",\"raw_truncated\":false}\n");
@@ -1267,9 +1300,8 @@ static int same_event(const cf_event *a, const cf_event *b)
     return a->event_id == b->event_id && a->ts_us == b->ts_us &&
            a->amount_minor == b->amount_minor && strcmp(a->account, b->account) == 0 &&
            strcmp(a->merchant, b->merchant) == 0 && strcmp(a->currency, b->currency) == 0 &&
-           strcmp(a->country, b->country) == 0 && a->type == b->type &&
-           a->channel == b->channel && a->fraud == b->fraud &&
-           a->fraud_scenario == b->fraud_scenario;
+           strcmp(a->country, b->country) == 0 && a->type == b->type && a->channel == b->channel &&
+           a->fraud == b->fraud && a->fraud_scenario == b->fraud_scenario;
 }
 
 static void roundtrip(cf_format fmt)
