@@ -258,6 +258,14 @@ size_t cf_window_row_ndjson(const cf_window_row *row, char *buf, size_t size);
 const char *cf_window_csv_header(void);
 /** One CSV line (RFC 4180 quoting of the group). Returns the length, or 0 when too small. */
 size_t cf_window_row_csv(const cf_window_row *row, char *buf, size_t size);
+/**
+ * One late side-output record as an NDJSON line:
+ * {"seq":41,"ts":"2018-04-01T00:07:56Z","watermark":"2018-04-01T01:00:00Z",
+ *  "reason":"beyond allowed lateness","windows_dropped":1,"windows_total":1[,"group":"T3156"]}\n
+ * @p group (borrowed display text) is omitted when NULL. Returns the length, or 0 when
+ * @p size is too small (512 bytes plus the group's escaped length always fit).
+ */
+size_t cf_window_late_ndjson(const cf_window_late *l, const char *group, char *buf, size_t size);
 /** RFC 3339 UTC text of @p us ("2018-04-01T00:00:00Z", "...00.250000Z"). Returns length. */
 size_t cf_window_format_time(int64_t us, char *buf, size_t size);
 

@@ -246,6 +246,22 @@ static cf_err parse_field(pctx *c, cf__rule *r, const yaml_node_t *v, const char
     return CF_OK;
 }
 
+/* YAML allows a key twice in a mapping (the last one wins); in a rules file that is a typo. */
+static cf_err check_duplicates(pctx *c, const yaml_node_t *m, const char *what)
+{
+    for (yaml_node_pair_t *p = m->data.mapping.pairs.start; p < m->data.mapping.pairs.top; p++) {
+        const char *a = scalar(yaml_document_get_node(c->doc, p->key));
+        for (yaml_node_pair_t *q = m->data.mapping.pairs.start; a != NULL && q < p; q++) {
+            const char *b = scalar(yaml_document_get_node(c->doc, q->key));
+            if (b != NULL && strcmp(a, b) == 0) {
+                return perr(c, yaml_document_get_node(c->doc, p->key), "%s: duplicate key '%s'",
+                            what, a);
+            }
+        }
+    }
+    return CF_OK;
+}
+
 static cf_err parse_rule(pctx *c, yaml_node_t *m, cf__rule *r)
 {
     yaml_document_t *d = c->doc;
@@ -272,6 +288,12 @@ static cf_err parse_rule(pctx *c, yaml_node_t *m, cf__rule *r)
                     CF_RULE_ID_MAX);
     }
     snprintf(r->id, sizeof(r->id), "%s", id);
+    char what[CF_RULE_ID_MAX + 16];
+    snprintf(what, sizeof(what), "rule '%s'", r->id);
+    cf_err de = check_duplicates(c, m, what);
+    if (de != CF_OK) {
+        return de;
+    }
     if (type_node == NULL) {
         return perr(c, m, "rule '%s': missing key 'type'", r->id);
     }
@@ -566,6 +588,10 @@ cf_err cf_rules_load_string(cf_rules **out, const char *yaml, size_t len, const 
     yaml_node_t *root = yaml_document_get_root_node(&doc);
     if (root == NULL || root->type != YAML_MAPPING_NODE) {
         err = perr(&c, root, "a rules file is a mapping with a 'rules' list");
+        goto fail;
+    }
+    err = check_duplicates(&c, root, "top level");
+    if (err != CF_OK) {
         goto fail;
     }
     yaml_node_t *rules_node = NULL;

@@ -148,6 +148,34 @@ size_t cf_window_row_ndjson(const cf_window_row *row, char *buf, size_t size)
     return o;
 }
 
+size_t cf_window_late_ndjson(const cf_window_late *l, const char *group, char *buf, size_t size)
+{
+    char ts[40], wm[40];
+    size_t o = 0;
+    cf_window_format_time(l->ts_us, ts, sizeof(ts));
+    if (l->watermark_us == INT64_MIN) {
+        snprintf(wm, sizeof(wm), "none");
+    } else {
+        cf_window_format_time(l->watermark_us, wm, sizeof(wm));
+    }
+    bool ok = append(buf, size, &o,
+                     "{\"seq\":%" PRIu64 ",\"ts\":\"%s\",\"watermark\":\"%s\",\"reason\":\"%s\","
+                     "\"windows_dropped\":%" PRIu32 ",\"windows_total\":%" PRIu32,
+                     l->seq, ts, wm, cf_window_late_reason_name(l->reason), l->windows_dropped,
+                     l->windows_total);
+    if (group != NULL) {
+        ok = ok && append(buf, size, &o, ",\"group\":") && json_str(buf, size, &o, group);
+    }
+    ok = ok && append(buf, size, &o, "}\n");
+    if (!ok) {
+        if (size > 0) {
+            buf[0] = '\0';
+        }
+        return 0;
+    }
+    return o;
+}
+
 const char *cf_window_csv_header(void)
 {
     return "window_start,window_end,group,count,sum_minor,verified,first_index,last_index\n";

@@ -668,6 +668,10 @@ static void test_config_errors_with_lines(void)
         {"rules:\n  - id: big\n    type: large_amount\n   threshold: 1\n",
          "test.yaml:4:", "YAML error"},
         {"rules: []\n", "test.yaml:1:", "empty"},
+        {"rules:\n  - id: big\n    type: large_amount\n    threshold: \"1.00\"\n    threshold: "
+         "\"2.00\"\n",
+         "test.yaml:5:", "duplicate key 'threshold'"},
+        {"rules: []\nrules: []\n", "test.yaml:2:", "duplicate key 'rules'"},
         {"", "test.yaml", "mapping"},
         {"rules:\n  - id: \"bad id!\"\n    type: large_amount\n", "test.yaml:2:", "rule id"},
         {"rules:\n  - id: x\n    type: large_amount\n    enabled: sometimes\n",

@@ -389,6 +389,15 @@ static void test_late_beyond_lateness_side_output(void)
     CHECK_EQ(c.last_late.windows_dropped, 1);
     CHECK_EQ(c.last_late.watermark_us, 15 * S);
     CHECK_STR(cf_window_late_reason_name(c.last_late.reason), "beyond allowed lateness");
+    char line[512];
+    size_t ln = cf_window_late_ndjson(&c.last_late, "a", line, sizeof(line));
+    CHECK_EQ(ln, strlen(line));
+    CHECK_STR(line, "{\"seq\":3,\"ts\":\"1970-01-01T00:00:04Z\",\"watermark\":"
+                    "\"1970-01-01T00:00:15Z\",\"reason\":\"beyond allowed lateness\","
+                    "\"windows_dropped\":1,\"windows_total\":1,\"group\":\"a\"}\n");
+    CHECK_EQ(cf_window_late_ndjson(&c.last_late, NULL, line, 40), 0);
+    CHECK(cf_window_late_ndjson(&c.last_late, NULL, line, sizeof(line)) > 0);
+    CHECK(strstr(line, "group") == NULL);
     cf_window_flush(w);
     /* The late event is in no result: [0,10) still sums to 10. */
     res *r = find(&c, 0, "a");
