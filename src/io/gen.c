@@ -219,6 +219,7 @@ struct cf_gen {
     uint64_t *tmp; /* radix sort scratch */
     uint32_t cap, n, pos;
     uint64_t next_id;
+    cf_err failed;          /* sticky: a day that failed half-way is not handed out */
     uint32_t count[8][256]; /* radix sort histograms */
 };
 
@@ -680,12 +681,17 @@ static void format_id(char *dst, char prefix, uint32_t v)
 cf_err cf_gen_next(cf_gen *g, cf_event *ev)
 {
     CF_ASSERT(g != NULL && ev != NULL);
+    if (g->failed != CF_OK) {
+        return g->failed;
+    }
     while (g->pos == g->n) {
         if (g->day >= g->o.days) {
             return CF_E_EOF;
         }
         cf_err err = gen_day(g);
         if (err != CF_OK) {
+            g->failed = err;
+            g->n = g->pos = 0;
             return err;
         }
     }

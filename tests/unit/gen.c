@@ -498,6 +498,29 @@ static void test_gen_alloc_failure(void)
         failed++;
     }
     CHECK(failed >= 5);
+    /* The pacer's trace loader. */
+    const char *dir = cf_test_tmpdir();
+    char path[512], shape[600];
+    snprintf(path, sizeof(path), "%s/t.csv", dir);
+    FILE *f = fopen(path, "w");
+    REQUIRE(f != NULL);
+    fputs("step,count\n1,5\n2,7\n", f);
+    fclose(f);
+    snprintf(shape, sizeof(shape), "trace:%s", path);
+    for (long k = 1; k <= 3; k++) {
+        cf_pacer *p = NULL;
+        cf_alloc_fail_after(k);
+        cf_err prc = cf_pacer_create(&p, shape, 0, 1, NULL, 0);
+        cf_alloc_fail_after(0);
+        if (prc == CF_OK) {
+            cf_pacer_destroy(p);
+            break;
+        }
+        CHECK_EQ(prc, CF_E_NOMEM);
+        CHECK(p == NULL);
+    }
+    unlink(path);
+    rmdir(dir);
 }
 
 /* Generated events survive the canonical encoders and decoders unchanged (the contract
