@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "confide/err.h"
+#include "confide/event.h"
 #include "confide/keys.h"
 
 #ifdef __cplusplus
@@ -117,6 +118,7 @@ void cf_sa_opts_default(cf_sa_opts *o);
 /* ---- gateway: splitting ------------------------------------------------------------------ */
 
 typedef struct cf_sa_gateway cf_sa_gateway;
+typedef struct cf_sa_pseudo cf_sa_pseudo; /* pseudonymizer, see below */
 /**
  * Creates a splitter from the gateway key (alpha and the seeds of parties 1..k-1).
  * Borrows @p gw_key only during the call: the seeds are copied into sodium_malloc memory.
@@ -136,6 +138,28 @@ cf_err cf_sa_gateway_split(cf_sa_gateway *g, uint64_t seq, const int64_t *vals, 
 cf_err cf_sa_gateway_split_batch(cf_sa_gateway *g, const uint64_t *seqs, const int64_t *vals,
                                  size_t n, cf_sa_vec *share0, size_t *bad);
 
+/**
+ * Writes the group key of @p ev (the bytes to pseudonymize, e.g. merchant, or merchant and
+ * country joined with a separator) into buf[0..size) and returns its length; a return value
+ * above @p size is an error. The runtime builds it from its group-by configuration.
+ */
+typedef size_t (*cf_sa_group_key_fn)(void *opaque, const cf_event *ev, char *buf, size_t size);
+/** Group key = merchant id (the default when no function is given). */
+size_t cf_sa_group_key_merchant(void *opaque, const cf_event *ev, char *buf, size_t size);
+
+/**
+ * The gateway's whole job for a batch: for every event, pseudonymize its group key (through
+ * @p ps and its cache), build the value vector (count = 1, amount, ...) and split it.
+ * Outputs, for n events: p0[e] is party 0's payload (metadata + shares) and meta[e] the
+ * payload of every party >= 1 (metadata only, identical for all of them). Sequence numbers
+ * and event times come from ev[e].seq and ev[e].ts_us. @p key_fn NULL groups by merchant.
+ * CF_E_OVERFLOW (amount out of range) or CF_E_INVAL (group key too long) stop the batch with
+ * *bad (may be NULL) set to the failing index. Borrows everything. @locality gateway thread
+ */
+cf_err cf_sa_gateway_protect_events(cf_sa_gateway *g, cf_sa_pseudo *ps, const cf_event *ev,
+                                    size_t n, cf_sa_group_key_fn key_fn, void *opaque,
+                                    cf_sa_payload0 *p0, cf_sa_meta *meta, size_t *bad);
+
 /* ---- party side -------------------------------------------------------------------------- */
 
 typedef struct cf_sa_party cf_sa_party;
@@ -152,6 +176,13 @@ unsigned cf_sa_party_index(const cf_sa_party *p);
  * (required), parties >= 1 regenerate it from their seed (@p payload0 ignored, may be NULL).
  */
 void cf_sa_party_share(cf_sa_party *p, uint64_t seq, const cf_sa_vec *payload0, cf_sa_vec *out);
+/**
+ * Turns a received batch into per-event share vectors out[0..n): party 0 reads @p p0 (its
+ * payloads; @p meta may be NULL), party i >= 1 regenerates from meta[e].seq (@p p0 may be
+ * NULL). The caller then adds out[e] into the (window of meta ts, meta key) accumulator.
+ */
+void cf_sa_party_shares(cf_sa_party *p, const cf_sa_payload0 *p0, const cf_sa_meta *meta, size_t n,
+                        cf_sa_vec *out);
 /** Adds the shares of events seqs[0..n) into @p sum (a partial sum over those events). */
 void cf_sa_party_sum(cf_sa_party *p, const uint64_t *seqs, size_t n, const cf_sa_vec *payload0,
                      cf_sa_vec *sum);

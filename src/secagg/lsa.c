@@ -310,6 +310,53 @@ cf_err cf_sa_gateway_split_batch(cf_sa_gateway *g, const uint64_t *seqs, const i
     return CF_OK;
 }
 
+size_t cf_sa_group_key_merchant(void *opaque, const cf_event *ev, char *buf, size_t size)
+{
+    (void)opaque;
+    size_t len = strnlen(ev->merchant, sizeof(ev->merchant));
+    if (len <= size) {
+        memcpy(buf, ev->merchant, len);
+    }
+    return len;
+}
+
+cf_err cf_sa_gateway_protect_events(cf_sa_gateway *g, cf_sa_pseudo *ps, const cf_event *ev,
+                                    size_t n, cf_sa_group_key_fn key_fn, void *opaque,
+                                    cf_sa_payload0 *p0, cf_sa_meta *meta, size_t *bad)
+{
+    char key[CF_SA_PSEUDO_ID_MAX];
+    if (key_fn == NULL) {
+        key_fn = cf_sa_group_key_merchant;
+    }
+    for (size_t e = 0; e < n; e++) {
+        int64_t vals[CF_SA_DIM_MAX];
+        cf_err err = CF_OK;
+        size_t len = key_fn(opaque, &ev[e], key, sizeof(key));
+        if (len > sizeof(key)) {
+            err = CF_E_INVAL;
+        }
+        if (err == CF_OK) {
+            err = cf_sa_event_values(ev[e].amount_minor, g->dim, vals);
+        }
+        if (err == CF_OK) {
+            err = cf_sa_gateway_split(g, ev[e].seq, vals, &p0[e].share);
+        }
+        if (err != CF_OK) {
+            if (bad != NULL) {
+                *bad = e;
+            }
+            sodium_memzero(key, sizeof(key));
+            return err;
+        }
+        cf_sa_pseudonymize(ps, key, len, meta[e].key);
+        meta[e].ts_us = ev[e].ts_us;
+        meta[e].seq = ev[e].seq;
+        p0[e].meta = meta[e];
+    }
+    sodium_memzero(key, sizeof(key));
+    return CF_OK;
+}
+
 /* ---- party ------------------------------------------------------------------------------- */
 
 struct cf_sa_party {
@@ -373,6 +420,22 @@ void cf_sa_party_share(cf_sa_party *p, uint64_t seq, const cf_sa_vec *payload0, 
         return;
     }
     cf__sa_stream_share(&p->st, seq, out);
+}
+
+void cf_sa_party_shares(cf_sa_party *p, const cf_sa_payload0 *p0, const cf_sa_meta *meta, size_t n,
+                        cf_sa_vec *out)
+{
+    if (p->index == 0) {
+        CF_ASSERT(p0 != NULL || n == 0);
+        for (size_t e = 0; e < n; e++) {
+            out[e] = p0[e].share;
+        }
+        return;
+    }
+    CF_ASSERT(meta != NULL || n == 0);
+    for (size_t e = 0; e < n; e++) {
+        cf__sa_stream_share(&p->st, meta[e].seq, &out[e]);
+    }
 }
 
 void cf_sa_party_sum(cf_sa_party *p, const uint64_t *seqs, size_t n, const cf_sa_vec *payload0,

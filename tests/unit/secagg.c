@@ -1179,4 +1179,92 @@ static void test_protector_roles_split(void)
     keyset_free(&ks);
 }
 
+static size_t key_merchant_country(void *opaque, const cf_event *ev, char *buf, size_t size)
+{
+    (void)opaque;
+    int n = snprintf(buf, size, "%s|%s", ev->merchant, ev->country);
+    return n < 0 ? size + 1 : (size_t)n;
+}
+
+/* The pipeline-shaped API: a batch of cf_event through gateway, k parties, combiner. */
+static void test_event_batch_pipeline(void)
+{
+    REQUIRE(cf_init() == CF_OK);
+    cf_sa_opts o = opts_k(3);
+    rig r;
+    REQUIRE(rig_make(&r, &o) == 0);
+    cf_sa_pseudo *ps = NULL;
+    REQUIRE(cf_sa_pseudo_create(&ps, r.ks.pseudo, 0, errbuf, sizeof(errbuf)) == CF_OK);
+    enum { N = 500 };
+    static cf_event ev[N];
+    static cf_sa_payload0 p0[N];
+    static cf_sa_meta meta[N];
+    static cf_sa_vec sh[N];
+    int64_t want[4] = {0}, cnt[4] = {0};
+    for (int e = 0; e < N; e++) {
+        memset(&ev[e], 0, sizeof(ev[e]));
+        ev[e].seq = 10000 + (uint64_t)e;
+        ev[e].ts_us = 1000000 * (int64_t)e;
+        ev[e].amount_minor = (e % 9 == 0 ? -1 : 1) * (100 + e);
+        snprintf(ev[e].merchant, sizeof(ev[e].merchant), "M%d", e % 2);
+        snprintf(ev[e].country, sizeof(ev[e].country), "%s", e % 3 == 0 ? "DE" : "FR");
+        int g = (e % 2) * 2 + (e % 3 == 0 ? 0 : 1);
+        want[g] += ev[e].amount_minor;
+        cnt[g]++;
+    }
+    size_t bad = 99;
+    REQUIRE(cf_sa_gateway_protect_events(r.gw, ps, ev, N, key_merchant_country, NULL, p0, meta,
+                                         &bad) == CF_OK);
+    /* metadata only for parties >= 1; party 0's copy carries the same metadata */
+    CHECK(memcmp(&p0[7].meta, &meta[7], sizeof(meta[7])) == 0);
+    CHECK_EQ(meta[7].seq, 10007);
+    CHECK_EQ(meta[7].ts_us, 7000000);
+    cf_sa_acc *acc[3];
+    for (unsigned i = 0; i < 3; i++) {
+        REQUIRE(cf_sa_acc_create(&acc[i], 64) == CF_OK);
+        cf_sa_party_shares(r.party[i], i == 0 ? p0 : NULL, i == 0 ? NULL : meta, N, sh);
+        for (int e = 0; e < N; e++) {
+            /* one window per 100 s of event time */
+            REQUIRE(cf_sa_acc_add(acc[i], (uint64_t)(meta[e].ts_us / 100000000), meta[e].key,
+                                  &sh[e]) == CF_OK);
+        }
+    }
+    /* 4 groups x 5 windows; totals per group must match */
+    CHECK_EQ(cf_sa_acc_size(acc[0]), 20);
+    int64_t got[4] = {0}, gotc[4] = {0};
+    bool seen[5][4] = {{false}};
+    for (int e = 0; e < N; e++) {
+        uint64_t w = (uint64_t)(meta[e].ts_us / 100000000);
+        int g = (e % 2) * 2 + (e % 3 == 0 ? 0 : 1);
+        if (seen[w][g]) {
+            continue; /* combine each (window, group) once */
+        }
+        seen[w][g] = true;
+        cf_sa_vec part[3];
+        for (unsigned i = 0; i < 3; i++) {
+            REQUIRE(cf_sa_acc_get(acc[i], w, meta[e].key, &part[i]) == CF_OK);
+        }
+        cf_sa_result res;
+        REQUIRE(cf_sa_combine(r.comb, w, meta[e].key, part, 3, &res, errbuf, sizeof(errbuf)) ==
+                CF_OK);
+        CHECK(res.verified && res.released);
+        got[g] += res.v[1];
+        gotc[g] += res.v[0];
+    }
+    for (int g = 0; g < 4; g++) {
+        CHECK_EQ(got[g], want[g]);
+        CHECK_EQ(gotc[g], cnt[g]);
+    }
+    /* an out-of-range amount stops the batch and names the event */
+    ev[42].amount_minor = INT64_MAX;
+    CHECK_EQ(cf_sa_gateway_protect_events(r.gw, ps, ev, N, NULL, NULL, p0, meta, &bad),
+             CF_E_OVERFLOW);
+    CHECK_EQ(bad, 42);
+    for (unsigned i = 0; i < 3; i++) {
+        cf_sa_acc_destroy(acc[i]);
+    }
+    cf_sa_pseudo_destroy(ps);
+    rig_free(&r);
+}
+
 #include "cf_test_main.h"
