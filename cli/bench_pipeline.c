@@ -71,6 +71,7 @@ static int run_once(const char *buf, size_t len, double rate, cf_summary *s)
     snprintf(rate_s, sizeof(rate_s), "%.0f", rate);
     if (cf_config_create(&c) != CF_OK ||
         cf_config_set(c, "input.rate", rate_s, errstr, sizeof(errstr)) != CF_OK ||
+        cf_config_set(c, "protect", "none", errstr, sizeof(errstr)) != CF_OK ||
         cf_pipeline_create(&p, c, errstr, sizeof(errstr)) != CF_OK) {
         fprintf(stderr, "bench pipeline: cannot set up the pipeline\n");
         goto done;

@@ -15,10 +15,21 @@ static cf_pipeline *volatile running;
 
 static void on_signal(int sig)
 {
-    (void)sig;
-    if (running != NULL) {
+    if (running == NULL) {
+        return;
+    }
+    if (sig == SIGHUP) {
+        cf_pipeline_reload(running);
+    } else {
         cf_pipeline_stop(running);
     }
+}
+
+static void log_to_stderr(void *opaque, cf_log_level lvl, const char *ctx, const char *msg)
+{
+    (void)opaque;
+    static const char *const names[] = {"error", "warning", "info", "debug"};
+    fprintf(stderr, "confide: %s: %s: %s\n", names[lvl], ctx, msg);
 }
 
 static void usage(FILE *f)
@@ -33,12 +44,23 @@ static void usage(FILE *f)
             "  --rate N             pace open-loop at N events/s         (input.rate)\n"
             "  --shape S            steady | diurnal | burst | trace:FILE (input.shape)\n"
             "  --speedup X          time compression for diurnal/trace   (input.speedup)\n"
-            "  --out DIR            output directory                     (output.dir)\n"
+            "  --out DIR            output directory: results, alerts, late, dead letters,\n"
+            "                       audit/ and keys/ unless set elsewhere (output.dir)\n"
+            "  --rules FILE         compliance rules (YAML)              (rules.file)\n"
+            "  --protect P          lsa | plain | none                   (protect)\n"
+            "  --parties K          aggregation parties for lsa, 2..8    (parties)\n"
+            "  --keys DIR           key directory (confide keygen)       (keys.dir)\n"
+            "  --audit DIR          audit log directory                  (audit.dir)\n"
+            "  --window-ms N        window length in ms                  (window.size_ms)\n"
+            "  --group-by LIST      e.g. merchant,country                (window.group_by)\n"
             "  --set KEY=VALUE      set any config key\n"
             "  --json               print exactly one JSON summary object on stdout\n"
             "  --config-doc         print the config key reference (Markdown) and exit\n"
             "  -h, --help           this help\n\n"
-            "Exit codes: 0 ok, 2 usage or config error, 3 runtime error.\n");
+            "Outputs (in --out DIR): results.ndjson, alerts.ndjson, late.ndjson,\n"
+            "dead_letter.ndjson, audit/ (verify with confide audit verify), keys/.\n"
+            "SIGHUP re-reads blocked-party lists; SIGINT/SIGTERM stop reading and drain.\n\n"
+            "Exit codes: 0 ok, 2 usage or config error, 3 runtime error, 4 integrity alert.\n");
 }
 
 /* Option name -> config key. */
@@ -48,6 +70,9 @@ static const struct {
 } opt_keys[] = {
     {"--input", "input.path"}, {"--format", "input.format"}, {"--rate", "input.rate"},
     {"--shape", "input.shape"}, {"--speedup", "input.speedup"}, {"--out", "output.dir"},
+    {"--rules", "rules.file"}, {"--protect", "protect"}, {"--parties", "parties"},
+    {"--keys", "keys.dir"}, {"--audit", "audit.dir"}, {"--window-ms", "window.size_ms"},
+    {"--group-by", "window.group_by"},
 };
 
 static int apply_args(cf_config *conf, int argc, char **argv, bool *json)
@@ -117,9 +142,23 @@ static void print_human(const cf_summary *s)
            (unsigned long long)s->read, (unsigned long long)s->accepted,
            (unsigned long long)s->dead_lettered);
     printf("  %.3f s, %.0f events/s, cpu %.3f s\n", s->elapsed_s, s->events_per_s, s->cpu_s);
-    printf("  latency (ingest -> sink): p50 %lld us, p99 %lld us, p99.9 %lld us, max %lld us\n",
+    printf("  latency (ingest -> committed): p50 %lld us, p99 %lld us, p99.9 %lld us, max %lld "
+           "us\n",
            (long long)s->p50_us, (long long)s->p99_us, (long long)s->p999_us,
            (long long)s->max_us);
+    printf("  %llu alerts, %llu aggregates in %llu windows (%llu withheld below min_count), "
+           "%llu late\n",
+           (unsigned long long)s->alerts, (unsigned long long)s->results,
+           (unsigned long long)s->windows, (unsigned long long)s->suppressed,
+           (unsigned long long)s->late);
+    if (s->audited > 0) {
+        printf("  audit log: %llu events appended at index %llu\n",
+               (unsigned long long)s->audited, (unsigned long long)s->audit_first_index);
+    }
+    if (s->integrity_alerts > 0) {
+        printf("  INTEGRITY ALERTS: %llu (see alerts.ndjson)\n",
+               (unsigned long long)s->integrity_alerts);
+    }
 }
 
 static int run_main(int argc, char **argv)
@@ -139,6 +178,7 @@ static int run_main(int argc, char **argv)
     char errstr[512] = "";
     bool json = false;
     int rc;
+    cf_log_set(log_to_stderr, NULL, CF_LOG_WARN);
     if (cf_config_create(&conf) != CF_OK) {
         fprintf(stderr, "confide run: out of memory\n");
         return CF_EXIT_RUNTIME;
@@ -155,12 +195,19 @@ static int run_main(int argc, char **argv)
     running = p;
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
+    signal(SIGHUP, on_signal);
     cf_summary s;
     cf_err err = cf_pipeline_run(p, &s, errstr, sizeof(errstr));
     running = NULL;
     if (err != CF_OK) {
         fprintf(stderr, "confide run: %s\n", errstr);
         rc = CF_EXIT_RUNTIME;
+    } else if (s.integrity_alerts > 0) {
+        rc = CF_EXIT_INTEGRITY;
+    }
+    if (s.keys_created) {
+        fprintf(stderr, "confide run: created new keys in %s (0600 files; keep them safe)\n",
+                s.keys_dir);
     }
     if (json) {
         char buf[1024];

@@ -57,6 +57,16 @@ typedef struct cf_summary {
     int64_t p50_us, p99_us, p999_us, max_us; /* ingest -> sink latency */
     uint64_t source_blocked_ns;              /* time the source waited on a full pipeline */
     size_t peak_inflight_batches;            /* never above the configured pool */
+    uint64_t alerts;           /* compliance alerts written to alerts.ndjson */
+    uint64_t late;             /* events in late.ndjson (not counted in any result) */
+    uint64_t windows;          /* windows that released results */
+    uint64_t results;          /* (window, group) aggregates released */
+    uint64_t suppressed;       /* groups withheld because count < min_count */
+    uint64_t integrity_alerts; /* MAC failures and disagreeing parties */
+    uint64_t audited;          /* events appended to the audit log by this run */
+    uint64_t audit_first_index;
+    bool keys_created; /* this run created the key directory */
+    char keys_dir[600];
 } cf_summary;
 
 typedef struct cf_pipeline cf_pipeline;
@@ -74,6 +84,8 @@ void cf_pipeline_set_sink_hook(cf_pipeline *p, void (*hook)(void *opaque, const 
                                void *opaque);
 /** Runs to the end of the input. Blocking. Fills *out. */
 cf_err cf_pipeline_run(cf_pipeline *p, cf_summary *out, char *errstr, size_t errstr_size);
+/** Asks the gateway to re-read the blocked-party lists (signal-safe: sets a flag). */
+void cf_pipeline_reload(cf_pipeline *p);
 /** Asks a running pipeline to stop reading (signal-safe: sets a flag). */
 void cf_pipeline_stop(cf_pipeline *p);
 void cf_pipeline_destroy(cf_pipeline *p);

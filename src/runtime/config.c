@@ -44,6 +44,48 @@ static const conf_entry entries[] = {
      "Empty: no files; dead letters are only counted."},
     {"slo.p99_ms", CONF_INT, "200", 1, 3600000, NULL, OFF(slo_p99_ms), 0,
      "Latency objective for the 99th percentile, in milliseconds."},
+    {"protect", CONF_ENUM, "lsa", 0, 0, "lsa|plain|none", OFF(protect), SZ(protect),
+     "How aggregation parties see events: lsa (secret shares, pseudonymous keys, MAC-checked "
+     "combine), plain (no protection, baseline), none (no aggregation: decode, rules and "
+     "audit only). The Paillier baseline is measured by `confide bench protect`."},
+    {"parties", CONF_INT, "2", 2, 8, NULL, OFF(parties), 0,
+     "Number of non-colluding aggregation parties k for lsa."},
+    {"min_count", CONF_INT, "1", 1, 1000000000, NULL, OFF(min_count), 0,
+     "Release a (window, group) aggregate only when it counts at least this many events."},
+    {"keys.dir", CONF_STR, "", 0, 0, NULL, OFF(keys_dir), SZ(keys_dir),
+     "Key directory (confide keygen). Empty: OUTPUT/keys, created with fresh keys on the "
+     "first run."},
+    {"rules.file", CONF_STR, "", 0, 0, NULL, OFF(rules_file), SZ(rules_file),
+     "Compliance rules (YAML, docs/rules.md). Empty: no rules, every verdict is pass."},
+    {"audit.enabled", CONF_BOOL, "true", 0, 0, NULL, OFF(audit_enabled), 0,
+     "Write every accepted event to the audit log before anything else happens to it "
+     "(needs an output or audit directory)."},
+    {"audit.dir", CONF_STR, "", 0, 0, NULL, OFF(audit_dir), SZ(audit_dir),
+     "Audit log directory. Empty: OUTPUT/audit."},
+    {"audit.fsync", CONF_STR, "batch", 0, 0, NULL, OFF(audit_fsync), SZ(audit_fsync),
+     "Durability: batch (a batch is durable before it is forwarded), interval:MS, or none "
+     "(benchmarks only)."},
+    {"window.size_ms", CONF_INT, "60000", 1, 86400000LL * 31, NULL, OFF(window_size_ms), 0,
+     "Event-time window length in milliseconds."},
+    {"window.slide_ms", CONF_INT, "0", 0, 86400000LL * 31, NULL, OFF(window_slide_ms), 0,
+     "Slide of sliding windows in milliseconds; 0 for tumbling windows."},
+    {"window.max_delay_ms", CONF_INT, "5000", 0, 86400000LL, NULL, OFF(window_max_delay_ms), 0,
+     "Bounded out-of-orderness: the watermark trails the largest event time by this much."},
+    {"window.lateness_ms", CONF_INT, "0", 0, 86400000LL, NULL, OFF(window_lateness_ms), 0,
+     "Allowed lateness: a fired window still accepts (and re-emits) for this long; later "
+     "events go to late.ndjson."},
+    {"window.idle_timeout_ms", CONF_INT, "0", 0, 86400000LL, NULL, OFF(window_idle_timeout_ms), 0,
+     "Advance the watermark by processing time after this long without events (0: off)."},
+    {"window.group_by", CONF_STR, "merchant", 0, 0, NULL, OFF(window_group_by),
+     SZ(window_group_by),
+     "Comma-separated subset of merchant, account, country, channel, type, currency "
+     "(or none)."},
+    {"window.memory_mb", CONF_INT, "256", 1, 1048576, NULL, OFF(window_memory_mb), 0,
+     "Keyed window state limit per party, in MiB; at the limit events are sent to the late "
+     "output with reason \"state limit\" and counted."},
+    {"debug.tamper_party", CONF_INT, "-1", -1, 7, NULL, OFF(debug_tamper_party), 0,
+     "Fault injection for tests: party I alters its first partial sum, which the combiner "
+     "must catch. -1: off."},
 };
 
 #define N_ENTRIES (sizeof(entries) / sizeof(entries[0]))
@@ -324,7 +366,17 @@ void cf_config_write_doc(FILE *f)
         if (e->type == CONF_INT || e->type == CONF_DOUBLE) {
             snprintf(range, sizeof(range), "%g .. %g", e->min, e->max);
         } else if (e->type == CONF_ENUM) {
-            snprintf(range, sizeof(range), "%s", e->choices);
+            /* A literal '|' would split the Markdown table cell. */
+            size_t j = 0;
+            for (const char *ch = e->choices; *ch != '\0' && j + 3 < sizeof(range); ch++) {
+                if (*ch == '|') {
+                    range[j++] = ',';
+                    range[j++] = ' ';
+                } else {
+                    range[j++] = *ch;
+                }
+            }
+            range[j] = '\0';
         }
         fprintf(f, "| `%s` | %s | `%s` | %s | %s |\n", e->key, tn[e->type],
                 e->def[0] ? e->def : "\"\"", range, e->doc);

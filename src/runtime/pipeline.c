@@ -24,6 +24,8 @@
 #include <unistd.h>
 
 #include "confide/io.h"
+#include "outfile.h"
+#include "secure.h"
 #include "runtime_int.h"
 
 #define READ_BUF_SIZE (1u << 20)
@@ -48,6 +50,11 @@ struct cf_pipeline {
     void (*sink_hook)(void *, const cf_batch *);
     void *sink_opaque;
     atomic_bool stop;
+    atomic_bool reload;
+    cf_secure *secure;
+    int64_t amount_max;
+    cf_err gateway_err;
+    char gateway_errstr[256];
 
     size_t n_chunks;
     size_t n_batches;
@@ -64,8 +71,7 @@ struct cf_pipeline {
     uint64_t source_blocked_ns;
     size_t peak_inflight;
     cf_hist *latency;
-    FILE *dead_letter;
-    char dl_tmp[CF_CONF_STR_MAX + 64], dl_final[CF_CONF_STR_MAX + 64];
+    outfile dead_letter;
 };
 
 /* ---- setup ---- */
@@ -140,6 +146,10 @@ cf_err cf_pipeline_create(cf_pipeline **out, const cf_config *c, char *errstr, s
                    cf_strerror(err));
         goto fail;
     }
+    if ((err = cf_secure_create(&p->secure, &p->conf, errstr, errstr_size)) != CF_OK) {
+        goto fail;
+    }
+    p->amount_max = cf_secure_amount_max(p->secure);
     *out = p;
     return CF_OK;
 fail:
@@ -162,6 +172,11 @@ void cf_pipeline_set_sink_hook(cf_pipeline *p, void (*hook)(void *, const cf_bat
 void cf_pipeline_stop(cf_pipeline *p)
 {
     atomic_store(&p->stop, true);
+}
+
+void cf_pipeline_reload(cf_pipeline *p)
+{
+    atomic_store(&p->reload, true);
 }
 
 void cf_pipeline_destroy(cf_pipeline *p)
@@ -189,9 +204,8 @@ void cf_pipeline_destroy(cf_pipeline *p)
     cf_ring_destroy(p->batch_decoded);
     cf_ring_destroy(p->batch_out);
     cf_hist_destroy(p->latency);
-    if (p->dead_letter != NULL) {
-        fclose(p->dead_letter);
-    }
+    cf_secure_destroy(p->secure);
+    outfile_abandon(&p->dead_letter);
     cf_free(p);
 }
 
@@ -374,14 +388,12 @@ static cf_batch *take_batch(cf_pipeline *p)
 static void dead_letter(cf_pipeline *p, const cf_record *rec, const char *reason)
 {
     p->dead_lettered++;
-    if (p->dead_letter == NULL) {
+    if (p->dead_letter.f == NULL) {
         return;
     }
     char line[CF_DEADLETTER_RAW_MAX * 6 + 512];
     size_t n = cf_deadletter_format(p->conf.input_path, rec, reason, line, sizeof(line));
-    if (n > 0) {
-        fwrite(line, 1, n, p->dead_letter);
-    }
+    outfile_write(&p->dead_letter, line, n);
 }
 
 static void *decode_main(void *arg)
@@ -424,6 +436,10 @@ static void *decode_main(void *arg)
                 dead_letter(p, rec, reason);
                 continue;
             }
+            if (ev->amount_minor > p->amount_max || ev->amount_minor < -p->amount_max) {
+                dead_letter(p, rec, "amount beyond the secure aggregation range");
+                continue;
+            }
             p->accepted++;
             ev->ingest_ns = c->stamp_ns[i];
             ev->seq = seq++;
@@ -449,15 +465,31 @@ static void *decode_main(void *arg)
 
 /* ---- process ---- */
 
-/* The per-batch work between decode and sink. Later stages (compliance, audit, protection)
- * plug in here; a batch leaves only when all of its work is done. */
+/* The gateway's per-batch work between decode and sink: compliance, audit, protection
+ * (secure.c). A batch reaches the sink only when all of it is done; if any of it fails the
+ * run stops and nothing more is forwarded. */
 static void *process_main(void *arg)
 {
     cf_pipeline *p = arg;
     cf_thread_low_latency();
     void *item;
     while (cf_ring_pop_wait(p->batch_decoded, &item) == CF_OK) {
-        cf_ring_push_wait(p->batch_out, item);
+        cf_batch *b = item;
+        if (p->secure != NULL && atomic_exchange(&p->reload, false)) {
+            cf_secure_reload(p->secure);
+        }
+        if (p->secure != NULL && p->gateway_err == CF_OK) {
+            p->gateway_err = cf_secure_gateway(p->secure, b, p->gateway_errstr,
+                                               sizeof(p->gateway_errstr));
+            if (p->gateway_err != CF_OK) {
+                atomic_store(&p->stop, true);
+            }
+        }
+        if (p->gateway_err != CF_OK) {
+            cf_ring_push_wait(p->batch_free, b);
+            continue;
+        }
+        cf_ring_push_wait(p->batch_out, b);
     }
     cf_ring_close(p->batch_out);
     return NULL;
@@ -497,30 +529,8 @@ static cf_err open_outputs(cf_pipeline *p, char *errstr, size_t errstr_size)
         return cf_err_errno(errno, errstr, errstr_size, "cannot create output dir %s",
                             p->conf.output_dir);
     }
-    snprintf(p->dl_final, sizeof(p->dl_final), "%s/dead_letter.ndjson", p->conf.output_dir);
-    snprintf(p->dl_tmp, sizeof(p->dl_tmp), "%s/.dead_letter.ndjson.tmp", p->conf.output_dir);
-    int fd = open(p->dl_tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0 || (p->dead_letter = fdopen(fd, "w")) == NULL) {
-        if (fd >= 0) {
-            close(fd);
-        }
-        return cf_err_errno(errno, errstr, errstr_size, "cannot create %s", p->dl_tmp);
-    }
-    return CF_OK;
-}
-
-static cf_err close_outputs(cf_pipeline *p, char *errstr, size_t errstr_size)
-{
-    if (p->dead_letter == NULL) {
-        return CF_OK;
-    }
-    int bad = fflush(p->dead_letter) != 0 || fsync(fileno(p->dead_letter)) != 0;
-    bad |= fclose(p->dead_letter) != 0;
-    p->dead_letter = NULL;
-    if (bad || rename(p->dl_tmp, p->dl_final) != 0) {
-        return cf_err_errno(errno, errstr, errstr_size, "cannot finalize %s", p->dl_final);
-    }
-    return CF_OK;
+    return outfile_open(&p->dead_letter, p->conf.output_dir, "dead_letter.ndjson", errstr,
+                        errstr_size);
 }
 
 cf_err cf_pipeline_run(cf_pipeline *p, cf_summary *out, char *errstr, size_t errstr_size)
@@ -543,13 +553,35 @@ cf_err cf_pipeline_run(cf_pipeline *p, cf_summary *out, char *errstr, size_t err
     for (int i = 3; i >= 0; i--) {
         pthread_join(th[i], NULL);
     }
+    memset(out, 0, sizeof(*out));
+    cf_err secure_err = CF_OK;
+    if (p->secure != NULL) {
+        cf_secure_stats st;
+        secure_err = cf_secure_finish(p->secure, &st, errstr, errstr_size);
+        out->alerts = st.alerts;
+        out->late = st.late;
+        out->windows = st.windows;
+        out->results = st.results;
+        out->suppressed = st.suppressed;
+        out->integrity_alerts = st.integrity_alerts;
+        out->audited = st.audited;
+        out->audit_first_index = st.audit_first_index;
+        out->keys_created = st.keys_created;
+        snprintf(out->keys_dir, sizeof(out->keys_dir), "%s", st.keys_dir);
+    }
     int64_t t1 = cf_now_ns();
-    err = close_outputs(p, errstr, errstr_size);
+    err = secure_err;
+    if (err == CF_OK) {
+        err = outfile_commit(&p->dead_letter, errstr, errstr_size);
+    }
+    if (p->gateway_err != CF_OK) {
+        cf_err_set(p->gateway_err, errstr, errstr_size, "%s", p->gateway_errstr);
+        err = p->gateway_err;
+    }
     if (p->source_err != CF_OK) {
         cf_err_set(p->source_err, errstr, errstr_size, "%s", p->source_errstr);
         err = p->source_err;
     }
-    memset(out, 0, sizeof(*out));
     out->read = p->read;
     out->accepted = p->accepted;
     out->dead_lettered = p->dead_lettered;
@@ -571,10 +603,15 @@ size_t cf_summary_to_json(const cf_summary *s, char *buf, size_t size)
     int n = snprintf(buf, size,
                      "{\"read\":%llu,\"accepted\":%llu,\"dead_lettered\":%llu,\"elapsed_s\":%.6f,"
                      "\"events_per_s\":%.1f,\"latency_us\":{\"p50\":%lld,\"p99\":%lld,"
-                     "\"p999\":%lld,\"max\":%lld},\"cpu_s\":%.3f}\n",
+                     "\"p999\":%lld,\"max\":%lld},\"cpu_s\":%.3f,\"alerts\":%llu,\"late\":%llu,"
+                     "\"windows\":%llu,\"results\":%llu,\"suppressed\":%llu,"
+                     "\"integrity_alerts\":%llu,\"audited\":%llu}\n",
                      (unsigned long long)s->read, (unsigned long long)s->accepted,
                      (unsigned long long)s->dead_lettered, s->elapsed_s, s->events_per_s,
                      (long long)s->p50_us, (long long)s->p99_us, (long long)s->p999_us,
-                     (long long)s->max_us, s->cpu_s);
+                     (long long)s->max_us, s->cpu_s, (unsigned long long)s->alerts,
+                     (unsigned long long)s->late, (unsigned long long)s->windows,
+                     (unsigned long long)s->results, (unsigned long long)s->suppressed,
+                     (unsigned long long)s->integrity_alerts, (unsigned long long)s->audited);
     return n < 0 || (size_t)n >= size ? 0 : (size_t)n;
 }

@@ -23,6 +23,22 @@ struct cf_config {
     int64_t pipeline_ring_batches;
     char output_dir[CF_CONF_STR_MAX];
     int64_t slo_p99_ms;
+    char protect[16];
+    int64_t parties;
+    int64_t min_count;
+    char keys_dir[CF_CONF_STR_MAX];
+    char rules_file[CF_CONF_STR_MAX];
+    bool audit_enabled;
+    char audit_dir[CF_CONF_STR_MAX];
+    char audit_fsync[32];
+    int64_t window_size_ms;
+    int64_t window_slide_ms;
+    int64_t window_max_delay_ms;
+    int64_t window_lateness_ms;
+    int64_t window_idle_timeout_ms;
+    char window_group_by[128];
+    int64_t window_memory_mb;
+    int64_t debug_tamper_party;
 };
 
 typedef struct conf_entry {

@@ -1,0 +1,25 @@
+/* Private to the runtime: output files that appear atomically (PATH.tmp, then rename). */
+#ifndef CF_RUNTIME_OUTFILE_H
+#define CF_RUNTIME_OUTFILE_H
+
+#include <stdio.h>
+
+#include "confide/err.h"
+
+typedef struct outfile {
+    FILE *f;
+    char tmp[1100];
+    char path[1100];
+} outfile;
+
+/** Opens DIR/NAME's temporary twin, mode 0600 (outputs can carry raw records). */
+cf_err outfile_open(outfile *o, const char *dir, const char *name, char *errstr,
+                    size_t errstr_size);
+/** Appends @p len bytes; a no-op for a file that was never opened. */
+void outfile_write(outfile *o, const char *data, size_t len);
+/** Flush, fsync, close and rename into place. A no-op for a file that was never opened. */
+cf_err outfile_commit(outfile *o, char *errstr, size_t errstr_size);
+/** Closes and removes an uncommitted file. */
+void outfile_abandon(outfile *o);
+
+#endif

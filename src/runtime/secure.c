@@ -1,0 +1,1129 @@
+/*
+ * The trusted gateway's per-batch work and the aggregation behind it (DESIGN.md sections 2-5).
+ *
+ *   gateway (pipeline thread) -- compliance rules on plaintext -> verdicts, alerts.ndjson
+ *                              -- audit log append (the batch is durable before anything
+ *                                 else happens to it; events get seq = log index)
+ *                              -- pseudonymize the group key, split the amount into shares
+ *                              -> party 0: (pseudonym, ts, seq, value and MAC shares)
+ *                              -> party i >= 1: (pseudonym, ts, seq) only (seed compression)
+ *   party i (own thread)       -- event-time windows over its shares (the window module,
+ *                                 generic over the value), emits partial sums per
+ *                                 (window, pseudonym) and late records
+ *   combiner (own thread)      -- takes the k partials of a group, checks the MAC, releases
+ *                                 groups with count >= min_count to results.ndjson, writes
+ *                                 late.ndjson, raises integrity alerts
+ *
+ * Parties see identical event sequences, so their windows fire identically and they emit
+ * the same sequence of (window, group) messages: the combiner consumes the k streams in
+ * lockstep and needs no table of pending partials. A party whose stream disagrees (another
+ * window, group, count or index range) is an integrity alert, as is a failed MAC.
+ *
+ * The combiner learns group names from the gateway (both trusted) through a dictionary ring
+ * that carries (pseudonym -> display text) once per new group, always before any event of
+ * that group reaches a party. The parties never see it.
+ *
+ * Memory: every batch travels in preallocated pools with free rings back to the producer,
+ * as in pipeline.c; window state is bounded by window.memory_mb per party. The dictionary
+ * grows with the number of distinct groups (one small entry each).
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <dirent.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "confide/audit.h"
+#include "confide/keys.h"
+#include "confide/rules.h"
+#include "confide/secagg.h"
+#include "confide/window.h"
+#include "outfile.h"
+#include "secure.h"
+
+#define DICT_RING 65536
+
+typedef enum { PROT_NONE, PROT_PLAIN, PROT_LSA } prot_mode;
+
+/* One event as a party receives it. share is only filled for party 0 (lsa: value and MAC
+ * shares; plain: the amount in share.v[1]); parties >= 1 regenerate theirs from the seed. */
+typedef struct party_item {
+    uint8_t key[CF_SA_PSEUDO_LEN];
+    int64_t ts_us;
+    uint64_t seq;
+    cf_sa_vec share;
+} party_item;
+
+typedef struct item_batch {
+    uint32_t n, cap;
+    party_item *it;
+} item_batch;
+
+typedef enum { MSG_RESULT = 1, MSG_LATE = 2 } msg_type;
+
+typedef struct party_msg {
+    uint8_t type;
+    bool update;
+    uint8_t key[CF_SA_PSEUDO_LEN];
+    int64_t start_us, end_us; /* MSG_LATE: start_us = event ts, end_us = watermark */
+    uint64_t count;
+    uint64_t first, last; /* MSG_LATE: first = seq */
+    uint32_t reason;      /* MSG_LATE: 0 = state limit, else cf_window_late_reason */
+    uint8_t value[CF_SA_VALUE_SIZE];
+} party_msg;
+
+typedef struct msg_batch {
+    uint32_t n, cap;
+    party_msg *m;
+} msg_batch;
+
+typedef struct dict_entry {
+    uint8_t key[CF_SA_PSEUDO_LEN];
+    char text[CF_WINDOW_GROUP_KEY_MAX + 1];
+} dict_entry;
+
+/* A pool of batches with a free ring (consumer -> producer) and a full ring. */
+typedef struct lane {
+    void **items;
+    size_t n;
+    cf_ring *free_ring, *full_ring;
+} lane;
+
+typedef struct party {
+    struct cf_secure *s;
+    unsigned index;
+    pthread_t thread;
+    bool started;
+    lane in;  /* gateway -> party: item_batch */
+    lane out; /* party -> combiner: msg_batch */
+    cf_sa_party *sa;
+    cf_window *win;
+    msg_batch *cur_out;
+    bool tampered;
+    cf_err err;
+} party;
+
+/* A set of 16-byte pseudonyms (gateway: which groups the combiner already knows). */
+typedef struct pset {
+    uint8_t (*keys)[CF_SA_PSEUDO_LEN];
+    uint8_t *used;
+    size_t cap, n;
+} pset;
+
+/* Pseudonym -> dictionary entry (combiner). */
+typedef struct pmap {
+    dict_entry **slots;
+    size_t cap, n;
+} pmap;
+
+struct cf_secure {
+    cf_config conf;
+    prot_mode mode;
+    unsigned k;
+    unsigned group_mask;
+    cf_sa_opts sa_opts;
+
+    cf_key *gw_key, *comb_key, *pseudo_key;
+    cf_sa_gateway *gw;
+    cf_sa_pseudo *pseudo;
+    cf_sa_combiner *comb;
+    cf_rules *rules;
+    cf_audit_log *audit;
+    outfile alerts, results, late;
+
+    party parties[CF_KEY_PARTIES_MAX];
+    cf_ring *dict;
+    pset announced;
+    pmap names;
+    pthread_t comb_thread;
+    bool comb_started;
+
+    /* gateway scratch */
+    uint8_t *verdict_buf;
+    cf_audit_bytes *verdicts;
+    size_t scratch_cap;
+
+    cf_secure_stats st;
+    atomic_uint_fast64_t late_count;
+    bool ephemeral_keys;
+};
+
+/* ---- small helpers ---- */
+
+static uint64_t key_hash(const uint8_t k[CF_SA_PSEUDO_LEN])
+{
+    uint64_t h;
+    memcpy(&h, k, sizeof(h)); /* pseudonyms are keyed hashes: already uniform */
+    return h;
+}
+
+static cf_err pset_insert(pset *p, const uint8_t k[CF_SA_PSEUDO_LEN], bool *added)
+{
+    if ((p->n + 1) * 2 > p->cap) {
+        size_t ncap = p->cap ? p->cap * 2 : 1024;
+        pset np = {cf_calloc(ncap, CF_SA_PSEUDO_LEN), cf_calloc(ncap, 1), ncap, 0};
+        if (np.keys == NULL || np.used == NULL) {
+            cf_free(np.keys);
+            cf_free(np.used);
+            return CF_E_NOMEM;
+        }
+        for (size_t i = 0; i < p->cap; i++) {
+            if (p->used[i]) {
+                bool dummy;
+                pset_insert(&np, p->keys[i], &dummy);
+            }
+        }
+        cf_free(p->keys);
+        cf_free(p->used);
+        *p = np;
+    }
+    size_t i = key_hash(k) & (p->cap - 1);
+    while (p->used[i]) {
+        if (memcmp(p->keys[i], k, CF_SA_PSEUDO_LEN) == 0) {
+            *added = false;
+            return CF_OK;
+        }
+        i = (i + 1) & (p->cap - 1);
+    }
+    p->used[i] = 1;
+    memcpy(p->keys[i], k, CF_SA_PSEUDO_LEN);
+    p->n++;
+    *added = true;
+    return CF_OK;
+}
+
+static cf_err pmap_put(pmap *m, dict_entry *e)
+{
+    if ((m->n + 1) * 2 > m->cap) {
+        size_t ncap = m->cap ? m->cap * 2 : 1024;
+        pmap nm = {cf_calloc(ncap, sizeof(dict_entry *)), ncap, 0};
+        if (nm.slots == NULL) {
+            return CF_E_NOMEM;
+        }
+        for (size_t i = 0; i < m->cap; i++) {
+            if (m->slots[i] != NULL) {
+                pmap_put(&nm, m->slots[i]);
+            }
+        }
+        cf_free(m->slots);
+        *m = nm;
+    }
+    size_t i = key_hash(e->key) & (m->cap - 1);
+    while (m->slots[i] != NULL) {
+        i = (i + 1) & (m->cap - 1);
+    }
+    m->slots[i] = e;
+    m->n++;
+    return CF_OK;
+}
+
+static const dict_entry *pmap_get(const pmap *m, const uint8_t k[CF_SA_PSEUDO_LEN])
+{
+    if (m->cap == 0) {
+        return NULL;
+    }
+    size_t i = key_hash(k) & (m->cap - 1);
+    while (m->slots[i] != NULL) {
+        if (memcmp(m->slots[i]->key, k, CF_SA_PSEUDO_LEN) == 0) {
+            return m->slots[i];
+        }
+        i = (i + 1) & (m->cap - 1);
+    }
+    return NULL;
+}
+
+static cf_err lane_create(lane *l, size_t n, size_t batch_cap, size_t elem_size)
+{
+    cf_err err;
+    l->n = n;
+    l->items = cf_calloc(n, sizeof(void *));
+    if (l->items == NULL) {
+        return CF_E_NOMEM;
+    }
+    if ((err = cf_ring_create(&l->free_ring, n)) != CF_OK ||
+        (err = cf_ring_create(&l->full_ring, n)) != CF_OK) {
+        return err;
+    }
+    for (size_t i = 0; i < n; i++) {
+        /* item_batch and msg_batch share the {n, cap, ptr} layout */
+        item_batch *b = cf_calloc(1, sizeof(item_batch));
+        if (b == NULL) {
+            return CF_E_NOMEM;
+        }
+        l->items[i] = b;
+        b->it = cf_calloc(batch_cap, elem_size);
+        if (b->it == NULL) {
+            return CF_E_NOMEM;
+        }
+        b->cap = (uint32_t)batch_cap;
+        CF_ASSERT(cf_ring_push(l->free_ring, b) == CF_OK);
+    }
+    return CF_OK;
+}
+
+static void lane_destroy(lane *l)
+{
+    if (l->items != NULL) {
+        for (size_t i = 0; i < l->n; i++) {
+            item_batch *b = l->items[i];
+            if (b != NULL) {
+                cf_free(b->it);
+                cf_free(b);
+            }
+        }
+        cf_free(l->items);
+    }
+    cf_ring_destroy(l->free_ring);
+    cf_ring_destroy(l->full_ring);
+}
+
+static void *lane_take(lane *l)
+{
+    void *b = NULL;
+    cf_err err = cf_ring_pop_wait(l->free_ring, &b);
+    CF_ASSERT(err == CF_OK);
+    ((item_batch *)b)->n = 0;
+    return b;
+}
+
+/* ---- party ---- */
+
+static cf_err lsa_add(void *dst, const void *src)
+{
+    cf_sa_vec_add(dst, src);
+    return CF_OK;
+}
+
+static const cf_window_value_ops lsa_value_ops = {
+    .size = sizeof(cf_sa_vec), .zero = cf_sa_vec_zero, .add = lsa_add};
+
+static party_msg *party_next_msg(party *pa)
+{
+    if (pa->cur_out != NULL && pa->cur_out->n == pa->cur_out->cap) {
+        cf_ring_push_wait(pa->out.full_ring, pa->cur_out);
+        pa->cur_out = NULL;
+    }
+    if (pa->cur_out == NULL) {
+        pa->cur_out = lane_take(&pa->out);
+    }
+    party_msg *m = &pa->cur_out->m[pa->cur_out->n++];
+    memset(m, 0, sizeof(*m));
+    return m;
+}
+
+static void party_flush_out(party *pa)
+{
+    if (pa->cur_out != NULL && pa->cur_out->n > 0) {
+        cf_ring_push_wait(pa->out.full_ring, pa->cur_out);
+        pa->cur_out = NULL;
+    }
+}
+
+static void on_result(void *opaque, const cf_window_result *r)
+{
+    party *pa = opaque;
+    party_msg *m = party_next_msg(pa);
+    m->type = MSG_RESULT;
+    m->update = r->update;
+    CF_ASSERT(r->key_len == CF_SA_PSEUDO_LEN);
+    memcpy(m->key, r->key, CF_SA_PSEUDO_LEN);
+    m->start_us = r->window_start_us;
+    m->end_us = r->window_end_us;
+    m->count = r->count;
+    m->first = r->first_index;
+    m->last = r->last_index;
+    size_t vs = pa->s->mode == PROT_LSA ? sizeof(cf_sa_vec) : sizeof(cf_window_plain);
+    memcpy(m->value, r->value, vs);
+    if ((int64_t)pa->index == pa->s->conf.debug_tamper_party && !pa->tampered &&
+        pa->s->mode == PROT_LSA) {
+        /* Fault injection (debug.tamper_party): a dishonest party shifts its partial sum. */
+        cf_sa_vec v;
+        memcpy(&v, m->value, sizeof(v));
+        v.v[CF_SA_C_AMOUNT] = cf_sa_fadd(v.v[CF_SA_C_AMOUNT], 100);
+        memcpy(m->value, &v, sizeof(v));
+        pa->tampered = true;
+    }
+}
+
+static void emit_late(party *pa, int64_t ts_us, uint64_t seq, const uint8_t *key,
+                      int64_t watermark_us, uint32_t reason)
+{
+    party_msg *m = party_next_msg(pa);
+    m->type = MSG_LATE;
+    memcpy(m->key, key, CF_SA_PSEUDO_LEN);
+    m->start_us = ts_us;
+    m->end_us = watermark_us;
+    m->first = m->last = seq;
+    m->reason = reason;
+}
+
+static void on_late(void *opaque, const cf_window_late *l)
+{
+    party *pa = opaque;
+    emit_late(pa, l->ts_us, l->seq, l->key, l->watermark_us, (uint32_t)l->reason);
+}
+
+static void party_absorb(party *pa, const item_batch *b)
+{
+    for (uint32_t i = 0; i < b->n; i++) {
+        const party_item *it = &b->it[i];
+        uint8_t value[CF_SA_VALUE_SIZE];
+        if (pa->s->mode == PROT_LSA) {
+            cf_sa_party_share(pa->sa, it->seq, pa->index == 0 ? &it->share : NULL,
+                              (cf_sa_vec *)(void *)value);
+        } else {
+            cf_window_plain v = {.sum_minor = (int64_t)it->share.v[CF_SA_C_AMOUNT]};
+            memcpy(value, &v, sizeof(v));
+        }
+        cf_err err = cf_window_add(pa->win, it->key, CF_SA_PSEUDO_LEN, it->ts_us, it->seq, value);
+        if (err == CF_E_LIMIT) {
+            /* State is full and cannot drain without newer events: never drop silently. */
+            emit_late(pa, it->ts_us, it->seq, it->key, cf_window_watermark(pa->win), 0);
+        }
+    }
+}
+
+static void *party_main(void *arg)
+{
+    party *pa = arg;
+    cf_thread_low_latency();
+    unsigned spins = 0;
+    for (;;) {
+        void *item = NULL;
+        cf_err err = cf_ring_pop(pa->in.full_ring, &item);
+        if (err == CF_OK) {
+            spins = 0;
+            party_absorb(pa, item);
+            cf_ring_push_wait(pa->in.free_ring, item);
+            party_flush_out(pa);
+            continue;
+        }
+        if (err == CF_E_STATE) {
+            break; /* closed and drained */
+        }
+        /* Idle: let processing time advance the watermark (window.idle_timeout_ms). */
+        if (cf_window_tick(pa->win, cf_now_ns())) {
+            party_flush_out(pa);
+        }
+        if (++spins > 64) {
+            struct timespec ts = {0, 50000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    cf_window_flush(pa->win);
+    party_flush_out(pa);
+    cf_ring_close(pa->out.full_ring);
+    return NULL;
+}
+
+/* ---- combiner ---- */
+
+typedef struct cursor {
+    msg_batch *b;
+    uint32_t i;
+    bool done;
+} cursor;
+
+static void drain_dict(cf_secure *s)
+{
+    void *item;
+    while (cf_ring_pop(s->dict, &item) == CF_OK) {
+        if (pmap_put(&s->names, item) != CF_OK) {
+            cf_free(item);
+        }
+    }
+}
+
+/* The next message of party @p i, or NULL when its stream ended. */
+static const party_msg *next_msg(cf_secure *s, unsigned i, cursor *c)
+{
+    party *pa = &s->parties[i];
+    while (c->b == NULL || c->i == c->b->n) {
+        if (c->b != NULL) {
+            cf_ring_push_wait(pa->out.free_ring, c->b);
+            c->b = NULL;
+        }
+        unsigned spins = 0;
+        for (;;) {
+            void *item = NULL;
+            cf_err err = cf_ring_pop(pa->out.full_ring, &item);
+            if (err == CF_OK) {
+                c->b = item;
+                c->i = 0;
+                break;
+            }
+            if (err == CF_E_STATE) {
+                c->done = true;
+                return NULL;
+            }
+            drain_dict(s); /* keep the gateway moving while we wait */
+            if (++spins > 64) {
+                struct timespec ts = {0, 50000};
+                nanosleep(&ts, NULL);
+            }
+        }
+    }
+    return &c->b->m[c->i++];
+}
+
+static void integrity_alert(cf_secure *s, const party_msg *m, const char *what)
+{
+    s->st.integrity_alerts++;
+    char start[40], end[40], line[512];
+    cf_window_format_time(m->start_us, start, sizeof(start));
+    cf_window_format_time(m->end_us, end, sizeof(end));
+    char pseudo[2 * CF_SA_PSEUDO_LEN + 1];
+    for (int i = 0; i < CF_SA_PSEUDO_LEN; i++) {
+        snprintf(pseudo + 2 * i, 3, "%02x", m->key[i]);
+    }
+    int n = snprintf(line, sizeof(line),
+                     "{\"type\":\"integrity\",\"rule_id\":\"integrity\",\"window_start\":\"%s\","
+                     "\"window_end\":\"%s\",\"pseudonym\":\"%s\",\"first_index\":%llu,"
+                     "\"last_index\":%llu,\"details\":\"%s\"}\n",
+                     start, end, pseudo, (unsigned long long)m->first,
+                     (unsigned long long)m->last, what);
+    if (n > 0 && (size_t)n < sizeof(line)) {
+        outfile_write(&s->alerts, line, (size_t)n);
+    }
+    CF_LOG(CF_LOG_ERROR, "combiner", "integrity alert: window %s..%s pseudonym %s: %s", start,
+           end, pseudo, what);
+}
+
+static void write_late(cf_secure *s, const party_msg *m)
+{
+    atomic_fetch_add(&s->late_count, 1);
+    char ts[40], wm[40], line[320];
+    cf_window_format_time(m->start_us, ts, sizeof(ts));
+    cf_window_format_time(m->end_us, wm, sizeof(wm));
+    const char *reason = m->reason == 0 ? "state limit"
+                                        : cf_window_late_reason_name((cf_window_late_reason)m->reason);
+    int n = snprintf(line, sizeof(line),
+                     "{\"index\":%llu,\"ts\":\"%s\",\"watermark\":\"%s\",\"reason\":\"%s\"}\n",
+                     (unsigned long long)m->first, ts, wm, reason);
+    if (n > 0 && (size_t)n < sizeof(line)) {
+        outfile_write(&s->late, line, (size_t)n);
+    }
+}
+
+static bool same_group(const party_msg *a, const party_msg *b)
+{
+    return a->type == b->type && a->start_us == b->start_us && a->end_us == b->end_us &&
+           a->count == b->count && a->first == b->first && a->last == b->last &&
+           memcmp(a->key, b->key, CF_SA_PSEUDO_LEN) == 0;
+}
+
+static void release(cf_secure *s, const party_msg *const *msgs)
+{
+    const party_msg *m = msgs[0];
+    cf_window_row row = {.window_start_us = m->start_us,
+                         .window_end_us = m->end_us,
+                         .first_index = m->first,
+                         .last_index = m->last,
+                         .sum_valid = true};
+    if (s->mode == PROT_LSA) {
+        cf_sa_vec partials[CF_KEY_PARTIES_MAX];
+        for (unsigned i = 0; i < s->k; i++) {
+            memcpy(&partials[i], msgs[i]->value, sizeof(cf_sa_vec));
+        }
+        cf_sa_result res;
+        char err[256];
+        cf_err e = cf_sa_combine(s->comb, (uint64_t)m->start_us, m->key, partials, s->k, &res,
+                                 err, sizeof(err));
+        if (e == CF_E_AUTH) {
+            integrity_alert(s, m, "MAC check failed: a party altered its partial sum; "
+                                  "the aggregate is withheld");
+            return;
+        }
+        if (e != CF_OK) {
+            integrity_alert(s, m, "aggregate cannot be decoded");
+            return;
+        }
+        if ((uint64_t)res.v[CF_SA_C_COUNT] != m->count) {
+            integrity_alert(s, m, "secure count disagrees with the parties' event count");
+            return;
+        }
+        if (!res.released) {
+            s->st.suppressed++;
+            return;
+        }
+        row.count = (uint64_t)res.v[CF_SA_C_COUNT];
+        row.sum_minor = res.v[CF_SA_C_AMOUNT];
+        row.verified = res.verified;
+    } else {
+        cf_window_plain v;
+        memcpy(&v, m->value, sizeof(v));
+        if (m->count < (uint64_t)s->conf.min_count) {
+            s->st.suppressed++;
+            return;
+        }
+        row.count = m->count;
+        row.sum_minor = v.sum_minor;
+        row.sum_valid = v.overflow == 0;
+        row.verified = false;
+    }
+    const dict_entry *d = pmap_get(&s->names, m->key);
+    if (d == NULL) {
+        drain_dict(s);
+        d = pmap_get(&s->names, m->key);
+    }
+    row.group = d != NULL ? d->text : "?";
+    char line[1024];
+    size_t n = cf_window_row_ndjson(&row, line, sizeof(line));
+    outfile_write(&s->results, line, n);
+    s->st.results++;
+}
+
+static void *combiner_main(void *arg)
+{
+    cf_secure *s = arg;
+    cf_thread_low_latency();
+    cursor cur[CF_KEY_PARTIES_MAX] = {{0}};
+    const party_msg *msgs[CF_KEY_PARTIES_MAX];
+    int64_t last_start = INT64_MIN, last_end = INT64_MIN;
+    for (;;) {
+        unsigned ended = 0;
+        for (unsigned i = 0; i < s->k; i++) {
+            msgs[i] = next_msg(s, i, &cur[i]);
+            ended += msgs[i] == NULL;
+        }
+        if (ended == s->k) {
+            break;
+        }
+        if (ended > 0) {
+            /* Some party stopped early: its remaining groups can never be combined. */
+            const party_msg *m = NULL;
+            for (unsigned i = 0; i < s->k && m == NULL; i++) {
+                m = msgs[i];
+            }
+            integrity_alert(s, m, "a party's stream ended early");
+            continue;
+        }
+        bool agree = true;
+        for (unsigned i = 1; i < s->k; i++) {
+            agree &= same_group(msgs[0], msgs[i]);
+        }
+        if (!agree) {
+            integrity_alert(s, msgs[0], "parties disagree on the window, group or events");
+            continue;
+        }
+        if (msgs[0]->type == MSG_LATE) {
+            write_late(s, msgs[0]);
+            continue;
+        }
+        if (msgs[0]->start_us != last_start || msgs[0]->end_us != last_end) {
+            s->st.windows++;
+            last_start = msgs[0]->start_us;
+            last_end = msgs[0]->end_us;
+        }
+        release(s, msgs);
+    }
+    for (unsigned i = 0; i < s->k; i++) {
+        if (cur[i].b != NULL) {
+            cf_ring_push_wait(s->parties[i].out.free_ring, cur[i].b);
+        }
+    }
+    drain_dict(s);
+    return NULL;
+}
+
+/* ---- gateway ---- */
+
+static cf_err ensure_keys(cf_secure *s, char *errstr, size_t errstr_size)
+{
+    const char *dir = s->st.keys_dir;
+    char probe[CF_CONF_STR_MAX + 64];
+    snprintf(probe, sizeof(probe), "%s/gateway.key", dir);
+    struct stat sb;
+    if (stat(probe, &sb) != 0) {
+        cf_err err = cf_keys_generate(dir, s->k, 1, 0, errstr, errstr_size);
+        if (err != CF_OK) {
+            return err;
+        }
+        s->st.keys_created = !s->ephemeral_keys;
+        if (s->ephemeral_keys) {
+            return CF_OK;
+        }
+        CF_LOG(CF_LOG_WARN, "keys", "no keys in %s: created new keys (epoch 1, %u parties)", dir,
+               s->k);
+    }
+    return CF_OK;
+}
+
+/* Throw-away keys live in memory only: their files go as soon as they are loaded. */
+static void remove_ephemeral_keys(cf_secure *s)
+{
+    if (!s->ephemeral_keys) {
+        return;
+    }
+    DIR *d = opendir(s->st.keys_dir);
+    if (d != NULL) {
+        struct dirent *de;
+        while ((de = readdir(d)) != NULL) {
+            if (de->d_name[0] != '.') {
+                char path[CF_CONF_STR_MAX + 300];
+                snprintf(path, sizeof(path), "%s/%s", s->st.keys_dir, de->d_name);
+                unlink(path);
+            }
+        }
+        closedir(d);
+    }
+    rmdir(s->st.keys_dir);
+    s->ephemeral_keys = false;
+}
+
+static cf_err open_crypto(cf_secure *s, char *errstr, size_t errstr_size)
+{
+    cf_err err;
+    const char *dir = s->st.keys_dir;
+    if ((err = cf_key_load(dir, "pseudonym.key", &s->pseudo_key, errstr, errstr_size)) != CF_OK ||
+        (err = cf_sa_pseudo_create(&s->pseudo, s->pseudo_key, 0, errstr, errstr_size)) != CF_OK) {
+        return err;
+    }
+    if (s->mode != PROT_LSA) {
+        return CF_OK;
+    }
+    if ((err = cf_key_load(dir, "gateway.key", &s->gw_key, errstr, errstr_size)) != CF_OK) {
+        return err;
+    }
+    if (cf_key_parties(s->gw_key) != s->k) {
+        return cf_err_set(CF_E_INVAL, errstr, errstr_size,
+                          "parties: the keys in %s are for %u parties, the config asks for %u "
+                          "(run confide keygen --dir DIR --parties %u)",
+                          dir, cf_key_parties(s->gw_key), s->k, s->k);
+    }
+    if ((err = cf_sa_gateway_create(&s->gw, s->gw_key, &s->sa_opts, errstr, errstr_size)) !=
+            CF_OK ||
+        (err = cf_key_load(dir, "combiner.key", &s->comb_key, errstr, errstr_size)) != CF_OK ||
+        (err = cf_sa_combiner_create(&s->comb, s->comb_key, &s->sa_opts, errstr, errstr_size)) !=
+            CF_OK) {
+        return err;
+    }
+    for (unsigned i = 0; i < s->k; i++) {
+        cf_key *pk = NULL;
+        if (i > 0 && (err = cf_key_load_party(dir, i, &pk, errstr, errstr_size)) != CF_OK) {
+            return err;
+        }
+        err = cf_sa_party_create(&s->parties[i].sa, i, pk, &s->sa_opts, errstr, errstr_size);
+        cf_key_destroy(pk); /* the party copied its seed into its own secure memory */
+        if (err != CF_OK) {
+            return err;
+        }
+    }
+    return CF_OK;
+}
+
+static cf_err open_parties(cf_secure *s, char *errstr, size_t errstr_size)
+{
+    cf_err err;
+    cf_window_conf wc;
+    cf_window_conf_default(&wc);
+    wc.size_us = s->conf.window_size_ms * 1000;
+    wc.slide_us = s->conf.window_slide_ms * 1000;
+    wc.max_delay_us = s->conf.window_max_delay_ms * 1000;
+    wc.lateness_us = s->conf.window_lateness_ms * 1000;
+    wc.idle_timeout_ns = s->conf.window_idle_timeout_ms * 1000000;
+    wc.key_max = CF_SA_PSEUDO_LEN;
+    wc.memory_limit_bytes = (size_t)s->conf.window_memory_mb << 20;
+    wc.secure_memory = s->mode == PROT_LSA; /* shares are secrets */
+    wc.value = s->mode == PROT_LSA ? lsa_value_ops : cf_window_plain_ops;
+    wc.on_result = on_result;
+    wc.on_late = on_late;
+    size_t pool = (size_t)s->conf.pipeline_ring_batches;
+    size_t cap = (size_t)s->conf.pipeline_batch_max;
+    for (unsigned i = 0; i < s->k; i++) {
+        party *pa = &s->parties[i];
+        pa->s = s;
+        pa->index = i;
+        wc.opaque = pa;
+        if ((err = cf_window_create(&pa->win, &wc, errstr, errstr_size)) != CF_OK) {
+            return err;
+        }
+        if ((err = lane_create(&pa->in, pool, cap, sizeof(party_item))) != CF_OK ||
+            (err = lane_create(&pa->out, pool, cap, sizeof(party_msg))) != CF_OK) {
+            return cf_err_set(err, errstr, errstr_size, "cannot allocate party queues");
+        }
+    }
+    return cf_ring_create(&s->dict, DICT_RING);
+}
+
+static cf_err open_outputs(cf_secure *s, char *errstr, size_t errstr_size)
+{
+    const char *out = s->conf.output_dir;
+    if (out[0] == '\0') {
+        return CF_OK;
+    }
+    cf_err err = outfile_open(&s->alerts, out, "alerts.ndjson", errstr, errstr_size);
+    if (err == CF_OK && s->mode != PROT_NONE) {
+        err = outfile_open(&s->results, out, "results.ndjson", errstr, errstr_size);
+    }
+    if (err == CF_OK && s->mode != PROT_NONE) {
+        err = outfile_open(&s->late, out, "late.ndjson", errstr, errstr_size);
+    }
+    return err;
+}
+
+static cf_err open_audit(cf_secure *s, char *errstr, size_t errstr_size)
+{
+    char dir[CF_CONF_STR_MAX + 16];
+    if (s->conf.audit_dir[0] != '\0') {
+        snprintf(dir, sizeof(dir), "%s", s->conf.audit_dir);
+    } else {
+        snprintf(dir, sizeof(dir), "%s/audit", s->conf.output_dir);
+    }
+    cf_audit_opts ao;
+    cf_audit_opts_default(&ao);
+    cf_err err = cf_audit_fsync_parse(s->conf.audit_fsync, &ao, errstr, errstr_size);
+    if (err != CF_OK) {
+        return err;
+    }
+    if (ao.fsync == CF_AUDIT_FSYNC_NONE) {
+        CF_LOG(CF_LOG_WARN, "audit",
+               "audit.fsync is none: a crash can lose events that were already forwarded");
+    }
+    cf_audit_recovery rec;
+    err = cf_audit_open(&s->audit, dir, s->st.keys_dir, &ao, &rec, errstr, errstr_size);
+    if (err != CF_OK) {
+        return err;
+    }
+    s->st.audit_first_index = rec.next_index;
+    s->st.audit_recovered_truncation = rec.truncated;
+    if (rec.truncated) {
+        CF_LOG(CF_LOG_WARN, "audit", "cut a torn record off %s at offset %llu",
+               rec.truncated_segment, (unsigned long long)rec.truncated_offset);
+    }
+    return CF_OK;
+}
+
+static bool start_threads(cf_secure *s)
+{
+    for (unsigned i = 0; i < s->k; i++) {
+        if (pthread_create(&s->parties[i].thread, NULL, party_main, &s->parties[i]) != 0) {
+            return false;
+        }
+        s->parties[i].started = true;
+    }
+    if (pthread_create(&s->comb_thread, NULL, combiner_main, s) != 0) {
+        return false;
+    }
+    s->comb_started = true;
+    return true;
+}
+
+/* Ends the input of every party and joins the threads that run. Idempotent. */
+static void stop_threads(cf_secure *s)
+{
+    for (unsigned i = 0; i < s->k; i++) {
+        if (s->parties[i].in.full_ring != NULL) {
+            cf_ring_close(s->parties[i].in.full_ring);
+        }
+    }
+    for (unsigned i = 0; i < s->k; i++) {
+        if (s->parties[i].started) {
+            pthread_join(s->parties[i].thread, NULL);
+            s->parties[i].started = false;
+        }
+    }
+    if (s->comb_started) {
+        pthread_join(s->comb_thread, NULL);
+        s->comb_started = false;
+    }
+}
+
+cf_err cf_secure_create(cf_secure **out, const cf_config *c, char *errstr, size_t errstr_size)
+{
+    *out = NULL;
+    prot_mode mode = strcmp(c->protect, "lsa") == 0     ? PROT_LSA
+                     : strcmp(c->protect, "plain") == 0 ? PROT_PLAIN
+                                                        : PROT_NONE;
+    bool has_dir = c->output_dir[0] != '\0' || c->audit_dir[0] != '\0';
+    bool audit = c->audit_enabled && has_dir;
+    if (mode == PROT_NONE && c->rules_file[0] == '\0' && !audit) {
+        return CF_OK; /* nothing to do between decode and sink */
+    }
+    cf_err err;
+    cf_secure *s = cf_calloc(1, sizeof(*s));
+    if (s == NULL) {
+        return CF_E_NOMEM;
+    }
+    s->conf = *c;
+    s->mode = mode;
+    s->k = mode == PROT_LSA ? (unsigned)c->parties : mode == PROT_PLAIN ? 1 : 0;
+    cf_sa_opts_default(&s->sa_opts);
+    s->sa_opts.parties = mode == PROT_LSA ? s->k : 2;
+    s->sa_opts.min_count = (uint64_t)c->min_count;
+    if (c->keys_dir[0] != '\0') {
+        snprintf(s->st.keys_dir, sizeof(s->st.keys_dir), "%s", c->keys_dir);
+    } else if (c->output_dir[0] != '\0') {
+        snprintf(s->st.keys_dir, sizeof(s->st.keys_dir), "%s/keys", c->output_dir);
+    } else {
+        /* Nothing is kept from this run: use throw-away keys, removed once loaded. */
+        snprintf(s->st.keys_dir, sizeof(s->st.keys_dir), "/tmp/confide-keys-XXXXXX");
+        if (mkdtemp(s->st.keys_dir) == NULL) {
+            err = cf_err_errno(errno, errstr, errstr_size, "cannot create a temporary key dir");
+            goto fail;
+        }
+        s->ephemeral_keys = true;
+    }
+    if (mode != PROT_NONE) {
+        if ((err = cf_window_group_parse(c->window_group_by, &s->group_mask, errstr,
+                                         errstr_size)) != CF_OK) {
+            cf_err_set(err, errstr, errstr_size, "window.group_by: '%s' is not a list of "
+                       "merchant, account, country, channel, type, currency",
+                       c->window_group_by);
+            goto fail;
+        }
+    }
+    if (c->output_dir[0] != '\0' && mkdir(c->output_dir, 0700) != 0 && errno != EEXIST) {
+        err = cf_err_errno(errno, errstr, errstr_size, "cannot create output dir %s",
+                           c->output_dir);
+        goto fail;
+    }
+    if (mode != PROT_NONE || audit) {
+        if ((err = ensure_keys(s, errstr, errstr_size)) != CF_OK) {
+            goto fail;
+        }
+    }
+    if (c->rules_file[0] != '\0' &&
+        (err = cf_rules_load_file(&s->rules, c->rules_file, errstr, errstr_size)) != CF_OK) {
+        goto fail;
+    }
+    if ((err = open_outputs(s, errstr, errstr_size)) != CF_OK) {
+        goto fail;
+    }
+    if (audit && (err = open_audit(s, errstr, errstr_size)) != CF_OK) {
+        goto fail;
+    }
+    if (mode != PROT_NONE) {
+        err = open_crypto(s, errstr, errstr_size);
+        remove_ephemeral_keys(s);
+        if (err != CF_OK || (err = open_parties(s, errstr, errstr_size)) != CF_OK) {
+            goto fail;
+        }
+        if (!start_threads(s)) {
+            err = cf_err_set(CF_E_NOMEM, errstr, errstr_size, "cannot start party threads");
+            goto fail;
+        }
+    }
+    *out = s;
+    return CF_OK;
+fail:
+    cf_secure_destroy(s);
+    return err;
+}
+
+int64_t cf_secure_amount_max(const cf_secure *s)
+{
+    return s != NULL && s->mode == PROT_LSA ? s->sa_opts.amount_abs_max : INT64_MAX;
+}
+
+static cf_err ensure_scratch(cf_secure *s, uint32_t n)
+{
+    if (n <= s->scratch_cap) {
+        return CF_OK;
+    }
+    cf_free(s->verdict_buf);
+    cf_free(s->verdicts);
+    s->verdict_buf = cf_malloc((size_t)n * CF_VERDICT_ENCODED_MAX);
+    s->verdicts = cf_calloc(n, sizeof(cf_audit_bytes));
+    if (s->verdict_buf == NULL || s->verdicts == NULL) {
+        s->scratch_cap = 0;
+        return CF_E_NOMEM;
+    }
+    s->scratch_cap = n;
+    return CF_OK;
+}
+
+static void screen(cf_secure *s, cf_batch *b)
+{
+    static const uint8_t pass[2] = {1, 0}; /* cf_verdict_encode of "no hits" */
+    for (uint32_t i = 0; i < b->n; i++) {
+        s->verdicts[i].data = pass;
+        s->verdicts[i].len = sizeof(pass);
+        if (s->rules == NULL) {
+            continue;
+        }
+        cf_verdict v;
+        cf_rules_eval(s->rules, &b->ev[i], &v);
+        if (v.n == 0) {
+            continue;
+        }
+        uint8_t *vb = s->verdict_buf + (size_t)i * CF_VERDICT_ENCODED_MAX;
+        s->verdicts[i].data = vb;
+        s->verdicts[i].len = cf_verdict_encode(s->rules, &v, vb, CF_VERDICT_ENCODED_MAX);
+        for (uint32_t h = 0; h < v.n; h++) {
+            char line[1024];
+            size_t n = cf_rules_alert_ndjson(s->rules, &b->ev[i], &v.hits[h], line, sizeof(line));
+            outfile_write(&s->alerts, line, n);
+            s->st.alerts++;
+        }
+    }
+}
+
+static cf_err announce(cf_secure *s, const uint8_t *gk, size_t gk_len,
+                       const uint8_t pseudo[CF_SA_PSEUDO_LEN])
+{
+    bool added = false;
+    cf_err err = pset_insert(&s->announced, pseudo, &added);
+    if (err != CF_OK || !added) {
+        return err;
+    }
+    dict_entry *d = cf_malloc(sizeof(*d));
+    if (d == NULL) {
+        return CF_E_NOMEM;
+    }
+    memcpy(d->key, pseudo, CF_SA_PSEUDO_LEN);
+    cf_window_group_text(gk, gk_len, d->text, sizeof(d->text));
+    cf_ring_push_wait(s->dict, d);
+    return CF_OK;
+}
+
+static cf_err protect(cf_secure *s, cf_batch *b, char *errstr, size_t errstr_size)
+{
+    item_batch *ib[CF_KEY_PARTIES_MAX];
+    for (unsigned p = 0; p < s->k; p++) {
+        ib[p] = lane_take(&s->parties[p].in);
+    }
+    for (uint32_t i = 0; i < b->n; i++) {
+        const cf_event *ev = &b->ev[i];
+        uint8_t gk[CF_WINDOW_GROUP_KEY_MAX];
+        size_t gk_len = cf_window_group_key(s->group_mask, ev, gk, sizeof(gk));
+        party_item it = {.ts_us = ev->ts_us, .seq = ev->seq};
+        cf_sa_pseudonymize(s->pseudo, gk, gk_len, it.key);
+        cf_err err = announce(s, gk, gk_len, it.key);
+        if (err != CF_OK) {
+            return cf_err_set(err, errstr, errstr_size, "out of memory for group names");
+        }
+        if (s->mode == PROT_LSA) {
+            int64_t vals[CF_SA_DIM_MAX];
+            if ((err = cf_sa_event_values(ev->amount_minor, s->sa_opts.dim, vals)) != CF_OK ||
+                (err = cf_sa_gateway_split(s->gw, ev->seq, vals, &it.share)) != CF_OK) {
+                /* decode rejects amounts beyond cf_secure_amount_max: a bug if we get here */
+                return cf_err_set(err, errstr, errstr_size, "cannot split event %llu",
+                                  (unsigned long long)ev->event_id);
+            }
+        } else {
+            it.share.v[CF_SA_C_AMOUNT] = (uint64_t)ev->amount_minor;
+        }
+        ib[0]->it[ib[0]->n++] = it;
+        memset(&it.share, 0, sizeof(it.share)); /* parties >= 1 get metadata only */
+        for (unsigned p = 1; p < s->k; p++) {
+            ib[p]->it[ib[p]->n++] = it;
+        }
+    }
+    for (unsigned p = 0; p < s->k; p++) {
+        cf_ring_push_wait(s->parties[p].in.full_ring, ib[p]);
+    }
+    return CF_OK;
+}
+
+void cf_secure_reload(cf_secure *s)
+{
+    if (s->rules == NULL) {
+        return;
+    }
+    char err[256];
+    if (cf_rules_reload_lists(s->rules, err, sizeof(err)) != CF_OK) {
+        CF_LOG(CF_LOG_ERROR, "rules", "list reload failed, keeping the old lists: %s", err);
+    } else {
+        CF_LOG(CF_LOG_INFO, "rules", "blocked-party lists reloaded");
+    }
+}
+
+cf_err cf_secure_gateway(cf_secure *s, cf_batch *b, char *errstr, size_t errstr_size)
+{
+    if (b->n == 0) {
+        return CF_OK;
+    }
+    cf_err err = ensure_scratch(s, b->cap);
+    if (err != CF_OK) {
+        return cf_err_set(err, errstr, errstr_size, "out of memory");
+    }
+    screen(s, b);
+    if (s->audit != NULL) {
+        uint64_t base = cf_audit_next_index(s->audit);
+        for (uint32_t i = 0; i < b->n; i++) {
+            b->ev[i].seq = base + i;
+        }
+        uint64_t first = 0;
+        err = cf_audit_append(s->audit, b->ev, b->n, s->verdicts, &first, NULL);
+        if (err != CF_OK) {
+            return cf_err_set(err, errstr, errstr_size, "audit log append failed: %s",
+                              cf_strerror(err));
+        }
+        CF_ASSERT(first == base);
+        s->st.audited += b->n;
+    }
+    if (s->mode != PROT_NONE) {
+        return protect(s, b, errstr, errstr_size);
+    }
+    return CF_OK;
+}
+
+cf_err cf_secure_finish(cf_secure *s, cf_secure_stats *st, char *errstr, size_t errstr_size)
+{
+    cf_err err = CF_OK;
+    stop_threads(s);
+    if (s->audit != NULL) {
+        err = cf_audit_close(s->audit);
+        s->audit = NULL;
+        if (err != CF_OK) {
+            cf_err_set(err, errstr, errstr_size, "audit log close failed: %s", cf_strerror(err));
+        }
+    }
+    cf_err e2 = outfile_commit(&s->alerts, errstr, errstr_size);
+    cf_err e3 = outfile_commit(&s->results, errstr, errstr_size);
+    cf_err e4 = outfile_commit(&s->late, errstr, errstr_size);
+    if (err == CF_OK) {
+        err = e2 != CF_OK ? e2 : e3 != CF_OK ? e3 : e4;
+    }
+    s->st.late = atomic_load(&s->late_count);
+    *st = s->st;
+    return err;
+}
+
+void cf_secure_destroy(cf_secure *s)
+{
+    if (s == NULL) {
+        return;
+    }
+    stop_threads(s);
+    remove_ephemeral_keys(s);
+    for (unsigned i = 0; i < CF_KEY_PARTIES_MAX; i++) {
+        party *pa = &s->parties[i];
+        cf_window_destroy(pa->win);
+        cf_sa_party_destroy(pa->sa);
+        lane_destroy(&pa->in);
+        lane_destroy(&pa->out);
+    }
+    if (s->dict != NULL) {
+        void *item;
+        while (cf_ring_pop(s->dict, &item) == CF_OK) {
+            cf_free(item);
+        }
+        cf_ring_destroy(s->dict);
+    }
+    for (size_t i = 0; i < s->names.cap; i++) {
+        cf_free(s->names.slots[i]);
+    }
+    cf_free(s->names.slots);
+    cf_free(s->announced.keys);
+    cf_free(s->announced.used);
+    cf_free(s->verdict_buf);
+    cf_free(s->verdicts);
+    cf_audit_close(s->audit);
+    outfile_abandon(&s->alerts);
+    outfile_abandon(&s->results);
+    outfile_abandon(&s->late);
+    cf_rules_destroy(s->rules);
+    cf_sa_gateway_destroy(s->gw);
+    cf_sa_combiner_destroy(s->comb);
+    cf_sa_pseudo_destroy(s->pseudo);
+    cf_key_destroy(s->gw_key);
+    cf_key_destroy(s->comb_key);
+    cf_key_destroy(s->pseudo_key);
+    cf_free(s);
+}

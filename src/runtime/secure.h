@@ -1,0 +1,46 @@
+/*
+ * Private to the runtime: the gateway's per-batch work (compliance, audit, protection) and
+ * the aggregation parties and combiner that follow it. See secure.c for the design note.
+ */
+#ifndef CF_RUNTIME_SECURE_H
+#define CF_RUNTIME_SECURE_H
+
+#include "confide/core.h"
+#include "runtime_int.h"
+
+typedef struct cf_secure cf_secure;
+
+/** What the gateway, parties and combiner did; read after cf_secure_join. */
+typedef struct cf_secure_stats {
+    uint64_t alerts;
+    uint64_t late;
+    uint64_t windows;
+    uint64_t results;
+    uint64_t suppressed; /* groups below min_count */
+    uint64_t integrity_alerts;
+    uint64_t audited;
+    uint64_t audit_first_index;
+    bool audit_recovered_truncation;
+    char keys_dir[CF_CONF_STR_MAX + 16];
+    bool keys_created;
+} cf_secure_stats;
+
+/**
+ * Opens keys, rules, the audit log and output files and starts the party and combiner
+ * threads. When the config asks for nothing (protect none, no rules, no audit) *out is NULL
+ * and the pipeline passes batches straight through.
+ */
+cf_err cf_secure_create(cf_secure **out, const cf_config *c, char *errstr, size_t errstr_size);
+/** Largest |amount_minor| the protection accepts (INT64_MAX when there is none). */
+int64_t cf_secure_amount_max(const cf_secure *s);
+/** Gateway: rules, audit append (assigns ev.seq = log index), protection and hand-off to the
+ *  parties. The batch may be forwarded only after CF_OK.  @locality gateway thread */
+cf_err cf_secure_gateway(cf_secure *s, cf_batch *b, char *errstr, size_t errstr_size);
+/** Re-reads the blocked-party lists (SIGHUP). @locality gateway thread */
+void cf_secure_reload(cf_secure *s);
+/** End of input: parties flush their windows, the combiner drains; joins every thread and
+ *  finalizes the output files. */
+cf_err cf_secure_finish(cf_secure *s, cf_secure_stats *st, char *errstr, size_t errstr_size);
+void cf_secure_destroy(cf_secure *s);
+
+#endif
