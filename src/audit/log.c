@@ -622,6 +622,30 @@ done:
     return err;
 }
 
+/* Makes a new directory entry durable: fsync of the parent directory (best effort). */
+static void sync_parent(const char *dir)
+{
+    char parent[4096];
+    snprintf(parent, sizeof(parent), "%s", dir);
+    size_t n = strlen(parent);
+    while (n > 1 && parent[n - 1] == '/') {
+        parent[--n] = '\0';
+    }
+    char *slash = strrchr(parent, '/');
+    if (slash == NULL) {
+        snprintf(parent, sizeof(parent), ".");
+    } else if (slash == parent) {
+        parent[1] = '\0';
+    } else {
+        *slash = '\0';
+    }
+    int fd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+}
+
 cf_err cf_audit_open_keys(cf_audit_log **out, const char *dir, const cf_key *data_key,
                           const cf_key *signing_key, const cf_audit_opts *opts,
                           cf_audit_recovery *rec_out, char *errstr, size_t errstr_size)
@@ -676,7 +700,9 @@ cf_err cf_audit_open_keys(cf_audit_log **out, const char *dir, const cf_key *dat
     memcpy(log->sign_sk, signing_key->bytes, CF__AUDIT_SK_LEN);
     memcpy(log->key_id, signing_key->id, CF_KEY_ID_LEN);
 
-    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+    if (mkdir(dir, 0700) == 0) {
+        sync_parent(dir);
+    } else if (errno != EEXIST) {
         err = cf_err_errno(errno, errstr, errstr_size, "create audit log directory %s", dir);
         goto fail;
     }
