@@ -322,7 +322,8 @@ void cf_paillier_pool_stats(const cf_paillier *pk, uint64_t *from_pool, uint64_t
 /** A key parameter as lowercase hex: "n", "g", "lambda", "mu", "crt_lp", "crt_lq", "crt_mp",
  *  "crt_mq" (the last six need the private key). CF_E_INVAL for unknown names. */
 cf_err cf_paillier_param_hex(const cf_paillier *pk, const char *name, char *out, size_t out_size);
-/** Use the primes to compute r^n by CRT when encrypting (default on for private keys). */
+/** Use the primes to compute r^n by CRT when encrypting (default on for private keys).
+ *  Call before cf_paillier_pool_start. */
 void cf_paillier_set_crt_encrypt(cf_paillier *pk, bool on);
 /** Exponentiation engines (bench/results/protect-2026-11-25.md compares them). */
 typedef enum {

@@ -321,6 +321,7 @@ static bool powm_openssl(const cf_paillier *pk, mpz_t out, const mpz_t b, const 
 
 void cf_paillier_set_crt_encrypt(cf_paillier *pk, bool on)
 {
+    CF_ASSERT(!pk->pool_running); /* the pool thread reads the flag */
     pk->crt_encrypt = on && pk->priv;
 }
 

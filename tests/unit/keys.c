@@ -306,4 +306,18 @@ static void test_wiped_after_destroy(void)
     cf_key_destroy(k);
 }
 
+static void test_alloc_failure(void)
+{
+    REQUIRE(cf_init() == CF_OK);
+    const char *dir = fresh_dir();
+    REQUIRE(cf_keys_generate(dir, 2, 1, 0, errbuf, sizeof(errbuf)) == CF_OK);
+    cf_key *k = (cf_key *)1;
+    cf_alloc_fail_after(1);
+    CHECK_EQ(cf_key_load(dir, "data.key", &k, errbuf, sizeof(errbuf)), CF_E_NOMEM);
+    CHECK(k == NULL);
+    cf_alloc_fail_after(0);
+    CHECK_OK(cf_key_load(dir, "data.key", &k, errbuf, sizeof(errbuf)));
+    cf_key_destroy(k);
+}
+
 #include "cf_test_main.h"

@@ -1267,4 +1267,27 @@ static void test_event_batch_pipeline(void)
     rig_free(&r);
 }
 
+static void test_alloc_failure(void)
+{
+    REQUIRE(cf_init() == CF_OK);
+    keyset ks;
+    REQUIRE(keyset_make(&ks, 2) == 0);
+    cf_sa_acc *a = (cf_sa_acc *)1;
+    cf_alloc_fail_after(1); /* its one cf_ allocation; the table is sodium_malloc'd */
+    CHECK_EQ(cf_sa_acc_create(&a, 100), CF_E_NOMEM);
+    CHECK(a == NULL);
+    for (long n = 1; n <= 2; n++) {
+        cf_sa_pseudo *ps = (cf_sa_pseudo *)1;
+        cf_alloc_fail_after(n);
+        CHECK_EQ(cf_sa_pseudo_create(&ps, ks.pseudo, 0, errbuf, sizeof(errbuf)), CF_E_NOMEM);
+        CHECK(ps == NULL);
+    }
+    cf_alloc_fail_after(1);
+    cf_paillier *pk = (cf_paillier *)1;
+    CHECK_EQ(cf_paillier_from_n_hex(&pk, "ff", errbuf, sizeof(errbuf)), CF_E_NOMEM);
+    CHECK(pk == NULL);
+    cf_alloc_fail_after(0);
+    keyset_free(&ks);
+}
+
 #include "cf_test_main.h"
