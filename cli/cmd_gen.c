@@ -11,16 +11,22 @@
  * event. --out FILE writes FILE.tmp and renames it
  * into place once complete (after fsync), so a reader never sees a partial file.
  *
+ * SIGINT/SIGTERM stop generation cleanly: stdout gets what was generated so far (a load
+ * test is normally ended this way); an --out file is not created (its .tmp is removed).
+ * Long waits (empty trace hours) sleep in slices so a signal is seen within 100 ms.
+ *
  * The summary on stderr carries counts only, never amounts or ids.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -32,6 +38,30 @@
 #define LINE_RESERVE 8192u /* room for one encoded event (CF_RECORD_MAX and more) */
 #define FLUSH_EVERY_NS INT64_C(1000000)
 #define DAY_US INT64_C(86400000000)
+
+static volatile sig_atomic_t stop_signal;
+
+static void on_signal(int sig)
+{
+    stop_signal = sig;
+}
+
+/* Sleeps until @p due_ns, in slices of at most 100 ms so that a stop signal is noticed. */
+static void sleep_until(int64_t due_ns)
+{
+    for (;;) {
+        int64_t left = due_ns - cf_now_ns();
+        if (stop_signal != 0 || left <= 0) {
+            return;
+        }
+        if (left <= INT64_C(100000000)) {
+            cf_sleep_until_ns(due_ns);
+            return;
+        }
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = 100000000};
+        nanosleep(&ts, NULL);
+    }
+}
 
 typedef struct gen_args {
     cf_gen_opts gen;
@@ -268,6 +298,42 @@ static int write_all(int fd, const char *what, const char *buf, size_t len)
     return CF_EXIT_OK;
 }
 
+/* The output buffer and what it holds: events count as written only once flushed, so the
+ * summary never claims lines an interrupt kept from being released. */
+typedef struct out_buf {
+    int fd;
+    const char *what;
+    char *buf;
+    size_t used;
+    uint64_t pend, pend_scen[4]; /* events in buf */
+    uint64_t events, scen[4];    /* events written */
+} out_buf;
+
+static int out_flush(out_buf *o)
+{
+    if (o->used > 0) {
+        int rc = write_all(o->fd, o->what, o->buf, o->used);
+        if (rc != CF_EXIT_OK) {
+            return rc;
+        }
+        o->used = 0;
+    }
+    o->events += o->pend;
+    for (int k = 0; k < 4; k++) {
+        o->scen[k] += o->pend_scen[k];
+        o->pend_scen[k] = 0;
+    }
+    o->pend = 0;
+    return CF_EXIT_OK;
+}
+
+static void out_drop(out_buf *o)
+{
+    o->used = 0;
+    o->pend = 0;
+    memset(o->pend_scen, 0, sizeof(o->pend_scen));
+}
+
 /* fsync of the directory holding @p path, so the rename itself is durable. */
 static void sync_parent(const char *path)
 {
@@ -349,18 +415,23 @@ static int gen_main(int argc, char **argv)
         fd = STDOUT_FILENO;
     }
 
-    size_t used = 0;
+    out_buf o = {.fd = fd, .what = what, .buf = buf};
     if (a.fmt == CF_FMT_CSV) {
         const char *h = cf_csv_header();
-        used = strlen(h);
-        memcpy(buf, h, used);
+        o.used = strlen(h);
+        memcpy(buf, h, o.used);
     }
     bool progress = !a.quiet && isatty(STDERR_FILENO);
-    uint64_t events = 0, scen[4] = {0, 0, 0, 0};
     int64_t t0 = cf_now_ns();
     int64_t oldest_due = t0, last_due = t0, last_progress = t0;
     cf_event ev;
-    while (a.count == 0 || events < a.count) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    while ((a.count == 0 || o.events + o.pend < a.count) && stop_signal == 0) {
         err = cf_gen_next(g, &ev);
         if (err == CF_E_EOF) {
             break;
@@ -375,58 +446,69 @@ static int gen_main(int argc, char **argv)
              * line is due (never early), so a line is at most FLUSH_EVERY_NS late and the
              * process sleeps at most once a millisecond instead of once an event. */
             int64_t due = t0 + cf_pacer_next_ns(pacer);
-            if (used > 0 && due - oldest_due >= FLUSH_EVERY_NS) {
-                cf_sleep_until_ns(last_due);
-                rc = write_all(fd, what, buf, used);
+            if (o.used > 0 &&
+                (due - oldest_due >= FLUSH_EVERY_NS || OUT_BUF_SIZE - o.used < LINE_RESERVE)) {
+                sleep_until(last_due);
+                if (stop_signal != 0) {
+                    break;
+                }
+                rc = out_flush(&o);
                 if (rc != CF_EXIT_OK) {
                     goto done;
                 }
-                used = 0;
             }
-            if (used == 0) {
+            if (o.used == 0) {
                 oldest_due = due;
             }
             last_due = due;
             ev.ingest_ns = due;
-        }
-        if (OUT_BUF_SIZE - used < LINE_RESERVE) {
-            rc = write_all(fd, what, buf, used);
+        } else if (OUT_BUF_SIZE - o.used < LINE_RESERVE) {
+            rc = out_flush(&o);
             if (rc != CF_EXIT_OK) {
                 goto done;
             }
-            used = 0;
         }
-        size_t n = a.fmt == CF_FMT_CSV ? cf_event_to_csv(&ev, buf + used, OUT_BUF_SIZE - used)
-                                       : cf_event_to_ndjson(&ev, buf + used, OUT_BUF_SIZE - used);
+        size_t n = a.fmt == CF_FMT_CSV
+                       ? cf_event_to_csv(&ev, buf + o.used, OUT_BUF_SIZE - o.used)
+                       : cf_event_to_ndjson(&ev, buf + o.used, OUT_BUF_SIZE - o.used);
         if (n == 0) {
             fprintf(stderr, "confide gen: event %llu does not encode\n",
                     (unsigned long long)ev.event_id);
             rc = CF_EXIT_RUNTIME;
             goto done;
         }
-        used += n;
-        events++;
+        o.used += n;
+        o.pend++;
         if (ev.fraud_scenario >= 0 && ev.fraud_scenario <= 3) {
-            scen[ev.fraud_scenario]++;
+            o.pend_scen[ev.fraud_scenario]++;
         }
-        if (progress && (events & 0xffff) == 0) {
+        if (progress && ((o.events + o.pend) & 0xffff) == 0) {
             int64_t now = cf_now_ns();
             if (now - last_progress >= INT64_C(1000000000)) {
                 last_progress = now;
                 fprintf(stderr, "\rconfide gen: %llu events, day %lld of %u ",
-                        (unsigned long long)events,
+                        (unsigned long long)(o.events + o.pend),
                         (long long)((ev.ts_us - a.gen.start_us) / DAY_US + 1), a.gen.days);
             }
         }
     }
-    if (used > 0) {
-        if (paced) {
-            cf_sleep_until_ns(last_due);
+    if (stop_signal != 0 && a.out != NULL) {
+        fprintf(stderr, "confide gen: interrupted after %llu events; %s not written\n",
+                (unsigned long long)(o.events + o.pend), a.out);
+        rc = CF_EXIT_RUNTIME;
+        goto done;
+    }
+    if (paced) {
+        if (stop_signal == 0) {
+            sleep_until(last_due);
         }
-        rc = write_all(fd, what, buf, used);
-        if (rc != CF_EXIT_OK) {
-            goto done;
+        if (cf_now_ns() < last_due) {
+            out_drop(&o); /* interrupted: lines not yet due are never released */
         }
+    }
+    rc = out_flush(&o);
+    if (rc != CF_EXIT_OK) {
+        goto done;
     }
     if (a.out != NULL) {
         if (fsync(fd) != 0) {
@@ -457,10 +539,12 @@ static int gen_main(int argc, char **argv)
     if (!a.quiet) {
         fprintf(stderr,
                 "confide gen: %llu events, fraud %llu (scenario 1: %llu, 2: %llu, 3: %llu), "
-                "%.3f s, %.0f events/s\n",
-                (unsigned long long)events, (unsigned long long)(scen[1] + scen[2] + scen[3]),
-                (unsigned long long)scen[1], (unsigned long long)scen[2],
-                (unsigned long long)scen[3], secs, secs > 0 ? (double)events / secs : 0.0);
+                "%.3f s, %.0f events/s%s\n",
+                (unsigned long long)o.events,
+                (unsigned long long)(o.scen[1] + o.scen[2] + o.scen[3]),
+                (unsigned long long)o.scen[1], (unsigned long long)o.scen[2],
+                (unsigned long long)o.scen[3], secs, secs > 0 ? (double)o.events / secs : 0.0,
+                stop_signal != 0 ? " (interrupted)" : "");
     }
     rc = CF_EXIT_OK;
 done:

@@ -163,7 +163,7 @@ static const struct {
     const char *code;
     uint32_t cum;
 } currencies[] = {
-    {"EUR", 920000}, {"USD", 945000}, {"GBP", 965000}, {"CHF", 975000}, {"SEK", 982000},
+    {"EUR", 920000}, {"USD", 945000}, {"GBP", 965000}, {"CHF", 975000},  {"SEK", 982000},
     {"PLN", 989000}, {"DKK", 994000}, {"NOK", 997000}, {"CZK", 1000000},
 };
 
@@ -353,9 +353,9 @@ static cf_err link_terminals(cf_gen *g, char *errstr, size_t errstr_size)
                         size_t ncap = cap == 0 ? 4096 : cap * 2;
                         uint32_t *nl = cf_realloc(g->links, ncap * sizeof(*nl));
                         if (nl == NULL) {
-                            err = cf_err_set(CF_E_NOMEM, errstr, errstr_size,
-                                             "gen: no memory for %zu customer-terminal links",
-                                             ncap);
+                            err =
+                                cf_err_set(CF_E_NOMEM, errstr, errstr_size,
+                                           "gen: no memory for %zu customer-terminal links", ncap);
                             goto done;
                         }
                         g->links = nl;
@@ -577,12 +577,12 @@ cf_err cf_gen_create(cf_gen **out, const cf_gen_opts *o, char *errstr, size_t er
     *out = NULL;
     int64_t span, end;
     if (o->customers == 0 || o->customers > CUSTOMERS_MAX) {
-        return cf_err_set(CF_E_INVAL, errstr, errstr_size,
-                          "gen: customers must be 1..%u (got %u)", CUSTOMERS_MAX, o->customers);
+        return cf_err_set(CF_E_INVAL, errstr, errstr_size, "gen: customers must be 1..%u (got %u)",
+                          CUSTOMERS_MAX, o->customers);
     }
     if (o->terminals == 0 || o->terminals > TERMINALS_MAX) {
-        return cf_err_set(CF_E_INVAL, errstr, errstr_size,
-                          "gen: terminals must be 1..%u (got %u)", TERMINALS_MAX, o->terminals);
+        return cf_err_set(CF_E_INVAL, errstr, errstr_size, "gen: terminals must be 1..%u (got %u)",
+                          TERMINALS_MAX, o->terminals);
     }
     if (o->days == 0 || o->days > DAYS_MAX) {
         return cf_err_set(CF_E_INVAL, errstr, errstr_size, "gen: days must be 1..%u (got %u)",

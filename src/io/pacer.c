@@ -107,11 +107,10 @@ static cf_err load_trace(cf_pacer *p, const char *path, char *errstr, size_t err
         char *cstart = end + 1;
         errno = 0;
         long long count = strtoll(cstart, &end, 10);
-        if (end == cstart || *end != '\0' || errno != 0 || count < 0 ||
-            count > TRACE_COUNT_MAX) {
+        if (end == cstart || *end != '\0' || errno != 0 || count < 0 || count > TRACE_COUNT_MAX) {
             err = cf_err_set(CF_E_PARSE, errstr, errstr_size,
-                             "pacer: trace %s:%llu: bad count (expected an integer 0..%lld)",
-                             path, (unsigned long long)line_no, (long long)TRACE_COUNT_MAX);
+                             "pacer: trace %s:%llu: bad count (expected an integer 0..%lld)", path,
+                             (unsigned long long)line_no, (long long)TRACE_COUNT_MAX);
             goto done;
         }
         if (have_step && step <= prev_step) {
@@ -123,8 +122,8 @@ static cf_err load_trace(cf_pacer *p, const char *path, char *errstr, size_t err
         /* A gap in the steps is that many hours without events. */
         uint64_t gap = have_step ? (uint64_t)(step - prev_step) - 1 : 0;
         if (p->rows + gap + 1 > TRACE_ROWS_MAX) {
-            err = cf_err_set(CF_E_LIMIT, errstr, errstr_size,
-                             "pacer: trace %s: more than %u hours", path, TRACE_ROWS_MAX);
+            err = cf_err_set(CF_E_LIMIT, errstr, errstr_size, "pacer: trace %s: more than %u hours",
+                             path, TRACE_ROWS_MAX);
             goto done;
         }
         while (p->rows + gap + 2 > cap) {
@@ -180,8 +179,8 @@ done:
     return err;
 }
 
-cf_err cf_pacer_create(cf_pacer **out, const char *shape, double rate, double speedup,
-                       char *errstr, size_t errstr_size)
+cf_err cf_pacer_create(cf_pacer **out, const char *shape, double rate, double speedup, char *errstr,
+                       size_t errstr_size)
 {
     cf_err err;
     CF_ASSERT(out != NULL);
@@ -220,8 +219,7 @@ cf_err cf_pacer_create(cf_pacer **out, const char *shape, double rate, double sp
     if (p->kind == SHAPE_TRACE) {
         if (!(rate >= 0 && rate <= RATE_MAX)) {
             err = cf_err_set(CF_E_INVAL, errstr, errstr_size,
-                             "pacer: rate must be in [0, %g] for a trace (got %g)", RATE_MAX,
-                             rate);
+                             "pacer: rate must be in [0, %g] for a trace (got %g)", RATE_MAX, rate);
             goto fail;
         }
         if (shape[6] == '\0') {
@@ -235,8 +233,8 @@ cf_err cf_pacer_create(cf_pacer **out, const char *shape, double rate, double sp
         }
     } else if (!(rate > 0 && rate <= RATE_MAX)) {
         err = cf_err_set(CF_E_INVAL, errstr, errstr_size,
-                         "pacer: rate must be in (0, %g] events/s for shape %s (got %g)",
-                         RATE_MAX, shape, rate);
+                         "pacer: rate must be in (0, %g] events/s for shape %s (got %g)", RATE_MAX,
+                         shape, rate);
         goto fail;
     }
     *out = p;

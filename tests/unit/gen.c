@@ -243,8 +243,8 @@ static void test_gen_customer_stats(void)
         double m = sum[c] / (double)cnt[c];
         double sd = sqrt(sum2[c] / (double)cnt[c] - m * m);
         /* The normal is redrawn uniformly below 0, which moves the mean up by about 1%. */
-        CHECK(fabs(m - p.mean_amount) <= 5 * p.std_amount / sqrt((double)cnt[c]) +
-                                              0.03 * p.mean_amount);
+        CHECK(fabs(m - p.mean_amount) <=
+              5 * p.std_amount / sqrt((double)cnt[c]) + 0.03 * p.mean_amount);
         CHECK(sd > 0.35 * p.mean_amount && sd < 0.65 * p.mean_amount);
         checked++;
     }
@@ -328,9 +328,8 @@ static void test_gen_fraud_scenarios(void)
     double fraud = (double)(by[1] + by[2] + by[3]) / (double)l.n;
     CHECK(fraud > 0.002 && fraud < 0.012);
     CHECK(by[1] > 0 && by[2] > 0 && by[3] > 0);
-    fprintf(stderr, "events %zu s1 %llu s2 %llu s3 %llu (%.3f%%)\n", l.n,
-            (unsigned long long)by[1], (unsigned long long)by[2], (unsigned long long)by[3],
-            100 * fraud);
+    fprintf(stderr, "events %zu s1 %llu s2 %llu s3 %llu (%.3f%%)\n", l.n, (unsigned long long)by[1],
+            (unsigned long long)by[2], (unsigned long long)by[3], 100 * fraud);
     free(first_s2);
     free(first_s3);
     free(l.ev);
@@ -379,8 +378,9 @@ static void test_gen_vs_handbook(void)
     cf_gen_destroy(g);
     double tpd_ref = (double)n_ref / 7, tpd = (double)n / 7;
     double mean_ref = sum_ref / (double)n_ref, mean = sum / (double)n;
-    fprintf(stderr, "tx/day ours %.1f handbook %.1f; mean ours %.2f handbook %.2f; "
-                    "fraud ours %.3f%% handbook %.3f%%\n",
+    fprintf(stderr,
+            "tx/day ours %.1f handbook %.1f; mean ours %.2f handbook %.2f; "
+            "fraud ours %.3f%% handbook %.3f%%\n",
             tpd, tpd_ref, mean, mean_ref, 100.0 * (double)fr / (double)n,
             100.0 * (double)fr_ref / (double)n_ref);
     CHECK(fabs(tpd - tpd_ref) <= 0.15 * tpd_ref);
@@ -567,9 +567,9 @@ static void roundtrip(cf_format fmt)
                     back.channel == e.channel && back.fraud == e.fraud &&
                     back.fraud_scenario == e.fraud_scenario;
         if (!same && bad++ < 3) {
-            fprintf(stderr, "%s event %llu differs after decoding (%s): %.*s\n", cf_format_name(fmt),
-                    (unsigned long long)e.event_id, r == CF_DECODE_REJECT ? reason : "fields",
-                    (int)rec.len, buf);
+            fprintf(stderr, "%s event %llu differs after decoding (%s): %.*s\n",
+                    cf_format_name(fmt), (unsigned long long)e.event_id,
+                    r == CF_DECODE_REJECT ? reason : "fields", (int)rec.len, buf);
         }
         n++;
     }
