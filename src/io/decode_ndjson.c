@@ -45,6 +45,21 @@ static inline bool is_hex(char c)
     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
 }
 
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define SWAR 1
+/* High bit set in bytes equal to the byte in pat (the lowest flagged byte is exact). */
+static inline uint64_t has_byte(uint64_t v, uint64_t pat)
+{
+    uint64_t x = v ^ pat;
+    return (x - 0x0101010101010101u) & ~x & 0x8080808080808080u;
+}
+/* High bit set in bytes below 0x20 (the lowest flagged byte is exact). */
+static inline uint64_t has_ctl(uint64_t v)
+{
+    return (v - 0x2020202020202020u) & ~v & 0x8080808080808080u;
+}
+#endif
+
 /* At an opening quote: scans the string, sets its content view. */
 static bool scan_string(jscan *j, cf__io_fval *fv)
 {
@@ -52,6 +67,20 @@ static bool scan_string(jscan *j, cf__io_fval *fv)
     const char *start = p;
     bool esc = false;
     while (p < j->end) {
+#ifdef SWAR
+        /* Skip plain bytes eight at a time; stop at the first '"', '\\' or control byte. */
+        if (j->end - p >= 8) {
+            uint64_t w;
+            memcpy(&w, p, 8);
+            uint64_t m =
+                has_byte(w, 0x2222222222222222u) | has_byte(w, 0x5C5C5C5C5C5C5C5Cu) | has_ctl(w);
+            if (m == 0) {
+                p += 8;
+                continue;
+            }
+            p += __builtin_ctzll(m) >> 3;
+        }
+#endif
         unsigned char c = (unsigned char)*p;
         if (c == '"') {
             fv->p = start;
@@ -77,7 +106,8 @@ static bool scan_string(jscan *j, cf__io_fval *fv)
                 p += 6;
                 continue;
             }
-            if (strchr("\"\\/bfnrt", e) == NULL || e == '\0') {
+            if (e != '"' && e != '\\' && e != '/' && e != 'b' && e != 'f' && e != 'n' && e != 'r' &&
+                e != 't') {
                 return fail(j, "bad json: bad escape");
             }
             p += 2;
@@ -93,7 +123,8 @@ static bool scan_number(jscan *j, cf__io_fval *fv)
 {
     const char *p = j->p;
     const char *start = p;
-    while (p < j->end && (strchr("0123456789+-.eE", *p) != NULL && *p != '\0')) {
+    while (p < j->end && ((*p >= '0' && *p <= '9') || *p == '-' || *p == '+' || *p == '.' ||
+                          *p == 'e' || *p == 'E')) {
         p++;
     }
     j->p = p;
