@@ -542,12 +542,12 @@ static void release(cf_secure *s, const party_msg *const *msgs)
             integrity_alert(s, m, "aggregate cannot be decoded");
             return;
         }
-        if ((uint64_t)res.v[CF_SA_C_COUNT] != m->count) {
-            integrity_alert(s, m, "secure count disagrees with the parties' event count");
+        if (!res.released) {
+            s->st.suppressed++; /* verified, but below min_count: the values stay hidden */
             return;
         }
-        if (!res.released) {
-            s->st.suppressed++;
+        if ((uint64_t)res.v[CF_SA_C_COUNT] != m->count) {
+            integrity_alert(s, m, "secure count disagrees with the parties' event count");
             return;
         }
         row.count = (uint64_t)res.v[CF_SA_C_COUNT];
@@ -639,7 +639,7 @@ static cf_err ensure_keys(cf_secure *s, char *errstr, size_t errstr_size)
     snprintf(probe, sizeof(probe), "%s/gateway.key", dir);
     struct stat sb;
     if (stat(probe, &sb) != 0) {
-        cf_err err = cf_keys_generate(dir, s->k, 1, 0, errstr, errstr_size);
+        cf_err err = cf_keys_generate(dir, (unsigned)s->conf.parties, 1, 0, errstr, errstr_size);
         if (err != CF_OK) {
             return err;
         }
@@ -648,7 +648,7 @@ static cf_err ensure_keys(cf_secure *s, char *errstr, size_t errstr_size)
             return CF_OK;
         }
         CF_LOG(CF_LOG_WARN, "keys", "no keys in %s: created new keys (epoch 1, %u parties)", dir,
-               s->k);
+               (unsigned)s->conf.parties);
     }
     return CF_OK;
 }
