@@ -111,7 +111,7 @@ typedef struct cf_sa_opts {
     unsigned parties;       /* k, 2..8; default 2 */
     unsigned dim;           /* components, 2..CF_SA_DIM_MAX; default 2 (count, amount) */
     uint64_t min_count;     /* release a group only when count >= min_count; default 1 */
-    int64_t amount_abs_max; /* largest |amount| accepted per event; default 2^40 */
+    int64_t amount_abs_max; /* largest |amount| accepted per event; default 2^36 */
 } cf_sa_opts;
 void cf_sa_opts_default(cf_sa_opts *o);
 

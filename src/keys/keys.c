@@ -385,7 +385,9 @@ void cf_key_destroy(cf_key *k)
 static cf_err read_keyfile(const char *path, bool pub, char **text_out, size_t *len_out,
                            char *errstr, size_t errstr_size)
 {
-    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO planted under a key's name must not hang the loader; it is then
+     * refused as not a regular file. For regular files the flag changes nothing. */
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
     char *text = NULL;
     cf_err err = CF_OK;
     if (fd < 0) {
@@ -393,6 +395,12 @@ static cf_err read_keyfile(const char *path, bool pub, char **text_out, size_t *
             return cf_err_set(CF_E_NOTFOUND, errstr, errstr_size,
                               "key file %s not found (create keys with: confide keygen --dir "
                               "DIR --parties K)",
+                              path);
+        }
+        if (errno == ELOOP) {
+            return cf_err_set(CF_E_PERM, errstr, errstr_size,
+                              "key file %s is a symbolic link; refusing to follow it (copy the "
+                              "key file itself, mode 0600)",
                               path);
         }
         return cf_err_errno(errno, errstr, errstr_size, "open key file %s", path);

@@ -80,7 +80,9 @@ void cf_sa_opts_default(cf_sa_opts *o)
     o->parties = 2;
     o->dim = CF_SA_DIM_DEFAULT;
     o->min_count = 1;
-    o->amount_abs_max = INT64_C(1) << 40;
+    /* 2^36 minor units (687 billion cents) per payment leaves room for 2^24 events per
+     * (window, group) before a sum could wrap mod p (the combiner checks) */
+    o->amount_abs_max = INT64_C(1) << 36;
 }
 
 static cf_err check_opts(const cf_sa_opts *o, char *errstr, size_t errstr_size)

@@ -262,6 +262,17 @@ static void test_corrupt_file(void)
     CHECK(strstr(errbuf, "bogus") != NULL);
     write_file(path, "", 0600);
     CHECK_EQ(cf_key_load(dir, "data.key", &k, errbuf, sizeof(errbuf)), CF_E_PARSE);
+    /* a FIFO or a symlink in place of a key file is refused without blocking */
+    unlink(path);
+    REQUIRE(mkfifo(path, 0600) == 0);
+    CHECK_EQ(cf_key_load(dir, "data.key", &k, errbuf, sizeof(errbuf)), CF_E_INVAL);
+    CHECK(strstr(errbuf, "not a regular file") != NULL);
+    unlink(path);
+    char other[512];
+    snprintf(other, sizeof(other), "%s/pseudonym.key", dir);
+    REQUIRE(symlink(other, path) == 0);
+    CHECK_EQ(cf_key_load(dir, "data.key", &k, errbuf, sizeof(errbuf)), CF_E_PERM);
+    CHECK(strstr(errbuf, "symbolic link") != NULL);
     CHECK(k == NULL);
     free(text);
 }
