@@ -1005,6 +1005,76 @@ static void test_split_chunked(void)
     CHECK_EQ(t.skipped, 1);
 }
 
+/* Feeds doc in two pieces, cut at @p cut; returns the records found. */
+static srecs split_two(cf_format fmt, const char *doc, size_t len, size_t cut, size_t line_max)
+{
+    srecs out = {0};
+    cf_splitter *sp = NULL;
+    if (cf_splitter_create(&sp, fmt, line_max) != CF_OK) {
+        return out;
+    }
+    char *buf = malloc(len + 1);
+    size_t have = 0;
+    for (int piece = 0; piece < 2; piece++) {
+        size_t from = piece == 0 ? 0 : cut, to = piece == 0 ? cut : len;
+        memcpy(buf + have, doc + from, to - from);
+        have += to - from;
+        size_t pos = 0;
+        for (;;) {
+            cf_record rec;
+            size_t used = 0;
+            cf_err e = cf_splitter_next(sp, buf + pos, have - pos, piece == 1, &rec, &used);
+            if (e == CF_OK) {
+                if (out.n == out.cap) {
+                    out.cap = out.cap ? out.cap * 2 : 16;
+                    out.r = realloc(out.r, out.cap * sizeof(*out.r));
+                }
+                srec *r = &out.r[out.n++];
+                r->data = malloc(rec.len + 1);
+                memcpy(r->data, rec.data, rec.len);
+                r->data[rec.len] = '\0';
+                r->len = rec.len;
+                r->line = rec.line;
+                r->offset = rec.offset;
+                r->too_long = rec.too_long;
+            }
+            pos += used;
+            if (e != CF_OK) {
+                break;
+            }
+        }
+        memmove(buf, buf + pos, have - pos);
+        have -= pos;
+    }
+    free(buf);
+    cf_splitter_destroy(sp);
+    return out;
+}
+
+static void test_split_every_boundary(void)
+{
+    /* Cut the stream at every byte position: same records as when fed whole. */
+    const char *doc = "h1,h2\r\n\r\n\"a\r\nb\",\"\"\"\"\r\nx,\"y\"\"\n\"\n"
+                      "{\"k\":\"v\\\"\"}\n\n"
+                      "0123456789012345678901234567890123456789\r\nlast\r";
+    size_t len = strlen(doc);
+    for (int f = 0; f < 2; f++) {
+        cf_format fmt = f == 0 ? CF_FMT_CSV : CF_FMT_NDJSON;
+        for (size_t line_max = 16; line_max <= 64; line_max += 48) {
+            srecs whole = split_two(fmt, doc, len, len, line_max);
+            CHECK(whole.n >= 5);
+            int bad = 0;
+            for (size_t cut = 0; cut <= len; cut++) {
+                srecs two = split_two(fmt, doc, len, cut, line_max);
+                bad += !srecs_equal(&whole, &two);
+                srecs_free(&two);
+            }
+            CHECK_EQ(bad, 0);
+            srecs_free(&whole);
+        }
+    }
+}
+
 static void test_split_too_long(void)
 {
     /* Records over line_max (32 here) are reported once, then skipped, however fed. */
