@@ -62,7 +62,7 @@ static void decode_check(cf_decoder *d, cf_decoder *canon, const cf_record *rec)
         size_t n = cf_deadletter_format("fuzz", rec, reason, dl, sizeof(dl));
         check(n > 0 && cf_utf8_valid(dl, n) && dl[n - 1] == '\n');
     } else if (r == CF_DECODE_EVENT) {
-        char line[1024];
+        char line[2048]; /* ids of 64 control bytes escape to 6 x 64 bytes each */
         size_t n = cf_event_to_ndjson(&ev, line, sizeof(line));
         check(n > 1);
         cf_record back = {.data = line, .len = n - 1, .line = 1, .offset = 0, .too_long = false};
