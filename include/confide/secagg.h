@@ -165,7 +165,7 @@ cf_err cf_sa_gateway_protect_events(cf_sa_gateway *g, cf_sa_pseudo *ps, const cf
 typedef struct cf_sa_party cf_sa_party;
 /**
  * Party @p index (0..k-1). Party 0 needs no key (@p party_key NULL); party i >= 1 needs its
- * party-<i>.key (or a gateway/combiner key, from which its seed is taken; borrowed).
+ * party-<i>.key (or the gateway key, from which its seed is taken). Borrows the key.
  */
 cf_err cf_sa_party_create(cf_sa_party **out, unsigned index, const cf_key *party_key,
                           const cf_sa_opts *opts, char *errstr, size_t errstr_size);
