@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 
+#include <openssl/evp.h>
 #include <sodium.h>
 
 #include "audit/audit_int.h"
@@ -532,6 +533,177 @@ static void test_prover_matches_tree(void)
     CHECK_EQ(cf_audit_prover_consistency(pv, 6, 5, path, &plen), CF_E_INVAL);
     cf_audit_prover_destroy(pv);
     cf_audit_tree_destroy(t);
+}
+
+/* ---- tree130 rolling digests (draft-ietf-plants-merkle-tree-certs subtree vectors) --------- */
+
+static uint8_t t130[130 * 32];
+
+/* MTH(D[s:e]) by incremental append (the empty range is SHA-256("")). */
+static void slice_root(uint64_t s, uint64_t e, uint8_t out[32])
+{
+    cf_audit_tree *t = NULL;
+    CF_ASSERT(cf_audit_tree_create(&t) == CF_OK);
+    for (uint64_t i = s; i < e; i++) {
+        CF_ASSERT(cf_audit_tree_append(t, t130 + i * 32) == CF_OK);
+    }
+    cf_audit_tree_root(t, out);
+    cf_audit_tree_destroy(t);
+}
+
+static bool valid_subtree(uint64_t start, uint64_t end)
+{
+    if (start == 0 || start == end) {
+        return true;
+    }
+    uint64_t w = 1;
+    while (w < end - start) {
+        w <<= 1;
+    }
+    return start % w == 0;
+}
+
+static void line_hash(EVP_MD_CTX *c, const uint8_t *h)
+{
+    char x[65];
+    sodium_bin2hex(x, sizeof(x), h, 32);
+    EVP_DigestUpdate(c, " ", 1);
+    EVP_DigestUpdate(c, x, 64);
+}
+
+/* Subtree consistency proof of [start, end) in D[lo:lo+n] (the recursion in the vectors'
+ * rolling_digests.json), appended to out[*cnt]; @p whole says the "[0, n) of n" case yields
+ * the root. */
+static void sub_consistency(uint64_t start, uint64_t end, uint64_t lo, uint64_t n, bool whole,
+                            uint8_t *out, size_t *cnt)
+{
+    if (start == end) {
+        return;
+    }
+    if (start == 0 && end == n) {
+        if (whole) {
+            slice_root(lo, lo + n, out + 32 * (*cnt)++);
+        }
+        return;
+    }
+    uint64_t k = 1;
+    while (k * 2 < n) {
+        k *= 2;
+    }
+    if (end <= k) {
+        sub_consistency(start, end, lo, k, whole, out, cnt);
+        slice_root(lo + k, lo + n, out + 32 * (*cnt)++);
+    } else if (k <= start) {
+        sub_consistency(start - k, end - k, lo + k, n - k, whole, out, cnt);
+        slice_root(lo, lo + k, out + 32 * (*cnt)++);
+    } else {
+        sub_consistency(0, end - k, lo + k, n - k, true, out, cnt);
+        slice_root(lo, lo + k, out + 32 * (*cnt)++);
+    }
+}
+
+static void test_tree130_rolling_digests(void)
+{
+    size_t len;
+    char *js =
+        cf_test_slurp(cf_test_shared("vectors/ct-merkle/tree130/rolling_digests.json"), &len);
+    REQUIRE(js != NULL);
+    const char *end = js + len;
+    uint8_t want[3][32];
+    const char *p = js;
+    for (int i = 0; i < 3; i++) {
+        p = strstr(p, "\"expected_sha256\"");
+        REQUIRE(p != NULL);
+        REQUIRE(jhex(p, end, "expected_sha256", want[i], 32) == 32);
+        p++;
+    }
+    tree130_leaves(t130);
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    REQUIRE(c != NULL);
+    uint8_t got[32], h[32];
+    unsigned int gl = 0;
+    char line[128];
+    /* 1: every valid subtree's hash. */
+    EVP_DigestInit_ex(c, EVP_sha256(), NULL);
+    for (uint64_t e = 0; e <= 130; e++) {
+        for (uint64_t s = 0; s <= e; s++) {
+            if (!valid_subtree(s, e)) {
+                continue;
+            }
+            slice_root(s, e, h);
+            int n = snprintf(line, sizeof(line), "[%llu, %llu)", (unsigned long long)s,
+                             (unsigned long long)e);
+            EVP_DigestUpdate(c, line, (size_t)n);
+            line_hash(c, h);
+            EVP_DigestUpdate(c, "\n", 1);
+        }
+    }
+    EVP_DigestFinal_ex(c, got, &gl);
+    CHECK(memcmp(got, want[0], 32) == 0);
+    /* 2: every inclusion proof inside every valid subtree (PATH over the slice). */
+    EVP_DigestInit_ex(c, EVP_sha256(), NULL);
+    for (uint64_t e = 0; e <= 130; e++) {
+        for (uint64_t s = 0; s < e; s++) {
+            if (!valid_subtree(s, e)) {
+                continue;
+            }
+            cf_audit_prover *pv = NULL;
+            REQUIRE(cf_audit_prover_create(&pv, t130 + s * 32, e - s) == CF_OK);
+            for (uint64_t i = s; i < e; i++) {
+                uint8_t path[CF_AUDIT_PROOF_MAX * 32];
+                size_t plen = 0;
+                CHECK_OK(cf_audit_prover_inclusion(pv, i - s, e - s, path, &plen));
+                int n = snprintf(line, sizeof(line), "%llu [%llu, %llu)", (unsigned long long)i,
+                                 (unsigned long long)s, (unsigned long long)e);
+                EVP_DigestUpdate(c, line, (size_t)n);
+                for (size_t j = 0; j < plen; j++) {
+                    line_hash(c, path + j * 32);
+                }
+                EVP_DigestUpdate(c, "\n", 1);
+            }
+            cf_audit_prover_destroy(pv);
+        }
+    }
+    EVP_DigestFinal_ex(c, got, &gl);
+    CHECK(memcmp(got, want[1], 32) == 0);
+    /* 3: every subtree consistency proof; with start = 0 it must equal our PROOF(m, D[n]). */
+    cf_audit_prover *full = NULL;
+    REQUIRE(cf_audit_prover_create(&full, t130, 130) == CF_OK);
+    uint64_t pairs = 0;
+    EVP_DigestInit_ex(c, EVP_sha256(), NULL);
+    for (uint64_t n = 0; n <= 130; n++) {
+        for (uint64_t e = 0; e <= n; e++) {
+            for (uint64_t s = 0; s <= e; s++) {
+                if (!valid_subtree(s, e)) {
+                    continue;
+                }
+                int l = snprintf(line, sizeof(line), "[%llu, %llu) %llu", (unsigned long long)s,
+                                 (unsigned long long)e, (unsigned long long)n);
+                EVP_DigestUpdate(c, line, (size_t)l);
+                uint8_t proof[CF_AUDIT_PROOF_MAX * 32];
+                size_t cnt = 0;
+                sub_consistency(s, e, 0, n, false, proof, &cnt);
+                for (size_t j = 0; j < cnt; j++) {
+                    line_hash(c, proof + j * 32);
+                }
+                EVP_DigestUpdate(c, "\n", 1);
+                if (s == 0 && e > 0) {
+                    /* The library's RFC 9162 PROOF(e, D[n]) is the same list. */
+                    uint8_t path[CF_AUDIT_PROOF_MAX * 32];
+                    size_t plen = 0;
+                    CHECK_OK(cf_audit_prover_consistency(full, e, n, path, &plen));
+                    CHECK(plen == cnt && memcmp(path, proof, cnt * 32) == 0);
+                    pairs++;
+                }
+            }
+        }
+    }
+    EVP_DigestFinal_ex(c, got, &gl);
+    CHECK(memcmp(got, want[2], 32) == 0);
+    CHECK_EQ(pairs, 130 * 131 / 2); /* every 0 < m <= n <= 130 */
+    cf_audit_prover_destroy(full);
+    EVP_MD_CTX_free(c);
+    free(js);
 }
 
 /* ---- canonical encoding -------------------------------------------------------------------- */
