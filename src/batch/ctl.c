@@ -24,7 +24,7 @@
  * compared with the model's T(target); the excess (smoothed) shortens the linger.
  *
  * Hysteresis: the target grows at once when the new value is more than 25% larger; it
- * shrinks by more than 25% only after a 250 ms dwell and by at most 4x per step; moves of
+ * shrinks by more than 25% only after a 250 ms dwell and by at most 8x per step; moves of
  * 10-25% wait for a 1 s dwell; smaller ones are ignored. A noisy but steady input therefore
  * changes the target at most about once a second.
  *
@@ -52,7 +52,7 @@
 #define HYST_DWELL 0.10
 #define DWELL_NS INT64_C(1000000000)
 #define SHRINK_DWELL_NS INT64_C(250000000)
-#define SHRINK_MAX 4.0
+#define SHRINK_MAX 8.0
 #define OUTLIER 3.0
 #define P99_REFRESH_NS INT64_C(50000000)
 #define INITIAL_TARGET 32
@@ -451,7 +451,7 @@ static void decide(cf_batch_ctl *c, int64_t now_ns)
     bool big = rel > HYST_JUMP && (n > c->target || since >= SHRINK_DWELL_NS);
     bool small = rel > HYST_DWELL && since >= DWELL_NS;
     if (n != c->target && (big || small)) {
-        /* Shrink at most 4x per step: a backlog that just cleared often returns when the
+        /* Shrink at most 8x per step: a backlog that just cleared often returns when the
          * size collapses at once (stalls on a shared disk are bursty). */
         if ((double)n * SHRINK_MAX < cur) {
             n = (uint32_t)ceil(cur / SHRINK_MAX);
