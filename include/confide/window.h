@@ -21,7 +21,10 @@
  *   silently dropped.
  * - Idle source: cf_window_tick(now_ns) with no event for idle_timeout_ns advances W by
  *   the processing time elapsed since the last event, so windows still close.
- * - State limit: when a new (window, key) would exceed memory_limit_bytes the event is not
+ * - State is kept per (pane, key), a pane being gcd(size, slide) of event time, so an event
+ *   costs one entry update however many sliding windows it is in; windows are combined from
+ *   their panes with value.add when they fire.
+ * - State limit: when a new (pane, key) would exceed memory_limit_bytes the event is not
  *   applied, CF_E_LIMIT is returned (backpressure; retriable) and counted. Never aborts.
  *
  * Threads: one operator instance belongs to one thread; no internal locking.
@@ -150,7 +153,7 @@ typedef struct cf_window_conf {
     int64_t idle_timeout_ns;       /* 0 disables idle handling (default 0) */
     size_t key_max;                /* longest key in bytes, 1..CF_WINDOW_KEY_MAX (default 64) */
     size_t memory_limit_bytes;     /* state table bound (default 256 MiB, minimum 64 KiB) */
-    size_t windows_max;            /* open windows bound (default 65536) */
+    size_t windows_max;            /* bound on panes holding state (default 65536) */
     bool secure_memory;            /* keep state in sodium_malloc memory, wiped on release */
     cf_window_value_ops value;     /* required */
     cf_window_result_cb on_result; /* required */
@@ -169,14 +172,14 @@ typedef struct cf_window_stats {
     uint64_t late_events;      /* events sent to the late output */
     uint64_t late_updates;     /* late events applied within allowed lateness */
     uint64_t limit_rejections; /* CF_E_LIMIT returns (state full) */
-    uint64_t value_errors;     /* value_ops.add errors (overflow) */
+    uint64_t value_errors;     /* value_ops.add errors (overflow), also when combining panes */
     uint64_t windows_fired;
     uint64_t idle_advances; /* watermark advances caused by an idle source */
-    uint64_t keys_live;     /* gauge: (window, key) entries held */
+    uint64_t keys_live;     /* gauge: (pane, key) entries held */
     uint64_t keys_max;      /* gauge: entries the memory limit allows */
-    uint64_t windows_open;  /* gauge */
+    uint64_t windows_open;  /* gauge: panes holding state (= windows when tumbling) */
     uint64_t state_bytes;   /* gauge: bytes allocated for state */
-    size_t entry_bytes;     /* bytes per (window, key) entry including the index */
+    size_t entry_bytes;     /* bytes per (pane, key) entry including the index */
     int64_t watermark_us;   /* INT64_MIN before the first event */
 } cf_window_stats;
 
@@ -214,8 +217,9 @@ int64_t cf_window_watermark(const cf_window *w);
 void cf_window_stats_get(const cf_window *w, cf_window_stats *out);
 
 /**
- * Serializes the watermark and every open window (fired or not) with its entries into a
- * new buffer. Returns owned *out (free with cf_free), *len its size. Stats are not saved.
+ * Serializes the watermark and every pane holding state with its entries into a new
+ * buffer (format version 2). Returns owned *out (free with cf_free), *len its size. Stats are not
+ * saved.
  */
 cf_err cf_window_snapshot(const cf_window *w, uint8_t **out, size_t *len);
 /**

@@ -1,17 +1,24 @@
 /*
  * Event-time window operator (include/confide/window.h, docs/windows.md).
  *
- * State: one entry per (window start, group key) in a flat pool of fixed-size records
- * (header, key bytes, value bytes), indexed by an open-addressing table of 64-bit slots
- * (32-bit hash fragment | entry index + 1) with linear probing and backward-shift deletion,
- * so the pool never moves an entry while it lives and the index never holds tombstones.
- * Entries of one window are chained through their `next` field, so firing and purging a
- * window touch only its own entries. Open windows sit in an array sorted by start; the
- * newest are at the end, where nearly every event lands.
+ * Panes: state is kept per (pane, group key), where a pane is a slice of event time of
+ * length gcd(size, slide) aligned to the epoch. Every window is a whole number of panes, so
+ * an event updates exactly one entry whatever the number of sliding windows it belongs to;
+ * a window's result is combined from its panes (value_ops.add) when it fires. For tumbling
+ * windows a pane is the window. Which windows have fired and which are purged follows from
+ * the watermark alone (fired: end <= W; purged: end + lateness <= W), so no per-window flag
+ * exists and a snapshot is just panes, entries and the watermark.
+ *
+ * State layout: entries are fixed-size records (header, key bytes, value bytes) in a flat
+ * pool, indexed by an open-addressing table of 64-bit slots (32-bit hash fragment | entry
+ * index + 1) with linear probing and backward-shift deletion, so the pool never moves an
+ * entry while it lives and the index has no tombstones. Entries of a pane are chained
+ * through `next`, so firing and purging touch only their own entries. Panes sit in an array
+ * sorted by start.
  *
  * Bounds: pool and index double (amortized, never per event) up to the largest power of two
- * whose bytes fit memory_limit_bytes; past that, a new (window, key) returns CF_E_LIMIT
- * before anything is changed. Open windows are bounded by windows_max the same way.
+ * whose bytes fit memory_limit_bytes; past that, a new (pane, key) returns CF_E_LIMIT before
+ * anything is changed. Panes are bounded by windows_max the same way.
  *
  * The key hash is a keyed multiply-xor hash (not cryptographic); its seed is random per
  * instance so crafted account ids cannot target one probe chain across runs.
@@ -33,29 +40,28 @@
 #define FREE_MARK 0xFFFFu
 
 typedef struct entry {
-    int64_t start;
+    int64_t start; /* pane start */
     uint64_t hash;
     uint64_t count;
     uint64_t first;
     uint64_t last;
-    uint32_t next;    /* next entry of the same window; free-list link when free */
+    uint32_t next;    /* next entry of the same pane; free-list link when free */
     uint16_t key_len; /* FREE_MARK when the entry is free */
-    uint8_t dirty;
-    uint8_t pad_;
+    uint16_t pad_;
     /* uint8_t key[key_max]; then the value at value_off */
 } entry;
 
-typedef struct win {
+typedef struct pane {
     int64_t start;
     uint32_t head;
     uint32_t n;
-    uint8_t fired;
-} win;
+} pane;
 
 struct cf_window {
     cf_window_conf conf;
     int64_t size;
     int64_t slide;
+    int64_t pane; /* gcd(size, slide) */
     size_t stride;
     size_t value_off;
     uint64_t seed;
@@ -68,17 +74,18 @@ struct cf_window {
     uint64_t *slots;
     uint32_t slot_mask;
 
-    win *wins;
-    size_t nwins;
-    size_t wins_cap;
+    pane *panes;
+    size_t npanes;
+    size_t panes_cap;
 
-    entry **scratch; /* for sorting a window's entries when it fires */
+    entry **scratch; /* a firing window's entries, sorted by key */
     size_t scratch_cap;
+    void *acc; /* one value: a key's combination across panes */
 
     int64_t wm;
     int64_t max_ts;
     bool have_ts;
-    int64_t next_deadline; /* smallest end (unfired) or end + lateness (fired) */
+    int64_t next_deadline; /* the watermark at which advance_to has work to do */
     int64_t last_activity_ns;
     uint64_t events_since_tick;
     cf_window_stats st;
@@ -203,12 +210,12 @@ static cf_err grow(cf_window *w)
     w->slots = nslots;
     w->slot_mask = ncap * 2 - 1;
     w->cap = ncap;
-    for (size_t i = 0; i < w->nwins; i++) {
-        for (uint32_t k = w->wins[i].head; k != NIL; k = ent(w, k)->next) {
+    for (size_t i = 0; i < w->npanes; i++) {
+        for (uint32_t k = w->panes[i].head; k != NIL; k = ent(w, k)->next) {
             index_insert(w, ent(w, k)->hash, k);
         }
     }
-    w->st.state_bytes = table_bytes(ncap, w->stride) + w->wins_cap * sizeof(win);
+    w->st.state_bytes = table_bytes(ncap, w->stride) + w->panes_cap * sizeof(pane);
     return CF_OK;
 }
 
@@ -290,100 +297,136 @@ static void free_entry(cf_window *w, uint32_t idx)
     w->free_head = idx;
 }
 
-/* ---- windows ---------------------------------------------------------------------------- */
+/* ---- panes and windows ------------------------------------------------------------------ */
 
-static inline int64_t win_end(const cf_window *w, const win *x)
+static inline int64_t floor_mod(int64_t a, int64_t m)
 {
-    return x->start + w->size;
+    int64_t r = a % m;
+    return r < 0 ? r + m : r;
 }
 
-static inline int64_t win_deadline(const cf_window *w, const win *x)
+static inline int64_t floor_to(int64_t a, int64_t m)
 {
-    return x->fired ? win_end(w, x) + w->conf.lateness_us : win_end(w, x);
+    return a - floor_mod(a, m);
 }
 
+/* Start of the first window (a multiple of slide) that contains time t. */
+static inline int64_t first_win_containing(const cf_window *w, int64_t t)
+{
+    return floor_to(t - w->size, w->slide) + w->slide;
+}
+
+/* Start of the first window that has not fired at watermark wm (end > wm). */
+static inline int64_t first_unfired(const cf_window *w, int64_t wm)
+{
+    return wm == INT64_MIN ? INT64_MIN : first_win_containing(w, wm);
+}
+
+/* A pane's state is needed until its last window (the one starting at or before it) is
+ * purged. */
+static inline int64_t pane_deadline(const cf_window *w, int64_t p)
+{
+    return floor_to(p, w->slide) + w->size + w->conf.lateness_us;
+}
+
+/* Index of the first pane with start >= t (npanes when none). */
+static size_t lower_pane(const cf_window *w, int64_t t)
+{
+    size_t lo = 0, hi = w->npanes;
+    if (hi > 0 && w->panes[hi - 1].start < t) {
+        return hi; /* the common case: t after every pane */
+    }
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (w->panes[mid].start < t) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo;
+}
+
+static ptrdiff_t find_pane(const cf_window *w, int64_t start)
+{
+    size_t i = lower_pane(w, start);
+    return i < w->npanes && w->panes[i].start == start ? (ptrdiff_t)i : -1;
+}
+
+/* Earliest watermark at which advance_to has something to fire or purge. */
 static void recompute_deadline(cf_window *w)
 {
     int64_t d = INT64_MAX;
-    for (size_t i = 0; i < w->nwins; i++) {
-        int64_t x = win_deadline(w, &w->wins[i]);
-        if (x < d) {
-            d = x;
-        }
-        if (!w->wins[i].fired) {
-            break; /* later windows end later */
+    if (w->npanes > 0) {
+        d = pane_deadline(w, w->panes[0].start);
+        int64_t u = first_unfired(w, w->wm);
+        size_t i = lower_pane(w, u);
+        if (i < w->npanes) {
+            int64_t s = first_win_containing(w, w->panes[i].start);
+            if (s < u) {
+                s = u;
+            }
+            if (s + w->size < d) {
+                d = s + w->size;
+            }
         }
     }
     w->next_deadline = d;
 }
 
-/* Index of the window with @p start, or -1. Searches from the newest end. */
-static ptrdiff_t find_win(const cf_window *w, int64_t start)
+static cf_err insert_pane(cf_window *w, int64_t start, size_t *at)
 {
-    for (size_t i = w->nwins; i > 0; i--) {
-        if (w->wins[i - 1].start == start) {
-            return (ptrdiff_t)(i - 1);
-        }
-        if (w->wins[i - 1].start < start) {
-            return -1;
-        }
-    }
-    return -1;
-}
-
-static cf_err insert_win(cf_window *w, int64_t start, size_t *at)
-{
-    if (w->nwins == w->wins_cap) {
-        size_t ncap = w->wins_cap == 0 ? 16 : w->wins_cap * 2;
+    if (w->npanes == w->panes_cap) {
+        size_t ncap = w->panes_cap == 0 ? 16 : w->panes_cap * 2;
         if (ncap > w->conf.windows_max) {
             ncap = w->conf.windows_max;
         }
-        if (ncap <= w->nwins) {
+        if (ncap <= w->npanes) {
             return CF_E_LIMIT;
         }
-        win *n = cf_realloc(w->wins, ncap * sizeof(win));
+        pane *n = cf_realloc(w->panes, ncap * sizeof(pane));
         if (n == NULL) {
             return CF_E_NOMEM;
         }
-        w->wins = n;
-        w->st.state_bytes += (ncap - w->wins_cap) * sizeof(win);
-        w->wins_cap = ncap;
+        w->panes = n;
+        w->st.state_bytes += (ncap - w->panes_cap) * sizeof(pane);
+        w->panes_cap = ncap;
     }
-    size_t i = w->nwins;
-    while (i > 0 && w->wins[i - 1].start > start) {
-        i--;
+    size_t i = lower_pane(w, start);
+    memmove(&w->panes[i + 1], &w->panes[i], (w->npanes - i) * sizeof(pane));
+    w->panes[i] = (pane){.start = start, .head = NIL, .n = 0};
+    w->npanes++;
+    /* The new pane may bring a window to fire, or a purge, earlier than planned. */
+    int64_t d = pane_deadline(w, start);
+    int64_t s = first_win_containing(w, start);
+    int64_t u = first_unfired(w, w->wm);
+    if (s < u) {
+        s = u;
     }
-    memmove(&w->wins[i + 1], &w->wins[i], (w->nwins - i) * sizeof(win));
-    /* A window first seen after the watermark passed its end (an event within allowed
-     * lateness for a window that had no events) counts as fired: its results go out at once
-     * as updates instead of waiting for the next watermark move. */
-    bool late = start + w->size <= w->wm;
-    w->wins[i] = (win){.start = start, .head = NIL, .n = 0, .fired = late ? 1 : 0};
-    w->nwins++;
-    if (late) {
-        w->st.windows_fired++;
+    if (s <= start && s + w->size < d) {
+        d = s + w->size;
     }
-    if (win_deadline(w, &w->wins[i]) < w->next_deadline) {
-        w->next_deadline = win_deadline(w, &w->wins[i]);
+    if (d < w->next_deadline) {
+        w->next_deadline = d;
     }
     *at = i;
     return CF_OK;
 }
 
-static void emit_entry(cf_window *w, int64_t start, entry *e, bool update)
+static void emit(cf_window *w, int64_t start, const entry *e, const void *value, uint64_t count,
+                 uint64_t first, uint64_t last, bool update)
 {
     cf_window_result r = {
         .window_start_us = start,
         .window_end_us = start + w->size,
-        .key = ent_key(e),
+        .key = (const uint8_t *)(e + 1),
         .key_len = e->key_len,
-        .value = ent_val(w, e),
-        .count = e->count,
-        .first_index = e->first,
-        .last_index = e->last,
+        .value = value,
+        .count = count,
+        .first_index = first,
+        .last_index = last,
         .update = update,
     };
-    e->dirty = 0;
     w->st.results++;
     if (update) {
         w->st.updates++;
@@ -400,52 +443,133 @@ static int cmp_entry(const void *a, const void *b)
     if (c != 0) {
         return c;
     }
-    return (int)x->key_len - (int)y->key_len;
+    if (x->key_len != y->key_len) {
+        return (int)x->key_len - (int)y->key_len;
+    }
+    return x->start < y->start ? -1 : (x->start > y->start);
 }
 
-/* Emits a window's entries in key order, so output does not depend on arrival order. */
-static void fire_win(cf_window *w, win *x)
+static inline bool same_key(const entry *x, const entry *y)
 {
-    size_t n = 0;
-    if (x->n > 0 && w->scratch_cap < x->n) {
-        entry **s = cf_realloc(w->scratch, (size_t)x->n * sizeof(*s));
-        if (s != NULL) {
-            w->scratch = s;
-            w->scratch_cap = x->n;
+    return x->key_len == y->key_len &&
+           memcmp((const uint8_t *)(x + 1), (const uint8_t *)(y + 1), x->key_len) == 0;
+}
+
+/* Emits a run of entries of one key (sorted by pane) as one result of window @p s. */
+static void emit_run(cf_window *w, int64_t s, entry **run, size_t n, bool update)
+{
+    if (n == 1) {
+        entry *e = run[0];
+        emit(w, s, e, ent_val(w, e), e->count, e->first, e->last, update);
+        return;
+    }
+    uint64_t count = 0, first = UINT64_MAX, last = 0;
+    w->conf.value.zero(w->acc);
+    for (size_t i = 0; i < n; i++) {
+        entry *e = run[i];
+        count += e->count;
+        first = e->first < first ? e->first : first;
+        last = e->last > last ? e->last : last;
+        if (w->conf.value.add(w->acc, ent_val(w, e)) != CF_OK) {
+            w->st.value_errors++;
         }
     }
-    if (w->scratch_cap >= x->n) {
-        for (uint32_t k = x->head; k != NIL; k = ent(w, k)->next) {
+    emit(w, s, run[0], w->acc, count, first, last, update);
+}
+
+/* Fires window [s, s + size): its panes start at index i. Results go out in key order, so
+ * output does not depend on arrival order. */
+static void fire_window(cf_window *w, int64_t s, size_t i)
+{
+    size_t total = 0, j;
+    for (j = i; j < w->npanes && w->panes[j].start < s + w->size; j++) {
+        total += w->panes[j].n;
+    }
+    w->st.windows_fired++;
+    if (total == 0) {
+        return;
+    }
+    if (w->scratch_cap < total) {
+        entry **sc = cf_realloc(w->scratch, total * sizeof(*sc));
+        if (sc == NULL) {
+            /* Without memory to sort, single-pane windows still go out (chain order);
+             * multi-pane windows cannot be combined: count them as value errors. */
+            if (j == i + 1) {
+                for (uint32_t k = w->panes[i].head; k != NIL; k = ent(w, k)->next) {
+                    entry *e = ent(w, k);
+                    emit(w, s, e, ent_val(w, e), e->count, e->first, e->last, false);
+                }
+            } else {
+                w->st.value_errors++;
+            }
+            return;
+        }
+        w->scratch = sc;
+        w->scratch_cap = total;
+    }
+    size_t n = 0;
+    for (size_t p = i; p < j; p++) {
+        for (uint32_t k = w->panes[p].head; k != NIL; k = ent(w, k)->next) {
             w->scratch[n++] = ent(w, k);
         }
-        qsort(w->scratch, n, sizeof(*w->scratch), cmp_entry);
-        for (size_t i = 0; i < n; i++) {
-            emit_entry(w, x->start, w->scratch[i], false);
-        }
-    } else {
-        /* No memory to sort: emit in chain order rather than lose or delay results. */
-        for (uint32_t k = x->head; k != NIL; k = ent(w, k)->next) {
-            emit_entry(w, x->start, ent(w, k), false);
-        }
     }
-    x->fired = 1;
-    w->st.windows_fired++;
+    qsort(w->scratch, n, sizeof(*w->scratch), cmp_entry);
+    size_t a = 0;
+    while (a < n) {
+        size_t b = a + 1;
+        while (b < n && same_key(w->scratch[a], w->scratch[b])) {
+            b++;
+        }
+        emit_run(w, s, &w->scratch[a], b - a, false);
+        a = b;
+    }
 }
 
-static void purge_win(cf_window *w, size_t i)
+/* Re-emits one key's result for a fired window after a late event (allowed lateness). */
+static void emit_update(cf_window *w, int64_t s, uint64_t kh, const uint8_t *key, size_t key_len)
 {
-    win *x = &w->wins[i];
-    uint32_t k = x->head;
-    while (k != NIL) {
-        entry *e = ent(w, k);
-        uint32_t next = e->next;
-        index_remove(w, e->hash, k);
-        free_entry(w, k);
-        w->st.keys_live--;
-        k = next;
+    entry *run[64];
+    entry **r = run;
+    size_t k = (size_t)(w->size / w->pane), n = 0;
+    if (k > 64) {
+        if (w->scratch_cap < k) {
+            entry **sc = cf_realloc(w->scratch, k * sizeof(*sc));
+            if (sc == NULL) {
+                w->st.value_errors++;
+                return;
+            }
+            w->scratch = sc;
+            w->scratch_cap = k;
+        }
+        r = w->scratch;
     }
-    memmove(&w->wins[i], &w->wins[i + 1], (w->nwins - i - 1) * sizeof(win));
-    w->nwins--;
+    for (size_t i = lower_pane(w, s); i < w->npanes && w->panes[i].start < s + w->size; i++) {
+        int64_t p = w->panes[i].start;
+        uint32_t idx = find_entry(w, entry_hash(kh, p), p, key, key_len);
+        if (idx != NIL) {
+            r[n++] = ent(w, idx);
+        }
+    }
+    if (n > 0) {
+        emit_run(w, s, r, n, true);
+    }
+}
+
+static void purge_panes(cf_window *w, size_t count)
+{
+    for (size_t i = 0; i < count; i++) {
+        uint32_t k = w->panes[i].head;
+        while (k != NIL) {
+            entry *e = ent(w, k);
+            uint32_t next = e->next;
+            index_remove(w, e->hash, k);
+            free_entry(w, k);
+            w->st.keys_live--;
+            k = next;
+        }
+    }
+    memmove(&w->panes[0], &w->panes[count], (w->npanes - count) * sizeof(pane));
+    w->npanes -= count;
 }
 
 static void advance_to(cf_window *w, int64_t wm)
@@ -453,25 +577,35 @@ static void advance_to(cf_window *w, int64_t wm)
     if (wm <= w->wm) {
         return;
     }
+    int64_t old = w->wm;
     w->wm = wm;
     if (wm < w->next_deadline) {
         return;
     }
-    size_t i = 0;
-    while (i < w->nwins) {
-        win *x = &w->wins[i];
-        int64_t end = win_end(w, x);
-        if (end > wm) {
+    /* Fire every window with old < end <= wm that holds data, skipping empty stretches. */
+    int64_t s = first_unfired(w, old);
+    int64_t hi = first_unfired(w, wm);
+    size_t i = lower_pane(w, s);
+    while (i < w->npanes) {
+        int64_t f = first_win_containing(w, w->panes[i].start);
+        if (s < f) {
+            s = f;
+        }
+        if (s >= hi) {
             break;
         }
-        if (!x->fired) {
-            fire_win(w, x);
-        }
-        if (end + w->conf.lateness_us <= wm) {
-            purge_win(w, i);
-        } else {
+        fire_window(w, s, i);
+        s += w->slide;
+        while (i < w->npanes && w->panes[i].start < s) {
             i++;
         }
+    }
+    size_t k = 0;
+    while (k < w->npanes && pane_deadline(w, w->panes[k].start) <= wm) {
+        k++;
+    }
+    if (k > 0) {
+        purge_panes(w, k);
     }
     recompute_deadline(w);
 }
@@ -574,6 +708,13 @@ cf_err cf_window_create(cf_window **out, const cf_window_conf *conf, char *errst
     w->conf = *c;
     w->size = c->size_us;
     w->slide = c->slide_us == 0 ? c->size_us : c->slide_us;
+    int64_t ga = w->size, gb = w->slide;
+    while (gb != 0) {
+        int64_t t = ga % gb;
+        ga = gb;
+        gb = t;
+    }
+    w->pane = ga;
     size_t key_area = (sizeof(entry) + c->key_max + 7) & ~(size_t)7;
     w->value_off = key_area;
     w->stride = key_area + ((c->value.size + 7) & ~(size_t)7);
@@ -593,6 +734,11 @@ cf_err cf_window_create(cf_window **out, const cf_window_conf *conf, char *errst
     }
     w->max_entries = (uint32_t)max;
     w->free_head = NIL;
+    w->acc = state_alloc(w, c->value.size);
+    if (w->acc == NULL) {
+        err = cf_err_set(CF_E_NOMEM, errstr, errstr_size, "out of memory");
+        goto fail;
+    }
     randombytes_buf(&w->seed, sizeof(w->seed));
     w->wm = INT64_MIN;
     w->next_deadline = INT64_MAX;
@@ -613,15 +759,10 @@ void cf_window_destroy(cf_window *w)
     }
     state_free(w, w->pool, (size_t)w->cap * w->stride);
     cf_free(w->slots);
-    cf_free(w->wins);
+    cf_free(w->panes);
+    state_free(w, w->acc, w->conf.value.size);
     cf_free(w->scratch);
     cf_free(w);
-}
-
-static inline int64_t floor_mod(int64_t a, int64_t m)
-{
-    int64_t r = a % m;
-    return r < 0 ? r + m : r;
 }
 
 cf_err cf_window_add(cf_window *w, const uint8_t *key, size_t key_len, int64_t ts_us, uint64_t seq,
@@ -636,94 +777,56 @@ cf_err cf_window_add(cf_window *w, const uint8_t *key, size_t key_len, int64_t t
     if (key == NULL) {
         key = empty_key;
     }
-    uint64_t kh = hash_key(key, key_len, w->seed);
-    int64_t last_start = ts_us - floor_mod(ts_us, w->slide);
-    int64_t lateness = w->conf.lateness_us;
-    uint32_t total = 0;
+    /* The event's windows: starts s_first..s_last (step slide). Those whose end + lateness
+     * has passed the watermark are gone (the oldest ones first). */
+    int64_t s_first = first_win_containing(w, ts_us);
+    int64_t s_last = floor_to(ts_us, w->slide);
+    uint32_t total = (uint32_t)((s_last - s_first) / w->slide + 1);
     uint32_t dropped = 0;
-    uint32_t live = 0;
-    int64_t first_live = INT64_MAX;
-
-    /* Pass 1: classify the event's windows; oldest first. */
-    int64_t s0 = last_start;
-    while (s0 - w->slide > ts_us - w->size) {
-        s0 -= w->slide;
-    }
-    for (int64_t s = s0; s <= last_start; s += w->slide) {
-        total++;
-        if (s + w->size + lateness <= w->wm) {
-            dropped++;
-        } else {
-            if (first_live == INT64_MAX) {
-                first_live = s;
-            }
-            live++;
-        }
-    }
-
-    /* Capacity: refuse the whole event before changing anything. The exact count of new
-     * entries is only needed near a limit; elsewhere `live` is a safe upper bound. */
-    if (live > 0) {
-        if (w->st.keys_live + live > w->max_entries || w->nwins + live > w->conf.windows_max) {
-            uint64_t need = 0;
-            uint32_t need_wins = 0;
-            for (int64_t s = first_live; s <= last_start; s += w->slide) {
-                if (find_win(w, s) < 0) {
-                    need_wins++;
-                    need++;
-                } else if (find_entry(w, entry_hash(kh, s), s, key, key_len) == NIL) {
-                    need++;
-                }
-            }
-            if (w->st.keys_live + need > w->max_entries ||
-                w->nwins + need_wins > w->conf.windows_max) {
-                w->st.limit_rejections++;
-                return CF_E_LIMIT;
-            }
-        }
-        while (w->st.keys_live + live > w->cap && w->cap < w->max_entries) {
-            cf_err e = grow(w);
-            if (e != CF_OK) {
-                return e;
-            }
-        }
-    }
-
-    /* Sliding windows touch size/slide entries at unrelated places in the table: issue
-     * the index loads for all of them first so the cache misses overlap. */
-    if (live > 1 && w->slots != NULL) {
-        for (int64_t s = first_live; s <= last_start; s += w->slide) {
-            __builtin_prefetch(&w->slots[(uint32_t)entry_hash(kh, s) & w->slot_mask]);
+    if (w->wm != INT64_MIN) {
+        int64_t gone = w->wm - w->size - w->conf.lateness_us; /* s <= gone: purged */
+        if (gone >= s_first) {
+            int64_t g = floor_to(gone, w->slide);
+            dropped = g >= s_last ? total : (uint32_t)((g - s_first) / w->slide + 1);
         }
     }
     cf_err ret = CF_OK;
     bool late_update = false;
-    for (int64_t s = first_live; live > 0 && s <= last_start; s += w->slide) {
-        uint64_t h = entry_hash(kh, s);
-        ptrdiff_t wi = find_win(w, s);
-        uint32_t idx = NIL;
-        if (wi < 0) {
-            size_t at;
-            cf_err e = insert_win(w, s, &at);
-            if (e != CF_OK) {
-                return e; /* only on allocation failure: pass 1 checked the bound */
-            }
-            wi = (ptrdiff_t)at;
-        } else {
-            idx = find_entry(w, h, s, key, key_len);
-        }
-        win *x = &w->wins[wi];
-        entry *e;
+    if (dropped < total) {
+        uint64_t kh = hash_key(key, key_len, w->seed);
+        int64_t p = floor_to(ts_us, w->pane);
+        uint64_t h = entry_hash(kh, p);
+        ptrdiff_t pi = find_pane(w, p);
+        uint32_t idx = pi >= 0 ? find_entry(w, h, p, key, key_len) : NIL;
         if (idx == NIL) {
+            /* Capacity: refuse the event before changing anything. */
+            if (w->st.keys_live >= w->max_entries || (pi < 0 && w->npanes >= w->conf.windows_max)) {
+                w->st.limit_rejections++;
+                return CF_E_LIMIT;
+            }
+            if (w->st.keys_live + 1 > w->cap) {
+                cf_err e = grow(w);
+                if (e != CF_OK) {
+                    return e;
+                }
+            }
+            if (pi < 0) {
+                size_t at;
+                cf_err e = insert_pane(w, p, &at);
+                if (e != CF_OK) {
+                    return e;
+                }
+                pi = (ptrdiff_t)at;
+            }
+            pane *x = &w->panes[pi];
             idx = alloc_entry(w);
-            e = ent(w, idx);
-            e->start = s;
+            entry *e = ent(w, idx);
+            e->start = p;
             e->hash = h;
             e->count = 0;
             e->first = seq;
             e->last = seq;
             e->key_len = (uint16_t)key_len;
-            e->dirty = 0;
             if (key_len > 0) {
                 memcpy(ent_key(e), key, key_len);
             }
@@ -733,9 +836,8 @@ cf_err cf_window_add(cf_window *w, const uint8_t *key, size_t key_len, int64_t t
             x->n++;
             index_insert(w, h, idx);
             w->st.keys_live++;
-        } else {
-            e = ent(w, idx);
         }
+        entry *e = ent(w, idx);
         e->count++;
         if (seq < e->first) {
             e->first = seq;
@@ -748,10 +850,13 @@ cf_err cf_window_add(cf_window *w, const uint8_t *key, size_t key_len, int64_t t
             w->st.value_errors++;
             ret = ve;
         }
-        e->dirty = 1;
-        if (x->fired) {
+        /* Windows that already fired but are within allowed lateness: updated results. */
+        for (int64_t s = s_first + (int64_t)dropped * w->slide; s <= s_last; s += w->slide) {
+            if (w->wm == INT64_MIN || s + w->size > w->wm) {
+                break; /* this and later windows have not fired yet */
+            }
             late_update = true;
-            emit_entry(w, s, e, true);
+            emit_update(w, s, kh, key, key_len);
         }
     }
     w->st.events++;
@@ -786,7 +891,11 @@ cf_err cf_window_add(cf_window *w, const uint8_t *key, size_t key_len, int64_t t
 
 void cf_window_advance(cf_window *w, int64_t watermark_us)
 {
-    advance_to(w, watermark_us);
+    /* No event time is below -2^62; a lower watermark means nothing and would overflow the
+     * lateness arithmetic. */
+    if (watermark_us >= -TS_LIMIT) {
+        advance_to(w, watermark_us);
+    }
 }
 
 bool cf_window_tick(cf_window *w, int64_t now_ns)
@@ -804,8 +913,8 @@ bool cf_window_tick(cf_window *w, int64_t now_ns)
         return false;
     }
     int64_t elapsed_us = idle / 1000;
-    if (elapsed_us > TS_LIMIT) {
-        elapsed_us = TS_LIMIT;
+    if (elapsed_us > TS_LIMIT / 2) {
+        elapsed_us = TS_LIMIT / 2; /* keeps the watermark arithmetic far from overflow */
     }
     int64_t target = w->max_ts - w->conf.max_delay_us + elapsed_us;
     if (target <= w->wm) {
@@ -829,19 +938,20 @@ int64_t cf_window_watermark(const cf_window *w)
 void cf_window_stats_get(const cf_window *w, cf_window_stats *out)
 {
     *out = w->st;
-    out->windows_open = w->nwins;
+    out->windows_open = w->npanes;
     out->watermark_us = w->wm;
 }
 
 /* ---- snapshot --------------------------------------------------------------------------- */
 
 /*
- * Layout (little-endian): "CFWSNAP1", size, slide, value_size u32, key_max u32, wm,
- * max_ts, have_ts u8, nwins u32, then per window: start, fired u8, n u32, and per entry:
- * key_len u16, key, count, first, last, dirty u8, value bytes; finally a 64-bit checksum of
- * everything before it. Values are copied byte for byte (the value type is plain bytes).
+ * Layout (little-endian): "CFWSNAP2", size, slide, value_size u32, key_max u32, wm,
+ * max_ts, have_ts u8, npanes u32, then per pane: start, n u32, and per entry: key_len u16,
+ * key, count, first, last, value bytes; finally a 64-bit checksum of everything before it.
+ * Values are copied byte for byte (the value type is plain bytes). Which windows fired is
+ * implied by the watermark.
  */
-static const uint8_t SNAP_MAGIC[8] = {'C', 'F', 'W', 'S', 'N', 'A', 'P', '1'};
+static const uint8_t SNAP_MAGIC[8] = {'C', 'F', 'W', 'S', 'N', 'A', 'P', '2'};
 
 static void put_u64(uint8_t **p, uint64_t v)
 {
@@ -868,10 +978,10 @@ cf_err cf_window_snapshot(const cf_window *w, uint8_t **out, size_t *len)
 {
     size_t vsz = w->conf.value.size;
     size_t n = 8 + 8 + 8 + 4 + 4 + 8 + 8 + 1 + 4 + 8;
-    for (size_t i = 0; i < w->nwins; i++) {
-        n += 8 + 1 + 4;
-        for (uint32_t k = w->wins[i].head; k != NIL; k = ent(w, k)->next) {
-            n += 2 + ent(w, k)->key_len + 8 + 8 + 8 + 1 + vsz;
+    for (size_t i = 0; i < w->npanes; i++) {
+        n += 8 + 4;
+        for (uint32_t k = w->panes[i].head; k != NIL; k = ent(w, k)->next) {
+            n += 2 + ent(w, k)->key_len + 8 + 8 + 8 + vsz;
         }
     }
     uint8_t *buf = cf_malloc(n);
@@ -888,11 +998,10 @@ cf_err cf_window_snapshot(const cf_window *w, uint8_t **out, size_t *len)
     put_u64(&p, (uint64_t)w->wm);
     put_u64(&p, (uint64_t)w->max_ts);
     *p++ = w->have_ts ? 1 : 0;
-    put_u32(&p, (uint32_t)w->nwins);
-    for (size_t i = 0; i < w->nwins; i++) {
-        const win *x = &w->wins[i];
+    put_u32(&p, (uint32_t)w->npanes);
+    for (size_t i = 0; i < w->npanes; i++) {
+        const pane *x = &w->panes[i];
         put_u64(&p, (uint64_t)x->start);
-        *p++ = x->fired;
         put_u32(&p, x->n);
         for (uint32_t k = x->head; k != NIL; k = ent(w, k)->next) {
             entry *e = ent(w, k);
@@ -903,7 +1012,6 @@ cf_err cf_window_snapshot(const cf_window *w, uint8_t **out, size_t *len)
             put_u64(&p, e->count);
             put_u64(&p, e->first);
             put_u64(&p, e->last);
-            *p++ = e->dirty;
             memcpy(p, ent_val(w, e), vsz);
             p += vsz;
         }
@@ -972,7 +1080,7 @@ static const uint8_t *get_bytes(reader *r, size_t n)
 cf_err cf_window_restore(cf_window *w, const uint8_t *buf, size_t len, char *errstr,
                          size_t errstr_size)
 {
-    if (w->nwins != 0 || w->have_ts || w->wm != INT64_MIN) {
+    if (w->npanes != 0 || w->have_ts || w->wm != INT64_MIN) {
         return cf_err_set(CF_E_STATE, errstr, errstr_size,
                           "window restore needs a freshly created operator");
     }
@@ -999,24 +1107,27 @@ cf_err cf_window_restore(cf_window *w, const uint8_t *buf, size_t len, char *err
     int64_t wm = (int64_t)get_u64(&r);
     int64_t max_ts = (int64_t)get_u64(&r);
     uint8_t have_ts = get_u8(&r);
-    uint32_t nw = get_u32(&r);
+    uint32_t np = get_u32(&r);
     cf_err err = CF_OK;
     int64_t prev_start = INT64_MIN;
-    for (uint32_t i = 0; i < nw && !r.bad; i++) {
+    if (wm != INT64_MIN && (wm < -TS_LIMIT || wm > (TS_LIMIT / 2) * 3)) {
+        r.bad = wm != INT64_MAX; /* INT64_MAX: snapshot taken after a flush */
+    }
+    for (uint32_t i = 0; i < np && !r.bad; i++) {
         int64_t start = (int64_t)get_u64(&r);
-        uint8_t fired = get_u8(&r);
         uint32_t ne = get_u32(&r);
-        if (r.bad || start <= prev_start || start > TS_LIMIT || start < -TS_LIMIT - w->size) {
+        if (r.bad || start <= prev_start || start > TS_LIMIT || start < -TS_LIMIT - w->size ||
+            floor_mod(start, w->pane) != 0) {
             r.bad = true;
             break;
         }
         prev_start = start;
         size_t at;
-        err = insert_win(w, start, &at);
+        err = insert_pane(w, start, &at);
         if (err != CF_OK) {
+            cf_err_set(err, errstr, errstr_size, "window restore: %s", cf_strerror(err));
             goto fail;
         }
-        w->wins[at].fired = fired ? 1 : 0;
         for (uint32_t j = 0; j < ne; j++) {
             uint32_t kl = get_u8(&r);
             kl |= (uint32_t)get_u8(&r) << 8;
@@ -1024,7 +1135,6 @@ cf_err cf_window_restore(cf_window *w, const uint8_t *buf, size_t len, char *err
             uint64_t count = get_u64(&r);
             uint64_t first = get_u64(&r);
             uint64_t last = get_u64(&r);
-            uint8_t dirty = get_u8(&r);
             const uint8_t *val = get_bytes(&r, vsz);
             if (r.bad || kl > w->conf.key_max) {
                 r.bad = true;
@@ -1047,7 +1157,7 @@ cf_err cf_window_restore(cf_window *w, const uint8_t *buf, size_t len, char *err
                     goto fail;
                 }
             }
-            win *x = &w->wins[at];
+            pane *x = &w->panes[at];
             uint32_t idx = alloc_entry(w);
             entry *e = ent(w, idx);
             e->start = start;
@@ -1056,7 +1166,6 @@ cf_err cf_window_restore(cf_window *w, const uint8_t *buf, size_t len, char *err
             e->first = first;
             e->last = last;
             e->key_len = (uint16_t)kl;
-            e->dirty = dirty ? 1 : 0;
             if (kl > 0) {
                 memcpy(ent_key(e), key, kl);
             }
@@ -1079,9 +1188,7 @@ cf_err cf_window_restore(cf_window *w, const uint8_t *buf, size_t len, char *err
     return CF_OK;
 fail:
     /* Leave the operator empty and usable. */
-    while (w->nwins > 0) {
-        purge_win(w, w->nwins - 1);
-    }
+    purge_panes(w, w->npanes);
     w->wm = INT64_MIN;
     w->have_ts = false;
     w->next_deadline = INT64_MAX;
