@@ -157,6 +157,7 @@ int cf_bench_audit(int argc, char **argv)
     cf_audit_log *log = NULL;
     uint8_t *leaves = NULL;
     cf_audit_prover *pv = NULL;
+    cf_hist *lat = NULL;
     if (cf_keys_generate(keys, 2, 1, 0, err, sizeof(err)) != CF_OK ||
         cf_key_load(keys, "data.key", &dk, err, sizeof(err)) != CF_OK ||
         cf_key_load_signing_pub(keys, pk, NULL, NULL, err, sizeof(err)) != CF_OK) {
@@ -191,6 +192,9 @@ int cf_bench_audit(int argc, char **argv)
         fprintf(stderr, "confide bench audit: open: %s\n", err);
         goto done;
     }
+    if (cf_hist_create(&lat) != CF_OK) {
+        goto done;
+    }
     uint64_t done_n = 0;
     double cpu0 = cf_cpu_s();
     int64_t t0 = cf_now_ns();
@@ -200,10 +204,12 @@ int cf_bench_audit(int argc, char **argv)
             ev[i].event_id = done_n + i + 1;
             ev[i].seq = done_n + i;
         }
+        int64_t a0 = cf_now_ns();
         if (cf_audit_append(log, ev, n, vd, NULL, NULL) != CF_OK) {
             fprintf(stderr, "confide bench audit: append failed\n");
             goto done;
         }
+        cf_hist_record(lat, (cf_now_ns() - a0) / 1000);
         done_n += n;
     }
     double append_s = (double)(cf_now_ns() - t0) / 1e9;
@@ -271,11 +277,13 @@ int cf_bench_audit(int argc, char **argv)
     if (json) {
         printf("{\"append_events_per_s\":%.0f,\"verify_leaves_per_s\":%.0f,\"prove_us\":%.2f,"
                "\"verify_hashes_only_leaves_per_s\":%.0f,\"append_events_per_cpu_s\":%.0f,"
-               "\"append_cpu_s\":%.3f,"
+               "\"append_cpu_s\":%.3f,\"append_batch_p50_us\":%" PRId64
+               ",\"append_batch_p99_us\":%" PRId64 ",\"append_batch_max_us\":%" PRId64 ","
                "\"append_wall_s\":%.3f,\"prove_load_ms\":%.1f,\"events\":%" PRIu64
                ",\"batch\":%" PRIu64 ",\"fsync\":\"%s\",\"fs\":\"%s\",\"dir\":\"%s\"}\n",
                append_rate, verify_rate, prove_us, verify_h_rate, (double)events / append_cpu,
-               append_cpu, append_s, load_ms,
+               append_cpu, cf_hist_percentile(lat, 50, 1), cf_hist_percentile(lat, 99, 1),
+               cf_hist_max(lat), append_s, load_ms,
                events, batch, fsync_s, fs_name(root), base);
     } else {
         printf("audit log on %s (%s), %" PRIu64 " events, batch %" PRIu64 ", fsync %s\n", base,
@@ -283,6 +291,9 @@ int cf_bench_audit(int argc, char **argv)
         printf("append:  %12.0f events/s (%.3f s wall, %.3f s cpu: %.0f events per cpu-second;\n"
                "         the rest of the wall time waits for fdatasync)\n",
                append_rate, append_s, append_cpu, (double)events / append_cpu);
+        printf("         one batch append (encode, hash, encrypt, write, fdatasync): p50 %" PRId64
+               " us, p99 %" PRId64 " us, max %" PRId64 " us\n",
+               cf_hist_percentile(lat, 50, 1), cf_hist_percentile(lat, 99, 1), cf_hist_max(lat));
         printf("verify:  %12.0f leaves/s with the data key, %.0f hashes only\n", verify_rate,
                verify_h_rate);
         printf("prove:   %12.2f us per inclusion proof (leaves loaded in %.1f ms)\n", prove_us,
@@ -294,6 +305,7 @@ done:
         cf_audit_close(log);
     }
     cf_audit_prover_destroy(pv);
+    cf_hist_destroy(lat);
     cf_free(leaves);
     cf_free(ev);
     cf_free(vd);
