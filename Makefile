@@ -18,9 +18,10 @@ build: setup
 
 # The main job: a day of generated payment traffic through the embedded pipeline.
 run: build
-	@mkdir -p $(DEMO)
+	@rm -rf $(DEMO) && mkdir -p $(DEMO)
 	$(CONFIDE) gen --seed 42 --days 1 --customers 5000 --terminals 10000 --out $(DEMO)/day.csv
-	$(CONFIDE) run --input $(DEMO)/day.csv --format csv --out $(DEMO)/out
+	$(CONFIDE) run --config examples/confide.yaml --input $(DEMO)/day.csv --out $(DEMO)/out
+	$(CONFIDE) audit verify $(DEMO)/out/audit --keys $(DEMO)/out/keys
 
 test: build
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)

@@ -50,4 +50,7 @@ if "$CONFIDE" run --input "$tmp/missing.csv" 2>"$tmp/err"; then fail "missing in
 grep -q "missing.csv" "$tmp/err" || fail "missing input not named"
 "$CONFIDE" run --help | grep -q "usage: confide run" || fail "run --help"
 "$CONFIDE" --help | grep -q "run" || fail "--help lists no run"
+# docs/CONFIG.md is generated from the key table: it must match the code.
+"$CONFIDE" run --config-doc | diff - "$SRC/docs/CONFIG.md" >/dev/null ||
+    fail "docs/CONFIG.md is stale: regenerate with confide run --config-doc > docs/CONFIG.md"
 echo "ok: run_e2e ($events events)"
