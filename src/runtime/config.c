@@ -378,7 +378,14 @@ void cf_config_write_doc(FILE *f)
             }
             range[j] = '\0';
         }
-        fprintf(f, "| `%s` | %s | `%s` | %s | %s |\n", e->key, tn[e->type],
-                e->def[0] ? e->def : "\"\"", range, e->doc);
+        fprintf(f, "| `%s` | %s | `%s` | %s | ", e->key, tn[e->type],
+                e->def[0] ? e->def : "\"\"", range);
+        for (const char *ch = e->doc; *ch != '\0'; ch++) {
+            if (*ch == '|') {
+                fputc('\\', f); /* keep the Markdown table intact */
+            }
+            fputc(*ch, f);
+        }
+        fputs(" |\n", f);
     }
 }
