@@ -78,8 +78,8 @@ struct cf_window {
     size_t npanes;
     size_t panes_cap;
 
-    entry **scratch; /* a firing window's entries, sorted by key */
-    size_t scratch_cap;
+    void *scratch; /* sort records of a firing window's entries, then their pointers */
+    size_t scratch_bytes;
     void *acc; /* one value: a key's combination across panes */
 
     int64_t wm;
@@ -434,10 +434,26 @@ static void emit(cf_window *w, int64_t start, const entry *e, const void *value,
     w->conf.on_result(w->conf.opaque, &r);
 }
 
-static int cmp_entry(const void *a, const void *b)
+/* Sorting compares 16-byte big-endian key prefixes held in the record itself, so the sort
+ * touches the entries (scattered in the pool) only to break prefix ties. The order equals
+ * bytewise key order with shorter keys first. */
+typedef struct sortrec {
+    uint64_t p0;
+    uint64_t p1;
+    entry *e;
+} sortrec;
+
+static inline uint64_t prefix_be(const uint8_t *k, size_t len, size_t off)
 {
-    const entry *x = *(const entry *const *)a;
-    const entry *y = *(const entry *const *)b;
+    uint64_t v = 0;
+    for (size_t i = off; i < off + 8; i++) {
+        v = (v << 8) | (i < len ? k[i] : 0);
+    }
+    return v;
+}
+
+static int cmp_entry(const entry *x, const entry *y)
+{
     size_t n = x->key_len < y->key_len ? x->key_len : y->key_len;
     int c = memcmp((const uint8_t *)(x + 1), (const uint8_t *)(y + 1), n);
     if (c != 0) {
@@ -447,6 +463,32 @@ static int cmp_entry(const void *a, const void *b)
         return (int)x->key_len - (int)y->key_len;
     }
     return x->start < y->start ? -1 : (x->start > y->start);
+}
+
+static int cmp_rec(const void *a, const void *b)
+{
+    const sortrec *x = a, *y = b;
+    if (x->p0 != y->p0) {
+        return x->p0 < y->p0 ? -1 : 1;
+    }
+    if (x->p1 != y->p1) {
+        return x->p1 < y->p1 ? -1 : 1;
+    }
+    return cmp_entry(x->e, y->e);
+}
+
+static bool scratch_reserve(cf_window *w, size_t bytes)
+{
+    if (w->scratch_bytes >= bytes) {
+        return true;
+    }
+    void *sc = cf_realloc(w->scratch, bytes);
+    if (sc == NULL) {
+        return false;
+    }
+    w->scratch = sc;
+    w->scratch_bytes = bytes;
+    return true;
 }
 
 static inline bool same_key(const entry *x, const entry *y)
@@ -489,38 +531,44 @@ static void fire_window(cf_window *w, int64_t s, size_t i)
     if (total == 0) {
         return;
     }
-    if (w->scratch_cap < total) {
-        entry **sc = cf_realloc(w->scratch, total * sizeof(*sc));
-        if (sc == NULL) {
-            /* Without memory to sort, single-pane windows still go out (chain order);
-             * multi-pane windows cannot be combined: count them as value errors. */
-            if (j == i + 1) {
-                for (uint32_t k = w->panes[i].head; k != NIL; k = ent(w, k)->next) {
-                    entry *e = ent(w, k);
-                    emit(w, s, e, ent_val(w, e), e->count, e->first, e->last, false);
-                }
-            } else {
-                w->st.value_errors++;
+    if (!scratch_reserve(w, total * sizeof(sortrec))) {
+        /* Without memory to sort, single-pane windows still go out (chain order);
+         * multi-pane windows cannot be combined: count them as value errors. */
+        if (j == i + 1) {
+            for (uint32_t k = w->panes[i].head; k != NIL; k = ent(w, k)->next) {
+                entry *e = ent(w, k);
+                emit(w, s, e, ent_val(w, e), e->count, e->first, e->last, false);
             }
-            return;
+        } else {
+            w->st.value_errors++;
         }
-        w->scratch = sc;
-        w->scratch_cap = total;
+        return;
     }
+    sortrec *recs = w->scratch;
     size_t n = 0;
     for (size_t p = i; p < j; p++) {
         for (uint32_t k = w->panes[p].head; k != NIL; k = ent(w, k)->next) {
-            w->scratch[n++] = ent(w, k);
+            entry *e = ent(w, k);
+            recs[n].p0 = prefix_be(ent_key(e), e->key_len, 0);
+            recs[n].p1 = prefix_be(ent_key(e), e->key_len, 8);
+            recs[n].e = e;
+            n++;
         }
     }
-    qsort(w->scratch, n, sizeof(*w->scratch), cmp_entry);
+    qsort(recs, n, sizeof(sortrec), cmp_rec);
+    /* Compact to an array of entry pointers in place (slot i lies at or before record i). */
+    entry **sorted = w->scratch;
+    for (size_t k = 0; k < n; k++) {
+        entry *e = recs[k].e;
+        sorted[k] = e;
+    }
     size_t a = 0;
     while (a < n) {
         size_t b = a + 1;
-        while (b < n && same_key(w->scratch[a], w->scratch[b])) {
+        while (b < n && same_key(sorted[a], sorted[b])) {
             b++;
         }
-        emit_run(w, s, &w->scratch[a], b - a, false);
+        emit_run(w, s, &sorted[a], b - a, false);
         a = b;
     }
 }
@@ -532,14 +580,9 @@ static void emit_update(cf_window *w, int64_t s, uint64_t kh, const uint8_t *key
     entry **r = run;
     size_t k = (size_t)(w->size / w->pane), n = 0;
     if (k > 64) {
-        if (w->scratch_cap < k) {
-            entry **sc = cf_realloc(w->scratch, k * sizeof(*sc));
-            if (sc == NULL) {
-                w->st.value_errors++;
-                return;
-            }
-            w->scratch = sc;
-            w->scratch_cap = k;
+        if (!scratch_reserve(w, k * sizeof(entry *))) {
+            w->st.value_errors++;
+            return;
         }
         r = w->scratch;
     }
