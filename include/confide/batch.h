@@ -106,9 +106,20 @@ typedef struct cf_batcher cf_batcher;
  */
 cf_err cf_batcher_create(cf_batcher **out, cf_batch_ctl *ctl, uint32_t count_max,
                          uint64_t bytes_max, uint32_t linger_ms);
-/** Frees the batcher, its pool and any partially consumed input it still holds is NOT freed
- *  (it belongs to the ring's producer: see cf_batcher_next's release). NULL ok. */
+/**
+ * Frees the batcher, its pool and its open batch (events not yet emitted are lost). An input
+ * batch it still holds is not freed: it belongs to the ring's producer; hand it back first
+ * with cf_batcher_drop_input (nothing is held after cf_batcher_next returned CF_E_EOF).
+ * NULL ok.
+ */
 void cf_batcher_destroy(cf_batcher *b);
+
+/**
+ * Gives a partially consumed input batch back through @p release (for shutdown before the
+ * ring is drained). Returns the number of its events that were never copied (dropped).
+ */
+uint32_t cf_batcher_drop_input(cf_batcher *b, void (*release)(void *opaque, cf_batch *in_batch),
+                               void *opaque);
 
 /** Bytes an event counts for against bytes_max (default: sizeof(cf_event)). */
 void cf_batcher_set_sizer(cf_batcher *b, size_t (*event_bytes)(const cf_event *ev));

@@ -74,6 +74,22 @@ void cf_batcher_destroy(cf_batcher *b)
     cf_free(b);
 }
 
+uint32_t cf_batcher_drop_input(cf_batcher *b, void (*release)(void *opaque, cf_batch *in_batch),
+                               void *opaque)
+{
+    CF_ASSERT(b != NULL);
+    if (b->in == NULL) {
+        return 0;
+    }
+    uint32_t dropped = b->in->n - b->in_pos;
+    if (release != NULL) {
+        release(opaque, b->in);
+    }
+    b->in = NULL;
+    b->in_pos = 0;
+    return dropped;
+}
+
 void cf_batcher_set_sizer(cf_batcher *b, size_t (*event_bytes)(const cf_event *ev))
 {
     b->sizer = event_bytes;

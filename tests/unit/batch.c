@@ -395,6 +395,21 @@ static void test_batcher_bounds(void)
     CHECK_EQ(got[2], 1);
     cf_batcher_destroy(b);
     cf_ring_destroy(r);
+
+    /* Shutdown before the ring is drained: the held input batch goes back, once. */
+    REQUIRE(cf_ring_create(&r, 8) == CF_OK);
+    REQUIRE(cf_batcher_create(&b, NULL, 4, 1 << 20, 1000) == CF_OK);
+    CHECK_OK(cf_ring_push(r, input(&id, 10)));
+    int before = rs.released;
+    REQUIRE(cf_batcher_next(b, r, &out, release_cb, &rs) == CF_OK);
+    CHECK_EQ(out->n, 4);
+    cf_batcher_done(b, out, 0, 0);
+    CHECK_EQ(cf_batcher_drop_input(b, release_cb, &rs), 6);
+    CHECK_EQ(rs.released, before + 1);
+    CHECK_EQ(cf_batcher_drop_input(b, release_cb, &rs), 0);
+    CHECK_EQ(rs.released, before + 1);
+    cf_batcher_destroy(b);
+    cf_ring_destroy(r);
 }
 
 static void test_batcher_linger(void)
