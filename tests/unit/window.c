@@ -454,9 +454,8 @@ static void test_sliding_differential(void)
         bad = 0;
         for (size_t i = 0; i < k && i < u; i++) {
             res *x = &c.r[i];
-            if (x->start != rows[i].start || x->v[0] != rows[i].sum ||
-                x->count != rows[i].count || x->first != rows[i].first ||
-                x->last != rows[i].last) {
+            if (x->start != rows[i].start || x->v[0] != rows[i].sum || x->count != rows[i].count ||
+                x->first != rows[i].first || x->last != rows[i].last) {
                 bad++;
             }
         }
