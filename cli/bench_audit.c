@@ -287,10 +287,9 @@ int cf_bench_audit(int argc, char **argv)
                "\"append_wall_s\":%.3f,\"prove_load_ms\":%.1f,\"events\":%" PRIu64
                ",\"batch\":%" PRIu64 ",\"fsync\":\"%s\",\"fs\":\"%s\",\"dir\":\"%s\"}\n",
                append_rate, verify_rate, prove_us, verify_h_rate, (double)events / verify_cpu,
-               (double)events / verify_h_cpu, (double)events / append_cpu,
-               append_cpu, cf_hist_percentile(lat, 50, 1), cf_hist_percentile(lat, 99, 1),
-               cf_hist_max(lat), append_s, load_ms,
-               events, batch, fsync_s, fs_name(root), base);
+               (double)events / verify_h_cpu, (double)events / append_cpu, append_cpu,
+               cf_hist_percentile(lat, 50, 1), cf_hist_percentile(lat, 99, 1), cf_hist_max(lat),
+               append_s, load_ms, events, batch, fsync_s, fs_name(root), base);
     } else {
         printf("audit log on %s (%s), %" PRIu64 " events, batch %" PRIu64 ", fsync %s\n", base,
                fs_name(root), events, batch, fsync_s);

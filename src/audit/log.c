@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -215,11 +216,14 @@ static cf_err open_segment(cf_audit_log *log, const char *name, bool create, cha
     return CF_OK;
 }
 
-/* Makes sure a record of @p bytes has a segment to go to, rolling over past the bound. */
+/* Makes sure a record of @p bytes has a segment to go to, rolling over past the bound. A
+ * segment is named by the first event it holds, so one that holds no event yet (only heads or
+ * checkpoints) is never rolled over: the next one would have the same name. */
 static cf_err prepare_segment(cf_audit_log *log, size_t bytes)
 {
     if (log->fd >= 0 &&
-        (log->seg_bytes == 0 || log->seg_bytes + bytes <= log->opts.segment_bytes_max)) {
+        (log->seg_bytes == 0 || log->seg_bytes + bytes <= log->opts.segment_bytes_max ||
+         strtoull(log->seg_name, NULL, 10) == log->f.n)) {
         return CF_OK;
     }
     if (log->fd >= 0) {
@@ -495,6 +499,13 @@ static void log_free(cf_audit_log *log)
         sodium_free(log->sign_sk);
     }
     cf__sha_free(&log->sha);
+    /* The buffers held event plaintext (amounts, account ids). */
+    if (log->pt != NULL) {
+        sodium_memzero(log->pt, log->pt_cap);
+    }
+    if (log->buf != NULL) {
+        sodium_memzero(log->buf, log->buf_cap);
+    }
     cf_free(log->buf);
     cf_free(log->pt);
     cf_free(log->lv);

@@ -1090,6 +1090,19 @@ static void test_segment_rollover(void)
     CHECK_EQ(e.count, 5);
     CHECK_EQ(e.events[0].event_id, 1255);
     cf_audit_reader_destroy(r);
+    /* A segment holding no event yet (a checkpoint only) is not rolled over even when the
+     * next record exceeds the bound: the new segment would have the same name. */
+    char dir2[300];
+    snprintf(dir2, sizeof(dir2), "%s/log2", cf_test_tmpdir());
+    o.segment_bytes_max = 64;
+    log = NULL;
+    REQUIRE(cf_audit_open_keys(&log, dir2, k.data, k.sign, &o, NULL, err, sizeof(err)) == CF_OK);
+    CHECK_OK(cf_audit_checkpoint(log, 0, "empty", 5));
+    CHECK_EQ(append_batches(log, 0, 3, 2), 0);
+    CHECK_OK(cf_audit_close(log));
+    CHECK_OK(cf_audit_verify(dir2, &vo, &rep, err, sizeof(err)));
+    CHECK_EQ(rep.segments, 3);
+    CHECK_EQ(rep.events, 6);
     /* Removing a middle segment is a gap. */
     char p[400];
     snprintf(p, sizeof(p), "%s/%s", dir, last);
