@@ -65,6 +65,10 @@ static const conf_entry entries[] = {
     {"audit.fsync", CONF_STR, "batch", 0, 0, NULL, OFF(audit_fsync), SZ(audit_fsync),
      "Durability: batch (a batch is durable before it is forwarded), interval:MS, or none "
      "(benchmarks only)."},
+    {"audit.checkpoint_events", CONF_INT, "65536", 0, 1000000000, NULL,
+     OFF(audit_checkpoint_events), 0,
+     "Write a checkpoint (window state and output positions) into the audit log every this "
+     "many events; a restarted run resumes from the last one. 0: never."},
     {"window.size_ms", CONF_INT, "60000", 1, 86400000LL * 31, NULL, OFF(window_size_ms), 0,
      "Event-time window length in milliseconds."},
     {"window.slide_ms", CONF_INT, "0", 0, 86400000LL * 31, NULL, OFF(window_slide_ms), 0,

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "outfile.h"
@@ -26,6 +27,62 @@ cf_err outfile_open(outfile *o, const char *dir, const char *name, char *errstr,
         close(fd);
         return cf_err_errno(errno, errstr, errstr_size, "cannot open %s", o->tmp);
     }
+    return CF_OK;
+}
+
+cf_err outfile_resume(outfile *o, const char *dir, const char *name, uint64_t len, char *errstr,
+                      size_t errstr_size)
+{
+    memset(o, 0, sizeof(*o));
+    snprintf(o->path, sizeof(o->path), "%s/%s", dir, name);
+    snprintf(o->tmp, sizeof(o->tmp), "%s/.%s.tmp", dir, name);
+    struct stat st;
+    if (stat(o->tmp, &st) != 0 && stat(o->path, &st) == 0) {
+        /* The last run finished: take its file back and continue it from the checkpoint. */
+        if (rename(o->path, o->tmp) != 0) {
+            return cf_err_errno(errno, errstr, errstr_size, "cannot reopen %s", o->path);
+        }
+    }
+    int fd = open(o->tmp, O_WRONLY | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT && len == 0) {
+        return outfile_open(o, dir, name, errstr, errstr_size);
+    }
+    if (fd < 0) {
+        return cf_err_errno(errno, errstr, errstr_size, "cannot reopen %s for recovery", o->tmp);
+    }
+    if (fstat(fd, &st) != 0 || (uint64_t)st.st_size < len) {
+        close(fd);
+        return cf_err_set(CF_E_CORRUPT, errstr, errstr_size,
+                          "%s is shorter than its checkpoint (%llu bytes): the outputs do not "
+                          "match the audit log",
+                          o->tmp, (unsigned long long)len);
+    }
+    if (ftruncate(fd, (off_t)len) != 0 || lseek(fd, 0, SEEK_END) < 0) {
+        close(fd);
+        return cf_err_errno(errno, errstr, errstr_size, "cannot cut %s", o->tmp);
+    }
+    o->f = fdopen(fd, "a");
+    if (o->f == NULL) {
+        close(fd);
+        return cf_err_errno(errno, errstr, errstr_size, "cannot open %s", o->tmp);
+    }
+    return CF_OK;
+}
+
+cf_err outfile_sync(outfile *o, uint64_t *len)
+{
+    *len = 0;
+    if (o->f == NULL) {
+        return CF_OK;
+    }
+    if (fflush(o->f) != 0 || fdatasync(fileno(o->f)) != 0) {
+        return CF_E_IO;
+    }
+    off_t end = lseek(fileno(o->f), 0, SEEK_END);
+    if (end < 0) {
+        return CF_E_IO;
+    }
+    *len = (uint64_t)end;
     return CF_OK;
 }
 

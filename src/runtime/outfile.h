@@ -2,6 +2,7 @@
 #ifndef CF_RUNTIME_OUTFILE_H
 #define CF_RUNTIME_OUTFILE_H
 
+#include <stdint.h>
 #include <stdio.h>
 
 #include "confide/err.h"
@@ -15,6 +16,15 @@ typedef struct outfile {
 /** Opens DIR/NAME's temporary twin, mode 0600 (outputs can carry raw records). */
 cf_err outfile_open(outfile *o, const char *dir, const char *name, char *errstr,
                     size_t errstr_size);
+/**
+ * Crash recovery: reopens DIR/NAME's temporary twin (or the finalized file of a run that
+ * completed) and cuts it to @p len bytes, the length recorded at the last checkpoint.
+ * A missing or shorter file is CF_E_CORRUPT: the outputs do not match the audit log.
+ */
+cf_err outfile_resume(outfile *o, const char *dir, const char *name, uint64_t len, char *errstr,
+                      size_t errstr_size);
+/** Makes everything written so far durable; *len receives the file's length. */
+cf_err outfile_sync(outfile *o, uint64_t *len);
 /** Appends @p len bytes; a no-op for a file that was never opened. */
 void outfile_write(outfile *o, const char *data, size_t len);
 /** Flush, fsync, close and rename into place. A no-op for a file that was never opened. */

@@ -53,6 +53,7 @@ struct cf_pipeline {
     atomic_bool reload;
     cf_secure *secure;
     int64_t amount_max;
+    uint64_t skip; /* resume: accepted records the audit log already holds */
     cf_err gateway_err;
     char gateway_errstr[256];
 
@@ -150,6 +151,7 @@ cf_err cf_pipeline_create(cf_pipeline **out, const cf_config *c, char *errstr, s
         goto fail;
     }
     p->amount_max = cf_secure_amount_max(p->secure);
+    p->skip = cf_secure_resume_skip(p->secure);
     *out = p;
     return CF_OK;
 fail:
@@ -441,6 +443,10 @@ static void *decode_main(void *arg)
                 continue;
             }
             p->accepted++;
+            if (p->skip > 0) {
+                p->skip--; /* already logged and replayed from the log (resume) */
+                continue;
+            }
             ev->ingest_ns = c->stamp_ns[i];
             ev->seq = seq++;
             if (++b->n == b->cap) {
@@ -567,6 +573,7 @@ cf_err cf_pipeline_run(cf_pipeline *p, cf_summary *out, char *errstr, size_t err
         out->audited = st.audited;
         out->audit_first_index = st.audit_first_index;
         out->keys_created = st.keys_created;
+        out->resumed = st.resumed;
         snprintf(out->keys_dir, sizeof(out->keys_dir), "%s", st.keys_dir);
     }
     int64_t t1 = cf_now_ns();
@@ -605,13 +612,14 @@ size_t cf_summary_to_json(const cf_summary *s, char *buf, size_t size)
                      "\"events_per_s\":%.1f,\"latency_us\":{\"p50\":%lld,\"p99\":%lld,"
                      "\"p999\":%lld,\"max\":%lld},\"cpu_s\":%.3f,\"alerts\":%llu,\"late\":%llu,"
                      "\"windows\":%llu,\"results\":%llu,\"suppressed\":%llu,"
-                     "\"integrity_alerts\":%llu,\"audited\":%llu}\n",
+                     "\"integrity_alerts\":%llu,\"audited\":%llu,\"resumed\":%llu}\n",
                      (unsigned long long)s->read, (unsigned long long)s->accepted,
                      (unsigned long long)s->dead_lettered, s->elapsed_s, s->events_per_s,
                      (long long)s->p50_us, (long long)s->p99_us, (long long)s->p999_us,
                      (long long)s->max_us, s->cpu_s, (unsigned long long)s->alerts,
                      (unsigned long long)s->late, (unsigned long long)s->windows,
                      (unsigned long long)s->results, (unsigned long long)s->suppressed,
-                     (unsigned long long)s->integrity_alerts, (unsigned long long)s->audited);
+                     (unsigned long long)s->integrity_alerts, (unsigned long long)s->audited,
+                     (unsigned long long)s->resumed);
     return n < 0 || (size_t)n >= size ? 0 : (size_t)n;
 }

@@ -37,6 +37,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "confide/audit.h"
 #include "confide/keys.h"
 #include "confide/rules.h"
@@ -61,9 +63,14 @@ typedef struct party_item {
 typedef struct item_batch {
     uint32_t n, cap;
     party_item *it;
+    /* A checkpoint marker (n == 0): snapshot the state that reflects events [0, ckpt_index) */
+    bool ckpt;
+    uint64_t ckpt_index;
+    uint64_t ckpt_alerts_len;
+    uint64_t ckpt_alerts; /* the gateway's alert counter at the marker */
 } item_batch;
 
-typedef enum { MSG_RESULT = 1, MSG_LATE = 2 } msg_type;
+typedef enum { MSG_RESULT = 1, MSG_LATE = 2, MSG_CKPT = 3 } msg_type;
 
 typedef struct party_msg {
     uint8_t type;
@@ -74,6 +81,9 @@ typedef struct party_msg {
     uint64_t first, last; /* MSG_LATE: first = seq */
     uint32_t reason;      /* MSG_LATE: 0 = state limit, else cf_window_late_reason */
     uint8_t value[CF_SA_VALUE_SIZE];
+    /* MSG_CKPT: first = checkpoint index, count = alerts length; snapshot owned by the msg */
+    uint8_t *snap;
+    size_t snap_len;
 } party_msg;
 
 typedef struct msg_batch {
@@ -149,6 +159,9 @@ struct cf_secure {
 
     cf_secure_stats st;
     atomic_uint_fast64_t late_count;
+    cf_ring *ckpt_ring;       /* combiner -> gateway: checkpoint blobs to write */
+    uint64_t last_ckpt_index; /* gateway: index of the last checkpoint requested */
+    uint64_t resume_index;    /* events already in the log when the run started */
     bool ephemeral_keys;
 };
 
@@ -287,6 +300,7 @@ static void *lane_take(lane *l)
     cf_err err = cf_ring_pop_wait(l->free_ring, &b);
     CF_ASSERT(err == CF_OK);
     ((item_batch *)b)->n = 0;
+    ((item_batch *)b)->ckpt = false;
     return b;
 }
 
@@ -387,6 +401,21 @@ static void party_absorb(party *pa, const item_batch *b)
     }
 }
 
+/* Snapshots the window state at a checkpoint marker and hands it to the combiner, behind
+ * every result the events before the marker produced. */
+static void party_checkpoint(party *pa, const item_batch *ib)
+{
+    party_msg *m = party_next_msg(pa);
+    m->type = MSG_CKPT;
+    m->first = m->last = ib->ckpt_index;
+    m->count = ib->ckpt_alerts_len;
+    m->start_us = (int64_t)ib->ckpt_alerts;
+    if (cf_window_snapshot(pa->win, &m->snap, &m->snap_len) != CF_OK) {
+        m->snap = NULL; /* the combiner skips a checkpoint it cannot complete */
+        m->snap_len = 0;
+    }
+}
+
 static void *party_main(void *arg)
 {
     party *pa = arg;
@@ -397,7 +426,11 @@ static void *party_main(void *arg)
         cf_err err = cf_ring_pop(pa->in.full_ring, &item);
         if (err == CF_OK) {
             spins = 0;
-            party_absorb(pa, item);
+            item_batch *ib = item;
+            party_absorb(pa, ib);
+            if (ib->ckpt) {
+                party_checkpoint(pa, ib);
+            }
             cf_ring_push_wait(pa->in.free_ring, item);
             party_flush_out(pa);
             continue;
@@ -509,6 +542,95 @@ static void write_late(cf_secure *s, const party_msg *m)
     }
 }
 
+/* Checkpoint blob (encrypted at rest by the audit log):
+ *   "CFCK" u32 version | u64 index, alerts_len, results_len, late_len |
+ *   u64 alerts, results, windows, suppressed, late, integrity_alerts |
+ *   u32 k | k x (u64 len | window snapshot bytes)                     (little-endian) */
+#define CKPT_MAGIC 0x4b434643u /* "CFCK" */
+#define CKPT_HEADER (8 + 4 * 8 + 6 * 8 + 4)
+
+typedef struct ckpt_blob {
+    uint8_t *data;
+    size_t len;
+    uint64_t index;
+} ckpt_blob;
+
+static uint8_t *put64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++) {
+        *p++ = (uint8_t)(v >> (8 * i));
+    }
+    return p;
+}
+
+static const uint8_t *get64(const uint8_t *p, uint64_t *v)
+{
+    *v = 0;
+    for (int i = 0; i < 8; i++) {
+        *v |= (uint64_t)p[i] << (8 * i);
+    }
+    return p + 8;
+}
+
+static void free_snaps(const party_msg *const *msgs, unsigned k)
+{
+    for (unsigned i = 0; i < k; i++) {
+        cf_free(msgs[i]->snap);
+        ((party_msg *)msgs[i])->snap = NULL;
+    }
+}
+
+/* Every party reached the marker: the results and late files hold exactly what events
+ * [0, index) produced. Make them durable and send the gateway the blob to log. */
+static void complete_checkpoint(cf_secure *s, const party_msg *const *msgs)
+{
+    uint64_t results_len = 0, late_len = 0;
+    size_t total = CKPT_HEADER;
+    bool ok = outfile_sync(&s->results, &results_len) == CF_OK &&
+              outfile_sync(&s->late, &late_len) == CF_OK;
+    for (unsigned i = 0; i < s->k; i++) {
+        ok &= msgs[i]->snap != NULL && msgs[i]->first == msgs[0]->first;
+        total += 8 + msgs[i]->snap_len;
+    }
+    ckpt_blob *b = ok ? cf_malloc(sizeof(*b)) : NULL;
+    uint8_t *data = b != NULL ? cf_malloc(total) : NULL;
+    if (data == NULL) {
+        cf_free(b);
+        free_snaps(msgs, s->k);
+        CF_LOG(CF_LOG_WARN, "combiner", "checkpoint at %llu skipped",
+               (unsigned long long)msgs[0]->first);
+        return;
+    }
+    uint8_t *p = data;
+    uint32_t magic = CKPT_MAGIC, version = 1;
+    memcpy(p, &magic, 4);
+    memcpy(p + 4, &version, 4);
+    p += 8;
+    p = put64(p, msgs[0]->first);
+    p = put64(p, msgs[0]->count);
+    p = put64(p, results_len);
+    p = put64(p, late_len);
+    p = put64(p, (uint64_t)msgs[0]->start_us); /* the gateway's alert count at the marker */
+    p = put64(p, s->st.results);
+    p = put64(p, s->st.windows);
+    p = put64(p, s->st.suppressed);
+    p = put64(p, atomic_load(&s->late_count));
+    p = put64(p, s->st.integrity_alerts);
+    uint32_t k = s->k;
+    memcpy(p, &k, 4);
+    p += 4;
+    for (unsigned i = 0; i < s->k; i++) {
+        p = put64(p, msgs[i]->snap_len);
+        memcpy(p, msgs[i]->snap, msgs[i]->snap_len);
+        p += msgs[i]->snap_len;
+    }
+    free_snaps(msgs, s->k);
+    b->data = data;
+    b->len = total;
+    b->index = msgs[0]->first;
+    cf_ring_push_wait(s->ckpt_ring, b);
+}
+
 static bool same_group(const party_msg *a, const party_msg *b)
 {
     return a->type == b->type && a->start_us == b->start_us && a->end_us == b->end_us &&
@@ -608,10 +730,20 @@ static void *combiner_main(void *arg)
         }
         if (!agree) {
             integrity_alert(s, msgs[0], "parties disagree on the window, group or events");
+            for (unsigned i = 0; i < s->k; i++) {
+                if (msgs[i]->type == MSG_CKPT) {
+                    cf_free(msgs[i]->snap);
+                    ((party_msg *)msgs[i])->snap = NULL;
+                }
+            }
             continue;
         }
         if (msgs[0]->type == MSG_LATE) {
             write_late(s, msgs[0]);
+            continue;
+        }
+        if (msgs[0]->type == MSG_CKPT) {
+            complete_checkpoint(s, msgs);
             continue;
         }
         if (msgs[0]->start_us != last_start || msgs[0]->end_us != last_end) {
@@ -631,6 +763,23 @@ static void *combiner_main(void *arg)
 }
 
 /* ---- gateway ---- */
+
+/* What the last checkpoint recorded. */
+struct resume_state {
+    uint64_t index; /* events [0, index) are reflected in the state below */
+    uint64_t alerts_len, results_len, late_len;
+    uint64_t alerts, results, windows, suppressed, late, integrity_alerts;
+    uint32_t k;
+    const uint8_t *snaps[CF_KEY_PARTIES_MAX];
+    size_t snap_len[CF_KEY_PARTIES_MAX];
+    void *blob; /* owned */
+};
+typedef struct resume_state resume_state;
+
+static cf_err protect(cf_secure *s, const cf_event *events, uint32_t n, char *errstr,
+                      size_t errstr_size);
+static cf_err announce_event(cf_secure *s, const cf_event *ev, uint8_t *pseudo);
+
 
 static cf_err ensure_keys(cf_secure *s, char *errstr, size_t errstr_size)
 {
@@ -750,18 +899,30 @@ static cf_err open_parties(cf_secure *s, char *errstr, size_t errstr_size)
     return cf_ring_create(&s->dict, DICT_RING);
 }
 
-static cf_err open_outputs(cf_secure *s, char *errstr, size_t errstr_size)
+/* With @p r (a resumed log), reopens the outputs and cuts them back to the checkpoint. */
+static cf_err open_output(outfile *o, const char *dir, const char *name, const uint64_t *len,
+                          char *errstr, size_t errstr_size)
+{
+    return len != NULL ? outfile_resume(o, dir, name, *len, errstr, errstr_size)
+                       : outfile_open(o, dir, name, errstr, errstr_size);
+}
+
+static cf_err open_outputs(cf_secure *s, const struct resume_state *r, char *errstr,
+                           size_t errstr_size)
 {
     const char *out = s->conf.output_dir;
     if (out[0] == '\0') {
         return CF_OK;
     }
-    cf_err err = outfile_open(&s->alerts, out, "alerts.ndjson", errstr, errstr_size);
+    cf_err err = open_output(&s->alerts, out, "alerts.ndjson", r ? &r->alerts_len : NULL, errstr,
+                             errstr_size);
     if (err == CF_OK && s->mode != PROT_NONE) {
-        err = outfile_open(&s->results, out, "results.ndjson", errstr, errstr_size);
+        err = open_output(&s->results, out, "results.ndjson", r ? &r->results_len : NULL, errstr,
+                          errstr_size);
     }
     if (err == CF_OK && s->mode != PROT_NONE) {
-        err = outfile_open(&s->late, out, "late.ndjson", errstr, errstr_size);
+        err = open_output(&s->late, out, "late.ndjson", r ? &r->late_len : NULL, errstr,
+                          errstr_size);
     }
     return err;
 }
@@ -784,12 +945,14 @@ static cf_err open_audit(cf_secure *s, char *errstr, size_t errstr_size)
         CF_LOG(CF_LOG_WARN, "audit",
                "audit.fsync is none: a crash can lose events that were already forwarded");
     }
+    snprintf(s->st.audit_dir, sizeof(s->st.audit_dir), "%s", dir);
     cf_audit_recovery rec;
     err = cf_audit_open(&s->audit, dir, s->st.keys_dir, &ao, &rec, errstr, errstr_size);
     if (err != CF_OK) {
         return err;
     }
     s->st.audit_first_index = rec.next_index;
+    s->resume_index = rec.next_index;
     s->st.audit_recovered_truncation = rec.truncated;
     if (rec.truncated) {
         CF_LOG(CF_LOG_WARN, "audit", "cut a torn record off %s at offset %llu",
@@ -833,6 +996,173 @@ static void stop_threads(cf_secure *s)
     }
 }
 
+
+static cf_err parse_checkpoint(resume_state *r, size_t len, char *errstr, size_t errstr_size)
+{
+    const uint8_t *p = r->blob, *end = p + len;
+    uint32_t magic, version;
+    if (len < CKPT_HEADER) {
+        goto bad;
+    }
+    memcpy(&magic, p, 4);
+    memcpy(&version, p + 4, 4);
+    if (magic != CKPT_MAGIC || version != 1) {
+        goto bad;
+    }
+    uint64_t index;
+    p = get64(p + 8, &index);
+    if (index != r->index) {
+        goto bad;
+    }
+    p = get64(p, &r->alerts_len);
+    p = get64(p, &r->results_len);
+    p = get64(p, &r->late_len);
+    p = get64(p, &r->alerts);
+    p = get64(p, &r->results);
+    p = get64(p, &r->windows);
+    p = get64(p, &r->suppressed);
+    p = get64(p, &r->late);
+    p = get64(p, &r->integrity_alerts);
+    memcpy(&r->k, p, 4);
+    p += 4;
+    if (r->k > CF_KEY_PARTIES_MAX) {
+        goto bad;
+    }
+    for (uint32_t i = 0; i < r->k; i++) {
+        uint64_t n;
+        if ((size_t)(end - p) < 8) {
+            goto bad;
+        }
+        p = get64(p, &n);
+        if ((uint64_t)(end - p) < n) {
+            goto bad;
+        }
+        r->snaps[i] = p;
+        r->snap_len[i] = (size_t)n;
+        p += n;
+    }
+    return CF_OK;
+bad:
+    return cf_err_set(CF_E_CORRUPT, errstr, errstr_size,
+                      "the last checkpoint in the audit log is malformed");
+}
+
+/* Reads the last checkpoint; a log without one resumes from index 0 with empty state. */
+static cf_err load_resume_state(cf_secure *s, resume_state *r, char *errstr, size_t errstr_size)
+{
+    memset(r, 0, sizeof(*r));
+    if (s->audit == NULL || s->resume_index == 0) {
+        return CF_OK;
+    }
+    size_t len = 0;
+    cf_err err = cf_audit_last_checkpoint(s->audit, &r->index, &r->blob, &len, errstr,
+                                          errstr_size);
+    if (err == CF_E_NOTFOUND) {
+        r->index = 0;
+        return CF_OK;
+    }
+    if (err != CF_OK) {
+        return err;
+    }
+    if ((err = parse_checkpoint(r, len, errstr, errstr_size)) != CF_OK) {
+        return err;
+    }
+    if (s->mode != PROT_NONE && r->k != s->k) {
+        return cf_err_set(CF_E_INVAL, errstr, errstr_size,
+                          "the audit log's checkpoint was written with %u parties, this run "
+                          "has %u: resume with the same protect/parties settings",
+                          r->k, s->k);
+    }
+    return CF_OK;
+}
+
+static cf_err restore_state(cf_secure *s, const resume_state *r, char *errstr,
+                            size_t errstr_size)
+{
+    s->st.alerts = r->alerts;
+    s->st.results = r->results;
+    s->st.windows = r->windows;
+    s->st.suppressed = r->suppressed;
+    s->st.integrity_alerts = r->integrity_alerts;
+    atomic_store(&s->late_count, r->late);
+    s->last_ckpt_index = s->resume_index;
+    if (s->mode == PROT_NONE || r->index == 0) {
+        return CF_OK;
+    }
+    for (unsigned i = 0; i < s->k; i++) {
+        cf_err err = cf_window_restore(s->parties[i].win, r->snaps[i], r->snap_len[i], errstr,
+                                       errstr_size);
+        if (err != CF_OK) {
+            return err;
+        }
+    }
+    return CF_OK;
+}
+
+/*
+ * After a crash: events [0, N) are in the log; the checkpoint reflects [0, C). Re-evaluate
+ * the rules over [0, N) to rebuild their state (alerts only for events >= C: the earlier ones
+ * are already in alerts.ndjson), and hand events [C, N) to the parties again. Their shares
+ * derive from the sequence numbers, so the parties rebuild exactly the state they had.
+ */
+static cf_err replay_log(cf_secure *s, uint64_t from_ckpt, char *errstr, size_t errstr_size)
+{
+    uint64_t n = s->resume_index;
+    if (n == 0 || (s->rules == NULL && s->mode == PROT_NONE)) {
+        return CF_OK;
+    }
+    cf_key *data_key = NULL;
+    cf_audit_reader *rd = NULL;
+    /* From 0 even without rules: the combiner must learn the name of every group the
+     * restored window state holds, not only of those with events after the checkpoint. */
+    uint64_t from = 0;
+    cf_err err = cf_key_load(s->st.keys_dir, "data.key", &data_key, errstr, errstr_size);
+    if (err == CF_OK) {
+        err = cf_audit_reader_open(&rd, s->st.audit_dir, data_key, from, errstr, errstr_size);
+    }
+    while (err == CF_OK) {
+        cf_audit_entry e;
+        err = cf_audit_reader_next(rd, &e, errstr, errstr_size);
+        if (err != CF_OK || e.type != CF_AUDIT_REC_BATCH) {
+            continue;
+        }
+        for (uint32_t i = 0; i < e.count && s->rules != NULL; i++) {
+            cf_verdict v;
+            cf_rules_eval(s->rules, &e.events[i], &v);
+            for (uint32_t h = 0; h < v.n && e.events[i].seq >= from_ckpt; h++) {
+                char line[1024];
+                size_t len = cf_rules_alert_ndjson(s->rules, &e.events[i], &v.hits[h], line,
+                                                   sizeof(line));
+                outfile_write(&s->alerts, line, len);
+                s->st.alerts++;
+            }
+        }
+        if (s->mode != PROT_NONE) {
+            uint32_t skip = 0;
+            for (; skip < e.count && e.events[skip].seq < from_ckpt; skip++) {
+                if ((err = announce_event(s, &e.events[skip], NULL)) != CF_OK) {
+                    break;
+                }
+            }
+            for (uint32_t i = skip; i < e.count;) {
+                uint32_t m = e.count - i < (uint32_t)s->conf.pipeline_batch_max
+                                 ? e.count - i
+                                 : (uint32_t)s->conf.pipeline_batch_max;
+                if ((err = protect(s, e.events + i, m, errstr, errstr_size)) != CF_OK) {
+                    break;
+                }
+                i += m;
+            }
+        }
+    }
+    if (err == CF_E_EOF) {
+        err = CF_OK;
+    }
+    cf_audit_reader_destroy(rd);
+    cf_key_destroy(data_key);
+    return err;
+}
+
 cf_err cf_secure_create(cf_secure **out, const cf_config *c, char *errstr, size_t errstr_size)
 {
     *out = NULL;
@@ -845,6 +1175,8 @@ cf_err cf_secure_create(cf_secure **out, const cf_config *c, char *errstr, size_
         return CF_OK; /* nothing to do between decode and sink */
     }
     cf_err err;
+    resume_state rs;
+    memset(&rs, 0, sizeof(rs));
     cf_secure *s = cf_calloc(1, sizeof(*s));
     if (s == NULL) {
         return CF_E_NOMEM;
@@ -891,10 +1223,15 @@ cf_err cf_secure_create(cf_secure **out, const cf_config *c, char *errstr, size_
         (err = cf_rules_load_file(&s->rules, c->rules_file, errstr, errstr_size)) != CF_OK) {
         goto fail;
     }
-    if ((err = open_outputs(s, errstr, errstr_size)) != CF_OK) {
+    if (audit && (err = open_audit(s, errstr, errstr_size)) != CF_OK) {
         goto fail;
     }
-    if (audit && (err = open_audit(s, errstr, errstr_size)) != CF_OK) {
+    if ((err = load_resume_state(s, &rs, errstr, errstr_size)) != CF_OK ||
+        (err = open_outputs(s, s->resume_index > 0 ? &rs : NULL, errstr, errstr_size)) !=
+            CF_OK) {
+        goto fail;
+    }
+    if ((err = cf_ring_create(&s->ckpt_ring, 64)) != CF_OK) {
         goto fail;
     }
     if (mode != PROT_NONE) {
@@ -903,16 +1240,37 @@ cf_err cf_secure_create(cf_secure **out, const cf_config *c, char *errstr, size_
         if (err != CF_OK || (err = open_parties(s, errstr, errstr_size)) != CF_OK) {
             goto fail;
         }
-        if (!start_threads(s)) {
-            err = cf_err_set(CF_E_NOMEM, errstr, errstr_size, "cannot start party threads");
-            goto fail;
-        }
     }
+    if ((err = restore_state(s, &rs, errstr, errstr_size)) != CF_OK) {
+        goto fail;
+    }
+    if (mode != PROT_NONE && !start_threads(s)) {
+        err = cf_err_set(CF_E_NOMEM, errstr, errstr_size, "cannot start party threads");
+        goto fail;
+    }
+    if ((err = replay_log(s, rs.index, errstr, errstr_size)) != CF_OK) {
+        goto fail;
+    }
+    s->st.resumed = s->resume_index;
+    if (s->resume_index > 0) {
+        CF_LOG(CF_LOG_WARN, "audit",
+               "resuming: %llu events are already in the audit log (checkpoint at %llu); the "
+               "first %llu accepted input records are skipped",
+               (unsigned long long)s->resume_index, (unsigned long long)rs.index,
+               (unsigned long long)s->resume_index);
+    }
+    cf_free(rs.blob);
     *out = s;
     return CF_OK;
 fail:
+    cf_free(rs.blob);
     cf_secure_destroy(s);
     return err;
+}
+
+uint64_t cf_secure_resume_skip(const cf_secure *s)
+{
+    return s != NULL ? s->resume_index : 0;
 }
 
 int64_t cf_secure_amount_max(const cf_secure *s)
@@ -981,19 +1339,28 @@ static cf_err announce(cf_secure *s, const uint8_t *gk, size_t gk_len,
     return CF_OK;
 }
 
-static cf_err protect(cf_secure *s, cf_batch *b, char *errstr, size_t errstr_size)
+/* The event's pseudonymous group key (into @p pseudo when not NULL); tells the combiner the
+ * group's name the first time it is seen. */
+static cf_err announce_event(cf_secure *s, const cf_event *ev, uint8_t *pseudo)
+{
+    uint8_t gk[CF_WINDOW_GROUP_KEY_MAX];
+    uint8_t p[CF_SA_PSEUDO_LEN];
+    size_t gk_len = cf_window_group_key(s->group_mask, ev, gk, sizeof(gk));
+    cf_sa_pseudonymize(s->pseudo, gk, gk_len, pseudo != NULL ? pseudo : p);
+    return announce(s, gk, gk_len, pseudo != NULL ? pseudo : p);
+}
+
+static cf_err protect(cf_secure *s, const cf_event *events, uint32_t n, char *errstr,
+                      size_t errstr_size)
 {
     item_batch *ib[CF_KEY_PARTIES_MAX];
     for (unsigned p = 0; p < s->k; p++) {
         ib[p] = lane_take(&s->parties[p].in);
     }
-    for (uint32_t i = 0; i < b->n; i++) {
-        const cf_event *ev = &b->ev[i];
-        uint8_t gk[CF_WINDOW_GROUP_KEY_MAX];
-        size_t gk_len = cf_window_group_key(s->group_mask, ev, gk, sizeof(gk));
+    for (uint32_t i = 0; i < n; i++) {
+        const cf_event *ev = &events[i];
         party_item it = {.ts_us = ev->ts_us, .seq = ev->seq};
-        cf_sa_pseudonymize(s->pseudo, gk, gk_len, it.key);
-        cf_err err = announce(s, gk, gk_len, it.key);
+        cf_err err = announce_event(s, ev, it.key);
         if (err != CF_OK) {
             return cf_err_set(err, errstr, errstr_size, "out of memory for group names");
         }
@@ -1016,6 +1383,65 @@ static cf_err protect(cf_secure *s, cf_batch *b, char *errstr, size_t errstr_siz
     }
     for (unsigned p = 0; p < s->k; p++) {
         cf_ring_push_wait(s->parties[p].in.full_ring, ib[p]);
+    }
+    return CF_OK;
+}
+
+/* Logs the checkpoints the combiner completed. @locality gateway thread */
+static void write_checkpoints(cf_secure *s)
+{
+    void *item;
+    while (s->ckpt_ring != NULL && cf_ring_pop(s->ckpt_ring, &item) == CF_OK) {
+        ckpt_blob *b = item;
+        if (s->audit != NULL &&
+            cf_audit_checkpoint(s->audit, b->index, b->data, b->len) != CF_OK) {
+            CF_LOG(CF_LOG_WARN, "audit", "checkpoint at %llu could not be written",
+                   (unsigned long long)b->index);
+        }
+        sodium_memzero(b->data, b->len); /* window state of the parties: shares */
+        cf_free(b->data);
+        cf_free(b);
+    }
+}
+
+/* Every audit.checkpoint_events events, asks for a checkpoint at the current log index:
+ * with parties, a marker travels behind the last batch and the combiner assembles the
+ * state; without, the gateway's own positions are all there is. @locality gateway thread */
+static cf_err maybe_checkpoint(cf_secure *s, char *errstr, size_t errstr_size)
+{
+    if (s->audit == NULL || s->conf.audit_checkpoint_events == 0) {
+        return CF_OK;
+    }
+    uint64_t index = cf_audit_next_index(s->audit);
+    if (index - s->last_ckpt_index < (uint64_t)s->conf.audit_checkpoint_events) {
+        return CF_OK;
+    }
+    s->last_ckpt_index = index;
+    uint64_t alerts_len = 0;
+    if (outfile_sync(&s->alerts, &alerts_len) != CF_OK) {
+        return cf_err_set(CF_E_IO, errstr, errstr_size, "cannot sync alerts.ndjson");
+    }
+    if (s->mode == PROT_NONE) {
+        uint8_t blob[CKPT_HEADER];
+        memset(blob, 0, sizeof(blob));
+        uint32_t magic = CKPT_MAGIC, version = 1;
+        memcpy(blob, &magic, 4);
+        memcpy(blob + 4, &version, 4);
+        uint8_t *p = put64(blob + 8, index);
+        p = put64(p, alerts_len);
+        p = put64(p + 16, s->st.alerts);
+        (void)p;
+        cf_err err = cf_audit_checkpoint(s->audit, index, blob, sizeof(blob));
+        return err == CF_OK ? CF_OK
+                            : cf_err_set(err, errstr, errstr_size, "checkpoint write failed");
+    }
+    for (unsigned i = 0; i < s->k; i++) {
+        item_batch *m = lane_take(&s->parties[i].in);
+        m->ckpt = true;
+        m->ckpt_index = index;
+        m->ckpt_alerts_len = alerts_len;
+        m->ckpt_alerts = s->st.alerts;
+        cf_ring_push_wait(s->parties[i].in.full_ring, m);
     }
     return CF_OK;
 }
@@ -1057,10 +1483,11 @@ cf_err cf_secure_gateway(cf_secure *s, cf_batch *b, char *errstr, size_t errstr_
         CF_ASSERT(first == base);
         s->st.audited += b->n;
     }
-    if (s->mode != PROT_NONE) {
-        return protect(s, b, errstr, errstr_size);
+    if (s->mode != PROT_NONE && (err = protect(s, b->ev, b->n, errstr, errstr_size)) != CF_OK) {
+        return err;
     }
-    return CF_OK;
+    write_checkpoints(s);
+    return maybe_checkpoint(s, errstr, errstr_size);
 }
 
 cf_err cf_secure_finish(cf_secure *s, cf_secure_stats *st, char *errstr, size_t errstr_size)
@@ -1110,6 +1537,14 @@ void cf_secure_destroy(cf_secure *s)
         cf_free(s->names.slots[i]);
     }
     cf_free(s->names.slots);
+    if (s->ckpt_ring != NULL) {
+        void *item;
+        while (cf_ring_pop(s->ckpt_ring, &item) == CF_OK) {
+            cf_free(((ckpt_blob *)item)->data);
+            cf_free(item);
+        }
+        cf_ring_destroy(s->ckpt_ring);
+    }
     cf_free(s->announced.keys);
     cf_free(s->announced.used);
     cf_free(s->verdict_buf);

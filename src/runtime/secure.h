@@ -22,7 +22,9 @@ typedef struct cf_secure_stats {
     uint64_t audit_first_index;
     bool audit_recovered_truncation;
     char keys_dir[CF_CONF_STR_MAX + 16];
+    char audit_dir[CF_CONF_STR_MAX + 16];
     bool keys_created;
+    uint64_t resumed; /* events already in the log at start (skipped from the input) */
 } cf_secure_stats;
 
 /**
@@ -31,6 +33,8 @@ typedef struct cf_secure_stats {
  * and the pipeline passes batches straight through.
  */
 cf_err cf_secure_create(cf_secure **out, const cf_config *c, char *errstr, size_t errstr_size);
+/** Accepted input records to skip because the audit log already holds them (resume). */
+uint64_t cf_secure_resume_skip(const cf_secure *s);
 /** Largest |amount_minor| the protection accepts (INT64_MAX when there is none). */
 int64_t cf_secure_amount_max(const cf_secure *s);
 /** Gateway: rules, audit append (assigns ev.seq = log index), protection and hand-off to the
