@@ -42,6 +42,8 @@ extern "C" {
 #define CF_AUDIT_VERDICT_MAX 65535u
 /** Most events in one batch record. */
 #define CF_AUDIT_BATCH_MAX 65536u
+/** Largest per-batch metadata (cf_audit_append's @p meta), bytes. */
+#define CF_AUDIT_META_MAX 4096u
 /** Largest checkpoint state, bytes. */
 #define CF_AUDIT_STATE_MAX (256u << 20)
 
@@ -228,6 +230,16 @@ uint64_t cf_audit_next_index(const cf_audit_log *log);
 cf_err cf_audit_append(cf_audit_log *log, const cf_event *events, uint32_t n,
                        const cf_audit_bytes *verdicts, uint64_t *first_index,
                        cf_audit_sth *sth_out);
+/**
+ * cf_audit_append with batch metadata: @p meta (may be NULL; at most CF_AUDIT_META_MAX
+ * bytes, borrowed) is stored with the batch in clear and authenticated together with the
+ * events (AEAD additional data). The runtime records there where in its sources the batch
+ * ends (file offsets, stream sequences), so that after a crash it knows where to resume
+ * reading: the reader returns it with each batch (cf_audit_entry.meta).
+ */
+cf_err cf_audit_append_meta(cf_audit_log *log, const cf_event *events, uint32_t n,
+                            const cf_audit_bytes *verdicts, const cf_audit_bytes *meta,
+                            uint64_t *first_index, cf_audit_sth *sth_out);
 
 /**
  * Writes a checkpoint: opaque operator/window @p state (encrypted with the data key) that
@@ -269,8 +281,10 @@ typedef struct cf_audit_entry {
     const cf_event *events;         /* batch with a data key; NULL without one */
     const cf_audit_bytes *verdicts; /* batch: count verdicts */
     const uint8_t *leaf_hashes;     /* batch: count * 32 bytes as stored */
-    cf_audit_sth sth;               /* sth */
-    const uint8_t *state;           /* checkpoint with a data key: decrypted state */
+    const uint8_t *meta;            /* batch: the caller's metadata (not trimmed) */
+    size_t meta_len;
+    cf_audit_sth sth;     /* sth */
+    const uint8_t *state; /* checkpoint with a data key: decrypted state */
     size_t state_len;
 } cf_audit_entry;
 

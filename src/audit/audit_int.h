@@ -161,6 +161,8 @@ typedef struct {
     size_t ct_len;
     const uint8_t *verdicts; /* count x (u32 len, bytes) */
     size_t verdicts_len;
+    const uint8_t *meta; /* caller's batch metadata (e.g. source position) */
+    size_t meta_len;
     const uint8_t *leaves; /* count x 32 */
     /* checkpoint */
     const uint8_t *state_ct; /* nonce(24) || ciphertext */
@@ -171,6 +173,10 @@ cf__rec_status cf__audit_rec_parse(const uint8_t *data, size_t len, size_t off, 
 /* True when every byte of data[off, len) is zero (a crash-extended but unwritten tail). */
 bool cf__audit_all_zero(const uint8_t *data, size_t len, size_t off);
 
+/* The AEAD additional data of a batch: header bytes 0..28 || meta. Returns its length. */
+#define CF__AUDIT_AD_MAX (CF__AUDIT_CRC_OFF + CF_AUDIT_META_MAX)
+size_t cf__audit_batch_ad(const uint8_t *hdr, const uint8_t *meta, size_t meta_len,
+                          uint8_t ad[CF__AUDIT_AD_MAX]);
 /* Opens a batch's ciphertext into @p pt (capacity >= r->ct_len); *pt_len = plaintext bytes.
  * CF_E_AUTH when the tag does not verify (wrong key or tampering). */
 cf_err cf__audit_batch_open(const cf__rec *r, const uint8_t key[CF__AUDIT_KEY_LEN], uint8_t *pt,

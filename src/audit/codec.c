@@ -201,9 +201,16 @@ static cf__rec_status parse_batch(cf__rec *r)
     size_t vlen = cf__rd32(p);
     p += 4;
     left -= 4;
-    if (vlen > left || left - vlen != (size_t)r->h.count * CF_AUDIT_HASH_LEN) {
+    if (vlen > left || left - vlen < 4) {
         return CF__REC_BAD_LAYOUT;
     }
+    size_t mlen = cf__rd32(p + vlen);
+    if (mlen > CF_AUDIT_META_MAX ||
+        left - vlen - 4 != mlen + (size_t)r->h.count * CF_AUDIT_HASH_LEN) {
+        return CF__REC_BAD_LAYOUT;
+    }
+    r->meta = p + vlen + 4;
+    r->meta_len = mlen;
     r->verdicts = p;
     r->verdicts_len = vlen;
     /* Every verdict entry must fit, and the entries must fill the region exactly. */
@@ -221,7 +228,7 @@ static cf__rec_status parse_batch(cf__rec *r)
     if (off != vlen) {
         return CF__REC_BAD_LAYOUT;
     }
-    r->leaves = p + vlen;
+    r->leaves = r->meta + mlen;
     return CF__REC_OK;
 }
 
@@ -274,12 +281,25 @@ cf__rec_status cf__audit_rec_parse(const uint8_t *data, size_t len, size_t off, 
     }
 }
 
+size_t cf__audit_batch_ad(const uint8_t *hdr, const uint8_t *meta, size_t meta_len,
+                          uint8_t ad[CF__AUDIT_AD_MAX])
+{
+    CF_ASSERT(meta_len <= CF_AUDIT_META_MAX);
+    memcpy(ad, hdr, CF__AUDIT_CRC_OFF);
+    if (meta_len > 0) {
+        memcpy(ad + CF__AUDIT_CRC_OFF, meta, meta_len);
+    }
+    return CF__AUDIT_CRC_OFF + meta_len;
+}
+
 cf_err cf__audit_batch_open(const cf__rec *r, const uint8_t key[CF__AUDIT_KEY_LEN], uint8_t *pt,
                             size_t *pt_len)
 {
     unsigned long long n = 0;
-    if (crypto_aead_xchacha20poly1305_ietf_decrypt(pt, &n, NULL, r->ct, r->ct_len, r->hdr_bytes,
-                                                   CF__AUDIT_CRC_OFF, r->nonce, key) != 0) {
+    uint8_t ad[CF__AUDIT_AD_MAX];
+    size_t adl = cf__audit_batch_ad(r->hdr_bytes, r->meta, r->meta_len, ad);
+    if (crypto_aead_xchacha20poly1305_ietf_decrypt(pt, &n, NULL, r->ct, r->ct_len, ad, adl,
+                                                   r->nonce, key) != 0) {
         return CF_E_AUTH;
     }
     *pt_len = (size_t)n;

@@ -265,11 +265,20 @@ static size_t build_sth(cf_audit_log *log, const cf__frontier *f, size_t off, cf
 cf_err cf_audit_append(cf_audit_log *log, const cf_event *events, uint32_t n,
                        const cf_audit_bytes *verdicts, uint64_t *first_index, cf_audit_sth *sth_out)
 {
+    return cf_audit_append_meta(log, events, n, verdicts, NULL, first_index, sth_out);
+}
+
+cf_err cf_audit_append_meta(cf_audit_log *log, const cf_event *events, uint32_t n,
+                            const cf_audit_bytes *verdicts, const cf_audit_bytes *meta,
+                            uint64_t *first_index, cf_audit_sth *sth_out)
+{
     CF_ASSERT(log != NULL && (events != NULL || n == 0));
     if (log->broken) {
         return CF_E_STATE;
     }
-    if (n == 0 || n > CF_AUDIT_BATCH_MAX) {
+    size_t mlen = meta != NULL ? meta->len : 0;
+    if (n == 0 || n > CF_AUDIT_BATCH_MAX || mlen > CF_AUDIT_META_MAX ||
+        (mlen > 0 && meta->data == NULL)) {
         return CF_E_INVAL;
     }
     /* Plaintext: the canonical encodings back to back; each leaf is hashed as it is encoded
@@ -303,7 +312,7 @@ cf_err cf_audit_append(cf_audit_log *log, const cf_event *events, uint32_t n,
     }
     size_t ct_len = pt_len + CF__AUDIT_TAG_LEN;
     size_t payload_len =
-        CF__AUDIT_NONCE_LEN + 4 + ct_len + 4 + vlen + (size_t)n * CF_AUDIT_HASH_LEN;
+        CF__AUDIT_NONCE_LEN + 4 + ct_len + 4 + vlen + 4 + mlen + (size_t)n * CF_AUDIT_HASH_LEN;
     if (payload_len > CF__AUDIT_PAYLOAD_MAX) {
         return CF_E_LIMIT;
     }
@@ -334,7 +343,8 @@ cf_err cf_audit_append(cf_audit_log *log, const cf_event *events, uint32_t n,
     uint8_t *vp = ct + ct_len;
     cf__le32(vp, (uint32_t)vlen);
     vp += 4;
-    uint8_t *leaves = vp + vlen;
+    uint8_t *mp = vp + vlen;
+    uint8_t *leaves = mp + 4 + mlen;
 
     for (uint32_t i = 0; i < n; i++) {
         size_t vl = verdicts ? verdicts[i].len : 0;
@@ -344,12 +354,18 @@ cf_err cf_audit_append(cf_audit_log *log, const cf_event *events, uint32_t n,
         }
         vp += 4 + vl;
     }
-    CF_ASSERT(vp == leaves);
+    CF_ASSERT(vp == mp);
+    cf__le32(mp, (uint32_t)mlen);
+    if (mlen > 0) {
+        memcpy(mp + 4, meta->data, mlen);
+    }
     memcpy(leaves, log->lv, (size_t)n * CF_AUDIT_HASH_LEN);
 
+    uint8_t ad[CF__AUDIT_AD_MAX];
+    size_t adl = cf__audit_batch_ad(hdr, mp + 4, mlen, ad);
     unsigned long long clen = 0;
-    crypto_aead_xchacha20poly1305_ietf_encrypt(ct, &clen, log->pt, pt_len, hdr, CF__AUDIT_CRC_OFF,
-                                               NULL, nonce, log->data_key);
+    crypto_aead_xchacha20poly1305_ietf_encrypt(ct, &clen, log->pt, pt_len, ad, adl, NULL, nonce,
+                                               log->data_key);
     CF_ASSERT(clen == ct_len);
     cf__audit_hdr_seal(hdr, payload);
 

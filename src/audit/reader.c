@@ -208,6 +208,8 @@ cf_err cf_audit_reader_next(cf_audit_reader *r, cf_audit_entry *e, char *errstr,
             e->events = r->key != NULL ? r->ev + skip : NULL;
             e->verdicts = r->vd + skip;
             e->leaf_hashes = rec.leaves + (size_t)skip * CF_AUDIT_HASH_LEN;
+            e->meta = rec.meta;
+            e->meta_len = rec.meta_len;
         } else if (!r->started) {
             r->off = next_off;
             continue;

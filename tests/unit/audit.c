@@ -171,7 +171,10 @@ static int append_batches(cf_audit_log *log, uint64_t first, int batches, uint32
         }
         uint64_t fi = 0;
         cf_audit_sth sth;
-        if (cf_audit_append(log, ev, per, vd, &fi, &sth) != CF_OK || fi != i - per ||
+        char mbuf[32];
+        cf_audit_bytes meta = {
+            mbuf, (size_t)snprintf(mbuf, sizeof(mbuf), "src@%llu", (unsigned long long)i)};
+        if (cf_audit_append_meta(log, ev, per, vd, &meta, &fi, &sth) != CF_OK || fi != i - per ||
             sth.tree_size != i) {
             return -1;
         }
@@ -829,6 +832,9 @@ static void test_log_roundtrip(void)
                 CHECK(memcmp(h, e.leaf_hashes + i * 32, 32) == 0);
             }
             next += e.count;
+            char want_meta[32];
+            int ml = snprintf(want_meta, sizeof(want_meta), "src@%llu", (unsigned long long)next);
+            CHECK(e.meta_len == (size_t)ml && memcmp(e.meta, want_meta, (size_t)ml) == 0);
         } else if (e.type == CF_AUDIT_REC_STH) {
             CHECK_EQ(e.sth.tree_size, next);
             CHECK_OK(cf_audit_sth_verify(&e.sth, k.pk));
@@ -1237,6 +1243,15 @@ static void test_tamper_with_valid_crc(void)
     CHECK(strstr(rep.bad_reason, "decrypt") != NULL);
     CHECK(rep.completeness < 1.0);
     CHECK_OK(cf_audit_verify(dir, &without, &rep, err, sizeof(err)));
+
+    /* 3b. The batch metadata changed (CRCs fixed): authenticated with the events. */
+    memcpy(d, orig, len);
+    d[offs[1] - 3 * 32 - 2] ^= 1; /* a byte of "src@3", just before the leaves */
+    reseal(d, offs[0]);
+    write_bin(seg, d, len);
+    CHECK_EQ(cf_audit_verify(dir, &with, &rep, err, sizeof(err)), CF_E_CORRUPT);
+    CHECK_EQ(rep.bad_offset, 0);
+    CHECK(strstr(rep.bad_reason, "decrypt") != NULL);
 
     /* 4. A batch's header index moved (CRCs fixed): the AEAD binds the header, and the
      *    sequence shows a gap. */
