@@ -371,6 +371,17 @@ cf_err cf_audit_verify(const char *dir, const cf_audit_verify_opts *opts, cf_aud
             if (st == CF__REC_END) {
                 break;
             }
+            if (st != CF__REC_OK && s + 1 == sl.n &&
+                (st == CF__REC_SHORT_HDR || st == CF__REC_SHORT_PAYLOAD ||
+                 cf__audit_all_zero(m.data, m.len, off))) {
+                /* A crash while writing, not tampering: the header (CRC-checked) or the file
+                 * simply ends early. A flipped byte never looks like this. */
+                flag_as(&v, off, v.expected,
+                        "torn tail: the last record is incomplete (the writer stopped while "
+                        "writing it; opening the log for writing cuts it)",
+                        false);
+                break;
+            }
             if (st != CF__REC_OK) {
                 /* With a sound header the record's extent is known: skip it and go on. */
                 bool skippable = st == CF__REC_BAD_CRC || st == CF__REC_BAD_LAYOUT;

@@ -145,6 +145,8 @@ SEG="$L/00000000000000000000.seg"
 SIZE=$(stat -c %s "$SEG")
 cp -r "$L" "$T/log3"
 truncate -s $((SIZE - 500)) "$T/log3/00000000000000000000.seg"
+expect 1 "$B" audit verify "$T/log3" --keys "$K"
+grep -q "check failed: .*torn tail" "$T/err" || fail "torn tail before recovery: $(cat "$T/err")"
 expect 0 "$B" audit append "$T/log3" --keys "$K" --input "$DATA" --format fdh
 grep -q "torn tail" "$T/err" || fail "torn tail not reported: $(cat "$T/err")"
 grep -q "\[9000, 18488)" "$T/out" || fail "after recovery: $(cat "$T/out")"

@@ -979,6 +979,16 @@ static void test_torn_tail(void)
     fast.fsync = CF_AUDIT_FSYNC_NONE;
     for (size_t cut = good + 1; cut < len; cut++) {
         write_bin(seg, orig, cut);
+        if (cut < sth_off || cut > sth_off) {
+            /* Before recovery, verify reports the torn tail as a check failure, not as an
+             * integrity alert. */
+            cf_audit_verify_opts vo0 = {.data_key = k.data, .public_key = k.pk};
+            cf_audit_report rep0;
+            CHECK_EQ(cf_audit_verify(dir, &vo0, &rep0, err, sizeof(err)), CF_E_CORRUPT);
+            CHECK(!rep0.alert);
+            CHECK(strstr(rep0.bad_reason, "torn tail") != NULL);
+            CHECK_EQ(rep0.bad_offset, cut < sth_off ? good : sth_off);
+        }
         cf_audit_recovery rec;
         log = NULL;
         cf_err rc = cf_audit_open_keys(&log, dir, k.data, k.sign, &fast, &rec, err, sizeof(err));
