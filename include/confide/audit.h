@@ -202,7 +202,10 @@ typedef struct cf_audit_bytes {
  * verifies every record's CRC, truncates a torn tail of the last segment (reported in
  * @p rec, may be NULL), rebuilds the Merkle frontier, and appends a tree head when the last
  * leaves are not covered by one. A damaged record that is not a torn tail is CF_E_CORRUPT
- * (errstr names segment, offset and reason): run `confide audit verify`.
+ * (errstr names segment, offset and reason): run `confide audit verify`. Copies
+ * KEYDIR/signing.pub into @p dir when it is not there yet. Cost: one sequential read of the
+ * log (about 0.15 s per million events here). One writer per directory (flock): a second
+ * open fails with CF_E_STATE.
  * @p opts may be NULL for the defaults. Returns owned *out (free with cf_audit_close).
  */
 cf_err cf_audit_open(cf_audit_log **out, const char *dir, const char *keys_dir,
