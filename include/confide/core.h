@@ -75,6 +75,42 @@ void cf__assert_fail(const char *expr, const char *file, int line) __attribute__
 #define CF_DASSERT(e) CF_ASSERT(e)
 #endif
 
+/* ---- hashing (internal tables; not cryptographic) ---------------------------------------- */
+
+/** Finalizer of MurmurHash3 (fmix64): spreads every input bit over the output. */
+static inline uint64_t cf_mix64(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return x;
+}
+
+/** Fast multiplicative hash of @p n bytes with a per-table @p seed (not collision-resistant:
+ *  callers keep seeds private or tolerate chains). Finish with cf_mix64 for a well-mixed value. */
+static inline uint64_t cf_hash_bytes(const void *data, size_t n, uint64_t seed)
+{
+    const uint8_t *p = (const uint8_t *)data;
+    uint64_t h = seed ^ ((uint64_t)n * 0x9E3779B97F4A7C15ULL);
+    while (n >= 8) {
+        uint64_t v;
+        __builtin_memcpy(&v, p, 8);
+        h = (h ^ v) * 0x9E3779B97F4A7C15ULL;
+        h ^= h >> 29;
+        p += 8;
+        n -= 8;
+    }
+    if (n > 0) {
+        uint64_t v = 0;
+        __builtin_memcpy(&v, p, n);
+        h = (h ^ v) * 0x9E3779B97F4A7C15ULL;
+        h ^= h >> 29;
+    }
+    return h;
+}
+
 /* ---- SPSC ring -------------------------------------------------------------------------- */
 
 /**

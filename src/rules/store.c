@@ -26,34 +26,6 @@ typedef struct kent {
 #define EXPIRE_PER_CALL 4
 #define INITIAL_KEYS 256u
 
-static inline uint64_t mix64(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ULL;
-    x ^= x >> 33;
-    return x;
-}
-
-static inline uint64_t hash_key(const uint8_t *p, size_t n, uint64_t seed)
-{
-    uint64_t h = seed ^ ((uint64_t)n * 0x9E3779B97F4A7C15ULL);
-    while (n >= 8) {
-        uint64_t v;
-        memcpy(&v, p, 8);
-        h = (h ^ v) * 0x9E3779B97F4A7C15ULL;
-        h ^= h >> 29;
-        p += 8;
-        n -= 8;
-    }
-    if (n > 0) {
-        uint64_t v = 0;
-        memcpy(&v, p, n);
-        h = (h ^ v) * 0x9E3779B97F4A7C15ULL;
-    }
-    return mix64(h);
-}
 
 static bool grow(cf__kstore *s);
 
@@ -208,7 +180,7 @@ void *cf__kstore_get(cf__kstore *s, const uint8_t *key, size_t len, int64_t ts, 
         remove_entry(s, s->lru_tail);
         s->expired++;
     }
-    uint64_t h = hash_key(key, len, s->seed);
+    uint64_t h = cf_mix64(cf_hash_bytes(key, len, s->seed));
     if (s->slots != NULL) {
         uint32_t pos = (uint32_t)h & s->slot_mask;
         uint64_t tag = (uint64_t)(uint32_t)h << 32;

@@ -93,39 +93,9 @@ struct cf_window {
 
 /* ---- hashing ---------------------------------------------------------------------------- */
 
-static inline uint64_t mix64(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ULL;
-    x ^= x >> 33;
-    return x;
-}
-
-static inline uint64_t hash_key(const uint8_t *p, size_t n, uint64_t seed)
-{
-    uint64_t h = seed ^ ((uint64_t)n * 0x9E3779B97F4A7C15ULL);
-    while (n >= 8) {
-        uint64_t v;
-        memcpy(&v, p, 8);
-        h = (h ^ v) * 0x9E3779B97F4A7C15ULL;
-        h ^= h >> 29;
-        p += 8;
-        n -= 8;
-    }
-    if (n > 0) {
-        uint64_t v = 0;
-        memcpy(&v, p, n);
-        h = (h ^ v) * 0x9E3779B97F4A7C15ULL;
-        h ^= h >> 29;
-    }
-    return h;
-}
-
 static inline uint64_t entry_hash(uint64_t keyhash, int64_t start)
 {
-    return mix64(keyhash ^ ((uint64_t)start * 0xD6E8FEB86659FD93ULL));
+    return cf_mix64(keyhash ^ ((uint64_t)start * 0xD6E8FEB86659FD93ULL));
 }
 
 /* ---- pool ------------------------------------------------------------------------------- */
@@ -836,7 +806,7 @@ cf_err cf_window_add(cf_window *w, const uint8_t *key, size_t key_len, int64_t t
     cf_err ret = CF_OK;
     bool late_update = false;
     if (dropped < total) {
-        uint64_t kh = hash_key(key, key_len, w->seed);
+        uint64_t kh = cf_hash_bytes(key, key_len, w->seed);
         int64_t p = floor_to(ts_us, w->pane);
         uint64_t h = entry_hash(kh, p);
         ptrdiff_t pi = find_pane(w, p);
@@ -1014,7 +984,7 @@ static void put_u32(uint8_t **p, uint32_t v)
 
 static uint64_t snap_checksum(const uint8_t *p, size_t n)
 {
-    return mix64(hash_key(p, n, 0x636f6e666964655fULL) ^ n);
+    return cf_mix64(cf_hash_bytes(p, n, 0x636f6e666964655fULL) ^ n);
 }
 
 cf_err cf_window_snapshot(const cf_window *w, uint8_t **out, size_t *len)
@@ -1183,7 +1153,7 @@ cf_err cf_window_restore(cf_window *w, const uint8_t *buf, size_t len, char *err
                 r.bad = true;
                 break;
             }
-            uint64_t h = entry_hash(hash_key(key, kl, w->seed), start);
+            uint64_t h = entry_hash(cf_hash_bytes(key, kl, w->seed), start);
             if (find_entry(w, h, start, key, kl) != NIL) {
                 r.bad = true;
                 break;
