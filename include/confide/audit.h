@@ -303,8 +303,10 @@ cf_err cf_audit_reader_open(cf_audit_reader **out, const char *dir, const cf_key
                             uint64_t from_index, char *errstr, size_t errstr_size);
 void cf_audit_reader_destroy(cf_audit_reader *r);
 /**
- * Next record. CF_E_EOF after the last one. CF_E_CORRUPT (errstr names segment, offset,
- * index, reason) for a bad CRC, a failed decryption or a torn record.
+ * Next record. CF_E_EOF after the last one; an incomplete last record of the last segment
+ * (being written right now, or torn by a crash) also ends the iteration. CF_E_CORRUPT
+ * (errstr names segment, offset, index, reason) for a bad CRC, a failed decryption or any
+ * other damage.
  */
 cf_err cf_audit_reader_next(cf_audit_reader *r, cf_audit_entry *e, char *errstr,
                             size_t errstr_size);

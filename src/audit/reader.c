@@ -4,8 +4,10 @@
  *
  * Readers never modify the log. They map one segment at a time, check each record with the
  * shared parser before using it, and report the first damaged record by segment, offset and
- * index. Decrypted events live in buffers owned by the reader and reused for every batch;
- * they are borrowed by the caller until the next call. One thread per reader.
+ * index. An incomplete last record of the last segment ends the iteration instead: it is
+ * being written (readers may run beside the writer) or was torn by a crash (then recovery
+ * cuts it and verify reports it). Decrypted events live in buffers owned by the reader and reused
+ * for every batch; they are borrowed by the caller until the next call. One thread per reader.
  */
 #include <sodium.h>
 
@@ -176,6 +178,16 @@ cf_err cf_audit_reader_next(cf_audit_reader *r, cf_audit_entry *e, char *errstr,
             r->mapped = false;
             r->seg++;
             continue;
+        }
+        if (st != CF__REC_OK && r->seg + 1 == r->sl.n &&
+            (st == CF__REC_SHORT_HDR || st == CF__REC_SHORT_PAYLOAD ||
+             cf__audit_all_zero(r->m.data, r->m.len, r->off))) {
+            /* An incomplete last record: a writer is appending it right now, or crashed
+             * while doing so (recovery cuts it). Either way the log ends here for now. */
+            cf__segmap_close(&r->m);
+            r->mapped = false;
+            r->seg = r->sl.n;
+            return CF_E_EOF;
         }
         if (st != CF__REC_OK) {
             return bad(r, r->next_index, cf__rec_status_text(st), errstr, errstr_size);
