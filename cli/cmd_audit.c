@@ -123,7 +123,7 @@ static int load_pub(const char *cmd, const char *keys, const char *log_dir, uint
 static void verify_usage(FILE *f)
 {
     fprintf(f,
-            "usage: confide audit verify DIR [--keys KEYDIR] [--json]\n\n"
+            "usage: confide audit verify DIR [--keys KEYDIR] [--old-keys KEYDIR]... [--json]\n\n"
             "Checks the audit log in DIR: every record's CRC; with KEYDIR/data.key it decrypts\n"
             "and re-hashes every event and compares it with its stored leaf hash (without it,\n"
             "the stored leaf hashes are checked against the roots); recomputes the root at every\n"
@@ -132,6 +132,8 @@ static void verify_usage(FILE *f)
             "duplicates.\n\n"
             "options:\n"
             "  --keys KEYDIR  key directory with signing.pub and, for contents, data.key\n"
+            "  --old-keys KEYDIR  keys of an earlier epoch (rotation; repeatable, up to 8):\n"
+            "                 records name the key id they were sealed or signed under\n"
             "  --json         print {\"events\":N,\"leaves\":N,\"verdicts\":N,\"gaps\":N,\n"
             "                 "
             "\"duplicates\":N,\"sth_valid\":N,\"sth_invalid\":N,\"completeness\":X,...}\n"
@@ -154,13 +156,25 @@ static void print_completeness(FILE *f, double c)
 static int cmd_verify(int argc, char **argv)
 {
     const char *dir = NULL, *keys = NULL;
+    const char *older[8];
+    size_t n_older = 0;
     bool json = false;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--json") == 0) {
             json = true;
-        } else if (strcmp(argv[i], "--keys") == 0) {
-            if ((keys = need_value("verify", argc, argv, &i)) == NULL) {
+        } else if (strcmp(argv[i], "--keys") == 0 || strcmp(argv[i], "--old-keys") == 0) {
+            bool old = argv[i][2] == 'o';
+            const char *v = need_value("verify", argc, argv, &i);
+            if (v == NULL) {
                 return CF_EXIT_USAGE;
+            }
+            if (!old) {
+                keys = v;
+            } else if (n_older == sizeof(older) / sizeof(older[0])) {
+                fprintf(stderr, "confide audit verify: at most 8 --old-keys\n");
+                return CF_EXIT_USAGE;
+            } else {
+                older[n_older++] = v;
             }
         } else if (argv[i][0] == '-' || dir != NULL) {
             fprintf(stderr, "confide audit verify: unexpected argument '%s' (see --help)\n",
@@ -200,10 +214,45 @@ static int cmd_verify(int argc, char **argv)
         fprintf(stderr, "confide audit verify: note: no data.key: checking leaf hashes and roots "
                         "only, not event contents\n");
     }
-    cf_audit_verify_opts vo = {.data_key = dk, .public_key = pk};
+    /* Keys of earlier epochs: their signing.pub (and data.key, when present and readable). */
+    cf_audit_pubkey old_pub[8];
+    cf_key *old_data[8] = {NULL};
+    size_t n_old_data = 0;
+    for (size_t i = 0; i < n_older; i++) {
+        if (cf_key_load_signing_pub(older[i], old_pub[i].key, old_pub[i].id, NULL, err,
+                                    sizeof(err)) != CF_OK) {
+            fprintf(stderr, "confide audit verify: --old-keys: %s\n", err);
+            rc = CF_EXIT_RUNTIME;
+            goto out;
+        }
+        char p[4096];
+        snprintf(p, sizeof(p), "%s/data.key", older[i]);
+        if (dk != NULL && access(p, F_OK) == 0) {
+            if (cf_key_load(older[i], "data.key", &old_data[n_old_data], err, sizeof(err)) !=
+                CF_OK) {
+                fprintf(stderr, "confide audit verify: --old-keys: %s\n", err);
+                rc = CF_EXIT_RUNTIME;
+                goto out;
+            }
+            n_old_data++;
+        }
+    }
+    cf_audit_verify_opts vo = {.data_key = dk,
+                               .public_key = pk,
+                               .more_data_keys = (const cf_key *const *)old_data,
+                               .n_more_data_keys = n_old_data,
+                               .more_public_keys = old_pub,
+                               .n_more_public_keys = n_older};
     cf_audit_report rep;
     cf_err e = cf_audit_verify(dir, &vo, &rep, err, sizeof(err));
+out:
     cf_key_destroy(dk);
+    for (size_t i = 0; i < n_old_data; i++) {
+        cf_key_destroy(old_data[i]);
+    }
+    if (rc != CF_EXIT_OK) {
+        return rc;
+    }
     if (e != CF_OK && e != CF_E_CORRUPT) {
         fprintf(stderr, "confide audit verify: %s\n", err[0] ? err : cf_strerror(e));
         return CF_EXIT_RUNTIME;

@@ -348,11 +348,24 @@ typedef struct cf_audit_report {
     char bad_reason[160];
 } cf_audit_report;
 
+/** An Ed25519 public key with its key id (keys.h), for verifying across key rotations. */
+typedef struct cf_audit_pubkey {
+    uint8_t key[CF_AUDIT_PK_LEN];
+    uint8_t id[CF_KEY_ID_LEN];
+} cf_audit_pubkey;
+
 /** Verification options; zero-initialize, then set. */
 typedef struct cf_audit_verify_opts {
     const cf_key *data_key;    /* borrowed; NULL: check stored leaf hashes only */
     const uint8_t *public_key; /* borrowed, 32 bytes; NULL: signatures are not checked */
     uint64_t dup_max;          /* duplicate set bound (entries); 0: 1 << 24 */
+    /* Key rotation (borrowed, may be NULL/0): a record sealed under a data key, or a head
+     * signed under a signing key, whose id matches one of these uses it; anything else uses
+     * data_key / public_key. */
+    const cf_key *const *more_data_keys;
+    size_t n_more_data_keys;
+    const cf_audit_pubkey *more_public_keys;
+    size_t n_more_public_keys;
 } cf_audit_verify_opts;
 
 /**

@@ -29,6 +29,8 @@
 #define CF__AUDIT_CRC_OFF 28
 #define CF__AUDIT_NONCE_LEN 24
 #define CF__AUDIT_TAG_LEN 16
+/* Sealed payloads start with nonce(24) || data key id(8). */
+#define CF__AUDIT_SEAL_PREFIX (CF__AUDIT_NONCE_LEN + CF_KEY_ID_LEN)
 #define CF__AUDIT_KEY_LEN 32
 #define CF__AUDIT_SK_LEN 64
 #define CF__AUDIT_STH_PAYLOAD (CF_AUDIT_STH_MSG_LEN + CF_AUDIT_SIG_LEN)
@@ -155,8 +157,10 @@ typedef struct {
     cf__audit_hdr h;
     const uint8_t *hdr_bytes;
     const uint8_t *payload;
-    /* batch */
+    /* batch and checkpoint */
     const uint8_t *nonce;
+    const uint8_t *key_id; /* id of the data key that sealed the record */
+    /* batch */
     const uint8_t *ct;
     size_t ct_len;
     const uint8_t *verdicts; /* count x (u32 len, bytes) */
@@ -165,7 +169,7 @@ typedef struct {
     size_t meta_len;
     const uint8_t *leaves; /* count x 32 */
     /* checkpoint */
-    const uint8_t *state_ct; /* nonce(24) || ciphertext */
+    const uint8_t *state_ct; /* ciphertext (state + tag) */
     size_t state_ct_len;
 } cf__rec;
 /* Checks CRC and layout of the record at @p off. */
@@ -184,6 +188,10 @@ cf_err cf__audit_batch_open(const cf__rec *r, const uint8_t key[CF__AUDIT_KEY_LE
 /* Opens a checkpoint state the same way. */
 cf_err cf__audit_state_open(const cf__rec *r, const uint8_t key[CF__AUDIT_KEY_LEN], uint8_t *pt,
                             size_t *pt_len);
+/* Why a sealed record does not open: names both key ids when they differ (wrong key), else
+ * says the record was altered. Writes into @p buf and returns it. */
+const char *cf__audit_open_failure(const char *what, const uint8_t rec_kid[CF_KEY_ID_LEN],
+                                   const uint8_t key_id[CF_KEY_ID_LEN], char *buf, size_t size);
 /* Walks a verdict region: returns the verdict at the cursor and advances it. */
 static inline void cf__verdict_next(const uint8_t **cur, cf_audit_bytes *v)
 {

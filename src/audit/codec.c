@@ -8,6 +8,7 @@
  * nothing is shared between threads except the constant CRC table.
  */
 #include <pthread.h>
+#include <stdio.h>
 
 #include <sodium.h>
 
@@ -179,12 +180,13 @@ static cf__rec_status parse_batch(cf__rec *r)
 {
     const uint8_t *p = r->payload;
     size_t left = r->h.payload_len;
-    if (r->h.count == 0 || r->h.count > CF_AUDIT_BATCH_MAX || left < CF__AUDIT_NONCE_LEN + 4) {
+    if (r->h.count == 0 || r->h.count > CF_AUDIT_BATCH_MAX || left < CF__AUDIT_SEAL_PREFIX + 4) {
         return CF__REC_BAD_LAYOUT;
     }
     r->nonce = p;
-    p += CF__AUDIT_NONCE_LEN;
-    left -= CF__AUDIT_NONCE_LEN;
+    r->key_id = p + CF__AUDIT_NONCE_LEN;
+    p += CF__AUDIT_SEAL_PREFIX;
+    left -= CF__AUDIT_SEAL_PREFIX;
     size_t ct_len = cf__rd32(p);
     p += 4;
     left -= 4;
@@ -272,11 +274,13 @@ cf__rec_status cf__audit_rec_parse(const uint8_t *data, size_t len, size_t off, 
         return (r->h.count == 0 && r->h.payload_len == CF__AUDIT_STH_PAYLOAD) ? CF__REC_OK
                                                                               : CF__REC_BAD_LAYOUT;
     default:
-        if (r->h.count != 0 || r->h.payload_len < CF__AUDIT_NONCE_LEN + CF__AUDIT_TAG_LEN) {
+        if (r->h.count != 0 || r->h.payload_len < CF__AUDIT_SEAL_PREFIX + CF__AUDIT_TAG_LEN) {
             return CF__REC_BAD_LAYOUT;
         }
-        r->state_ct = r->payload;
-        r->state_ct_len = r->h.payload_len;
+        r->nonce = r->payload;
+        r->key_id = r->payload + CF__AUDIT_NONCE_LEN;
+        r->state_ct = r->payload + CF__AUDIT_SEAL_PREFIX;
+        r->state_ct_len = r->h.payload_len - CF__AUDIT_SEAL_PREFIX;
         return CF__REC_OK;
     }
 }
@@ -310,13 +314,28 @@ cf_err cf__audit_state_open(const cf__rec *r, const uint8_t key[CF__AUDIT_KEY_LE
                             size_t *pt_len)
 {
     unsigned long long n = 0;
-    if (crypto_aead_xchacha20poly1305_ietf_decrypt(
-            pt, &n, NULL, r->state_ct + CF__AUDIT_NONCE_LEN, r->state_ct_len - CF__AUDIT_NONCE_LEN,
-            r->hdr_bytes, CF__AUDIT_CRC_OFF, r->state_ct, key) != 0) {
+    if (crypto_aead_xchacha20poly1305_ietf_decrypt(pt, &n, NULL, r->state_ct, r->state_ct_len,
+                                                   r->hdr_bytes, CF__AUDIT_CRC_OFF, r->nonce,
+                                                   key) != 0) {
         return CF_E_AUTH;
     }
     *pt_len = (size_t)n;
     return CF_OK;
+}
+
+const char *cf__audit_open_failure(const char *what, const uint8_t rec_kid[CF_KEY_ID_LEN],
+                                   const uint8_t key_id[CF_KEY_ID_LEN], char *buf, size_t size)
+{
+    if (memcmp(rec_kid, key_id, CF_KEY_ID_LEN) != 0) {
+        char a[2 * CF_KEY_ID_LEN + 1], b[2 * CF_KEY_ID_LEN + 1];
+        sodium_bin2hex(a, sizeof(a), rec_kid, CF_KEY_ID_LEN);
+        sodium_bin2hex(b, sizeof(b), key_id, CF_KEY_ID_LEN);
+        snprintf(buf, size, "%s: sealed under data key %s, not %s (wrong data key)", what, a, b);
+    } else {
+        snprintf(buf, size, "%s: no decryption under the record's own data key (tampered record)",
+                 what);
+    }
+    return buf;
 }
 
 /* ---- canonical event encoding ---------------------------------------------------------- */

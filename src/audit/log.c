@@ -37,9 +37,10 @@ struct cf_audit_log {
     char seg_name[32];
     uint64_t seg_bytes;
     cf_audit_opts opts;
-    uint8_t *data_key; /* sodium_malloc, 32 */
-    uint8_t *sign_sk;  /* sodium_malloc, 64 */
-    uint8_t key_id[CF_KEY_ID_LEN];
+    uint8_t *data_key;                  /* sodium_malloc, 32 */
+    uint8_t *sign_sk;                   /* sodium_malloc, 64 */
+    uint8_t key_id[CF_KEY_ID_LEN];      /* signing key */
+    uint8_t data_key_id[CF_KEY_ID_LEN]; /* written into every sealed record */
     cf__sha sha;
     cf__frontier f;
     cf__frontier scratch; /* the frontier being advanced by an append in progress */
@@ -312,7 +313,7 @@ cf_err cf_audit_append_meta(cf_audit_log *log, const cf_event *events, uint32_t 
     }
     size_t ct_len = pt_len + CF__AUDIT_TAG_LEN;
     size_t payload_len =
-        CF__AUDIT_NONCE_LEN + 4 + ct_len + 4 + vlen + 4 + mlen + (size_t)n * CF_AUDIT_HASH_LEN;
+        CF__AUDIT_SEAL_PREFIX + 4 + ct_len + 4 + vlen + 4 + mlen + (size_t)n * CF_AUDIT_HASH_LEN;
     if (payload_len > CF__AUDIT_PAYLOAD_MAX) {
         return CF_E_LIMIT;
     }
@@ -338,8 +339,9 @@ cf_err cf_audit_append_meta(cf_audit_log *log, const cf_event *events, uint32_t 
 
     uint8_t *nonce = payload;
     randombytes_buf(nonce, CF__AUDIT_NONCE_LEN);
-    cf__le32(payload + CF__AUDIT_NONCE_LEN, (uint32_t)ct_len);
-    uint8_t *ct = payload + CF__AUDIT_NONCE_LEN + 4;
+    memcpy(payload + CF__AUDIT_NONCE_LEN, log->data_key_id, CF_KEY_ID_LEN);
+    cf__le32(payload + CF__AUDIT_SEAL_PREFIX, (uint32_t)ct_len);
+    uint8_t *ct = payload + CF__AUDIT_SEAL_PREFIX + 4;
     uint8_t *vp = ct + ct_len;
     cf__le32(vp, (uint32_t)vlen);
     vp += 4;
@@ -406,7 +408,7 @@ cf_err cf_audit_checkpoint(cf_audit_log *log, uint64_t index, const void *state,
     if (index > log->f.n || len > CF_AUDIT_STATE_MAX) {
         return CF_E_INVAL;
     }
-    size_t payload_len = CF__AUDIT_NONCE_LEN + len + CF__AUDIT_TAG_LEN;
+    size_t payload_len = CF__AUDIT_SEAL_PREFIX + len + CF__AUDIT_TAG_LEN;
     size_t total = CF__AUDIT_HDR_LEN + payload_len;
     cf_err err = ensure(&log->buf, &log->buf_cap, total);
     if (err != CF_OK) {
@@ -424,8 +426,9 @@ cf_err cf_audit_checkpoint(cf_audit_log *log, uint64_t index, const void *state,
                        .payload_len = (uint32_t)payload_len};
     cf__audit_hdr_encode(&h, NULL, hdr);
     randombytes_buf(payload, CF__AUDIT_NONCE_LEN);
+    memcpy(payload + CF__AUDIT_NONCE_LEN, log->data_key_id, CF_KEY_ID_LEN);
     unsigned long long clen = 0;
-    crypto_aead_xchacha20poly1305_ietf_encrypt(payload + CF__AUDIT_NONCE_LEN, &clen, state, len,
+    crypto_aead_xchacha20poly1305_ietf_encrypt(payload + CF__AUDIT_SEAL_PREFIX, &clen, state, len,
                                                hdr, CF__AUDIT_CRC_OFF, NULL, payload,
                                                log->data_key);
     cf__audit_hdr_seal(hdr, payload);
@@ -468,7 +471,7 @@ cf_err cf_audit_last_checkpoint(cf_audit_log *log, uint64_t *index, void **state
                          st != CF__REC_OK ? cf__rec_status_text(st) : "not a checkpoint");
         goto done;
     }
-    size_t plen = r.state_ct_len - CF__AUDIT_NONCE_LEN - CF__AUDIT_TAG_LEN;
+    size_t plen = r.state_ct_len - CF__AUDIT_TAG_LEN;
     out = cf_malloc(plen > 0 ? plen : 1);
     if (out == NULL) {
         err = CF_E_NOMEM;
@@ -476,9 +479,11 @@ cf_err cf_audit_last_checkpoint(cf_audit_log *log, uint64_t *index, void **state
     }
     size_t got = 0;
     if (cf__audit_state_open(&r, log->data_key, out, &got) != CF_OK) {
-        err = cf_err_set(CF_E_AUTH, errstr, errstr_size,
-                         "checkpoint at %s offset %llu does not decrypt with this data key",
-                         log->ckpt_seg, (unsigned long long)log->ckpt_off);
+        char why[160];
+        err = cf_err_set(
+            CF_E_AUTH, errstr, errstr_size, "checkpoint at %s offset %llu: %s", log->ckpt_seg,
+            (unsigned long long)log->ckpt_off,
+            cf__audit_open_failure("state", r.key_id, log->data_key_id, why, sizeof(why)));
         goto done;
     }
     *index = r.h.index;
@@ -726,6 +731,7 @@ cf_err cf_audit_open_keys(cf_audit_log **out, const char *dir, const cf_key *dat
     memcpy(log->data_key, data_key->bytes, CF__AUDIT_KEY_LEN);
     memcpy(log->sign_sk, signing_key->bytes, CF__AUDIT_SK_LEN);
     memcpy(log->key_id, signing_key->id, CF_KEY_ID_LEN);
+    memcpy(log->data_key_id, data_key->id, CF_KEY_ID_LEN);
 
     if (mkdir(dir, 0700) == 0) {
         sync_parent(dir);

@@ -21,6 +21,7 @@ struct cf_audit_reader {
     cf__segmap m;
     size_t off;
     const uint8_t *key; /* borrowed from the caller's cf_key */
+    uint8_t key_id[CF_KEY_ID_LEN];
     uint64_t from;
     bool started;
     uint64_t next_index; /* expected index of the next batch */
@@ -76,6 +77,9 @@ cf_err cf_audit_reader_open(cf_audit_reader **out, const char *dir, const cf_key
         goto fail;
     }
     r->key = data_key != NULL ? data_key->bytes : NULL;
+    if (data_key != NULL) {
+        memcpy(r->key_id, data_key->id, CF_KEY_ID_LEN);
+    }
     r->from = from_index;
     r->started = from_index == 0;
     /* Skip whole segments that end before from_index (the next one starts at or before it). */
@@ -140,7 +144,9 @@ static cf_err load_batch(cf_audit_reader *r, const cf__rec *rec, char *errstr, s
     }
     size_t pt_len = 0;
     if (cf__audit_batch_open(rec, r->key, r->pt, &pt_len) != CF_OK) {
-        return bad(r, rec->h.index, "events do not decrypt (wrong data key or tampered record)",
+        char why[160];
+        return bad(r, rec->h.index,
+                   cf__audit_open_failure("events", rec->key_id, r->key_id, why, sizeof(why)),
                    errstr, errstr_size);
     }
     size_t off = 0;
@@ -239,10 +245,11 @@ cf_err cf_audit_reader_next(cf_audit_reader *r, cf_audit_entry *e, char *errstr,
             }
             size_t len = 0;
             if (cf__audit_state_open(&rec, r->key, r->pt, &len) != CF_OK) {
-                return bad(r, rec.h.index,
-                           "checkpoint does not decrypt (wrong data key or "
-                           "tampered record)",
-                           errstr, errstr_size);
+                char why[160];
+                return bad(
+                    r, rec.h.index,
+                    cf__audit_open_failure("checkpoint", rec.key_id, r->key_id, why, sizeof(why)),
+                    errstr, errstr_size);
             }
             e->state = r->pt;
             e->state_len = len;

@@ -147,6 +147,28 @@ static void flag(vstate *v, size_t off, uint64_t index, const char *why)
     flag_as(v, off, index, why, true);
 }
 
+/* The data key a record names (by id) among the rotation keys, else the main one. */
+static const cf_key *data_key_for(const cf_audit_verify_opts *o, const uint8_t *kid)
+{
+    for (size_t i = 0; i < o->n_more_data_keys; i++) {
+        const cf_key *k = o->more_data_keys[i];
+        if (k != NULL && k->len == CF__AUDIT_KEY_LEN && memcmp(k->id, kid, CF_KEY_ID_LEN) == 0) {
+            return k;
+        }
+    }
+    return o->data_key;
+}
+
+static const uint8_t *public_key_for(const cf_audit_verify_opts *o, const uint8_t *kid)
+{
+    for (size_t i = 0; i < o->n_more_public_keys; i++) {
+        if (memcmp(o->more_public_keys[i].id, kid, CF_KEY_ID_LEN) == 0) {
+            return o->more_public_keys[i].key;
+        }
+    }
+    return o->public_key;
+}
+
 static void check_batch(vstate *v, const cf__rec *r, size_t off, const cf_audit_verify_opts *o)
 {
     cf_audit_report *rep = v->rep;
@@ -183,8 +205,11 @@ static void check_batch(vstate *v, const cf__rec *r, size_t off, const cf_audit_
             v->pt = np;
             v->pt_cap = r->ct_len;
         }
-        if (cf__audit_batch_open(r, o->data_key->bytes, v->pt, &dec_len) != CF_OK) {
-            flag(v, off, idx, "events do not decrypt (wrong data key or tampered record)");
+        const cf_key *dk = data_key_for(o, r->key_id);
+        if (cf__audit_batch_open(r, dk->bytes, v->pt, &dec_len) != CF_OK) {
+            char why[160];
+            flag(v, off, idx,
+                 cf__audit_open_failure("events", r->key_id, dk->id, why, sizeof(why)));
             v->bad_events += n;
         } else {
             dec = v->pt;
@@ -265,7 +290,8 @@ static void check_sth(vstate *v, const cf__rec *r, size_t off, const cf_audit_ve
         why = "tree head size differs from its record header";
     } else if (sth.tree_size < v->prev_sth) {
         why = "tree head smaller than the previous one (log not append-only)";
-    } else if (o->public_key != NULL && cf_audit_sth_verify(&sth, o->public_key) != CF_OK) {
+    } else if (public_key_for(o, sth.key_id) != NULL &&
+               cf_audit_sth_verify(&sth, public_key_for(o, sth.key_id)) != CF_OK) {
         why = "tree head signature does not verify";
     } else if (!v->tree_ok) {
         why = "tree head cannot be checked: leaves are missing before it";
@@ -311,8 +337,11 @@ static void check_checkpoint(vstate *v, const cf__rec *r, size_t off, const cf_a
         v->pt_cap = r->state_ct_len;
     }
     size_t len;
-    if (cf__audit_state_open(r, o->data_key->bytes, v->pt, &len) != CF_OK) {
-        flag(v, off, r->h.index, "checkpoint does not decrypt (wrong data key or tampered)");
+    const cf_key *dk = data_key_for(o, r->key_id);
+    if (cf__audit_state_open(r, dk->bytes, v->pt, &len) != CF_OK) {
+        char why[160];
+        flag(v, off, r->h.index,
+             cf__audit_open_failure("checkpoint", r->key_id, dk->id, why, sizeof(why)));
     }
 }
 

@@ -138,6 +138,19 @@ expect 1 "$B" audit verify "$T/log2" --keys "$K" --json
 [ "$(json_field "$T/out" duplicates)" = 9488 ] || fail "duplicates != 9488"
 grep -q "duplicate event_id" "$T/err" || fail "duplicate not named"
 
+# Key rotation: more events under new keys; old records name the old key ids.
+K2="$T/keys2"
+expect 0 "$B" keygen --dir "$K2" --parties 2 --epoch 2
+cp -r "$L" "$T/log4"
+head -1001 "$DATA" >"$T/part.csv"
+expect 0 "$B" audit append "$T/log4" --keys "$K2" --input "$T/part.csv" --format fdh
+expect 4 "$B" audit verify "$T/log4" --keys "$K2"
+grep -q "wrong data key" "$T/err" || fail "rotation: old records not attributed to another key"
+expect 1 "$B" audit verify "$T/log4" --keys "$K2" --old-keys "$K" --json
+[ "$(json_field "$T/out" sth_invalid)" = 0 ] || fail "rotation: heads invalid with --old-keys"
+[ "$(json_field "$T/out" events)" = 10488 ] || fail "rotation: events != 10488"
+[ "$(json_field "$T/out" duplicates)" = 1000 ] || fail "rotation: duplicates != 1000"
+
 # A torn tail (crash in the middle of writing the last batch) is cut on the next open: the
 # log then holds the first 9000 events (9 batches), re-appending the file adds 9488 more whose
 # first 9000 ids repeat (a check failure, exit 1), and nothing else is wrong.

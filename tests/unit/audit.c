@@ -115,6 +115,7 @@ typedef struct {
     cf_key *data;
     cf_key *sign;
     uint8_t pk[32];
+    uint8_t pk_id[CF_KEY_ID_LEN];
 } keyset;
 
 static int keys_make(keyset *k)
@@ -124,7 +125,7 @@ static int keys_make(keyset *k)
     if (cf_keys_generate(k->keys, 2, 1, 0, err, sizeof(err)) != CF_OK ||
         cf_key_load(k->keys, "data.key", &k->data, err, sizeof(err)) != CF_OK ||
         cf_key_load(k->keys, "signing.key", &k->sign, err, sizeof(err)) != CF_OK ||
-        cf_key_load_signing_pub(k->keys, k->pk, NULL, NULL, err, sizeof(err)) != CF_OK) {
+        cf_key_load_signing_pub(k->keys, k->pk, k->pk_id, NULL, err, sizeof(err)) != CF_OK) {
         fprintf(stderr, "keys: %s\n", err);
         return -1;
     }
@@ -1251,12 +1252,12 @@ static void test_tamper_with_valid_crc(void)
     /* 3. Ciphertext changed with the CRC fixed: decryption fails (the tag), hashes still pass
      *    without the key (the leaf hashes are intact), which is why the key matters. */
     memcpy(d, orig, len);
-    d[offs[0] + CF__AUDIT_HDR_LEN + 24 + 4 + 5] ^= 1;
+    d[offs[0] + CF__AUDIT_HDR_LEN + CF__AUDIT_SEAL_PREFIX + 4 + 5] ^= 1;
     reseal(d, offs[0]);
     write_bin(seg, d, len);
     CHECK_EQ(cf_audit_verify(dir, &with, &rep, err, sizeof(err)), CF_E_CORRUPT);
     CHECK_EQ(rep.bad_offset, 0);
-    CHECK(strstr(rep.bad_reason, "decrypt") != NULL);
+    CHECK(strstr(rep.bad_reason, "tampered") != NULL);
     CHECK(rep.completeness < 1.0);
     CHECK_OK(cf_audit_verify(dir, &without, &rep, err, sizeof(err)));
 
@@ -1364,6 +1365,52 @@ static void test_wrong_and_missing_keys(void)
     CHECK(strstr(err, "data.key") != NULL);
     keys_free(&k);
     keys_free(&other);
+}
+
+static void test_key_rotation(void)
+{
+    keyset a, b;
+    REQUIRE(keys_make(&a) == 0);
+    REQUIRE(keys_make(&b) == 0);
+    char dir[300], err[256];
+    REQUIRE(small_log(&a, dir, sizeof(dir)) == 0); /* 8 events under keys a */
+    cf_audit_log *log = NULL;
+    REQUIRE(cf_audit_open_keys(&log, dir, b.data, b.sign, NULL, NULL, err, sizeof(err)) == CF_OK);
+    REQUIRE(append_batches(log, 8, 2, 4) == 0); /* 8 more under keys b */
+    CHECK_OK(cf_audit_checkpoint(log, 16, "b", 1));
+    CHECK_OK(cf_audit_close(log));
+    cf_audit_report rep;
+    /* With only the new keys: the old records name the old data key. */
+    cf_audit_verify_opts vo = {.data_key = b.data, .public_key = b.pk};
+    CHECK_EQ(cf_audit_verify(dir, &vo, &rep, err, sizeof(err)), CF_E_CORRUPT);
+    char ida[17], idb[17];
+    cf_key_id_hex(a.data->id, ida);
+    cf_key_id_hex(b.data->id, idb);
+    CHECK(strstr(rep.bad_reason, ida) != NULL && strstr(rep.bad_reason, idb) != NULL);
+    CHECK(strstr(rep.bad_reason, "wrong data key") != NULL);
+    CHECK_EQ(rep.bad_offset, 0);
+    /* With the old keys as rotation keys: everything verifies. */
+    const cf_key *old_data[1] = {a.data};
+    cf_audit_pubkey old_pub;
+    memcpy(old_pub.key, a.pk, 32);
+    memcpy(old_pub.id, a.pk_id, CF_KEY_ID_LEN);
+    vo.more_data_keys = old_data;
+    vo.n_more_data_keys = 1;
+    vo.more_public_keys = &old_pub;
+    vo.n_more_public_keys = 1;
+    CHECK_OK(cf_audit_verify(dir, &vo, &rep, err, sizeof(err)));
+    CHECK_EQ(rep.events, 16);
+    CHECK_EQ(rep.sth_valid, 5);
+    CHECK_EQ(rep.checkpoints, 2);
+    /* Signing keys only (no data key): the old heads need the old public key. */
+    cf_audit_verify_opts hv = {.public_key = b.pk};
+    CHECK_EQ(cf_audit_verify(dir, &hv, &rep, err, sizeof(err)), CF_E_CORRUPT);
+    CHECK_EQ(rep.sth_invalid, 3);
+    hv.more_public_keys = &old_pub;
+    hv.n_more_public_keys = 1;
+    CHECK_OK(cf_audit_verify(dir, &hv, &rep, err, sizeof(err)));
+    keys_free(&a);
+    keys_free(&b);
 }
 
 static void test_single_writer(void)
