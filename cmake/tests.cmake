@@ -1,3 +1,18 @@
+# Links @p target with the modules whose public headers @p src includes (confide/<m>.h;
+# event.h and err.h belong to core). A test then builds while an unrelated module is broken.
+function(cf_link_included target src)
+    file(STRINGS ${src} incs REGEX "#include \"confide/[a-z]+\\.h\"")
+    set(mods core)
+    foreach(line ${incs})
+        string(REGEX REPLACE ".*confide/([a-z]+)\\.h.*" "\\1" h "${line}")
+        if(h STREQUAL "event" OR h STREQUAL "err")
+            set(h core)
+        endif()
+        list(APPEND mods ${h})
+    endforeach()
+    cf_link_modules(${target} ${mods})
+endfunction()
+
 # Unit tests: tests/unit/<module>.c with its case list in tests/unit/<module>.cases.
 # Each line of the .cases file is one case: it becomes a CF_CASE() entry in a generated
 # header (the C side) and one ctest (the CMake side), labelled "unit".
@@ -21,9 +36,7 @@ foreach(cases_file ${CF_UNIT_CASES})
                                ${CMAKE_BINARY_DIR}/tests/unit ${PROJECT_SOURCE_DIR}/src)
     target_compile_definitions(test_${mod} PRIVATE CF_TEST_CASES="${mod}_cases.h"
                                CF_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
-    # A test may use any module (e.g. runtime tests); link what exists.
-    cf_link_modules(test_${mod} ${mod} runtime io keys rules secagg audit window metrics batch scale
-                    transport core)
+    cf_link_included(test_${mod} ${src})
     foreach(c ${cases})
         add_test(NAME ${mod}.${c} COMMAND test_${mod} ${c}
                  WORKING_DIRECTORY ${CMAKE_BINARY_DIR})
@@ -48,7 +61,7 @@ foreach(fsrc ${CF_FUZZ_SOURCES})
         set_tests_properties(fuzz.${target}.replay PROPERTIES LABELS fuzz TIMEOUT 300)
     endif()
     target_include_directories(${fname} PRIVATE ${PROJECT_SOURCE_DIR}/tests ${PROJECT_SOURCE_DIR}/src)
-    cf_link_modules(${fname} runtime io keys rules secagg audit window metrics batch scale transport core)
+    cf_link_included(${fname} ${fsrc})
 endforeach()
 
 # Integration tests: tests/integration/<name>.sh, run with the confide binary's path.
