@@ -2,13 +2,20 @@
  * confide run: builds the embedded pipeline from the config file and command-line
  * overrides and streams the input through it. Options map onto config keys, so everything
  * the command line can say, a config file can say too (see docs/CONFIG.md).
+ *
+ * For people: on a TTY, a one-line live status on stderr (rate, p99, batch size, queue
+ * depths, a progress bar for files), cleared at the end; --stats-json prints the metrics
+ * registry as one JSON line per status.interval_ms instead. Neither carries amounts or ids.
  */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
 
 #include "cli.h"
+#include "confide/metrics.h"
 #include "confide/runtime.h"
 
 static cf_pipeline *volatile running;
@@ -53,6 +60,13 @@ static void usage(FILE *f)
             "  --audit DIR          audit log directory                  (audit.dir)\n"
             "  --window-ms N        window length in ms                  (window.size_ms)\n"
             "  --group-by LIST      e.g. merchant,country                (window.group_by)\n"
+            "  --batch MODE         adaptive | fixed:N                   (batch.mode)\n"
+            "  --slo-ms N           p99 latency objective in ms          (slo.p99_ms)\n"
+            "  --metrics HOST:PORT  serve /metrics and /healthz while running; port 0 picks\n"
+            "                       a free port, printed on stderr       (metrics.listen)\n"
+            "  --stats-json         print one JSON stats line (docs/metrics.md) on stderr per\n"
+            "                       status.interval_ms\n"
+            "  --no-status          no live status line on a terminal\n"
             "  --set KEY=VALUE      set any config key\n"
             "  --json               print exactly one JSON summary object on stdout\n"
             "  --config-doc         print the config key reference (Markdown) and exit\n"
@@ -72,10 +86,17 @@ static const struct {
     {"--shape", "input.shape"}, {"--speedup", "input.speedup"}, {"--out", "output.dir"},
     {"--rules", "rules.file"}, {"--protect", "protect"}, {"--parties", "parties"},
     {"--keys", "keys.dir"}, {"--audit", "audit.dir"}, {"--window-ms", "window.size_ms"},
-    {"--group-by", "window.group_by"},
+    {"--group-by", "window.group_by"}, {"--batch", "batch.mode"}, {"--slo-ms", "slo.p99_ms"},
+    {"--metrics", "metrics.listen"},
 };
 
-static int apply_args(cf_config *conf, int argc, char **argv, bool *json)
+typedef struct run_flags {
+    bool json;
+    bool stats_json;
+    bool no_status;
+} run_flags;
+
+static int apply_args(cf_config *conf, int argc, char **argv, run_flags *fl)
 {
     char errstr[512];
     /* The config file first, so command-line options override it wherever they appear. */
@@ -94,7 +115,15 @@ static int apply_args(cf_config *conf, int argc, char **argv, bool *json)
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--json") == 0) {
-            *json = true;
+            fl->json = true;
+            continue;
+        }
+        if (strcmp(a, "--stats-json") == 0) {
+            fl->stats_json = true;
+            continue;
+        }
+        if (strcmp(a, "--no-status") == 0) {
+            fl->no_status = true;
             continue;
         }
         if (strcmp(a, "--config") == 0) {
@@ -146,6 +175,10 @@ static void print_human(const cf_summary *s)
            "us\n",
            (long long)s->p50_us, (long long)s->p99_us, (long long)s->p999_us,
            (long long)s->max_us);
+    printf("  %llu batches through the gateway, %.1f events each on average (largest %u, "
+           "controller target %u, %llu changes)\n",
+           (unsigned long long)s->batches, s->batch_mean, s->batch_max_seen, s->batch_target,
+           (unsigned long long)s->batch_target_changes);
     printf("  %llu alerts, %llu aggregates in %llu windows (%llu withheld below min_count), "
            "%llu late\n",
            (unsigned long long)s->alerts, (unsigned long long)s->results,
@@ -159,6 +192,58 @@ static void print_human(const cf_summary *s)
         printf("  INTEGRITY ALERTS: %llu (see alerts.ndjson)\n",
                (unsigned long long)s->integrity_alerts);
     }
+}
+
+typedef struct status_ctx {
+    cf_pipeline *p;
+    bool tty;
+    bool stats_json;
+} status_ctx;
+
+/* Runs on the pipeline's status thread; stderr is only written from here while it runs. */
+static void on_status(void *opaque, const cf_run_status *st)
+{
+    status_ctx *c = opaque;
+    if (c->tty) {
+        if (st->final) {
+            fputs("\r\033[K", stderr); /* leave the terminal as it was */
+        } else {
+            char line[512];
+            size_t n = cf_run_status_format(st, line, sizeof(line));
+            struct winsize ws;
+            if (ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 1 &&
+                n >= ws.ws_col) {
+                line[ws.ws_col - 1] = '\0'; /* never wrap: \r must return to this line */
+            }
+            fprintf(stderr, "\r\033[K%s", line);
+        }
+    }
+    if (c->stats_json) {
+        char *js = NULL;
+        size_t n = 0;
+        if (cf_metrics_snapshot_json(cf_pipeline_metrics(c->p), &js, &n) == CF_OK) {
+            fwrite(js, 1, n, stderr);
+            fputc('\n', stderr);
+            cf_free(js);
+        }
+    }
+    fflush(stderr);
+}
+
+/* "confide run: metrics at http://HOST:PORT/metrics" with the bound port (port 0). */
+static void announce_metrics(const cf_config *conf, cf_pipeline *p)
+{
+    uint16_t port = cf_pipeline_metrics_port(p);
+    char addr[600];
+    if (port == 0 || cf_config_get(conf, "metrics.listen", addr, sizeof(addr)) != CF_OK) {
+        return;
+    }
+    char *colon = strrchr(addr, ':');
+    if (colon != NULL) {
+        *colon = '\0';
+    }
+    fprintf(stderr, "confide run: metrics at http://%s:%u/metrics\n", addr, (unsigned)port);
+    fflush(stderr);
 }
 
 static int run_main(int argc, char **argv)
@@ -176,14 +261,14 @@ static int run_main(int argc, char **argv)
     cf_config *conf = NULL;
     cf_pipeline *p = NULL;
     char errstr[512] = "";
-    bool json = false;
+    run_flags fl = {0};
     int rc;
     cf_log_set(log_to_stderr, NULL, CF_LOG_WARN);
     if (cf_config_create(&conf) != CF_OK) {
         fprintf(stderr, "confide run: out of memory\n");
         return CF_EXIT_RUNTIME;
     }
-    rc = apply_args(conf, argc, argv, &json);
+    rc = apply_args(conf, argc, argv, &fl);
     if (rc != CF_EXIT_OK) {
         goto done;
     }
@@ -191,6 +276,12 @@ static int run_main(int argc, char **argv)
         fprintf(stderr, "confide run: %s\n", errstr);
         rc = CF_EXIT_USAGE;
         goto done;
+    }
+    announce_metrics(conf, p);
+    status_ctx sc = {.p = p, .tty = !fl.no_status && !fl.stats_json && isatty(STDERR_FILENO),
+                     .stats_json = fl.stats_json};
+    if (sc.tty || sc.stats_json) {
+        cf_pipeline_set_status_cb(p, on_status, &sc);
     }
     running = p;
     signal(SIGINT, on_signal);
@@ -209,7 +300,7 @@ static int run_main(int argc, char **argv)
         fprintf(stderr, "confide run: created new keys in %s (0600 files; keep them safe)\n",
                 s.keys_dir);
     }
-    if (json) {
+    if (fl.json) {
         char buf[1024];
         size_t n = cf_summary_to_json(&s, buf, sizeof(buf));
         fwrite(buf, 1, n, stdout);

@@ -68,7 +68,39 @@ typedef struct cf_summary {
     uint64_t resumed; /* events already in the audit log at start: not processed again */
     bool keys_created; /* this run created the key directory */
     char keys_dir[600];
+    /* Batching at the gateway (added with issue 6; the JSON summary carries them too). */
+    double batch_mean;      /* events per gateway batch */
+    uint32_t batch_max_seen; /* largest gateway batch */
+    uint32_t batch_target;  /* the controller's target at the end (fixed:N: N) */
+    uint64_t batch_target_changes;
 } cf_summary;
+
+/**
+ * A live view of a running pipeline for people (status line, progress), produced every
+ * status.interval_ms by cf_pipeline_run's status thread. Never carries amounts or ids.
+ */
+typedef struct cf_run_status {
+    double elapsed_s;
+    uint64_t accepted;      /* decoded so far */
+    uint64_t dead_lettered;
+    uint64_t committed;     /* through the gateway (rules, audit, protection) */
+    double events_per_s;    /* committed per second over the last interval */
+    int64_t p99_us;         /* live p99 over the last second (0: none yet) */
+    double batch_mean;      /* events per gateway batch over the last interval (0: none) */
+    uint32_t batch_target;  /* the controller's current target */
+    size_t queue_decode;    /* chunks waiting for the decode stage */
+    size_t queue_gateway;   /* batches waiting for the gateway */
+    size_t queue_sink;      /* batches waiting for the sink */
+    uint64_t bytes_read;    /* input bytes read so far */
+    uint64_t bytes_total;   /* input size when bounded (a regular file or a buffer), else 0 */
+    bool final;             /* the last call, after every stage has finished */
+} cf_run_status;
+
+/**
+ * Formats @p st as one human line without a newline ("12.0 s  20000 ev/s  p99 3.1 ms ...",
+ * with a progress bar when bytes_total is known) into @p buf. Returns the length.
+ */
+size_t cf_run_status_format(const cf_run_status *st, char *buf, size_t size);
 
 typedef struct cf_pipeline cf_pipeline;
 
@@ -83,6 +115,21 @@ void cf_pipeline_set_input_buffer(cf_pipeline *p, const char *buf, size_t len);
  */
 void cf_pipeline_set_sink_hook(cf_pipeline *p, void (*hook)(void *opaque, const cf_batch *b),
                                void *opaque);
+/**
+ * Installs a status callback: cf_pipeline_run calls @p cb(@p opaque, status) from its own
+ * status thread every status.interval_ms, and once more with final = true after the stages
+ * have finished (before it returns). NULL: no status thread. Set before cf_pipeline_run.
+ */
+void cf_pipeline_set_status_cb(cf_pipeline *p,
+                               void (*cb)(void *opaque, const cf_run_status *st), void *opaque);
+/**
+ * The pipeline's metrics registry (docs/metrics.md), borrowed: valid until
+ * cf_pipeline_destroy. Safe to render (cf_metrics_expose, cf_metrics_snapshot_json) from any
+ * thread while the pipeline runs, including from the status callback.
+ */
+struct cf_metrics *cf_pipeline_metrics(cf_pipeline *p);
+/** The port the /metrics server is bound to (metrics.listen), or 0 when there is none. */
+uint16_t cf_pipeline_metrics_port(const cf_pipeline *p);
 /** Runs to the end of the input. Blocking. Fills *out. */
 cf_err cf_pipeline_run(cf_pipeline *p, cf_summary *out, char *errstr, size_t errstr_size);
 /** Asks the gateway to re-read the blocked-party lists (signal-safe: sets a flag). */

@@ -36,14 +36,35 @@ static const conf_entry entries[] = {
     {"input.record_max", CONF_INT, "4096", 64, 1048576, NULL, OFF(input_record_max), 0,
      "Longest accepted record in bytes; longer ones are dead-lettered."},
     {"pipeline.batch_max", CONF_INT, "1024", 1, 65536, NULL, OFF(pipeline_batch_max), 0,
-     "Most events in a batch between stages."},
+     "Capacity of every batch buffer between stages (events): preallocated, so it bounds "
+     "memory and is the ceiling of batch.count_max."},
     {"pipeline.ring_batches", CONF_INT, "64", 2, 4096, NULL, OFF(pipeline_ring_batches), 0,
      "Batches in flight between two stages; a full ring blocks the producer (backpressure)."},
     {"output.dir", CONF_STR, "", 0, 0, NULL, OFF(output_dir), SZ(output_dir),
      "Output directory (dead_letter.ndjson and, with later stages, results, alerts, late). "
      "Empty: no files; dead letters are only counted."},
     {"slo.p99_ms", CONF_INT, "200", 1, 3600000, NULL, OFF(slo_p99_ms), 0,
-     "Latency objective for the 99th percentile, in milliseconds."},
+     "Latency objective for the 99th percentile, in milliseconds. The adaptive batch "
+     "controller aims at half of it (docs/batching.md)."},
+    {"batch.mode", CONF_STR, "adaptive", 0, 0, NULL, OFF(batch_mode), SZ(batch_mode),
+     "Batch sizing at the gateway: adaptive (the controller picks size and linger from the "
+     "measured per-batch cost, the arrival rate and the live p99 to meet slo.p99_ms) or "
+     "fixed:N (always N events, except when batch.linger_ms or the end of input cuts a batch "
+     "short; N in 1..batch.count_max)."},
+    {"batch.count_max", CONF_INT, "0", 0, 65536, NULL, OFF(batch_count_max), 0,
+     "Upper bound on events per batch for the controller; 0: pipeline.batch_max. Must not "
+     "exceed pipeline.batch_max (the buffer capacity)."},
+    {"batch.bytes_max", CONF_INT, "8388608", 1024, 1073741824, NULL, OFF(batch_bytes_max), 0,
+     "Upper bound on raw input bytes per batch (a record larger than this still travels, "
+     "alone)."},
+    {"batch.linger_ms", CONF_INT, "5", 0, 60000, NULL, OFF(batch_linger_ms), 0,
+     "The most a partial batch may wait for more events (the controller may choose less). "
+     "0: a batch leaves as soon as no more input is at hand."},
+    {"metrics.listen", CONF_STR, "", 0, 0, NULL, OFF(metrics_listen), SZ(metrics_listen),
+     "Serve Prometheus /metrics and /healthz on HOST:PORT for the whole run "
+     "(e.g. 127.0.0.1:9464; port 0 picks a free port). Empty: no server (docs/metrics.md)."},
+    {"status.interval_ms", CONF_INT, "1000", 50, 3600000, NULL, OFF(status_interval_ms), 0,
+     "Refresh interval of the live status line (on a TTY) and of --stats-json lines."},
     {"protect", CONF_ENUM, "lsa", 0, 0, "lsa|plain|none", OFF(protect), SZ(protect),
      "How aggregation parties see events: lsa (secret shares, pseudonymous keys, MAC-checked "
      "combine), plain (no protection, baseline), none (no aggregation: decode, rules and "
@@ -122,6 +143,24 @@ static bool enum_has(const char *choices, const char *v)
     return false;
 }
 
+/* batch.mode syntax; the bound N <= batch.count_max is checked when the pipeline is built,
+ * since the two keys may come in any order. */
+static bool batch_mode_ok(const char *v)
+{
+    if (strcmp(v, "adaptive") == 0) {
+        return true;
+    }
+    if (strncmp(v, "fixed:", 6) != 0 || v[6] < '1' || v[6] > '9') {
+        return false;
+    }
+    for (const char *p = v + 7; *p != '\0'; p++) {
+        if (*p < '0' || *p > '9') {
+            return false;
+        }
+    }
+    return strlen(v + 6) <= 5;
+}
+
 /* Parses and stores one value. @p where is "" or " (file:line N)". */
 static cf_err set_entry(cf_config *c, const conf_entry *e, const char *v, const char *where,
                         char *errstr, size_t errstr_size)
@@ -137,6 +176,11 @@ static cf_err set_entry(cf_config *c, const conf_entry *e, const char *v, const 
         if (e->type == CONF_ENUM && !enum_has(e->choices, v)) {
             return cf_err_set(CF_E_INVAL, errstr, errstr_size, "%s%s: '%s' is not one of %s",
                               e->key, where, v, e->choices);
+        }
+        if (e->offset == OFF(batch_mode) && !batch_mode_ok(v)) {
+            return cf_err_set(CF_E_INVAL, errstr, errstr_size,
+                              "%s%s: '%s' is not adaptive or fixed:N (N a positive integer)",
+                              e->key, where, v);
         }
         memcpy(field, v, strlen(v) + 1);
         return CF_OK;

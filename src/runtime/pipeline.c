@@ -11,22 +11,34 @@
  * when pacing open-loop (input.rate), with its scheduled send time, so time spent waiting
  * behind a slow stage counts (no coordinated omission). The sink records now - stamp.
  *
+ * Batching (docs/batching.md): the decode stage forms batches of the controller's target size
+ * (batch.mode: adaptive, or fixed:N) and never holds a partial batch longer than the
+ * controller's linger: while a batch is open it polls the chunk ring against that deadline
+ * instead of blocking. The gateway thread owns the controller: it times each batch (service
+ * time, and the wait in the ring when more batches were queued behind it) and publishes the
+ * new target and linger through atomics (observe.h) that the decode thread reads. The sink
+ * feeds the end-to-end latency into the controller's live p99 window, once per batch.
+ * Metrics, the /metrics server and the status thread live in observe.c.
+ *
  * Ownership: a chunk or batch is owned by exactly one stage at a time: the one that popped it.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "confide/io.h"
+#include "observe.h"
 #include "outfile.h"
-#include "secure.h"
 #include "runtime_int.h"
+#include "secure.h"
 
 #define READ_BUF_SIZE (1u << 20)
 #define CHUNK_DATA_SIZE (256u * 1024u)
@@ -42,6 +54,15 @@ typedef struct chunk {
     int64_t *stamp_ns;
 } chunk;
 
+/* An event batch with what the gateway needs to know about it. The cf_batch comes first, so
+ * the cf_batch * that travels on the rings converts back. */
+typedef struct pbatch {
+    cf_batch b;
+    uint64_t bytes;       /* raw record bytes (batch.bytes_max) */
+    int64_t first_add_ns; /* the first event went in: the linger clock starts */
+    int64_t pushed_ns;    /* handed to the gateway */
+} pbatch;
+
 struct cf_pipeline {
     cf_config conf;
     cf_format fmt;
@@ -53,14 +74,15 @@ struct cf_pipeline {
     atomic_bool reload;
     cf_secure *secure;
     int64_t amount_max;
-    uint64_t skip; /* resume: accepted records the audit log already holds */
+    uint64_t skip;      /* resume: accepted records the audit log already holds */
+    uint64_t skip_done; /* decode: of those, skipped so far */
     cf_err gateway_err;
     char gateway_errstr[256];
 
     size_t n_chunks;
     size_t n_batches;
     chunk *chunks;
-    cf_batch **batches;
+    pbatch **batches;
     cf_ring *chunk_free, *chunk_full;   /* decode -> source, source -> decode */
     cf_ring *batch_free;                /* sink -> decode */
     cf_ring *batch_decoded, *batch_out; /* decode -> process, process -> sink */
@@ -73,6 +95,12 @@ struct cf_pipeline {
     size_t peak_inflight;
     cf_hist *latency;
     outfile dead_letter;
+
+    cf_observe *ob;
+    cf_batch_ctl *ctl; /* owned by the gateway thread once running (observe.h) */
+    uint32_t count_max;
+    uint64_t batch_events; /* gateway: events and largest batch, for the summary */
+    uint32_t batch_largest;
 };
 
 /* ---- setup ---- */
@@ -102,19 +130,65 @@ static cf_err chunks_create(cf_pipeline *p)
 
 static cf_err batches_create(cf_pipeline *p)
 {
-    p->batches = cf_calloc(p->n_batches, sizeof(cf_batch *));
+    p->batches = cf_calloc(p->n_batches, sizeof(pbatch *));
     if (p->batches == NULL) {
         return CF_E_NOMEM;
     }
     for (size_t i = 0; i < p->n_batches; i++) {
-        cf_err err = cf_batch_create(&p->batches[i], (uint32_t)p->conf.pipeline_batch_max);
-        if (err != CF_OK) {
-            return err;
+        pbatch *pb = cf_calloc(1, sizeof(*pb));
+        p->batches[i] = pb;
+        if (pb == NULL) {
+            return CF_E_NOMEM;
         }
-        if (cf_ring_push(p->batch_free, p->batches[i]) != CF_OK) {
+        pb->b.cap = (uint32_t)p->conf.pipeline_batch_max;
+        pb->b.ev = cf_calloc(pb->b.cap, sizeof(cf_event));
+        if (pb->b.ev == NULL) {
+            return CF_E_NOMEM;
+        }
+        if (cf_ring_push(p->batch_free, &pb->b) != CF_OK) {
             return CF_E_STATE;
         }
     }
+    return CF_OK;
+}
+
+static void publish_target(cf_pipeline *p)
+{
+    atomic_store_explicit(&p->ob->target, cf_batch_ctl_target(p->ctl), memory_order_relaxed);
+    atomic_store_explicit(&p->ob->linger_ns, cf_batch_ctl_linger_ns(p->ctl),
+                          memory_order_relaxed);
+    cf_gauge_set(p->ob->batch_linger, (double)cf_batch_ctl_linger_ns(p->ctl) / 1e9);
+}
+
+/* The batch controller and the metrics of the pipeline's own stages. */
+static cf_err observe_setup(cf_pipeline *p, char *errstr, size_t errstr_size)
+{
+    cf_err err;
+    p->count_max = cf__config_batch_count(&p->conf);
+    if (p->count_max > (uint32_t)p->conf.pipeline_batch_max) {
+        return cf_err_set(CF_E_INVAL, errstr, errstr_size,
+                          "batch.count_max %u: must not exceed pipeline.batch_max (%lld)",
+                          p->count_max, (long long)p->conf.pipeline_batch_max);
+    }
+    if ((err = cf_batch_ctl_create(&p->ctl, p->conf.batch_mode, (uint32_t)p->conf.slo_p99_ms,
+                                   p->count_max, (uint64_t)p->conf.batch_bytes_max,
+                                   (uint32_t)p->conf.batch_linger_ms, errstr, errstr_size)) !=
+            CF_OK ||
+        (err = cf__observe_create(&p->ob, errstr, errstr_size)) != CF_OK ||
+        (err = cf__observe_queue(p->ob, "source_to_decode", p->chunk_full, errstr,
+                                 errstr_size)) != CF_OK ||
+        (err = cf__observe_queue(p->ob, "decode_to_gateway", p->batch_decoded, errstr,
+                                 errstr_size)) != CF_OK ||
+        (err = cf__observe_queue(p->ob, "gateway_to_sink", p->batch_out, errstr,
+                                 errstr_size)) != CF_OK) {
+        return err;
+    }
+    cf_batch_ctl_set_gauge(p->ctl, p->ob->batch_target);
+    publish_target(p);
+    p->ob->queue[0] = p->chunk_full;
+    p->ob->queue[1] = p->batch_decoded;
+    p->ob->queue[2] = p->batch_out;
+    p->ob->ctl = p->ctl;
     return CF_OK;
 }
 
@@ -147,11 +221,19 @@ cf_err cf_pipeline_create(cf_pipeline **out, const cf_config *c, char *errstr, s
                    cf_strerror(err));
         goto fail;
     }
-    if ((err = cf_secure_create(&p->secure, &p->conf, errstr, errstr_size)) != CF_OK) {
+    if ((err = observe_setup(p, errstr, errstr_size)) != CF_OK) {
+        goto fail;
+    }
+    if ((err = cf__secure_create_observed(&p->secure, &p->conf, p->ob->m, errstr,
+                                          errstr_size)) != CF_OK) {
         goto fail;
     }
     p->amount_max = cf_secure_amount_max(p->secure);
     p->skip = cf_secure_resume_skip(p->secure);
+    if (p->conf.metrics_listen[0] != '\0' &&
+        (err = cf__observe_serve(p->ob, p->conf.metrics_listen, errstr, errstr_size)) != CF_OK) {
+        goto fail;
+    }
     *out = p;
     return CF_OK;
 fail:
@@ -171,6 +253,24 @@ void cf_pipeline_set_sink_hook(cf_pipeline *p, void (*hook)(void *, const cf_bat
     p->sink_opaque = opaque;
 }
 
+void cf_pipeline_set_status_cb(cf_pipeline *p, void (*cb)(void *, const cf_run_status *),
+                               void *opaque)
+{
+    p->ob->status_cb = cb;
+    p->ob->status_opaque = opaque;
+    p->ob->interval_ns = p->conf.status_interval_ms * INT64_C(1000000);
+}
+
+struct cf_metrics *cf_pipeline_metrics(cf_pipeline *p)
+{
+    return p->ob->m;
+}
+
+uint16_t cf_pipeline_metrics_port(const cf_pipeline *p)
+{
+    return p->ob->srv != NULL ? p->ob->port : 0;
+}
+
 void cf_pipeline_stop(cf_pipeline *p)
 {
     atomic_store(&p->stop, true);
@@ -186,6 +286,12 @@ void cf_pipeline_destroy(cf_pipeline *p)
     if (p == NULL) {
         return;
     }
+    /* The server and the status thread read the rings: they go first. */
+    if (p->ob != NULL) {
+        cf__observe_status_stop(p->ob);
+        cf_metrics_server_stop(p->ob->srv);
+        p->ob->srv = NULL;
+    }
     if (p->chunks != NULL) {
         for (size_t i = 0; i < p->n_chunks; i++) {
             cf_free(p->chunks[i].data);
@@ -196,7 +302,10 @@ void cf_pipeline_destroy(cf_pipeline *p)
     }
     if (p->batches != NULL) {
         for (size_t i = 0; i < p->n_batches; i++) {
-            cf_batch_destroy(p->batches[i]);
+            if (p->batches[i] != NULL) {
+                cf_free(p->batches[i]->b.ev);
+                cf_free(p->batches[i]);
+            }
         }
         cf_free(p->batches);
     }
@@ -206,8 +315,10 @@ void cf_pipeline_destroy(cf_pipeline *p)
     cf_ring_destroy(p->batch_decoded);
     cf_ring_destroy(p->batch_out);
     cf_hist_destroy(p->latency);
-    cf_secure_destroy(p->secure);
+    cf_secure_destroy(p->secure); /* holds metric handles: before the registry */
     outfile_abandon(&p->dead_letter);
+    cf_batch_ctl_destroy(p->ctl);
+    cf__observe_destroy(p->ob);
     cf_free(p);
 }
 
@@ -314,6 +425,7 @@ static cf_err read_fd(source_state *s, cf_splitter *sp, int fd)
         }
         eof = n == 0;
         have += (size_t)n;
+        atomic_fetch_add_explicit(&p->ob->bytes_read, (uint64_t)n, memory_order_relaxed);
         size_t used = split_all(s, sp, buf, have, eof);
         memmove(buf, buf + used, have - used);
         have -= used;
@@ -344,7 +456,8 @@ static void *source_main(void *arg)
     }
     s.start_ns = cf_now_ns();
     if (p->mem_buf != NULL) {
-        split_all(&s, sp, p->mem_buf, p->mem_len, true);
+        size_t used = split_all(&s, sp, p->mem_buf, p->mem_len, true);
+        atomic_store_explicit(&p->ob->bytes_read, used, memory_order_relaxed);
     } else {
         bool use_stdin = strcmp(p->conf.input_path, "-") == 0;
         fd = use_stdin ? STDIN_FILENO : open(p->conf.input_path, O_RDONLY | O_CLOEXEC);
@@ -390,12 +503,147 @@ static cf_batch *take_batch(cf_pipeline *p)
 static void dead_letter(cf_pipeline *p, const cf_record *rec, const char *reason)
 {
     p->dead_lettered++;
+    cf__observe_dead_letter(p->ob, reason);
     if (p->dead_letter.f == NULL) {
         return;
     }
     char line[CF_DEADLETTER_RAW_MAX * 6 + 512];
     size_t n = cf_deadletter_format(p->conf.input_path, rec, reason, line, sizeof(line));
     outfile_write(&p->dead_letter, line, n);
+}
+
+/* The decode stage's open batch and the counts not yet added to the metrics. */
+typedef struct decode_state {
+    cf_pipeline *p;
+    pbatch *b;
+    uint64_t seq;
+    uint64_t accepted, dead, resumed; /* totals at the last metrics update */
+} decode_state;
+
+static void decode_counts(decode_state *d)
+{
+    cf_pipeline *p = d->p;
+    uint64_t acc = p->accepted, res = p->skip_done;
+    cf_counter_add(p->ob->decode_accepted, acc - d->accepted);
+    cf_counter_add(p->ob->decode_dead, p->dead_lettered - d->dead);
+    cf_counter_add(p->ob->decode_resumed, res - d->resumed);
+    d->accepted = acc;
+    d->dead = p->dead_lettered;
+    d->resumed = res;
+}
+
+static void emit_batch(decode_state *d)
+{
+    pbatch *b = d->b;
+    if (b == NULL) {
+        return;
+    }
+    d->b = NULL;
+    if (b->b.n == 0) {
+        cf_ring_push_wait(d->p->batch_free, &b->b);
+        return;
+    }
+    decode_counts(d); /* before the gateway can count the batch as committed */
+    b->pushed_ns = cf_now_ns();
+    cf_ring_push_wait(d->p->batch_decoded, &b->b);
+}
+
+static int64_t linger_deadline(const decode_state *d)
+{
+    return d->b->first_add_ns +
+           atomic_load_explicit(&d->p->ob->linger_ns, memory_order_relaxed);
+}
+
+/* True when the open batch must leave now: the controller's target (at most the buffer),
+ * batch.bytes_max, or (checked every 32 events, a clock read) its linger deadline. */
+static bool batch_due(const decode_state *d)
+{
+    const pbatch *b = d->b;
+    uint32_t target = atomic_load_explicit(&d->p->ob->target, memory_order_relaxed);
+    if (b->b.n >= target || b->b.n == b->b.cap ||
+        b->bytes >= (uint64_t)d->p->conf.batch_bytes_max) {
+        return true;
+    }
+    return (b->b.n & 31) == 0 && cf_now_ns() >= linger_deadline(d);
+}
+
+/* Decodes the records of @p c from *pos into the open batch, emitting every batch that is
+ * due. */
+static void decode_chunk(decode_state *d, cf_decoder *dec, chunk *c)
+{
+    cf_pipeline *p = d->p;
+    for (uint32_t i = 0; i < c->n; i++) {
+        const cf_record *rec = &c->rec[i];
+        if (d->b == NULL) {
+            d->b = (pbatch *)(void *)take_batch(p);
+            d->b->bytes = 0;
+            d->b->first_add_ns = 0;
+        }
+        cf_batch *b = &d->b->b;
+        cf_event *ev = &b->ev[b->n];
+        char reason[160];
+        cf_decode_result r;
+        if (rec->too_long) {
+            r = CF_DECODE_REJECT;
+            snprintf(reason, sizeof(reason), "record too long");
+        } else if (dec == NULL) {
+            r = CF_DECODE_REJECT;
+            snprintf(reason, sizeof(reason), "no decoder");
+        } else {
+            r = cf_decoder_decode(dec, rec, ev, reason, sizeof(reason));
+        }
+        if (r == CF_DECODE_SKIP) {
+            continue;
+        }
+        p->read++;
+        if (r == CF_DECODE_REJECT) {
+            dead_letter(p, rec, reason);
+            continue;
+        }
+        if (ev->amount_minor > p->amount_max || ev->amount_minor < -p->amount_max) {
+            dead_letter(p, rec, "amount beyond the secure aggregation range");
+            continue;
+        }
+        p->accepted++;
+        if (p->skip > 0) {
+            p->skip--; /* already logged and replayed from the log (resume) */
+            p->skip_done++;
+            continue;
+        }
+        ev->ingest_ns = c->stamp_ns[i];
+        ev->seq = d->seq++;
+        if (b->n++ == 0) {
+            d->b->first_add_ns = cf_now_ns();
+        }
+        d->b->bytes += rec->len;
+        if (batch_due(d)) {
+            emit_batch(d);
+        }
+    }
+}
+
+/* Pops a chunk, waiting at most until @p deadline_ns: CF_OK, CF_E_EOF when the deadline
+ * passed with nothing to pop, CF_E_STATE when the ring is closed and drained. */
+static cf_err pop_until(cf_ring *r, void **item, int64_t deadline_ns)
+{
+    unsigned spins = 0;
+    for (;;) {
+        cf_err e = cf_ring_pop(r, item);
+        if (e != CF_E_EOF) {
+            return e;
+        }
+        int64_t left = deadline_ns - cf_now_ns();
+        if (left <= 0) {
+            return CF_E_EOF;
+        }
+        if (++spins < 16) {
+            sched_yield();
+        } else {
+            /* Short sleeps: the deadline is met within ~50 us without burning a core. */
+            struct timespec ts = {0, left < 50000 ? (long)left : 50000};
+            nanosleep(&ts, NULL);
+        }
+    }
 }
 
 static void *decode_main(void *arg)
@@ -408,62 +656,30 @@ static void *decode_main(void *arg)
         /* Drain so the source can finish; everything read is dead-lettered. */
         CF_LOG(CF_LOG_ERROR, "decode", "cannot create decoder: %s", errstr);
     }
-    uint64_t seq = 0;
-    cf_batch *b = NULL;
-    void *item;
-    while (cf_ring_pop_wait(p->chunk_full, &item) == CF_OK) {
+    decode_state d = {.p = p};
+    for (;;) {
+        void *item = NULL;
+        cf_err e;
+        if (d.b == NULL || d.b->b.n == 0) {
+            decode_counts(&d);
+            e = cf_ring_pop_wait(p->chunk_full, &item) == CF_OK ? CF_OK : CF_E_STATE;
+        } else {
+            /* A partial batch is open: wait for more input only until its linger ends. */
+            e = pop_until(p->chunk_full, &item, linger_deadline(&d));
+            if (e == CF_E_EOF) {
+                emit_batch(&d);
+                continue;
+            }
+        }
+        if (e != CF_OK) {
+            break; /* closed and drained */
+        }
         chunk *c = item;
-        for (uint32_t i = 0; i < c->n; i++) {
-            const cf_record *rec = &c->rec[i];
-            if (b == NULL) {
-                b = take_batch(p);
-            }
-            cf_event *ev = &b->ev[b->n];
-            char reason[160];
-            cf_decode_result r;
-            if (rec->too_long) {
-                r = CF_DECODE_REJECT;
-                snprintf(reason, sizeof(reason), "record too long");
-            } else if (dec == NULL) {
-                r = CF_DECODE_REJECT;
-                snprintf(reason, sizeof(reason), "no decoder");
-            } else {
-                r = cf_decoder_decode(dec, rec, ev, reason, sizeof(reason));
-            }
-            if (r == CF_DECODE_SKIP) {
-                continue;
-            }
-            p->read++;
-            if (r == CF_DECODE_REJECT) {
-                dead_letter(p, rec, reason);
-                continue;
-            }
-            if (ev->amount_minor > p->amount_max || ev->amount_minor < -p->amount_max) {
-                dead_letter(p, rec, "amount beyond the secure aggregation range");
-                continue;
-            }
-            p->accepted++;
-            if (p->skip > 0) {
-                p->skip--; /* already logged and replayed from the log (resume) */
-                continue;
-            }
-            ev->ingest_ns = c->stamp_ns[i];
-            ev->seq = seq++;
-            if (++b->n == b->cap) {
-                cf_ring_push_wait(p->batch_decoded, b);
-                b = NULL;
-            }
-        }
-        /* A chunk boundary is where the source paused: don't hold its events back. */
-        if (b != NULL && b->n > 0) {
-            cf_ring_push_wait(p->batch_decoded, b);
-            b = NULL;
-        }
+        decode_chunk(&d, dec, c);
         cf_ring_push_wait(p->chunk_free, c);
     }
-    if (b != NULL) {
-        cf_ring_push_wait(p->batch_free, b);
-    }
+    emit_batch(&d);
+    decode_counts(&d);
     cf_ring_close(p->batch_decoded);
     cf_decoder_destroy(dec);
     return NULL;
@@ -473,7 +689,8 @@ static void *decode_main(void *arg)
 
 /* The gateway's per-batch work between decode and sink: compliance, audit, protection
  * (secure.c). A batch reaches the sink only when all of it is done; if any of it fails the
- * run stops and nothing more is forwarded. */
+ * run stops and nothing more is forwarded. The thread owns the batch controller: each batch's
+ * service time and backlog wait go into it, and its new target and linger out to decode. */
 static void *process_main(void *arg)
 {
     cf_pipeline *p = arg;
@@ -481,6 +698,11 @@ static void *process_main(void *arg)
     void *item;
     while (cf_ring_pop_wait(p->batch_decoded, &item) == CF_OK) {
         cf_batch *b = item;
+        pbatch *pb = (pbatch *)(void *)b;
+        /* More batches behind this one: its wait in the ring is a queue, not just the
+         * previous batch's service time (which the model already counts). */
+        bool backlog = cf_ring_size(p->batch_decoded) > 0;
+        int64_t t0 = cf_now_ns();
         if (p->secure != NULL && atomic_exchange(&p->reload, false)) {
             cf_secure_reload(p->secure);
         }
@@ -488,6 +710,7 @@ static void *process_main(void *arg)
             p->gateway_err = cf_secure_gateway(p->secure, b, p->gateway_errstr,
                                                sizeof(p->gateway_errstr));
             if (p->gateway_err != CF_OK) {
+                atomic_store(&p->ob->unhealthy, true);
                 atomic_store(&p->stop, true);
             }
         }
@@ -495,7 +718,22 @@ static void *process_main(void *arg)
             cf_ring_push_wait(p->batch_free, b);
             continue;
         }
+        uint32_t n = b->n;
+        uint64_t bytes = pb->bytes;
+        int64_t first = b->ev[0].ingest_ns, last = b->ev[n - 1].ingest_ns;
+        int64_t queued = backlog ? t0 - pb->pushed_ns : 0;
+        int64_t t1 = cf_now_ns();
         cf_ring_push_wait(p->batch_out, b);
+        /* The controller's service time includes the hand-off: when the sink is the
+         * bottleneck, its per-batch cost shows here and batches grow to amortize it. */
+        int64_t t2 = cf_now_ns();
+        cf_batch_ctl_observe(p->ctl, t2, n, bytes, t2 - t0, queued, first, last);
+        publish_target(p);
+        cf__observe_batch(p->ob, n, t1 - t0);
+        p->batch_events += n;
+        if (n > p->batch_largest) {
+            p->batch_largest = n;
+        }
     }
     cf_ring_close(p->batch_out);
     return NULL;
@@ -515,6 +753,7 @@ static void *sink_main(void *arg)
             int64_t us = (now - b->ev[i].ingest_ns) / 1000;
             cf_hist_record(p->latency, us < 1 ? 1 : us);
         }
+        cf__observe_sink(p->ob, p->ctl, b, now);
         p->batches_done++;
         if (p->sink_hook != NULL) {
             p->sink_hook(p->sink_opaque, b);
@@ -545,8 +784,18 @@ cf_err cf_pipeline_run(cf_pipeline *p, cf_summary *out, char *errstr, size_t err
     if (err != CF_OK) {
         return err;
     }
+    struct stat sb;
+    if (p->mem_buf != NULL) {
+        p->ob->bytes_total = p->mem_len;
+    } else if (strcmp(p->conf.input_path, "-") != 0 && stat(p->conf.input_path, &sb) == 0 &&
+               S_ISREG(sb.st_mode)) {
+        p->ob->bytes_total = (uint64_t)sb.st_size; /* bounded input: progress is known */
+    }
     double cpu0 = cf_cpu_s();
     int64_t t0 = cf_now_ns();
+    if (cf__observe_status_start(p->ob) != CF_OK) {
+        return cf_err_set(CF_E_NOMEM, errstr, errstr_size, "cannot start the status thread");
+    }
     pthread_t th[4];
     void *(*mains[4])(void *) = {sink_main, process_main, decode_main, source_main};
     int started = 0;
@@ -558,6 +807,9 @@ cf_err cf_pipeline_run(cf_pipeline *p, cf_summary *out, char *errstr, size_t err
     CF_ASSERT(started == 4); /* thread creation failing at start-up leaves no sane recovery */
     for (int i = 3; i >= 0; i--) {
         pthread_join(th[i], NULL);
+    }
+    if (p->source_err != CF_OK) {
+        atomic_store(&p->ob->unhealthy, true);
     }
     memset(out, 0, sizeof(*out));
     cf_err secure_err = CF_OK;
@@ -602,6 +854,12 @@ cf_err cf_pipeline_run(cf_pipeline *p, cf_summary *out, char *errstr, size_t err
     out->max_us = cf_hist_max(p->latency);
     out->source_blocked_ns = p->source_blocked_ns;
     out->peak_inflight_batches = p->peak_inflight;
+    uint64_t gw_batches = cf_histogram_count(p->ob->batch_size);
+    out->batch_mean = gw_batches > 0 ? (double)p->batch_events / (double)gw_batches : 0;
+    out->batch_max_seen = p->batch_largest;
+    out->batch_target = cf_batch_ctl_target(p->ctl);
+    out->batch_target_changes = cf_batch_ctl_changes(p->ctl);
+    cf__observe_status_stop(p->ob); /* the final status line, after every count is in */
     return err;
 }
 
@@ -612,7 +870,9 @@ size_t cf_summary_to_json(const cf_summary *s, char *buf, size_t size)
                      "\"events_per_s\":%.1f,\"latency_us\":{\"p50\":%lld,\"p99\":%lld,"
                      "\"p999\":%lld,\"max\":%lld},\"cpu_s\":%.3f,\"alerts\":%llu,\"late\":%llu,"
                      "\"windows\":%llu,\"results\":%llu,\"suppressed\":%llu,"
-                     "\"integrity_alerts\":%llu,\"audited\":%llu,\"resumed\":%llu}\n",
+                     "\"integrity_alerts\":%llu,\"audited\":%llu,\"resumed\":%llu,\"batches\":%llu,"
+                     "\"batch_mean\":%.2f,\"batch_max\":%u,\"batch_target\":%u,"
+                     "\"batch_target_changes\":%llu}\n",
                      (unsigned long long)s->read, (unsigned long long)s->accepted,
                      (unsigned long long)s->dead_lettered, s->elapsed_s, s->events_per_s,
                      (long long)s->p50_us, (long long)s->p99_us, (long long)s->p999_us,
@@ -620,6 +880,8 @@ size_t cf_summary_to_json(const cf_summary *s, char *buf, size_t size)
                      (unsigned long long)s->late, (unsigned long long)s->windows,
                      (unsigned long long)s->results, (unsigned long long)s->suppressed,
                      (unsigned long long)s->integrity_alerts, (unsigned long long)s->audited,
-                     (unsigned long long)s->resumed);
+                     (unsigned long long)s->resumed, (unsigned long long)s->batches,
+                     s->batch_mean, s->batch_max_seen, s->batch_target,
+                     (unsigned long long)s->batch_target_changes);
     return n < 0 || (size_t)n >= size ? 0 : (size_t)n;
 }

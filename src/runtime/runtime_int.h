@@ -40,7 +40,19 @@ struct cf_config {
     char window_group_by[128];
     int64_t window_memory_mb;
     int64_t debug_tamper_party;
+    char batch_mode[32];
+    int64_t batch_count_max; /* 0: pipeline.batch_max (see cf__config_batch_count) */
+    int64_t batch_bytes_max;
+    int64_t batch_linger_ms;
+    char metrics_listen[CF_CONF_STR_MAX];
+    int64_t status_interval_ms;
 };
+
+/** batch.count_max in effect: the key, or pipeline.batch_max when it is 0. */
+static inline uint32_t cf__config_batch_count(const struct cf_config *c)
+{
+    return (uint32_t)(c->batch_count_max > 0 ? c->batch_count_max : c->pipeline_batch_max);
+}
 
 typedef struct conf_entry {
     const char *key;

@@ -41,9 +41,11 @@
 
 #include "confide/audit.h"
 #include "confide/keys.h"
+#include "confide/metrics.h"
 #include "confide/rules.h"
 #include "confide/secagg.h"
 #include "confide/window.h"
+#include "observe.h"
 #include "outfile.h"
 #include "secure.h"
 
@@ -163,6 +165,11 @@ struct cf_secure {
     uint64_t last_ckpt_index; /* gateway: index of the last checkpoint requested */
     uint64_t resume_index;    /* events already in the log when the run started */
     bool ephemeral_keys;
+
+    /* Metrics (observe.h): registered before the threads start; NULL when not observed. */
+    cf_counter *m_alerts[CF_RULES_MAX]; /* by rule index */
+    cf_counter *m_integrity, *m_late;
+    cf_gauge *m_watermark, *m_watermark_lag; /* party 0 updates them */
 };
 
 /* ---- small helpers ---- */
@@ -416,6 +423,24 @@ static void party_checkpoint(party *pa, const item_batch *ib)
     }
 }
 
+static void count_alert(cf_secure *s, const cf_rule_hit *hit)
+{
+    if (hit->rule < CF_RULES_MAX && s->m_alerts[hit->rule] != NULL) {
+        cf_counter_inc(s->m_alerts[hit->rule]);
+    }
+}
+
+/* Event-time progress for operators: the watermark and how far it trails the wall clock
+ * (replayed historical data shows a large, steady lag). Once per batch, party 0 only. */
+static void watermark_gauges(party *pa)
+{
+    int64_t wm = cf_window_watermark(pa->win);
+    if (wm > 0) {
+        cf_gauge_set(pa->s->m_watermark, (double)wm / 1e6);
+        cf_gauge_set(pa->s->m_watermark_lag, (double)(cf_wall_us() - wm) / 1e6);
+    }
+}
+
 static void *party_main(void *arg)
 {
     party *pa = arg;
@@ -428,6 +453,9 @@ static void *party_main(void *arg)
             spins = 0;
             item_batch *ib = item;
             party_absorb(pa, ib);
+            if (pa->index == 0 && pa->s->m_watermark != NULL) {
+                watermark_gauges(pa);
+            }
             if (ib->ckpt) {
                 party_checkpoint(pa, ib);
             }
@@ -506,6 +534,9 @@ static const party_msg *next_msg(cf_secure *s, unsigned i, cursor *c)
 static void integrity_alert(cf_secure *s, const party_msg *m, const char *what)
 {
     s->st.integrity_alerts++;
+    if (s->m_integrity != NULL) {
+        cf_counter_inc(s->m_integrity);
+    }
     char start[40], end[40], line[512];
     cf_window_format_time(m->start_us, start, sizeof(start));
     cf_window_format_time(m->end_us, end, sizeof(end));
@@ -529,6 +560,9 @@ static void integrity_alert(cf_secure *s, const party_msg *m, const char *what)
 static void write_late(cf_secure *s, const party_msg *m)
 {
     atomic_fetch_add(&s->late_count, 1);
+    if (s->m_late != NULL) {
+        cf_counter_inc(s->m_late);
+    }
     char ts[40], wm[40], line[320];
     cf_window_format_time(m->start_us, ts, sizeof(ts));
     cf_window_format_time(m->end_us, wm, sizeof(wm));
@@ -1135,6 +1169,7 @@ static cf_err replay_log(cf_secure *s, uint64_t from_ckpt, char *errstr, size_t 
                                                    sizeof(line));
                 outfile_write(&s->alerts, line, len);
                 s->st.alerts++;
+                count_alert(s, &v.hits[h]);
             }
         }
         if (s->mode != PROT_NONE) {
@@ -1163,7 +1198,75 @@ static cf_err replay_log(cf_secure *s, uint64_t from_ckpt, char *errstr, size_t 
     return err;
 }
 
+static double ring_depth(void *opaque)
+{
+    return (double)cf_ring_size(opaque);
+}
+
+/* Registers the series this file updates. Runs before the party and combiner threads start,
+ * so they see the handles without further synchronization. */
+static cf_err register_metrics(cf_secure *s, cf_metrics *m, char *errstr, size_t errstr_size)
+{
+    cf_err err;
+    size_t nrules = s->rules != NULL ? cf_rules_count(s->rules) : 0;
+    for (size_t i = 0; i < nrules && i < CF_RULES_MAX; i++) {
+        cf_label l[] = {{"rule", cf_rules_id(s->rules, i)}};
+        if ((err = cf_metrics_counter(m, CF_METRIC_ALERTS_TOTAL, "Compliance alerts, by rule.",
+                                      l, 1, &s->m_alerts[i], errstr, errstr_size)) != CF_OK) {
+            return err;
+        }
+    }
+    cf_gauge *par = NULL;
+    if ((err = cf_metrics_gauge(m, CF_METRIC_PARALLELISM,
+                                "Aggregation parties (threads) serving the windows.", NULL, 0,
+                                &par, errstr, errstr_size)) != CF_OK) {
+        return err;
+    }
+    cf_gauge_set(par, (double)s->k);
+    if (s->mode == PROT_NONE) {
+        return CF_OK;
+    }
+    cf_label late[] = {{"stage", "window"}, {"outcome", "late"}};
+    if ((err = cf_metrics_counter(m, "confide_integrity_alerts_total",
+                                  "Integrity alerts: failed MACs and disagreeing parties.", NULL,
+                                  0, &s->m_integrity, errstr, errstr_size)) != CF_OK ||
+        (err = cf_metrics_counter(m, CF_METRIC_EVENTS_TOTAL,
+                                  "Events that left a pipeline stage, by stage and outcome.",
+                                  late, 2, &s->m_late, errstr, errstr_size)) != CF_OK ||
+        (err = cf_metrics_gauge(m, "confide_watermark_timestamp_seconds",
+                                "Event-time watermark of the windows (Unix time).", NULL, 0,
+                                &s->m_watermark, errstr, errstr_size)) != CF_OK ||
+        (err = cf_metrics_gauge(m, CF_METRIC_WATERMARK_LAG,
+                                "Wall-clock time minus the event-time watermark.", NULL, 0,
+                                &s->m_watermark_lag, errstr, errstr_size)) != CF_OK) {
+        return err;
+    }
+    for (unsigned i = 0; i < s->k; i++) {
+        char in[32], outq[32];
+        snprintf(in, sizeof(in), "gateway_to_party%u", i);
+        snprintf(outq, sizeof(outq), "party%u_to_combiner", i);
+        cf_label li[] = {{"queue", in}};
+        cf_label lo[] = {{"queue", outq}};
+        const char *help = "Items waiting in a bounded ring between two stages.";
+        if ((err = cf_metrics_gauge_fn(m, CF_METRIC_QUEUE_DEPTH, help, li, 1, ring_depth,
+                                       s->parties[i].in.full_ring, errstr, errstr_size)) !=
+                CF_OK ||
+            (err = cf_metrics_gauge_fn(m, CF_METRIC_QUEUE_DEPTH, help, lo, 1, ring_depth,
+                                       s->parties[i].out.full_ring, errstr, errstr_size)) !=
+                CF_OK) {
+            return err;
+        }
+    }
+    return CF_OK;
+}
+
 cf_err cf_secure_create(cf_secure **out, const cf_config *c, char *errstr, size_t errstr_size)
+{
+    return cf__secure_create_observed(out, c, NULL, errstr, errstr_size);
+}
+
+cf_err cf__secure_create_observed(cf_secure **out, const cf_config *c, cf_metrics *m,
+                                  char *errstr, size_t errstr_size)
 {
     *out = NULL;
     prot_mode mode = strcmp(c->protect, "lsa") == 0     ? PROT_LSA
@@ -1244,6 +1347,9 @@ cf_err cf_secure_create(cf_secure **out, const cf_config *c, char *errstr, size_
     if ((err = restore_state(s, &rs, errstr, errstr_size)) != CF_OK) {
         goto fail;
     }
+    if (m != NULL && (err = register_metrics(s, m, errstr, errstr_size)) != CF_OK) {
+        goto fail;
+    }
     if (mode != PROT_NONE && !start_threads(s)) {
         err = cf_err_set(CF_E_NOMEM, errstr, errstr_size, "cannot start party threads");
         goto fail;
@@ -1317,6 +1423,7 @@ static void screen(cf_secure *s, cf_batch *b)
             size_t n = cf_rules_alert_ndjson(s->rules, &b->ev[i], &v.hits[h], line, sizeof(line));
             outfile_write(&s->alerts, line, n);
             s->st.alerts++;
+            count_alert(s, &v.hits[h]);
         }
     }
 }
