@@ -14,8 +14,6 @@ PACKAGES=(
     libgmp-dev          # Paillier baseline
     libyaml-dev         # configuration files
     libmicrohttpd-dev   # /metrics and /healthz
-    libnats-dev         # distributed mode (NATS JetStream client)
-    nats-server         # JetStream server that the integration tests start on 127.0.0.1
     prometheus          # promtool, to check the live /metrics scrape
     gnuplot-nox         # benchmark plots
     python3             # small test helpers
