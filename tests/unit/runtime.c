@@ -3,6 +3,7 @@
 
 #include "cf_test.h"
 #include "confide/io.h"
+#include "confide/metrics.h"
 #include "confide/runtime.h"
 
 static cf_config *conf_new(void)
@@ -255,6 +256,284 @@ static void test_pipeline_summary_json(void)
     CHECK(strstr(buf, "\"read\":10,\"accepted\":7,\"dead_lettered\":3") != NULL);
     CHECK(strstr(buf, "\"latency_us\":{\"p50\":5,\"p99\":9,\"p999\":10,\"max\":11}") != NULL);
     CHECK_EQ(cf_summary_to_json(&s, buf, 10), 0);
+}
+
+static void test_config_batch_keys(void)
+{
+    cf_config *c = conf_new();
+    char buf[64], err[256] = "";
+    CHECK_OK(cf_config_get(c, "batch.mode", buf, sizeof(buf)));
+    CHECK_STR(buf, "adaptive");
+    CHECK_OK(cf_config_get(c, "batch.linger_ms", buf, sizeof(buf)));
+    CHECK_STR(buf, "5");
+    CHECK_OK(cf_config_get(c, "metrics.listen", buf, sizeof(buf)));
+    CHECK_STR(buf, "");
+    CHECK_OK(cf_config_set(c, "batch.mode", "fixed:16", err, sizeof(err)));
+    const char *bad[] = {"fixed:0", "fixed:", "fixed:x", "fixed:-1", "adaptiv", "fixed:1x"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        err[0] = '\0';
+        CHECK_EQ(cf_config_set(c, "batch.mode", bad[i], err, sizeof(err)), CF_E_INVAL);
+        CHECK(strstr(err, "batch.mode") != NULL);
+    }
+    const char *y = "batch:\n  mode: fixed:9\n  linger_ms: -1\n";
+    CHECK_EQ(cf_config_load_string(c, y, strlen(y), "t.yaml", err, sizeof(err)), CF_E_INVAL);
+    CHECK(strstr(err, "batch.linger_ms") != NULL && strstr(err, "line 3") != NULL);
+    /* fixed:N beyond batch.count_max, and count_max beyond the buffers: refused at build. */
+    cf_pipeline *p = NULL;
+    cf_config_set(c, "pipeline.batch_max", "64", err, sizeof(err));
+    cf_config_set(c, "batch.mode", "fixed:65", err, sizeof(err));
+    CHECK_EQ(cf_pipeline_create(&p, c, err, sizeof(err)), CF_E_INVAL);
+    CHECK(strstr(err, "batch.mode") != NULL);
+    cf_config_set(c, "batch.mode", "adaptive", err, sizeof(err));
+    cf_config_set(c, "batch.count_max", "128", err, sizeof(err));
+    CHECK_EQ(cf_pipeline_create(&p, c, err, sizeof(err)), CF_E_INVAL);
+    CHECK(strstr(err, "batch.count_max") != NULL && strstr(err, "pipeline.batch_max") != NULL);
+    CHECK(p == NULL);
+    cf_config_destroy(c);
+}
+
+/* What the sink saw: batch sizes in order, and the oldest event's latency per batch. */
+typedef struct batch_log {
+    uint32_t *sizes;
+    size_t n, cap;
+    uint64_t events;
+    int64_t max_oldest_ns;
+} batch_log;
+
+static void log_batches(void *opaque, const cf_batch *b)
+{
+    batch_log *l = opaque;
+    if (l->n < l->cap) {
+        l->sizes[l->n] = b->n;
+    }
+    l->n++;
+    l->events += b->n;
+    if (b->n > 0) {
+        int64_t oldest = cf_now_ns() - b->ev[0].ingest_ns;
+        l->max_oldest_ns = oldest > l->max_oldest_ns ? oldest : l->max_oldest_ns;
+    }
+}
+
+static void run_logged(cf_config *c, const char *csv, batch_log *l, cf_summary *s)
+{
+    memset(l, 0, sizeof(*l));
+    l->cap = 1u << 20;
+    l->sizes = malloc(l->cap * sizeof(uint32_t));
+    char err[256] = "";
+    cf_pipeline *p = pipe_new(c);
+    REQUIRE(p != NULL);
+    cf_pipeline_set_input_buffer(p, csv, strlen(csv));
+    cf_pipeline_set_sink_hook(p, log_batches, l);
+    CHECK_OK(cf_pipeline_run(p, s, err, sizeof(err)));
+    cf_pipeline_destroy(p);
+}
+
+static void test_batch_fixed_exact(void)
+{
+    int good, bad;
+    char *csv = make_csv(20000, 11, &good, &bad);
+    cf_config *c = conf_new();
+    char err[256];
+    cf_config_set(c, "pipeline.batch_max", "64", err, sizeof(err));
+    cf_config_set(c, "batch.mode", "fixed:37", err, sizeof(err));
+    /* No linger cut in an unpaced in-memory run: only the end of input may be short. */
+    cf_config_set(c, "batch.linger_ms", "60000", err, sizeof(err));
+    batch_log l;
+    cf_summary s;
+    run_logged(c, csv, &l, &s);
+    CHECK_EQ(l.events, (uint64_t)good);
+    CHECK_EQ(s.accepted, (uint64_t)good);
+    REQUIRE(l.n > 1 && l.n <= l.cap);
+    size_t off = 0;
+    for (size_t i = 0; i + 1 < l.n; i++) {
+        off += l.sizes[i] != 37;
+    }
+    CHECK_EQ(off, 0);
+    CHECK(l.sizes[l.n - 1] >= 1 && l.sizes[l.n - 1] <= 37);
+    CHECK_EQ(l.n, ((size_t)good + 36) / 37);
+    CHECK_EQ(s.batch_target, 37);
+    CHECK_EQ(s.batch_target_changes, 0);
+    CHECK_EQ(s.batch_max_seen, 37);
+    free(l.sizes);
+    cf_config_destroy(c);
+    free(csv);
+}
+
+static double mean_size(const batch_log *l)
+{
+    return l->n > 0 ? (double)l->events / (double)l->n : 0;
+}
+
+static void test_batch_adaptive_follows_load(void)
+{
+    int good, bad;
+    cf_config *c = conf_new();
+    char err[256];
+    cf_config_set(c, "protect", "plain", err, sizeof(err));
+    /* Light: 1500 events paced at 3000/s. */
+    char *light = make_csv(1500, 0, &good, &bad);
+    cf_config_set(c, "input.rate", "3000", err, sizeof(err));
+    batch_log l1, l2;
+    cf_summary s1, s2;
+    run_logged(c, light, &l1, &s1);
+    /* Heavy: 100k events at once. */
+    char *heavy = make_csv(100000, 0, &good, &bad);
+    cf_config_set(c, "input.rate", "0", err, sizeof(err));
+    run_logged(c, heavy, &l2, &s2);
+    CHECK_EQ(l1.events, 1500);
+    CHECK_EQ(l2.events, 100000);
+    fprintf(stderr, "  light: %zu batches, mean %.1f (target %u); heavy: %zu batches, mean %.1f "
+                    "(target %u)\n",
+            l1.n, mean_size(&l1), s1.batch_target, l2.n, mean_size(&l2), s2.batch_target);
+    /* Small batches when events trickle in, large ones under a flood. */
+    CHECK(mean_size(&l1) * 4 < mean_size(&l2));
+    CHECK(s1.batch_target * 4 <= s2.batch_target || s2.batch_max_seen >= 4 * s1.batch_max_seen);
+    free(l1.sizes);
+    free(l2.sizes);
+    cf_config_destroy(c);
+    free(light);
+    free(heavy);
+}
+
+static void test_batch_linger_bound(void)
+{
+    int good, bad;
+    char *csv = make_csv(300, 0, &good, &bad);
+    cf_config *c = conf_new();
+    char err[256];
+    cf_config_set(c, "protect", "none", err, sizeof(err));
+    /* Batches that can never fill at 300 events/s: only the linger lets them go. */
+    cf_config_set(c, "batch.mode", "fixed:1000", err, sizeof(err));
+    cf_config_set(c, "batch.linger_ms", "20", err, sizeof(err));
+    cf_config_set(c, "input.rate", "300", err, sizeof(err));
+    batch_log l;
+    cf_summary s;
+    run_logged(c, csv, &l, &s);
+    CHECK_EQ(l.events, 300);
+    fprintf(stderr, "  %zu batches, mean %.1f, oldest event waited at most %.1f ms\n", l.n,
+            mean_size(&l), (double)l.max_oldest_ns / 1e6);
+    /* The linger cut the batches (about 6 events each at 300/s and 20 ms)... */
+    CHECK(l.n >= 300 / 30);
+    CHECK(s.batch_max_seen < 100);
+    /* ...and no event waited much beyond it (generous slack for a shared machine). */
+    CHECK(l.max_oldest_ns < (20 + 300) * INT64_C(1000000));
+    free(l.sizes);
+    cf_config_destroy(c);
+    free(csv);
+}
+
+/* The value of the sample line that starts with @p name_labels (UINT64_MAX: none). */
+static uint64_t series(const char *text, const char *name_labels)
+{
+    size_t n = strlen(name_labels);
+    for (const char *p = text; p != NULL && *p != '\0'; p = strchr(p, '\n')) {
+        p += *p == '\n';
+        if (strncmp(p, name_labels, n) == 0) {
+            return strtoull(p + n, NULL, 10);
+        }
+    }
+    return UINT64_MAX;
+}
+
+static void test_metrics_reconcile(void)
+{
+    int good, bad;
+    char *csv = make_csv(5000, 7, &good, &bad);
+    cf_config *c = conf_new();
+    char err[256];
+    cf_pipeline *p = pipe_new(c);
+    REQUIRE(p != NULL);
+    CHECK_EQ(cf_pipeline_metrics_port(p), 0); /* no metrics.listen: no server */
+    cf_pipeline_set_input_buffer(p, csv, strlen(csv));
+    cf_summary s;
+    CHECK_OK(cf_pipeline_run(p, &s, err, sizeof(err)));
+    char *text = NULL;
+    size_t len = 0;
+    CHECK_OK(cf_metrics_expose(cf_pipeline_metrics(p), &text, &len));
+    REQUIRE(text != NULL);
+    CHECK_EQ(series(text, "confide_events_total{stage=\"decode\",outcome=\"accepted\"} "),
+             s.accepted);
+    CHECK_EQ(series(text, "confide_events_total{stage=\"decode\",outcome=\"dead_lettered\"} "),
+             s.dead_lettered);
+    CHECK_EQ(series(text, "confide_events_total{stage=\"gateway\",outcome=\"committed\"} "),
+             s.accepted);
+    CHECK_EQ(series(text, "confide_events_total{stage=\"sink\",outcome=\"delivered\"} "),
+             s.accepted);
+    CHECK_EQ(series(text, "confide_event_latency_seconds_count "), s.accepted);
+    CHECK_EQ(series(text, "confide_batch_size_count{stage=\"gateway\"} "), s.batches);
+    CHECK_EQ(series(text, "confide_parallelism "), 2);
+    /* Reasons are bounded labels: the decoder's reason up to ':', never the bad value. */
+    CHECK(series(text, "confide_dead_letters_total{reason=\"unknown_currency\"} ") > 0);
+    CHECK(series(text, "confide_dead_letters_total{reason=\"bad_timestamp\"} ") > 0);
+    CHECK(strstr(text, "XXX") == NULL);
+    uint64_t dl = 0;
+    for (const char *q = text; (q = strstr(q, "\nconfide_dead_letters_total{")) != NULL; q++) {
+        const char *sp = strchr(q, ' ');
+        dl += strtoull(sp + 1, NULL, 10);
+    }
+    CHECK_EQ(dl, s.dead_lettered);
+    CHECK(strstr(text, "confide_queue_depth{queue=\"decode_to_gateway\"}") != NULL);
+    CHECK(strstr(text, "confide_queue_depth{queue=\"gateway_to_party1\"}") != NULL);
+    /* The histogram's +Inf bucket holds every event; buckets are cumulative. */
+    CHECK_EQ(series(text, "confide_event_latency_seconds_bucket{le=\"+Inf\"} "), s.accepted);
+    cf_free(text);
+    cf_pipeline_destroy(p);
+    cf_config_destroy(c);
+    free(csv);
+}
+
+/* Status callback: counts calls, remembers the last (final) one. */
+typedef struct status_log {
+    int calls, finals;
+    cf_run_status last;
+} status_log;
+
+static void on_status(void *opaque, const cf_run_status *st)
+{
+    status_log *l = opaque;
+    l->calls++;
+    l->finals += st->final;
+    l->last = *st;
+}
+
+static void test_status_and_metrics_server(void)
+{
+    int good, bad;
+    char *csv = make_csv(600, 0, &good, &bad);
+    cf_config *c = conf_new();
+    char err[256];
+    cf_config_set(c, "protect", "none", err, sizeof(err));
+    cf_config_set(c, "input.rate", "2000", err, sizeof(err));
+    cf_config_set(c, "status.interval_ms", "50", err, sizeof(err));
+    cf_config_set(c, "metrics.listen", "127.0.0.1:0", err, sizeof(err));
+    cf_pipeline *p = pipe_new(c);
+    REQUIRE(p != NULL);
+    CHECK(cf_pipeline_metrics_port(p) != 0);
+    status_log sl = {0};
+    cf_pipeline_set_status_cb(p, on_status, &sl);
+    cf_pipeline_set_input_buffer(p, csv, strlen(csv));
+    cf_summary s;
+    CHECK_OK(cf_pipeline_run(p, &s, err, sizeof(err)));
+    CHECK(sl.calls >= 2); /* a 0.3 s run at 50 ms: several lines, then the final one */
+    CHECK_EQ(sl.finals, 1);
+    CHECK(sl.last.final);
+    CHECK_EQ(sl.last.committed, 600);
+    CHECK_EQ(sl.last.accepted, 600);
+    CHECK_EQ(sl.last.bytes_total, strlen(csv));
+    CHECK_EQ(sl.last.bytes_read, strlen(csv));
+    char line[512];
+    size_t n = cf_run_status_format(&sl.last, line, sizeof(line));
+    CHECK(n > 0 && n == strlen(line) && strchr(line, '\n') == NULL);
+    CHECK(strstr(line, "ev/s") != NULL && strstr(line, "100%") != NULL);
+    CHECK(cf_run_status_format(&sl.last, line, 8) == 7);
+    cf_pipeline_destroy(p);
+    /* A bad address is an error naming the key. */
+    cf_config_set(c, "metrics.listen", "not an address", err, sizeof(err));
+    cf_pipeline *q = NULL;
+    CHECK(cf_pipeline_create(&q, c, err, sizeof(err)) != CF_OK);
+    CHECK(strstr(err, "metrics.listen") != NULL);
+    cf_config_destroy(c);
+    free(csv);
 }
 
 #include "cf_test_main.h"
