@@ -477,6 +477,9 @@ done:
         cf_ring_push_wait(p->chunk_free, s.cur); /* unused, back to the pool */
     }
     p->source_err = err;
+    if (err != CF_OK) {
+        atomic_store(&p->ob->unhealthy, true); /* /healthz: 503 while the run drains */
+    }
     p->source_blocked_ns = s.blocked_ns + cf_ring_blocked_ns(p->chunk_full);
     cf_ring_close(p->chunk_full);
     cf_splitter_destroy(sp);
@@ -516,6 +519,7 @@ static void dead_letter(cf_pipeline *p, const cf_record *rec, const char *reason
 typedef struct decode_state {
     cf_pipeline *p;
     pbatch *b;
+    bool fixed; /* fixed:N: exactly the target, never held */
     uint64_t seq;
     uint64_t accepted, dead, resumed; /* totals at the last metrics update */
 } decode_state;
@@ -554,14 +558,27 @@ static int64_t linger_deadline(const decode_state *d)
            atomic_load_explicit(&d->p->ob->linger_ns, memory_order_relaxed);
 }
 
-/* True when the open batch must leave now: the controller's target (at most the buffer),
- * batch.bytes_max, or (checked every 32 events, a clock read) its linger deadline. */
+/* Adaptive mode: the open batch has reached the target, but a batch is already waiting for
+ * the busy gateway. Sending this one now only queues it behind that one, so keep filling
+ * it (group commit) until the gateway takes the waiting batch, count_max or the linger: one
+ * larger batch then pays the fixed cost once, and a flood grows batches within one service
+ * time instead of waiting for the controller to see the backlog. */
+static bool hold_for_gateway(const decode_state *d)
+{
+    return !d->fixed && d->b->b.n < d->p->count_max && cf_ring_size(d->p->batch_decoded) > 0;
+}
+
+/* True when the open batch must leave now: the controller's target (unless held, above),
+ * batch.count_max, batch.bytes_max, or (checked every 32 events, a clock read) its linger
+ * deadline. */
 static bool batch_due(const decode_state *d)
 {
     const pbatch *b = d->b;
     uint32_t target = atomic_load_explicit(&d->p->ob->target, memory_order_relaxed);
-    if (b->b.n >= target || b->b.n == b->b.cap ||
-        b->bytes >= (uint64_t)d->p->conf.batch_bytes_max) {
+    if (b->b.n >= d->p->count_max || b->bytes >= (uint64_t)d->p->conf.batch_bytes_max) {
+        return true;
+    }
+    if (b->b.n >= target && !hold_for_gateway(d)) {
         return true;
     }
     return (b->b.n & 31) == 0 && cf_now_ns() >= linger_deadline(d);
@@ -622,9 +639,10 @@ static void decode_chunk(decode_state *d, cf_decoder *dec, chunk *c)
     }
 }
 
-/* Pops a chunk, waiting at most until @p deadline_ns: CF_OK, CF_E_EOF when the deadline
- * passed with nothing to pop, CF_E_STATE when the ring is closed and drained. */
-static cf_err pop_until(cf_ring *r, void **item, int64_t deadline_ns)
+/* Pops a chunk, waiting at most until @p deadline_ns, or while @p busy (may be NULL) is
+ * non-empty: CF_OK, CF_E_EOF when the wait ended with nothing to pop, CF_E_STATE when the
+ * ring is closed and drained. */
+static cf_err pop_until(cf_ring *r, void **item, int64_t deadline_ns, const cf_ring *busy)
 {
     unsigned spins = 0;
     for (;;) {
@@ -633,7 +651,7 @@ static cf_err pop_until(cf_ring *r, void **item, int64_t deadline_ns)
             return e;
         }
         int64_t left = deadline_ns - cf_now_ns();
-        if (left <= 0) {
+        if (left <= 0 || (busy != NULL && cf_ring_size(busy) == 0)) {
             return CF_E_EOF;
         }
         if (++spins < 16) {
@@ -656,7 +674,7 @@ static void *decode_main(void *arg)
         /* Drain so the source can finish; everything read is dead-lettered. */
         CF_LOG(CF_LOG_ERROR, "decode", "cannot create decoder: %s", errstr);
     }
-    decode_state d = {.p = p};
+    decode_state d = {.p = p, .fixed = cf_batch_ctl_is_fixed(p->ctl)};
     for (;;) {
         void *item = NULL;
         cf_err e;
@@ -665,7 +683,10 @@ static void *decode_main(void *arg)
             e = cf_ring_pop_wait(p->chunk_full, &item) == CF_OK ? CF_OK : CF_E_STATE;
         } else {
             /* A partial batch is open: wait for more input only until its linger ends. */
-            e = pop_until(p->chunk_full, &item, linger_deadline(&d));
+            /* A held batch (at its target) also leaves once the gateway is free. */
+            uint32_t target = atomic_load_explicit(&p->ob->target, memory_order_relaxed);
+            e = pop_until(p->chunk_full, &item, linger_deadline(&d),
+                          d.b->b.n >= target ? p->batch_decoded : NULL);
             if (e == CF_E_EOF) {
                 emit_batch(&d);
                 continue;
@@ -723,13 +744,13 @@ static void *process_main(void *arg)
         int64_t first = b->ev[0].ingest_ns, last = b->ev[n - 1].ingest_ns;
         int64_t queued = backlog ? t0 - pb->pushed_ns : 0;
         int64_t t1 = cf_now_ns();
+        cf__observe_batch(p->ob, n, t1 - t0); /* counted before the sink can see it */
         cf_ring_push_wait(p->batch_out, b);
         /* The controller's service time includes the hand-off: when the sink is the
          * bottleneck, its per-batch cost shows here and batches grow to amortize it. */
         int64_t t2 = cf_now_ns();
         cf_batch_ctl_observe(p->ctl, t2, n, bytes, t2 - t0, queued, first, last);
         publish_target(p);
-        cf__observe_batch(p->ob, n, t1 - t0);
         p->batch_events += n;
         if (n > p->batch_largest) {
             p->batch_largest = n;
@@ -807,9 +828,6 @@ cf_err cf_pipeline_run(cf_pipeline *p, cf_summary *out, char *errstr, size_t err
     CF_ASSERT(started == 4); /* thread creation failing at start-up leaves no sane recovery */
     for (int i = 3; i >= 0; i--) {
         pthread_join(th[i], NULL);
-    }
-    if (p->source_err != CF_OK) {
-        atomic_store(&p->ob->unhealthy, true);
     }
     memset(out, 0, sizeof(*out));
     cf_err secure_err = CF_OK;
