@@ -330,6 +330,7 @@ typedef struct source_state {
     cf_pacer *pacer;
     int64_t start_ns;
     uint64_t blocked_ns;
+    uint64_t consumed; /* input bytes split into records so far */
 } source_state;
 
 static void flush_chunk(source_state *s)
@@ -399,6 +400,10 @@ static size_t split_all(source_state *s, cf_splitter *sp, const char *buf, size_
             break;
         }
         emit_record(s, &rec);
+        /* Progress counts records handed on (paced or not), not bytes read ahead. Only this
+         * thread writes it: a plain store, no read-modify-write per record. */
+        s->consumed += used;
+        atomic_store_explicit(&s->p->ob->bytes_read, s->consumed, memory_order_relaxed);
     }
     return pos;
 }
@@ -425,7 +430,6 @@ static cf_err read_fd(source_state *s, cf_splitter *sp, int fd)
         }
         eof = n == 0;
         have += (size_t)n;
-        atomic_fetch_add_explicit(&p->ob->bytes_read, (uint64_t)n, memory_order_relaxed);
         size_t used = split_all(s, sp, buf, have, eof);
         memmove(buf, buf + used, have - used);
         have -= used;
@@ -456,8 +460,7 @@ static void *source_main(void *arg)
     }
     s.start_ns = cf_now_ns();
     if (p->mem_buf != NULL) {
-        size_t used = split_all(&s, sp, p->mem_buf, p->mem_len, true);
-        atomic_store_explicit(&p->ob->bytes_read, used, memory_order_relaxed);
+        split_all(&s, sp, p->mem_buf, p->mem_len, true);
     } else {
         bool use_stdin = strcmp(p->conf.input_path, "-") == 0;
         fd = use_stdin ? STDIN_FILENO : open(p->conf.input_path, O_RDONLY | O_CLOEXEC);
