@@ -594,6 +594,10 @@ static void decode_chunk(decode_state *d, cf_decoder *dec, chunk *c)
     cf_pipeline *p = d->p;
     for (uint32_t i = 0; i < c->n; i++) {
         const cf_record *rec = &c->rec[i];
+        if (d->b != NULL && d->b->b.n > 0 &&
+            d->b->bytes + rec->len > (uint64_t)p->conf.batch_bytes_max) {
+            emit_batch(d); /* batch.bytes_max is a bound: this record starts the next batch */
+        }
         if (d->b == NULL) {
             d->b = (pbatch *)(void *)take_batch(p);
             d->b->bytes = 0;

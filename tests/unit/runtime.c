@@ -359,6 +359,43 @@ static void test_batch_fixed_exact(void)
     free(csv);
 }
 
+static void test_batch_bytes_bound(void)
+{
+    int good, bad;
+    char *csv = make_csv(3000, 0, &good, &bad);
+    /* Record lengths without the newline, as the splitter hands them on. */
+    size_t min_len = SIZE_MAX, max_len = 0;
+    const char *line = strchr(csv, '\n') + 1; /* after the header */
+    while (*line != '\0') {
+        const char *nl = strchr(line, '\n');
+        size_t len = (size_t)(nl - line);
+        min_len = len < min_len ? len : min_len;
+        max_len = len > max_len ? len : max_len;
+        line = nl + 1;
+    }
+    cf_config *c = conf_new();
+    char err[256];
+    cf_config_set(c, "batch.mode", "fixed:1000", err, sizeof(err));
+    cf_config_set(c, "batch.linger_ms", "60000", err, sizeof(err));
+    cf_config_set(c, "batch.bytes_max", "1024", err, sizeof(err));
+    batch_log l;
+    cf_summary s;
+    run_logged(c, csv, &l, &s);
+    CHECK_EQ(l.events, 3000);
+    /* Every batch stays within 1024 bytes of records and, but for the last, is full to
+     * within one record. */
+    size_t off = 0;
+    for (size_t i = 0; i < l.n; i++) {
+        off += l.sizes[i] > 1024 / min_len;
+        off += i + 1 < l.n && l.sizes[i] + 1 < 1024 / max_len;
+    }
+    CHECK_EQ(off, 0);
+    CHECK(s.batch_max_seen <= 1024 / min_len);
+    free(l.sizes);
+    cf_config_destroy(c);
+    free(csv);
+}
+
 static double mean_size(const batch_log *l)
 {
     return l->n > 0 ? (double)l->events / (double)l->n : 0;
