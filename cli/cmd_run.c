@@ -19,6 +19,7 @@
 #include "confide/runtime.h"
 
 static cf_pipeline *volatile running;
+static bool status_on_tty; /* a live status line may be on stderr's current line */
 
 static void on_signal(int sig)
 {
@@ -36,7 +37,9 @@ static void log_to_stderr(void *opaque, cf_log_level lvl, const char *ctx, const
 {
     (void)opaque;
     static const char *const names[] = {"error", "warning", "info", "debug"};
-    fprintf(stderr, "confide: %s: %s: %s\n", names[lvl], ctx, msg);
+    /* Over the status line, not appended to it; the next refresh redraws it below. */
+    fprintf(stderr, "%sconfide: %s: %s: %s\n", status_on_tty ? "\r\033[K" : "", names[lvl],
+            ctx, msg);
 }
 
 static void usage(FILE *f)
@@ -283,6 +286,7 @@ static int run_main(int argc, char **argv)
     if (sc.tty || sc.stats_json) {
         cf_pipeline_set_status_cb(p, on_status, &sc);
     }
+    status_on_tty = sc.tty;
     running = p;
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
@@ -290,6 +294,7 @@ static int run_main(int argc, char **argv)
     cf_summary s;
     cf_err err = cf_pipeline_run(p, &s, errstr, sizeof(errstr));
     running = NULL;
+    status_on_tty = false; /* the final status call cleared the line */
     if (err != CF_OK) {
         fprintf(stderr, "confide run: %s\n", errstr);
         rc = CF_EXIT_RUNTIME;

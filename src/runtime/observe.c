@@ -58,7 +58,14 @@ cf_err cf__observe_create(cf_observe **out, char *errstr, size_t errstr_size)
         cf_free(o);
         return CF_E_NOMEM;
     }
-    if (pthread_cond_init(&o->cv, NULL) != 0) {
+    /* The status interval is measured on the monotonic clock: a wall-clock step must not
+     * stall or flood the status line. */
+    pthread_condattr_t ca;
+    bool cv_ok = pthread_condattr_init(&ca) == 0;
+    cv_ok = cv_ok && pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0 &&
+            pthread_cond_init(&o->cv, &ca) == 0;
+    pthread_condattr_destroy(&ca);
+    if (!cv_ok) {
         pthread_mutex_destroy(&o->mu);
         cf_free(o);
         return CF_E_NOMEM;
@@ -291,7 +298,7 @@ static void *status_main(void *arg)
     pthread_mutex_lock(&o->mu);
     while (!o->stop) {
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
+        clock_gettime(CLOCK_MONOTONIC, &ts);
         int64_t at = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + o->interval_ns;
         ts.tv_sec = at / 1000000000;
         ts.tv_nsec = at % 1000000000;
