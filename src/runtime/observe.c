@@ -78,8 +78,7 @@ cf_err cf__observe_create(cf_observe **out, char *errstr, size_t errstr_size)
     if ((err = counter(o, "decode", "accepted", &o->decode_accepted, errstr, errstr_size)) ||
         (err = counter(o, "decode", "dead_lettered", &o->decode_dead, errstr, errstr_size)) ||
         (err = counter(o, "decode", "resumed", &o->decode_resumed, errstr, errstr_size)) ||
-        (err = counter(o, "gateway", "committed", &o->gateway_committed, errstr,
-                       errstr_size)) ||
+        (err = counter(o, "gateway", "committed", &o->gateway_committed, errstr, errstr_size)) ||
         (err = counter(o, "sink", "delivered", &o->sink_delivered, errstr, errstr_size)) ||
         (err = cf_metrics_counter(o->m, CF_METRIC_DEAD_LETTERS_TOTAL,
                                   "Records sent to the dead-letter output, by reason.", other, 1,
@@ -98,8 +97,8 @@ cf_err cf__observe_create(cf_observe **out, char *errstr, size_t errstr_size)
              cf_metrics_latency_buckets_us, cf_metrics_latency_buckets_us_n, -6, gw, 1,
              &o->batch_service, errstr, errstr_size)) ||
         (err = cf_metrics_gauge(o->m, CF_METRIC_BATCH_TARGET,
-                                "The batch size the controller aims for.", gw, 1,
-                                &o->batch_target, errstr, errstr_size)) ||
+                                "The batch size the controller aims for.", gw, 1, &o->batch_target,
+                                errstr, errstr_size)) ||
         (err = cf_metrics_gauge(o->m, "confide_batch_linger_seconds",
                                 "How long a partial batch may wait for more events.", gw, 1,
                                 &o->batch_linger, errstr, errstr_size))) {

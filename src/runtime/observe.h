@@ -90,7 +90,7 @@ void cf__observe_status_stop(cf_observe *o);
  * (alerts by rule, integrity alerts, late events, watermark gauges, party queue depths,
  * parallelism) before their threads start. @p m NULL: as cf_secure_create. secure.c.
  */
-cf_err cf__secure_create_observed(cf_secure **out, const cf_config *c, cf_metrics *m,
-                                  char *errstr, size_t errstr_size);
+cf_err cf__secure_create_observed(cf_secure **out, const cf_config *c, cf_metrics *m, char *errstr,
+                                  size_t errstr_size);
 
 #endif

@@ -65,8 +65,8 @@ static void test_config_bad_value_names_key_and_line(void)
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char err[256] = "";
-        cf_err e = cf_config_load_string(c, cases[i][0], strlen(cases[i][0]), "t.yaml", err,
-                                         sizeof(err));
+        cf_err e =
+            cf_config_load_string(c, cases[i][0], strlen(cases[i][0]), "t.yaml", err, sizeof(err));
         CHECK_EQ(e, CF_E_INVAL);
         CHECK(strstr(err, cases[i][1]) != NULL);
         CHECK(strstr(err, cases[i][2]) != NULL);
@@ -247,8 +247,15 @@ static void test_pipeline_fdh_sample(void)
 
 static void test_pipeline_summary_json(void)
 {
-    cf_summary s = {.read = 10, .accepted = 7, .dead_lettered = 3, .elapsed_s = 0.5,
-                    .events_per_s = 14, .p50_us = 5, .p99_us = 9, .p999_us = 10, .max_us = 11,
+    cf_summary s = {.read = 10,
+                    .accepted = 7,
+                    .dead_lettered = 3,
+                    .elapsed_s = 0.5,
+                    .events_per_s = 14,
+                    .p50_us = 5,
+                    .p99_us = 9,
+                    .p999_us = 10,
+                    .max_us = 11,
                     .cpu_s = 0.25};
     char buf[512];
     size_t n = cf_summary_to_json(&s, buf, sizeof(buf));
@@ -419,8 +426,9 @@ static void test_batch_adaptive_follows_load(void)
     run_logged(c, heavy, &l2, &s2);
     CHECK_EQ(l1.events, 1500);
     CHECK_EQ(l2.events, 100000);
-    fprintf(stderr, "  light: %zu batches, mean %.1f (target %u); heavy: %zu batches, mean %.1f "
-                    "(target %u)\n",
+    fprintf(stderr,
+            "  light: %zu batches, mean %.1f (target %u); heavy: %zu batches, mean %.1f "
+            "(target %u)\n",
             l1.n, mean_size(&l1), s1.batch_target, l2.n, mean_size(&l2), s2.batch_target);
     /* Small batches when events trickle in, large ones under a flood. */
     CHECK(mean_size(&l1) * 4 < mean_size(&l2));
