@@ -297,9 +297,16 @@ cf_err cf_config_get(const cf_config *c, const char *key, char *buf, size_t size
 }
 
 /* Walks a mapping node, flattening nested mappings into dotted keys. */
+#define CONF_DEPTH_MAX 8 /* keys are at most a few levels deep; aliases can loop forever */
+
 static cf_err walk(cf_config *c, yaml_document_t *doc, yaml_node_t *map, const char *prefix,
-                   const char *name, char *errstr, size_t errstr_size)
+                   int depth, const char *name, char *errstr, size_t errstr_size)
 {
+    if (depth > CONF_DEPTH_MAX) {
+        return cf_err_set(CF_E_INVAL, errstr, errstr_size,
+                          "%s:%lu: mappings nested deeper than %d levels (a recursive alias?)",
+                          name, (unsigned long)map->start_mark.line + 1, CONF_DEPTH_MAX);
+    }
     for (yaml_node_pair_t *pair = map->data.mapping.pairs.start;
          pair < map->data.mapping.pairs.top; pair++) {
         yaml_node_t *k = yaml_document_get_node(doc, pair->key);
@@ -316,7 +323,7 @@ static cf_err walk(cf_config *c, yaml_document_t *doc, yaml_node_t *map, const c
             return cf_err_set(CF_E_INVAL, errstr, errstr_size, "%s:%lu: key too long", name, line);
         }
         if (v->type == YAML_MAPPING_NODE) {
-            cf_err err = walk(c, doc, v, key, name, errstr, errstr_size);
+            cf_err err = walk(c, doc, v, key, depth + 1, name, errstr, errstr_size);
             if (err != CF_OK) {
                 return err;
             }
@@ -367,7 +374,7 @@ cf_err cf_config_load_string(cf_config *c, const char *yaml, size_t len, const c
                          "%s:%zu: the top level must be a mapping of keys", name,
                          root->start_mark.line + 1);
     } else {
-        err = walk(c, &doc, root, "", name, errstr, errstr_size);
+        err = walk(c, &doc, root, "", 0, name, errstr, errstr_size);
     }
     yaml_document_delete(&doc);
     yaml_parser_delete(&parser);
