@@ -115,7 +115,8 @@ static inline uint64_t cf_hash_bytes(const void *data, size_t n, uint64_t seed)
 
 /**
  * Bounded lock-free single-producer single-consumer ring of pointers. A full ring returns
- * CF_E_FULL (the backpressure signal); the blocking helpers spin, then yield, then sleep.
+ * CF_E_FULL (the backpressure signal); the blocking helpers spin briefly, then sleep on a
+ * futex that the other side wakes (no polling while idle).
  */
 typedef struct cf_ring cf_ring;
 /** @p capacity is rounded up to a power of two (>= 2). Returns owned (free with cf_ring_destroy). */
@@ -129,6 +130,12 @@ cf_err cf_ring_pop(cf_ring *r, void **item);
 void cf_ring_push_wait(cf_ring *r, void *item);
 /** Blocks until an item arrives (CF_OK) or the ring is closed and drained (CF_E_EOF). */
 cf_err cf_ring_pop_wait(cf_ring *r, void **item);
+/**
+ * Waits for an item until the monotonic clock reaches @p deadline_ns (INT64_MAX: forever):
+ * CF_OK, CF_E_EOF when the deadline passed with nothing to pop, CF_E_STATE when the ring is
+ * closed and drained. Sleeps on a futex the producer wakes: no polling. @locality consumer
+ */
+cf_err cf_ring_pop_until(cf_ring *r, void **item, int64_t deadline_ns);
 /** Producer marks the end of the stream. */
 void cf_ring_close(cf_ring *r);
 size_t cf_ring_size(const cf_ring *r);

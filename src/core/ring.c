@@ -4,12 +4,20 @@
  * One producer thread owns `head`, one consumer thread owns `tail`; each caches the other's
  * index so the common case touches one shared cache line. Capacity is fixed at creation:
  * a full ring is the backpressure signal, and nothing behind it buffers without bound.
- * Blocking waits spin briefly, then yield, then sleep in growing steps up to 50 us, which
- * keeps an idle pipeline from burning both cores while adding at most ~50 us per hop.
+ *
+ * Blocking waits spin briefly, then sleep on a futex that the other side wakes when it
+ * pushes (or pops, for a producer waiting for space). So an idle pipeline costs no CPU and
+ * a waiting stage wakes as soon as there is work, instead of polling with short sleeps.
+ * Lost wake-ups are ruled out Dekker-style: the waiter announces itself (seq_cst), re-checks
+ * the ring, then sleeps only while the wake counter still has the value it read first; the
+ * other side publishes its index, fences, and wakes when it sees a waiter.
  */
-#include <sched.h>
+#include <limits.h>
+#include <linux/futex.h>
 #include <stdatomic.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "confide/core.h"
 
@@ -22,6 +30,10 @@ struct cf_ring {
     size_t head_cache;
     _Alignas(CACHELINE) atomic_bool closed;
     atomic_uint_fast64_t blocked_ns;
+    atomic_uint data_seq;  /* bumped to wake a consumer waiting for items */
+    atomic_uint space_seq; /* bumped to wake a producer waiting for space */
+    atomic_int data_waiter;
+    atomic_int space_waiter;
     size_t mask;
     void **slots;
 };
@@ -46,6 +58,10 @@ cf_err cf_ring_create(cf_ring **out, size_t capacity)
     atomic_init(&r->tail, 0);
     atomic_init(&r->closed, false);
     atomic_init(&r->blocked_ns, 0);
+    atomic_init(&r->data_seq, 0);
+    atomic_init(&r->space_seq, 0);
+    atomic_init(&r->data_waiter, 0);
+    atomic_init(&r->space_waiter, 0);
     *out = r;
     return CF_OK;
 }
@@ -59,6 +75,30 @@ void cf_ring_destroy(cf_ring *r)
     cf_free(r);
 }
 
+static void futex_wait(atomic_uint *addr, unsigned val, int64_t timeout_ns)
+{
+    struct timespec ts;
+    struct timespec *tsp = NULL;
+    if (timeout_ns >= 0) {
+        ts.tv_sec = timeout_ns / 1000000000;
+        ts.tv_nsec = timeout_ns % 1000000000;
+        tsp = &ts;
+    }
+    /* EAGAIN (the counter moved), EINTR and ETIMEDOUT all mean: look at the ring again. */
+    syscall(SYS_futex, (unsigned *)addr, FUTEX_WAIT_PRIVATE, val, tsp, NULL, 0);
+}
+
+/* Called after publishing an index: wakes the other side if it sleeps. */
+static void wake(atomic_int *waiter, atomic_uint *seq)
+{
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(waiter, memory_order_relaxed) != 0) {
+        atomic_store_explicit(waiter, 0, memory_order_relaxed);
+        atomic_fetch_add_explicit(seq, 1, memory_order_seq_cst);
+        syscall(SYS_futex, (unsigned *)seq, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+    }
+}
+
 cf_err cf_ring_push(cf_ring *r, void *item)
 {
     size_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
@@ -70,6 +110,7 @@ cf_err cf_ring_push(cf_ring *r, void *item)
     }
     r->slots[head & r->mask] = item;
     atomic_store_explicit(&r->head, head + 1, memory_order_release);
+    wake(&r->data_waiter, &r->data_seq);
     return CF_OK;
 }
 
@@ -92,25 +133,19 @@ cf_err cf_ring_pop(cf_ring *r, void **item)
     }
     *item = r->slots[tail & r->mask];
     atomic_store_explicit(&r->tail, tail + 1, memory_order_release);
+    wake(&r->space_waiter, &r->space_seq);
     return CF_OK;
 }
 
-static void backoff(unsigned *spins)
+/* Polls before sleeping: ~1-2 us, enough to catch a partner that is about to publish, and
+ * no system calls (sched_yield in this loop cost more CPU than all the real work). */
+#define SPINS 32
+
+static inline void cpu_relax(void)
 {
-    unsigned s = (*spins)++;
-    if (s < 64) {
-        return;
-    }
-    if (s < 128) {
-        sched_yield();
-        return;
-    }
-    long us = (long)(s - 127) * 5;
-    if (us > 50) {
-        us = 50;
-    }
-    struct timespec ts = {.tv_sec = 0, .tv_nsec = us * 1000};
-    nanosleep(&ts, NULL);
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
 }
 
 void cf_ring_push_wait(cf_ring *r, void *item)
@@ -119,31 +154,65 @@ void cf_ring_push_wait(cf_ring *r, void *item)
         return;
     }
     int64_t t0 = cf_now_ns();
-    unsigned spins = 0;
-    while (cf_ring_push(r, item) != CF_OK) {
-        backoff(&spins);
+    for (unsigned spins = 0;; spins++) {
+        if (spins < SPINS) {
+            cpu_relax();
+        } else {
+            unsigned seq = atomic_load_explicit(&r->space_seq, memory_order_seq_cst);
+            atomic_store_explicit(&r->space_waiter, 1, memory_order_seq_cst);
+            if (cf_ring_push(r, item) == CF_OK) {
+                atomic_store_explicit(&r->space_waiter, 0, memory_order_relaxed);
+                break;
+            }
+            futex_wait(&r->space_seq, seq, -1);
+        }
+        if (cf_ring_push(r, item) == CF_OK) {
+            break;
+        }
     }
     atomic_fetch_add_explicit(&r->blocked_ns, (uint64_t)(cf_now_ns() - t0), memory_order_relaxed);
 }
 
-cf_err cf_ring_pop_wait(cf_ring *r, void **item)
+cf_err cf_ring_pop_until(cf_ring *r, void **item, int64_t deadline_ns)
 {
-    unsigned spins = 0;
-    for (;;) {
+    for (unsigned spins = 0; spins < SPINS; spins++) {
         cf_err e = cf_ring_pop(r, item);
-        if (e == CF_OK) {
-            return CF_OK;
+        if (e != CF_E_EOF) {
+            return e; /* CF_OK, or CF_E_STATE: closed and drained */
         }
-        if (e == CF_E_STATE) {
+        cpu_relax();
+    }
+    for (;;) {
+        int64_t left = deadline_ns - cf_now_ns();
+        if (left <= 0) {
             return CF_E_EOF;
         }
-        backoff(&spins);
+        unsigned seq = atomic_load_explicit(&r->data_seq, memory_order_seq_cst);
+        atomic_store_explicit(&r->data_waiter, 1, memory_order_seq_cst);
+        cf_err e = cf_ring_pop(r, item);
+        if (e != CF_E_EOF) {
+            atomic_store_explicit(&r->data_waiter, 0, memory_order_relaxed);
+            return e;
+        }
+        futex_wait(&r->data_seq, seq, deadline_ns == INT64_MAX ? -1 : left);
+        e = cf_ring_pop(r, item);
+        if (e != CF_E_EOF) {
+            return e;
+        }
     }
+}
+
+cf_err cf_ring_pop_wait(cf_ring *r, void **item)
+{
+    cf_err e = cf_ring_pop_until(r, item, INT64_MAX);
+    return e == CF_OK ? CF_OK : CF_E_EOF;
 }
 
 void cf_ring_close(cf_ring *r)
 {
     atomic_store_explicit(&r->closed, true, memory_order_release);
+    atomic_store_explicit(&r->data_waiter, 1, memory_order_relaxed); /* force the wake */
+    wake(&r->data_waiter, &r->data_seq);
 }
 
 size_t cf_ring_size(const cf_ring *r)

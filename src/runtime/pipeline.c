@@ -651,22 +651,17 @@ static void decode_chunk(decode_state *d, cf_decoder *dec, chunk *c)
  * ring is closed and drained. */
 static cf_err pop_until(cf_ring *r, void **item, int64_t deadline_ns, const cf_ring *busy)
 {
-    unsigned spins = 0;
+    if (busy == NULL) {
+        return cf_ring_pop_until(r, item, deadline_ns); /* sleeps until a push or the deadline */
+    }
     for (;;) {
-        cf_err e = cf_ring_pop(r, item);
-        if (e != CF_E_EOF) {
+        /* Nothing wakes us when the gateway frees up: look again every 200 us (a gateway
+         * batch costs an fdatasync, milliseconds, so this adds little and costs little). */
+        int64_t now = cf_now_ns();
+        int64_t until = deadline_ns - now < 200000 ? deadline_ns : now + 200000;
+        cf_err e = cf_ring_pop_until(r, item, until);
+        if (e != CF_E_EOF || until == deadline_ns || cf_ring_size(busy) == 0) {
             return e;
-        }
-        int64_t left = deadline_ns - cf_now_ns();
-        if (left <= 0 || (busy != NULL && cf_ring_size(busy) == 0)) {
-            return CF_E_EOF;
-        }
-        if (++spins < 16) {
-            sched_yield();
-        } else {
-            /* Short sleeps: the deadline is met within ~50 us without burning a core. */
-            struct timespec ts = {0, left < 50000 ? (long)left : 50000};
-            nanosleep(&ts, NULL);
         }
     }
 }

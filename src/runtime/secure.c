@@ -445,12 +445,13 @@ static void *party_main(void *arg)
 {
     party *pa = arg;
     cf_thread_low_latency();
-    unsigned spins = 0;
+    /* With idle handling on, wake up often enough to advance the watermark on time. */
+    int64_t idle_ns = pa->s->conf.window_idle_timeout_ms * 1000000;
+    int64_t wait_ns = idle_ns > 0 ? (idle_ns / 4 > 1000000 ? idle_ns / 4 : 1000000) : 100000000;
     for (;;) {
         void *item = NULL;
-        cf_err err = cf_ring_pop(pa->in.full_ring, &item);
+        cf_err err = cf_ring_pop_until(pa->in.full_ring, &item, cf_now_ns() + wait_ns);
         if (err == CF_OK) {
-            spins = 0;
             item_batch *ib = item;
             party_absorb(pa, ib);
             if (pa->index == 0 && pa->s->m_watermark != NULL) {
@@ -469,10 +470,6 @@ static void *party_main(void *arg)
         /* Idle: let processing time advance the watermark (window.idle_timeout_ms). */
         if (cf_window_tick(pa->win, cf_now_ns())) {
             party_flush_out(pa);
-        }
-        if (++spins > 64) {
-            struct timespec ts = {0, 50000};
-            nanosleep(&ts, NULL);
         }
     }
     cf_window_flush(pa->win);
@@ -508,10 +505,11 @@ static const party_msg *next_msg(cf_secure *s, unsigned i, cursor *c)
             cf_ring_push_wait(pa->out.free_ring, c->b);
             c->b = NULL;
         }
-        unsigned spins = 0;
         for (;;) {
             void *item = NULL;
-            cf_err err = cf_ring_pop(pa->out.full_ring, &item);
+            /* Wake at least every millisecond to take group names off the dictionary ring,
+             * which keeps the gateway moving while this party is quiet. */
+            cf_err err = cf_ring_pop_until(pa->out.full_ring, &item, cf_now_ns() + 1000000);
             if (err == CF_OK) {
                 c->b = item;
                 c->i = 0;
@@ -521,11 +519,7 @@ static const party_msg *next_msg(cf_secure *s, unsigned i, cursor *c)
                 c->done = true;
                 return NULL;
             }
-            drain_dict(s); /* keep the gateway moving while we wait */
-            if (++spins > 64) {
-                struct timespec ts = {0, 50000};
-                nanosleep(&ts, NULL);
-            }
+            drain_dict(s);
         }
     }
     return &c->b->m[c->i++];
