@@ -55,7 +55,7 @@
 #define SHRINK_MAX 8.0
 #define OUTLIER 3.0
 #define P99_REFRESH_NS INT64_C(50000000)
-#define INITIAL_TARGET 32
+#define INITIAL_TARGET 1
 
 struct cf_batch_ctl {
     bool fixed;
