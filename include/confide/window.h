@@ -246,6 +246,7 @@ typedef struct cf_window_row {
     bool verified;  /* MAC checked (always false for the plain baseline) */
     uint64_t first_index;
     uint64_t last_index;
+    uint32_t key_epoch; /* epoch of the keys that protected it (NDJSON "key_epoch"); 0: none */
 } cf_window_row;
 
 /** Fills @p row from a result whose value is a cf_window_plain. @p group is borrowed. */

@@ -703,6 +703,7 @@ static void release(cf_secure *s, const party_msg *const *msgs)
         row.count = (uint64_t)res.v[CF_SA_C_COUNT];
         row.sum_minor = res.v[CF_SA_C_AMOUNT];
         row.verified = res.verified;
+        row.key_epoch = res.epoch;
     } else {
         cf_window_plain v;
         memcpy(&v, m->value, sizeof(v));

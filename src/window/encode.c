@@ -136,9 +136,11 @@ size_t cf_window_row_ndjson(const cf_window_row *row, char *buf, size_t size)
         json_str(buf, size, &o, row->group != NULL ? row->group : "") &&
         append(buf, size, &o,
                ",\"count\":%" PRIu64 ",\"sum_minor\":%s,\"verified\":%s,\"first_index\":%" PRIu64
-               ",\"last_index\":%" PRIu64 "%s}\n",
+               ",\"last_index\":%" PRIu64 "%s",
                row->count, sum, row->verified ? "true" : "false", row->first_index, row->last_index,
-               row->sum_valid ? "" : ",\"error\":\"overflow\"");
+               row->sum_valid ? "" : ",\"error\":\"overflow\"") &&
+        (row->key_epoch == 0 || append(buf, size, &o, ",\"key_epoch\":%" PRIu32, row->key_epoch)) &&
+        append(buf, size, &o, "}\n");
     if (!ok) {
         if (size > 0) {
             buf[0] = '\0';
