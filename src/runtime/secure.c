@@ -143,6 +143,9 @@ struct cf_secure {
     cf_sa_gateway *gw;
     cf_sa_pseudo *pseudo;
     cf_sa_combiner *comb;
+    cf_sa_combiner *attrib;     /* from gateway.key: can regenerate seeded partials */
+    cf_sa_pseudo *attrib_pseudo; /* the combiner thread's own pseudonymizer */
+    cf_key *data_key;           /* to read the audit log back for attribution */
     cf_rules *rules;
     cf_audit_log *audit;
     outfile alerts, results, late;
@@ -525,7 +528,8 @@ static const party_msg *next_msg(cf_secure *s, unsigned i, cursor *c)
     return &c->b->m[c->i++];
 }
 
-static void integrity_alert(cf_secure *s, const party_msg *m, const char *what)
+static void integrity_alert_party(cf_secure *s, const party_msg *m, const char *what,
+                                  int culprit)
 {
     s->st.integrity_alerts++;
     if (s->m_integrity != NULL) {
@@ -538,17 +542,95 @@ static void integrity_alert(cf_secure *s, const party_msg *m, const char *what)
     for (int i = 0; i < CF_SA_PSEUDO_LEN; i++) {
         snprintf(pseudo + 2 * i, 3, "%02x", m->key[i]);
     }
+    char party_txt[16] = "null";
+    if (culprit >= 0) {
+        snprintf(party_txt, sizeof(party_txt), "%d", culprit);
+    }
     int n = snprintf(line, sizeof(line),
                      "{\"type\":\"integrity\",\"rule_id\":\"integrity\",\"window_start\":\"%s\","
                      "\"window_end\":\"%s\",\"pseudonym\":\"%s\",\"first_index\":%llu,"
-                     "\"last_index\":%llu,\"details\":\"%s\"}\n",
+                     "\"last_index\":%llu,\"party\":%s,\"details\":\"%s\"}\n",
                      start, end, pseudo, (unsigned long long)m->first,
-                     (unsigned long long)m->last, what);
+                     (unsigned long long)m->last, party_txt, what);
     if (n > 0 && (size_t)n < sizeof(line)) {
         outfile_write(&s->alerts, line, (size_t)n);
     }
-    CF_LOG(CF_LOG_ERROR, "combiner", "integrity alert: window %s..%s pseudonym %s: %s", start,
-           end, pseudo, what);
+    CF_LOG(CF_LOG_ERROR, "combiner", "integrity alert: window %s..%s pseudonym %s party %s: %s",
+           start, end, pseudo, party_txt, what);
+}
+
+static void integrity_alert(cf_secure *s, const party_msg *m, const char *what)
+{
+    integrity_alert_party(s, m, what, -1);
+}
+
+/*
+ * After a MAC failure: which party lied? The audit log is the authority on which events a
+ * group holds: read events [first, last] back, keep those of this pseudonym inside the
+ * window, and let the secagg module regenerate every seeded party's expected partial sum
+ * from those sequence numbers (cf_sa_combiner_attribute). Needs the gateway key (seeds),
+ * which the embedded combiner shares with the gateway; -1 when it cannot tell.
+ * Events of the window that went to the late output would make every party look wrong,
+ * so a verdict is only given when exactly the accused party differs (checked inside).
+ */
+static int attribute(cf_secure *s, const party_msg *m, const cf_sa_vec *partials)
+{
+    if (s->attrib == NULL || s->st.audit_dir[0] == '\0') {
+        return -1;
+    }
+    uint64_t *seqs = NULL;
+    size_t n = 0, cap = 0;
+    int bad = -1;
+    cf_audit_reader *rd = NULL;
+    char err[256];
+    if (cf_audit_reader_open(&rd, s->st.audit_dir, s->data_key, m->first, err, sizeof(err)) !=
+        CF_OK) {
+        return -1;
+    }
+    bool done = false;
+    while (!done) {
+        cf_audit_entry e;
+        if (cf_audit_reader_next(rd, &e, err, sizeof(err)) != CF_OK) {
+            break;
+        }
+        if (e.type != CF_AUDIT_REC_BATCH || e.events == NULL) {
+            continue;
+        }
+        for (uint32_t i = 0; i < e.count; i++) {
+            const cf_event *ev = &e.events[i];
+            if (ev->seq > m->last) {
+                done = true;
+                break;
+            }
+            uint8_t gk[CF_WINDOW_GROUP_KEY_MAX], p[CF_SA_PSEUDO_LEN];
+            size_t gk_len = cf_window_group_key(s->group_mask, ev, gk, sizeof(gk));
+            cf_sa_pseudonymize_nocache(s->attrib_pseudo, gk, gk_len, p);
+            if (memcmp(p, m->key, CF_SA_PSEUDO_LEN) != 0 || ev->ts_us < m->start_us ||
+                ev->ts_us >= m->end_us) {
+                continue;
+            }
+            if (n == cap) {
+                cap = cap ? cap * 2 : 256;
+                uint64_t *ns = cf_realloc(seqs, cap * sizeof(*seqs));
+                if (ns == NULL) {
+                    done = true;
+                    n = 0;
+                    break;
+                }
+                seqs = ns;
+            }
+            seqs[n++] = ev->seq;
+        }
+    }
+    cf_audit_reader_destroy(rd);
+    if (n == m->count && cf_sa_combiner_attribute(s->attrib, seqs, n, partials, s->k, &bad) != CF_OK) {
+        bad = -1;
+    }
+    if (n != m->count) {
+        bad = -1; /* the log and the parties disagree on the group: no verdict on one party */
+    }
+    cf_free(seqs);
+    return bad;
 }
 
 static void write_late(cf_secure *s, const party_msg *m)
@@ -684,8 +766,9 @@ static void release(cf_secure *s, const party_msg *const *msgs)
         cf_err e = cf_sa_combine(s->comb, (uint64_t)m->start_us, m->key, partials, s->k, &res,
                                  err, sizeof(err));
         if (e == CF_E_AUTH) {
-            integrity_alert(s, m, "MAC check failed: a party altered its partial sum; "
-                                  "the aggregate is withheld");
+            integrity_alert_party(s, m, "MAC check failed: a party altered its partial sum; "
+                                        "the aggregate is withheld",
+                                  attribute(s, m, partials));
             return;
         }
         if (e != CF_OK) {
@@ -877,7 +960,15 @@ static cf_err open_crypto(cf_secure *s, char *errstr, size_t errstr_size)
             CF_OK ||
         (err = cf_key_load(dir, "combiner.key", &s->comb_key, errstr, errstr_size)) != CF_OK ||
         (err = cf_sa_combiner_create(&s->comb, s->comb_key, &s->sa_opts, errstr, errstr_size)) !=
+            CF_OK ||
+        (err = cf_sa_combiner_create(&s->attrib, s->gw_key, &s->sa_opts, errstr, errstr_size)) !=
+            CF_OK ||
+        (err = cf_sa_pseudo_create(&s->attrib_pseudo, s->pseudo_key, 64, errstr, errstr_size)) !=
             CF_OK) {
+        return err;
+    }
+    if (s->audit != NULL &&
+        (err = cf_key_load(dir, "data.key", &s->data_key, errstr, errstr_size)) != CF_OK) {
         return err;
     }
     for (unsigned i = 0; i < s->k; i++) {
@@ -1658,6 +1749,9 @@ void cf_secure_destroy(cf_secure *s)
     cf_rules_destroy(s->rules);
     cf_sa_gateway_destroy(s->gw);
     cf_sa_combiner_destroy(s->comb);
+    cf_sa_combiner_destroy(s->attrib);
+    cf_sa_pseudo_destroy(s->attrib_pseudo);
+    cf_key_destroy(s->data_key);
     cf_sa_pseudo_destroy(s->pseudo);
     cf_key_destroy(s->gw_key);
     cf_key_destroy(s->comb_key);

@@ -5,7 +5,7 @@
 #  - every released aggregate (count, sum) is exactly right and verified; plain gives the same
 #  - bounded out-of-order input gives the same results as sorted input
 #  - the audit log verifies with completeness 1.0 and holds every accepted event
-#  - a party that alters its partial sum is caught: exit 4, integrity alert, value withheld
+#  - a party that alters its partial sum is caught and named: exit 4, integrity alert, value withheld
 #  - min_count withholds small groups; bad key permissions are refused with a clear error
 set -euo pipefail
 CONFIDE=$1
@@ -106,6 +106,8 @@ rc=0
 run "$tmp/tamper" --set debug.tamper_party=2 >"$tmp/t.json" 2>"$tmp/t.err" || rc=$?
 [ "$rc" -eq 4 ] || fail "tampering: exit $rc, want 4"
 grep -q '"type":"integrity"' "$tmp/tamper/alerts.ndjson" || fail "no integrity alert"
+# The audit log tells which events the group holds: the alert names the dishonest party.
+grep -q '"party":2,' "$tmp/tamper/alerts.ndjson" || fail "alert does not name party 2: $(cat "$tmp/tamper/alerts.ndjson")"
 [ "$(wc -l <"$tmp/tamper/results.ndjson")" -eq $(($(wc -l <"$tmp/lsa/results.ndjson") - 1)) ] ||
     fail "the tampered group was not withheld (or others were lost)"
 
