@@ -33,7 +33,7 @@ static const conf_entry entries[] = {
      "Arrival shape with input.rate: steady | diurnal | burst | trace:FILE."},
     {"input.speedup", CONF_DOUBLE, "1", 1e-6, 1e9, NULL, OFF(input_speedup), 0,
      "Time compression of diurnal and trace shapes."},
-    {"input.record_max", CONF_INT, "4096", 64, 1048576, NULL, OFF(input_record_max), 0,
+    {"input.record_max", CONF_INT, "4096", 64, 262144, NULL, OFF(input_record_max), 0,
      "Longest accepted record in bytes; longer ones are dead-lettered."},
     {"pipeline.batch_max", CONF_INT, "1024", 1, 65536, NULL, OFF(pipeline_batch_max), 0,
      "Capacity of every batch buffer between stages (events): preallocated, so it bounds "

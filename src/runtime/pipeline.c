@@ -40,7 +40,7 @@
 #include "runtime_int.h"
 #include "secure.h"
 
-#define READ_BUF_SIZE (1u << 20)
+#define READ_BUF_SIZE (1u << 20) /* > input.record_max + 2 (capped at 256 KiB): a record always fits */
 #define CHUNK_DATA_SIZE (256u * 1024u)
 
 /* Raw records read by the source, with their stamps; bytes copied into data. */
