@@ -52,6 +52,7 @@ static int bench_main(int argc, char **argv)
     return CF_EXIT_USAGE;
 }
 
-const cf_command cf_cmd_bench = {"bench", "run a benchmark (pipeline, protect, audit, engine, "
-                                          "batching)",
+const cf_command cf_cmd_bench = {"bench",
+                                 "run a benchmark (pipeline, protect, audit, engine, "
+                                 "batching)",
                                  bench_main};

@@ -38,8 +38,8 @@ static void log_to_stderr(void *opaque, cf_log_level lvl, const char *ctx, const
     (void)opaque;
     static const char *const names[] = {"error", "warning", "info", "debug"};
     /* Over the status line, not appended to it; the next refresh redraws it below. */
-    fprintf(stderr, "%sconfide: %s: %s: %s\n", status_on_tty ? "\r\033[K" : "", names[lvl],
-            ctx, msg);
+    fprintf(stderr, "%sconfide: %s: %s: %s\n", status_on_tty ? "\r\033[K" : "", names[lvl], ctx,
+            msg);
 }
 
 static void usage(FILE *f)
@@ -85,12 +85,14 @@ static const struct {
     const char *opt;
     const char *key;
 } opt_keys[] = {
-    {"--input", "input.path"}, {"--format", "input.format"}, {"--rate", "input.rate"},
-    {"--shape", "input.shape"}, {"--speedup", "input.speedup"}, {"--out", "output.dir"},
-    {"--rules", "rules.file"}, {"--protect", "protect"}, {"--parties", "parties"},
-    {"--keys", "keys.dir"}, {"--audit", "audit.dir"}, {"--window-ms", "window.size_ms"},
-    {"--group-by", "window.group_by"}, {"--batch", "batch.mode"}, {"--slo-ms", "slo.p99_ms"},
-    {"--metrics", "metrics.listen"},
+    {"--input", "input.path"},         {"--format", "input.format"},
+    {"--rate", "input.rate"},          {"--shape", "input.shape"},
+    {"--speedup", "input.speedup"},    {"--out", "output.dir"},
+    {"--rules", "rules.file"},         {"--protect", "protect"},
+    {"--parties", "parties"},          {"--keys", "keys.dir"},
+    {"--audit", "audit.dir"},          {"--window-ms", "window.size_ms"},
+    {"--group-by", "window.group_by"}, {"--batch", "batch.mode"},
+    {"--slo-ms", "slo.p99_ms"},        {"--metrics", "metrics.listen"},
 };
 
 typedef struct run_flags {
@@ -176,8 +178,7 @@ static void print_human(const cf_summary *s)
     printf("  %.3f s, %.0f events/s, cpu %.3f s\n", s->elapsed_s, s->events_per_s, s->cpu_s);
     printf("  latency (ingest -> committed): p50 %lld us, p99 %lld us, p99.9 %lld us, max %lld "
            "us\n",
-           (long long)s->p50_us, (long long)s->p99_us, (long long)s->p999_us,
-           (long long)s->max_us);
+           (long long)s->p50_us, (long long)s->p99_us, (long long)s->p999_us, (long long)s->max_us);
     printf("  %llu batches through the gateway, %.1f events each on average (largest %u, "
            "controller target %u, %llu changes)\n",
            (unsigned long long)s->batches, s->batch_mean, s->batch_max_seen, s->batch_target,
@@ -188,8 +189,8 @@ static void print_human(const cf_summary *s)
            (unsigned long long)s->windows, (unsigned long long)s->suppressed,
            (unsigned long long)s->late);
     if (s->audited > 0) {
-        printf("  audit log: %llu events appended at index %llu\n",
-               (unsigned long long)s->audited, (unsigned long long)s->audit_first_index);
+        printf("  audit log: %llu events appended at index %llu\n", (unsigned long long)s->audited,
+               (unsigned long long)s->audit_first_index);
     }
     if (s->integrity_alerts > 0) {
         printf("  INTEGRITY ALERTS: %llu (see alerts.ndjson)\n",
@@ -214,8 +215,7 @@ static void on_status(void *opaque, const cf_run_status *st)
             char line[512];
             size_t n = cf_run_status_format(st, line, sizeof(line));
             struct winsize ws;
-            if (ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 1 &&
-                n >= ws.ws_col) {
+            if (ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 1 && n >= ws.ws_col) {
                 line[ws.ws_col - 1] = '\0'; /* never wrap: \r must return to this line */
             }
             fprintf(stderr, "\r\033[K%s", line);
@@ -281,7 +281,8 @@ static int run_main(int argc, char **argv)
         goto done;
     }
     announce_metrics(conf, p);
-    status_ctx sc = {.p = p, .tty = !fl.no_status && !fl.stats_json && isatty(STDERR_FILENO),
+    status_ctx sc = {.p = p,
+                     .tty = !fl.no_status && !fl.stats_json && isatty(STDERR_FILENO),
                      .stats_json = fl.stats_json};
     if (sc.tty || sc.stats_json) {
         cf_pipeline_set_status_cb(p, on_status, &sc);

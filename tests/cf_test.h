@@ -40,7 +40,7 @@ static int cf_test_failures;
     do {                                                                                           \
         const char *sa_ = (a), *sb_ = (b);                                                         \
         if (sa_ == NULL || sb_ == NULL || strcmp(sa_, sb_) != 0) {                                 \
-            fprintf(stderr, "%s:%d: CHECK_STR failed: \"%s\" != \"%s\"\n", __FILE__, __LINE__,    \
+            fprintf(stderr, "%s:%d: CHECK_STR failed: \"%s\" != \"%s\"\n", __FILE__, __LINE__,     \
                     sa_ ? sa_ : "(null)", sb_ ? sb_ : "(null)");                                   \
             cf_test_failures++;                                                                    \
         }                                                                                          \

@@ -119,7 +119,8 @@ static inline uint64_t cf_hash_bytes(const void *data, size_t n, uint64_t seed)
  * futex that the other side wakes (no polling while idle).
  */
 typedef struct cf_ring cf_ring;
-/** @p capacity is rounded up to a power of two (>= 2). Returns owned (free with cf_ring_destroy). */
+/** @p capacity is rounded up to a power of two (>= 2). Returns owned (free with cf_ring_destroy).
+ */
 cf_err cf_ring_create(cf_ring **out, size_t capacity);
 void cf_ring_destroy(cf_ring *r);
 /** Producer side. CF_E_FULL when full. @locality producer thread */

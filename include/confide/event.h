@@ -60,11 +60,11 @@ typedef struct cf_event {
     uint64_t seq;         /* position in the gateway's log, assigned at ingest */
     char account[CF_ID_MAX + 1];
     char merchant[CF_ID_MAX + 1];
-    char currency[4]; /* ISO 4217 alpha-3 */
-    char country[3];  /* ISO 3166-1 alpha-2 */
-    uint8_t type;     /* cf_tx_type */
-    uint8_t channel;  /* cf_channel */
-    int8_t fraud;     /* ground truth when the source has it: 0/1, -1 unknown */
+    char currency[4];      /* ISO 4217 alpha-3 */
+    char country[3];       /* ISO 3166-1 alpha-2 */
+    uint8_t type;          /* cf_tx_type */
+    uint8_t channel;       /* cf_channel */
+    int8_t fraud;          /* ground truth when the source has it: 0/1, -1 unknown */
     int8_t fraud_scenario; /* 0 none, 1..3 FDH scenarios, -1 unknown */
 } cf_event;
 

@@ -22,7 +22,7 @@ typedef enum { CF_FMT_CSV = 0, CF_FMT_NDJSON, CF_FMT_FDH } cf_format;
 cf_err cf_format_parse(const char *s, cf_format *out);
 const char *cf_format_name(cf_format f);
 
-#define CF_RECORD_MAX 4096 /* default longest record, bytes, without its terminator */
+#define CF_RECORD_MAX 4096        /* default longest record, bytes, without its terminator */
 #define CF_DEADLETTER_RAW_MAX 256 /* raw bytes kept in a dead-letter record */
 
 /* ---- record splitting ------------------------------------------------------------------- */
@@ -94,8 +94,8 @@ size_t cf_json_quote(const char *s, size_t len, char *buf, size_t size);
  * {"source":S,"line":N,"offset":N,"reason":S,"raw":S,"raw_truncated":bool}\n
  * with raw limited to CF_DEADLETTER_RAW_MAX bytes. Returns the length (0 if too small).
  */
-size_t cf_deadletter_format(const char *source, const cf_record *rec, const char *reason,
-                            char *buf, size_t size);
+size_t cf_deadletter_format(const char *source, const cf_record *rec, const char *reason, char *buf,
+                            size_t size);
 
 /* ---- generator -------------------------------------------------------------------------- */
 
@@ -124,8 +124,8 @@ cf_err cf_gen_next(cf_gen *g, cf_event *ev);
  * (for trace, the rate the trace's mean is scaled to; 0 keeps the trace's own counts).
  */
 typedef struct cf_pacer cf_pacer;
-cf_err cf_pacer_create(cf_pacer **out, const char *shape, double rate, double speedup,
-                       char *errstr, size_t errstr_size);
+cf_err cf_pacer_create(cf_pacer **out, const char *shape, double rate, double speedup, char *errstr,
+                       size_t errstr_size);
 void cf_pacer_destroy(cf_pacer *p);
 /** Offset in ns from the start at which the next event is due (non-decreasing). */
 int64_t cf_pacer_next_ns(cf_pacer *p);

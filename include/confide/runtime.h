@@ -57,21 +57,21 @@ typedef struct cf_summary {
     int64_t p50_us, p99_us, p999_us, max_us; /* ingest -> sink latency */
     uint64_t source_blocked_ns;              /* time the source waited on a full pipeline */
     size_t peak_inflight_batches;            /* never above the configured pool */
-    uint64_t alerts;           /* compliance alerts written to alerts.ndjson */
-    uint64_t late;             /* events in late.ndjson (not counted in any result) */
-    uint64_t windows;          /* windows that released results */
-    uint64_t results;          /* (window, group) aggregates released */
-    uint64_t suppressed;       /* groups withheld because count < min_count */
-    uint64_t integrity_alerts; /* MAC failures and disagreeing parties */
-    uint64_t audited;          /* events appended to the audit log by this run */
+    uint64_t alerts;                         /* compliance alerts written to alerts.ndjson */
+    uint64_t late;                           /* events in late.ndjson (not counted in any result) */
+    uint64_t windows;                        /* windows that released results */
+    uint64_t results;                        /* (window, group) aggregates released */
+    uint64_t suppressed;                     /* groups withheld because count < min_count */
+    uint64_t integrity_alerts;               /* MAC failures and disagreeing parties */
+    uint64_t audited;                        /* events appended to the audit log by this run */
     uint64_t audit_first_index;
-    uint64_t resumed; /* events already in the audit log at start: not processed again */
+    uint64_t resumed;  /* events already in the audit log at start: not processed again */
     bool keys_created; /* this run created the key directory */
     char keys_dir[600];
     /* Batching at the gateway (added with issue 6; the JSON summary carries them too). */
-    double batch_mean;      /* events per gateway batch */
+    double batch_mean;       /* events per gateway batch */
     uint32_t batch_max_seen; /* largest gateway batch */
-    uint32_t batch_target;  /* the controller's target at the end (fixed:N: N) */
+    uint32_t batch_target;   /* the controller's target at the end (fixed:N: N) */
     uint64_t batch_target_changes;
 } cf_summary;
 
@@ -81,19 +81,19 @@ typedef struct cf_summary {
  */
 typedef struct cf_run_status {
     double elapsed_s;
-    uint64_t accepted;      /* decoded so far */
+    uint64_t accepted; /* decoded so far */
     uint64_t dead_lettered;
-    uint64_t committed;     /* through the gateway (rules, audit, protection) */
-    double events_per_s;    /* committed per second over the last interval */
-    int64_t p99_us;         /* live p99 over the last second (0: none yet) */
-    double batch_mean;      /* events per gateway batch over the last interval (0: none) */
-    uint32_t batch_target;  /* the controller's current target */
-    size_t queue_decode;    /* chunks waiting for the decode stage */
-    size_t queue_gateway;   /* batches waiting for the gateway */
-    size_t queue_sink;      /* batches waiting for the sink */
-    uint64_t bytes_read;    /* input bytes read so far */
-    uint64_t bytes_total;   /* input size when bounded (a regular file or a buffer), else 0 */
-    bool final;             /* the last call, after every stage has finished */
+    uint64_t committed;    /* through the gateway (rules, audit, protection) */
+    double events_per_s;   /* committed per second over the last interval */
+    int64_t p99_us;        /* live p99 over the last second (0: none yet) */
+    double batch_mean;     /* events per gateway batch over the last interval (0: none) */
+    uint32_t batch_target; /* the controller's current target */
+    size_t queue_decode;   /* chunks waiting for the decode stage */
+    size_t queue_gateway;  /* batches waiting for the gateway */
+    size_t queue_sink;     /* batches waiting for the sink */
+    uint64_t bytes_read;   /* input bytes read so far */
+    uint64_t bytes_total;  /* input size when bounded (a regular file or a buffer), else 0 */
+    bool final;            /* the last call, after every stage has finished */
 } cf_run_status;
 
 /**
@@ -105,8 +105,7 @@ size_t cf_run_status_format(const cf_run_status *st, char *buf, size_t size);
 typedef struct cf_pipeline cf_pipeline;
 
 /** Builds a pipeline from @p c (borrowed; copied). Returns owned (cf_pipeline_destroy). */
-cf_err cf_pipeline_create(cf_pipeline **out, const cf_config *c, char *errstr,
-                          size_t errstr_size);
+cf_err cf_pipeline_create(cf_pipeline **out, const cf_config *c, char *errstr, size_t errstr_size);
 /** Reads input from memory instead of input.path (borrowed; must outlive the run). */
 void cf_pipeline_set_input_buffer(cf_pipeline *p, const char *buf, size_t len);
 /**
@@ -120,8 +119,8 @@ void cf_pipeline_set_sink_hook(cf_pipeline *p, void (*hook)(void *opaque, const 
  * status thread every status.interval_ms, and once more with final = true after the stages
  * have finished (before it returns). NULL: no status thread. Set before cf_pipeline_run.
  */
-void cf_pipeline_set_status_cb(cf_pipeline *p,
-                               void (*cb)(void *opaque, const cf_run_status *st), void *opaque);
+void cf_pipeline_set_status_cb(cf_pipeline *p, void (*cb)(void *opaque, const cf_run_status *st),
+                               void *opaque);
 /**
  * The pipeline's metrics registry (docs/metrics.md), borrowed: valid until
  * cf_pipeline_destroy. Safe to render (cf_metrics_expose, cf_metrics_snapshot_json) from any

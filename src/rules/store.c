@@ -26,7 +26,6 @@ typedef struct kent {
 #define EXPIRE_PER_CALL 4
 #define INITIAL_KEYS 256u
 
-
 static bool grow(cf__kstore *s);
 
 static inline kent *at(const cf__kstore *s, uint32_t i)

@@ -23,8 +23,7 @@
 static const conf_entry entries[] = {
     {"input.path", CONF_STR, "-", 0, 0, NULL, OFF(input_path), SZ(input_path),
      "Input file, or - for standard input."},
-    {"input.format", CONF_ENUM, "csv", 0, 0, "csv|ndjson|fdh", OFF(input_format),
-     SZ(input_format),
+    {"input.format", CONF_ENUM, "csv", 0, 0, "csv|ndjson|fdh", OFF(input_format), SZ(input_format),
      "Input format: canonical CSV, canonical NDJSON, or the Fraud-Detection-Handbook CSV."},
     {"input.rate", CONF_DOUBLE, "0", 0, 1e9, NULL, OFF(input_rate), 0,
      "Open-loop pacing in events/s (0: as fast as possible). Latency then counts from each "
@@ -101,8 +100,7 @@ static const conf_entry entries[] = {
      "events go to late.ndjson."},
     {"window.idle_timeout_ms", CONF_INT, "0", 0, 86400000LL, NULL, OFF(window_idle_timeout_ms), 0,
      "Advance the watermark by processing time after this long without events (0: off)."},
-    {"window.group_by", CONF_STR, "merchant", 0, 0, NULL, OFF(window_group_by),
-     SZ(window_group_by),
+    {"window.group_by", CONF_STR, "merchant", 0, 0, NULL, OFF(window_group_by), SZ(window_group_by),
      "Comma-separated subset of merchant, account, country, channel, type, currency "
      "(or none)."},
     {"window.memory_mb", CONF_INT, "256", 1, 1048576, NULL, OFF(window_memory_mb), 0,
@@ -206,8 +204,8 @@ static cf_err set_entry(cf_config *c, const conf_entry *e, const char *v, const 
         char *end = NULL;
         double x = strtod(v, &end);
         if (errno != 0 || end == v || *end != '\0' || !isfinite(x)) {
-            return cf_err_set(CF_E_INVAL, errstr, errstr_size, "%s%s: '%s' is not a number",
-                              e->key, where, v);
+            return cf_err_set(CF_E_INVAL, errstr, errstr_size, "%s%s: '%s' is not a number", e->key,
+                              where, v);
         }
         if (x < e->min || x > e->max) {
             return cf_err_set(CF_E_INVAL, errstr, errstr_size, "%s%s: %g is out of range [%g, %g]",
@@ -307,14 +305,14 @@ static cf_err walk(cf_config *c, yaml_document_t *doc, yaml_node_t *map, const c
                           "%s:%lu: mappings nested deeper than %d levels (a recursive alias?)",
                           name, (unsigned long)map->start_mark.line + 1, CONF_DEPTH_MAX);
     }
-    for (yaml_node_pair_t *pair = map->data.mapping.pairs.start;
-         pair < map->data.mapping.pairs.top; pair++) {
+    for (yaml_node_pair_t *pair = map->data.mapping.pairs.start; pair < map->data.mapping.pairs.top;
+         pair++) {
         yaml_node_t *k = yaml_document_get_node(doc, pair->key);
         yaml_node_t *v = yaml_document_get_node(doc, pair->value);
         unsigned long line = k->start_mark.line + 1;
         if (k->type != YAML_SCALAR_NODE) {
-            return cf_err_set(CF_E_INVAL, errstr, errstr_size, "%s:%lu: keys must be scalars",
-                              name, line);
+            return cf_err_set(CF_E_INVAL, errstr, errstr_size, "%s:%lu: keys must be scalars", name,
+                              line);
         }
         char key[256];
         int n = snprintf(key, sizeof(key), "%s%s%s", prefix, prefix[0] ? "." : "",
@@ -335,13 +333,13 @@ static cf_err walk(cf_config *c, yaml_document_t *doc, yaml_node_t *map, const c
                               line, key);
         }
         if (v->type != YAML_SCALAR_NODE) {
-            return cf_err_set(CF_E_INVAL, errstr, errstr_size, "%s:%lu: %s must be a scalar",
-                              name, v->start_mark.line + 1, key);
+            return cf_err_set(CF_E_INVAL, errstr, errstr_size, "%s:%lu: %s must be a scalar", name,
+                              v->start_mark.line + 1, key);
         }
         char where[300];
         snprintf(where, sizeof(where), " (%s line %lu)", name, v->start_mark.line + 1);
-        cf_err err = set_entry(c, e, (const char *)v->data.scalar.value, where, errstr,
-                               errstr_size);
+        cf_err err =
+            set_entry(c, e, (const char *)v->data.scalar.value, where, errstr, errstr_size);
         if (err != CF_OK) {
             return err;
         }
@@ -433,8 +431,8 @@ void cf_config_write_doc(FILE *f)
             }
             range[j] = '\0';
         }
-        fprintf(f, "| `%s` | %s | `%s` | %s | ", e->key, tn[e->type],
-                e->def[0] ? e->def : "\"\"", range);
+        fprintf(f, "| `%s` | %s | `%s` | %s | ", e->key, tn[e->type], e->def[0] ? e->def : "\"\"",
+                range);
         for (const char *ch = e->doc; *ch != '\0'; ch++) {
             if (*ch == '|') {
                 fputc('\\', f); /* keep the Markdown table intact */

@@ -12,8 +12,7 @@
 
 #include "outfile.h"
 
-cf_err outfile_open(outfile *o, const char *dir, const char *name, char *errstr,
-                    size_t errstr_size)
+cf_err outfile_open(outfile *o, const char *dir, const char *name, char *errstr, size_t errstr_size)
 {
     memset(o, 0, sizeof(*o));
     snprintf(o->path, sizeof(o->path), "%s/%s", dir, name);

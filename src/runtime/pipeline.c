@@ -40,7 +40,8 @@
 #include "runtime_int.h"
 #include "secure.h"
 
-#define READ_BUF_SIZE (1u << 20) /* > input.record_max + 2 (capped at 256 KiB): a record always fits */
+#define READ_BUF_SIZE                                                                              \
+    (1u << 20) /* > input.record_max + 2 (capped at 256 KiB): a record always fits */
 #define CHUNK_DATA_SIZE (256u * 1024u)
 
 /* Raw records read by the source, with their stamps; bytes copied into data. */
@@ -155,8 +156,7 @@ static cf_err batches_create(cf_pipeline *p)
 static void publish_target(cf_pipeline *p)
 {
     atomic_store_explicit(&p->ob->target, cf_batch_ctl_target(p->ctl), memory_order_relaxed);
-    atomic_store_explicit(&p->ob->linger_ns, cf_batch_ctl_linger_ns(p->ctl),
-                          memory_order_relaxed);
+    atomic_store_explicit(&p->ob->linger_ns, cf_batch_ctl_linger_ns(p->ctl), memory_order_relaxed);
     cf_gauge_set(p->ob->batch_linger, (double)cf_batch_ctl_linger_ns(p->ctl) / 1e9);
 }
 
@@ -175,12 +175,12 @@ static cf_err observe_setup(cf_pipeline *p, char *errstr, size_t errstr_size)
                                    (uint32_t)p->conf.batch_linger_ms, errstr, errstr_size)) !=
             CF_OK ||
         (err = cf__observe_create(&p->ob, errstr, errstr_size)) != CF_OK ||
-        (err = cf__observe_queue(p->ob, "source_to_decode", p->chunk_full, errstr,
-                                 errstr_size)) != CF_OK ||
+        (err = cf__observe_queue(p->ob, "source_to_decode", p->chunk_full, errstr, errstr_size)) !=
+            CF_OK ||
         (err = cf__observe_queue(p->ob, "decode_to_gateway", p->batch_decoded, errstr,
                                  errstr_size)) != CF_OK ||
-        (err = cf__observe_queue(p->ob, "gateway_to_sink", p->batch_out, errstr,
-                                 errstr_size)) != CF_OK) {
+        (err = cf__observe_queue(p->ob, "gateway_to_sink", p->batch_out, errstr, errstr_size)) !=
+            CF_OK) {
         return err;
     }
     cf_batch_ctl_set_gauge(p->ctl, p->ob->batch_target);
@@ -217,15 +217,14 @@ cf_err cf_pipeline_create(cf_pipeline **out, const cf_config *c, char *errstr, s
         (err = cf_ring_create(&p->batch_out, per_ring)) != CF_OK ||
         (err = chunks_create(p)) != CF_OK || (err = batches_create(p)) != CF_OK ||
         (err = cf_hist_create(&p->latency)) != CF_OK) {
-        cf_err_set(err, errstr, errstr_size, "cannot allocate the pipeline: %s",
-                   cf_strerror(err));
+        cf_err_set(err, errstr, errstr_size, "cannot allocate the pipeline: %s", cf_strerror(err));
         goto fail;
     }
     if ((err = observe_setup(p, errstr, errstr_size)) != CF_OK) {
         goto fail;
     }
-    if ((err = cf__secure_create_observed(&p->secure, &p->conf, p->ob->m, errstr,
-                                          errstr_size)) != CF_OK) {
+    if ((err = cf__secure_create_observed(&p->secure, &p->conf, p->ob->m, errstr, errstr_size)) !=
+        CF_OK) {
         goto fail;
     }
     p->amount_max = cf_secure_amount_max(p->secure);
@@ -557,8 +556,7 @@ static void emit_batch(decode_state *d)
 
 static int64_t linger_deadline(const decode_state *d)
 {
-    return d->b->first_add_ns +
-           atomic_load_explicit(&d->p->ob->linger_ns, memory_order_relaxed);
+    return d->b->first_add_ns + atomic_load_explicit(&d->p->ob->linger_ns, memory_order_relaxed);
 }
 
 /* Adaptive mode: the open batch has reached the target, but a batch is already waiting for
@@ -730,8 +728,8 @@ static void *process_main(void *arg)
             cf_secure_reload(p->secure);
         }
         if (p->secure != NULL && p->gateway_err == CF_OK) {
-            p->gateway_err = cf_secure_gateway(p->secure, b, p->gateway_errstr,
-                                               sizeof(p->gateway_errstr));
+            p->gateway_err =
+                cf_secure_gateway(p->secure, b, p->gateway_errstr, sizeof(p->gateway_errstr));
             if (p->gateway_err != CF_OK) {
                 atomic_store(&p->ob->unhealthy, true);
                 atomic_store(&p->stop, true);
@@ -885,23 +883,22 @@ cf_err cf_pipeline_run(cf_pipeline *p, cf_summary *out, char *errstr, size_t err
 
 size_t cf_summary_to_json(const cf_summary *s, char *buf, size_t size)
 {
-    int n = snprintf(buf, size,
-                     "{\"read\":%llu,\"accepted\":%llu,\"dead_lettered\":%llu,\"elapsed_s\":%.6f,"
-                     "\"events_per_s\":%.1f,\"latency_us\":{\"p50\":%lld,\"p99\":%lld,"
-                     "\"p999\":%lld,\"max\":%lld},\"cpu_s\":%.3f,\"alerts\":%llu,\"late\":%llu,"
-                     "\"windows\":%llu,\"results\":%llu,\"suppressed\":%llu,"
-                     "\"integrity_alerts\":%llu,\"audited\":%llu,\"resumed\":%llu,\"batches\":%llu,"
-                     "\"batch_mean\":%.2f,\"batch_max\":%u,\"batch_target\":%u,"
-                     "\"batch_target_changes\":%llu}\n",
-                     (unsigned long long)s->read, (unsigned long long)s->accepted,
-                     (unsigned long long)s->dead_lettered, s->elapsed_s, s->events_per_s,
-                     (long long)s->p50_us, (long long)s->p99_us, (long long)s->p999_us,
-                     (long long)s->max_us, s->cpu_s, (unsigned long long)s->alerts,
-                     (unsigned long long)s->late, (unsigned long long)s->windows,
-                     (unsigned long long)s->results, (unsigned long long)s->suppressed,
-                     (unsigned long long)s->integrity_alerts, (unsigned long long)s->audited,
-                     (unsigned long long)s->resumed, (unsigned long long)s->batches,
-                     s->batch_mean, s->batch_max_seen, s->batch_target,
-                     (unsigned long long)s->batch_target_changes);
+    int n = snprintf(
+        buf, size,
+        "{\"read\":%llu,\"accepted\":%llu,\"dead_lettered\":%llu,\"elapsed_s\":%.6f,"
+        "\"events_per_s\":%.1f,\"latency_us\":{\"p50\":%lld,\"p99\":%lld,"
+        "\"p999\":%lld,\"max\":%lld},\"cpu_s\":%.3f,\"alerts\":%llu,\"late\":%llu,"
+        "\"windows\":%llu,\"results\":%llu,\"suppressed\":%llu,"
+        "\"integrity_alerts\":%llu,\"audited\":%llu,\"resumed\":%llu,\"batches\":%llu,"
+        "\"batch_mean\":%.2f,\"batch_max\":%u,\"batch_target\":%u,"
+        "\"batch_target_changes\":%llu}\n",
+        (unsigned long long)s->read, (unsigned long long)s->accepted,
+        (unsigned long long)s->dead_lettered, s->elapsed_s, s->events_per_s, (long long)s->p50_us,
+        (long long)s->p99_us, (long long)s->p999_us, (long long)s->max_us, s->cpu_s,
+        (unsigned long long)s->alerts, (unsigned long long)s->late, (unsigned long long)s->windows,
+        (unsigned long long)s->results, (unsigned long long)s->suppressed,
+        (unsigned long long)s->integrity_alerts, (unsigned long long)s->audited,
+        (unsigned long long)s->resumed, (unsigned long long)s->batches, s->batch_mean,
+        s->batch_max_seen, s->batch_target, (unsigned long long)s->batch_target_changes);
     return n < 0 || (size_t)n >= size ? 0 : (size_t)n;
 }

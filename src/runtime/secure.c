@@ -143,9 +143,9 @@ struct cf_secure {
     cf_sa_gateway *gw;
     cf_sa_pseudo *pseudo;
     cf_sa_combiner *comb;
-    cf_sa_combiner *attrib;     /* from gateway.key: can regenerate seeded partials */
+    cf_sa_combiner *attrib;      /* from gateway.key: can regenerate seeded partials */
     cf_sa_pseudo *attrib_pseudo; /* the combiner thread's own pseudonymizer */
-    cf_key *data_key;           /* to read the audit log back for attribution */
+    cf_key *data_key;            /* to read the audit log back for attribution */
     cf_rules *rules;
     cf_audit_log *audit;
     outfile alerts, results, late;
@@ -528,8 +528,7 @@ static const party_msg *next_msg(cf_secure *s, unsigned i, cursor *c)
     return &c->b->m[c->i++];
 }
 
-static void integrity_alert_party(cf_secure *s, const party_msg *m, const char *what,
-                                  int culprit)
+static void integrity_alert_party(cf_secure *s, const party_msg *m, const char *what, int culprit)
 {
     s->st.integrity_alerts++;
     if (s->m_integrity != NULL) {
@@ -550,8 +549,8 @@ static void integrity_alert_party(cf_secure *s, const party_msg *m, const char *
                      "{\"type\":\"integrity\",\"rule_id\":\"integrity\",\"window_start\":\"%s\","
                      "\"window_end\":\"%s\",\"pseudonym\":\"%s\",\"first_index\":%llu,"
                      "\"last_index\":%llu,\"party\":%s,\"details\":\"%s\"}\n",
-                     start, end, pseudo, (unsigned long long)m->first,
-                     (unsigned long long)m->last, party_txt, what);
+                     start, end, pseudo, (unsigned long long)m->first, (unsigned long long)m->last,
+                     party_txt, what);
     if (n > 0 && (size_t)n < sizeof(line)) {
         outfile_write(&s->alerts, line, (size_t)n);
     }
@@ -623,7 +622,8 @@ static int attribute(cf_secure *s, const party_msg *m, const cf_sa_vec *partials
         }
     }
     cf_audit_reader_destroy(rd);
-    if (n == m->count && cf_sa_combiner_attribute(s->attrib, seqs, n, partials, s->k, &bad) != CF_OK) {
+    if (n == m->count &&
+        cf_sa_combiner_attribute(s->attrib, seqs, n, partials, s->k, &bad) != CF_OK) {
         bad = -1;
     }
     if (n != m->count) {
@@ -642,8 +642,9 @@ static void write_late(cf_secure *s, const party_msg *m)
     char ts[40], wm[40], line[320];
     cf_window_format_time(m->start_us, ts, sizeof(ts));
     cf_window_format_time(m->end_us, wm, sizeof(wm));
-    const char *reason = m->reason == 0 ? "state limit"
-                                        : cf_window_late_reason_name((cf_window_late_reason)m->reason);
+    const char *reason = m->reason == 0
+                             ? "state limit"
+                             : cf_window_late_reason_name((cf_window_late_reason)m->reason);
     int n = snprintf(line, sizeof(line),
                      "{\"index\":%llu,\"ts\":\"%s\",\"watermark\":\"%s\",\"reason\":\"%s\"}\n",
                      (unsigned long long)m->first, ts, wm, reason);
@@ -763,11 +764,12 @@ static void release(cf_secure *s, const party_msg *const *msgs)
         }
         cf_sa_result res;
         char err[256];
-        cf_err e = cf_sa_combine(s->comb, (uint64_t)m->start_us, m->key, partials, s->k, &res,
-                                 err, sizeof(err));
+        cf_err e = cf_sa_combine(s->comb, (uint64_t)m->start_us, m->key, partials, s->k, &res, err,
+                                 sizeof(err));
         if (e == CF_E_AUTH) {
-            integrity_alert_party(s, m, "MAC check failed: a party altered its partial sum; "
-                                        "the aggregate is withheld",
+            integrity_alert_party(s, m,
+                                  "MAC check failed: a party altered its partial sum; "
+                                  "the aggregate is withheld",
                                   attribute(s, m, partials));
             return;
         }
@@ -891,7 +893,6 @@ typedef struct resume_state resume_state;
 static cf_err protect(cf_secure *s, const cf_event *events, uint32_t n, char *errstr,
                       size_t errstr_size);
 static cf_err announce_event(cf_secure *s, const cf_event *ev, uint8_t *pseudo);
-
 
 static cf_err ensure_keys(cf_secure *s, char *errstr, size_t errstr_size)
 {
@@ -1041,8 +1042,8 @@ static cf_err open_outputs(cf_secure *s, const struct resume_state *r, char *err
                           errstr_size);
     }
     if (err == CF_OK && s->mode != PROT_NONE) {
-        err = open_output(&s->late, out, "late.ndjson", r ? &r->late_len : NULL, errstr,
-                          errstr_size);
+        err =
+            open_output(&s->late, out, "late.ndjson", r ? &r->late_len : NULL, errstr, errstr_size);
     }
     return err;
 }
@@ -1116,7 +1117,6 @@ static void stop_threads(cf_secure *s)
     }
 }
 
-
 static cf_err parse_checkpoint(resume_state *r, size_t len, char *errstr, size_t errstr_size)
 {
     const uint8_t *p = r->blob, *end = p + len;
@@ -1175,8 +1175,7 @@ static cf_err load_resume_state(cf_secure *s, resume_state *r, char *errstr, siz
         return CF_OK;
     }
     size_t len = 0;
-    cf_err err = cf_audit_last_checkpoint(s->audit, &r->index, &r->blob, &len, errstr,
-                                          errstr_size);
+    cf_err err = cf_audit_last_checkpoint(s->audit, &r->index, &r->blob, &len, errstr, errstr_size);
     if (err == CF_E_NOTFOUND) {
         r->index = 0;
         return CF_OK;
@@ -1196,8 +1195,7 @@ static cf_err load_resume_state(cf_secure *s, resume_state *r, char *errstr, siz
     return CF_OK;
 }
 
-static cf_err restore_state(cf_secure *s, const resume_state *r, char *errstr,
-                            size_t errstr_size)
+static cf_err restore_state(cf_secure *s, const resume_state *r, char *errstr, size_t errstr_size)
 {
     s->st.alerts = r->alerts;
     s->st.results = r->results;
@@ -1210,8 +1208,8 @@ static cf_err restore_state(cf_secure *s, const resume_state *r, char *errstr,
         return CF_OK;
     }
     for (unsigned i = 0; i < s->k; i++) {
-        cf_err err = cf_window_restore(s->parties[i].win, r->snaps[i], r->snap_len[i], errstr,
-                                       errstr_size);
+        cf_err err =
+            cf_window_restore(s->parties[i].win, r->snaps[i], r->snap_len[i], errstr, errstr_size);
         if (err != CF_OK) {
             return err;
         }
@@ -1251,8 +1249,8 @@ static cf_err replay_log(cf_secure *s, uint64_t from_ckpt, char *errstr, size_t 
             cf_rules_eval(s->rules, &e.events[i], &v);
             for (uint32_t h = 0; h < v.n && e.events[i].seq >= from_ckpt; h++) {
                 char line[1024];
-                size_t len = cf_rules_alert_ndjson(s->rules, &e.events[i], &v.hits[h], line,
-                                                   sizeof(line));
+                size_t len =
+                    cf_rules_alert_ndjson(s->rules, &e.events[i], &v.hits[h], line, sizeof(line));
                 outfile_write(&s->alerts, line, len);
                 s->st.alerts++;
                 count_alert(s, &v.hits[h]);
@@ -1297,15 +1295,15 @@ static cf_err register_metrics(cf_secure *s, cf_metrics *m, char *errstr, size_t
     size_t nrules = s->rules != NULL ? cf_rules_count(s->rules) : 0;
     for (size_t i = 0; i < nrules && i < CF_RULES_MAX; i++) {
         cf_label l[] = {{"rule", cf_rules_id(s->rules, i)}};
-        if ((err = cf_metrics_counter(m, CF_METRIC_ALERTS_TOTAL, "Compliance alerts, by rule.",
-                                      l, 1, &s->m_alerts[i], errstr, errstr_size)) != CF_OK) {
+        if ((err = cf_metrics_counter(m, CF_METRIC_ALERTS_TOTAL, "Compliance alerts, by rule.", l,
+                                      1, &s->m_alerts[i], errstr, errstr_size)) != CF_OK) {
             return err;
         }
     }
     cf_gauge *par = NULL;
     if ((err = cf_metrics_gauge(m, CF_METRIC_PARALLELISM,
-                                "Aggregation parties (threads) serving the windows.", NULL, 0,
-                                &par, errstr, errstr_size)) != CF_OK) {
+                                "Aggregation parties (threads) serving the windows.", NULL, 0, &par,
+                                errstr, errstr_size)) != CF_OK) {
         return err;
     }
     cf_gauge_set(par, (double)s->k);
@@ -1314,11 +1312,11 @@ static cf_err register_metrics(cf_secure *s, cf_metrics *m, char *errstr, size_t
     }
     cf_label late[] = {{"stage", "window"}, {"outcome", "late"}};
     if ((err = cf_metrics_counter(m, "confide_integrity_alerts_total",
-                                  "Integrity alerts: failed MACs and disagreeing parties.", NULL,
-                                  0, &s->m_integrity, errstr, errstr_size)) != CF_OK ||
+                                  "Integrity alerts: failed MACs and disagreeing parties.", NULL, 0,
+                                  &s->m_integrity, errstr, errstr_size)) != CF_OK ||
         (err = cf_metrics_counter(m, CF_METRIC_EVENTS_TOTAL,
-                                  "Events that left a pipeline stage, by stage and outcome.",
-                                  late, 2, &s->m_late, errstr, errstr_size)) != CF_OK ||
+                                  "Events that left a pipeline stage, by stage and outcome.", late,
+                                  2, &s->m_late, errstr, errstr_size)) != CF_OK ||
         (err = cf_metrics_gauge(m, "confide_watermark_timestamp_seconds",
                                 "Event-time watermark of the windows (Unix time).", NULL, 0,
                                 &s->m_watermark, errstr, errstr_size)) != CF_OK ||
@@ -1335,8 +1333,7 @@ static cf_err register_metrics(cf_secure *s, cf_metrics *m, char *errstr, size_t
         cf_label lo[] = {{"queue", outq}};
         const char *help = "Items waiting in a bounded ring between two stages.";
         if ((err = cf_metrics_gauge_fn(m, CF_METRIC_QUEUE_DEPTH, help, li, 1, ring_depth,
-                                       s->parties[i].in.full_ring, errstr, errstr_size)) !=
-                CF_OK ||
+                                       s->parties[i].in.full_ring, errstr, errstr_size)) != CF_OK ||
             (err = cf_metrics_gauge_fn(m, CF_METRIC_QUEUE_DEPTH, help, lo, 1, ring_depth,
                                        s->parties[i].out.full_ring, errstr, errstr_size)) !=
                 CF_OK) {
@@ -1351,8 +1348,8 @@ cf_err cf_secure_create(cf_secure **out, const cf_config *c, char *errstr, size_
     return cf__secure_create_observed(out, c, NULL, errstr, errstr_size);
 }
 
-cf_err cf__secure_create_observed(cf_secure **out, const cf_config *c, cf_metrics *m,
-                                  char *errstr, size_t errstr_size)
+cf_err cf__secure_create_observed(cf_secure **out, const cf_config *c, cf_metrics *m, char *errstr,
+                                  size_t errstr_size)
 {
     *out = NULL;
     prot_mode mode = strcmp(c->protect, "lsa") == 0     ? PROT_LSA
@@ -1392,15 +1389,16 @@ cf_err cf__secure_create_observed(cf_secure **out, const cf_config *c, cf_metric
     if (mode != PROT_NONE) {
         if ((err = cf_window_group_parse(c->window_group_by, &s->group_mask, errstr,
                                          errstr_size)) != CF_OK) {
-            cf_err_set(err, errstr, errstr_size, "window.group_by: '%s' is not a list of "
+            cf_err_set(err, errstr, errstr_size,
+                       "window.group_by: '%s' is not a list of "
                        "merchant, account, country, channel, type, currency",
                        c->window_group_by);
             goto fail;
         }
     }
     if (c->output_dir[0] != '\0' && mkdir(c->output_dir, 0700) != 0 && errno != EEXIST) {
-        err = cf_err_errno(errno, errstr, errstr_size, "cannot create output dir %s",
-                           c->output_dir);
+        err =
+            cf_err_errno(errno, errstr, errstr_size, "cannot create output dir %s", c->output_dir);
         goto fail;
     }
     if (mode != PROT_NONE || audit) {
@@ -1416,8 +1414,7 @@ cf_err cf__secure_create_observed(cf_secure **out, const cf_config *c, cf_metric
         goto fail;
     }
     if ((err = load_resume_state(s, &rs, errstr, errstr_size)) != CF_OK ||
-        (err = open_outputs(s, s->resume_index > 0 ? &rs : NULL, errstr, errstr_size)) !=
-            CF_OK) {
+        (err = open_outputs(s, s->resume_index > 0 ? &rs : NULL, errstr, errstr_size)) != CF_OK) {
         goto fail;
     }
     if ((err = cf_ring_create(&s->ckpt_ring, 64)) != CF_OK) {
@@ -1586,8 +1583,7 @@ static void write_checkpoints(cf_secure *s)
     void *item;
     while (s->ckpt_ring != NULL && cf_ring_pop(s->ckpt_ring, &item) == CF_OK) {
         ckpt_blob *b = item;
-        if (s->audit != NULL &&
-            cf_audit_checkpoint(s->audit, b->index, b->data, b->len) != CF_OK) {
+        if (s->audit != NULL && cf_audit_checkpoint(s->audit, b->index, b->data, b->len) != CF_OK) {
             CF_LOG(CF_LOG_WARN, "audit", "checkpoint at %llu could not be written",
                    (unsigned long long)b->index);
         }
