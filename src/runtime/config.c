@@ -42,6 +42,10 @@ static const conf_entry entries[] = {
     {"output.dir", CONF_STR, "", 0, 0, NULL, OFF(output_dir), SZ(output_dir),
      "Output directory (dead_letter.ndjson and, with later stages, results, alerts, late). "
      "Empty: no files; dead letters are only counted."},
+    {"output.results_format", CONF_ENUM, "ndjson", 0, 0, "ndjson|csv", OFF(results_format),
+     SZ(results_format),
+     "Format of the released aggregates: results.ndjson, or results.csv (RFC 4180, with a "
+     "header line)."},
     {"slo.p99_ms", CONF_INT, "200", 1, 3600000, NULL, OFF(slo_p99_ms), 0,
      "Latency objective for the 99th percentile, in milliseconds. The adaptive batch "
      "controller aims at half of it (docs/batching.md)."},

@@ -22,6 +22,7 @@ struct cf_config {
     int64_t pipeline_batch_max;
     int64_t pipeline_ring_batches;
     char output_dir[CF_CONF_STR_MAX];
+    char results_format[16];
     int64_t slo_p99_ms;
     char protect[16];
     int64_t parties;

@@ -116,6 +116,7 @@ typedef struct party {
     cf_window *win;
     msg_batch *cur_out;
     bool tampered;
+    uint64_t limit_hits;
     cf_err err;
 } party;
 
@@ -168,6 +169,7 @@ struct cf_secure {
     uint64_t last_ckpt_index; /* gateway: index of the last checkpoint requested */
     uint64_t resume_index;    /* events already in the log when the run started */
     bool ephemeral_keys;
+    bool results_csv; /* output.results_format: csv */
 
     /* Metrics (observe.h): registered before the threads start; NULL when not observed. */
     cf_counter *m_alerts[CF_RULES_MAX]; /* by rule index */
@@ -405,7 +407,14 @@ static void party_absorb(party *pa, const item_batch *b)
         }
         cf_err err = cf_window_add(pa->win, it->key, CF_SA_PSEUDO_LEN, it->ts_us, it->seq, value);
         if (err == CF_E_LIMIT) {
-            /* State is full and cannot drain without newer events: never drop silently. */
+            /* State is full. Blocking here would not help: only newer events move the
+             * watermark that frees state, and they queue behind this one. So the event goes
+             * to the late output (reason "state limit"), counted, never dropped silently. */
+            if (pa->limit_hits++ == 0 && pa->index == 0) {
+                CF_LOG(CF_LOG_WARN, "window",
+                       "window state reached window.memory_mb: events go to late.ndjson with "
+                       "reason \"state limit\" until windows close");
+            }
             emit_late(pa, it->ts_us, it->seq, it->key, cf_window_watermark(pa->win), 0);
         }
     }
@@ -808,7 +817,8 @@ static void release(cf_secure *s, const party_msg *const *msgs)
     }
     row.group = d != NULL ? d->text : "?";
     char line[1024];
-    size_t n = cf_window_row_ndjson(&row, line, sizeof(line));
+    size_t n = s->results_csv ? cf_window_row_csv(&row, line, sizeof(line))
+                              : cf_window_row_ndjson(&row, line, sizeof(line));
     outfile_write(&s->results, line, n);
     s->st.results++;
 }
@@ -1038,8 +1048,12 @@ static cf_err open_outputs(cf_secure *s, const struct resume_state *r, char *err
     cf_err err = open_output(&s->alerts, out, "alerts.ndjson", r ? &r->alerts_len : NULL, errstr,
                              errstr_size);
     if (err == CF_OK && s->mode != PROT_NONE) {
-        err = open_output(&s->results, out, "results.ndjson", r ? &r->results_len : NULL, errstr,
-                          errstr_size);
+        err = open_output(&s->results, out, s->results_csv ? "results.csv" : "results.ndjson",
+                          r ? &r->results_len : NULL, errstr, errstr_size);
+        if (err == CF_OK && s->results_csv && (r == NULL || r->results_len == 0)) {
+            const char *h = cf_window_csv_header();
+            outfile_write(&s->results, h, strlen(h));
+        }
     }
     if (err == CF_OK && s->mode != PROT_NONE) {
         err =
@@ -1369,6 +1383,7 @@ cf_err cf__secure_create_observed(cf_secure **out, const cf_config *c, cf_metric
     }
     s->conf = *c;
     s->mode = mode;
+    s->results_csv = strcmp(c->results_format, "csv") == 0;
     s->k = mode == PROT_LSA ? (unsigned)c->parties : mode == PROT_PLAIN ? 1 : 0;
     cf_sa_opts_default(&s->sa_opts);
     s->sa_opts.parties = mode == PROT_LSA ? s->k : 2;

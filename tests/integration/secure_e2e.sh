@@ -68,6 +68,17 @@ b = sorted(json.dumps(strip(json.loads(l)), sort_keys=True) for l in open(sys.ar
 sys.exit(0 if a == b else 1)
 PY
 
+# CSV results: a header and the same aggregates.
+run "$tmp/csv" --set output.results_format=csv >/dev/null
+python3 - "$tmp/lsa/results.ndjson" "$tmp/csv/results.csv" <<'PY' || fail "results.csv != results.ndjson"
+import csv, json, sys
+a = sorted((o["window_start"], o["group"], o["count"], o["sum_minor"])
+           for o in map(json.loads, open(sys.argv[1])))
+b = sorted((r["window_start"], r["group"], int(r["count"]), int(r["sum_minor"]))
+           for r in csv.DictReader(open(sys.argv[2])))
+sys.exit(0 if a == b else 1)
+PY
+
 # Bounded out-of-order input (each event moved by at most 30 s of event time) gives the
 # same aggregates as sorted input (max_delay 5 s is not enough: use 60 s).
 python3 - "$tmp/day.csv" "$tmp/shuffled.csv" <<'PY'
