@@ -31,7 +31,7 @@ test-asan: setup
 		$(CMAKE_FLAGS) >/dev/null
 	@cmake --build $(ASAN_BUILD) -j $(JOBS)
 	@cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-		ctest --output-on-failure -j $(JOBS) -L 'unit|fuzz'
+		ctest --output-on-failure -j $(JOBS)
 
 bench: build
 	@mkdir -p bench/results
