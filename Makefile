@@ -22,6 +22,7 @@ run: build
 	$(CONFIDE) gen --seed 42 --days 1 --customers 5000 --terminals 10000 --out $(DEMO)/day.csv
 	$(CONFIDE) run --config examples/confide.yaml --input $(DEMO)/day.csv --out $(DEMO)/out
 	$(CONFIDE) audit verify $(DEMO)/out/audit --keys $(DEMO)/out/keys
+	@echo "outputs: $(DEMO)/out/{results,alerts,late,dead_letter}.ndjson, audit log in $(DEMO)/out/audit"
 
 test: build
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)

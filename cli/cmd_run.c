@@ -180,7 +180,7 @@ static void print_human(const cf_summary *s)
            "us\n",
            (long long)s->p50_us, (long long)s->p99_us, (long long)s->p999_us, (long long)s->max_us);
     printf("  %llu batches through the gateway, %.1f events each on average (largest %u, "
-           "controller target %u, %llu changes)\n",
+           "controller target %u, changed %llu times)\n",
            (unsigned long long)s->batches, s->batch_mean, s->batch_max_seen, s->batch_target,
            (unsigned long long)s->batch_target_changes);
     printf("  %llu alerts, %llu aggregates in %llu windows (%llu withheld below min_count), "
@@ -301,10 +301,6 @@ static int run_main(int argc, char **argv)
         rc = CF_EXIT_RUNTIME;
     } else if (s.integrity_alerts > 0) {
         rc = CF_EXIT_INTEGRITY;
-    }
-    if (s.keys_created) {
-        fprintf(stderr, "confide run: created new keys in %s (0600 files; keep them safe)\n",
-                s.keys_dir);
     }
     if (fl.json) {
         char buf[1024];

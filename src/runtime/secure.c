@@ -919,8 +919,10 @@ static cf_err ensure_keys(cf_secure *s, char *errstr, size_t errstr_size)
         if (s->ephemeral_keys) {
             return CF_OK;
         }
-        CF_LOG(CF_LOG_WARN, "keys", "no keys in %s: created new keys (epoch 1, %u parties)", dir,
-               (unsigned)s->conf.parties);
+        CF_LOG(CF_LOG_WARN, "keys",
+               "no keys in %s: created new keys there (epoch 1, %u parties, files 0600: keep them "
+               "safe)",
+               dir, (unsigned)s->conf.parties);
     }
     return CF_OK;
 }
