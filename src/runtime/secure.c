@@ -28,6 +28,7 @@
  * grows with the number of distinct groups (one small entry each).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -169,6 +170,7 @@ struct cf_secure {
     uint64_t last_ckpt_index; /* gateway: index of the last checkpoint requested */
     uint64_t resume_index;    /* events already in the log when the run started */
     bool ephemeral_keys;
+    int heads_fd;     /* OUT/tree_heads.ndjson, -1 when there is no output directory */
     bool results_csv; /* output.results_format: csv */
 
     /* Metrics (observe.h): registered before the threads start; NULL when not observed. */
@@ -1090,6 +1092,14 @@ static cf_err open_audit(cf_secure *s, char *errstr, size_t errstr_size)
     }
     s->st.audit_first_index = rec.next_index;
     s->resume_index = rec.next_index;
+    if (s->conf.output_dir[0] != '\0') {
+        char path[CF_CONF_STR_MAX + 32];
+        snprintf(path, sizeof(path), "%s/tree_heads.ndjson", s->conf.output_dir);
+        s->heads_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        if (s->heads_fd < 0) {
+            return cf_err_errno(errno, errstr, errstr_size, "cannot open %s", path);
+        }
+    }
     s->st.audit_recovered_truncation = rec.truncated;
     if (rec.truncated) {
         CF_LOG(CF_LOG_WARN, "audit", "cut a torn record off %s at offset %llu",
@@ -1385,6 +1395,7 @@ cf_err cf__secure_create_observed(cf_secure **out, const cf_config *c, cf_metric
     }
     s->conf = *c;
     s->mode = mode;
+    s->heads_fd = -1;
     s->results_csv = strcmp(c->results_format, "csv") == 0;
     s->k = mode == PROT_LSA ? (unsigned)c->parties : mode == PROT_PLAIN ? 1 : 0;
     cf_sa_opts_default(&s->sa_opts);
@@ -1594,6 +1605,29 @@ static cf_err protect(cf_secure *s, const cf_event *events, uint32_t n, char *er
     return CF_OK;
 }
 
+/* Hands the signed tree head of every batch to the sinks: tree_heads.ndjson lets whoever
+ * consumes the results check them against the log (confide audit prove/verify-proof)
+ * without access to it. Append-only; a restart appends the heads it signs. */
+static void write_tree_head(cf_secure *s, const cf_audit_sth *sth)
+{
+    if (s->heads_fd < 0) {
+        return;
+    }
+    char root[2 * CF_AUDIT_HASH_LEN + 1], kid[2 * CF_KEY_ID_LEN + 1], sig[2 * CF_AUDIT_SIG_LEN + 1];
+    sodium_bin2hex(root, sizeof(root), sth->root, sizeof(sth->root));
+    sodium_bin2hex(kid, sizeof(kid), sth->key_id, sizeof(sth->key_id));
+    sodium_bin2hex(sig, sizeof(sig), sth->signature, sizeof(sth->signature));
+    char line[512];
+    int n =
+        snprintf(line, sizeof(line),
+                 "{\"tree_size\":%llu,\"root\":\"%s\",\"timestamp_us\":%lld,\"key_id\":\"%s\","
+                 "\"signature\":\"%s\"}\n",
+                 (unsigned long long)sth->tree_size, root, (long long)sth->timestamp_us, kid, sig);
+    if (n > 0 && (size_t)n < sizeof(line) && write(s->heads_fd, line, (size_t)n) != n) {
+        CF_LOG(CF_LOG_WARN, "audit", "cannot append to tree_heads.ndjson");
+    }
+}
+
 /* Logs the checkpoints the combiner completed. @locality gateway thread */
 static void write_checkpoints(cf_secure *s)
 {
@@ -1681,13 +1715,15 @@ cf_err cf_secure_gateway(cf_secure *s, cf_batch *b, char *errstr, size_t errstr_
             b->ev[i].seq = base + i;
         }
         uint64_t first = 0;
-        err = cf_audit_append(s->audit, b->ev, b->n, s->verdicts, &first, NULL);
+        cf_audit_sth sth;
+        err = cf_audit_append(s->audit, b->ev, b->n, s->verdicts, &first, &sth);
         if (err != CF_OK) {
             return cf_err_set(err, errstr, errstr_size, "audit log append failed: %s",
                               cf_strerror(err));
         }
         CF_ASSERT(first == base);
         s->st.audited += b->n;
+        write_tree_head(s, &sth);
     }
     if (s->mode != PROT_NONE && (err = protect(s, b->ev, b->n, errstr, errstr_size)) != CF_OK) {
         return err;
@@ -1756,6 +1792,9 @@ void cf_secure_destroy(cf_secure *s)
     cf_free(s->verdict_buf);
     cf_free(s->verdicts);
     cf_audit_close(s->audit);
+    if (s->heads_fd >= 0) {
+        close(s->heads_fd);
+    }
     outfile_abandon(&s->alerts);
     outfile_abandon(&s->results);
     outfile_abandon(&s->late);

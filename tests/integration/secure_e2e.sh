@@ -107,6 +107,13 @@ v=$("$CONFIDE" audit verify "$tmp/lsa/audit" --keys "$tmp/keys" --json)
 [ "$(echo "$v" | jget '["events"]')" -eq "$acc" ] || fail "audit holds != $acc events: $v"
 [ "$(echo "$v" | jget '["completeness"]')" = "1.0" ] || fail "completeness: $v"
 [ "$(echo "$v" | jget '["sth_invalid"]')" -eq 0 ] || fail "invalid tree heads: $v"
+# The signed tree heads handed to the sinks match the log: the last one covers every event,
+# and its root is the root an inclusion proof from the log gives at that size.
+last=$(tail -1 "$tmp/lsa/tree_heads.ndjson")
+[ "$(echo "$last" | jget '["tree_size"]')" -eq "$acc" ] || fail "last tree head: $last"
+proof=$("$CONFIDE" audit prove "$tmp/lsa/audit" --index 0 --size "$acc" --json)
+[ "$(echo "$proof" | jget '["root"]')" = "$(echo "$last" | jget '["root"]')" ] ||
+    fail "tree head root differs from the log's root"
 # Every alert names a rule of the file and an event that exists.
 [ -s "$tmp/lsa/alerts.ndjson" ] || fail "no alerts from examples/rules.yaml"
 grep -q '"rule_id":"big"' "$tmp/lsa/alerts.ndjson" || fail "no large_amount alert"
