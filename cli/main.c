@@ -6,6 +6,7 @@
  */
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "cli.h"
 #include "confide/core.h"
@@ -57,6 +58,9 @@ int main(int argc, char **argv)
         printf("confide 0.1.0\n");
         return CF_EXIT_OK;
     }
+    /* Keys and shares live in this process's memory: never write them to a core file. */
+    struct rlimit no_core = {0, 0};
+    setrlimit(RLIMIT_CORE, &no_core);
     if (cf_init() != CF_OK) {
         fprintf(stderr, "confide: cannot initialize libsodium\n");
         return CF_EXIT_RUNTIME;
