@@ -15,18 +15,6 @@
 
 #include "rules_int.h"
 
-static const char *const type_names[] = {
-#define X(n) #n,
-    CF_TX_TYPE_MAP(X)
-#undef X
-};
-
-static const char *const channel_names[] = {
-#define X(n) #n,
-    CF_CHANNEL_MAP(X)
-#undef X
-};
-
 #define DAY_US 86400000000LL
 
 typedef struct ring {
@@ -58,11 +46,13 @@ static size_t var_key(int var, const cf_event *ev, uint8_t *buf)
         n = strnlen(s, 2);
         break;
     case VAR_CHANNEL:
-        s = ev->channel < CF_CH__COUNT ? channel_names[ev->channel] : "?";
+        s = cf_channel_name((cf_channel)ev->channel);
+        s = s != NULL ? s : "?";
         n = strlen(s);
         break;
     case VAR_TYPE:
-        s = ev->type < CF_TX__COUNT ? type_names[ev->type] : "?";
+        s = cf_tx_type_name((cf_tx_type)ev->type);
+        s = s != NULL ? s : "?";
         n = strlen(s);
         break;
     default:

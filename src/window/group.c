@@ -7,18 +7,6 @@
 
 #include "confide/window.h"
 
-static const char *const type_names[] = {
-#define X(n) #n,
-    CF_TX_TYPE_MAP(X)
-#undef X
-};
-
-static const char *const channel_names[] = {
-#define X(n) #n,
-    CF_CHANNEL_MAP(X)
-#undef X
-};
-
 static const struct {
     const char *name;
     unsigned bit;
@@ -96,11 +84,13 @@ size_t cf_window_group_key(unsigned mask, const cf_event *ev, uint8_t *buf, size
         ok = ok && put(buf, size, &at, ev->country, 2);
     }
     if (mask & CF_GROUP_CHANNEL) {
-        const char *n = ev->channel < CF_CH__COUNT ? channel_names[ev->channel] : "?";
+        const char *n = cf_channel_name((cf_channel)ev->channel);
+        n = n != NULL ? n : "?";
         ok = ok && put(buf, size, &at, n, 16);
     }
     if (mask & CF_GROUP_TYPE) {
-        const char *n = ev->type < CF_TX__COUNT ? type_names[ev->type] : "?";
+        const char *n = cf_tx_type_name((cf_tx_type)ev->type);
+        n = n != NULL ? n : "?";
         ok = ok && put(buf, size, &at, n, 16);
     }
     if (mask & CF_GROUP_CURRENCY) {
