@@ -75,6 +75,15 @@ void cf__assert_fail(const char *expr, const char *file, int line) __attribute__
 #define CF_DASSERT(e) CF_ASSERT(e)
 #endif
 
+/* ---- text ------------------------------------------------------------------------------- */
+
+/**
+ * Appends printf output at buf + *off. Returns false (and leaves *off) when it would not fit
+ * in @p size: encoders build a line piece by piece and give up on the first piece that fails.
+ */
+bool cf_appendf(char *buf, size_t size, size_t *off, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 /* ---- hashing (internal tables; not cryptographic) ---------------------------------------- */
 
 /** Finalizer of MurmurHash3 (fmix64): spreads every input bit over the output. */

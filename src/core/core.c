@@ -152,6 +152,22 @@ void cf_log_write(cf_log_level lvl, const char *ctx, const char *fmt, ...)
     log_cb(log_opaque, lvl, ctx, msg);
 }
 
+bool cf_appendf(char *buf, size_t size, size_t *off, const char *fmt, ...)
+{
+    if (*off >= size) {
+        return false;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf + *off, size - *off, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= size - *off) {
+        return false;
+    }
+    *off += (size_t)n;
+    return true;
+}
+
 void cf__assert_fail(const char *expr, const char *file, int line)
 {
     fprintf(stderr, "confide: assertion failed: %s (%s:%d)\n", expr, file, line);

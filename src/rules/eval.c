@@ -324,40 +324,21 @@ cf_err cf_verdict_hits(const uint8_t *buf, size_t len, size_t *n)
 
 /* ---- alerts ----------------------------------------------------------------------------- */
 
-static bool app(char *buf, size_t size, size_t *o, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static bool app(char *buf, size_t size, size_t *o, const char *fmt, ...)
-{
-    if (*o >= size) {
-        return false;
-    }
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(buf + *o, size - *o, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= size - *o) {
-        return false;
-    }
-    *o += (size_t)n;
-    return true;
-}
-
 /* A JSON string of a short config text (ids, file names). */
 static bool app_str(char *buf, size_t size, size_t *o, const char *s)
 {
-    bool ok = app(buf, size, o, "\"");
+    bool ok = cf_appendf(buf, size, o, "\"");
     for (; ok && *s != '\0'; s++) {
         unsigned char ch = (unsigned char)*s;
         if (ch == '"' || ch == '\\') {
-            ok = app(buf, size, o, "\\%c", ch);
+            ok = cf_appendf(buf, size, o, "\\%c", ch);
         } else if (ch < 0x20) {
-            ok = app(buf, size, o, "\\u%04x", ch);
+            ok = cf_appendf(buf, size, o, "\\u%04x", ch);
         } else {
-            ok = app(buf, size, o, "%c", ch);
+            ok = cf_appendf(buf, size, o, "%c", ch);
         }
     }
-    return ok && app(buf, size, o, "\"");
+    return ok && cf_appendf(buf, size, o, "\"");
 }
 
 static void fmt_time(int64_t us, char *buf, size_t size, bool date_only)
@@ -395,58 +376,63 @@ size_t cf_rules_alert_ndjson(const cf_rules *rs, const cf_event *ev, const cf_ru
     snprintf(cur, sizeof(cur), "%.3s", ev->currency);
     fmt_time(ev->ts_us, ts, sizeof(ts), false);
     size_t o = 0;
-    bool ok = app(buf, size, &o, "{\"event_id\":%" PRIu64 ",\"rule_id\":", ev->event_id) &&
+    bool ok = cf_appendf(buf, size, &o, "{\"event_id\":%" PRIu64 ",\"rule_id\":", ev->event_id) &&
               app_str(buf, size, &o, r->id) &&
-              app(buf, size, &o, ",\"ts\":\"%s\",\"details\":{\"type\":\"%s\"", ts,
-                  cf_rule_type_name(r->type));
+              cf_appendf(buf, size, &o, ",\"ts\":\"%s\",\"details\":{\"type\":\"%s\"", ts,
+                         cf_rule_type_name(r->type));
     bool amounts = rs->include_amounts;
     switch (r->type) {
     case CF_RULE_LARGE_AMOUNT:
-        ok = ok && app(buf, size, &o, ",\"threshold\":\"%s\"", r->threshold_text);
+        ok = ok && cf_appendf(buf, size, &o, ",\"threshold\":\"%s\"", r->threshold_text);
         if (amounts) {
             cf_amount_format(h->amount_minor, e, amt, sizeof(amt));
-            ok = ok && app(buf, size, &o, ",\"amount\":\"%s\",\"currency\":\"%s\"", amt, cur);
+            ok =
+                ok && cf_appendf(buf, size, &o, ",\"amount\":\"%s\",\"currency\":\"%s\"", amt, cur);
         }
         break;
     case CF_RULE_DAILY_AGGREGATE:
         fmt_time(h->day * DAY_US, day, sizeof(day), true);
-        ok = ok && app(buf, size, &o, ",\"variable\":\"%s\",\"day\":\"%s\",\"threshold\":\"%s\"",
-                       cf__rules_var_name(r->variable), day, r->threshold_text);
+        ok = ok &&
+             cf_appendf(buf, size, &o, ",\"variable\":\"%s\",\"day\":\"%s\",\"threshold\":\"%s\"",
+                        cf__rules_var_name(r->variable), day, r->threshold_text);
         if (amounts) {
             cf_amount_format(h->amount_minor, e, amt, sizeof(amt));
-            ok = ok && app(buf, size, &o, ",\"total\":\"%s\",\"currency\":\"%s\"", amt, cur);
+            ok = ok && cf_appendf(buf, size, &o, ",\"total\":\"%s\",\"currency\":\"%s\"", amt, cur);
         }
         break;
     case CF_RULE_STRUCTURING:
-        ok = ok && app(buf, size, &o,
-                       ",\"variable\":\"%s\",\"count\":%" PRIu32 ",\"min_count\":%" PRIu32
-                       ",\"period_s\":%" PRId64 ",\"threshold\":\"%s\",\"margin_pct\":\"%s\"",
-                       cf__rules_var_name(r->variable), h->count, r->min_count,
-                       r->period_us / 1000000, r->threshold_text, r->margin_text);
+        ok =
+            ok && cf_appendf(buf, size, &o,
+                             ",\"variable\":\"%s\",\"count\":%" PRIu32 ",\"min_count\":%" PRIu32
+                             ",\"period_s\":%" PRId64 ",\"threshold\":\"%s\",\"margin_pct\":\"%s\"",
+                             cf__rules_var_name(r->variable), h->count, r->min_count,
+                             r->period_us / 1000000, r->threshold_text, r->margin_text);
         if (amounts) {
             cf_amount_format(h->amount_minor, e, amt, sizeof(amt));
-            ok = ok && app(buf, size, &o, ",\"amount\":\"%s\",\"currency\":\"%s\"", amt, cur);
+            ok =
+                ok && cf_appendf(buf, size, &o, ",\"amount\":\"%s\",\"currency\":\"%s\"", amt, cur);
         }
         break;
     case CF_RULE_VELOCITY:
-        ok = ok && app(buf, size, &o,
-                       ",\"variable\":\"%s\",\"count\":%" PRIu32 ",\"hits\":%" PRIu32
-                       ",\"period_s\":%" PRId64,
-                       cf__rules_var_name(r->variable), h->count, r->hits, r->period_us / 1000000);
+        ok = ok &&
+             cf_appendf(buf, size, &o,
+                        ",\"variable\":\"%s\",\"count\":%" PRIu32 ",\"hits\":%" PRIu32
+                        ",\"period_s\":%" PRId64,
+                        cf__rules_var_name(r->variable), h->count, r->hits, r->period_us / 1000000);
         break;
     case CF_RULE_BLOCKED_PARTY:
         ok = ok &&
-             app(buf, size, &o,
-                 ",\"field\":\"%s\",\"list\":", h->field == 0 ? "account" : "merchant") &&
+             cf_appendf(buf, size, &o,
+                        ",\"field\":\"%s\",\"list\":", h->field == 0 ? "account" : "merchant") &&
              app_str(buf, size, &o, r->list_name);
         break;
     case CF_RULE_HIGH_RISK_COUNTRY:
-        ok = ok && app(buf, size, &o, ",\"country\":\"%.2s\"", ev->country);
+        ok = ok && cf_appendf(buf, size, &o, ",\"country\":\"%.2s\"", ev->country);
         break;
     default:
         break;
     }
-    ok = ok && app(buf, size, &o, "}}\n");
+    ok = ok && cf_appendf(buf, size, &o, "}}\n");
     if (!ok) {
         if (size > 0) {
             buf[0] = '\0';

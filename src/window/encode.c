@@ -100,25 +100,6 @@ static bool json_str(char *buf, size_t size, size_t *o, const char *s)
     return true;
 }
 
-static bool append(char *buf, size_t size, size_t *o, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static bool append(char *buf, size_t size, size_t *o, const char *fmt, ...)
-{
-    if (*o >= size) {
-        return false;
-    }
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(buf + *o, size - *o, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= size - *o) {
-        return false;
-    }
-    *o += (size_t)n;
-    return true;
-}
-
 size_t cf_window_row_ndjson(const cf_window_row *row, char *buf, size_t size)
 {
     char ts[40], te[40], sum[32];
@@ -130,17 +111,18 @@ size_t cf_window_row_ndjson(const cf_window_row *row, char *buf, size_t size)
     } else {
         snprintf(sum, sizeof(sum), "null");
     }
-    bool ok =
-        append(buf, size, &o, "{\"window_start\":\"%s\",\"window_end\":\"%s\",\"group\":", ts,
-               te) &&
-        json_str(buf, size, &o, row->group != NULL ? row->group : "") &&
-        append(buf, size, &o,
-               ",\"count\":%" PRIu64 ",\"sum_minor\":%s,\"verified\":%s,\"first_index\":%" PRIu64
-               ",\"last_index\":%" PRIu64 "%s",
-               row->count, sum, row->verified ? "true" : "false", row->first_index, row->last_index,
-               row->sum_valid ? "" : ",\"error\":\"overflow\"") &&
-        (row->key_epoch == 0 || append(buf, size, &o, ",\"key_epoch\":%" PRIu32, row->key_epoch)) &&
-        append(buf, size, &o, "}\n");
+    bool ok = cf_appendf(buf, size, &o,
+                         "{\"window_start\":\"%s\",\"window_end\":\"%s\",\"group\":", ts, te) &&
+              json_str(buf, size, &o, row->group != NULL ? row->group : "") &&
+              cf_appendf(buf, size, &o,
+                         ",\"count\":%" PRIu64
+                         ",\"sum_minor\":%s,\"verified\":%s,\"first_index\":%" PRIu64
+                         ",\"last_index\":%" PRIu64 "%s",
+                         row->count, sum, row->verified ? "true" : "false", row->first_index,
+                         row->last_index, row->sum_valid ? "" : ",\"error\":\"overflow\"") &&
+              (row->key_epoch == 0 ||
+               cf_appendf(buf, size, &o, ",\"key_epoch\":%" PRIu32, row->key_epoch)) &&
+              cf_appendf(buf, size, &o, "}\n");
     if (!ok) {
         if (size > 0) {
             buf[0] = '\0';
@@ -160,15 +142,16 @@ size_t cf_window_late_ndjson(const cf_window_late *l, const char *group, char *b
     } else {
         cf_window_format_time(l->watermark_us, wm, sizeof(wm));
     }
-    bool ok = append(buf, size, &o,
-                     "{\"seq\":%" PRIu64 ",\"ts\":\"%s\",\"watermark\":\"%s\",\"reason\":\"%s\","
-                     "\"windows_dropped\":%" PRIu32 ",\"windows_total\":%" PRIu32,
-                     l->seq, ts, wm, cf_window_late_reason_name(l->reason), l->windows_dropped,
-                     l->windows_total);
+    bool ok =
+        cf_appendf(buf, size, &o,
+                   "{\"seq\":%" PRIu64 ",\"ts\":\"%s\",\"watermark\":\"%s\",\"reason\":\"%s\","
+                   "\"windows_dropped\":%" PRIu32 ",\"windows_total\":%" PRIu32,
+                   l->seq, ts, wm, cf_window_late_reason_name(l->reason), l->windows_dropped,
+                   l->windows_total);
     if (group != NULL) {
-        ok = ok && append(buf, size, &o, ",\"group\":") && json_str(buf, size, &o, group);
+        ok = ok && cf_appendf(buf, size, &o, ",\"group\":") && json_str(buf, size, &o, group);
     }
-    ok = ok && append(buf, size, &o, "}\n");
+    ok = ok && cf_appendf(buf, size, &o, "}\n");
     if (!ok) {
         if (size > 0) {
             buf[0] = '\0';
@@ -194,12 +177,13 @@ size_t cf_window_row_csv(const cf_window_row *row, char *buf, size_t size)
     } else {
         sum[0] = '\0'; /* empty field: overflow */
     }
-    bool ok = append(buf, size, &o, "%s,%s,\"", ts, te);
+    bool ok = cf_appendf(buf, size, &o, "%s,%s,\"", ts, te);
     for (const char *p = row->group != NULL ? row->group : ""; ok && *p != '\0'; p++) {
-        ok = *p == '"' ? append(buf, size, &o, "\"\"") : append(buf, size, &o, "%c", *p);
+        ok = *p == '"' ? cf_appendf(buf, size, &o, "\"\"") : cf_appendf(buf, size, &o, "%c", *p);
     }
-    ok = ok && append(buf, size, &o, "\",%" PRIu64 ",%s,%s,%" PRIu64 ",%" PRIu64 "\n", row->count,
-                      sum, row->verified ? "true" : "false", row->first_index, row->last_index);
+    ok = ok &&
+         cf_appendf(buf, size, &o, "\",%" PRIu64 ",%s,%s,%" PRIu64 ",%" PRIu64 "\n", row->count,
+                    sum, row->verified ? "true" : "false", row->first_index, row->last_index);
     if (!ok) {
         if (size > 0) {
             buf[0] = '\0';
