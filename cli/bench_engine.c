@@ -85,20 +85,31 @@ static bool parse_u64(const char *s, uint64_t *out)
 
 typedef struct wsink {
     uint64_t results;
-    int64_t checksum;
+    uint64_t digest;
 } wsink;
 
+/* The digest folds every result in emission order (window, key, value, count, indices,
+ * update flag), so two builds of the operator can be compared on the same stream. */
 static void on_result(void *opaque, const cf_window_result *r)
 {
     wsink *s = opaque;
     const cf_window_plain *v = r->value;
+    uint64_t f[8] = {(uint64_t)r->window_start_us,
+                     cf_hash_bytes(r->key, r->key_len, 0),
+                     (uint64_t)v->sum_minor,
+                     (uint64_t)v->overflow,
+                     r->count,
+                     r->first_index,
+                     r->last_index,
+                     r->update ? 1u : 0u};
     s->results++;
-    s->checksum += v->sum_minor; /* keeps the compiler honest */
+    s->digest = cf_mix64(s->digest ^ cf_hash_bytes(f, sizeof(f), s->results));
 }
 
 typedef struct wout {
     double cpu_s, wall_s;
     uint64_t results;
+    uint64_t digest;
     uint64_t keys_peak;
     uint64_t state_bytes_peak;
     size_t entry_bytes;
@@ -157,6 +168,7 @@ static int bench_windows(const opts *o, const cf_event *base, size_t nbase, wout
     out->wall_s = wall_s() - w0;
     cf_window_stats_get(w, &st);
     out->results = sink.results;
+    out->digest = sink.digest;
     out->keys_peak = keys_peak;
     out->state_bytes_peak = bytes_peak;
     out->entry_bytes = st.entry_bytes;
@@ -342,9 +354,10 @@ int cf_bench_engine(int argc, char **argv)
                "\"window_size_ms\":%" PRId64 ",\"window_slide_ms\":%" PRId64
                ",\"group\":\"%s\",\"results\":%" PRIu64 ",\"keys_peak\":%" PRIu64
                ",\"state_bytes_peak\":%" PRIu64 ",\"late\":%" PRIu64 ",\"rules\":%zu"
-               ",\"rule_hits\":%" PRIu64 "}\n",
+               ",\"rule_hits\":%" PRIu64 ",\"windows_digest\":\"%016" PRIx64 "\"}\n",
                w_cpu, r_cpu, bytes_per_key, w_wall, r_wall, o.events, nbase, o.size_ms, o.slide_ms,
-               o.group, wo.results, wo.keys_peak, wo.state_bytes_peak, wo.late, ro.rules, ro.hits);
+               o.group, wo.results, wo.keys_peak, wo.state_bytes_peak, wo.late, ro.rules, ro.hits,
+               wo.digest);
     } else {
         printf("engine benchmark: %" PRIu64 " events per loop (%zu generated, replayed)\n",
                o.events, nbase);
