@@ -5,7 +5,9 @@
  * length gcd(size, slide) aligned to the epoch. Every window is a whole number of panes, so
  * an event updates exactly one entry whatever the number of sliding windows it belongs to;
  * a window's result is combined from its panes (value_ops.add) when it fires. For tumbling
- * windows a pane is the window. Which windows have fired and which are purged follows from
+ * windows a pane is the window; sliding windows combine each key's panes incrementally with
+ * a two-stacks aggregate (see "sliding aggregation" below), O(1) adds per key and firing
+ * instead of size/slide. Which windows have fired and which are purged follows from
  * the watermark alone (fired: end <= W; purged: end + lateness <= W), so no per-window flag
  * exists and a snapshot is just panes, entries and the watermark.
  *
@@ -37,6 +39,7 @@
 #define TS_LIMIT ((int64_t)1 << 62)
 #define SPAN_LIMIT ((int64_t)1000000000000000) /* 1e15 us, ~31 years */
 #define INITIAL_ENTRIES 1024u
+#define INITIAL_KEYS 64u
 #define FREE_MARK 0xFFFFu
 
 typedef struct entry {
@@ -50,6 +53,39 @@ typedef struct entry {
     uint16_t pad_;
     /* uint8_t key[key_max]; then the value at value_off */
 } entry;
+
+/* Sliding windows only: per-entry links into its key's list (ascending pane start) and the
+ * suffix aggregate of the key's front stack (see "sliding aggregation" below); the
+ * aggregate value follows at ext_off + sizeof(ext). */
+typedef struct ext {
+    uint32_t kr;    /* key record */
+    uint32_t knext; /* next entry of the same key (later pane) */
+    uint32_t kprev;
+    uint32_t pad_;
+    uint64_t count;
+    uint64_t first;
+    uint64_t last;
+} ext;
+
+/* Sliding windows only: one record per live key. Its entries in pane [a, m) form the front
+ * stack (each holding the aggregate of itself and every later front entry), those in [m, b)
+ * the back stack (aggregated in count/first/last and the value after the record); b is the
+ * end of the last window queried, a its start. */
+typedef struct krec {
+    int64_t a;
+    int64_t m;
+    int64_t b;
+    uint64_t kh;
+    uint64_t count;
+    uint64_t first;
+    uint64_t last;
+    uint32_t head; /* oldest entry; NIL marks a free record (next free in tail) */
+    uint32_t tail;
+    uint32_t fcur; /* first entry with start >= a */
+    uint32_t bcur; /* first entry with start >= b */
+    uint32_t pos;  /* index in the active array, NIL when not active */
+    uint32_t pad_;
+} krec;
 
 typedef struct pane {
     int64_t start;
@@ -81,6 +117,21 @@ struct cf_window {
     void *scratch; /* sort records of a firing window's entries, then their pointers */
     size_t scratch_bytes;
     void *acc; /* one value: a key's combination across panes */
+
+    /* Sliding aggregation (sliding windows only; tumbling windows have one pane each). */
+    bool sliding;
+    size_t ext_off;
+    size_t kstride;
+    uint8_t *kpool;   /* kcap key records */
+    uint64_t *kslots; /* key index, kmask + 1 slots */
+    uint32_t kcap;
+    uint32_t kmask;
+    uint32_t nkeys; /* live key records */
+    uint32_t kused;
+    uint32_t kfree;
+    uint32_t *act;  /* keys that may have entries in the next windows, in key order when clean */
+    size_t nact;    /* at most kcap: tombstones are compacted before it would grow past */
+    bool act_dirty; /* keys appended or removed since the last sort */
 
     int64_t wm;
     int64_t max_ts;
@@ -145,13 +196,44 @@ static size_t table_bytes(size_t entries, size_t stride)
     return entries * stride + 2 * entries * sizeof(uint64_t);
 }
 
+/* Sliding windows: key records, their index and the active array. */
+static size_t key_bytes(size_t keys, size_t kstride)
+{
+    return table_bytes(keys, kstride) + keys * sizeof(uint32_t);
+}
+
+static void slot_insert(uint64_t *slots, uint32_t mask, uint64_t hash, uint32_t idx)
+{
+    uint32_t pos = (uint32_t)hash & mask;
+    while (slots[pos] != 0) {
+        pos = (pos + 1) & mask;
+    }
+    slots[pos] = ((uint64_t)(uint32_t)hash << 32) | ((uint64_t)idx + 1);
+}
+
 static void index_insert(cf_window *w, uint64_t hash, uint32_t idx)
 {
-    uint32_t pos = (uint32_t)hash & w->slot_mask;
-    while (w->slots[pos] != 0) {
-        pos = (pos + 1) & w->slot_mask;
-    }
-    w->slots[pos] = ((uint64_t)(uint32_t)hash << 32) | ((uint64_t)idx + 1);
+    slot_insert(w->slots, w->slot_mask, hash, idx);
+}
+
+static inline ext *ent_ext(const cf_window *w, entry *e)
+{
+    return (ext *)(void *)((uint8_t *)e + w->ext_off);
+}
+
+static inline void *ext_val(ext *x)
+{
+    return x + 1;
+}
+
+static inline krec *kr_at(const cf_window *w, uint32_t i)
+{
+    return (krec *)(void *)(w->kpool + (size_t)i * w->kstride);
+}
+
+static inline void *kr_val(krec *k)
+{
+    return k + 1;
 }
 
 /* Doubles pool and index. The index is rebuilt from the windows' chains. */
@@ -161,7 +243,8 @@ static cf_err grow(cf_window *w)
     if (ncap > w->max_entries) {
         ncap = w->max_entries;
     }
-    if (ncap <= w->cap) {
+    if (ncap <= w->cap || table_bytes(ncap, w->stride) + key_bytes(w->kcap, w->kstride) >
+                              w->conf.memory_limit_bytes) {
         return CF_E_LIMIT;
     }
     uint8_t *npool = state_alloc(w, (size_t)ncap * w->stride);
@@ -185,7 +268,52 @@ static cf_err grow(cf_window *w)
             index_insert(w, ent(w, k)->hash, k);
         }
     }
-    w->st.state_bytes = table_bytes(ncap, w->stride) + w->panes_cap * sizeof(pane);
+    w->st.state_bytes =
+        table_bytes(ncap, w->stride) + w->panes_cap * sizeof(pane) + key_bytes(w->kcap, w->kstride);
+    return CF_OK;
+}
+
+/* Sliding windows: doubles the key records and their index (a live key has at least one
+ * entry, so never beyond the entries' bound). Entries and key records share the memory
+ * limit: whichever would push the total past it is refused. */
+static cf_err grow_keys(cf_window *w)
+{
+    uint32_t ncap = w->kcap == 0 ? INITIAL_KEYS : w->kcap * 2;
+    if (ncap > w->max_entries) {
+        ncap = w->max_entries;
+    }
+    if (ncap <= w->kcap ||
+        table_bytes(w->cap, w->stride) + key_bytes(ncap, w->kstride) > w->conf.memory_limit_bytes) {
+        return CF_E_LIMIT;
+    }
+    uint32_t *nact = cf_realloc(w->act, (size_t)ncap * sizeof(uint32_t));
+    if (nact == NULL) {
+        return CF_E_NOMEM;
+    }
+    w->act = nact; /* larger than needed until kcap follows: harmless */
+    uint8_t *npool = state_alloc(w, (size_t)ncap * w->kstride);
+    uint64_t *nslots = cf_calloc((size_t)ncap * 2, sizeof(uint64_t));
+    if (npool == NULL || nslots == NULL) {
+        state_free(w, npool, (size_t)ncap * w->kstride);
+        cf_free(nslots);
+        return CF_E_NOMEM;
+    }
+    if (w->kpool != NULL) {
+        memcpy(npool, w->kpool, (size_t)w->kused * w->kstride);
+    }
+    state_free(w, w->kpool, (size_t)w->kcap * w->kstride);
+    cf_free(w->kslots);
+    w->st.state_bytes += key_bytes(ncap, w->kstride) - key_bytes(w->kcap, w->kstride);
+    w->kpool = npool;
+    w->kslots = nslots;
+    w->kmask = ncap * 2 - 1;
+    w->kcap = ncap;
+    for (uint32_t k = 0; k < w->kused; k++) {
+        krec *r = kr_at(w, k);
+        if (r->head != NIL) {
+            slot_insert(w->kslots, w->kmask, r->kh, k);
+        }
+    }
     return CF_OK;
 }
 
@@ -214,13 +342,12 @@ static uint32_t find_entry(const cf_window *w, uint64_t hash, int64_t start, con
     }
 }
 
-static void index_remove(cf_window *w, uint64_t hash, uint32_t idx)
+static void slot_remove(uint64_t *slots, uint32_t mask, uint64_t hash, uint32_t idx)
 {
-    uint32_t mask = w->slot_mask;
     uint32_t pos = (uint32_t)hash & mask;
     uint64_t want = ((uint64_t)(uint32_t)hash << 32) | ((uint64_t)idx + 1);
-    while (w->slots[pos] != want) {
-        CF_DASSERT(w->slots[pos] != 0);
+    while (slots[pos] != want) {
+        CF_DASSERT(slots[pos] != 0);
         pos = (pos + 1) & mask;
     }
     /* Backward-shift deletion: pull later members of the probe run into the hole. */
@@ -228,7 +355,7 @@ static void index_remove(cf_window *w, uint64_t hash, uint32_t idx)
     uint32_t j = pos;
     for (;;) {
         j = (j + 1) & mask;
-        uint64_t s = w->slots[j];
+        uint64_t s = slots[j];
         if (s == 0) {
             break;
         }
@@ -236,11 +363,16 @@ static void index_remove(cf_window *w, uint64_t hash, uint32_t idx)
         /* Move s into the hole when its home is not cyclically within (hole, j]. */
         bool in_range = hole <= j ? (home > hole && home <= j) : (home > hole || home <= j);
         if (!in_range) {
-            w->slots[hole] = s;
+            slots[hole] = s;
             hole = j;
         }
     }
-    w->slots[hole] = 0;
+    slots[hole] = 0;
+}
+
+static void index_remove(cf_window *w, uint64_t hash, uint32_t idx)
+{
+    slot_remove(w->slots, w->slot_mask, hash, idx);
 }
 
 static uint32_t alloc_entry(cf_window *w)
@@ -489,6 +621,339 @@ static void emit_run(cf_window *w, int64_t s, entry **run, size_t n, bool update
     emit(w, s, run[0], w->acc, count, first, last, update);
 }
 
+/* ---- sliding aggregation ---------------------------------------------------------------- */
+
+/*
+ * Sliding windows combine a key's panes incrementally instead of merging size/slide panes
+ * per key at every firing. Each live key has a record and a list of its entries in pane
+ * order. Windows fire in increasing start order, so the panes a key's result covers form a
+ * range [a, b) whose ends only move forward: a two-stacks queue (no inverse needed). Entries
+ * in [m, b) are summed into the record's back aggregate as b advances; when a passes m the
+ * entries in [a, b) are turned into the front stack, each entry holding the aggregate of
+ * itself and the later front entries, and m becomes b. A result is then the front aggregate
+ * of the first entry at or after a plus the back aggregate: O(1) adds per key and firing,
+ * amortized. An event for a pane already in the front stack (out of order) adds its value
+ * to that entry's and the earlier front entries' aggregates (at most size/pane of them).
+ * Entries before a are never read again by the aggregation (windows fire in order and a
+ * only grows), so purging them needs only the cursors fixed. The records are derived data:
+ * a snapshot holds panes and entries only and restore rebuilds them.
+ */
+
+static void agg_reset(cf_window *w, void *val, uint64_t *count, uint64_t *first, uint64_t *last)
+{
+    w->conf.value.zero(val);
+    *count = 0;
+    *first = UINT64_MAX;
+    *last = 0;
+}
+
+static void agg_add(cf_window *w, void *val, uint64_t *count, uint64_t *first, uint64_t *last,
+                    const void *v, uint64_t c, uint64_t f, uint64_t l)
+{
+    *count += c;
+    *first = f < *first ? f : *first;
+    *last = l > *last ? l : *last;
+    if (w->conf.value.add(val, v) != CF_OK) {
+        w->st.value_errors++;
+    }
+}
+
+static uint32_t find_key(const cf_window *w, uint64_t kh, const uint8_t *key, size_t key_len)
+{
+    if (w->kslots == NULL) {
+        return NIL;
+    }
+    uint32_t pos = (uint32_t)kh & w->kmask;
+    uint64_t tag = (uint64_t)(uint32_t)kh << 32;
+    for (;;) {
+        uint64_t s = w->kslots[pos];
+        if (s == 0) {
+            return NIL;
+        }
+        if ((s & 0xFFFFFFFF00000000ULL) == tag) {
+            uint32_t idx = (uint32_t)(s & 0xFFFFFFFFu) - 1;
+            krec *r = kr_at(w, idx);
+            entry *e = ent(w, r->head);
+            if (r->kh == kh && e->key_len == key_len && memcmp(ent_key(e), key, key_len) == 0) {
+                return idx;
+            }
+        }
+        pos = (pos + 1) & w->kmask;
+    }
+}
+
+/* Drops removed keys (NIL) from the active array, keeping its order. */
+static void act_compact(cf_window *w)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < w->nact; i++) {
+        uint32_t ki = w->act[i];
+        if (ki != NIL) {
+            kr_at(w, ki)->pos = (uint32_t)n;
+            w->act[n++] = ki;
+        }
+    }
+    w->nact = n;
+}
+
+/* Room for one more key record and active key, reserved before an event changes anything. */
+static cf_err act_reserve(cf_window *w)
+{
+    if (w->nkeys + 1 > w->kcap) {
+        cf_err e = grow_keys(w);
+        if (e != CF_OK) {
+            return e;
+        }
+    }
+    if (w->nact == w->kcap) {
+        act_compact(w); /* then nact <= nkeys < kcap */
+    }
+    return CF_OK;
+}
+
+/* Links new entry @p idx (pane start set, value zero) into its key's list, creating the key
+ * record when needed. Capacity (key records, active array) was reserved by the caller. */
+static void key_attach(cf_window *w, uint32_t idx, uint64_t kh, const uint8_t *key, size_t key_len)
+{
+    entry *e = ent(w, idx);
+    ext *x = ent_ext(w, e);
+    uint32_t ki = find_key(w, kh, key, key_len);
+    krec *r;
+    if (ki == NIL) {
+        if (w->kfree != NIL) {
+            ki = w->kfree;
+            w->kfree = kr_at(w, ki)->tail;
+        } else {
+            CF_ASSERT(w->kused < w->kcap);
+            ki = w->kused++;
+        }
+        w->nkeys++;
+        r = kr_at(w, ki);
+        r->a = r->m = r->b = INT64_MIN;
+        r->kh = kh;
+        agg_reset(w, kr_val(r), &r->count, &r->first, &r->last);
+        r->head = r->tail = idx;
+        r->fcur = r->bcur = idx;
+        r->pos = NIL;
+        x->kr = ki;
+        x->knext = x->kprev = NIL;
+        slot_insert(w->kslots, w->kmask, kh, ki);
+    } else {
+        r = kr_at(w, ki);
+        x->kr = ki;
+        /* Insert in pane order; new panes are nearly always the key's latest. */
+        uint32_t after = r->tail;
+        while (after != NIL && ent(w, after)->start > e->start) {
+            after = ent_ext(w, ent(w, after))->kprev;
+        }
+        uint32_t before = after == NIL ? r->head : ent_ext(w, ent(w, after))->knext;
+        x->kprev = after;
+        x->knext = before;
+        if (after == NIL) {
+            r->head = idx;
+        } else {
+            ent_ext(w, ent(w, after))->knext = idx;
+        }
+        if (before == NIL) {
+            r->tail = idx;
+        } else {
+            ent_ext(w, ent(w, before))->kprev = idx;
+        }
+        if (e->start >= r->a && (r->fcur == NIL || ent(w, r->fcur)->start > e->start)) {
+            r->fcur = idx;
+        }
+        if (e->start >= r->b && (r->bcur == NIL || ent(w, r->bcur)->start > e->start)) {
+            r->bcur = idx;
+        }
+    }
+    agg_reset(w, ext_val(x), &x->count, &x->first, &x->last);
+    if (e->start >= r->a && e->start < r->m && x->knext != NIL) {
+        /* Inside the front stack: start from the aggregate of the later front entries. */
+        entry *nx = ent(w, x->knext);
+        if (nx->start < r->m) {
+            ext *y = ent_ext(w, nx);
+            memcpy(ext_val(x), ext_val(y), w->conf.value.size);
+            x->count = y->count;
+            x->first = y->first;
+            x->last = y->last;
+        }
+    }
+    if (r->pos == NIL) {
+        CF_ASSERT(w->nact < w->kcap);
+        r->pos = (uint32_t)w->nact;
+        w->act[w->nact++] = ki;
+        w->act_dirty = true;
+    }
+}
+
+/* Entry @p e received one event (@p v, seq): keeps its key's aggregates in step. */
+static void key_update(cf_window *w, entry *e, const void *v, uint64_t seq)
+{
+    ext *x = ent_ext(w, e);
+    krec *r = kr_at(w, x->kr);
+    if (e->start >= r->b || e->start < r->a) {
+        return; /* not yet in the aggregate, or in no window to come */
+    }
+    if (e->start >= r->m) {
+        agg_add(w, kr_val(r), &r->count, &r->first, &r->last, v, 1, seq, seq);
+        return;
+    }
+    for (;;) {
+        agg_add(w, ext_val(x), &x->count, &x->first, &x->last, v, 1, seq, seq);
+        if (x->kprev == NIL) {
+            break;
+        }
+        entry *p = ent(w, x->kprev);
+        if (p->start < r->a) {
+            break;
+        }
+        x = ent_ext(w, p);
+    }
+}
+
+/* Unlinks entry @p idx, the oldest of its key (purging goes in pane order). */
+static void key_detach(cf_window *w, uint32_t idx)
+{
+    ext *x = ent_ext(w, ent(w, idx));
+    krec *r = kr_at(w, x->kr);
+    CF_DASSERT(r->head == idx);
+    r->head = x->knext;
+    if (r->fcur == idx) {
+        r->fcur = x->knext;
+    }
+    if (r->bcur == idx) {
+        r->bcur = x->knext;
+    }
+    if (r->head != NIL) {
+        ent_ext(w, ent(w, r->head))->kprev = NIL;
+        return;
+    }
+    slot_remove(w->kslots, w->kmask, r->kh, x->kr);
+    if (r->pos != NIL) {
+        w->act[r->pos] = NIL; /* compacted at the next firing; the order stays */
+    }
+    if (w->conf.secure_memory) {
+        sodium_memzero(r, w->kstride);
+    }
+    r->head = NIL;
+    r->tail = w->kfree;
+    w->kfree = x->kr;
+    w->nkeys--;
+}
+
+/* Moves key @p r's range to window [s, s + size) and emits its result when it has events. */
+static void key_fire(cf_window *w, krec *r, int64_t s)
+{
+    int64_t end = s + w->size;
+    if (r->b < end) {
+        uint32_t k = r->bcur;
+        while (k != NIL && ent(w, k)->start < end) {
+            entry *e = ent(w, k);
+            if (e->start >= r->m) {
+                agg_add(w, kr_val(r), &r->count, &r->first, &r->last, ent_val(w, e), e->count,
+                        e->first, e->last);
+            }
+            k = ent_ext(w, e)->knext;
+        }
+        r->bcur = k;
+        r->b = end;
+    }
+    uint32_t f = r->fcur;
+    while (f != NIL && ent(w, f)->start < s) {
+        f = ent_ext(w, ent(w, f))->knext;
+    }
+    r->fcur = f;
+    r->a = s;
+    if (f == NIL || ent(w, f)->start >= r->m) {
+        /* Front stack empty: the entries in [s, b) become the new front. */
+        uint32_t k = r->bcur == NIL ? r->tail : ent_ext(w, ent(w, r->bcur))->kprev;
+        ext *later = NULL;
+        while (k != NIL && ent(w, k)->start >= s) {
+            entry *e = ent(w, k);
+            ext *x = ent_ext(w, e);
+            memcpy(ext_val(x), ent_val(w, e), w->conf.value.size);
+            x->count = e->count;
+            x->first = e->first;
+            x->last = e->last;
+            if (later != NULL) {
+                agg_add(w, ext_val(x), &x->count, &x->first, &x->last, ext_val(later), later->count,
+                        later->first, later->last);
+            }
+            later = x;
+            k = x->kprev;
+        }
+        r->m = r->b;
+        agg_reset(w, kr_val(r), &r->count, &r->first, &r->last);
+    }
+    entry *head = ent(w, r->head);
+    bool front = f != NIL && ent(w, f)->start < r->m;
+    if (!front) {
+        if (r->count > 0) {
+            emit(w, s, head, kr_val(r), r->count, r->first, r->last, false);
+        }
+        return;
+    }
+    ext *x = ent_ext(w, ent(w, f));
+    if (r->count == 0) {
+        emit(w, s, head, ext_val(x), x->count, x->first, x->last, false);
+        return;
+    }
+    uint64_t count = x->count, first = x->first, last = x->last;
+    memcpy(w->acc, ext_val(x), w->conf.value.size);
+    agg_add(w, w->acc, &count, &first, &last, kr_val(r), r->count, r->first, r->last);
+    emit(w, s, head, w->acc, count, first, last, false);
+}
+
+/* Sorts the active keys by key bytes (the order results go out in) and drops removed ones. */
+static bool act_sort(cf_window *w)
+{
+    act_compact(w);
+    size_t n = w->nact;
+    if (!scratch_reserve(w, n * sizeof(sortrec))) {
+        return false;
+    }
+    sortrec *recs = w->scratch;
+    for (size_t i = 0; i < n; i++) {
+        entry *e = ent(w, kr_at(w, w->act[i])->head);
+        recs[i].p0 = prefix_be(ent_key(e), e->key_len, 0);
+        recs[i].p1 = prefix_be(ent_key(e), e->key_len, 8);
+        recs[i].e = e;
+    }
+    qsort(recs, n, sizeof(sortrec), cmp_rec);
+    for (size_t i = 0; i < n; i++) {
+        uint32_t ki = ent_ext(w, recs[i].e)->kr;
+        w->act[i] = ki;
+        kr_at(w, ki)->pos = (uint32_t)i;
+    }
+    w->act_dirty = false;
+    return true;
+}
+
+/* Fires sliding window [s, s + size) from the keys' running aggregates, in key order. Keys
+ * with no entry at or after s leave the active set (they rejoin with their next entry). */
+static void fire_sliding(cf_window *w, int64_t s)
+{
+    if (w->act_dirty) {
+        (void)act_sort(w); /* without memory to sort, results go out in arrival order */
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < w->nact; i++) {
+        uint32_t ki = w->act[i];
+        if (ki == NIL) {
+            continue;
+        }
+        krec *r = kr_at(w, ki);
+        if (ent(w, r->tail)->start < s) {
+            r->pos = NIL;
+            continue;
+        }
+        key_fire(w, r, s);
+        r->pos = (uint32_t)n;
+        w->act[n++] = ki;
+    }
+    w->nact = n;
+}
+
 /* Fires window [s, s + size): its panes start at index i. Results go out in key order, so
  * output does not depend on arrival order. */
 static void fire_window(cf_window *w, int64_t s, size_t i)
@@ -499,6 +964,10 @@ static void fire_window(cf_window *w, int64_t s, size_t i)
     }
     w->st.windows_fired++;
     if (total == 0) {
+        return;
+    }
+    if (w->sliding) {
+        fire_sliding(w, s);
         return;
     }
     if (!scratch_reserve(w, total * sizeof(sortrec))) {
@@ -575,6 +1044,9 @@ static void purge_panes(cf_window *w, size_t count)
         while (k != NIL) {
             entry *e = ent(w, k);
             uint32_t next = e->next;
+            if (w->sliding) {
+                key_detach(w, k);
+            }
             index_remove(w, e->hash, k);
             free_entry(w, k);
             w->st.keys_live--;
@@ -729,12 +1201,22 @@ cf_err cf_window_create(cf_window **out, const cf_window_conf *conf, char *errst
     }
     w->pane = ga;
     size_t key_area = (sizeof(entry) + c->key_max + 7) & ~(size_t)7;
+    size_t val_area = (c->value.size + 7) & ~(size_t)7;
     w->value_off = key_area;
-    w->stride = key_area + ((c->value.size + 7) & ~(size_t)7);
-    /* The largest power-of-two entry count whose pool and index fit the limit. */
+    w->stride = key_area + val_area;
+    w->sliding = w->slide < w->size;
+    w->kfree = NIL;
+    if (w->sliding) {
+        w->ext_off = w->stride;
+        w->stride += sizeof(ext) + val_area;
+        w->kstride = sizeof(krec) + val_area;
+    }
+    /* The largest power-of-two entry count whose pool and index fit the limit. Sliding
+     * windows' key records take their share when they grow (grow, grow_keys). */
     uint64_t max = 0;
     for (uint64_t n = 1; n <= ((uint64_t)1 << 30); n <<= 1) {
-        if (table_bytes(n, w->stride) > c->memory_limit_bytes) {
+        size_t b = table_bytes(n, w->stride) + (w->sliding ? key_bytes(64, w->kstride) : 0);
+        if (b > c->memory_limit_bytes) {
             break;
         }
         max = n;
@@ -772,6 +1254,9 @@ void cf_window_destroy(cf_window *w)
     }
     state_free(w, w->pool, (size_t)w->cap * w->stride);
     cf_free(w->slots);
+    state_free(w, w->kpool, (size_t)w->kcap * w->kstride);
+    cf_free(w->kslots);
+    cf_free(w->act);
     cf_free(w->panes);
     state_free(w, w->acc, w->conf.value.size);
     cf_free(w->scratch);
@@ -817,11 +1302,18 @@ cf_err cf_window_add(cf_window *w, const uint8_t *key, size_t key_len, int64_t t
                 w->st.limit_rejections++;
                 return CF_E_LIMIT;
             }
+            cf_err ge = CF_OK;
             if (w->st.keys_live + 1 > w->cap) {
-                cf_err e = grow(w);
-                if (e != CF_OK) {
-                    return e;
+                ge = grow(w);
+            }
+            if (ge == CF_OK && w->sliding) {
+                ge = act_reserve(w); /* key record and active slot */
+            }
+            if (ge != CF_OK) {
+                if (ge == CF_E_LIMIT) {
+                    w->st.limit_rejections++;
                 }
+                return ge;
             }
             if (pi < 0) {
                 size_t at;
@@ -849,6 +1341,9 @@ cf_err cf_window_add(cf_window *w, const uint8_t *key, size_t key_len, int64_t t
             x->n++;
             index_insert(w, h, idx);
             w->st.keys_live++;
+            if (w->sliding) {
+                key_attach(w, idx, kh, key, key_len);
+            }
         }
         entry *e = ent(w, idx);
         e->count++;
@@ -862,6 +1357,9 @@ cf_err cf_window_add(cf_window *w, const uint8_t *key, size_t key_len, int64_t t
         if (ve != CF_OK) {
             w->st.value_errors++;
             ret = ve;
+        }
+        if (w->sliding) {
+            key_update(w, e, value, seq);
         }
         /* Windows that already fired but are within allowed lateness: updated results. */
         for (int64_t s = s_first + (int64_t)dropped * w->slide; s <= s_last; s += w->slide) {
@@ -1170,6 +1668,13 @@ cf_err cf_window_restore(cf_window *w, const uint8_t *buf, size_t len, char *err
                     goto fail;
                 }
             }
+            if (w->sliding) {
+                err = act_reserve(w);
+                if (err != CF_OK) {
+                    cf_err_set(err, errstr, errstr_size, "window restore: %s", cf_strerror(err));
+                    goto fail;
+                }
+            }
             pane *x = &w->panes[at];
             uint32_t idx = alloc_entry(w);
             entry *e = ent(w, idx);
@@ -1188,6 +1693,9 @@ cf_err cf_window_restore(cf_window *w, const uint8_t *buf, size_t len, char *err
             x->n++;
             index_insert(w, h, idx);
             w->st.keys_live++;
+            if (w->sliding) {
+                key_attach(w, idx, cf_hash_bytes(key, kl, w->seed), key, kl);
+            }
         }
     }
     if (r.bad || r.p != r.end) {

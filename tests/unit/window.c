@@ -98,10 +98,13 @@ static bool same_results(coll *a, coll *b)
     return true;
 }
 
+static bool mk_secure; /* mk() creates operators with secure_memory */
+
 static cf_window *mk(coll *c, int64_t size, int64_t slide, int64_t delay, int64_t lateness)
 {
     cf_window_conf conf;
     cf_window_conf_default(&conf);
+    conf.secure_memory = mk_secure;
     conf.size_us = size;
     conf.slide_us = slide;
     conf.max_delay_us = delay;
@@ -1188,6 +1191,346 @@ static void test_fdh_differential(void)
     }
     free(rows);
     free(ev);
+}
+
+/* ---- randomized sliding windows against a brute-force reference ------------------------ */
+
+/*
+ * The reference keeps every applied event with the range of window starts it counts in and
+ * recomputes each result from scratch; it follows the documented semantics step by step
+ * (late updates in window order, then the watermark; windows fire in start order and keys
+ * in byte order), so the operator's emission sequence must match it exactly: values,
+ * counts, first/last indices and update flags, including across a snapshot/restore.
+ */
+
+#define RK 7
+static const char *const rkeys[RK] = {
+    "b", "a", "ab", "k12", "", "0123456789abcdefXYZ2", "0123456789abcdefXYZ1",
+};
+
+typedef struct rev {
+    int key;
+    int64_t ts;
+    uint64_t seq;
+    int64_t amt;
+    int64_t s_from, s_last;
+} rev;
+
+typedef struct rref {
+    int64_t size, slide, delay, lateness;
+    int64_t wm, max_ts;
+    bool have_ts;
+    rev *ev;
+    size_t nev;
+    res *out;
+    size_t nout, cap;
+    uint64_t late;
+    int order[RK]; /* key indices in byte order */
+} rref;
+
+static int64_t rfloor(int64_t a, int64_t m)
+{
+    int64_t r = a % m;
+    return a - (r < 0 ? r + m : r);
+}
+
+static void rref_emit(rref *f, int64_t s, int k, bool update)
+{
+    int64_t sum = 0;
+    uint64_t count = 0, first = UINT64_MAX, last = 0;
+    for (size_t i = 0; i < f->nev; i++) {
+        rev *e = &f->ev[i];
+        if (e->key == k && e->s_from <= s && s <= e->s_last) {
+            sum += e->amt;
+            count++;
+            first = e->seq < first ? e->seq : first;
+            last = e->seq > last ? e->seq : last;
+        }
+    }
+    if (count == 0) {
+        return;
+    }
+    if (f->nout == f->cap) {
+        f->cap = f->cap ? f->cap * 2 : 1024;
+        f->out = realloc(f->out, f->cap * sizeof(res));
+        if (f->out == NULL) {
+            abort();
+        }
+    }
+    res *x = &f->out[f->nout++];
+    memset(x, 0, sizeof(*x));
+    x->start = s;
+    x->end = s + f->size;
+    x->key_len = strlen(rkeys[k]);
+    memcpy(x->key, rkeys[k], x->key_len);
+    x->v[0] = sum;
+    x->count = count;
+    x->first = first;
+    x->last = last;
+    x->update = update;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : (x > y);
+}
+
+static void rref_advance(rref *f, int64_t nw)
+{
+    if (nw <= f->wm) {
+        return;
+    }
+    int64_t old = f->wm;
+    f->wm = nw;
+    size_t cap = 0, n = 0;
+    for (size_t i = 0; i < f->nev; i++) {
+        cap += (size_t)((f->ev[i].s_last - f->ev[i].s_from) / f->slide + 1);
+    }
+    int64_t *st = malloc((cap + 1) * sizeof(int64_t));
+    for (size_t i = 0; i < f->nev; i++) {
+        for (int64_t s = f->ev[i].s_from; s <= f->ev[i].s_last; s += f->slide) {
+            if (s + f->size > old && s + f->size <= nw) {
+                st[n++] = s;
+            }
+        }
+    }
+    qsort(st, n, sizeof(int64_t), cmp_i64);
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0 && st[i] == st[i - 1]) {
+            continue;
+        }
+        for (int k = 0; k < RK; k++) {
+            rref_emit(f, st[i], f->order[k], false);
+        }
+    }
+    free(st);
+}
+
+static void rref_add(rref *f, int k, int64_t ts, uint64_t seq, int64_t amt)
+{
+    int64_t s_first = rfloor(ts - f->size, f->slide) + f->slide;
+    int64_t s_last = rfloor(ts, f->slide);
+    int64_t total = (s_last - s_first) / f->slide + 1, dropped = 0;
+    if (f->wm != INT64_MIN) {
+        int64_t gone = f->wm - f->size - f->lateness;
+        if (gone >= s_first) {
+            int64_t g = rfloor(gone, f->slide);
+            dropped = g >= s_last ? total : (g - s_first) / f->slide + 1;
+        }
+    }
+    if (dropped < total) {
+        rev *e = &f->ev[f->nev++];
+        *e = (rev){k, ts, seq, amt, s_first + dropped * f->slide, s_last};
+        for (int64_t s = e->s_from; s <= s_last; s += f->slide) {
+            if (f->wm == INT64_MIN || s + f->size > f->wm) {
+                break;
+            }
+            rref_emit(f, s, k, true);
+        }
+    }
+    if (dropped > 0) {
+        f->late++;
+    }
+    if (!f->have_ts || ts > f->max_ts) {
+        f->max_ts = ts;
+        f->have_ts = true;
+        rref_advance(f, ts - f->delay);
+    }
+}
+
+static int cmp_keyidx(const void *a, const void *b)
+{
+    const char *x = rkeys[*(const int *)a], *y = rkeys[*(const int *)b];
+    size_t lx = strlen(x), ly = strlen(y), n = lx < ly ? lx : ly;
+    int c = memcmp(x, y, n);
+    return c != 0 ? c : (int)lx - (int)ly;
+}
+
+static bool same_sequence(const coll *c, const rref *f)
+{
+    if (c->n != f->nout) {
+        fprintf(stderr, "emitted %zu results, reference %zu\n", c->n, f->nout);
+    }
+    for (size_t i = 0; i < c->n && i < f->nout; i++) {
+        const res *x = &c->r[i], *y = &f->out[i];
+        if (x->start != y->start || x->end != y->end || x->key_len != y->key_len ||
+            memcmp(x->key, y->key, x->key_len) != 0 || x->v[0] != y->v[0] || x->v[1] != 0 ||
+            x->count != y->count || x->first != y->first || x->last != y->last ||
+            x->update != y->update) {
+            fprintf(stderr,
+                    "result %zu: got [%" PRId64 ",+) %.*s sum %" PRId64 " count %" PRIu64
+                    " upd %d; want [%" PRId64 ",+) %.*s sum %" PRId64 " count %" PRIu64 " upd %d\n",
+                    i, x->start, (int)x->key_len, (const char *)x->key, x->v[0], x->count,
+                    (int)x->update, y->start, (int)y->key_len, (const char *)y->key, y->v[0],
+                    y->count, (int)y->update);
+            return false;
+        }
+    }
+    return c->n == f->nout;
+}
+
+static void test_sliding_random_reference(void)
+{
+    const int trials = 300;
+    const size_t n = 300;
+    int failures = 0;
+    rng_state = 0x5eed5eedULL;
+    for (int t = 0; t < trials && failures == 0; t++) {
+        rref f;
+        memset(&f, 0, sizeof(f));
+        f.slide = (int64_t)(rnd() % 7 + 1) * 10;
+        f.size = f.slide * (int64_t)(rnd() % 12 + 1) + (t % 3 == 0 ? (int64_t)(rnd() % 10) : 0);
+        f.delay = (int64_t)(rnd() % (uint64_t)(3 * f.size + 1));
+        f.lateness = t % 4 == 0 ? 0 : (int64_t)(rnd() % (uint64_t)(2 * f.size + 1));
+        f.wm = INT64_MIN;
+        f.ev = malloc(n * sizeof(rev));
+        for (int k = 0; k < RK; k++) {
+            f.order[k] = k;
+        }
+        qsort(f.order, RK, sizeof(int), cmp_keyidx);
+        coll c, c2;
+        memset(&c2, 0, sizeof(c2));
+        mk_secure = t % 10 == 9;
+        cf_window *w = mk(&c, f.size, f.slide == f.size ? 0 : f.slide, f.delay, f.lateness);
+        REQUIRE(w != NULL);
+        int64_t clock = (int64_t)(rnd() % 1000) - 500; /* negative times too */
+        size_t snap_at = (size_t)(rnd() % n);
+        for (size_t i = 0; i < n; i++) {
+            uint64_t r = rnd();
+            if (r % 50 == 0) {
+                clock += (int64_t)(rnd() % (uint64_t)(4 * f.size)); /* a gap */
+            } else {
+                clock += (int64_t)(rnd() % 7);
+            }
+            int64_t jitter = (int64_t)(rnd() % (uint64_t)(f.delay + f.lateness + f.size + 1));
+            int64_t ts = clock - (r % 3 == 0 ? jitter : 0);
+            int k = (int)(rnd() % RK);
+            int64_t amt = (int64_t)(rnd() % 2001) - 1000;
+            cf_window_plain v = {.sum_minor = amt, .overflow = 0};
+            CHECK_OK(cf_window_add(w, (const uint8_t *)rkeys[k], strlen(rkeys[k]), ts, i + 1, &v));
+            rref_add(&f, k, ts, i + 1, amt);
+            if (r % 37 == 1) {
+                int64_t x = clock - (int64_t)(rnd() % (uint64_t)(f.size + 1));
+                cf_window_advance(w, x);
+                rref_advance(&f, x);
+            }
+            if (i == snap_at) {
+                /* Continue on a restored operator; its results go to c2. */
+                uint8_t *buf = NULL;
+                size_t len = 0;
+                CHECK_OK(cf_window_snapshot(w, &buf, &len));
+                cf_window *w2 =
+                    mk(&c2, f.size, f.slide == f.size ? 0 : f.slide, f.delay, f.lateness);
+                REQUIRE(w2 != NULL);
+                CHECK_OK(cf_window_restore(w2, buf, len, NULL, 0));
+                cf_free(buf);
+                cf_window_destroy(w);
+                w = w2;
+            }
+        }
+        cf_window_flush(w);
+        rref_advance(&f, INT64_MAX);
+        for (size_t j = 0; j < c2.n; j++) {
+            on_result(&c, &(cf_window_result){.window_start_us = c2.r[j].start,
+                                              .window_end_us = c2.r[j].end,
+                                              .key = c2.r[j].key,
+                                              .key_len = c2.r[j].key_len,
+                                              .value = c2.r[j].v,
+                                              .count = c2.r[j].count,
+                                              .first_index = c2.r[j].first,
+                                              .last_index = c2.r[j].last,
+                                              .update = c2.r[j].update});
+        }
+        cf_window_stats st;
+        cf_window_stats_get(w, &st);
+        /* Stats restart with the restored operator: late events before it count in c. */
+        if (!same_sequence(&c, &f) || c.late_n + c2.late_n != f.late) {
+            fprintf(stderr,
+                    "trial %d: size %" PRId64 " slide %" PRId64 " delay %" PRId64
+                    " lateness %" PRId64 " late %" PRIu64 "/%" PRIu64 "\n",
+                    t, f.size, f.slide, f.delay, f.lateness, c.late_n + c2.late_n, f.late);
+            failures++;
+        }
+        (void)st;
+        cf_window_destroy(w);
+        free(c.r);
+        free(c2.r);
+        free(f.ev);
+        free(f.out);
+    }
+    mk_secure = false;
+    CHECK_EQ(failures, 0);
+}
+
+/* Sliding windows share the memory limit between entries and per-key records: distinct keys
+ * are refused with CF_E_LIMIT (counted, nothing changed) before the limit is passed, and fit
+ * again once windows close. */
+static void test_sliding_memory_limit(void)
+{
+    const size_t limits[] = {64 * 1024, 256 * 1024, 1 << 20};
+    for (size_t li = 0; li < sizeof(limits) / sizeof(limits[0]); li++) {
+        coll c;
+        cf_window_conf conf;
+        cf_window_conf_default(&conf);
+        conf.size_us = 10 * S;
+        conf.slide_us = 2 * S;
+        conf.max_delay_us = 100 * S; /* nothing fires while filling */
+        conf.value = cf_window_plain_ops;
+        conf.on_result = on_result;
+        conf.opaque = &c;
+        conf.memory_limit_bytes = limits[li];
+        memset(&c, 0, sizeof(c));
+        c.vsize = sizeof(cf_window_plain);
+        cf_window *w = NULL;
+        REQUIRE(cf_window_create(&w, &conf, NULL, 0) == CF_OK);
+        char key[32];
+        uint64_t i = 0;
+        cf_err e = CF_OK;
+        /* Two panes per key, so entries and key records both grow. */
+        for (; i < 100000 && e == CF_OK; i++) {
+            snprintf(key, sizeof(key), "key-%" PRIu64, i);
+            e = add(w, key, 1 * S, 2 * i, 1);
+            if (e == CF_OK) {
+                e = add(w, key, 3 * S, 2 * i + 1, 2);
+            }
+        }
+        CHECK_EQ(e, CF_E_LIMIT);
+        uint64_t fit = i - 1;
+        CHECK(fit >= 32);
+        cf_window_stats st;
+        cf_window_stats_get(w, &st);
+        CHECK_EQ(st.limit_rejections, 1);
+        CHECK(st.state_bytes <= conf.memory_limit_bytes + 4096);
+        CHECK(st.keys_live <= st.keys_max);
+        CHECK_OK(add(w, "key-0", 3 * S, 999999, 5)); /* existing entries still aggregate */
+        /* Pane 1 s is in windows -8..0, pane 3 s in -6..2 (starts in s): a fitted key has
+         * 6 results holding 1 (window -8), 3 (-6..0) or 2 (window 2); the refused key's
+         * first event may have fitted (5 results of 1). */
+        cf_window_advance(w, 20 * S);
+        cf_window_stats_get(w, &st);
+        CHECK_EQ(st.keys_live, 0);
+        size_t bad = 0, partial = 0;
+        snprintf(key, sizeof(key), "key-%" PRIu64, fit);
+        for (size_t r = 0; r < c.n; r++) {
+            int64_t s0 = c.r[r].start;
+            int64_t want = s0 == -8 * S ? 1 : (s0 == 2 * S ? 2 : 3);
+            if (c.r[r].key_len == 5 && memcmp(c.r[r].key, "key-0", 5) == 0 && s0 >= -6 * S) {
+                want += 5;
+            }
+            if (c.r[r].key_len == strlen(key) && memcmp(c.r[r].key, key, strlen(key)) == 0) {
+                want = 1;
+                partial++;
+            }
+            bad += c.r[r].v[0] != want;
+        }
+        CHECK_EQ(bad, 0);
+        CHECK(partial == 0 || partial == 5);
+        CHECK_EQ(c.n, fit * 6 + partial);
+        CHECK_OK(add(w, "new-key", 22 * S, 1000001, 5));
+        cf_window_destroy(w);
+        free(c.r);
+    }
 }
 
 #include "cf_test_main.h"
