@@ -176,7 +176,7 @@ typedef struct cf_window_stats {
     uint64_t windows_fired;
     uint64_t idle_advances; /* watermark advances caused by an idle source */
     uint64_t keys_live;     /* gauge: (pane, key) entries held */
-    uint64_t keys_max;      /* gauge: entries the memory limit allows */
+    uint64_t keys_max;      /* gauge: entries the memory limit allows (sliding: upper bound) */
     uint64_t windows_open;  /* gauge: panes holding state (= windows when tumbling) */
     uint64_t state_bytes;   /* gauge: bytes allocated for state */
     size_t entry_bytes;     /* bytes per (pane, key) entry including the index */
