@@ -89,6 +89,35 @@ static void srecs_free(srecs *s)
     memset(s, 0, sizeof(*s));
 }
 
+/* Takes every complete record out of buf[0..have) into @p out; returns bytes consumed. */
+static size_t take_records(cf_splitter *sp, const char *buf, size_t have, bool eof, srecs *out)
+{
+    size_t pos = 0;
+    for (;;) {
+        cf_record rec;
+        size_t used = 0;
+        cf_err e = cf_splitter_next(sp, buf + pos, have - pos, eof, &rec, &used);
+        if (e == CF_OK) {
+            if (out->n == out->cap) {
+                out->cap = out->cap ? out->cap * 2 : 16;
+                out->r = realloc(out->r, out->cap * sizeof(*out->r));
+            }
+            srec *r = &out->r[out->n++];
+            r->data = malloc(rec.len + 1);
+            memcpy(r->data, rec.data, rec.len);
+            r->data[rec.len] = '\0';
+            r->len = rec.len;
+            r->line = rec.line;
+            r->offset = rec.offset;
+            r->too_long = rec.too_long;
+        }
+        pos += used;
+        if (e != CF_OK) {
+            return pos;
+        }
+    }
+}
+
 /*
  * Feeds doc to a splitter @p chunk bytes at a time through a buffer of line_max + 2 bytes
  * (the smallest a caller may use), like a reader loop would.
@@ -118,30 +147,7 @@ static srecs split_doc(cf_format fmt, const char *doc, size_t len, size_t chunk,
         have += n;
         fed += n;
         bool eof = fed == len;
-        size_t pos = 0;
-        for (;;) {
-            cf_record rec;
-            size_t used = 0;
-            cf_err e = cf_splitter_next(sp, buf + pos, have - pos, eof, &rec, &used);
-            if (e == CF_OK) {
-                if (out.n == out.cap) {
-                    out.cap = out.cap ? out.cap * 2 : 16;
-                    out.r = realloc(out.r, out.cap * sizeof(*out.r));
-                }
-                srec *r = &out.r[out.n++];
-                r->data = malloc(rec.len + 1);
-                memcpy(r->data, rec.data, rec.len);
-                r->data[rec.len] = '\0';
-                r->len = rec.len;
-                r->line = rec.line;
-                r->offset = rec.offset;
-                r->too_long = rec.too_long;
-            }
-            pos += used;
-            if (e != CF_OK) {
-                break;
-            }
-        }
+        size_t pos = take_records(sp, buf, have, eof, &out);
         memmove(buf, buf + pos, have - pos);
         have -= pos;
         if (eof) {
@@ -1019,30 +1025,7 @@ static srecs split_two(cf_format fmt, const char *doc, size_t len, size_t cut, s
         size_t from = piece == 0 ? 0 : cut, to = piece == 0 ? cut : len;
         memcpy(buf + have, doc + from, to - from);
         have += to - from;
-        size_t pos = 0;
-        for (;;) {
-            cf_record rec;
-            size_t used = 0;
-            cf_err e = cf_splitter_next(sp, buf + pos, have - pos, piece == 1, &rec, &used);
-            if (e == CF_OK) {
-                if (out.n == out.cap) {
-                    out.cap = out.cap ? out.cap * 2 : 16;
-                    out.r = realloc(out.r, out.cap * sizeof(*out.r));
-                }
-                srec *r = &out.r[out.n++];
-                r->data = malloc(rec.len + 1);
-                memcpy(r->data, rec.data, rec.len);
-                r->data[rec.len] = '\0';
-                r->len = rec.len;
-                r->line = rec.line;
-                r->offset = rec.offset;
-                r->too_long = rec.too_long;
-            }
-            pos += used;
-            if (e != CF_OK) {
-                break;
-            }
-        }
+        size_t pos = take_records(sp, buf, have, piece == 1, &out);
         memmove(buf, buf + pos, have - pos);
         have -= pos;
     }
