@@ -65,9 +65,7 @@ typedef struct cf_summary {
     uint64_t integrity_alerts;               /* MAC failures and disagreeing parties */
     uint64_t audited;                        /* events appended to the audit log by this run */
     uint64_t audit_first_index;
-    uint64_t resumed;  /* events already in the audit log at start: not processed again */
-    bool keys_created; /* this run created the key directory */
-    char keys_dir[600];
+    uint64_t resumed; /* events already in the audit log at start: not processed again */
     /* Batching at the gateway (added with issue 6; the JSON summary carries them too). */
     double batch_mean;       /* events per gateway batch */
     uint32_t batch_max_seen; /* largest gateway batch */

@@ -842,9 +842,7 @@ cf_err cf_pipeline_run(cf_pipeline *p, cf_summary *out, char *errstr, size_t err
         out->integrity_alerts = st.integrity_alerts;
         out->audited = st.audited;
         out->audit_first_index = st.audit_first_index;
-        out->keys_created = st.keys_created;
         out->resumed = st.resumed;
-        snprintf(out->keys_dir, sizeof(out->keys_dir), "%s", st.keys_dir);
     }
     int64_t t1 = cf_now_ns();
     err = secure_err;

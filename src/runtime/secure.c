@@ -118,7 +118,6 @@ typedef struct party {
     msg_batch *cur_out;
     bool tampered;
     uint64_t limit_hits;
-    cf_err err;
 } party;
 
 /* A set of 16-byte pseudonyms (gateway: which groups the combiner already knows). */
@@ -313,8 +312,23 @@ static void *lane_take(lane *l)
     void *b = NULL;
     cf_err err = cf_ring_pop_wait(l->free_ring, &b);
     CF_ASSERT(err == CF_OK);
-    ((item_batch *)b)->n = 0;
-    ((item_batch *)b)->ckpt = false;
+    return b;
+}
+
+/* An empty batch of events for a party (gateway side). */
+static item_batch *take_items(lane *l)
+{
+    item_batch *b = lane_take(l);
+    b->n = 0;
+    b->ckpt = false;
+    return b;
+}
+
+/* An empty batch of messages for the combiner (party side). */
+static msg_batch *take_msgs(lane *l)
+{
+    msg_batch *b = lane_take(l);
+    b->n = 0;
     return b;
 }
 
@@ -336,7 +350,7 @@ static party_msg *party_next_msg(party *pa)
         pa->cur_out = NULL;
     }
     if (pa->cur_out == NULL) {
-        pa->cur_out = lane_take(&pa->out);
+        pa->cur_out = take_msgs(&pa->out);
     }
     party_msg *m = &pa->cur_out->m[pa->cur_out->n++];
     memset(m, 0, sizeof(*m));
@@ -917,7 +931,6 @@ static cf_err ensure_keys(cf_secure *s, char *errstr, size_t errstr_size)
         if (err != CF_OK) {
             return err;
         }
-        s->st.keys_created = !s->ephemeral_keys;
         if (s->ephemeral_keys) {
             return CF_OK;
         }
@@ -1100,7 +1113,6 @@ static cf_err open_audit(cf_secure *s, char *errstr, size_t errstr_size)
             return cf_err_errno(errno, errstr, errstr_size, "cannot open %s", path);
         }
     }
-    s->st.audit_recovered_truncation = rec.truncated;
     if (rec.truncated) {
         CF_LOG(CF_LOG_WARN, "audit", "cut a torn record off %s at offset %llu",
                rec.truncated_segment, (unsigned long long)rec.truncated_offset);
@@ -1573,7 +1585,7 @@ static cf_err protect(cf_secure *s, const cf_event *events, uint32_t n, char *er
 {
     item_batch *ib[CF_KEY_PARTIES_MAX];
     for (unsigned p = 0; p < s->k; p++) {
-        ib[p] = lane_take(&s->parties[p].in);
+        ib[p] = take_items(&s->parties[p].in);
     }
     for (uint32_t i = 0; i < n; i++) {
         const cf_event *ev = &events[i];
@@ -1676,7 +1688,7 @@ static cf_err maybe_checkpoint(cf_secure *s, char *errstr, size_t errstr_size)
                             : cf_err_set(err, errstr, errstr_size, "checkpoint write failed");
     }
     for (unsigned i = 0; i < s->k; i++) {
-        item_batch *m = lane_take(&s->parties[i].in);
+        item_batch *m = take_items(&s->parties[i].in);
         m->ckpt = true;
         m->ckpt_index = index;
         m->ckpt_alerts_len = alerts_len;

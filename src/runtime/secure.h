@@ -20,10 +20,8 @@ typedef struct cf_secure_stats {
     uint64_t integrity_alerts;
     uint64_t audited;
     uint64_t audit_first_index;
-    bool audit_recovered_truncation;
     char keys_dir[CF_CONF_STR_MAX + 16];
     char audit_dir[CF_CONF_STR_MAX + 16];
-    bool keys_created;
     uint64_t resumed; /* events already in the log at start (skipped from the input) */
 } cf_secure_stats;
 
