@@ -16,14 +16,18 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: confide keygen --dir DIR --parties K [--epoch N] [--force]\n\n"
                "Writes the keys of one deployment with K aggregation parties (2..8) into DIR\n"
-               "(created with mode 0700; secret files 0600, signing.pub 0644):\n"
-               "  gateway.key    MAC key and the seeds of parties 1..K-1 (gateway)\n"
-               "  combiner.key   MAC key and seeds, to verify and attribute (combiner)\n"
+               "(created with mode 0700; secret files 0600, *.pub 0644):\n"
+               "  gateway.key    MAC master secret and the seeds of parties 1..K-1 (gateway)\n"
+               "  combiner.key   MAC master secret, to verify aggregates (combiner)\n"
+               "  auditor.key    seeds of parties 1..K-1, to attribute a failed MAC (auditor)\n"
                "  party-<i>.key  seed of party i, i = 1..K-1 (party 0 needs no key)\n"
                "  pseudonym.key  BLAKE2b key for group-key pseudonyms (gateway)\n"
                "  data.key       XChaCha20-Poly1305 key of the audit log (gateway, auditor)\n"
-               "  signing.key    Ed25519 secret key (gateway, combiner)\n"
-               "  signing.pub    Ed25519 public key (anyone verifying)\n\n"
+               "  signing.key    Ed25519 key signing the log's tree heads (gateway)\n"
+               "  signing.pub    its public key (anyone verifying the log)\n"
+               "  results.key    Ed25519 key signing released results (combiner)\n"
+               "  results.pub    its public key (anyone verifying results)\n"
+               "Key ids are random: they identify a key and say nothing about it.\n\n"
                "options:\n"
                "  --dir DIR      key directory (required)\n"
                "  --parties K    number of parties, 2..8 (required)\n"
@@ -145,8 +149,8 @@ static int keygen_main(int argc, char **argv)
     }
     printf("confide keygen: wrote keys for %lu parties, epoch %lu, into %s (mode 0700):\n", parties,
            epoch, dir);
-    const char *fixed[] = {"gateway.key", "combiner.key"};
-    for (size_t i = 0; i < 2; i++) {
+    const char *fixed[] = {"gateway.key", "combiner.key", "auditor.key"};
+    for (size_t i = 0; i < 3; i++) {
         if (report(dir, fixed[i]) != 0) {
             return CF_EXIT_RUNTIME;
         }
@@ -158,17 +162,21 @@ static int keygen_main(int argc, char **argv)
             return CF_EXIT_RUNTIME;
         }
     }
-    const char *rest[] = {"pseudonym.key", "data.key", "signing.key", "signing.pub"};
-    for (size_t i = 0; i < 4; i++) {
+    const char *rest[] = {"pseudonym.key", "data.key",    "signing.key",
+                          "signing.pub",   "results.key", "results.pub"};
+    for (size_t i = 0; i < 6; i++) {
         if (report(dir, rest[i]) != 0) {
             return CF_EXIT_RUNTIME;
         }
     }
     printf("Distribute party-<i>.key to party i only; keep gateway, pseudonym, data and signing\n"
-           "keys on the gateway, combiner.key and signing.key on the combiner. Secret files\n"
-           "must stay 0600: loading refuses group- or world-accessible key files.\n");
+           "keys on the gateway, combiner.key and results.key on the combiner, auditor.key and\n"
+           "data.key with the auditor. Secret files must stay 0600: loading refuses group- or\n"
+           "world-accessible key files.\n");
     return CF_EXIT_OK;
 }
 
-const cf_command cf_cmd_keygen = {"keygen", "generate gateway, party, combiner and signing keys",
+const cf_command cf_cmd_keygen = {"keygen",
+                                  "generate the keys of every role (gateway, parties, "
+                                  "combiner, auditor, signing)",
                                   keygen_main};

@@ -3,15 +3,20 @@
  * @brief Key files: generation, loading with permission checks, key ids and epochs.
  *
  * A key directory (mode 0700) holds one file per key (mode 0600; public keys 0644):
- *   gateway.key     seeds of every party >= 1 and the MAC key alpha (gateway only)
+ *   gateway.key     the MAC master secret and the seeds of every party >= 1 (gateway only)
  *   party-<i>.key   party i's seed (i >= 1) ; party-0 has no seed (it receives payloads)
- *   combiner.key    the MAC key alpha (combiner)
+ *   combiner.key    the MAC master secret (combiner)
+ *   auditor.key     the seeds of every party >= 1, no MAC secret (auditor: attributes a
+ *                   failed MAC to a party, cannot mint an aggregate whose MAC verifies)
  *   pseudonym.key   BLAKE2b key for pseudonymizing group keys (gateway)
  *   data.key        XChaCha20-Poly1305 key for the audit log at rest (gateway, auditor)
- *   signing.key     Ed25519 secret key for tree heads and results (gateway, combiner)
- *   signing.pub     Ed25519 public key (anyone)
- * Every file records its kind, a key id (16 hex digits derived from the key material) and
- * an epoch, so keys can be rotated and results can name the epoch they were made under.
+ *   signing.key     Ed25519 secret key for the log's tree heads (gateway)
+ *   signing.pub     its public key (anyone)
+ *   results.key     Ed25519 secret key signing released results (combiner only)
+ *   results.pub     its public key (anyone)
+ * Every file records its kind, a random key id (16 hex digits, drawn when the key is made,
+ * so that it says nothing about the key), an epoch, so keys can be rotated and results can
+ * name the epoch they were made under, and a check of the material (file only).
  */
 #ifndef CONFIDE_KEYS_H
 #define CONFIDE_KEYS_H
@@ -33,6 +38,7 @@ typedef struct cf_key {
     size_t len;
     uint8_t id[CF_KEY_ID_LEN];
     uint32_t epoch;
+    uint32_t parties; /* gateway, combiner, auditor and party keys: k; others 0 */
     char kind[32];
 } cf_key;
 
@@ -57,7 +63,7 @@ void cf_key_id_hex(const uint8_t id[CF_KEY_ID_LEN], char out[2 * CF_KEY_ID_LEN +
 /* ---- sizes, kinds and layouts (additions; the API above is unchanged) ------------------- */
 
 #define CF_KEY_SEED_LEN 32    /* party seed (ChaCha20 key) */
-#define CF_KEY_ALPHA_LEN 8    /* MAC key alpha: little-endian uint64, 0 < alpha < 2^61 - 1 */
+#define CF_KEY_MAC_LEN 32     /* MAC master secret: the PRF key of every per-window alpha */
 #define CF_KEY_SYM_LEN 32     /* data.key (XChaCha20-Poly1305), pseudonym.key (BLAKE2b key) */
 #define CF_KEY_SIGN_SK_LEN 64 /* libsodium Ed25519 secret key (seed || public key) */
 #define CF_KEY_SIGN_PK_LEN 32
@@ -66,17 +72,19 @@ void cf_key_id_hex(const uint8_t id[CF_KEY_ID_LEN], char out[2 * CF_KEY_ID_LEN +
 
 /*
  * Kinds recorded in key files. The file name fixes the kind cf_key_load expects:
- * gateway.key "gateway", party-<i>.key "party", combiner.key "combiner", pseudonym.key
- * "pseudonym", data.key "data", signing.key "signing", signing.pub "signing-public".
+ * gateway.key "gateway", party-<i>.key "party", combiner.key "combiner", auditor.key
+ * "auditor", pseudonym.key "pseudonym", data.key "data", signing.key "signing", signing.pub
+ * "signing-public", results.key "results", results.pub "results-public".
  *
  * Secret layouts (cf_key.bytes):
- *   gateway:           alpha (8 bytes LE) || seed of party 1 || ... || seed of party k-1
- *   combiner:          alpha (8 bytes LE) only -- no seeds, so that a combiner colluding
+ *   gateway:           MAC master (32) || seed of party 1 || ... || seed of party k-1
+ *   combiner:          MAC master (32) only -- no seeds, so that a combiner colluding
  *                      with party 0 still learns nothing per event (docs/security.md)
+ *   auditor:           seed of party 1 || ... || seed of party k-1 -- no MAC master
  *   party:             the party's 32-byte seed
  *   pseudonym, data:   32 bytes
- *   signing:           64-byte Ed25519 secret key; signing-public: 32-byte public key
- * The key id of signing.key and signing.pub is the same (both hash the public key).
+ *   signing, results:  64-byte Ed25519 secret key; *-public: 32-byte public key
+ * A key pair (signing.key/signing.pub, results.key/results.pub) shares one id.
  */
 #define CF_KEY_KIND_GATEWAY "gateway"
 #define CF_KEY_KIND_PARTY "party"
@@ -85,6 +93,9 @@ void cf_key_id_hex(const uint8_t id[CF_KEY_ID_LEN], char out[2 * CF_KEY_ID_LEN +
 #define CF_KEY_KIND_DATA "data"
 #define CF_KEY_KIND_SIGNING "signing"
 #define CF_KEY_KIND_SIGNING_PUB "signing-public"
+#define CF_KEY_KIND_AUDITOR "auditor"
+#define CF_KEY_KIND_RESULTS "results"
+#define CF_KEY_KIND_RESULTS_PUB "results-public"
 
 /**
  * Loads DIR/<name> and requires its kind to be @p kind (for files with other names, e.g. a
@@ -102,17 +113,15 @@ cf_err cf_key_load_party(const char *dir, unsigned party, cf_key **out, char *er
 cf_err cf_key_load_signing_pub(const char *dir, uint8_t pk[CF_KEY_SIGN_PK_LEN],
                                uint8_t id[CF_KEY_ID_LEN], uint32_t *epoch, char *errstr,
                                size_t errstr_size);
-/** Number of parties k of a gateway key; 0 for other kinds (a combiner key holds no seeds;
- *  its file records k for information only). Borrows @p k. */
+/** Number of parties k of a gateway or auditor key (the keys holding seeds); 0 for other
+ *  kinds. Borrows @p k. */
 unsigned cf_key_parties(const cf_key *k);
-/** The MAC key alpha of a gateway or combiner key (0 for other kinds). */
-uint64_t cf_key_alpha(const cf_key *k);
-/** Seed of party @p party (1..k-1) inside a gateway key, or of a party key
+/** The MAC master secret (CF_KEY_MAC_LEN bytes) of a gateway or combiner key; NULL for
+ *  other kinds. Borrowed from @p k. */
+const uint8_t *cf_key_mac_master(const cf_key *k);
+/** Seed of party @p party (1..k-1) inside a gateway or auditor key, or of a party key
  *  (@p party ignored); NULL when absent. Borrowed from @p k. */
 const uint8_t *cf_key_seed(const cf_key *k, unsigned party);
-/** Key id = first 8 bytes of BLAKE2b-256("confide-key-id" || kind || material). */
-void cf_key_id_compute(const char *kind, const uint8_t *material, size_t len,
-                       uint8_t id[CF_KEY_ID_LEN]);
 
 #ifdef __cplusplus
 }

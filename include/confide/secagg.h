@@ -5,6 +5,13 @@
  * keyed pseudonyms, party-side partial sums, the verifying combiner, and the protector
  * interface with the plain / lsa / paillier implementations.
  *
+ * Masks never repeat: the share of event seq is derived from the party seed, the id of the
+ * audit log that assigned seq and the id of the gateway run that protected it (cf_sa_ctx),
+ * so two logs, two runs over one log, or a restart that re-assigns lost indexes never
+ * reuse a mask; a replay of the same log for the same events derives the same masks. The
+ * MAC key alpha is derived per (key epoch, MAC period) from a master secret, so an alpha
+ * recovered by any means covers one period (one tumbling window), not the epoch.
+ *
  * Roles and the calls each makes (one instance per thread; no instance is shared):
  *   gateway   cf_sa_pseudo_* (group keys -> pseudonyms), cf_sa_gateway_split* (party 0's
  *             share of every event; parties >= 1 get metadata only)
@@ -67,9 +74,17 @@ int64_t cf_sa_decode(uint64_t x);
 
 /* ---- share vectors ----------------------------------------------------------------------- */
 
-#define CF_SA_DIM_MAX 4 /* components per event: count, amount, room for sum of squares ... */
-#define CF_SA_DIM_DEFAULT 2
-enum { CF_SA_C_COUNT = 0, CF_SA_C_AMOUNT = 1, CF_SA_C_SUMSQ = 2 };
+/*
+ * Components per event: the count (1) and the amount as two limbs, amount = hi * 2^32 + lo
+ * with lo in [0, 2^32) and hi in [-2^31, 2^31), so that any int64 amount is protected
+ * exactly and the sums of up to CF_SA_COUNT_MAX events per (window, group) decode without
+ * wrapping mod p (cf_sa_result_amount joins the limbs with overflow checking).
+ */
+#define CF_SA_DIM_MAX 3
+#define CF_SA_DIM_DEFAULT 3
+enum { CF_SA_C_COUNT = 0, CF_SA_C_AMOUNT = 1, CF_SA_C_AMOUNT_HI = 2 };
+/** Most events one (window, group) may sum: count * 2^32 stays below (p - 1) / 2. */
+#define CF_SA_COUNT_MAX (UINT64_C(1) << 28)
 
 /**
  * One party's share of an event, or a party's partial sum of such shares: value shares and
@@ -88,9 +103,24 @@ void cf_sa_vec_zero(void *dst);
 /** dst += src component-wise mod p (callback-shaped: both point to cf_sa_vec). */
 void cf_sa_vec_add(void *dst, const void *src);
 
-/** Builds the value vector of one event: count = 1, amount, and amount^2 when dim >= 3.
- *  CF_E_OVERFLOW when a component exceeds CF_SA_ABS_MAX. */
+/** Builds the value vector of one event: count = 1 and the two limbs of the amount. Every
+ *  int64 amount is accepted. @p dim must be CF_SA_DIM_DEFAULT. */
 cf_err cf_sa_event_values(int64_t amount_minor, unsigned dim, int64_t vals[CF_SA_DIM_MAX]);
+/** Joins the summed limbs of a decoded result into *out. false when the sum does not fit
+ *  an int64 (the row then says so instead of printing a wrapped value). */
+bool cf_sa_join_amount(int64_t lo_sum, int64_t hi_sum, int64_t *out);
+
+/**
+ * What a mask is bound to besides the party seed and the sequence number: the id of the
+ * audit log that assigned the sequence numbers and the id of the gateway run (a random id
+ * drawn at every start, recorded with each batch in the log). Without a log, the log id
+ * is random too and nothing can be resumed.
+ */
+#define CF_SA_ID_LEN 16
+typedef struct cf_sa_ctx {
+    uint8_t log_id[CF_SA_ID_LEN];
+    uint8_t run_id[CF_SA_ID_LEN];
+} cf_sa_ctx;
 
 /** Per-event metadata every party receives (the payload of parties >= 1). */
 typedef struct cf_sa_meta {
@@ -108,10 +138,11 @@ typedef struct cf_sa_payload0 {
 /* ---- options ----------------------------------------------------------------------------- */
 
 typedef struct cf_sa_opts {
-    unsigned parties;       /* k, 2..8; default 2 */
-    unsigned dim;           /* components, 2..CF_SA_DIM_MAX; default 2 (count, amount) */
-    uint64_t min_count;     /* release a group only when count >= min_count; default 1 */
-    int64_t amount_abs_max; /* largest |amount| accepted per event; default 2^36 */
+    unsigned parties;      /* k, 2..8; default 2 */
+    unsigned dim;          /* components: CF_SA_DIM_DEFAULT (count, amount lo, amount hi) */
+    uint64_t min_count;    /* release a group only when count >= min_count; default 10 */
+    int64_t mac_period_us; /* alpha per period of event time (tumbling windows: the window
+                            * size); 0 = one alpha per key epoch. Default 0. */
 } cf_sa_opts;
 void cf_sa_opts_default(cf_sa_opts *o);
 
@@ -120,23 +151,23 @@ void cf_sa_opts_default(cf_sa_opts *o);
 typedef struct cf_sa_gateway cf_sa_gateway;
 typedef struct cf_sa_pseudo cf_sa_pseudo; /* pseudonymizer, see below */
 /**
- * Creates a splitter from the gateway key (alpha and the seeds of parties 1..k-1).
- * Borrows @p gw_key only during the call: the seeds are copied into sodium_malloc memory.
- * opts->parties must equal the key's party count. Returns owned (cf_sa_gateway_destroy).
+ * Creates a splitter from the gateway key (the MAC master and the seeds of parties
+ * 1..k-1). Borrows @p gw_key only during the call: secrets are copied into sodium_malloc
+ * memory. opts->parties must equal the key's party count. Call cf_sa_gateway_bind before
+ * the first split. Returns owned (cf_sa_gateway_destroy).
  */
 cf_err cf_sa_gateway_create(cf_sa_gateway **out, const cf_key *gw_key, const cf_sa_opts *opts,
                             char *errstr, size_t errstr_size);
 void cf_sa_gateway_destroy(cf_sa_gateway *g);
+/** Binds the masks of the following splits to @p ctx (cheap when unchanged). */
+void cf_sa_gateway_bind(cf_sa_gateway *g, const cf_sa_ctx *ctx);
 /**
- * Party 0's share of one event with sequence number @p seq and value vector @p vals
- * (opts->dim components; component 1 is checked against amount_abs_max).
+ * Party 0's share of one event with event time @p ts_us (selects the MAC period), sequence
+ * number @p seq and value vector @p vals (opts->dim components).
  * CF_E_OVERFLOW when a value is out of range (nothing written). @locality gateway thread
  */
-cf_err cf_sa_gateway_split(cf_sa_gateway *g, uint64_t seq, const int64_t *vals, cf_sa_vec *share0);
-/** cf_sa_gateway_split for @p n events: vals is n x dim, row-major. On error nothing
- *  useful is in share0 and *bad (may be NULL) is the failing index. */
-cf_err cf_sa_gateway_split_batch(cf_sa_gateway *g, const uint64_t *seqs, const int64_t *vals,
-                                 size_t n, cf_sa_vec *share0, size_t *bad);
+cf_err cf_sa_gateway_split(cf_sa_gateway *g, int64_t ts_us, uint64_t seq, const int64_t *vals,
+                           cf_sa_vec *share0);
 
 /**
  * Writes the group key of @p ev (the bytes to pseudonymize, e.g. merchant, or merchant and
@@ -153,8 +184,8 @@ size_t cf_sa_group_key_merchant(void *opaque, const cf_event *ev, char *buf, siz
  * Outputs, for n events: p0[e] is party 0's payload (metadata + shares) and meta[e] the
  * payload of every party >= 1 (metadata only, identical for all of them). Sequence numbers
  * and event times come from ev[e].seq and ev[e].ts_us. @p key_fn NULL groups by merchant.
- * CF_E_OVERFLOW (amount out of range) or CF_E_INVAL (group key too long) stop the batch with
- * *bad (may be NULL) set to the failing index. Borrows everything. @locality gateway thread
+ * CF_E_INVAL (group key too long) stops the batch with *bad (may be NULL) set to the failing
+ * index. Borrows everything. @locality gateway thread
  */
 cf_err cf_sa_gateway_protect_events(cf_sa_gateway *g, cf_sa_pseudo *ps, const cf_event *ev,
                                     size_t n, cf_sa_group_key_fn key_fn, void *opaque,
@@ -165,12 +196,15 @@ cf_err cf_sa_gateway_protect_events(cf_sa_gateway *g, cf_sa_pseudo *ps, const cf
 typedef struct cf_sa_party cf_sa_party;
 /**
  * Party @p index (0..k-1). Party 0 needs no key (@p party_key NULL); party i >= 1 needs its
- * party-<i>.key (or the gateway key, from which its seed is taken). Borrows the key.
+ * party-<i>.key (or the gateway or auditor key, from which its seed is taken). Borrows the
+ * key. A seeded party must be bound (cf_sa_party_bind) before it derives shares.
  */
 cf_err cf_sa_party_create(cf_sa_party **out, unsigned index, const cf_key *party_key,
                           const cf_sa_opts *opts, char *errstr, size_t errstr_size);
 void cf_sa_party_destroy(cf_sa_party *p);
 unsigned cf_sa_party_index(const cf_sa_party *p);
+/** Binds the following derivations to @p ctx, the context the gateway split under. */
+void cf_sa_party_bind(cf_sa_party *p, const cf_sa_ctx *ctx);
 /**
  * The party's share of the event with sequence number @p seq: party 0 copies @p payload0
  * (required), parties >= 1 regenerate it from their seed (@p payload0 ignored, may be NULL).
@@ -190,43 +224,49 @@ void cf_sa_party_sum(cf_sa_party *p, const uint64_t *seqs, size_t n, const cf_sa
 /* ---- combiner ---------------------------------------------------------------------------- */
 
 typedef struct cf_sa_result {
-    int64_t v[CF_SA_DIM_MAX]; /* decoded sums: count, amount, ... (only when released) */
+    int64_t v[CF_SA_DIM_MAX]; /* decoded sums: count, amount lo, amount hi (when released) */
     unsigned dim;
     bool verified; /* the MAC of every component checked */
     bool released; /* verified and count >= min_count */
     uint32_t epoch;
-    uint8_t key_id[CF_KEY_ID_LEN]; /* id of the MAC key the check used */
+    uint8_t key_id[CF_KEY_ID_LEN]; /* id of the MAC master the check's alpha came from */
 } cf_sa_result;
 
 typedef struct cf_sa_combiner cf_sa_combiner;
 /**
- * From the combiner key (alpha only) or from the gateway key (alpha and the seeds of parties
- * >= 1, which cf_sa_combiner_attribute needs). Borrows @p comb_key during the call.
+ * From the combiner key (the MAC master) or the gateway key. Borrows @p comb_key during the
+ * call. The combiner never holds a seed.
  */
 cf_err cf_sa_combiner_create(cf_sa_combiner **out, const cf_key *comb_key, const cf_sa_opts *opts,
                              char *errstr, size_t errstr_size);
 void cf_sa_combiner_destroy(cf_sa_combiner *c);
 /**
- * Adds the k partial sums of (window @p window_id, pseudonym @p key) and checks
- * sum(MAC shares) == alpha * sum(value shares) for every component.
+ * Adds the k partial sums of (window starting at @p window_start_us, pseudonym @p key) and
+ * checks sum(MAC shares) == alpha * sum(value shares) for every component, alpha being the
+ * one of the window's MAC period.
  *  CF_OK        verified; out->released says whether count >= min_count (else suppressed)
  *  CF_E_AUTH    a MAC check failed: errstr names the window, the pseudonym and the
  *               component; out->verified = out->released = false and out->v is zeroed
- *  CF_E_OVERFLOW the sums cannot be decoded unambiguously (count * amount_abs_max >= p/2)
+ *  CF_E_OVERFLOW the sums cannot be decoded unambiguously (count > CF_SA_COUNT_MAX)
  */
-cf_err cf_sa_combine(cf_sa_combiner *c, uint64_t window_id, const uint8_t key[16],
+cf_err cf_sa_combine(cf_sa_combiner *c, int64_t window_start_us, const uint8_t key[16],
                      const cf_sa_vec *partials, unsigned k, cf_sa_result *out, char *errstr,
                      size_t errstr_size);
+
 /**
- * After a MAC failure: given the authoritative list of the sequence numbers in the group
- * (from the audit log), regenerates the expected partial sum of every party >= 1 from its
- * seed and compares. *bad_party = the first party >= 1 whose partial differs, else 0 (all
- * seeded parties are exact, so party 0's partial is the altered one), or -1 when the MAC
- * verifies (nothing to attribute). CF_E_STATE when the combiner was created from combiner.key
- * (no seeds): attribution runs where gateway.key is, i.e. the gateway or the auditor.
+ * After a MAC failure, the auditor (auditor.key or gateway.key: the seeds, not the MAC
+ * master) names the party that altered its partial sum. Given the authoritative list of
+ * the group's events (sequence numbers and the context each was protected under, from the
+ * audit log), it regenerates the expected partial sum of every party >= 1 and compares:
+ * *bad_party = the first party >= 1 whose partial differs, else 0 (every seeded party is
+ * exact, so party 0's partial is the altered one).
  */
-cf_err cf_sa_combiner_attribute(cf_sa_combiner *c, const uint64_t *seqs, size_t n,
-                                const cf_sa_vec *partials, unsigned k, int *bad_party);
+typedef struct cf_sa_auditor cf_sa_auditor;
+cf_err cf_sa_auditor_create(cf_sa_auditor **out, const cf_key *seeds_key, const cf_sa_opts *opts,
+                            char *errstr, size_t errstr_size);
+void cf_sa_auditor_destroy(cf_sa_auditor *a);
+cf_err cf_sa_auditor_attribute(cf_sa_auditor *a, const uint64_t *seqs, const cf_sa_ctx *ctxs,
+                               size_t n, const cf_sa_vec *partials, unsigned k, int *bad_party);
 
 /* ---- pseudonyms -------------------------------------------------------------------------- */
 
@@ -336,11 +376,12 @@ void cf_paillier_set_engine(cf_paillier *pk, cf_paillier_engine e);
 
 /* ---- protectors: one interface, three implementations ------------------------------------ */
 
-#define CF_PROTECT_ABI 1
+#define CF_PROTECT_ABI 2
 
 /** What a protector is built from. Keys are borrowed during create only. */
 typedef struct cf_protect_conf {
-    cf_sa_opts sa;              /* parties, dim, min_count, amount_abs_max */
+    cf_sa_opts sa;              /* parties, dim, min_count, mac_period_us */
+    const cf_sa_ctx *ctx;       /* lsa: what the masks are bound to (required for lsa) */
     const cf_key *gateway_key;  /* lsa: needed to protect */
     const cf_key *combiner_key; /* lsa: needed to combine (a gateway key works) */
     const cf_key *party_key;    /* lsa: a lone party i >= 1 (distributed mode): party-<i>.key */
@@ -373,7 +414,7 @@ typedef struct cf_protector_ops {
     /** Party @p party: folds one event (its payload, possibly empty) into acc. */
     cf_err (*absorb)(void *state, unsigned party, uint64_t seq, const uint8_t *payload, void *acc);
     /** Combiner: accs[0..parties) of one group -> result (CF_E_AUTH on a MAC failure). */
-    cf_err (*combine)(void *state, uint64_t window_id, const uint8_t key[16],
+    cf_err (*combine)(void *state, int64_t window_start_us, const uint8_t key[16],
                       const void *const *accs, cf_sa_result *out, char *errstr, size_t errstr_size);
     void (*destroy)(void *state);
 } cf_protector_ops;

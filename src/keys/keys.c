@@ -2,9 +2,13 @@
  * Key files: generation, atomic writing, loading with permission checks.
  *
  * Format (docs/security.md): a small line-oriented text file, "name=value" per line,
- * '#' comments, first non-comment line "confide-key-v1". Secrets travel from the generator
- * to disk and from disk to cf_key.bytes only through sodium_malloc'd buffers that are wiped
- * before they are freed; the file is read into such a buffer too because it holds the hex.
+ * '#' comments, first non-comment line "confide-key-v2". The key id is random, drawn when the
+ * key is made: an id derived from the key would let anyone who sees it (it is printed and
+ * carried in results) test guesses of a low-entropy secret offline. A "check" field, kept
+ * in the file only, is a keyed hash of the material that catches a corrupt or edited file. Secrets
+ * travel from the generator to disk and from disk to cf_key.bytes only through sodium_malloc'd
+ * buffers that are wiped before they are freed; the file is read into such a buffer too because it
+ * holds the hex.
  *
  * Files are written atomically (mkstemp in the same directory, write, fsync, rename, fsync
  * the directory), so a crash leaves either the old key or the new one, never half a key.
@@ -24,74 +28,52 @@
 #include "confide/keys.h"
 
 #define KEYFILE_MAX 4096
-#define FIELD_P ((UINT64_C(1) << 61) - 1)
-#define ID_DOMAIN "confide-key-id"
+#define CHECK_DOMAIN "confide-key-check-v2"
+#define CHECK_LEN 16
 
 void cf_key_id_hex(const uint8_t id[CF_KEY_ID_LEN], char out[2 * CF_KEY_ID_LEN + 1])
 {
     sodium_bin2hex(out, 2 * CF_KEY_ID_LEN + 1, id, CF_KEY_ID_LEN);
 }
 
-void cf_key_id_compute(const char *kind, const uint8_t *material, size_t len,
-                       uint8_t id[CF_KEY_ID_LEN])
+/* check = BLAKE2b-128(key = id, CHECK_DOMAIN || kind || material): it binds the material to
+ * its id and kind, and reveals nothing, since it never leaves the file that holds the key. */
+static void key_check(const char *kind, const uint8_t id[CF_KEY_ID_LEN], const uint8_t *material,
+                      size_t len, uint8_t out[CHECK_LEN])
 {
     crypto_generichash_state st;
-    uint8_t h[32];
-    crypto_generichash_init(&st, NULL, 0, sizeof(h));
-    crypto_generichash_update(&st, (const uint8_t *)ID_DOMAIN, strlen(ID_DOMAIN));
-    crypto_generichash_update(&st, (const uint8_t *)kind, strlen(kind));
+    crypto_generichash_init(&st, id, CF_KEY_ID_LEN, CHECK_LEN);
+    crypto_generichash_update(&st, (const uint8_t *)CHECK_DOMAIN, strlen(CHECK_DOMAIN));
+    crypto_generichash_update(&st, (const uint8_t *)kind, strlen(kind) + 1);
     crypto_generichash_update(&st, material, len);
-    crypto_generichash_final(&st, h, sizeof(h));
-    memcpy(id, h, CF_KEY_ID_LEN);
+    crypto_generichash_final(&st, out, CHECK_LEN);
     sodium_memzero(&st, sizeof(st));
 }
 
 /* The kind a standard file name must hold; NULL for names outside the layout. */
+static const struct {
+    const char *name, *kind;
+} layout[] = {
+    {"gateway.key", CF_KEY_KIND_GATEWAY},     {"combiner.key", CF_KEY_KIND_COMBINER},
+    {"auditor.key", CF_KEY_KIND_AUDITOR},     {"pseudonym.key", CF_KEY_KIND_PSEUDONYM},
+    {"data.key", CF_KEY_KIND_DATA},           {"signing.key", CF_KEY_KIND_SIGNING},
+    {"signing.pub", CF_KEY_KIND_SIGNING_PUB}, {"results.key", CF_KEY_KIND_RESULTS},
+    {"results.pub", CF_KEY_KIND_RESULTS_PUB},
+};
+
 static const char *kind_for_name(const char *name)
 {
-    if (strcmp(name, "gateway.key") == 0) {
-        return CF_KEY_KIND_GATEWAY;
+    for (size_t i = 0; i < sizeof(layout) / sizeof(layout[0]); i++) {
+        if (strcmp(name, layout[i].name) == 0) {
+            return layout[i].kind;
+        }
     }
-    if (strcmp(name, "combiner.key") == 0) {
-        return CF_KEY_KIND_COMBINER;
-    }
-    if (strcmp(name, "pseudonym.key") == 0) {
-        return CF_KEY_KIND_PSEUDONYM;
-    }
-    if (strcmp(name, "data.key") == 0) {
-        return CF_KEY_KIND_DATA;
-    }
-    if (strcmp(name, "signing.key") == 0) {
-        return CF_KEY_KIND_SIGNING;
-    }
-    if (strcmp(name, "signing.pub") == 0) {
-        return CF_KEY_KIND_SIGNING_PUB;
-    }
-    if (strncmp(name, "party-", 6) == 0) {
-        return CF_KEY_KIND_PARTY;
-    }
-    return NULL;
+    return strncmp(name, "party-", 6) == 0 ? CF_KEY_KIND_PARTY : NULL;
 }
 
 static bool kind_is_public(const char *kind)
 {
-    return strcmp(kind, CF_KEY_KIND_SIGNING_PUB) == 0;
-}
-
-/* The kind hashed into the id: signing.key and signing.pub share theirs. */
-static const char *id_kind(const char *kind)
-{
-    return kind_is_public(kind) ? CF_KEY_KIND_SIGNING : kind;
-}
-
-/* Material the id is computed over: the public part when there is one. */
-static void key_id_of(const char *kind, const uint8_t *bytes, size_t len, uint8_t id[CF_KEY_ID_LEN])
-{
-    if (strcmp(kind, CF_KEY_KIND_SIGNING) == 0 && len == CF_KEY_SIGN_SK_LEN) {
-        cf_key_id_compute(CF_KEY_KIND_SIGNING, bytes + 32, CF_KEY_SIGN_PK_LEN, id);
-    } else {
-        cf_key_id_compute(id_kind(kind), bytes, len, id);
-    }
+    return strcmp(kind, CF_KEY_KIND_SIGNING_PUB) == 0 || strcmp(kind, CF_KEY_KIND_RESULTS_PUB) == 0;
 }
 
 /* ---- writing -------------------------------------------------------------------------- */
@@ -173,15 +155,18 @@ fail:
  * Formats and writes one key file. @p party is written when > 0, @p parties when > 0.
  * The formatted text lives in sodium_malloc memory and is wiped.
  */
-static cf_err write_key(const char *dir, const char *name, const char *kind, uint32_t epoch,
-                        unsigned parties, unsigned party, const uint8_t *bytes, size_t len,
-                        char *errstr, size_t errstr_size)
+static cf_err write_key(const char *dir, const char *name, const char *kind,
+                        const uint8_t id[CF_KEY_ID_LEN], uint32_t epoch, unsigned parties,
+                        unsigned party, const uint8_t *bytes, size_t len, char *errstr,
+                        size_t errstr_size)
 {
     bool pub = kind_is_public(kind);
-    uint8_t id[CF_KEY_ID_LEN];
     char idhex[2 * CF_KEY_ID_LEN + 1];
-    key_id_of(kind, bytes, len, id);
+    uint8_t check[CHECK_LEN];
+    char checkhex[2 * CHECK_LEN + 1];
     cf_key_id_hex(id, idhex);
+    key_check(kind, id, bytes, len, check);
+    sodium_bin2hex(checkhex, sizeof(checkhex), check, sizeof(check));
 
     char *text = sodium_malloc(KEYFILE_MAX);
     char *hex = sodium_malloc(2 * len + 1);
@@ -193,9 +178,9 @@ static cf_err write_key(const char *dir, const char *name, const char *kind, uin
     sodium_bin2hex(hex, 2 * len + 1, bytes, len);
     int n = snprintf(text, KEYFILE_MAX,
                      "# confide %s key file (docs/security.md).%s\n"
-                     "confide-key-v1\nkind=%s\nid=%s\nepoch=%u\n",
+                     "confide-key-v2\nkind=%s\nid=%s\nepoch=%u\ncheck=%s\n",
                      kind, pub ? "" : " SECRET: keep mode 0600, never share, copy or log.", kind,
-                     idhex, (unsigned)epoch);
+                     idhex, (unsigned)epoch, checkhex);
     if (parties > 0) {
         n += snprintf(text + n, KEYFILE_MAX - (size_t)n, "parties=%u\n", parties);
     }
@@ -215,19 +200,6 @@ done:
         sodium_free(hex);
     }
     return err;
-}
-
-/* Uniform nonzero element of Z_p by rejection sampling 61-bit values. */
-static uint64_t random_alpha(void)
-{
-    for (;;) {
-        uint64_t x;
-        randombytes_buf(&x, sizeof(x));
-        x &= FIELD_P;
-        if (x != 0 && x != FIELD_P) {
-            return x;
-        }
-    }
 }
 
 static cf_err prepare_dir(const char *dir, char *errstr, size_t errstr_size)
@@ -253,18 +225,29 @@ static cf_err prepare_dir(const char *dir, char *errstr, size_t errstr_size)
     return CF_OK;
 }
 
+/* One key of a generation: where it goes and which bytes of the secret buffer it holds. */
+typedef struct gen_key {
+    char name[32];
+    const char *kind;
+    const uint8_t *bytes;
+    size_t len;
+    unsigned parties, party;
+    const uint8_t *id; /* shared by a key pair */
+} gen_key;
+
 cf_err cf_keys_generate(const char *dir, unsigned parties, uint32_t epoch, int force, char *errstr,
                         size_t errstr_size)
 {
-    enum { NAMES_MAX = 6 + CF_KEY_PARTIES_MAX };
-    char names[NAMES_MAX][32];
-    unsigned nn = 0;
+    enum { KEYS_MAX = 9 + CF_KEY_PARTIES_MAX };
+    gen_key keys[KEYS_MAX];
+    uint8_t ids[KEYS_MAX][CF_KEY_ID_LEN];
+    unsigned nk = 0;
     uint8_t *buf = NULL;
-    size_t mac_len = CF_KEY_ALPHA_LEN + (size_t)(CF_KEY_PARTIES_MAX - 1) * CF_KEY_SEED_LEN;
-    /* one secure buffer for every secret: mac block | pseudonym | data | signing sk */
-    size_t total = mac_len + 2 * CF_KEY_SYM_LEN + CF_KEY_SIGN_SK_LEN;
+    size_t seeds_max = (size_t)(CF_KEY_PARTIES_MAX - 1) * CF_KEY_SEED_LEN;
+    /* one secure buffer for every secret:
+     * mac master | seeds | pseudonym | data | signing sk | results sk */
+    size_t total = CF_KEY_MAC_LEN + seeds_max + 2 * CF_KEY_SYM_LEN + 2 * CF_KEY_SIGN_SK_LEN;
     cf_err err = CF_OK;
-
     if (dir == NULL || parties < CF_KEY_PARTIES_MIN || parties > CF_KEY_PARTIES_MAX) {
         return cf_err_set(CF_E_INVAL, errstr, errstr_size,
                           "--parties must be between %d and %d (got %u)", CF_KEY_PARTIES_MIN,
@@ -277,80 +260,68 @@ cf_err cf_keys_generate(const char *dir, unsigned parties, uint32_t epoch, int f
     if (err != CF_OK) {
         return err;
     }
-    const char *fixed[] = {"gateway.key", "combiner.key", "pseudonym.key",
-                           "data.key",    "signing.key",  "signing.pub"};
-    for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
-        snprintf(names[nn++], sizeof(names[0]), "%s", fixed[i]);
-    }
-    for (unsigned i = 1; i < parties; i++) {
-        snprintf(names[nn++], sizeof(names[0]), "party-%u.key", i);
-    }
-    /* Check every file before writing any, so a refused run changes nothing. */
-    if (!force) {
-        for (unsigned i = 0; i < nn; i++) {
-            char path[4096];
-            struct stat st;
-            snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
-            if (lstat(path, &st) == 0) {
-                return cf_err_set(CF_E_STATE, errstr, errstr_size,
-                                  "%s already exists; refusing to overwrite keys (use --force "
-                                  "to replace them, see docs/security.md on rotation)",
-                                  path);
-            }
-        }
-    }
     buf = sodium_malloc(total);
     if (buf == NULL) {
         return cf_err_set(CF_E_NOMEM, errstr, errstr_size, "sodium_malloc failed");
     }
-    uint8_t *mac = buf;
-    uint8_t *pseudo = mac + mac_len;
+    uint8_t *mac = buf; /* gateway.key: mac master || seeds, contiguous */
+    uint8_t *seeds = mac + CF_KEY_MAC_LEN;
+    uint8_t *pseudo = seeds + seeds_max;
     uint8_t *data = pseudo + CF_KEY_SYM_LEN;
     uint8_t *sk = data + CF_KEY_SYM_LEN;
-    uint8_t pk[CF_KEY_SIGN_PK_LEN];
-    uint64_t alpha = random_alpha();
-    for (int i = 0; i < 8; i++) {
-        mac[i] = (uint8_t)(alpha >> (8 * i));
-    }
-    alpha = 0;
-    size_t mac_used = CF_KEY_ALPHA_LEN + (size_t)(parties - 1) * CF_KEY_SEED_LEN;
-    randombytes_buf(mac + CF_KEY_ALPHA_LEN, (size_t)(parties - 1) * CF_KEY_SEED_LEN);
-    randombytes_buf(pseudo, CF_KEY_SYM_LEN);
-    randombytes_buf(data, CF_KEY_SYM_LEN);
-    if (crypto_sign_keypair(pk, sk) != 0) {
+    uint8_t *rsk = sk + CF_KEY_SIGN_SK_LEN;
+    uint8_t pk[CF_KEY_SIGN_PK_LEN], rpk[CF_KEY_SIGN_PK_LEN];
+    size_t nseeds = (size_t)(parties - 1) * CF_KEY_SEED_LEN;
+    randombytes_buf(mac, CF_KEY_MAC_LEN + nseeds);
+    randombytes_buf(pseudo, 2 * CF_KEY_SYM_LEN);
+    randombytes_buf(ids, sizeof(ids));
+    if (crypto_sign_keypair(pk, sk) != 0 || crypto_sign_keypair(rpk, rsk) != 0) {
         err = cf_err_set(CF_E_CRYPTO, errstr, errstr_size, "Ed25519 key generation failed");
         goto done;
     }
-    /* Public key last: its presence marks a complete generation. */
-    err = write_key(dir, "gateway.key", CF_KEY_KIND_GATEWAY, epoch, parties, 0, mac, mac_used,
-                    errstr, errstr_size);
-    if (err == CF_OK) {
-        /* alpha only: with the seeds, a combiner colluding with party 0 would see amounts */
-        err = write_key(dir, "combiner.key", CF_KEY_KIND_COMBINER, epoch, parties, 0, mac,
-                        CF_KEY_ALPHA_LEN, errstr, errstr_size);
-    }
-    for (unsigned i = 1; err == CF_OK && i < parties; i++) {
+#define KEY(n, k, b, l, np, pi, idi)                                                               \
+    keys[nk] = (gen_key){                                                                          \
+        .kind = (k), .bytes = (b), .len = (l), .parties = (np), .party = (pi), .id = ids[idi]};    \
+    snprintf(keys[nk].name, sizeof(keys[nk].name), "%s", (n));                                     \
+    nk++
+    /* The gateway makes shares and MACs: it holds the MAC master secret and every seed. The
+     * combiner checks MACs: the master only (with the seeds, a combiner colluding with party
+     * 0 would see every amount). The auditor attributes a failed MAC to a party: the seeds
+     * only, so it can never mint an aggregate whose MAC verifies. */
+    KEY("gateway.key", CF_KEY_KIND_GATEWAY, mac, CF_KEY_MAC_LEN + nseeds, parties, 0, 0);
+    KEY("combiner.key", CF_KEY_KIND_COMBINER, mac, CF_KEY_MAC_LEN, parties, 0, 1);
+    KEY("auditor.key", CF_KEY_KIND_AUDITOR, seeds, nseeds, parties, 0, 2);
+    for (unsigned i = 1; i < parties; i++) {
         char name[32];
         snprintf(name, sizeof(name), "party-%u.key", i);
-        err = write_key(dir, name, CF_KEY_KIND_PARTY, epoch, parties, i,
-                        mac + CF_KEY_ALPHA_LEN + (size_t)(i - 1) * CF_KEY_SEED_LEN, CF_KEY_SEED_LEN,
-                        errstr, errstr_size);
+        KEY(name, CF_KEY_KIND_PARTY, seeds + (size_t)(i - 1) * CF_KEY_SEED_LEN, CF_KEY_SEED_LEN,
+            parties, i, 2 + i);
     }
-    if (err == CF_OK) {
-        err = write_key(dir, "pseudonym.key", CF_KEY_KIND_PSEUDONYM, epoch, 0, 0, pseudo,
-                        CF_KEY_SYM_LEN, errstr, errstr_size);
+    KEY("pseudonym.key", CF_KEY_KIND_PSEUDONYM, pseudo, CF_KEY_SYM_LEN, 0, 0, 2 + parties);
+    KEY("data.key", CF_KEY_KIND_DATA, data, CF_KEY_SYM_LEN, 0, 0, 3 + parties);
+    KEY("signing.key", CF_KEY_KIND_SIGNING, sk, CF_KEY_SIGN_SK_LEN, 0, 0, 4 + parties);
+    KEY("results.key", CF_KEY_KIND_RESULTS, rsk, CF_KEY_SIGN_SK_LEN, 0, 0, 5 + parties);
+    KEY("results.pub", CF_KEY_KIND_RESULTS_PUB, rpk, CF_KEY_SIGN_PK_LEN, 0, 0, 5 + parties);
+    /* Public key last: its presence marks a complete generation. */
+    KEY("signing.pub", CF_KEY_KIND_SIGNING_PUB, pk, CF_KEY_SIGN_PK_LEN, 0, 0, 4 + parties);
+#undef KEY
+    CF_ASSERT(nk <= KEYS_MAX);
+    /* Check every file before writing any, so a refused run changes nothing. */
+    for (unsigned i = 0; !force && i < nk; i++) {
+        char path[4096];
+        struct stat st;
+        snprintf(path, sizeof(path), "%s/%s", dir, keys[i].name);
+        if (lstat(path, &st) == 0) {
+            err = cf_err_set(CF_E_STATE, errstr, errstr_size,
+                             "%s already exists; refusing to overwrite keys (use --force "
+                             "to replace them, see docs/security.md on rotation)",
+                             path);
+            goto done;
+        }
     }
-    if (err == CF_OK) {
-        err = write_key(dir, "data.key", CF_KEY_KIND_DATA, epoch, 0, 0, data, CF_KEY_SYM_LEN,
-                        errstr, errstr_size);
-    }
-    if (err == CF_OK) {
-        err = write_key(dir, "signing.key", CF_KEY_KIND_SIGNING, epoch, 0, 0, sk,
-                        CF_KEY_SIGN_SK_LEN, errstr, errstr_size);
-    }
-    if (err == CF_OK) {
-        err = write_key(dir, "signing.pub", CF_KEY_KIND_SIGNING_PUB, epoch, 0, 0, pk,
-                        CF_KEY_SIGN_PK_LEN, errstr, errstr_size);
+    for (unsigned i = 0; err == CF_OK && i < nk; i++) {
+        err = write_key(dir, keys[i].name, keys[i].kind, keys[i].id, epoch, keys[i].parties,
+                        keys[i].party, keys[i].bytes, keys[i].len, errstr, errstr_size);
     }
     /* A rotation to fewer parties must not leave the old epoch's seeds behind. */
     for (unsigned i = parties; err == CF_OK && i < CF_KEY_PARTIES_MAX; i++) {
@@ -363,6 +334,7 @@ cf_err cf_keys_generate(const char *dir, unsigned parties, uint32_t epoch, int f
 done:
     sodium_memzero(buf, total);
     sodium_free(buf);
+    sodium_memzero(ids, sizeof(ids));
     return err;
 }
 
@@ -498,9 +470,10 @@ typedef struct parsed {
     uint32_t epoch;
     uint32_t parties;
     uint32_t party;
+    uint8_t check[CHECK_LEN];
     const char *hex; /* points into the secure text buffer */
     size_t hexlen;
-    bool has_magic, has_kind, has_id, has_epoch, has_value, value_public;
+    bool has_magic, has_kind, has_id, has_epoch, has_check, has_value, value_public;
 } parsed;
 
 static cf_err parse_keyfile(const char *path, char *text, parsed *p, char *errstr,
@@ -523,10 +496,17 @@ static cf_err parse_keyfile(const char *path, char *text, parsed *p, char *errst
             goto next;
         }
         if (!p->has_magic) {
-            if (strcmp(line, "confide-key-v1") != 0) {
+            if (strcmp(line, "confide-key-v1") == 0) {
+                return cf_err_set(CF_E_PARSE, errstr, errstr_size,
+                                  "%s: a version 1 key file (its id was derived from the key "
+                                  "and can be used to test guesses of it); create new keys "
+                                  "with: confide keygen --dir DIR --parties K --force",
+                                  path);
+            }
+            if (strcmp(line, "confide-key-v2") != 0) {
                 return cf_err_set(CF_E_PARSE, errstr, errstr_size,
                                   "%s: not a confide key file (line %u: expected "
-                                  "\"confide-key-v1\")",
+                                  "\"confide-key-v2\")",
                                   path, lineno);
             }
             p->has_magic = true;
@@ -556,6 +536,16 @@ static cf_err parse_keyfile(const char *path, char *text, parsed *p, char *errst
                                   "%s line %u: id must be 16 hex digits", path, lineno);
             }
             p->has_id = true;
+        } else if (strcmp(name, "check") == 0) {
+            size_t bl = 0;
+            if (strlen(val) != 2 * CHECK_LEN ||
+                sodium_hex2bin(p->check, CHECK_LEN, val, strlen(val), NULL, &bl, NULL) != 0 ||
+                bl != CHECK_LEN) {
+                return cf_err_set(CF_E_PARSE, errstr, errstr_size,
+                                  "%s line %u: check must be %d hex digits", path, lineno,
+                                  2 * CHECK_LEN);
+            }
+            p->has_check = true;
         } else if (strcmp(name, "epoch") == 0) {
             if (!parse_u32(val, &p->epoch)) {
                 return cf_err_set(CF_E_PARSE, errstr, errstr_size, "%s line %u: bad epoch", path,
@@ -585,10 +575,11 @@ static cf_err parse_keyfile(const char *path, char *text, parsed *p, char *errst
     next:
         line = nl != NULL ? nl + 1 : NULL;
     }
-    if (!p->has_magic || !p->has_kind || !p->has_id || !p->has_epoch || !p->has_value) {
+    if (!p->has_magic || !p->has_kind || !p->has_id || !p->has_epoch || !p->has_check ||
+        !p->has_value) {
         return cf_err_set(CF_E_PARSE, errstr, errstr_size,
-                          "%s: incomplete key file (needs confide-key-v1, kind, id, epoch and "
-                          "secret/public)",
+                          "%s: incomplete key file (needs confide-key-v2, kind, id, epoch, check "
+                          "and secret/public)",
                           path);
     }
     return CF_OK;
@@ -597,11 +588,15 @@ static cf_err parse_keyfile(const char *path, char *text, parsed *p, char *errst
 static size_t expected_len(const parsed *p)
 {
     const char *k = p->kind;
+    size_t seeds = p->parties == 0 ? 0 : (size_t)(p->parties - 1) * CF_KEY_SEED_LEN;
     if (strcmp(k, CF_KEY_KIND_GATEWAY) == 0) {
-        return p->parties == 0 ? 0 : CF_KEY_ALPHA_LEN + (size_t)(p->parties - 1) * CF_KEY_SEED_LEN;
+        return p->parties == 0 ? 0 : CF_KEY_MAC_LEN + seeds;
+    }
+    if (strcmp(k, CF_KEY_KIND_AUDITOR) == 0) {
+        return seeds;
     }
     if (strcmp(k, CF_KEY_KIND_COMBINER) == 0) {
-        return CF_KEY_ALPHA_LEN;
+        return CF_KEY_MAC_LEN;
     }
     if (strcmp(k, CF_KEY_KIND_PARTY) == 0) {
         return CF_KEY_SEED_LEN;
@@ -609,10 +604,10 @@ static size_t expected_len(const parsed *p)
     if (strcmp(k, CF_KEY_KIND_PSEUDONYM) == 0 || strcmp(k, CF_KEY_KIND_DATA) == 0) {
         return CF_KEY_SYM_LEN;
     }
-    if (strcmp(k, CF_KEY_KIND_SIGNING) == 0) {
+    if (strcmp(k, CF_KEY_KIND_SIGNING) == 0 || strcmp(k, CF_KEY_KIND_RESULTS) == 0) {
         return CF_KEY_SIGN_SK_LEN;
     }
-    if (strcmp(k, CF_KEY_KIND_SIGNING_PUB) == 0) {
+    if (strcmp(k, CF_KEY_KIND_SIGNING_PUB) == 0 || strcmp(k, CF_KEY_KIND_RESULTS_PUB) == 0) {
         return CF_KEY_SIGN_PK_LEN;
     }
     return 0;
@@ -685,24 +680,16 @@ static cf_err load_impl(const char *dir, const char *name, const char *want_kind
                          path);
         goto fail;
     }
-    uint8_t id[CF_KEY_ID_LEN];
-    key_id_of(p.kind, k->bytes, k->len, id);
-    if (sodium_memcmp(id, p.id, CF_KEY_ID_LEN) != 0) {
+    uint8_t check[CHECK_LEN];
+    key_check(p.kind, p.id, k->bytes, k->len, check);
+    if (sodium_memcmp(check, p.check, CHECK_LEN) != 0) {
         err = cf_err_set(CF_E_CORRUPT, errstr, errstr_size,
-                         "key file %s: key id does not match the key material (corrupt or "
-                         "edited file)",
+                         "key file %s: the check does not match the key material and id (corrupt "
+                         "or edited file)",
                          path);
         goto fail;
     }
-    if (strcmp(p.kind, CF_KEY_KIND_GATEWAY) == 0 || strcmp(p.kind, CF_KEY_KIND_COMBINER) == 0) {
-        uint64_t a = cf_key_alpha(k);
-        if (a == 0 || a >= ((UINT64_C(1) << 61) - 1)) {
-            err = cf_err_set(CF_E_CORRUPT, errstr, errstr_size, "key file %s: MAC key out of range",
-                             path);
-            goto fail;
-        }
-    }
-    if (strcmp(p.kind, CF_KEY_KIND_SIGNING) == 0) {
+    if (strcmp(p.kind, CF_KEY_KIND_SIGNING) == 0 || strcmp(p.kind, CF_KEY_KIND_RESULTS) == 0) {
         uint8_t pk[CF_KEY_SIGN_PK_LEN];
         crypto_sign_ed25519_sk_to_pk(pk, k->bytes);
         if (sodium_memcmp(pk, k->bytes + 32, CF_KEY_SIGN_PK_LEN) != 0) {
@@ -711,6 +698,7 @@ static cf_err load_impl(const char *dir, const char *name, const char *want_kind
             goto fail;
         }
     }
+    k->parties = p.parties;
     memcpy(k->id, p.id, CF_KEY_ID_LEN);
     k->epoch = p.epoch;
     /* The party index has no field in cf_key; cf_key_load_party checks it via the name. */
@@ -747,7 +735,8 @@ cf_err cf_key_load(const char *dir, const char *name, cf_key **out, char *errstr
         }
         return cf_err_set(CF_E_INVAL, errstr, errstr_size,
                           "unknown key file name '%s' (expected gateway.key, party-<i>.key, "
-                          "combiner.key, pseudonym.key, data.key, signing.key or signing.pub)",
+                          "combiner.key, auditor.key, pseudonym.key, data.key, signing.key, "
+                          "signing.pub, results.key or results.pub)",
                           name != NULL ? name : "(null)");
     }
     return load_impl(dir, name, kind, out, errstr, errstr_size);
@@ -793,48 +782,29 @@ cf_err cf_key_load_signing_pub(const char *dir, uint8_t pk[CF_KEY_SIGN_PK_LEN],
     return CF_OK;
 }
 
-static bool has_mac_layout(const cf_key *k)
+static bool is_kind(const cf_key *k, const char *kind)
 {
-    if (k == NULL || k->bytes == NULL) {
-        return false;
-    }
-    if (strcmp(k->kind, CF_KEY_KIND_COMBINER) == 0) {
-        return k->len == CF_KEY_ALPHA_LEN;
-    }
-    return strcmp(k->kind, CF_KEY_KIND_GATEWAY) == 0 && k->len >= CF_KEY_ALPHA_LEN &&
-           (k->len - CF_KEY_ALPHA_LEN) % CF_KEY_SEED_LEN == 0;
+    return k != NULL && k->bytes != NULL && strcmp(k->kind, kind) == 0;
 }
 
 unsigned cf_key_parties(const cf_key *k)
 {
-    if (!has_mac_layout(k) || strcmp(k->kind, CF_KEY_KIND_GATEWAY) != 0) {
-        return 0;
-    }
-    return 1 + (unsigned)((k->len - CF_KEY_ALPHA_LEN) / CF_KEY_SEED_LEN);
+    return is_kind(k, CF_KEY_KIND_GATEWAY) || is_kind(k, CF_KEY_KIND_AUDITOR) ? k->parties : 0;
 }
 
-uint64_t cf_key_alpha(const cf_key *k)
+const uint8_t *cf_key_mac_master(const cf_key *k)
 {
-    if (!has_mac_layout(k)) {
-        return 0;
-    }
-    uint64_t a = 0;
-    for (int i = 7; i >= 0; i--) {
-        a = (a << 8) | k->bytes[i];
-    }
-    return a;
+    return is_kind(k, CF_KEY_KIND_GATEWAY) || is_kind(k, CF_KEY_KIND_COMBINER) ? k->bytes : NULL;
 }
 
 const uint8_t *cf_key_seed(const cf_key *k, unsigned party)
 {
-    if (k == NULL || k->bytes == NULL) {
-        return NULL;
-    }
-    if (strcmp(k->kind, CF_KEY_KIND_PARTY) == 0) {
+    if (is_kind(k, CF_KEY_KIND_PARTY)) {
         return k->len == CF_KEY_SEED_LEN ? k->bytes : NULL;
     }
-    if (!has_mac_layout(k) || party < 1 || party >= cf_key_parties(k)) {
+    size_t off = is_kind(k, CF_KEY_KIND_GATEWAY) ? CF_KEY_MAC_LEN : 0;
+    if (cf_key_parties(k) == 0 || party < 1 || party >= cf_key_parties(k)) {
         return NULL;
     }
-    return k->bytes + CF_KEY_ALPHA_LEN + (size_t)(party - 1) * CF_KEY_SEED_LEN;
+    return k->bytes + off + (size_t)(party - 1) * CF_KEY_SEED_LEN;
 }

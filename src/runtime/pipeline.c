@@ -74,7 +74,6 @@ struct cf_pipeline {
     atomic_bool stop;
     atomic_bool reload;
     cf_secure *secure;
-    int64_t amount_max;
     uint64_t skip;      /* resume: accepted records the audit log already holds */
     uint64_t skip_done; /* decode: of those, skipped so far */
     cf_err gateway_err;
@@ -227,7 +226,6 @@ cf_err cf_pipeline_create(cf_pipeline **out, const cf_config *c, char *errstr, s
         CF_OK) {
         goto fail;
     }
-    p->amount_max = cf_secure_amount_max(p->secure);
     p->skip = cf_secure_resume_skip(p->secure);
     if (p->conf.metrics_listen[0] != '\0' &&
         (err = cf__observe_serve(p->ob, p->conf.metrics_listen, errstr, errstr_size)) != CF_OK) {
@@ -620,10 +618,6 @@ static void decode_chunk(decode_state *d, cf_decoder *dec, chunk *c)
         p->read++;
         if (r == CF_DECODE_REJECT) {
             dead_letter(p, rec, reason);
-            continue;
-        }
-        if (ev->amount_minor > p->amount_max || ev->amount_minor < -p->amount_max) {
-            dead_letter(p, rec, "amount beyond the secure aggregation range");
             continue;
         }
         p->accepted++;

@@ -66,6 +66,7 @@ typedef struct party_item {
 typedef struct item_batch {
     uint32_t n, cap;
     party_item *it;
+    cf_sa_ctx ctx; /* what the masks of these events are bound to (log id, run id) */
     /* A checkpoint marker (n == 0): snapshot the state that reflects events [0, ckpt_index) */
     bool ckpt;
     uint64_t ckpt_index;
@@ -144,8 +145,9 @@ struct cf_secure {
     cf_sa_gateway *gw;
     cf_sa_pseudo *pseudo;
     cf_sa_combiner *comb;
-    cf_sa_combiner *attrib;      /* from gateway.key: can regenerate seeded partials */
+    cf_sa_auditor *auditor;      /* from auditor.key: regenerates seeded partials */
     cf_sa_pseudo *attrib_pseudo; /* the combiner thread's own pseudonymizer */
+    cf_sa_ctx ctx;               /* this run's mask context: log id and a fresh run id */
     cf_key *data_key;            /* to read the audit log back for attribution */
     cf_rules *rules;
     cf_audit_log *audit;
@@ -179,6 +181,37 @@ struct cf_secure {
 };
 
 /* ---- small helpers ---- */
+
+/*
+ * Batch metadata in the audit log: entries of (type u8, length u8, value). META_MASK_CTX
+ * records the mask context (log id || run id) the batch's shares were made under, so a
+ * replay after a crash derives the very masks the parties already summed, and attribution
+ * regenerates the right partials; events protected after a restart get the new run's id,
+ * so an index re-assigned to another event never gets the mask of the first.
+ */
+enum { META_MASK_CTX = 1 };
+#define META_MAX 64
+
+static size_t meta_encode(const cf_sa_ctx *ctx, uint8_t buf[META_MAX])
+{
+    buf[0] = META_MASK_CTX;
+    buf[1] = (uint8_t)sizeof(*ctx);
+    memcpy(buf + 2, ctx, sizeof(*ctx));
+    return 2 + sizeof(*ctx);
+}
+
+static bool meta_ctx(const cf_audit_entry *e, cf_sa_ctx *out)
+{
+    const uint8_t *p = e->meta, *end = e->meta + e->meta_len;
+    while (p != NULL && end - p >= 2 && end - p >= 2 + p[1]) {
+        if (p[0] == META_MASK_CTX && p[1] == sizeof(*out)) {
+            memcpy(out, p + 2, sizeof(*out));
+            return true;
+        }
+        p += 2 + p[1];
+    }
+    return false;
+}
 
 static uint64_t key_hash(const uint8_t k[CF_SA_PSEUDO_LEN])
 {
@@ -411,6 +444,9 @@ static void on_late(void *opaque, const cf_window_late *l)
 
 static void party_absorb(party *pa, const item_batch *b)
 {
+    if (pa->s->mode == PROT_LSA && b->n > 0) {
+        cf_sa_party_bind(pa->sa, &b->ctx);
+    }
     for (uint32_t i = 0; i < b->n; i++) {
         const party_item *it = &b->it[i];
         uint8_t value[CF_SA_VALUE_SIZE];
@@ -599,10 +635,11 @@ static void integrity_alert(cf_secure *s, const party_msg *m, const char *what)
  */
 static int attribute(cf_secure *s, const party_msg *m, const cf_sa_vec *partials)
 {
-    if (s->attrib == NULL || s->st.audit_dir[0] == '\0') {
+    if (s->auditor == NULL || s->st.audit_dir[0] == '\0') {
         return -1;
     }
     uint64_t *seqs = NULL;
+    cf_sa_ctx *ctxs = NULL;
     size_t n = 0, cap = 0;
     int bad = -1;
     cf_audit_reader *rd = NULL;
@@ -620,6 +657,12 @@ static int attribute(cf_secure *s, const party_msg *m, const cf_sa_vec *partials
         if (e.type != CF_AUDIT_REC_BATCH || e.events == NULL) {
             continue;
         }
+        cf_sa_ctx ctx;
+        if (!meta_ctx(&e, &ctx)) {
+            done = true;
+            n = 0;
+            break;
+        }
         for (uint32_t i = 0; i < e.count; i++) {
             const cf_event *ev = &e.events[i];
             if (ev->seq > m->last) {
@@ -636,25 +679,29 @@ static int attribute(cf_secure *s, const party_msg *m, const cf_sa_vec *partials
             if (n == cap) {
                 cap = cap ? cap * 2 : 256;
                 uint64_t *ns = cf_realloc(seqs, cap * sizeof(*seqs));
-                if (ns == NULL) {
+                seqs = ns != NULL ? ns : seqs;
+                cf_sa_ctx *nc = ns != NULL ? cf_realloc(ctxs, cap * sizeof(*ctxs)) : NULL;
+                ctxs = nc != NULL ? nc : ctxs;
+                if (nc == NULL) {
                     done = true;
                     n = 0;
                     break;
                 }
-                seqs = ns;
             }
+            ctxs[n] = ctx;
             seqs[n++] = ev->seq;
         }
     }
     cf_audit_reader_destroy(rd);
     if (n == m->count &&
-        cf_sa_combiner_attribute(s->attrib, seqs, n, partials, s->k, &bad) != CF_OK) {
+        cf_sa_auditor_attribute(s->auditor, seqs, ctxs, n, partials, s->k, &bad) != CF_OK) {
         bad = -1;
     }
     if (n != m->count) {
         bad = -1; /* the log and the parties disagree on the group: no verdict on one party */
     }
     cf_free(seqs);
+    cf_free(ctxs);
     return bad;
 }
 
@@ -789,8 +836,8 @@ static void release(cf_secure *s, const party_msg *const *msgs)
         }
         cf_sa_result res;
         char err[256];
-        cf_err e = cf_sa_combine(s->comb, (uint64_t)m->start_us, m->key, partials, s->k, &res, err,
-                                 sizeof(err));
+        cf_err e =
+            cf_sa_combine(s->comb, m->start_us, m->key, partials, s->k, &res, err, sizeof(err));
         if (e == CF_E_AUTH) {
             integrity_alert_party(s, m,
                                   "MAC check failed: a party altered its partial sum; "
@@ -811,7 +858,8 @@ static void release(cf_secure *s, const party_msg *const *msgs)
             return;
         }
         row.count = (uint64_t)res.v[CF_SA_C_COUNT];
-        row.sum_minor = res.v[CF_SA_C_AMOUNT];
+        row.sum_valid =
+            cf_sa_join_amount(res.v[CF_SA_C_AMOUNT], res.v[CF_SA_C_AMOUNT_HI], &row.sum_minor);
         row.verified = res.verified;
         row.key_epoch = res.epoch;
     } else {
@@ -916,8 +964,8 @@ struct resume_state {
 };
 typedef struct resume_state resume_state;
 
-static cf_err protect(cf_secure *s, const cf_event *events, uint32_t n, char *errstr,
-                      size_t errstr_size);
+static cf_err protect(cf_secure *s, const cf_event *events, uint32_t n, const cf_sa_ctx *ctx,
+                      char *errstr, size_t errstr_size);
 static cf_err announce_event(cf_secure *s, const cf_event *ev, uint8_t *pseudo);
 
 static cf_err ensure_keys(cf_secure *s, char *errstr, size_t errstr_size)
@@ -984,17 +1032,21 @@ static cf_err open_crypto(cf_secure *s, char *errstr, size_t errstr_size)
                           "(run confide keygen --dir DIR --parties %u)",
                           dir, cf_key_parties(s->gw_key), s->k, s->k);
     }
+    cf_key *aud_key = NULL;
     if ((err = cf_sa_gateway_create(&s->gw, s->gw_key, &s->sa_opts, errstr, errstr_size)) !=
             CF_OK ||
         (err = cf_key_load(dir, "combiner.key", &s->comb_key, errstr, errstr_size)) != CF_OK ||
         (err = cf_sa_combiner_create(&s->comb, s->comb_key, &s->sa_opts, errstr, errstr_size)) !=
             CF_OK ||
-        (err = cf_sa_combiner_create(&s->attrib, s->gw_key, &s->sa_opts, errstr, errstr_size)) !=
+        (err = cf_key_load(dir, "auditor.key", &aud_key, errstr, errstr_size)) != CF_OK ||
+        (err = cf_sa_auditor_create(&s->auditor, aud_key, &s->sa_opts, errstr, errstr_size)) !=
             CF_OK ||
         (err = cf_sa_pseudo_create(&s->attrib_pseudo, s->pseudo_key, 64, errstr, errstr_size)) !=
             CF_OK) {
+        cf_key_destroy(aud_key);
         return err;
     }
+    cf_key_destroy(aud_key); /* the auditor copied the seeds into its own secure memory */
     if (s->audit != NULL &&
         (err = cf_key_load(dir, "data.key", &s->data_key, errstr, errstr_size)) != CF_OK) {
         return err;
@@ -1118,6 +1170,40 @@ static cf_err open_audit(cf_secure *s, char *errstr, size_t errstr_size)
                rec.truncated_segment, (unsigned long long)rec.truncated_offset);
     }
     return CF_OK;
+}
+
+/*
+ * The mask context of this run: a fresh random run id, and the log's id -- read from the
+ * log's first batch when resuming, random for a new log (recorded with every batch) or when
+ * there is no log at all (then nothing is kept, so nothing can reuse a mask).
+ */
+static cf_err init_mask_ctx(cf_secure *s, char *errstr, size_t errstr_size)
+{
+    randombytes_buf(s->ctx.run_id, sizeof(s->ctx.run_id));
+    randombytes_buf(s->ctx.log_id, sizeof(s->ctx.log_id));
+    if (s->audit == NULL || s->resume_index == 0) {
+        return CF_OK;
+    }
+    cf_audit_reader *rd = NULL;
+    cf_err err = cf_audit_reader_open(&rd, s->st.audit_dir, NULL, 0, errstr, errstr_size);
+    while (err == CF_OK) {
+        cf_audit_entry e;
+        err = cf_audit_reader_next(rd, &e, errstr, errstr_size);
+        if (err == CF_OK && e.type == CF_AUDIT_REC_BATCH) {
+            cf_sa_ctx first;
+            if (!meta_ctx(&e, &first)) {
+                err = cf_err_set(CF_E_CORRUPT, errstr, errstr_size,
+                                 "the audit log in %s has no mask context (written by an older "
+                                 "confide): start a new log",
+                                 s->st.audit_dir);
+                break;
+            }
+            memcpy(s->ctx.log_id, first.log_id, sizeof(first.log_id));
+            break;
+        }
+    }
+    cf_audit_reader_destroy(rd);
+    return err == CF_E_EOF ? CF_OK : err;
 }
 
 static bool start_threads(cf_secure *s)
@@ -1294,6 +1380,14 @@ static cf_err replay_log(cf_secure *s, uint64_t from_ckpt, char *errstr, size_t 
                 count_alert(s, &v.hits[h]);
             }
         }
+        cf_sa_ctx ctx;
+        if (s->mode == PROT_LSA && !meta_ctx(&e, &ctx)) {
+            err = cf_err_set(CF_E_CORRUPT, errstr, errstr_size,
+                             "audit batch at index %llu has no mask context: the log was "
+                             "written by an older confide; start a new log",
+                             (unsigned long long)e.index);
+            break;
+        }
         if (s->mode != PROT_NONE) {
             uint32_t skip = 0;
             for (; skip < e.count && e.events[skip].seq < from_ckpt; skip++) {
@@ -1305,7 +1399,8 @@ static cf_err replay_log(cf_secure *s, uint64_t from_ckpt, char *errstr, size_t 
                 uint32_t m = e.count - i < (uint32_t)s->conf.pipeline_batch_max
                                  ? e.count - i
                                  : (uint32_t)s->conf.pipeline_batch_max;
-                if ((err = protect(s, e.events + i, m, errstr, errstr_size)) != CF_OK) {
+                if ((err = protect(s, e.events + i, m, s->mode == PROT_LSA ? &ctx : &s->ctx, errstr,
+                                   errstr_size)) != CF_OK) {
                     break;
                 }
                 i += m;
@@ -1413,6 +1508,11 @@ cf_err cf__secure_create_observed(cf_secure **out, const cf_config *c, cf_metric
     cf_sa_opts_default(&s->sa_opts);
     s->sa_opts.parties = mode == PROT_LSA ? s->k : 2;
     s->sa_opts.min_count = (uint64_t)c->min_count;
+    /* one MAC key per tumbling window; sliding windows span several periods, so they share
+     * the epoch's (docs/security.md) */
+    s->sa_opts.mac_period_us = c->window_slide_ms == 0 || c->window_slide_ms == c->window_size_ms
+                                   ? c->window_size_ms * 1000
+                                   : 0;
     if (c->keys_dir[0] != '\0') {
         snprintf(s->st.keys_dir, sizeof(s->st.keys_dir), "%s", c->keys_dir);
     } else if (c->output_dir[0] != '\0') {
@@ -1451,6 +1551,9 @@ cf_err cf__secure_create_observed(cf_secure **out, const cf_config *c, cf_metric
         goto fail;
     }
     if (audit && (err = open_audit(s, errstr, errstr_size)) != CF_OK) {
+        goto fail;
+    }
+    if ((err = init_mask_ctx(s, errstr, errstr_size)) != CF_OK) {
         goto fail;
     }
     if ((err = load_resume_state(s, &rs, errstr, errstr_size)) != CF_OK ||
@@ -1500,11 +1603,6 @@ fail:
 uint64_t cf_secure_resume_skip(const cf_secure *s)
 {
     return s != NULL ? s->resume_index : 0;
-}
-
-int64_t cf_secure_amount_max(const cf_secure *s)
-{
-    return s != NULL && s->mode == PROT_LSA ? s->sa_opts.amount_abs_max : INT64_MAX;
 }
 
 static cf_err ensure_scratch(cf_secure *s, uint32_t n)
@@ -1580,12 +1678,16 @@ static cf_err announce_event(cf_secure *s, const cf_event *ev, uint8_t *pseudo)
     return announce(s, gk, gk_len, pseudo != NULL ? pseudo : p);
 }
 
-static cf_err protect(cf_secure *s, const cf_event *events, uint32_t n, char *errstr,
-                      size_t errstr_size)
+static cf_err protect(cf_secure *s, const cf_event *events, uint32_t n, const cf_sa_ctx *ctx,
+                      char *errstr, size_t errstr_size)
 {
     item_batch *ib[CF_KEY_PARTIES_MAX];
     for (unsigned p = 0; p < s->k; p++) {
         ib[p] = take_items(&s->parties[p].in);
+        ib[p]->ctx = *ctx;
+    }
+    if (s->mode == PROT_LSA) {
+        cf_sa_gateway_bind(s->gw, ctx);
     }
     for (uint32_t i = 0; i < n; i++) {
         const cf_event *ev = &events[i];
@@ -1597,8 +1699,8 @@ static cf_err protect(cf_secure *s, const cf_event *events, uint32_t n, char *er
         if (s->mode == PROT_LSA) {
             int64_t vals[CF_SA_DIM_MAX];
             if ((err = cf_sa_event_values(ev->amount_minor, s->sa_opts.dim, vals)) != CF_OK ||
-                (err = cf_sa_gateway_split(s->gw, ev->seq, vals, &it.share)) != CF_OK) {
-                /* decode rejects amounts beyond cf_secure_amount_max: a bug if we get here */
+                (err = cf_sa_gateway_split(s->gw, ev->ts_us, ev->seq, vals, &it.share)) != CF_OK) {
+                /* every int64 amount has a share: a bug if we get here */
                 return cf_err_set(err, errstr, errstr_size, "cannot split event %llu",
                                   (unsigned long long)ev->event_id);
             }
@@ -1728,7 +1830,9 @@ cf_err cf_secure_gateway(cf_secure *s, cf_batch *b, char *errstr, size_t errstr_
         }
         uint64_t first = 0;
         cf_audit_sth sth;
-        err = cf_audit_append(s->audit, b->ev, b->n, s->verdicts, &first, &sth);
+        uint8_t meta[META_MAX];
+        cf_audit_bytes mb = {.data = meta, .len = meta_encode(&s->ctx, meta)};
+        err = cf_audit_append_meta(s->audit, b->ev, b->n, s->verdicts, &mb, &first, &sth);
         if (err != CF_OK) {
             return cf_err_set(err, errstr, errstr_size, "audit log append failed: %s",
                               cf_strerror(err));
@@ -1737,7 +1841,8 @@ cf_err cf_secure_gateway(cf_secure *s, cf_batch *b, char *errstr, size_t errstr_
         s->st.audited += b->n;
         write_tree_head(s, &sth);
     }
-    if (s->mode != PROT_NONE && (err = protect(s, b->ev, b->n, errstr, errstr_size)) != CF_OK) {
+    if (s->mode != PROT_NONE &&
+        (err = protect(s, b->ev, b->n, &s->ctx, errstr, errstr_size)) != CF_OK) {
         return err;
     }
     write_checkpoints(s);
@@ -1813,7 +1918,7 @@ void cf_secure_destroy(cf_secure *s)
     cf_rules_destroy(s->rules);
     cf_sa_gateway_destroy(s->gw);
     cf_sa_combiner_destroy(s->comb);
-    cf_sa_combiner_destroy(s->attrib);
+    cf_sa_auditor_destroy(s->auditor);
     cf_sa_pseudo_destroy(s->attrib_pseudo);
     cf_key_destroy(s->data_key);
     cf_sa_pseudo_destroy(s->pseudo);

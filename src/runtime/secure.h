@@ -33,8 +33,6 @@ typedef struct cf_secure_stats {
 cf_err cf_secure_create(cf_secure **out, const cf_config *c, char *errstr, size_t errstr_size);
 /** Accepted input records to skip because the audit log already holds them (resume). */
 uint64_t cf_secure_resume_skip(const cf_secure *s);
-/** Largest |amount_minor| the protection accepts (INT64_MAX when there is none). */
-int64_t cf_secure_amount_max(const cf_secure *s);
 /** Gateway: rules, audit append (assigns ev.seq = log index), protection and hand-off to the
  *  parties. The batch may be forwarded only after CF_OK.  @locality gateway thread */
 cf_err cf_secure_gateway(cf_secure *s, cf_batch *b, char *errstr, size_t errstr_size);

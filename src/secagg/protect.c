@@ -24,12 +24,10 @@ static cf_err check_conf(const cf_protect_conf *c, char *errstr, size_t errstr_s
     if (c == NULL) {
         return cf_err_set(CF_E_INVAL, errstr, errstr_size, "protector configuration missing");
     }
-    if (c->sa.dim < 2 || c->sa.dim > CF_SA_DIM_MAX || c->sa.parties < CF_KEY_PARTIES_MIN ||
-        c->sa.parties > CF_KEY_PARTIES_MAX || c->sa.amount_abs_max <= 0 ||
-        c->sa.amount_abs_max > CF_SA_ABS_MAX) {
+    if (c->sa.dim != CF_SA_DIM_DEFAULT || c->sa.parties < CF_KEY_PARTIES_MIN ||
+        c->sa.parties > CF_KEY_PARTIES_MAX) {
         return cf_err_set(CF_E_INVAL, errstr, errstr_size,
-                          "protector: parties must be 2..8, dim 2..%d, amount_abs_max 1..2^60",
-                          CF_SA_DIM_MAX);
+                          "protector: parties must be 2..8 and dim %d", CF_SA_DIM_DEFAULT);
     }
     return CF_OK;
 }
@@ -55,7 +53,6 @@ static void put_u64(uint8_t *p, uint64_t v)
 typedef struct plain_state {
     unsigned dim;
     uint64_t min_count;
-    int64_t amount_abs_max;
 } plain_state;
 
 static cf_err plain_create(void **state, const cf_protect_conf *conf, char *errstr,
@@ -71,7 +68,6 @@ static cf_err plain_create(void **state, const cf_protect_conf *conf, char *errs
     }
     s->dim = conf->sa.dim;
     s->min_count = conf->sa.min_count;
-    s->amount_abs_max = conf->sa.amount_abs_max;
     *state = s;
     return CF_OK;
 }
@@ -99,9 +95,6 @@ static cf_err plain_protect(void *state, uint64_t seq, const int64_t *vals,
 {
     plain_state *s = state;
     (void)seq;
-    if (vals[CF_SA_C_AMOUNT] > s->amount_abs_max || vals[CF_SA_C_AMOUNT] < -s->amount_abs_max) {
-        return CF_E_OVERFLOW;
-    }
     for (unsigned j = 0; j < s->dim; j++) {
         put_u64(payloads[0] + 8 * j, (uint64_t)vals[j]);
     }
@@ -132,7 +125,7 @@ static cf_err plain_absorb(void *state, unsigned party, uint64_t seq, const uint
     return CF_OK;
 }
 
-static cf_err plain_combine(void *state, uint64_t window_id, const uint8_t key[16],
+static cf_err plain_combine(void *state, int64_t window_id, const uint8_t key[16],
                             const void *const *accs, cf_sa_result *out, char *errstr,
                             size_t errstr_size)
 {
@@ -205,6 +198,10 @@ static cf_err lsa_create(void **state, const cf_protect_conf *conf, char *errstr
         return cf_err_set(CF_E_INVAL, errstr, errstr_size,
                           "lsa needs gateway.key, combiner.key or a party key");
     }
+    if (conf->ctx == NULL) {
+        return cf_err_set(CF_E_INVAL, errstr, errstr_size,
+                          "lsa needs the context its masks are bound to (log and run ids)");
+    }
     lsa_state *s = cf_calloc(1, sizeof(*s));
     if (s == NULL) {
         return CF_E_NOMEM;
@@ -232,6 +229,14 @@ static cf_err lsa_create(void **state, const cf_protect_conf *conf, char *errstr
     if (err != CF_OK) {
         lsa_destroy(s);
         return err;
+    }
+    if (s->gw != NULL) {
+        cf_sa_gateway_bind(s->gw, conf->ctx);
+    }
+    for (unsigned i = 0; i < s->k; i++) {
+        if (s->party[i] != NULL) {
+            cf_sa_party_bind(s->party[i], conf->ctx);
+        }
     }
     *state = s;
     return CF_OK;
@@ -262,7 +267,8 @@ static cf_err lsa_protect(void *state, uint64_t seq, const int64_t *vals, uint8_
     if (s->gw == NULL) {
         return CF_E_STATE;
     }
-    cf_err err = cf_sa_gateway_split(s->gw, seq, vals, &sh);
+    /* protectors use one alpha per key epoch (mac_period_us 0 in the bench): no event time */
+    cf_err err = cf_sa_gateway_split(s->gw, 0, seq, vals, &sh);
     if (err != CF_OK) {
         return err;
     }
@@ -308,7 +314,7 @@ static cf_err lsa_absorb(void *state, unsigned party, uint64_t seq, const uint8_
     return CF_OK;
 }
 
-static cf_err lsa_combine(void *state, uint64_t window_id, const uint8_t key[16],
+static cf_err lsa_combine(void *state, int64_t window_id, const uint8_t key[16],
                           const void *const *accs, cf_sa_result *out, char *errstr,
                           size_t errstr_size)
 {
@@ -346,7 +352,6 @@ const cf_protector_ops cf_protect_lsa_ops = {
 typedef struct pai_state {
     unsigned dim;
     uint64_t min_count;
-    int64_t amount_abs_max;
     cf_paillier *pk;
     size_t ct;
     mpz_t m, c, a; /* scratch */
@@ -387,7 +392,6 @@ static cf_err pai_create(void **state, const cf_protect_conf *conf, char *errstr
     mpz_inits(s->m, s->c, s->a, NULL);
     s->dim = conf->sa.dim;
     s->min_count = conf->sa.min_count;
-    s->amount_abs_max = conf->sa.amount_abs_max;
     err = cf_paillier_keygen(&s->pk, bits, errstr, errstr_size);
     if (err == CF_OK) {
         cf_paillier_set_engine(s->pk, (cf_paillier_engine)conf->paillier_engine);
@@ -420,8 +424,7 @@ static cf_err pai_protect(void *state, uint64_t seq, const int64_t *vals, uint8_
 {
     pai_state *s = state;
     (void)seq;
-    if (vals[CF_SA_C_AMOUNT] > s->amount_abs_max || vals[CF_SA_C_AMOUNT] < -s->amount_abs_max ||
-        vals[CF_SA_C_COUNT] < 0) {
+    if (vals[CF_SA_C_COUNT] < 0) {
         return CF_E_OVERFLOW;
     }
     /* m = sum_j slot_j << (192 j), slot_0 = count, slot_j = v_j + 2^63 (j >= 1) */
@@ -461,7 +464,7 @@ static cf_err pai_absorb(void *state, unsigned party, uint64_t seq, const uint8_
     return CF_OK;
 }
 
-static cf_err pai_combine(void *state, uint64_t window_id, const uint8_t key[16],
+static cf_err pai_combine(void *state, int64_t window_id, const uint8_t key[16],
                           const void *const *accs, cf_sa_result *out, char *errstr,
                           size_t errstr_size)
 {
@@ -473,8 +476,8 @@ static cf_err pai_combine(void *state, uint64_t window_id, const uint8_t key[16]
     cf_err err = cf__paillier_decrypt_mpz(s->pk, s->c, s->m);
     if (err != CF_OK) {
         return cf_err_set(CF_E_CORRUPT, errstr, errstr_size,
-                          "paillier: window %llu: accumulator is not a valid ciphertext",
-                          (unsigned long long)window_id);
+                          "paillier: window %lld: accumulator is not a valid ciphertext",
+                          (long long)window_id);
     }
     uint64_t count = 0;
     for (unsigned j = 0; j < s->dim; j++) {
@@ -496,8 +499,8 @@ static cf_err pai_combine(void *state, uint64_t window_id, const uint8_t key[16]
         mpz_clear(off);
         if (!mpz_fits_slong_p(s->a)) {
             return cf_err_set(CF_E_OVERFLOW, errstr, errstr_size,
-                              "paillier: window %llu: sum does not fit int64",
-                              (unsigned long long)window_id);
+                              "paillier: window %lld: sum does not fit int64",
+                              (long long)window_id);
         }
         out->v[j] = (int64_t)mpz_get_si(s->a);
     }

@@ -73,24 +73,37 @@ static void test_ids_and_layout(void)
     REQUIRE(cf_key_load(dir, "combiner.key", &comb, errbuf, sizeof(errbuf)) == CF_OK);
     REQUIRE(cf_key_load_party(dir, 2, &p2, errbuf, sizeof(errbuf)) == CF_OK);
     REQUIRE(cf_key_load(dir, "data.key", &data, errbuf, sizeof(errbuf)) == CF_OK);
+    cf_key *aud = NULL;
+    REQUIRE(cf_key_load(dir, "auditor.key", &aud, errbuf, sizeof(errbuf)) == CF_OK);
     CHECK_EQ(cf_key_parties(gw), 4);
-    CHECK_EQ(cf_key_parties(comb), 0); /* the combiner holds alpha only, no seeds */
-    CHECK_EQ(comb->len, 8);
+    CHECK_EQ(cf_key_parties(comb), 0); /* the combiner holds the MAC master only, no seeds */
+    CHECK_EQ(comb->len, CF_KEY_MAC_LEN);
     CHECK(cf_key_seed(comb, 1) == NULL);
     CHECK_EQ(cf_key_parties(data), 0);
-    uint64_t a = cf_key_alpha(gw);
-    CHECK(a != 0 && a < ((UINT64_C(1) << 61) - 1));
-    CHECK(a == cf_key_alpha(comb));
+    CHECK(cf_key_mac_master(gw) != NULL);
+    CHECK(memcmp(cf_key_mac_master(gw), cf_key_mac_master(comb), CF_KEY_MAC_LEN) == 0);
+    CHECK(cf_key_mac_master(data) == NULL);
+    /* the auditor holds every seed and no MAC master: it attributes, it cannot mint */
+    CHECK_EQ(cf_key_parties(aud), 4);
+    CHECK(cf_key_mac_master(aud) == NULL);
+    CHECK_EQ(aud->len, 3 * CF_KEY_SEED_LEN);
+    for (unsigned i = 1; i < 4; i++) {
+        CHECK(memcmp(cf_key_seed(gw, i), cf_key_seed(aud, i), CF_KEY_SEED_LEN) == 0);
+    }
     CHECK(memcmp(cf_key_seed(gw, 2), cf_key_seed(p2, 0), CF_KEY_SEED_LEN) == 0);
     CHECK(memcmp(cf_key_seed(gw, 1), cf_key_seed(gw, 2), CF_KEY_SEED_LEN) != 0);
     CHECK(cf_key_seed(gw, 0) == NULL);
     CHECK(cf_key_seed(gw, 4) == NULL);
     CHECK_EQ(data->len, 32);
-    /* ids: recomputable, distinct per kind even for the same material */
-    uint8_t id[CF_KEY_ID_LEN];
-    cf_key_id_compute("data", data->bytes, data->len, id);
-    CHECK(memcmp(id, data->id, CF_KEY_ID_LEN) == 0);
+    /* ids are random: distinct per key, and not a function of the material (a second
+     * generation of the same kind gets another id; an id derived from a 61-bit MAC key
+     * could be searched offline) */
     CHECK(memcmp(gw->id, comb->id, CF_KEY_ID_LEN) != 0);
+    CHECK(memcmp(gw->id, aud->id, CF_KEY_ID_LEN) != 0);
+    uint8_t h[crypto_generichash_BYTES];
+    crypto_generichash(h, sizeof(h), comb->bytes, comb->len, NULL, 0);
+    CHECK(memcmp(h, comb->id, CF_KEY_ID_LEN) != 0);
+    cf_key_destroy(aud);
     char hex[2 * CF_KEY_ID_LEN + 1];
     cf_key_id_hex(data->id, hex);
     CHECK_EQ(strlen(hex), 16);
@@ -242,7 +255,7 @@ static void test_corrupt_file(void)
     size_t len = 0;
     char *text = cf_test_slurp(path, &len);
     REQUIRE(text != NULL);
-    /* flip one hex digit of the secret: the id no longer matches */
+    /* flip one hex digit of the secret: the check no longer matches */
     char *sec = strstr(text, "secret=");
     REQUIRE(sec != NULL);
     sec[7] = sec[7] == '0' ? '1' : '0';
@@ -257,7 +270,11 @@ static void test_corrupt_file(void)
     write_file(path, "hello\n", 0600);
     CHECK_EQ(cf_key_load(dir, "data.key", &k, errbuf, sizeof(errbuf)), CF_E_PARSE);
     CHECK(strstr(errbuf, "not a confide key file") != NULL);
-    write_file(path, "confide-key-v1\nkind=data\nbogus=1\n", 0600);
+    /* a version 1 file (id derived from the key) is refused with what to do */
+    write_file(path, "confide-key-v1\nkind=data\n", 0600);
+    CHECK_EQ(cf_key_load(dir, "data.key", &k, errbuf, sizeof(errbuf)), CF_E_PARSE);
+    CHECK(strstr(errbuf, "version 1") != NULL && strstr(errbuf, "keygen") != NULL);
+    write_file(path, "confide-key-v2\nkind=data\nbogus=1\n", 0600);
     CHECK_EQ(cf_key_load(dir, "data.key", &k, errbuf, sizeof(errbuf)), CF_E_PARSE);
     CHECK(strstr(errbuf, "bogus") != NULL);
     write_file(path, "", 0600);
