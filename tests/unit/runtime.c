@@ -2,7 +2,9 @@
 #include <time.h>
 
 #include "cf_test.h"
+#include "confide/audit.h"
 #include "confide/io.h"
+#include "confide/keys.h"
 #include "confide/metrics.h"
 #include "confide/runtime.h"
 
@@ -578,6 +580,67 @@ static void test_status_and_metrics_server(void)
     CHECK(cf_pipeline_create(&q, c, err, sizeof(err)) != CF_OK);
     CHECK(strstr(err, "metrics.listen") != NULL);
     cf_config_destroy(c);
+    free(csv);
+}
+
+
+/* The mask context (meta entry 1: log id || run id) of every batch of the log in @p dir. */
+static size_t batch_contexts(const char *dir, uint8_t ctx[][32], size_t max)
+{
+    cf_audit_reader *rd = NULL;
+    char err[256];
+    size_t n = 0;
+    if (cf_audit_reader_open(&rd, dir, NULL, 0, err, sizeof(err)) != CF_OK) {
+        fprintf(stderr, "reader: %s\n", err);
+        return 0;
+    }
+    cf_audit_entry e;
+    while (n < max && cf_audit_reader_next(rd, &e, err, sizeof(err)) == CF_OK) {
+        if (e.type == CF_AUDIT_REC_BATCH) {
+            CHECK(e.meta_len >= 34 && e.meta[0] == 1 && e.meta[1] == 32);
+            if (e.meta_len >= 34) {
+                memcpy(ctx[n++], e.meta + 2, 32);
+            }
+        }
+    }
+    cf_audit_reader_destroy(rd);
+    return n;
+}
+
+/* Two runs sharing one key directory (one audit log per day, say) must never share a mask:
+ * each log gets its own random id and each run its own run id, recorded with every batch. */
+static void test_masks_bound_to_log_and_run(void)
+{
+    int good, bad;
+    char *csv = make_csv(3000, 0, &good, &bad);
+    const char *root = cf_test_tmpdir();
+    char keys[512], out[2][512], audit[2][512], err[256];
+    snprintf(keys, sizeof(keys), "%s/keys", root);
+    REQUIRE(cf_keys_generate(keys, 2, 1, 0, err, sizeof(err)) == CF_OK);
+    static uint8_t ctx[2][64][32];
+    size_t n[2];
+    for (int r = 0; r < 2; r++) {
+        snprintf(out[r], sizeof(out[r]), "%s/run%d", root, r);
+        snprintf(audit[r], sizeof(audit[r]), "%s/audit", out[r]);
+        cf_config *c = conf_new();
+        CHECK_OK(cf_config_set(c, "output.dir", out[r], err, sizeof(err)));
+        CHECK_OK(cf_config_set(c, "keys.dir", keys, err, sizeof(err)));
+        CHECK_OK(cf_config_set(c, "batch.mode", "fixed:500", err, sizeof(err)));
+        cf_pipeline *p = pipe_new(c);
+        REQUIRE(p != NULL);
+        cf_pipeline_set_input_buffer(p, csv, strlen(csv));
+        cf_summary s;
+        CHECK_OK(cf_pipeline_run(p, &s, err, sizeof(err)));
+        cf_pipeline_destroy(p);
+        cf_config_destroy(c);
+        n[r] = batch_contexts(audit[r], ctx[r], 64);
+        CHECK(n[r] >= 2);
+        for (size_t b = 1; b < n[r]; b++) { /* one log id and one run id per run */
+            CHECK(memcmp(ctx[r][b], ctx[r][0], 32) == 0);
+        }
+    }
+    CHECK(memcmp(ctx[0][0], ctx[1][0], 16) != 0);      /* log ids differ */
+    CHECK(memcmp(ctx[0][0] + 16, ctx[1][0] + 16, 16) != 0); /* run ids differ */
     free(csv);
 }
 
