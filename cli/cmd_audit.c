@@ -78,12 +78,16 @@ static void print_path(FILE *f, const uint8_t *path, size_t n)
 static void print_sth_json(FILE *f, const cf_audit_sth *s)
 {
     char kid[2 * CF_KEY_ID_LEN + 1], sig[2 * CF_AUDIT_SIG_LEN + 1];
+    char lid[2 * CF_AUDIT_LOG_ID_LEN + 1];
     hex(s->key_id, CF_KEY_ID_LEN, kid);
     hex(s->signature, CF_AUDIT_SIG_LEN, sig);
+    hex(s->log_id, CF_AUDIT_LOG_ID_LEN, lid);
     fprintf(f, "{\"tree_size\":%" PRIu64 ",\"root\":", s->tree_size);
     print_hash(f, s->root);
-    fprintf(f, ",\"timestamp_us\":%" PRId64 ",\"key_id\":\"%s\",\"signature\":\"%s\"}",
-            s->timestamp_us, kid, sig);
+    fprintf(f,
+            ",\"timestamp_us\":%" PRId64
+            ",\"key_id\":\"%s\",\"log_id\":\"%s\",\"signature\":\"%s\"}",
+            s->timestamp_us, kid, lid, sig);
 }
 
 static void fmt_time(int64_t us, char *buf, size_t size)
@@ -673,6 +677,7 @@ static bool jsth(const jtext *t, const char *key, cf_audit_sth *s)
     if (!jnum(&o, "tree_size", &s->tree_size) || !jhash(&o, "root", s->root) ||
         !jnum(&o, "timestamp_us", &ts) ||
         jhex_at(&o, jkey(&o, "key_id"), s->key_id, CF_KEY_ID_LEN) == NULL ||
+        jhex_at(&o, jkey(&o, "log_id"), s->log_id, CF_AUDIT_LOG_ID_LEN) == NULL ||
         jhex_at(&o, jkey(&o, "signature"), s->signature, CF_AUDIT_SIG_LEN) == NULL) {
         return false;
     }

@@ -36,8 +36,12 @@ extern "C" {
 #define CF_AUDIT_PK_LEN 32
 /** Longest proof: one hash per tree level (sizes are below 2^64). */
 #define CF_AUDIT_PROOF_MAX 64
-/** Bytes of the signed tree-head message (see cf_audit_sth_message). */
-#define CF_AUDIT_STH_MSG_LEN 64
+/** Bytes of a log id: random, drawn when the log is created, carried by every record. */
+#define CF_AUDIT_LOG_ID_LEN 16
+/** Per-event salt inside the ciphertext; the leaf commits to salt || event. */
+#define CF_AUDIT_SALT_LEN 16
+/** Longest checkpoint note text (cf_audit_sth_note), signature lines included. */
+#define CF_AUDIT_NOTE_MAX 1024
 /** Longest verdict of one event, bytes. */
 #define CF_AUDIT_VERDICT_MAX 65535u
 /** Most events in one batch record. */
@@ -129,16 +133,60 @@ typedef struct cf_audit_sth {
     uint8_t root[CF_AUDIT_HASH_LEN];
     int64_t timestamp_us; /* wall clock when signed, microseconds since the epoch */
     uint8_t key_id[CF_KEY_ID_LEN];
-    uint8_t signature[CF_AUDIT_SIG_LEN]; /* Ed25519 over cf_audit_sth_message */
+    uint8_t log_id[CF_AUDIT_LOG_ID_LEN]; /* names the log (the checkpoint's origin) */
+    uint8_t signature[CF_AUDIT_SIG_LEN]; /* Ed25519 over the checkpoint body */
 } cf_audit_sth;
 
 /**
- * The signed message: "CFSTH\0v1" (8 bytes) || tree_size u64le || root (32) ||
- * timestamp_us i64le || key_id (8) = 64 bytes.
+ * The signed message is the body of a C2SP checkpoint (c2sp.org/tlog-checkpoint):
+ *   confide.audit/<32 hex digits of the log id>\n   (the origin: names the log)
+ *   <tree size, decimal>\n
+ *   <root hash, base64>\n
+ *   time <timestamp_us, decimal>\n                   (extension line)
+ * Writes the text into @p out (NUL-terminated) and returns its length (0 when it does not
+ * fit). A head of one log can never pass for a head of another.
  */
-void cf_audit_sth_message(const cf_audit_sth *sth, uint8_t out[CF_AUDIT_STH_MSG_LEN]);
+size_t cf_audit_sth_body(const cf_audit_sth *sth, char *out, size_t cap);
+/** The origin line without its newline ("confide.audit/<hex>"), NUL-terminated (48 bytes). */
+void cf_audit_origin(const uint8_t log_id[CF_AUDIT_LOG_ID_LEN], char out[48]);
 /** CF_OK when the signature verifies under @p public_key, CF_E_CRYPTO otherwise. */
 cf_err cf_audit_sth_verify(const cf_audit_sth *sth, const uint8_t public_key[CF_AUDIT_PK_LEN]);
+/**
+ * The head as a C2SP signed note: the body, an empty line and the signature line
+ * "\u2014 <origin> <base64(key hash (4) || signature (64))>", key hash = the first 4 bytes
+ * of SHA-256(origin || "\n" || 0x01 || public key). Returns the length (0: too small).
+ */
+size_t cf_audit_sth_note(const cf_audit_sth *sth, const uint8_t public_key[CF_AUDIT_PK_LEN],
+                         char *out, size_t cap);
+
+/** A witness cosignature (c2sp.org/tlog-cosignature): Ed25519 by the witness over
+ *  "cosignature/v1\ntime <t>\n" || checkpoint body. */
+typedef struct cf_audit_cosig {
+    char name[64];
+    uint8_t key_hash[4];
+    uint64_t time_s;
+    uint8_t signature[CF_AUDIT_SIG_LEN];
+} cf_audit_cosig;
+#define CF_AUDIT_COSIG_MAX 8
+/**
+ * Parses a signed note (a checkpoint written by cf_audit_sth_note, possibly followed by
+ * witness cosignature lines). Fills @p sth (its signature from the line whose name is the
+ * origin; key_id is left zero) and up to CF_AUDIT_COSIG_MAX cosignatures. CF_E_PARSE with a
+ * reason in errstr when the text is not a confide checkpoint.
+ */
+cf_err cf_audit_note_parse(const char *text, size_t len, cf_audit_sth *sth, cf_audit_cosig *cosigs,
+                           size_t *n_cosigs, char *errstr, size_t errstr_size);
+/** Key hash of a signer or witness: SHA-256(name || "\n" || alg || pk)[0..4). */
+void cf_audit_key_hash(const char *name, uint8_t alg, const uint8_t pk[CF_AUDIT_PK_LEN],
+                       uint8_t out[4]);
+/** Cosigns @p sth at @p time_s with the witness secret key (64 bytes) named @p name. */
+void cf_audit_cosign(const cf_audit_sth *sth, const char *name, const uint8_t sk[64],
+                     uint64_t time_s, cf_audit_cosig *out);
+/** CF_OK when @p c is a valid cosignature of @p sth by (@p name, @p pk). */
+cf_err cf_audit_cosig_verify(const cf_audit_sth *sth, const cf_audit_cosig *c,
+                             const uint8_t pk[CF_AUDIT_PK_LEN]);
+/** Appends the cosignature line of @p c to @p out (at @p len); returns the new length. */
+size_t cf_audit_cosig_line(const cf_audit_cosig *c, char *out, size_t len, size_t cap);
 
 /* ---- canonical leaf data ----------------------------------------------------------------- */
 
@@ -150,8 +198,16 @@ cf_err cf_audit_sth_verify(const cf_audit_sth *sth, const uint8_t public_key[CF_
  * is too small or a string field is not NUL-terminated within its array.
  */
 size_t cf_audit_event_encode(const cf_event *ev, uint8_t *buf, size_t size);
-/** Leaf hash of an event with its verdict: SHA-256(0x00 || event bytes || u32le len || verdict). */
-cf_err cf_audit_event_leaf_hash(const cf_event *ev, const void *verdict, size_t verdict_len,
+/**
+ * Leaf hash of an event with its verdict and salt: SHA-256(0x00 || commit || SHA-256(verdict))
+ * with commit = SHA-256(salt || event bytes). The salt (random per event, kept only inside
+ * the ciphertext) makes the commitment hiding: a leaf no longer lets anyone who can guess an
+ * event's other fields find its amount by trying every value. The commitment is stored in
+ * clear beside the leaf, so the verdict is authenticated by the signed root without the data
+ * key.
+ */
+cf_err cf_audit_event_leaf_hash(const cf_event *ev, const uint8_t salt[CF_AUDIT_SALT_LEN],
+                                const void *verdict, size_t verdict_len,
                                 uint8_t out[CF_AUDIT_HASH_LEN]);
 
 /* ---- the log writer ---------------------------------------------------------------------- */
@@ -220,6 +276,8 @@ cf_err cf_audit_close(cf_audit_log *log);
 
 /** Index the next appended event gets. */
 uint64_t cf_audit_next_index(const cf_audit_log *log);
+/** The log's id (random, drawn when the log was created; every record carries it). */
+void cf_audit_log_id(const cf_audit_log *log, uint8_t out[CF_AUDIT_LOG_ID_LEN]);
 
 /**
  * Appends a batch of @p n (1..CF_AUDIT_BATCH_MAX) events with their verdicts (@p verdicts
@@ -281,10 +339,13 @@ typedef struct cf_audit_entry {
      * checkpoint: the index the state covers */
     uint64_t index;
     uint32_t count;
-    const cf_event *events;         /* batch with a data key; NULL without one */
-    const cf_audit_bytes *verdicts; /* batch: count verdicts */
-    const uint8_t *leaf_hashes;     /* batch: count * 32 bytes as stored */
-    const uint8_t *meta;            /* batch: the caller's metadata (not trimmed) */
+    const cf_event *events;              /* batch with a data key; NULL without one */
+    const cf_audit_bytes *verdicts;      /* batch: count verdicts */
+    const uint8_t *leaf_hashes;          /* batch: count * 32 bytes as stored */
+    const uint8_t *commits;              /* batch: count * 32 bytes, SHA-256(salt || event) */
+    const uint8_t *salts;                /* batch with a data key: count * CF_AUDIT_SALT_LEN */
+    uint8_t log_id[CF_AUDIT_LOG_ID_LEN]; /* every record names its log */
+    const uint8_t *meta;                 /* batch: the caller's metadata (not trimmed) */
     size_t meta_len;
     cf_audit_sth sth;     /* sth */
     const uint8_t *state; /* checkpoint with a data key: decrypted state */
@@ -338,6 +399,8 @@ typedef struct cf_audit_report {
     bool decrypted;         /* events were decrypted and re-hashed */
     bool dup_check_bounded; /* the duplicate set hit its bound: later events were not checked */
     bool ok;
+    bool has_log_id;                     /* the log has a record */
+    uint8_t log_id[CF_AUDIT_LOG_ID_LEN]; /* the id every record carries */
     /* evidence of tampering or damage (CRC, signature, root, gap, decryption) was found, as
      * opposed to processing faults only (duplicate event ids, unsigned tail after a crash) */
     bool alert;

@@ -23,17 +23,20 @@
  * The header CRC lets recovery tell a torn payload (intact header, short file) from a damaged
  * length field. The AEAD additional data is bytes 0..28. */
 #define CF__AUDIT_MAGIC 0x52414643u /* "CFAR" little-endian */
-#define CF__AUDIT_VERSION 1
+#define CF__AUDIT_VERSION 2 /* 2: log ids, salted commitments, C2SP heads, signed checkpoints */
 #define CF__AUDIT_HDR_LEN 32
 #define CF__AUDIT_HCRC_OFF 24
 #define CF__AUDIT_CRC_OFF 28
 #define CF__AUDIT_NONCE_LEN 24
 #define CF__AUDIT_TAG_LEN 16
-/* Sealed payloads start with nonce(24) || data key id(8). */
-#define CF__AUDIT_SEAL_PREFIX (CF__AUDIT_NONCE_LEN + CF_KEY_ID_LEN)
+/* Sealed payloads start with nonce(24) || data key id(8) || log id(16). */
+#define CF__AUDIT_SEAL_PREFIX (CF__AUDIT_NONCE_LEN + CF_KEY_ID_LEN + CF_AUDIT_LOG_ID_LEN)
+#define CF__AUDIT_LOGID_OFF (CF__AUDIT_NONCE_LEN + CF_KEY_ID_LEN)
 #define CF__AUDIT_KEY_LEN 32
 #define CF__AUDIT_SK_LEN 64
-#define CF__AUDIT_STH_PAYLOAD (CF_AUDIT_STH_MSG_LEN + CF_AUDIT_SIG_LEN)
+/* STH payload: "CFSTH\0v2" || size u64 || root || time i64 || key id || log id || sig */
+#define CF__AUDIT_STH_PAYLOAD                                                                      \
+    (8 + 8 + CF_AUDIT_HASH_LEN + 8 + CF_KEY_ID_LEN + CF_AUDIT_LOG_ID_LEN + CF_AUDIT_SIG_LEN)
 #define CF__AUDIT_PAYLOAD_MAX (1u << 30)
 #define CF__AUDIT_SEG_SUFFIX ".seg"
 #define CF__AUDIT_SEG_NAME_LEN 24 /* 20 digits + ".seg" */
@@ -106,13 +109,18 @@ typedef struct {
 void cf__frontier_append(cf__frontier *f, cf__sha *s, const uint8_t leaf[CF_AUDIT_HASH_LEN]);
 void cf__frontier_root(const cf__frontier *f, cf__sha *s, uint8_t out[CF_AUDIT_HASH_LEN]);
 
-/* Leaf hash of canonical event bytes plus a verdict. */
-void cf__audit_leaf_of(cf__sha *s, const uint8_t *enc, size_t enc_len, const void *verdict,
+/* commit = SHA-256(salt || canonical event bytes) (the plaintext holds salt || event). */
+void cf__audit_commit(cf__sha *s, const uint8_t *salted, size_t len,
+                      uint8_t out[CF_AUDIT_HASH_LEN]);
+/* leaf = SHA-256(0x00 || commit || SHA-256(verdict)). */
+void cf__audit_leaf_of(cf__sha *s, const uint8_t commit[CF_AUDIT_HASH_LEN], const void *verdict,
                        size_t verdict_len, uint8_t out[CF_AUDIT_HASH_LEN]);
 /* Decodes canonical event bytes; returns bytes consumed or 0 when malformed. */
 size_t cf__audit_event_decode(const uint8_t *buf, size_t len, cf_event *ev);
 
 void cf__audit_sth_payload(const cf_audit_sth *sth, uint8_t out[CF__AUDIT_STH_PAYLOAD]);
+/* Signs the checkpoint body of @p sth (every field but the signature set). */
+void cf__audit_sth_sign(cf_audit_sth *sth, const uint8_t sk[CF__AUDIT_SK_LEN]);
 void cf__audit_sth_parse(const uint8_t in[CF__AUDIT_STH_PAYLOAD], cf_audit_sth *sth,
                          bool *domain_ok);
 
@@ -167,20 +175,29 @@ typedef struct {
     size_t verdicts_len;
     const uint8_t *meta; /* caller's batch metadata (e.g. source position) */
     size_t meta_len;
-    const uint8_t *leaves; /* count x 32 */
+    const uint8_t *leaves;  /* count x 32 */
+    const uint8_t *commits; /* count x 32 */
+    const uint8_t *log_id;  /* every record type */
     /* checkpoint */
     const uint8_t *state_ct; /* ciphertext (state + tag) */
     size_t state_ct_len;
+    const uint8_t *ckpt_sig; /* Ed25519 by the log's signing key (cf__audit_ckpt_message) */
 } cf__rec;
 /* Checks CRC and layout of the record at @p off. */
 cf__rec_status cf__audit_rec_parse(const uint8_t *data, size_t len, size_t off, cf__rec *r);
 /* True when every byte of data[off, len) is zero (a crash-extended but unwritten tail). */
 bool cf__audit_all_zero(const uint8_t *data, size_t len, size_t off);
 
-/* The AEAD additional data of a batch: header bytes 0..28 || meta. Returns its length. */
-#define CF__AUDIT_AD_MAX (CF__AUDIT_CRC_OFF + CF_AUDIT_META_MAX)
-size_t cf__audit_batch_ad(const uint8_t *hdr, const uint8_t *meta, size_t meta_len,
-                          uint8_t ad[CF__AUDIT_AD_MAX]);
+/* The AEAD additional data of a batch: header bytes 0..28 || log id || meta. */
+#define CF__AUDIT_AD_MAX (CF__AUDIT_CRC_OFF + CF_AUDIT_LOG_ID_LEN + CF_AUDIT_META_MAX)
+size_t cf__audit_batch_ad(const uint8_t *hdr, const uint8_t *log_id, const uint8_t *meta,
+                          size_t meta_len, uint8_t ad[CF__AUDIT_AD_MAX]);
+/* What the log's signing key signs for a checkpoint record: "CFCKP\0v2" || header bytes
+ * 0..28 (type, index) || log id || SHA-256(nonce || key id || state ciphertext). So a
+ * checkpoint cannot be replaced, moved to another index or taken from another log without
+ * the signing key. */
+#define CF__AUDIT_CKPT_MSG_LEN (8 + CF__AUDIT_CRC_OFF + CF_AUDIT_LOG_ID_LEN + CF_AUDIT_HASH_LEN)
+void cf__audit_ckpt_message(const cf__rec *r, uint8_t out[CF__AUDIT_CKPT_MSG_LEN]);
 /* Opens a batch's ciphertext into @p pt (capacity >= r->ct_len); *pt_len = plaintext bytes.
  * CF_E_AUTH when the tag does not verify (wrong key or tampering). */
 cf_err cf__audit_batch_open(const cf__rec *r, const uint8_t key[CF__AUDIT_KEY_LEN], uint8_t *pt,

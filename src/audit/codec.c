@@ -185,6 +185,7 @@ static cf__rec_status parse_batch(cf__rec *r)
     }
     r->nonce = p;
     r->key_id = p + CF__AUDIT_NONCE_LEN;
+    r->log_id = p + CF__AUDIT_LOGID_OFF;
     p += CF__AUDIT_SEAL_PREFIX;
     left -= CF__AUDIT_SEAL_PREFIX;
     size_t ct_len = cf__rd32(p);
@@ -208,7 +209,7 @@ static cf__rec_status parse_batch(cf__rec *r)
     }
     size_t mlen = cf__rd32(p + vlen);
     if (mlen > CF_AUDIT_META_MAX ||
-        left - vlen - 4 != mlen + (size_t)r->h.count * CF_AUDIT_HASH_LEN) {
+        left - vlen - 4 != mlen + 2 * (size_t)r->h.count * CF_AUDIT_HASH_LEN) {
         return CF__REC_BAD_LAYOUT;
     }
     r->meta = p + vlen + 4;
@@ -231,6 +232,7 @@ static cf__rec_status parse_batch(cf__rec *r)
         return CF__REC_BAD_LAYOUT;
     }
     r->leaves = r->meta + mlen;
+    r->commits = r->leaves + (size_t)r->h.count * CF_AUDIT_HASH_LEN;
     return CF__REC_OK;
 }
 
@@ -271,29 +273,49 @@ cf__rec_status cf__audit_rec_parse(const uint8_t *data, size_t len, size_t off, 
     case CF_AUDIT_REC_BATCH:
         return parse_batch(r);
     case CF_AUDIT_REC_STH:
-        return (r->h.count == 0 && r->h.payload_len == CF__AUDIT_STH_PAYLOAD) ? CF__REC_OK
-                                                                              : CF__REC_BAD_LAYOUT;
+        if (r->h.count != 0 || r->h.payload_len != CF__AUDIT_STH_PAYLOAD) {
+            return CF__REC_BAD_LAYOUT;
+        }
+        r->log_id = r->payload + 8 + 8 + CF_AUDIT_HASH_LEN + 8 + CF_KEY_ID_LEN;
+        return CF__REC_OK;
     default:
-        if (r->h.count != 0 || r->h.payload_len < CF__AUDIT_SEAL_PREFIX + CF__AUDIT_TAG_LEN) {
+        if (r->h.count != 0 ||
+            r->h.payload_len < CF__AUDIT_SEAL_PREFIX + CF__AUDIT_TAG_LEN + CF_AUDIT_SIG_LEN) {
             return CF__REC_BAD_LAYOUT;
         }
         r->nonce = r->payload;
         r->key_id = r->payload + CF__AUDIT_NONCE_LEN;
+        r->log_id = r->payload + CF__AUDIT_LOGID_OFF;
         r->state_ct = r->payload + CF__AUDIT_SEAL_PREFIX;
-        r->state_ct_len = r->h.payload_len - CF__AUDIT_SEAL_PREFIX;
+        r->state_ct_len = r->h.payload_len - CF__AUDIT_SEAL_PREFIX - CF_AUDIT_SIG_LEN;
+        r->ckpt_sig = r->state_ct + r->state_ct_len;
         return CF__REC_OK;
     }
 }
 
-size_t cf__audit_batch_ad(const uint8_t *hdr, const uint8_t *meta, size_t meta_len,
-                          uint8_t ad[CF__AUDIT_AD_MAX])
+size_t cf__audit_batch_ad(const uint8_t *hdr, const uint8_t *log_id, const uint8_t *meta,
+                          size_t meta_len, uint8_t ad[CF__AUDIT_AD_MAX])
 {
     CF_ASSERT(meta_len <= CF_AUDIT_META_MAX);
     memcpy(ad, hdr, CF__AUDIT_CRC_OFF);
+    memcpy(ad + CF__AUDIT_CRC_OFF, log_id, CF_AUDIT_LOG_ID_LEN);
     if (meta_len > 0) {
-        memcpy(ad + CF__AUDIT_CRC_OFF, meta, meta_len);
+        memcpy(ad + CF__AUDIT_CRC_OFF + CF_AUDIT_LOG_ID_LEN, meta, meta_len);
     }
-    return CF__AUDIT_CRC_OFF + meta_len;
+    return CF__AUDIT_CRC_OFF + CF_AUDIT_LOG_ID_LEN + meta_len;
+}
+
+void cf__audit_ckpt_message(const cf__rec *r, uint8_t out[CF__AUDIT_CKPT_MSG_LEN])
+{
+    static const uint8_t dom[8] = {'C', 'F', 'C', 'K', 'P', 0, 'v', '2'};
+    memcpy(out, dom, 8);
+    memcpy(out + 8, r->hdr_bytes, CF__AUDIT_CRC_OFF);
+    memcpy(out + 8 + CF__AUDIT_CRC_OFF, r->log_id, CF_AUDIT_LOG_ID_LEN);
+    crypto_hash_sha256_state st;
+    crypto_hash_sha256_init(&st);
+    crypto_hash_sha256_update(&st, r->nonce, CF__AUDIT_NONCE_LEN + CF_KEY_ID_LEN);
+    crypto_hash_sha256_update(&st, r->state_ct, r->state_ct_len);
+    crypto_hash_sha256_final(&st, out + 8 + CF__AUDIT_CRC_OFF + CF_AUDIT_LOG_ID_LEN);
 }
 
 cf_err cf__audit_batch_open(const cf__rec *r, const uint8_t key[CF__AUDIT_KEY_LEN], uint8_t *pt,
@@ -301,7 +323,7 @@ cf_err cf__audit_batch_open(const cf__rec *r, const uint8_t key[CF__AUDIT_KEY_LE
 {
     unsigned long long n = 0;
     uint8_t ad[CF__AUDIT_AD_MAX];
-    size_t adl = cf__audit_batch_ad(r->hdr_bytes, r->meta, r->meta_len, ad);
+    size_t adl = cf__audit_batch_ad(r->hdr_bytes, r->log_id, r->meta, r->meta_len, ad);
     if (crypto_aead_xchacha20poly1305_ietf_decrypt(pt, &n, NULL, r->ct, r->ct_len, ad, adl,
                                                    r->nonce, key) != 0) {
         return CF_E_AUTH;
@@ -314,9 +336,11 @@ cf_err cf__audit_state_open(const cf__rec *r, const uint8_t key[CF__AUDIT_KEY_LE
                             size_t *pt_len)
 {
     unsigned long long n = 0;
-    if (crypto_aead_xchacha20poly1305_ietf_decrypt(pt, &n, NULL, r->state_ct, r->state_ct_len,
-                                                   r->hdr_bytes, CF__AUDIT_CRC_OFF, r->nonce,
-                                                   key) != 0) {
+    uint8_t ad[CF__AUDIT_CRC_OFF + CF_AUDIT_LOG_ID_LEN];
+    memcpy(ad, r->hdr_bytes, CF__AUDIT_CRC_OFF);
+    memcpy(ad + CF__AUDIT_CRC_OFF, r->log_id, CF_AUDIT_LOG_ID_LEN);
+    if (crypto_aead_xchacha20poly1305_ietf_decrypt(pt, &n, NULL, r->state_ct, r->state_ct_len, ad,
+                                                   sizeof(ad), r->nonce, key) != 0) {
         return CF_E_AUTH;
     }
     *pt_len = (size_t)n;
@@ -442,33 +466,59 @@ size_t cf__audit_event_decode(const uint8_t *buf, size_t len, cf_event *ev)
     return (size_t)(p - buf);
 }
 
-/* ---- signed tree heads ----------------------------------------------------------------- */
+/* ---- signed tree heads: C2SP checkpoints and signed notes ----------------------------- */
 
-static const uint8_t sth_domain[8] = {'C', 'F', 'S', 'T', 'H', 0, 'v', '1'};
+static const uint8_t sth_domain[8] = {'C', 'F', 'S', 'T', 'H', 0, 'v', '2'};
+static const char sig_dash[] = "\xe2\x80\x94 "; /* U+2014 EM DASH and a space */
 
-void cf_audit_sth_message(const cf_audit_sth *sth, uint8_t out[CF_AUDIT_STH_MSG_LEN])
+void cf_audit_origin(const uint8_t log_id[CF_AUDIT_LOG_ID_LEN], char out[48])
 {
-    memcpy(out, sth_domain, 8);
-    cf__le64(out + 8, sth->tree_size);
-    memcpy(out + 16, sth->root, CF_AUDIT_HASH_LEN);
-    cf__le64(out + 48, (uint64_t)sth->timestamp_us);
-    memcpy(out + 56, sth->key_id, CF_KEY_ID_LEN);
+    char hex[2 * CF_AUDIT_LOG_ID_LEN + 1];
+    sodium_bin2hex(hex, sizeof(hex), log_id, CF_AUDIT_LOG_ID_LEN);
+    snprintf(out, 48, "confide.audit/%s", hex);
+}
+
+size_t cf_audit_sth_body(const cf_audit_sth *sth, char *out, size_t cap)
+{
+    char origin[48];
+    char root[sodium_base64_ENCODED_LEN(CF_AUDIT_HASH_LEN, sodium_base64_VARIANT_ORIGINAL)];
+    cf_audit_origin(sth->log_id, origin);
+    sodium_bin2base64(root, sizeof(root), sth->root, CF_AUDIT_HASH_LEN,
+                      sodium_base64_VARIANT_ORIGINAL);
+    int n = snprintf(out, cap, "%s\n%llu\n%s\ntime %lld\n", origin,
+                     (unsigned long long)sth->tree_size, root, (long long)sth->timestamp_us);
+    return n > 0 && (size_t)n < cap ? (size_t)n : 0;
 }
 
 cf_err cf_audit_sth_verify(const cf_audit_sth *sth, const uint8_t public_key[CF_AUDIT_PK_LEN])
 {
-    uint8_t msg[CF_AUDIT_STH_MSG_LEN];
-    cf_audit_sth_message(sth, msg);
-    if (crypto_sign_verify_detached(sth->signature, msg, sizeof(msg), public_key) != 0) {
+    char body[256];
+    size_t n = cf_audit_sth_body(sth, body, sizeof(body));
+    if (n == 0 ||
+        crypto_sign_verify_detached(sth->signature, (const uint8_t *)body, n, public_key) != 0) {
         return CF_E_CRYPTO;
     }
     return CF_OK;
 }
 
+void cf__audit_sth_sign(cf_audit_sth *sth, const uint8_t sk[CF__AUDIT_SK_LEN])
+{
+    char body[256];
+    size_t n = cf_audit_sth_body(sth, body, sizeof(body));
+    CF_ASSERT(n > 0);
+    crypto_sign_detached(sth->signature, NULL, (const uint8_t *)body, n, sk);
+}
+
 void cf__audit_sth_payload(const cf_audit_sth *sth, uint8_t out[CF__AUDIT_STH_PAYLOAD])
 {
-    cf_audit_sth_message(sth, out);
-    memcpy(out + CF_AUDIT_STH_MSG_LEN, sth->signature, CF_AUDIT_SIG_LEN);
+    uint8_t *p = out;
+    memcpy(p, sth_domain, 8);
+    cf__le64(p + 8, sth->tree_size);
+    memcpy(p + 16, sth->root, CF_AUDIT_HASH_LEN);
+    cf__le64(p + 48, (uint64_t)sth->timestamp_us);
+    memcpy(p + 56, sth->key_id, CF_KEY_ID_LEN);
+    memcpy(p + 64, sth->log_id, CF_AUDIT_LOG_ID_LEN);
+    memcpy(p + 80, sth->signature, CF_AUDIT_SIG_LEN);
 }
 
 void cf__audit_sth_parse(const uint8_t in[CF__AUDIT_STH_PAYLOAD], cf_audit_sth *sth,
@@ -479,5 +529,196 @@ void cf__audit_sth_parse(const uint8_t in[CF__AUDIT_STH_PAYLOAD], cf_audit_sth *
     memcpy(sth->root, in + 16, CF_AUDIT_HASH_LEN);
     sth->timestamp_us = (int64_t)cf__rd64(in + 48);
     memcpy(sth->key_id, in + 56, CF_KEY_ID_LEN);
-    memcpy(sth->signature, in + CF_AUDIT_STH_MSG_LEN, CF_AUDIT_SIG_LEN);
+    memcpy(sth->log_id, in + 64, CF_AUDIT_LOG_ID_LEN);
+    memcpy(sth->signature, in + 80, CF_AUDIT_SIG_LEN);
+}
+
+void cf_audit_key_hash(const char *name, uint8_t alg, const uint8_t pk[CF_AUDIT_PK_LEN],
+                       uint8_t out[4])
+{
+    uint8_t h[crypto_hash_sha256_BYTES];
+    crypto_hash_sha256_state st;
+    crypto_hash_sha256_init(&st);
+    crypto_hash_sha256_update(&st, (const uint8_t *)name, strlen(name));
+    crypto_hash_sha256_update(&st, (const uint8_t *)"\n", 1);
+    crypto_hash_sha256_update(&st, &alg, 1);
+    crypto_hash_sha256_update(&st, pk, CF_AUDIT_PK_LEN);
+    crypto_hash_sha256_final(&st, h);
+    memcpy(out, h, 4);
+}
+
+size_t cf_audit_sth_note(const cf_audit_sth *sth, const uint8_t public_key[CF_AUDIT_PK_LEN],
+                         char *out, size_t cap)
+{
+    size_t n = cf_audit_sth_body(sth, out, cap);
+    if (n == 0) {
+        return 0;
+    }
+    char origin[48];
+    uint8_t blob[4 + CF_AUDIT_SIG_LEN];
+    char b64[sodium_base64_ENCODED_LEN(sizeof(blob), sodium_base64_VARIANT_ORIGINAL)];
+    cf_audit_origin(sth->log_id, origin);
+    cf_audit_key_hash(origin, 0x01, public_key, blob);
+    memcpy(blob + 4, sth->signature, CF_AUDIT_SIG_LEN);
+    sodium_bin2base64(b64, sizeof(b64), blob, sizeof(blob), sodium_base64_VARIANT_ORIGINAL);
+    int m = snprintf(out + n, cap - n, "\n%s%s %s\n", sig_dash, origin, b64);
+    return m > 0 && (size_t)m < cap - n ? n + (size_t)m : 0;
+}
+
+/* The message a witness signs: "cosignature/v1\ntime <t>\n" || checkpoint body. */
+static size_t cosig_message(const cf_audit_sth *sth, uint64_t t, char *out, size_t cap)
+{
+    int n = snprintf(out, cap, "cosignature/v1\ntime %llu\n", (unsigned long long)t);
+    size_t b = cf_audit_sth_body(sth, out + n, cap - (size_t)n);
+    return b == 0 ? 0 : (size_t)n + b;
+}
+
+void cf_audit_cosign(const cf_audit_sth *sth, const char *name, const uint8_t sk[64],
+                     uint64_t time_s, cf_audit_cosig *out)
+{
+    char msg[512];
+    size_t n = cosig_message(sth, time_s, msg, sizeof(msg));
+    CF_ASSERT(n > 0);
+    memset(out, 0, sizeof(*out));
+    snprintf(out->name, sizeof(out->name), "%s", name);
+    cf_audit_key_hash(name, 0x04, sk + 32, out->key_hash);
+    out->time_s = time_s;
+    crypto_sign_detached(out->signature, NULL, (const uint8_t *)msg, n, sk);
+}
+
+cf_err cf_audit_cosig_verify(const cf_audit_sth *sth, const cf_audit_cosig *c,
+                             const uint8_t pk[CF_AUDIT_PK_LEN])
+{
+    char msg[512];
+    uint8_t kh[4];
+    cf_audit_key_hash(c->name, 0x04, pk, kh);
+    size_t n = cosig_message(sth, c->time_s, msg, sizeof(msg));
+    if (n == 0 || memcmp(kh, c->key_hash, 4) != 0 ||
+        crypto_sign_verify_detached(c->signature, (const uint8_t *)msg, n, pk) != 0) {
+        return CF_E_CRYPTO;
+    }
+    return CF_OK;
+}
+
+size_t cf_audit_cosig_line(const cf_audit_cosig *c, char *out, size_t len, size_t cap)
+{
+    uint8_t blob[4 + 8 + CF_AUDIT_SIG_LEN];
+    char b64[sodium_base64_ENCODED_LEN(sizeof(blob), sodium_base64_VARIANT_ORIGINAL)];
+    memcpy(blob, c->key_hash, 4);
+    for (int i = 0; i < 8; i++) {
+        blob[4 + i] = (uint8_t)(c->time_s >> (56 - 8 * i)); /* big-endian, as C2SP says */
+    }
+    memcpy(blob + 12, c->signature, CF_AUDIT_SIG_LEN);
+    sodium_bin2base64(b64, sizeof(b64), blob, sizeof(blob), sodium_base64_VARIANT_ORIGINAL);
+    int m = snprintf(out + len, cap - len, "%s%s %s\n", sig_dash, c->name, b64);
+    return m > 0 && (size_t)m < cap - len ? len + (size_t)m : len;
+}
+
+/* Next line of text[*pos, len) into line (NUL-terminated, without the newline); false at the
+ * end or when a line is too long or not newline-terminated. */
+static bool next_line(const char *text, size_t len, size_t *pos, char *line, size_t cap)
+{
+    if (*pos >= len) {
+        return false;
+    }
+    const char *nl = memchr(text + *pos, '\n', len - *pos);
+    if (nl == NULL) {
+        return false;
+    }
+    size_t n = (size_t)(nl - (text + *pos));
+    if (n >= cap) {
+        return false;
+    }
+    memcpy(line, text + *pos, n);
+    line[n] = '\0';
+    *pos += n + 1;
+    return true;
+}
+
+static bool parse_dec(const char *s, const char *prefix, uint64_t *out)
+{
+    size_t pl = strlen(prefix);
+    if (strncmp(s, prefix, pl) != 0 || s[pl] == '\0' || strlen(s + pl) > 19) {
+        return false;
+    }
+    uint64_t v = 0;
+    for (const char *p = s + pl; *p != '\0'; p++) {
+        if (*p < '0' || *p > '9') {
+            return false;
+        }
+        v = v * 10 + (uint64_t)(*p - '0');
+    }
+    *out = v;
+    return true;
+}
+
+cf_err cf_audit_note_parse(const char *text, size_t len, cf_audit_sth *sth, cf_audit_cosig *cosigs,
+                           size_t *n_cosigs, char *errstr, size_t errstr_size)
+{
+    char line[256], origin[48];
+    size_t pos = 0, nc = 0, bl = 0;
+    uint64_t v = 0;
+    memset(sth, 0, sizeof(*sth));
+    if (!next_line(text, len, &pos, line, sizeof(line)) ||
+        strncmp(line, "confide.audit/", 14) != 0 || strlen(line) != 14 + 32 ||
+        sodium_hex2bin(sth->log_id, CF_AUDIT_LOG_ID_LEN, line + 14, 32, NULL, &bl, NULL) != 0) {
+        return cf_err_set(CF_E_PARSE, errstr, errstr_size,
+                          "not a confide checkpoint: the first line must be the origin "
+                          "confide.audit/<32 hex digits>");
+    }
+    if (!next_line(text, len, &pos, line, sizeof(line)) || !parse_dec(line, "", &v)) {
+        return cf_err_set(CF_E_PARSE, errstr, errstr_size, "checkpoint: bad tree size line");
+    }
+    sth->tree_size = v;
+    if (!next_line(text, len, &pos, line, sizeof(line)) ||
+        sodium_base642bin(sth->root, CF_AUDIT_HASH_LEN, line, strlen(line), NULL, &bl, NULL,
+                          sodium_base64_VARIANT_ORIGINAL) != 0 ||
+        bl != CF_AUDIT_HASH_LEN) {
+        return cf_err_set(CF_E_PARSE, errstr, errstr_size, "checkpoint: bad root hash line");
+    }
+    if (!next_line(text, len, &pos, line, sizeof(line)) || !parse_dec(line, "time ", &v)) {
+        return cf_err_set(CF_E_PARSE, errstr, errstr_size, "checkpoint: bad time line");
+    }
+    sth->timestamp_us = (int64_t)v;
+    if (!next_line(text, len, &pos, line, sizeof(line)) || line[0] != '\0') {
+        return cf_err_set(CF_E_PARSE, errstr, errstr_size,
+                          "checkpoint: expected an empty line before the signatures");
+    }
+    cf_audit_origin(sth->log_id, origin);
+    bool signed_by_log = false;
+    while (next_line(text, len, &pos, line, sizeof(line))) {
+        size_t dl = sizeof(sig_dash) - 1;
+        char *sp = strncmp(line, sig_dash, dl) == 0 ? strchr(line + dl, ' ') : NULL;
+        if (sp == NULL || (size_t)(sp - line - (ptrdiff_t)dl) >= sizeof(cosigs->name)) {
+            return cf_err_set(CF_E_PARSE, errstr, errstr_size, "checkpoint: bad signature line");
+        }
+        *sp = '\0';
+        const char *name = line + dl;
+        uint8_t blob[4 + 8 + CF_AUDIT_SIG_LEN];
+        if (sodium_base642bin(blob, sizeof(blob), sp + 1, strlen(sp + 1), NULL, &bl, NULL,
+                              sodium_base64_VARIANT_ORIGINAL) != 0) {
+            return cf_err_set(CF_E_PARSE, errstr, errstr_size, "checkpoint: bad signature");
+        }
+        if (strcmp(name, origin) == 0 && bl == 4 + CF_AUDIT_SIG_LEN) {
+            memcpy(sth->signature, blob + 4, CF_AUDIT_SIG_LEN);
+            signed_by_log = true;
+        } else if (bl == sizeof(blob) && cosigs != NULL && nc < CF_AUDIT_COSIG_MAX) {
+            cf_audit_cosig *c = &cosigs[nc++];
+            memset(c, 0, sizeof(*c));
+            memcpy(c->name, name, strlen(name)); /* shorter than c->name: checked above */
+            memcpy(c->key_hash, blob, 4);
+            for (int i = 0; i < 8; i++) {
+                c->time_s = (c->time_s << 8) | blob[4 + i];
+            }
+            memcpy(c->signature, blob + 12, CF_AUDIT_SIG_LEN);
+        }
+    }
+    if (!signed_by_log) {
+        return cf_err_set(CF_E_PARSE, errstr, errstr_size,
+                          "checkpoint: no signature line by the log (%s)", origin);
+    }
+    if (n_cosigs != NULL) {
+        *n_cosigs = nc;
+    }
+    return CF_OK;
 }

@@ -37,9 +37,11 @@ struct cf_audit_log {
     char seg_name[32];
     uint64_t seg_bytes;
     cf_audit_opts opts;
-    uint8_t *data_key;                  /* sodium_malloc, 32 */
-    uint8_t *sign_sk;                   /* sodium_malloc, 64 */
-    uint8_t key_id[CF_KEY_ID_LEN];      /* signing key */
+    uint8_t *data_key;                   /* sodium_malloc, 32 */
+    uint8_t *sign_sk;                    /* sodium_malloc, 64 */
+    uint8_t key_id[CF_KEY_ID_LEN];       /* signing key */
+    uint8_t log_id[CF_AUDIT_LOG_ID_LEN]; /* from the first record, or drawn for a new log */
+    bool has_log_id;
     uint8_t data_key_id[CF_KEY_ID_LEN]; /* written into every sealed record */
     cf__sha sha;
     cf__frontier f;
@@ -106,6 +108,11 @@ bad:
 uint64_t cf_audit_next_index(const cf_audit_log *log)
 {
     return log->f.n;
+}
+
+void cf_audit_log_id(const cf_audit_log *log, uint8_t out[CF_AUDIT_LOG_ID_LEN])
+{
+    memcpy(out, log->log_id, CF_AUDIT_LOG_ID_LEN);
 }
 
 cf_err cf_audit_last_sth(const cf_audit_log *log, cf_audit_sth *out)
@@ -249,11 +256,14 @@ static size_t build_sth(cf_audit_log *log, const cf__frontier *f, size_t off, cf
     memset(sth, 0, sizeof(*sth));
     sth->tree_size = f->n;
     cf__frontier_root(f, &log->sha, sth->root);
+    /* Heads never go back in time, even if the wall clock does (the verifier checks). */
     sth->timestamp_us = cf_wall_us();
+    if (log->has_sth && sth->timestamp_us < log->last_sth.timestamp_us) {
+        sth->timestamp_us = log->last_sth.timestamp_us;
+    }
     memcpy(sth->key_id, log->key_id, CF_KEY_ID_LEN);
-    uint8_t msg[CF_AUDIT_STH_MSG_LEN];
-    cf_audit_sth_message(sth, msg);
-    crypto_sign_detached(sth->signature, NULL, msg, sizeof(msg), log->sign_sk);
+    memcpy(sth->log_id, log->log_id, CF_AUDIT_LOG_ID_LEN);
+    cf__audit_sth_sign(sth, log->sign_sk);
     uint8_t *hdr = log->buf + off;
     uint8_t *payload = hdr + CF__AUDIT_HDR_LEN;
     cf__audit_sth_payload(sth, payload);
@@ -282,11 +292,13 @@ cf_err cf_audit_append_meta(cf_audit_log *log, const cf_event *events, uint32_t 
         (mlen > 0 && meta->data == NULL)) {
         return CF_E_INVAL;
     }
-    /* Plaintext: the canonical encodings back to back; each leaf is hashed as it is encoded
-     * and the frontier copy advanced, so nothing is encoded twice. */
-    cf_err err = ensure(&log->pt, &log->pt_cap, (size_t)n * CF_AUDIT_EVENT_ENC_MAX);
+    /* Plaintext: salt || canonical encoding per event, back to back; each commitment and
+     * leaf is hashed as it is encoded and the frontier copy advanced, so nothing is encoded
+     * twice. lv holds the leaves, then the commitments. */
+    cf_err err =
+        ensure(&log->pt, &log->pt_cap, (size_t)n * (CF_AUDIT_SALT_LEN + CF_AUDIT_EVENT_ENC_MAX));
     if (err == CF_OK) {
-        err = ensure(&log->lv, &log->lv_cap, (size_t)n * CF_AUDIT_HASH_LEN);
+        err = ensure(&log->lv, &log->lv_cap, 2 * (size_t)n * CF_AUDIT_HASH_LEN);
     }
     if (err != CF_OK) {
         return err;
@@ -294,12 +306,16 @@ cf_err cf_audit_append_meta(cf_audit_log *log, const cf_event *events, uint32_t 
     log->scratch = log->f;
     size_t pt_len = 0;
     size_t vlen = 0;
+    uint8_t *commits = log->lv + (size_t)n * CF_AUDIT_HASH_LEN;
     for (uint32_t i = 0; i < n; i++) {
-        uint8_t *enc = log->pt + pt_len;
-        size_t e = cf_audit_event_encode(&events[i], enc, CF_AUDIT_EVENT_ENC_MAX);
+        uint8_t *salted = log->pt + pt_len;
+        randombytes_buf(salted, CF_AUDIT_SALT_LEN);
+        size_t e =
+            cf_audit_event_encode(&events[i], salted + CF_AUDIT_SALT_LEN, CF_AUDIT_EVENT_ENC_MAX);
         if (e == 0) {
             return CF_E_INVAL;
         }
+        e += CF_AUDIT_SALT_LEN;
         pt_len += e;
         const void *vd = verdicts ? verdicts[i].data : NULL;
         size_t vl = verdicts ? verdicts[i].len : 0;
@@ -308,12 +324,14 @@ cf_err cf_audit_append_meta(cf_audit_log *log, const cf_event *events, uint32_t 
         }
         vlen += 4 + vl;
         uint8_t *leaf = log->lv + (size_t)i * CF_AUDIT_HASH_LEN;
-        cf__audit_leaf_of(&log->sha, enc, e, vd, vl, leaf);
+        uint8_t *commit = commits + (size_t)i * CF_AUDIT_HASH_LEN;
+        cf__audit_commit(&log->sha, salted, e, commit);
+        cf__audit_leaf_of(&log->sha, commit, vd, vl, leaf);
         cf__frontier_append(&log->scratch, &log->sha, leaf);
     }
     size_t ct_len = pt_len + CF__AUDIT_TAG_LEN;
-    size_t payload_len =
-        CF__AUDIT_SEAL_PREFIX + 4 + ct_len + 4 + vlen + 4 + mlen + (size_t)n * CF_AUDIT_HASH_LEN;
+    size_t payload_len = CF__AUDIT_SEAL_PREFIX + 4 + ct_len + 4 + vlen + 4 + mlen +
+                         2 * (size_t)n * CF_AUDIT_HASH_LEN;
     if (payload_len > CF__AUDIT_PAYLOAD_MAX) {
         return CF_E_LIMIT;
     }
@@ -340,6 +358,7 @@ cf_err cf_audit_append_meta(cf_audit_log *log, const cf_event *events, uint32_t 
     uint8_t *nonce = payload;
     randombytes_buf(nonce, CF__AUDIT_NONCE_LEN);
     memcpy(payload + CF__AUDIT_NONCE_LEN, log->data_key_id, CF_KEY_ID_LEN);
+    memcpy(payload + CF__AUDIT_LOGID_OFF, log->log_id, CF_AUDIT_LOG_ID_LEN);
     cf__le32(payload + CF__AUDIT_SEAL_PREFIX, (uint32_t)ct_len);
     uint8_t *ct = payload + CF__AUDIT_SEAL_PREFIX + 4;
     uint8_t *vp = ct + ct_len;
@@ -361,10 +380,10 @@ cf_err cf_audit_append_meta(cf_audit_log *log, const cf_event *events, uint32_t 
     if (mlen > 0) {
         memcpy(mp + 4, meta->data, mlen);
     }
-    memcpy(leaves, log->lv, (size_t)n * CF_AUDIT_HASH_LEN);
+    memcpy(leaves, log->lv, 2 * (size_t)n * CF_AUDIT_HASH_LEN); /* leaves, then commitments */
 
     uint8_t ad[CF__AUDIT_AD_MAX];
-    size_t adl = cf__audit_batch_ad(hdr, mp + 4, mlen, ad);
+    size_t adl = cf__audit_batch_ad(hdr, log->log_id, mp + 4, mlen, ad);
     unsigned long long clen = 0;
     crypto_aead_xchacha20poly1305_ietf_encrypt(ct, &clen, log->pt, pt_len, ad, adl, NULL, nonce,
                                                log->data_key);
@@ -408,7 +427,7 @@ cf_err cf_audit_checkpoint(cf_audit_log *log, uint64_t index, const void *state,
     if (index > log->f.n || len > CF_AUDIT_STATE_MAX) {
         return CF_E_INVAL;
     }
-    size_t payload_len = CF__AUDIT_SEAL_PREFIX + len + CF__AUDIT_TAG_LEN;
+    size_t payload_len = CF__AUDIT_SEAL_PREFIX + len + CF__AUDIT_TAG_LEN + CF_AUDIT_SIG_LEN;
     size_t total = CF__AUDIT_HDR_LEN + payload_len;
     cf_err err = ensure(&log->buf, &log->buf_cap, total);
     if (err != CF_OK) {
@@ -427,10 +446,24 @@ cf_err cf_audit_checkpoint(cf_audit_log *log, uint64_t index, const void *state,
     cf__audit_hdr_encode(&h, NULL, hdr);
     randombytes_buf(payload, CF__AUDIT_NONCE_LEN);
     memcpy(payload + CF__AUDIT_NONCE_LEN, log->data_key_id, CF_KEY_ID_LEN);
+    memcpy(payload + CF__AUDIT_LOGID_OFF, log->log_id, CF_AUDIT_LOG_ID_LEN);
+    uint8_t ad[CF__AUDIT_CRC_OFF + CF_AUDIT_LOG_ID_LEN];
+    memcpy(ad, hdr, CF__AUDIT_CRC_OFF);
+    memcpy(ad + CF__AUDIT_CRC_OFF, log->log_id, CF_AUDIT_LOG_ID_LEN);
     unsigned long long clen = 0;
     crypto_aead_xchacha20poly1305_ietf_encrypt(payload + CF__AUDIT_SEAL_PREFIX, &clen, state, len,
-                                               hdr, CF__AUDIT_CRC_OFF, NULL, payload,
-                                               log->data_key);
+                                               ad, sizeof(ad), NULL, payload, log->data_key);
+    /* Signed, so that nobody without the signing key can swap, move or replay a checkpoint
+     * (it decides where recovery resumes). */
+    cf__rec view = {.hdr_bytes = hdr,
+                    .nonce = payload,
+                    .log_id = payload + CF__AUDIT_LOGID_OFF,
+                    .state_ct = payload + CF__AUDIT_SEAL_PREFIX,
+                    .state_ct_len = (size_t)clen};
+    uint8_t msg[CF__AUDIT_CKPT_MSG_LEN];
+    cf__audit_ckpt_message(&view, msg);
+    crypto_sign_detached(payload + CF__AUDIT_SEAL_PREFIX + clen, NULL, msg, sizeof(msg),
+                         log->sign_sk);
     cf__audit_hdr_seal(hdr, payload);
     uint64_t off = log->seg_bytes;
     log->dirty = true;
@@ -587,6 +620,18 @@ static cf_err recover(cf_audit_log *log, cf_audit_recovery *rec, char *errstr, s
             cf__rec_status st = cf__audit_rec_parse(m.data, m.len, off, &r);
             if (st == CF__REC_END) {
                 break;
+            }
+            if (st == CF__REC_OK && log->has_log_id &&
+                memcmp(r.log_id, log->log_id, CF_AUDIT_LOG_ID_LEN) != 0) {
+                err = cf_err_set(CF_E_CORRUPT, errstr, errstr_size,
+                                 "audit log %s: segment %s offset %zu: a record of another log "
+                                 "(different log id)",
+                                 log->dir, sl.name[s], off);
+                goto done;
+            }
+            if (st == CF__REC_OK && !log->has_log_id) {
+                memcpy(log->log_id, r.log_id, CF_AUDIT_LOG_ID_LEN);
+                log->has_log_id = true;
             }
             if (st == CF__REC_OK && r.h.type == CF_AUDIT_REC_BATCH && r.h.index != log->f.n) {
                 err = cf_err_set(CF_E_CORRUPT, errstr, errstr_size,
@@ -754,6 +799,11 @@ cf_err cf_audit_open_keys(cf_audit_log **out, const char *dir, const cf_key *dat
     err = recover(log, rec, errstr, errstr_size);
     if (err != CF_OK) {
         goto fail;
+    }
+    if (!log->has_log_id) {
+        /* A new log: its identity, carried by every record from the first one on. */
+        randombytes_buf(log->log_id, CF_AUDIT_LOG_ID_LEN);
+        log->has_log_id = true;
     }
     log->last_sync_ns = cf_now_ns();
     /* Leaves no head covers (a crash between a batch and its head, or a torn head): sign. */

@@ -13,6 +13,8 @@
  * - The verifiers follow RFC 9162 2.1.3.2 and 2.1.4.2 literally.
  * Threads: none shared; each object belongs to its caller.
  */
+#include <sodium.h>
+
 #include "audit_int.h"
 
 /* ---- hashing --------------------------------------------------------------------------- */
@@ -81,15 +83,22 @@ void cf__sha_node(cf__sha *s, const uint8_t l[CF_AUDIT_HASH_LEN],
     sha_end(s, out);
 }
 
-void cf__audit_leaf_of(cf__sha *s, const uint8_t *enc, size_t enc_len, const void *verdict,
+void cf__audit_commit(cf__sha *s, const uint8_t *salted, size_t len, uint8_t out[CF_AUDIT_HASH_LEN])
+{
+    unsigned int n = 0;
+    int ok = EVP_DigestInit_ex(s->ctx, s->md, NULL) && EVP_DigestUpdate(s->ctx, salted, len) &&
+             EVP_DigestFinal_ex(s->ctx, out, &n);
+    CF_ASSERT(ok && n == CF_AUDIT_HASH_LEN);
+}
+
+void cf__audit_leaf_of(cf__sha *s, const uint8_t commit[CF_AUDIT_HASH_LEN], const void *verdict,
                        size_t verdict_len, uint8_t out[CF_AUDIT_HASH_LEN])
 {
-    uint8_t lb[4];
-    cf__le32(lb, (uint32_t)verdict_len);
+    uint8_t vh[CF_AUDIT_HASH_LEN];
+    cf__audit_commit(s, verdict_len > 0 ? verdict : (const void *)"", verdict_len, vh);
     sha_begin(s, 0x00);
-    sha_update(s, enc, enc_len);
-    sha_update(s, lb, 4);
-    sha_update(s, verdict, verdict_len);
+    sha_update(s, commit, CF_AUDIT_HASH_LEN);
+    sha_update(s, vh, CF_AUDIT_HASH_LEN);
     sha_end(s, out);
 }
 
@@ -133,11 +142,13 @@ void cf_audit_empty_root(uint8_t out[CF_AUDIT_HASH_LEN])
     CF_ASSERT(ok && len == CF_AUDIT_HASH_LEN);
 }
 
-cf_err cf_audit_event_leaf_hash(const cf_event *ev, const void *verdict, size_t verdict_len,
+cf_err cf_audit_event_leaf_hash(const cf_event *ev, const uint8_t salt[CF_AUDIT_SALT_LEN],
+                                const void *verdict, size_t verdict_len,
                                 uint8_t out[CF_AUDIT_HASH_LEN])
 {
-    uint8_t enc[CF_AUDIT_EVENT_ENC_MAX];
-    size_t n = cf_audit_event_encode(ev, enc, sizeof(enc));
+    uint8_t buf[CF_AUDIT_SALT_LEN + CF_AUDIT_EVENT_ENC_MAX];
+    memcpy(buf, salt, CF_AUDIT_SALT_LEN);
+    size_t n = cf_audit_event_encode(ev, buf + CF_AUDIT_SALT_LEN, CF_AUDIT_EVENT_ENC_MAX);
     if (n == 0 || verdict_len > CF_AUDIT_VERDICT_MAX) {
         return CF_E_INVAL;
     }
@@ -145,8 +156,11 @@ cf_err cf_audit_event_leaf_hash(const cf_event *ev, const void *verdict, size_t 
     if (cf__sha_init(&s) != CF_OK) {
         return CF_E_CRYPTO;
     }
-    cf__audit_leaf_of(&s, enc, n, verdict, verdict_len, out);
+    uint8_t commit[CF_AUDIT_HASH_LEN];
+    cf__audit_commit(&s, buf, CF_AUDIT_SALT_LEN + n, commit);
+    cf__audit_leaf_of(&s, commit, verdict, verdict_len, out);
     cf__sha_free(&s);
+    sodium_memzero(buf, sizeof(buf));
     return CF_OK;
 }
 

@@ -25,10 +25,14 @@ struct cf_audit_reader {
     uint64_t from;
     bool started;
     uint64_t next_index; /* expected index of the next batch */
+    bool has_log_id;
+    uint8_t log_id[CF_AUDIT_LOG_ID_LEN]; /* of the first record: every other must match */
     cf_event *ev;
     size_t ev_cap;
     cf_audit_bytes *vd;
     size_t vd_cap;
+    uint8_t *salt; /* CF_AUDIT_SALT_LEN per event of the current batch */
+    size_t salt_cap;
     uint8_t *pt;
     size_t pt_cap;
 };
@@ -51,6 +55,7 @@ void cf_audit_reader_destroy(cf_audit_reader *r)
     cf_free(r->pt);
     cf_free(r->ev);
     cf_free(r->vd);
+    cf_free(r->salt);
     cf_free(r->dir);
     cf_free(r);
 }
@@ -137,6 +142,9 @@ static cf_err load_batch(cf_audit_reader *r, const cf__rec *rec, char *errstr, s
     }
     err = grow((void **)&r->ev, &r->ev_cap, n, sizeof(*r->ev));
     if (err == CF_OK) {
+        err = grow((void **)&r->salt, &r->salt_cap, (size_t)n * CF_AUDIT_SALT_LEN, 1);
+    }
+    if (err == CF_OK) {
         err = grow((void **)&r->pt, &r->pt_cap, rec->ct_len, 1);
     }
     if (err != CF_OK) {
@@ -151,11 +159,15 @@ static cf_err load_batch(cf_audit_reader *r, const cf__rec *rec, char *errstr, s
     }
     size_t off = 0;
     for (uint32_t i = 0; i < n; i++) {
-        size_t e = cf__audit_event_decode(r->pt + off, pt_len - off, &r->ev[i]);
+        size_t e = pt_len - off > CF_AUDIT_SALT_LEN
+                       ? cf__audit_event_decode(r->pt + off + CF_AUDIT_SALT_LEN,
+                                                pt_len - off - CF_AUDIT_SALT_LEN, &r->ev[i])
+                       : 0;
         if (e == 0) {
             return bad(r, rec->h.index + i, "malformed event encoding", errstr, errstr_size);
         }
-        off += e;
+        memcpy(r->salt + (size_t)i * CF_AUDIT_SALT_LEN, r->pt + off, CF_AUDIT_SALT_LEN);
+        off += CF_AUDIT_SALT_LEN + e;
     }
     if (off != pt_len) {
         return bad(r, rec->h.index, "trailing bytes after the batch's events", errstr, errstr_size);
@@ -198,6 +210,12 @@ cf_err cf_audit_reader_next(cf_audit_reader *r, cf_audit_entry *e, char *errstr,
         if (st != CF__REC_OK) {
             return bad(r, r->next_index, cf__rec_status_text(st), errstr, errstr_size);
         }
+        if (r->has_log_id && memcmp(rec.log_id, r->log_id, CF_AUDIT_LOG_ID_LEN) != 0) {
+            return bad(r, rec.h.index, "a record of another log (different log id)", errstr,
+                       errstr_size);
+        }
+        memcpy(r->log_id, rec.log_id, CF_AUDIT_LOG_ID_LEN);
+        r->has_log_id = true;
         size_t rec_off = r->off;
         size_t next_off = r->off + CF__AUDIT_HDR_LEN + rec.h.payload_len;
         memset(e, 0, sizeof(*e));
@@ -205,6 +223,7 @@ cf_err cf_audit_reader_next(cf_audit_reader *r, cf_audit_entry *e, char *errstr,
         e->segment = r->sl.name[r->seg];
         e->offset = rec_off;
         e->index = rec.h.index;
+        memcpy(e->log_id, rec.log_id, CF_AUDIT_LOG_ID_LEN);
         if (rec.h.type == CF_AUDIT_REC_BATCH) {
             if (rec.h.index != r->next_index) {
                 return bad(r, rec.h.index, "batch index is not contiguous with the previous one",
@@ -226,6 +245,8 @@ cf_err cf_audit_reader_next(cf_audit_reader *r, cf_audit_entry *e, char *errstr,
             e->events = r->key != NULL ? r->ev + skip : NULL;
             e->verdicts = r->vd + skip;
             e->leaf_hashes = rec.leaves + (size_t)skip * CF_AUDIT_HASH_LEN;
+            e->commits = rec.commits + (size_t)skip * CF_AUDIT_HASH_LEN;
+            e->salts = r->key != NULL ? r->salt + (size_t)skip * CF_AUDIT_SALT_LEN : NULL;
             e->meta = rec.meta;
             e->meta_len = rec.meta_len;
         } else if (!r->started) {

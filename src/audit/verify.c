@@ -116,6 +116,8 @@ typedef struct {
     uint64_t expected;   /* next batch index */
     uint64_t max_index;  /* highest event index + 1 named by a batch or head */
     uint64_t prev_sth;   /* size of the previous head */
+    int64_t prev_sth_us; /* time of the previous head */
+    bool has_log_id;
     uint64_t bad_events; /* events in damaged records, failing re-hash, or duplicated */
     const char *last_batch_seg;
     size_t last_batch_off;
@@ -169,6 +171,18 @@ static const uint8_t *public_key_for(const cf_audit_verify_opts *o, const uint8_
     return o->public_key;
 }
 
+/* Every record names its log; the first one fixes the id the others must carry. */
+static void check_log_id(vstate *v, const cf__rec *r, size_t off)
+{
+    cf_audit_report *rep = v->rep;
+    if (!v->has_log_id) {
+        memcpy(rep->log_id, r->log_id, CF_AUDIT_LOG_ID_LEN);
+        rep->has_log_id = v->has_log_id = true;
+    } else if (memcmp(rep->log_id, r->log_id, CF_AUDIT_LOG_ID_LEN) != 0) {
+        flag(v, off, r->h.index, "a record of another log (different log id)");
+    }
+}
+
 static void check_batch(vstate *v, const cf__rec *r, size_t off, const cf_audit_verify_opts *o)
 {
     cf_audit_report *rep = v->rep;
@@ -219,22 +233,34 @@ static void check_batch(vstate *v, const cf__rec *r, size_t off, const cf_audit_
     size_t eoff = 0;
     for (uint32_t i = 0; i < n; i++) {
         const uint8_t *leaf = r->leaves + (size_t)i * CF_AUDIT_HASH_LEN;
+        const uint8_t *commit = r->commits + (size_t)i * CF_AUDIT_HASH_LEN;
         cf_audit_bytes vd;
         cf__verdict_next(&vcur, &vd);
         uint64_t dup_key;
         memcpy(&dup_key, leaf, sizeof(dup_key));
+        /* The verdict is bound to the leaf through its hash, with or without the data key:
+         * a changed verdict changes the leaf, hence the signed root. */
+        uint8_t h[CF_AUDIT_HASH_LEN];
+        cf__audit_leaf_of(&v->sha, commit, vd.data, vd.len, h);
+        if (memcmp(h, leaf, CF_AUDIT_HASH_LEN) != 0) {
+            flag(v, off, idx + i, "stored leaf hash does not match the commitment and verdict");
+            v->bad_events++;
+        }
         if (dec != NULL) {
             cf_event ev;
-            size_t e = cf__audit_event_decode(dec + eoff, dec_len - eoff, &ev);
+            size_t e = dec_len - eoff > CF_AUDIT_SALT_LEN
+                           ? cf__audit_event_decode(dec + eoff + CF_AUDIT_SALT_LEN,
+                                                    dec_len - eoff - CF_AUDIT_SALT_LEN, &ev)
+                           : 0;
             if (e == 0) {
                 flag(v, off, idx + i, "malformed event encoding");
                 v->bad_events += n - i;
                 dec = NULL;
             } else {
-                uint8_t h[CF_AUDIT_HASH_LEN];
-                cf__audit_leaf_of(&v->sha, dec + eoff, e, vd.data, vd.len, h);
-                if (memcmp(h, leaf, CF_AUDIT_HASH_LEN) != 0) {
-                    flag(v, off, idx + i, "stored leaf hash does not match the event and verdict");
+                e += CF_AUDIT_SALT_LEN;
+                cf__audit_commit(&v->sha, dec + eoff, e, h);
+                if (memcmp(h, commit, CF_AUDIT_HASH_LEN) != 0) {
+                    flag(v, off, idx + i, "stored commitment does not match the event");
                     v->bad_events++;
                 } else {
                     rep->events++;
@@ -290,6 +316,8 @@ static void check_sth(vstate *v, const cf__rec *r, size_t off, const cf_audit_ve
         why = "tree head size differs from its record header";
     } else if (sth.tree_size < v->prev_sth) {
         why = "tree head smaller than the previous one (log not append-only)";
+    } else if (sth.timestamp_us < v->prev_sth_us) {
+        why = "tree head older than the previous one (timestamps must not go back)";
     } else if (public_key_for(o, sth.key_id) != NULL &&
                cf_audit_sth_verify(&sth, public_key_for(o, sth.key_id)) != CF_OK) {
         why = "tree head signature does not verify";
@@ -313,6 +341,7 @@ static void check_sth(vstate *v, const cf__rec *r, size_t off, const cf_audit_ve
     }
     rep->sth_valid++;
     v->prev_sth = sth.tree_size;
+    v->prev_sth_us = sth.timestamp_us;
     if (sth.tree_size > rep->covered) {
         rep->covered = sth.tree_size;
     }
@@ -323,6 +352,18 @@ static void check_checkpoint(vstate *v, const cf__rec *r, size_t off, const cf_a
     v->rep->checkpoints++;
     if (r->h.index > v->expected) {
         flag(v, off, r->h.index, "checkpoint covers events the log does not hold");
+    }
+    if (o->public_key != NULL) {
+        uint8_t msg[CF__AUDIT_CKPT_MSG_LEN];
+        cf__audit_ckpt_message(r, msg);
+        bool good = crypto_sign_verify_detached(r->ckpt_sig, msg, sizeof(msg), o->public_key) == 0;
+        for (size_t i = 0; !good && i < o->n_more_public_keys; i++) {
+            good = crypto_sign_verify_detached(r->ckpt_sig, msg, sizeof(msg),
+                                               o->more_public_keys[i].key) == 0;
+        }
+        if (!good) {
+            flag(v, off, r->h.index, "checkpoint signature does not verify");
+        }
     }
     if (o->data_key == NULL) {
         return;
@@ -434,6 +475,7 @@ cf_err cf_audit_verify(const char *dir, const cf_audit_verify_opts *opts, cf_aud
                 continue;
             }
             rep->records++;
+            check_log_id(&v, &r, off);
             switch ((cf_audit_rec_type)r.h.type) {
             case CF_AUDIT_REC_BATCH:
                 check_batch(&v, &r, off, &o);

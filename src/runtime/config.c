@@ -86,6 +86,9 @@ static const conf_entry entries[] = {
      "(needs an output or audit directory)."},
     {"audit.dir", CONF_STR, "", 0, 0, NULL, OFF(audit_dir), SZ(audit_dir),
      "Audit log directory. Empty: OUTPUT/audit."},
+    {"audit.witness_dir", CONF_STR, "", 0, 0, NULL, OFF(audit_witness_dir), SZ(audit_witness_dir),
+     "Publish every signed tree head, as a C2SP checkpoint, to WITNESS_DIR/<log id>.checkpoint "
+     "(atomic rename) for `confide audit witness` to cosign. Empty: no publication."},
     {"audit.fsync", CONF_STR, "batch", 0, 0, NULL, OFF(audit_fsync), SZ(audit_fsync),
      "Durability: batch (a batch is durable before it is forwarded), interval:MS, or none "
      "(benchmarks only)."},

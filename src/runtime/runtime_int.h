@@ -31,6 +31,7 @@ struct cf_config {
     char rules_file[CF_CONF_STR_MAX];
     bool audit_enabled;
     char audit_dir[CF_CONF_STR_MAX];
+    char audit_witness_dir[CF_CONF_STR_MAX];
     char audit_fsync[32];
     int64_t audit_checkpoint_events;
     int64_t window_size_ms;

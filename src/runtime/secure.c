@@ -171,7 +171,9 @@ struct cf_secure {
     uint64_t last_ckpt_index; /* gateway: index of the last checkpoint requested */
     uint64_t resume_index;    /* events already in the log when the run started */
     bool ephemeral_keys;
-    int heads_fd;     /* OUT/tree_heads.ndjson, -1 when there is no output directory */
+    int heads_fd; /* OUT/tree_heads.ndjson, -1 when there is no output directory */
+    uint8_t sign_pk[CF_KEY_SIGN_PK_LEN]; /* the log's signing key: names it in checkpoints */
+    bool witness_warned;
     bool results_csv; /* output.results_format: csv */
 
     /* Metrics (observe.h): registered before the threads start; NULL when not observed. */
@@ -1157,6 +1159,10 @@ static cf_err open_audit(cf_secure *s, char *errstr, size_t errstr_size)
     }
     s->st.audit_first_index = rec.next_index;
     s->resume_index = rec.next_index;
+    if ((err = cf_key_load_signing_pub(s->st.keys_dir, s->sign_pk, NULL, NULL, errstr,
+                                       errstr_size)) != CF_OK) {
+        return err;
+    }
     if (s->conf.output_dir[0] != '\0') {
         char path[CF_CONF_STR_MAX + 32];
         snprintf(path, sizeof(path), "%s/tree_heads.ndjson", s->conf.output_dir);
@@ -1173,37 +1179,18 @@ static cf_err open_audit(cf_secure *s, char *errstr, size_t errstr_size)
 }
 
 /*
- * The mask context of this run: a fresh random run id, and the log's id -- read from the
- * log's first batch when resuming, random for a new log (recorded with every batch) or when
- * there is no log at all (then nothing is kept, so nothing can reuse a mask).
+ * The mask context of this run: a fresh random run id, and the audit log's id (random per
+ * log, carried by its every record), or a random one when there is no log (then nothing is
+ * kept, so nothing can reuse a mask). Replayed batches use the context recorded with them.
  */
-static cf_err init_mask_ctx(cf_secure *s, char *errstr, size_t errstr_size)
+static void init_mask_ctx(cf_secure *s)
 {
     randombytes_buf(s->ctx.run_id, sizeof(s->ctx.run_id));
     randombytes_buf(s->ctx.log_id, sizeof(s->ctx.log_id));
-    if (s->audit == NULL || s->resume_index == 0) {
-        return CF_OK;
+    if (s->audit != NULL) {
+        _Static_assert(CF_AUDIT_LOG_ID_LEN == CF_SA_ID_LEN, "one log id for log and masks");
+        cf_audit_log_id(s->audit, s->ctx.log_id);
     }
-    cf_audit_reader *rd = NULL;
-    cf_err err = cf_audit_reader_open(&rd, s->st.audit_dir, NULL, 0, errstr, errstr_size);
-    while (err == CF_OK) {
-        cf_audit_entry e;
-        err = cf_audit_reader_next(rd, &e, errstr, errstr_size);
-        if (err == CF_OK && e.type == CF_AUDIT_REC_BATCH) {
-            cf_sa_ctx first;
-            if (!meta_ctx(&e, &first)) {
-                err = cf_err_set(CF_E_CORRUPT, errstr, errstr_size,
-                                 "the audit log in %s has no mask context (written by an older "
-                                 "confide): start a new log",
-                                 s->st.audit_dir);
-                break;
-            }
-            memcpy(s->ctx.log_id, first.log_id, sizeof(first.log_id));
-            break;
-        }
-    }
-    cf_audit_reader_destroy(rd);
-    return err == CF_E_EOF ? CF_OK : err;
 }
 
 static bool start_threads(cf_secure *s)
@@ -1553,9 +1540,7 @@ cf_err cf__secure_create_observed(cf_secure **out, const cf_config *c, cf_metric
     if (audit && (err = open_audit(s, errstr, errstr_size)) != CF_OK) {
         goto fail;
     }
-    if ((err = init_mask_ctx(s, errstr, errstr_size)) != CF_OK) {
-        goto fail;
-    }
+    init_mask_ctx(s);
     if ((err = load_resume_state(s, &rs, errstr, errstr_size)) != CF_OK ||
         (err = open_outputs(s, s->resume_index > 0 ? &rs : NULL, errstr, errstr_size)) != CF_OK) {
         goto fail;
@@ -1722,21 +1707,61 @@ static cf_err protect(cf_secure *s, const cf_event *events, uint32_t n, const cf
 /* Hands the signed tree head of every batch to the sinks: tree_heads.ndjson lets whoever
  * consumes the results check them against the log (confide audit prove/verify-proof)
  * without access to it. Append-only; a restart appends the heads it signs. */
+/* Hands the newest head to a witness: WITNESS_DIR/<log id>.checkpoint, replaced atomically
+ * (a witness that reads it sees one whole note). Best effort: a witness that is down must not
+ * stop the pipeline; it catches up with the newest head, which covers every earlier one. */
+static void publish_head(cf_secure *s, const cf_audit_sth *sth, const char *note, size_t len)
+{
+    char lid[2 * CF_AUDIT_LOG_ID_LEN + 1], path[CF_CONF_STR_MAX + 64], tmp[CF_CONF_STR_MAX + 80];
+    sodium_bin2hex(lid, sizeof(lid), sth->log_id, sizeof(sth->log_id));
+    snprintf(path, sizeof(path), "%s/%s.checkpoint", s->conf.audit_witness_dir, lid);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    bool ok = fd >= 0 && write(fd, note, len) == (ssize_t)len;
+    if (fd >= 0) {
+        ok = close(fd) == 0 && ok;
+    }
+    if (!ok || rename(tmp, path) != 0) {
+        if (!s->witness_warned) {
+            CF_LOG(CF_LOG_WARN, "audit", "cannot publish tree heads to %s: %s",
+                   s->conf.audit_witness_dir, strerror(errno));
+            s->witness_warned = true;
+        }
+    }
+}
+
 static void write_tree_head(cf_secure *s, const cf_audit_sth *sth)
 {
+    char note[CF_AUDIT_NOTE_MAX];
+    size_t nl = cf_audit_sth_note(sth, s->sign_pk, note, sizeof(note));
+    if (s->conf.audit_witness_dir[0] != '\0' && nl > 0) {
+        publish_head(s, sth, note, nl);
+    }
     if (s->heads_fd < 0) {
         return;
     }
     char root[2 * CF_AUDIT_HASH_LEN + 1], kid[2 * CF_KEY_ID_LEN + 1], sig[2 * CF_AUDIT_SIG_LEN + 1];
+    char lid[2 * CF_AUDIT_LOG_ID_LEN + 1], esc[2 * CF_AUDIT_NOTE_MAX];
     sodium_bin2hex(root, sizeof(root), sth->root, sizeof(sth->root));
     sodium_bin2hex(kid, sizeof(kid), sth->key_id, sizeof(sth->key_id));
     sodium_bin2hex(sig, sizeof(sig), sth->signature, sizeof(sth->signature));
-    char line[512];
-    int n =
-        snprintf(line, sizeof(line),
-                 "{\"tree_size\":%llu,\"root\":\"%s\",\"timestamp_us\":%lld,\"key_id\":\"%s\","
-                 "\"signature\":\"%s\"}\n",
-                 (unsigned long long)sth->tree_size, root, (long long)sth->timestamp_us, kid, sig);
+    sodium_bin2hex(lid, sizeof(lid), sth->log_id, sizeof(sth->log_id));
+    size_t e = 0;
+    for (size_t i = 0; i < nl && e + 2 < sizeof(esc); i++) { /* the note: ASCII and U+2014 */
+        if (note[i] == '\n') {
+            esc[e++] = '\\';
+            esc[e++] = 'n';
+        } else {
+            esc[e++] = note[i];
+        }
+    }
+    esc[e] = '\0';
+    char line[4096];
+    int n = snprintf(line, sizeof(line),
+                     "{\"tree_size\":%llu,\"root\":\"%s\",\"timestamp_us\":%lld,\"key_id\":\"%s\","
+                     "\"log_id\":\"%s\",\"signature\":\"%s\",\"checkpoint\":\"%s\"}\n",
+                     (unsigned long long)sth->tree_size, root, (long long)sth->timestamp_us, kid,
+                     lid, sig, esc);
     if (n > 0 && (size_t)n < sizeof(line) && write(s->heads_fd, line, (size_t)n) != n) {
         CF_LOG(CF_LOG_WARN, "audit", "cannot append to tree_heads.ndjson");
     }

@@ -737,17 +737,20 @@ static void test_event_encoding(void)
     CHECK_EQ(back.fraud, ev.fraud);
     CHECK_EQ(back.fraud_scenario, -1);
     CHECK_EQ(back.ingest_ns, 0); /* not part of the leaf */
-    /* ingest_ns does not change the leaf; any other field does. */
-    uint8_t h1[32], h2[32];
-    CHECK_OK(cf_audit_event_leaf_hash(&ev, "x", 1, h1));
+    /* ingest_ns does not change the leaf; any other field, the verdict or the salt does. */
+    uint8_t h1[32], h2[32], salt[CF_AUDIT_SALT_LEN] = {7};
+    CHECK_OK(cf_audit_event_leaf_hash(&ev, salt, "x", 1, h1));
     ev.ingest_ns += 99;
-    CHECK_OK(cf_audit_event_leaf_hash(&ev, "x", 1, h2));
+    CHECK_OK(cf_audit_event_leaf_hash(&ev, salt, "x", 1, h2));
     CHECK(memcmp(h1, h2, 32) == 0);
     ev.amount_minor++;
-    CHECK_OK(cf_audit_event_leaf_hash(&ev, "x", 1, h2));
+    CHECK_OK(cf_audit_event_leaf_hash(&ev, salt, "x", 1, h2));
     CHECK(memcmp(h1, h2, 32) != 0);
     ev.amount_minor--;
-    CHECK_OK(cf_audit_event_leaf_hash(&ev, "y", 1, h2));
+    CHECK_OK(cf_audit_event_leaf_hash(&ev, salt, "y", 1, h2));
+    CHECK(memcmp(h1, h2, 32) != 0);
+    salt[0] ^= 1;
+    CHECK_OK(cf_audit_event_leaf_hash(&ev, salt, "x", 1, h2));
     CHECK(memcmp(h1, h2, 32) != 0);
     /* Too small a buffer, and a string that is not terminated, are refused. */
     CHECK_EQ(cf_audit_event_encode(&ev, buf, n - 1), 0);
@@ -828,8 +831,8 @@ static void test_log_roundtrip(void)
                 size_t vl = (next + i) % 5 == 0 ? 0 : 2;
                 CHECK_EQ(e.verdicts[i].len, vl);
                 uint8_t h[32];
-                CHECK_OK(cf_audit_event_leaf_hash(&e.events[i], e.verdicts[i].data,
-                                                  e.verdicts[i].len, h));
+                CHECK_OK(cf_audit_event_leaf_hash(&e.events[i], e.salts + i * CF_AUDIT_SALT_LEN,
+                                                  e.verdicts[i].data, e.verdicts[i].len, h));
                 CHECK(memcmp(h, e.leaf_hashes + i * 32, 32) == 0);
             }
             next += e.count;
@@ -1219,11 +1222,11 @@ static void test_tamper_with_valid_crc(void)
     cf_audit_verify_opts without = {.public_key = k.pk};
     cf_audit_report rep;
 
-    /* 1. A stored leaf hash changed: with the key the re-hash disagrees at that event;
-     *    without it the next head's root does not match. */
+    /* 1. A stored leaf hash changed: it no longer matches its commitment and verdict, which
+     *    is checked with or without the data key (and the next head's root fails too). */
     memcpy(d, orig, len);
     size_t b1 = offs[2];
-    size_t leaf1 = offs[3] - 3 * 32 + 32; /* second leaf of batch 1 = event 4 */
+    size_t leaf1 = offs[3] - 2 * 3 * 32 + 32; /* second leaf of batch 1 = event 4 */
     d[leaf1] ^= 1;
     reseal(d, b1);
     write_bin(seg, d, len);
@@ -1232,9 +1235,9 @@ static void test_tamper_with_valid_crc(void)
     CHECK_EQ(rep.bad_index, 4);
     CHECK(strstr(rep.bad_reason, "leaf hash") != NULL);
     CHECK_EQ(cf_audit_verify(dir, &without, &rep, err, sizeof(err)), CF_E_CORRUPT);
-    CHECK_EQ(rep.bad_offset, offs[3]);
-    CHECK_EQ(rep.bad_index, 6);
-    CHECK(strstr(rep.bad_reason, "root") != NULL);
+    CHECK_EQ(rep.bad_offset, b1);
+    CHECK_EQ(rep.bad_index, 4);
+    CHECK(strstr(rep.bad_reason, "leaf hash") != NULL);
     CHECK(rep.sth_invalid >= 1);
 
     /* 2. A tree head's root changed with its CRC fixed: the signature fails. */
@@ -1263,7 +1266,7 @@ static void test_tamper_with_valid_crc(void)
 
     /* 3b. The batch metadata changed (CRCs fixed): authenticated with the events. */
     memcpy(d, orig, len);
-    d[offs[1] - 3 * 32 - 2] ^= 1; /* a byte of "src@3", just before the leaves */
+    d[offs[1] - 2 * 3 * 32 - 2] ^= 1; /* a byte of "src@3", before leaves and commitments */
     reseal(d, offs[0]);
     write_bin(seg, d, len);
     CHECK_EQ(cf_audit_verify(dir, &with, &rep, err, sizeof(err)), CF_E_CORRUPT);
