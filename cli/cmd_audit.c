@@ -20,6 +20,7 @@
 
 #include <sodium.h>
 
+#include "audit_heads.h"
 #include "cli.h"
 #include "confide/audit.h"
 #include "confide/core.h"
@@ -126,26 +127,41 @@ static int load_pub(const char *cmd, const char *keys, const char *log_dir, uint
 
 static void verify_usage(FILE *f)
 {
-    fprintf(f,
-            "usage: confide audit verify DIR [--keys KEYDIR] [--old-keys KEYDIR]... [--json]\n\n"
-            "Checks the audit log in DIR: every record's CRC; with KEYDIR/data.key it decrypts\n"
-            "and re-hashes every event and compares it with its stored leaf hash (without it,\n"
-            "the stored leaf hashes are checked against the roots); recomputes the root at every\n"
-            "signed tree head and checks its Ed25519 signature (KEYDIR/signing.pub, else the\n"
-            "copy in DIR); checks heads only grow, indexes have no gaps and event ids no\n"
-            "duplicates.\n\n"
-            "options:\n"
-            "  --keys KEYDIR  key directory with signing.pub and, for contents, data.key\n"
-            "  --old-keys KEYDIR  keys of an earlier epoch (rotation; repeatable, up to 8):\n"
-            "                 records name the key id they were sealed or signed under\n"
-            "  --json         print {\"events\":N,\"leaves\":N,\"verdicts\":N,\"gaps\":N,\n"
-            "                 "
-            "\"duplicates\":N,\"sth_valid\":N,\"sth_invalid\":N,\"completeness\":X,...}\n"
-            "  -h, --help     this help\n\n"
-            "events counts events decrypted and re-hashed (0 without data.key).\n"
-            "exit codes: 0 verified; 1 duplicates or an unsigned tail (no tampering evidence);\n"
-            "            3 cannot read the log or keys; 4 integrity alert (names the first bad\n"
-            "            record: segment, byte offset, index, reason)\n");
+    fprintf(
+        f,
+        "usage: confide audit verify DIR [--keys KEYDIR | --pubkey FILE] [--old-keys KEYDIR]...\n"
+        "                            [--trusted-head FILE [--witness-pub FILE]] [--strict]\n"
+        "                            [--json]\n\n"
+        "Checks the audit log in DIR: every record's CRC; with KEYDIR/data.key it decrypts\n"
+        "and re-hashes every event and compares it with its stored leaf hash (without it,\n"
+        "the stored leaf hashes are checked against the roots); recomputes the root at every\n"
+        "signed tree head and checks its Ed25519 signature (KEYDIR/signing.pub, else the\n"
+        "copy in DIR); checks heads only grow, indexes have no gaps and event ids no\n"
+        "duplicates.\n\n"
+        "A log's own heads prove nothing against whoever can rewrite its directory: pass a\n"
+        "head kept elsewhere with --trusted-head (the last line of the run's\n"
+        "tree_heads.ndjson, or a witness's cosigned checkpoint) and the log must be a\n"
+        "consistent extension of it, or verify names the truncation or fork.\n\n"
+        "options:\n"
+        "  --keys KEYDIR  key directory with signing.pub and, for contents, data.key\n"
+        "  --pubkey FILE  pin the log's signing.pub (without --keys or --pubkey the key\n"
+        "                 stored in DIR is used and the result is unauthenticated)\n"
+        "  --trusted-head FILE  a checkpoint, or a tree_heads.ndjson (its last line)\n"
+        "  --witness-pub FILE   require a valid cosignature on the trusted head by the\n"
+        "                 witness with this witness.pub\n"
+        "  --strict       an unauthenticated result (no pinned key) fails (exit 1)\n"
+        "  --old-keys KEYDIR  keys of an earlier epoch (rotation; repeatable, up to 8):\n"
+        "                 records name the key id they were sealed or signed under\n"
+        "  --json         print {\"events\":N,\"leaves\":N,\"verdicts\":N,\"gaps\":N,\n"
+        "                 "
+        "\"duplicates\":N,\"sth_valid\":N,\"sth_invalid\":N,\"completeness\":X,...}\n"
+        "  -h, --help     this help\n\n"
+        "events counts events decrypted and re-hashed (null without data.key: contents not\n"
+        "checked). Verdicts are checked against the signed roots with or without data.key.\n"
+        "exit codes: 0 verified; 1 duplicates, an unsigned tail or (--strict) no pinned key;\n"
+        "            3 cannot read the log or keys, or the wrong data key; 4 integrity alert\n"
+        "            (names the first bad record: segment, byte offset, index, reason; or\n"
+        "            the truncation or fork against the trusted head)\n");
 }
 
 static void print_completeness(FILE *f, double c)
@@ -159,13 +175,23 @@ static void print_completeness(FILE *f, double c)
 
 static int cmd_verify(int argc, char **argv)
 {
-    const char *dir = NULL, *keys = NULL;
+    const char *dir = NULL, *keys = NULL, *pubkey = NULL, *trusted = NULL, *witness = NULL;
     const char *older[8];
     size_t n_older = 0;
-    bool json = false;
+    bool json = false, strict = false;
     for (int i = 1; i < argc; i++) {
+        const char **slot = strcmp(argv[i], "--pubkey") == 0         ? &pubkey
+                            : strcmp(argv[i], "--trusted-head") == 0 ? &trusted
+                            : strcmp(argv[i], "--witness-pub") == 0  ? &witness
+                                                                     : NULL;
         if (strcmp(argv[i], "--json") == 0) {
             json = true;
+        } else if (strcmp(argv[i], "--strict") == 0) {
+            strict = true;
+        } else if (slot != NULL) {
+            if ((*slot = need_value("verify", argc, argv, &i)) == NULL) {
+                return CF_EXIT_USAGE;
+            }
         } else if (strcmp(argv[i], "--keys") == 0 || strcmp(argv[i], "--old-keys") == 0) {
             bool old = argv[i][2] == 'o';
             const char *v = need_value("verify", argc, argv, &i);
@@ -197,10 +223,54 @@ static int cmd_verify(int argc, char **argv)
         fprintf(stderr, "confide audit verify: %s is not a directory\n", dir);
         return CF_EXIT_RUNTIME;
     }
+    if (witness != NULL && trusted == NULL) {
+        fprintf(stderr, "confide audit verify: --witness-pub needs --trusted-head\n");
+        return CF_EXIT_USAGE;
+    }
     uint8_t pk[32];
-    int rc = load_pub("verify", keys, dir, pk, false);
+    bool pinned = keys != NULL || pubkey != NULL;
+    int rc = pubkey != NULL ? cf_cli_load_pub_file("verify", pubkey, CF_KEY_KIND_SIGNING_PUB, pk)
+                            : load_pub("verify", keys, dir, pk, true);
     if (rc != CF_EXIT_OK) {
         return rc;
+    }
+    if (!pinned) {
+        fprintf(stderr, "confide audit verify: UNAUTHENTICATED: the signing key is the copy stored "
+                        "in the log directory, which whoever rewrites the log can replace; pin "
+                        "it with --keys KEYDIR or --pubkey FILE\n");
+    }
+    cf_audit_sth head;
+    cf_audit_cosig cosigs[CF_AUDIT_COSIG_MAX];
+    size_t n_cosigs = 0;
+    if (trusted != NULL) {
+        if ((rc = cf_cli_load_head("verify", trusted, &head, cosigs, &n_cosigs)) != CF_EXIT_OK) {
+            return rc;
+        }
+        if (cf_audit_sth_verify(&head, pk) != CF_OK) {
+            fprintf(stderr,
+                    "confide audit verify: INTEGRITY ALERT: the trusted head %s is not "
+                    "signed by the log's key\n",
+                    trusted);
+            return CF_EXIT_INTEGRITY;
+        }
+        if (witness != NULL) {
+            uint8_t wpk[CF_AUDIT_PK_LEN];
+            if ((rc = cf_cli_load_pub_file("verify", witness, CF_KEY_KIND_WITNESS_PUB, wpk)) !=
+                CF_EXIT_OK) {
+                return rc;
+            }
+            bool cosigned = false;
+            for (size_t i = 0; i < n_cosigs && !cosigned; i++) {
+                cosigned = cf_audit_cosig_verify(&head, &cosigs[i], wpk) == CF_OK;
+            }
+            if (!cosigned) {
+                fprintf(stderr,
+                        "confide audit verify: INTEGRITY ALERT: the trusted head carries "
+                        "no valid cosignature by the witness %s\n",
+                        witness);
+                return CF_EXIT_INTEGRITY;
+            }
+        }
     }
     char err[512] = "";
     cf_key *dk = NULL;
@@ -261,12 +331,43 @@ out:
         fprintf(stderr, "confide audit verify: %s\n", err[0] ? err : cf_strerror(e));
         return CF_EXIT_RUNTIME;
     }
+    if (!rep.ok && strstr(rep.bad_reason, "(wrong data key)") != NULL) {
+        /* Not tampering: the records were sealed under another data key. */
+        fprintf(stderr, "confide audit verify: wrong key: %s (segment %s offset %" PRIu64 ")\n",
+                rep.bad_reason, rep.bad_segment, rep.bad_offset);
+        return CF_EXIT_RUNTIME;
+    }
+    bool head_ok = trusted == NULL;
+    int head_rc = CF_EXIT_OK;
+    if (trusted != NULL && rep.has_log_id) {
+        head_rc = cf_cli_check_trusted_head(dir, &head, rep.log_id, json, &head_ok);
+    } else if (trusted != NULL) {
+        fprintf(stderr,
+                "confide audit verify: INTEGRITY ALERT: truncated: the log is empty, the "
+                "trusted head covers %" PRIu64 " events\n",
+                head.tree_size);
+        head_rc = CF_EXIT_INTEGRITY;
+    }
+    if (head_rc != CF_EXIT_OK && head_rc != CF_EXIT_INTEGRITY) {
+        return head_rc;
+    }
+    char lid[2 * CF_AUDIT_LOG_ID_LEN + 1] = "";
+    if (rep.has_log_id) {
+        hex(rep.log_id, CF_AUDIT_LOG_ID_LEN, lid);
+    }
     if (json) {
-        printf("{\"events\":%" PRIu64 ",\"leaves\":%" PRIu64 ",\"verdicts\":%" PRIu64
-               ",\"gaps\":%" PRIu64 ",\"duplicates\":%" PRIu64 ",\"sth_valid\":%" PRIu64
-               ",\"sth_invalid\":%" PRIu64 ",\"completeness\":",
-               rep.events, rep.leaves, rep.verdicts, rep.gaps, rep.duplicates, rep.sth_valid,
-               rep.sth_invalid);
+        char events[24] = "null";
+        if (rep.decrypted) {
+            snprintf(events, sizeof(events), "%" PRIu64, rep.events);
+        }
+        printf("{\"events\":%s,\"leaves\":%" PRIu64 ",\"verdicts\":%" PRIu64 ",\"gaps\":%" PRIu64
+               ",\"duplicates\":%" PRIu64 ",\"sth_valid\":%" PRIu64 ",\"sth_invalid\":%" PRIu64
+               ",\"log_id\":\"%s\",\"authenticated\":%s,\"trusted_head\":%s,\"completeness\":",
+               events, rep.leaves, rep.verdicts, rep.gaps, rep.duplicates, rep.sth_valid,
+               rep.sth_invalid, lid, pinned ? "true" : "false",
+               trusted == NULL ? "null"
+               : head_ok       ? "true"
+                               : "false");
         print_completeness(stdout, rep.completeness);
         printf(",\"decrypted\":%s,\"checkpoints\":%" PRIu64 ",\"segments\":%" PRIu64 ",\"ok\":%s",
                rep.decrypted ? "true" : "false", rep.checkpoints, rep.segments,
@@ -280,11 +381,15 @@ out:
         }
         printf("}\n");
     } else {
-        printf("%s: %" PRIu64 " leaves, %" PRIu64 " events re-hashed, %" PRIu64
-               " verdicts, %" PRIu64 " signed heads valid, %" PRIu64 " invalid, %" PRIu64
-               " gaps, %" PRIu64 " duplicates, %" PRIu64 " checkpoints, completeness ",
-               dir, rep.leaves, rep.events, rep.verdicts, rep.sth_valid, rep.sth_invalid, rep.gaps,
-               rep.duplicates, rep.checkpoints);
+        char events[48] = "contents not checked (no data.key)";
+        if (rep.decrypted) {
+            snprintf(events, sizeof(events), "%" PRIu64 " events re-hashed", rep.events);
+        }
+        printf("%s: log %s, %" PRIu64 " leaves, %s, %" PRIu64 " verdicts, %" PRIu64
+               " signed heads valid, %" PRIu64 " invalid, %" PRIu64 " gaps, %" PRIu64
+               " duplicates, %" PRIu64 " checkpoints, completeness ",
+               dir, lid[0] ? lid : "(empty)", rep.leaves, events, rep.verdicts, rep.sth_valid,
+               rep.sth_invalid, rep.gaps, rep.duplicates, rep.checkpoints);
         print_completeness(stdout, rep.completeness);
         printf("\n");
     }
@@ -292,9 +397,17 @@ out:
         fprintf(stderr, "confide audit verify: note: the duplicate check reached its bound and "
                         "did not cover the whole log\n");
     }
+    if (head_rc != CF_EXIT_OK) {
+        return head_rc;
+    }
     if (rep.ok) {
+        if (!pinned && strict) {
+            fprintf(stderr, "confide audit verify: --strict: unauthenticated result (no pinned "
+                            "key)\n");
+            return CF_EXIT_FAIL;
+        }
         if (!json) {
-            printf("verified: OK\n");
+            printf("verified: OK%s\n", pinned ? "" : " (unauthenticated: no pinned key)");
         }
         return CF_EXIT_OK;
     }
@@ -1270,6 +1383,7 @@ typedef struct {
 
 static const sub subs[] = {
     {"verify", cmd_verify, verify_usage, "check CRCs, contents, roots, signatures, sequence"},
+    {"witness", cf_cli_witness, cf_cli_witness_usage, "cosign consistent heads of a log"},
     {"prove", cmd_prove, prove_usage, "inclusion proof of one event"},
     {"consistency", cmd_consistency, consistency_usage, "consistency proof between two sizes"},
     {"verify-proof", cmd_verify_proof, verify_proof_usage, "check a proof file offline"},

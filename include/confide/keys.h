@@ -96,6 +96,12 @@ void cf_key_id_hex(const uint8_t id[CF_KEY_ID_LEN], char out[2 * CF_KEY_ID_LEN +
 #define CF_KEY_KIND_AUDITOR "auditor"
 #define CF_KEY_KIND_RESULTS "results"
 #define CF_KEY_KIND_RESULTS_PUB "results-public"
+#define CF_KEY_KIND_WITNESS "witness"
+#define CF_KEY_KIND_WITNESS_PUB "witness-public"
+
+/** Writes DIR/witness.key and DIR/witness.pub (an Ed25519 pair for `confide audit witness`;
+ *  DIR is created 0700). Refuses to overwrite an existing witness.key (CF_E_STATE). */
+cf_err cf_keys_generate_witness(const char *dir, char *errstr, size_t errstr_size);
 
 /**
  * Loads DIR/<name> and requires its kind to be @p kind (for files with other names, e.g. a

@@ -58,7 +58,8 @@ static const struct {
     {"auditor.key", CF_KEY_KIND_AUDITOR},     {"pseudonym.key", CF_KEY_KIND_PSEUDONYM},
     {"data.key", CF_KEY_KIND_DATA},           {"signing.key", CF_KEY_KIND_SIGNING},
     {"signing.pub", CF_KEY_KIND_SIGNING_PUB}, {"results.key", CF_KEY_KIND_RESULTS},
-    {"results.pub", CF_KEY_KIND_RESULTS_PUB},
+    {"results.pub", CF_KEY_KIND_RESULTS_PUB}, {"witness.key", CF_KEY_KIND_WITNESS},
+    {"witness.pub", CF_KEY_KIND_WITNESS_PUB},
 };
 
 static const char *kind_for_name(const char *name)
@@ -73,7 +74,8 @@ static const char *kind_for_name(const char *name)
 
 static bool kind_is_public(const char *kind)
 {
-    return strcmp(kind, CF_KEY_KIND_SIGNING_PUB) == 0 || strcmp(kind, CF_KEY_KIND_RESULTS_PUB) == 0;
+    return strcmp(kind, CF_KEY_KIND_SIGNING_PUB) == 0 ||
+           strcmp(kind, CF_KEY_KIND_RESULTS_PUB) == 0 || strcmp(kind, CF_KEY_KIND_WITNESS_PUB) == 0;
 }
 
 /* ---- writing -------------------------------------------------------------------------- */
@@ -604,10 +606,11 @@ static size_t expected_len(const parsed *p)
     if (strcmp(k, CF_KEY_KIND_PSEUDONYM) == 0 || strcmp(k, CF_KEY_KIND_DATA) == 0) {
         return CF_KEY_SYM_LEN;
     }
-    if (strcmp(k, CF_KEY_KIND_SIGNING) == 0 || strcmp(k, CF_KEY_KIND_RESULTS) == 0) {
+    if (strcmp(k, CF_KEY_KIND_SIGNING) == 0 || strcmp(k, CF_KEY_KIND_RESULTS) == 0 ||
+        strcmp(k, CF_KEY_KIND_WITNESS) == 0) {
         return CF_KEY_SIGN_SK_LEN;
     }
-    if (strcmp(k, CF_KEY_KIND_SIGNING_PUB) == 0 || strcmp(k, CF_KEY_KIND_RESULTS_PUB) == 0) {
+    if (kind_is_public(k)) {
         return CF_KEY_SIGN_PK_LEN;
     }
     return 0;
@@ -689,7 +692,8 @@ static cf_err load_impl(const char *dir, const char *name, const char *want_kind
                          path);
         goto fail;
     }
-    if (strcmp(p.kind, CF_KEY_KIND_SIGNING) == 0 || strcmp(p.kind, CF_KEY_KIND_RESULTS) == 0) {
+    if (strcmp(p.kind, CF_KEY_KIND_SIGNING) == 0 || strcmp(p.kind, CF_KEY_KIND_RESULTS) == 0 ||
+        strcmp(p.kind, CF_KEY_KIND_WITNESS) == 0) {
         uint8_t pk[CF_KEY_SIGN_PK_LEN];
         crypto_sign_ed25519_sk_to_pk(pk, k->bytes);
         if (sodium_memcmp(pk, k->bytes + 32, CF_KEY_SIGN_PK_LEN) != 0) {
@@ -807,4 +811,38 @@ const uint8_t *cf_key_seed(const cf_key *k, unsigned party)
         return NULL;
     }
     return k->bytes + off + (size_t)(party - 1) * CF_KEY_SEED_LEN;
+}
+
+cf_err cf_keys_generate_witness(const char *dir, char *errstr, size_t errstr_size)
+{
+    if (cf_init() != CF_OK) {
+        return cf_err_set(CF_E_CRYPTO, errstr, errstr_size, "libsodium initialization failed");
+    }
+    cf_err err = prepare_dir(dir, errstr, errstr_size);
+    if (err != CF_OK) {
+        return err;
+    }
+    char path[4096];
+    struct stat st;
+    snprintf(path, sizeof(path), "%s/witness.key", dir);
+    if (lstat(path, &st) == 0) {
+        return cf_err_set(CF_E_STATE, errstr, errstr_size,
+                          "%s already exists; refusing to overwrite a witness key", path);
+    }
+    uint8_t *sk = sodium_malloc(CF_KEY_SIGN_SK_LEN);
+    uint8_t pk[CF_KEY_SIGN_PK_LEN], id[CF_KEY_ID_LEN];
+    if (sk == NULL) {
+        return CF_E_NOMEM;
+    }
+    randombytes_buf(id, sizeof(id));
+    crypto_sign_keypair(pk, sk);
+    err = write_key(dir, "witness.key", CF_KEY_KIND_WITNESS, id, 1, 0, 0, sk, CF_KEY_SIGN_SK_LEN,
+                    errstr, errstr_size);
+    if (err == CF_OK) {
+        err = write_key(dir, "witness.pub", CF_KEY_KIND_WITNESS_PUB, id, 1, 0, 0, pk,
+                        CF_KEY_SIGN_PK_LEN, errstr, errstr_size);
+    }
+    sodium_memzero(sk, CF_KEY_SIGN_SK_LEN);
+    sodium_free(sk);
+    return err;
 }

@@ -1,0 +1,27 @@
+/* Tree heads kept outside the log: --trusted-head checks and the witness (audit_heads.c). */
+#ifndef CONFIDE_CLI_AUDIT_HEADS_H
+#define CONFIDE_CLI_AUDIT_HEADS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "cli.h"
+#include "confide/audit.h"
+
+/* Loads a head from a checkpoint note or the last line of a tree_heads.ndjson. Returns an
+ * exit code (CF_EXIT_OK on success) after printing what went wrong. */
+int cf_cli_load_head(const char *cmd, const char *path, cf_audit_sth *sth, cf_audit_cosig *cosigs,
+                     size_t *n_cosigs);
+/* Loads a public key file of @p kind (e.g. signing.pub) from its path. */
+int cf_cli_load_pub_file(const char *cmd, const char *path, const char *kind,
+                         uint8_t pk[CF_AUDIT_PK_LEN]);
+/* Checks that the log in @p dir (with id @p log_id) is a consistent extension of @p head:
+ * same log, at least as many leaves, the same root at the head's size. *ok on success. */
+int cf_cli_check_trusted_head(const char *dir, const cf_audit_sth *head,
+                              const uint8_t log_id[CF_AUDIT_LOG_ID_LEN], bool json, bool *ok);
+/* confide audit witness */
+int cf_cli_witness(int argc, char **argv);
+void cf_cli_witness_usage(FILE *f);
+
+#endif

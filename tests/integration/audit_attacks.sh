@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# The audit log against the attackers it is for (issue 9): each check below reproduces an
+# attack that verified before log ids, C2SP heads, trusted heads, witnesses and verdict
+# commitments existed.
+#  1. cut after its third signed head, a log still verifies on its own; against a head kept
+#     elsewhere (tree_heads.ndjson) it is a truncation, named
+#  2. a log rewritten after the cut (same key, same log id, other events) is a fork
+#  3. a witness cosigns consistent heads and refuses the truncated and the forked log
+#  4. a head of another log is refused
+#  5. a changed verdict fails without the data key
+#  6. without a pinned key the result says it is unauthenticated (--strict fails)
+set -euo pipefail
+B=$1
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+expect() { # expect CODE cmd...
+    local want=$1
+    shift
+    set +e
+    "$@" >"$tmp/out" 2>"$tmp/err"
+    local got=$?
+    set -e
+    [ "$got" = "$want" ] || { sed 's/^/  | /' "$tmp/out" "$tmp/err" >&2; fail "exit $got (want $want): $*"; }
+}
+
+"$B" gen --seed 9 --days 2 --customers 2000 --terminals 4000 --out "$tmp/d.csv" --quiet
+head -3001 "$tmp/d.csv" >"$tmp/a.csv"
+"$B" run --input "$tmp/a.csv" --out "$tmp/o" --set batch.mode=fixed:500 --json >/dev/null
+L=$tmp/o/audit K=$tmp/o/keys
+[ "$(wc -l <"$tmp/o/tree_heads.ndjson")" -eq 6 ] || fail "expected 6 heads"
+cp "$tmp/o/tree_heads.ndjson" "$tmp/heads_kept_elsewhere.ndjson"
+expect 0 "$B" audit verify "$L" --keys "$K" --trusted-head "$tmp/heads_kept_elsewhere.ndjson"
+
+# Cut a copy of the log right after its third signed head (record type 2 in the segment).
+cp -r "$L" "$tmp/cut"
+python3 - "$tmp/cut/00000000000000000000.seg" 3 <<'PY'
+import struct, sys
+path, want = sys.argv[1], int(sys.argv[2])
+b = open(path, "rb").read()
+off = heads = 0
+while off < len(b):
+    magic, ver, typ, flags, index, count, plen = struct.unpack_from("<IBBHQII", b, off)
+    off += 32 + plen
+    heads += typ == 2
+    if heads == want:
+        break
+open(path, "r+b").truncate(off)
+PY
+# 1. On its own the cut log verifies (that is the attack) ...
+expect 0 "$B" audit verify "$tmp/cut" --keys "$K"
+# ... against the kept head it is named a truncation.
+expect 4 "$B" audit verify "$tmp/cut" --keys "$K" --trusted-head "$tmp/heads_kept_elsewhere.ndjson"
+grep -q "truncated: the trusted head covers 3000 events, the log holds 1500" "$tmp/err" ||
+    fail "truncation not named: $(cat "$tmp/err")"
+
+# 3. A witness: cosigns the full log's newest head, then refuses the cut log.
+W=$tmp/witness
+expect 0 "$B" audit witness --keygen --state "$W"
+[ "$(stat -c %a "$W/witness.key")" = 600 ] || fail "witness.key is not 0600"
+expect 0 "$B" audit witness --state "$W" --log-pub "$K/signing.pub" --head "$tmp/heads_kept_elsewhere.ndjson"
+LID=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["log_id"])' "$tmp/o/tree_heads.ndjson")
+COSIGNED=$W/$LID.checkpoint
+grep -q "^— confide-witness " "$COSIGNED" || fail "no cosignature line"
+expect 0 "$B" audit verify "$L" --keys "$K" --trusted-head "$COSIGNED" --witness-pub "$W/witness.pub"
+expect 4 "$B" audit witness --state "$W" --log-pub "$K/signing.pub" --log "$tmp/cut"
+grep -q "truncation" "$tmp/err" || fail "witness: truncation not named"
+# a cosignature by another witness does not count
+expect 0 "$B" audit witness --keygen --state "$tmp/w2"
+expect 4 "$B" audit verify "$L" --keys "$K" --trusted-head "$COSIGNED" --witness-pub "$tmp/w2/witness.pub"
+
+# 2. The key holder rewrites history after the cut: other events appended under the same
+#    key and log id, until the log is longer than the kept head. Each head verifies on its
+#    own; the kept head, the witness and the consistency proof expose the fork.
+sed -n '1p;3002,5001p' "$tmp/d.csv" >"$tmp/other.csv"
+expect 0 "$B" audit append "$tmp/cut" --keys "$K" --input "$tmp/other.csv"
+expect 0 "$B" audit verify "$tmp/cut" --keys "$K"
+expect 4 "$B" audit verify "$tmp/cut" --keys "$K" --trusted-head "$tmp/heads_kept_elsewhere.ndjson"
+grep -q "fork" "$tmp/err" || fail "fork not named: $(cat "$tmp/err")"
+expect 4 "$B" audit witness --state "$W" --log-pub "$K/signing.pub" --log "$tmp/cut"
+grep -q "fork" "$tmp/err" || fail "witness: fork not named"
+# the witness's state did not move: the honest log still verifies against it
+expect 0 "$B" audit verify "$L" --keys "$K" --trusted-head "$COSIGNED" --witness-pub "$W/witness.pub"
+
+# 4. A head of another log (another run, other keys) is refused.
+"$B" run --input "$tmp/a.csv" --out "$tmp/o2" --keys "$K" --json >/dev/null
+expect 4 "$B" audit verify "$tmp/o2/audit" --keys "$K" --trusted-head "$tmp/heads_kept_elsewhere.ndjson"
+grep -q "names the log" "$tmp/err" || fail "another log's head not refused: $(cat "$tmp/err")"
+
+# 5. A verdict changed in place (CRCs fixed) fails without the data key.
+python3 - "$tmp/o2/audit/00000000000000000000.seg" <<'PY'
+import struct, sys
+def crc32c(data, crc=0):
+    crc ^= 0xFFFFFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+path = sys.argv[1]
+b = bytearray(open(path, "rb").read())
+off = 0
+while off < len(b):
+    magic, ver, typ, flags, index, count, plen = struct.unpack_from("<IBBHQII", b, off)
+    p = off + 32
+    if typ == 1:
+        ct_len = struct.unpack_from("<I", b, p + 48)[0]
+        v = p + 48 + 4 + ct_len + 4          # the verdict region: count x (u32 len, bytes)
+        for i in range(count):
+            l = struct.unpack_from("<I", b, v)[0]
+            if l > 0:
+                b[v + 4] ^= 1                    # one byte of the first non-empty verdict
+                break
+            v += 4
+        else:
+            off += 32 + plen
+            continue
+        c = crc32c(bytes(b[off:off + 28]))
+        c = crc32c(bytes(b[p:p + plen]), c)
+        struct.pack_into("<I", b, off + 28, c)
+        open(path, "wb").write(b)
+        print("changed a verdict of the batch at index", index)
+        sys.exit(0)
+    off += 32 + plen
+sys.exit("no verdict to change")
+PY
+mkdir -p "$tmp/pub" && cp "$K/signing.pub" "$tmp/pub/"
+expect 4 "$B" audit verify "$tmp/o2/audit" --pubkey "$tmp/pub/signing.pub"
+grep -q "commitment and verdict" "$tmp/err" || fail "changed verdict not named: $(cat "$tmp/err")"
+
+# 6. No pinned key: unauthenticated, and --strict makes that a failure.
+expect 0 "$B" audit verify "$L"
+grep -q "UNAUTHENTICATED" "$tmp/err" || fail "no unauthenticated warning"
+expect 1 "$B" audit verify "$L" --strict
+expect 0 "$B" audit verify "$L" --pubkey "$K/signing.pub" --strict
+echo "audit_attacks: all checks passed"
