@@ -24,4 +24,8 @@ int cf_cli_check_trusted_head(const char *dir, const cf_audit_sth *head,
 int cf_cli_witness(int argc, char **argv);
 void cf_cli_witness_usage(FILE *f);
 
+/* confide audit verify-results (cmd_verify_results.c) */
+int cf_cli_verify_results(int argc, char **argv);
+void cf_cli_verify_results_usage(FILE *f);
+
 #endif

@@ -1384,6 +1384,8 @@ typedef struct {
 static const sub subs[] = {
     {"verify", cmd_verify, verify_usage, "check CRCs, contents, roots, signatures, sequence"},
     {"witness", cf_cli_witness, cf_cli_witness_usage, "cosign consistent heads of a log"},
+    {"verify-results", cf_cli_verify_results, cf_cli_verify_results_usage,
+     "check released results: signatures, and a recomputation from the log"},
     {"prove", cmd_prove, prove_usage, "inclusion proof of one event"},
     {"consistency", cmd_consistency, consistency_usage, "consistency proof between two sizes"},
     {"verify-proof", cmd_verify_proof, verify_proof_usage, "check a proof file offline"},

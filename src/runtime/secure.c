@@ -48,6 +48,7 @@
 #include "confide/window.h"
 #include "observe.h"
 #include "outfile.h"
+#include "ressig.h"
 #include "secure.h"
 
 #define DICT_RING 65536
@@ -152,6 +153,7 @@ struct cf_secure {
     cf_rules *rules;
     cf_audit_log *audit;
     outfile alerts, results, late;
+    ressig rsig; /* the combiner's signatures over results and late records */
 
     party parties[CF_KEY_PARTIES_MAX];
     cf_ring *dict;
@@ -724,15 +726,16 @@ static void write_late(cf_secure *s, const party_msg *m)
                      (unsigned long long)m->first, ts, wm, reason);
     if (n > 0 && (size_t)n < sizeof(line)) {
         outfile_write(&s->late, line, (size_t)n);
+        ressig_feed(&s->rsig, true, line, (size_t)n);
     }
 }
 
 /* Checkpoint blob (encrypted at rest by the audit log):
- *   "CFCK" u32 version | u64 index, alerts_len, results_len, late_len |
+ *   "CFCK" u32 version (2) | u64 index, alerts_len, results_len, late_len, sig_len, sig_seq |
  *   u64 alerts, results, windows, suppressed, late, integrity_alerts |
  *   u32 k | k x (u64 len | window snapshot bytes)                     (little-endian) */
 #define CKPT_MAGIC 0x4b434643u /* "CFCK" */
-#define CKPT_HEADER (8 + 4 * 8 + 6 * 8 + 4)
+#define CKPT_HEADER (8 + 6 * 8 + 6 * 8 + 4)
 
 typedef struct ckpt_blob {
     uint8_t *data;
@@ -769,10 +772,13 @@ static void free_snaps(const party_msg *const *msgs, unsigned k)
  * [0, index) produced. Make them durable and send the gateway the blob to log. */
 static void complete_checkpoint(cf_secure *s, const party_msg *const *msgs)
 {
-    uint64_t results_len = 0, late_len = 0;
+    uint64_t results_len = 0, late_len = 0, sig_len = 0, sig_seq = 0;
     size_t total = CKPT_HEADER;
+    /* The signed line covers exactly what this checkpoint records as released. */
+    ressig_sign(&s->rsig, msgs[0]->first);
     bool ok = outfile_sync(&s->results, &results_len) == CF_OK &&
-              outfile_sync(&s->late, &late_len) == CF_OK;
+              outfile_sync(&s->late, &late_len) == CF_OK &&
+              ressig_position(&s->rsig, &sig_len, &sig_seq) == CF_OK;
     for (unsigned i = 0; i < s->k; i++) {
         ok &= msgs[i]->snap != NULL && msgs[i]->first == msgs[0]->first;
         total += 8 + msgs[i]->snap_len;
@@ -787,7 +793,7 @@ static void complete_checkpoint(cf_secure *s, const party_msg *const *msgs)
         return;
     }
     uint8_t *p = data;
-    uint32_t magic = CKPT_MAGIC, version = 1;
+    uint32_t magic = CKPT_MAGIC, version = 2;
     memcpy(p, &magic, 4);
     memcpy(p + 4, &version, 4);
     p += 8;
@@ -795,6 +801,8 @@ static void complete_checkpoint(cf_secure *s, const party_msg *const *msgs)
     p = put64(p, msgs[0]->count);
     p = put64(p, results_len);
     p = put64(p, late_len);
+    p = put64(p, sig_len);
+    p = put64(p, sig_seq);
     p = put64(p, (uint64_t)msgs[0]->start_us); /* the gateway's alert count at the marker */
     p = put64(p, s->st.results);
     p = put64(p, s->st.windows);
@@ -886,6 +894,7 @@ static void release(cf_secure *s, const party_msg *const *msgs)
     size_t n = s->results_csv ? cf_window_row_csv(&row, line, sizeof(line))
                               : cf_window_row_ndjson(&row, line, sizeof(line));
     outfile_write(&s->results, line, n);
+    ressig_feed(&s->rsig, false, line, n);
     s->st.results++;
 }
 
@@ -957,7 +966,7 @@ static void *combiner_main(void *arg)
 /* What the last checkpoint recorded. */
 struct resume_state {
     uint64_t index; /* events [0, index) are reflected in the state below */
-    uint64_t alerts_len, results_len, late_len;
+    uint64_t alerts_len, results_len, late_len, sig_len, sig_seq;
     uint64_t alerts, results, windows, suppressed, late, integrity_alerts;
     uint32_t k;
     const uint8_t *snaps[CF_KEY_PARTIES_MAX];
@@ -1109,6 +1118,37 @@ static cf_err open_output(outfile *o, const char *dir, const char *name, const u
                        : outfile_open(o, dir, name, errstr, errstr_size);
 }
 
+/* What the released rows depend on: `confide audit verify-results` recomputes them from the
+ * audit log with these, and the combiner signs them with every line. */
+static void result_params(const cf_secure *s, char *out, size_t size)
+{
+    const cf_config *c = &s->conf;
+    snprintf(out, size,
+             "{\"protect\":\"%s\",\"window_size_ms\":%lld,\"window_slide_ms\":%lld,"
+             "\"max_delay_ms\":%lld,\"lateness_ms\":%lld,\"idle_timeout_ms\":%lld,"
+             "\"group_by\":\"%s\",\"min_count\":%lld,\"memory_mb\":%lld,\"format\":\"%s\","
+             "\"key_epoch\":%u}",
+             c->protect, (long long)c->window_size_ms, (long long)c->window_slide_ms,
+             (long long)c->window_max_delay_ms, (long long)c->window_lateness_ms,
+             (long long)c->window_idle_timeout_ms, c->window_group_by, (long long)c->min_count,
+             (long long)c->window_memory_mb, s->results_csv ? "csv" : "ndjson",
+             s->comb_key != NULL ? (unsigned)s->comb_key->epoch : 0u);
+}
+
+static cf_err open_signer(cf_secure *s, const struct resume_state *r, char *errstr,
+                          size_t errstr_size)
+{
+    char params[512];
+    uint8_t log_id[CF_AUDIT_LOG_ID_LEN];
+    result_params(s, params, sizeof(params));
+    cf_audit_log_id(s->audit, log_id);
+    bool resume = r != NULL;
+    return ressig_open(&s->rsig, s->st.keys_dir, s->conf.output_dir, log_id, params, resume,
+                       resume ? r->sig_len : 0, resume ? r->sig_seq : 0, s->results.tmp,
+                       resume ? r->results_len : 0, s->late.tmp, resume ? r->late_len : 0, errstr,
+                       errstr_size);
+}
+
 static cf_err open_outputs(cf_secure *s, const struct resume_state *r, char *errstr,
                            size_t errstr_size)
 {
@@ -1129,6 +1169,13 @@ static cf_err open_outputs(cf_secure *s, const struct resume_state *r, char *err
     if (err == CF_OK && s->mode != PROT_NONE) {
         err =
             open_output(&s->late, out, "late.ndjson", r ? &r->late_len : NULL, errstr, errstr_size);
+    }
+    if (err == CF_OK && s->mode != PROT_NONE && s->audit != NULL) {
+        err = open_signer(s, r, errstr, errstr_size);
+        if (err == CF_OK && s->results_csv && (r == NULL || r->results_len == 0)) {
+            const char *h = cf_window_csv_header(); /* written above, not yet on disk */
+            ressig_feed(&s->rsig, false, h, strlen(h));
+        }
     }
     return err;
 }
@@ -1237,7 +1284,7 @@ static cf_err parse_checkpoint(resume_state *r, size_t len, char *errstr, size_t
     }
     memcpy(&magic, p, 4);
     memcpy(&version, p + 4, 4);
-    if (magic != CKPT_MAGIC || version != 1) {
+    if (magic != CKPT_MAGIC || version != 2) {
         goto bad;
     }
     uint64_t index;
@@ -1248,6 +1295,8 @@ static cf_err parse_checkpoint(resume_state *r, size_t len, char *errstr, size_t
     p = get64(p, &r->alerts_len);
     p = get64(p, &r->results_len);
     p = get64(p, &r->late_len);
+    p = get64(p, &r->sig_len);
+    p = get64(p, &r->sig_seq);
     p = get64(p, &r->alerts);
     p = get64(p, &r->results);
     p = get64(p, &r->windows);
@@ -1550,6 +1599,7 @@ cf_err cf__secure_create_observed(cf_secure **out, const cf_config *c, cf_metric
     }
     if (mode != PROT_NONE) {
         err = open_crypto(s, errstr, errstr_size);
+        result_params(s, s->rsig.params, sizeof(s->rsig.params)); /* now with the key epoch */
         remove_ephemeral_keys(s);
         if (err != CF_OK || (err = open_parties(s, errstr, errstr_size)) != CF_OK) {
             goto fail;
@@ -1879,6 +1929,7 @@ cf_err cf_secure_finish(cf_secure *s, cf_secure_stats *st, char *errstr, size_t 
     cf_err err = CF_OK;
     stop_threads(s);
     if (s->audit != NULL) {
+        ressig_sign(&s->rsig, cf_audit_next_index(s->audit)); /* covers every released row */
         err = cf_audit_close(s->audit);
         s->audit = NULL;
         if (err != CF_OK) {
@@ -1888,8 +1939,9 @@ cf_err cf_secure_finish(cf_secure *s, cf_secure_stats *st, char *errstr, size_t 
     cf_err e2 = outfile_commit(&s->alerts, errstr, errstr_size);
     cf_err e3 = outfile_commit(&s->results, errstr, errstr_size);
     cf_err e4 = outfile_commit(&s->late, errstr, errstr_size);
+    cf_err e5 = ressig_commit(&s->rsig, errstr, errstr_size);
     if (err == CF_OK) {
-        err = e2 != CF_OK ? e2 : e3 != CF_OK ? e3 : e4;
+        err = e2 != CF_OK ? e2 : e3 != CF_OK ? e3 : e4 != CF_OK ? e4 : e5;
     }
     s->st.late = atomic_load(&s->late_count);
     *st = s->st;
@@ -1940,6 +1992,7 @@ void cf_secure_destroy(cf_secure *s)
     outfile_abandon(&s->alerts);
     outfile_abandon(&s->results);
     outfile_abandon(&s->late);
+    ressig_close(&s->rsig);
     cf_rules_destroy(s->rules);
     cf_sa_gateway_destroy(s->gw);
     cf_sa_combiner_destroy(s->comb);
