@@ -21,7 +21,8 @@ run: build
 	@rm -rf $(DEMO) && mkdir -p $(DEMO)
 	$(CONFIDE) gen --seed 42 --days 1 --customers 5000 --terminals 10000 --out $(DEMO)/day.csv
 	$(CONFIDE) run --config examples/confide.yaml --input $(DEMO)/day.csv --out $(DEMO)/out
-	$(CONFIDE) audit verify $(DEMO)/out/audit --keys $(DEMO)/out/keys
+	$(CONFIDE) audit verify $(DEMO)/out/audit --keys $(DEMO)/out/keys --trusted-head $(DEMO)/out/tree_heads.ndjson
+	$(CONFIDE) audit verify-results $(DEMO)/out --keys $(DEMO)/out/keys
 	@echo "outputs: $(DEMO)/out/{results,alerts,late,dead_letter}.ndjson, audit log in $(DEMO)/out/audit"
 
 test: build
