@@ -103,6 +103,22 @@ size_t cf_window_group_key(unsigned mask, const cf_event *ev, uint8_t *buf, size
  * the length written (truncated safely, always NUL-terminated when size > 0).
  */
 size_t cf_window_group_text(const uint8_t *key, size_t len, char *buf, size_t size);
+/** Longest cf_window_group_json / cf_window_group_csv text (every byte escaped). */
+#define CF_WINDOW_GROUP_TEXT_MAX (6 * CF_WINDOW_GROUP_KEY_MAX + 128)
+/**
+ * The group of a key built with @p mask as a JSON object, one member per field in key order:
+ * {"merchant":"A|B","account":"C","currency":"EUR"} (values JSON-escaped; "{}" for no field).
+ * Unlike the '|'-joined text, two different groups never print the same. Returns the
+ * length, or 0 when @p size is too small (CF_WINDOW_GROUP_TEXT_MAX always fits).
+ */
+size_t cf_window_group_json(unsigned mask, const uint8_t *key, size_t len, char *buf, size_t size);
+/** The same as CSV fields, one per selected field, RFC 4180 quoted, comma-separated. */
+size_t cf_window_group_csv(unsigned mask, const uint8_t *key, size_t len, char *buf, size_t size);
+/** The value of the currency field of a key built with @p mask (with CF_GROUP_CURRENCY) into
+ *  @p out (4 bytes); "" when the mask has no currency. */
+void cf_window_group_currency(unsigned mask, const uint8_t *key, size_t len, char out[4]);
+/** The CSV header of rows whose group has @p mask (cf_window_row_csv with group_csv set). */
+size_t cf_window_csv_header_for(unsigned mask, char *buf, size_t size);
 
 /* ---- operator --------------------------------------------------------------------------- */
 
@@ -239,7 +255,10 @@ cf_err cf_window_restore(cf_window *w, const uint8_t *buf, size_t len, char *err
 typedef struct cf_window_row {
     int64_t window_start_us;
     int64_t window_end_us;
-    const char *group; /* display text (borrowed) */
+    const char *group;      /* display text (borrowed), written as a JSON string */
+    const char *group_json; /* when set: the group as a JSON object (cf_window_group_json) */
+    const char *group_csv;  /* when set: the group's CSV fields (cf_window_group_csv) */
+    const char *currency;   /* when set: written as "currency" (NDJSON) / a column (CSV) */
     uint64_t count;
     int64_t sum_minor;
     bool sum_valid; /* false: overflow; sum_minor is written as null */

@@ -74,8 +74,10 @@ static const conf_entry entries[] = {
      "audit only). The Paillier baseline is measured by `confide bench protect`."},
     {"parties", CONF_INT, "2", 2, 8, NULL, OFF(parties), 0,
      "Number of non-colluding aggregation parties k for lsa."},
-    {"min_count", CONF_INT, "1", 1, 1000000000, NULL, OFF(min_count), 0,
-     "Release a (window, group) aggregate only when it counts at least this many events."},
+    {"min_count", CONF_INT, "10", 1, 1000000000, NULL, OFF(min_count), 0,
+     "Release a (window, group) aggregate only when it counts at least this many events "
+     "(k-anonymity: below 10 a released row can be a single payment's exact amount, group "
+     "and minute; a lower value is warned about)."},
     {"keys.dir", CONF_STR, "", 0, 0, NULL, OFF(keys_dir), SZ(keys_dir),
      "Key directory (confide keygen). Empty: OUTPUT/keys, created with fresh keys on the "
      "first run."},

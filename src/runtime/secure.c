@@ -96,9 +96,11 @@ typedef struct msg_batch {
     party_msg *m;
 } msg_batch;
 
+/* A group's display form, sized to fit (one per distinct group). */
 typedef struct dict_entry {
     uint8_t key[CF_SA_PSEUDO_LEN];
-    char text[CF_WINDOW_GROUP_KEY_MAX + 1];
+    char currency[4];
+    char text[]; /* the group as a JSON object (NDJSON results) or CSV fields (CSV results) */
 } dict_entry;
 
 /* A pool of batches with a free ring (consumer -> producer) and a full ring. */
@@ -889,8 +891,13 @@ static void release(cf_secure *s, const party_msg *const *msgs)
         drain_dict(s);
         d = pmap_get(&s->names, m->key);
     }
-    row.group = d != NULL ? d->text : "?";
-    char line[1024];
+    if (s->results_csv) {
+        row.group_csv = d != NULL ? d->text : "\"?\"";
+    } else {
+        row.group_json = d != NULL ? d->text : "{}";
+    }
+    row.currency = d != NULL ? d->currency : "";
+    char line[CF_WINDOW_GROUP_TEXT_MAX + 512];
     size_t n = s->results_csv ? cf_window_row_csv(&row, line, sizeof(line))
                               : cf_window_row_ndjson(&row, line, sizeof(line));
     outfile_write(&s->results, line, n);
@@ -1162,8 +1169,8 @@ static cf_err open_outputs(cf_secure *s, const struct resume_state *r, char *err
         err = open_output(&s->results, out, s->results_csv ? "results.csv" : "results.ndjson",
                           r ? &r->results_len : NULL, errstr, errstr_size);
         if (err == CF_OK && s->results_csv && (r == NULL || r->results_len == 0)) {
-            const char *h = cf_window_csv_header();
-            outfile_write(&s->results, h, strlen(h));
+            char h[256];
+            outfile_write(&s->results, h, cf_window_csv_header_for(s->group_mask, h, sizeof(h)));
         }
     }
     if (err == CF_OK && s->mode != PROT_NONE) {
@@ -1173,8 +1180,8 @@ static cf_err open_outputs(cf_secure *s, const struct resume_state *r, char *err
     if (err == CF_OK && s->mode != PROT_NONE && s->audit != NULL) {
         err = open_signer(s, r, errstr, errstr_size);
         if (err == CF_OK && s->results_csv && (r == NULL || r->results_len == 0)) {
-            const char *h = cf_window_csv_header(); /* written above, not yet on disk */
-            ressig_feed(&s->rsig, false, h, strlen(h));
+            char h[256]; /* written above, not yet on disk */
+            ressig_feed(&s->rsig, false, h, cf_window_csv_header_for(s->group_mask, h, sizeof(h)));
         }
     }
     return err;
@@ -1571,6 +1578,16 @@ cf_err cf__secure_create_observed(cf_secure **out, const cf_config *c, cf_metric
                        c->window_group_by);
             goto fail;
         }
+        /* Amounts in different currencies are never added: currency is always part of the
+         * group (listing it in group_by changes nothing). */
+        s->group_mask |= CF_GROUP_CURRENCY;
+        if (c->min_count < 10) {
+            CF_LOG(CF_LOG_WARN, "config",
+                   "min_count is %lld: released rows may describe fewer than 10 payments (a "
+                   "row of one is that payment's exact amount, group and minute); 10 or more "
+                   "is the k-anonymity default",
+                   (long long)c->min_count);
+        }
     }
     if (c->output_dir[0] != '\0' && mkdir(c->output_dir, 0700) != 0 && errno != EEXIST) {
         err =
@@ -1692,12 +1709,17 @@ static cf_err announce(cf_secure *s, const uint8_t *gk, size_t gk_len,
     if (err != CF_OK || !added) {
         return err;
     }
-    dict_entry *d = cf_malloc(sizeof(*d));
+    char text[CF_WINDOW_GROUP_TEXT_MAX];
+    size_t n = s->results_csv ? cf_window_group_csv(s->group_mask, gk, gk_len, text, sizeof(text))
+                              : cf_window_group_json(s->group_mask, gk, gk_len, text, sizeof(text));
+    dict_entry *d = cf_malloc(sizeof(*d) + n + 1);
     if (d == NULL) {
         return CF_E_NOMEM;
     }
     memcpy(d->key, pseudo, CF_SA_PSEUDO_LEN);
-    cf_window_group_text(gk, gk_len, d->text, sizeof(d->text));
+    memcpy(d->text, text, n);
+    d->text[n] = '\0';
+    cf_window_group_currency(s->group_mask, gk, gk_len, d->currency);
     cf_ring_push_wait(s->dict, d);
     return CF_OK;
 }

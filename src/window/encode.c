@@ -111,18 +111,22 @@ size_t cf_window_row_ndjson(const cf_window_row *row, char *buf, size_t size)
     } else {
         snprintf(sum, sizeof(sum), "null");
     }
-    bool ok = cf_appendf(buf, size, &o,
-                         "{\"window_start\":\"%s\",\"window_end\":\"%s\",\"group\":", ts, te) &&
-              json_str(buf, size, &o, row->group != NULL ? row->group : "") &&
-              cf_appendf(buf, size, &o,
-                         ",\"count\":%" PRIu64
-                         ",\"sum_minor\":%s,\"verified\":%s,\"first_index\":%" PRIu64
-                         ",\"last_index\":%" PRIu64 "%s",
-                         row->count, sum, row->verified ? "true" : "false", row->first_index,
-                         row->last_index, row->sum_valid ? "" : ",\"error\":\"overflow\"") &&
-              (row->key_epoch == 0 ||
-               cf_appendf(buf, size, &o, ",\"key_epoch\":%" PRIu32, row->key_epoch)) &&
-              cf_appendf(buf, size, &o, "}\n");
+    bool ok =
+        cf_appendf(buf, size, &o, "{\"window_start\":\"%s\",\"window_end\":\"%s\",\"group\":", ts,
+                   te) &&
+        (row->group_json != NULL ? cf_appendf(buf, size, &o, "%s", row->group_json)
+                                 : json_str(buf, size, &o, row->group != NULL ? row->group : "")) &&
+        (row->currency == NULL ||
+         (cf_appendf(buf, size, &o, ",\"currency\":") && json_str(buf, size, &o, row->currency))) &&
+        cf_appendf(buf, size, &o,
+                   ",\"count\":%" PRIu64
+                   ",\"sum_minor\":%s,\"verified\":%s,\"first_index\":%" PRIu64
+                   ",\"last_index\":%" PRIu64 "%s",
+                   row->count, sum, row->verified ? "true" : "false", row->first_index,
+                   row->last_index, row->sum_valid ? "" : ",\"error\":\"overflow\"") &&
+        (row->key_epoch == 0 ||
+         cf_appendf(buf, size, &o, ",\"key_epoch\":%" PRIu32, row->key_epoch)) &&
+        cf_appendf(buf, size, &o, "}\n");
     if (!ok) {
         if (size > 0) {
             buf[0] = '\0';
@@ -177,13 +181,23 @@ size_t cf_window_row_csv(const cf_window_row *row, char *buf, size_t size)
     } else {
         sum[0] = '\0'; /* empty field: overflow */
     }
-    bool ok = cf_appendf(buf, size, &o, "%s,%s,\"", ts, te);
-    for (const char *p = row->group != NULL ? row->group : ""; ok && *p != '\0'; p++) {
-        ok = *p == '"' ? cf_appendf(buf, size, &o, "\"\"") : cf_appendf(buf, size, &o, "%c", *p);
+    bool ok;
+    if (row->group_csv != NULL) {
+        /* one column per group field (the header comes from cf_window_csv_header_for) */
+        ok = cf_appendf(buf, size, &o,
+                        "%s,%s,%s,%" PRIu64 ",%s,%s,%" PRIu64 ",%" PRIu64 ",%" PRIu32 "\n", ts, te,
+                        row->group_csv, row->count, sum, row->verified ? "true" : "false",
+                        row->first_index, row->last_index, row->key_epoch);
+    } else {
+        ok = cf_appendf(buf, size, &o, "%s,%s,\"", ts, te);
+        for (const char *p = row->group != NULL ? row->group : ""; ok && *p != '\0'; p++) {
+            ok =
+                *p == '"' ? cf_appendf(buf, size, &o, "\"\"") : cf_appendf(buf, size, &o, "%c", *p);
+        }
+        ok = ok &&
+             cf_appendf(buf, size, &o, "\",%" PRIu64 ",%s,%s,%" PRIu64 ",%" PRIu64 "\n", row->count,
+                        sum, row->verified ? "true" : "false", row->first_index, row->last_index);
     }
-    ok = ok &&
-         cf_appendf(buf, size, &o, "\",%" PRIu64 ",%s,%s,%" PRIu64 ",%" PRIu64 "\n", row->count,
-                    sum, row->verified ? "true" : "false", row->first_index, row->last_index);
     if (!ok) {
         if (size > 0) {
             buf[0] = '\0';

@@ -3,6 +3,7 @@
  * followed by a 0x00 byte. Ids are NUL-terminated strings, so they cannot contain 0x00 and
  * the encoding is injective. Bounded by CF_WINDOW_GROUP_KEY_MAX; no allocation; any thread.
  */
+#include <stdbool.h>
 #include <string.h>
 
 #include "confide/window.h"
@@ -120,4 +121,122 @@ size_t cf_window_group_text(const uint8_t *key, size_t len, char *buf, size_t si
     }
     buf[o] = '\0';
     return o;
+}
+
+/* Calls @p fn for each field of a key built with @p mask: its name and its value bytes. */
+typedef bool (*field_fn)(void *opaque, const char *name, const uint8_t *v, size_t n);
+static bool each_field(unsigned mask, const uint8_t *key, size_t len, field_fn fn, void *opaque)
+{
+    size_t at = 0;
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+        if ((mask & fields[i].bit) == 0) {
+            continue;
+        }
+        const uint8_t *z = at < len ? memchr(key + at, 0, len - at) : NULL;
+        if (z == NULL) {
+            return false;
+        }
+        size_t n = (size_t)(z - (key + at));
+        if (!fn(opaque, fields[i].name, key + at, n)) {
+            return false;
+        }
+        at += n + 1;
+    }
+    return true;
+}
+
+typedef struct out {
+    char *buf;
+    size_t size, o;
+    bool first;
+} out;
+
+static bool emit(out *w, const char *s, size_t n)
+{
+    if (w->o + n + 1 > w->size) {
+        return false;
+    }
+    memcpy(w->buf + w->o, s, n);
+    w->o += n;
+    w->buf[w->o] = '\0';
+    return true;
+}
+
+static bool json_member(void *opaque, const char *name, const uint8_t *v, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    out *w = opaque;
+    bool ok = emit(w, w->first ? "\"" : ",\"", w->first ? 1 : 2) && emit(w, name, strlen(name)) &&
+              emit(w, "\":\"", 3);
+    w->first = false;
+    for (size_t i = 0; ok && i < n; i++) {
+        uint8_t c = v[i];
+        if (c == '"' || c == '\\') {
+            char e[2] = {'\\', (char)c};
+            ok = emit(w, e, 2);
+        } else if (c < 0x20) {
+            char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+            ok = emit(w, e, 6);
+        } else {
+            ok = emit(w, (const char *)&c, 1); /* ids are valid UTF-8: bytes pass through */
+        }
+    }
+    return ok && emit(w, "\"", 1);
+}
+
+size_t cf_window_group_json(unsigned mask, const uint8_t *key, size_t len, char *buf, size_t size)
+{
+    out w = {buf, size, 0, true};
+    bool ok = emit(&w, "{", 1) && each_field(mask, key, len, json_member, &w) && emit(&w, "}", 1);
+    return ok ? w.o : 0;
+}
+
+static bool csv_field(void *opaque, const char *name, const uint8_t *v, size_t n)
+{
+    (void)name;
+    out *w = opaque;
+    bool ok = emit(w, w->first ? "\"" : ",\"", w->first ? 1 : 2);
+    w->first = false;
+    for (size_t i = 0; ok && i < n; i++) {
+        ok = v[i] == '"' ? emit(w, "\"\"", 2) : emit(w, (const char *)&v[i], 1);
+    }
+    return ok && emit(w, "\"", 1);
+}
+
+size_t cf_window_group_csv(unsigned mask, const uint8_t *key, size_t len, char *buf, size_t size)
+{
+    out w = {buf, size, 0, true};
+    if (size > 0) {
+        buf[0] = '\0';
+    }
+    return each_field(mask, key, len, csv_field, &w) ? w.o : 0;
+}
+
+static bool currency_of(void *opaque, const char *name, const uint8_t *v, size_t n)
+{
+    if (strcmp(name, "currency") == 0 && n < 4) {
+        memcpy(opaque, v, n);
+        ((char *)opaque)[n] = '\0';
+    }
+    return true;
+}
+
+void cf_window_group_currency(unsigned mask, const uint8_t *key, size_t len, char cur[4])
+{
+    cur[0] = '\0';
+    each_field(mask, key, len, currency_of, cur);
+}
+
+size_t cf_window_csv_header_for(unsigned mask, char *buf, size_t size)
+{
+    out w = {buf, size, 0, true};
+    bool ok = emit(&w, "window_start,window_end", 23);
+    for (size_t i = 0; ok && i < sizeof(fields) / sizeof(fields[0]); i++) {
+        if (mask & fields[i].bit) {
+            ok = emit(&w, ",", 1) && emit(&w, fields[i].name, strlen(fields[i].name));
+        }
+    }
+    const char *tail = ",count,sum_minor,verified,first_index,last_index,key_epoch\n";
+    ok = ok && emit(&w, tail, strlen(tail));
+    return ok ? w.o : 0;
 }

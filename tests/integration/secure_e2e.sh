@@ -22,7 +22,8 @@ run() { # run OUTDIR [options...]
     local out=$1
     shift
     "$CONFIDE" run --input "$tmp/day.csv" --keys "$tmp/keys" --out "$out" --group-by country \
-        --window-ms 600000 --rules "$SRC/examples/rules.yaml" --parties 3 --json "$@"
+        --window-ms 600000 --rules "$SRC/examples/rules.yaml" --parties 3 --set min_count=1 \
+        --json "$@"
 }
 
 s=$(run "$tmp/lsa")
@@ -40,8 +41,8 @@ for r in csv.DictReader(open(sys.argv[1])):
     ts = datetime.strptime(r["ts"][:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc)
     start = int(ts.timestamp()) // 600 * 600
     minor = int(Decimal(r["amount"]).scaleb(EXP.get(r["currency"], 2)))
-    c, s = ref.get((start, r["country"]), (0, 0))
-    ref[(start, r["country"])] = (c + 1, s + minor)
+    c, s = ref.get((start, r["country"], r["currency"]), (0, 0))
+    ref[(start, r["country"], r["currency"])] = (c + 1, s + minor)
 got = {}
 for line in open(sys.argv[2]):
     o = json.loads(line)
@@ -49,7 +50,9 @@ for line in open(sys.argv[2]):
     assert o["key_epoch"] == 1, o  # keygen's default epoch: results name their keys
     start = int(datetime.strptime(o["window_start"], "%Y-%m-%dT%H:%M:%SZ")
                 .replace(tzinfo=timezone.utc).timestamp())
-    got[(start, o["group"])] = (o["count"], o["sum_minor"])
+    # the group is a JSON object; currency is always part of it, and named in every row
+    assert set(o["group"]) == {"country", "currency"} and o["currency"] == o["group"]["currency"], o
+    got[(start, o["group"]["country"], o["currency"])] = (o["count"], o["sum_minor"])
 if got != ref:
     missing = set(ref) - set(got); extra = set(got) - set(ref)
     bad = [k for k in ref if k in got and ref[k] != got[k]]
@@ -72,9 +75,9 @@ PY
 run "$tmp/csv" --set output.results_format=csv >/dev/null
 python3 - "$tmp/lsa/results.ndjson" "$tmp/csv/results.csv" <<'PY' || fail "results.csv != results.ndjson"
 import csv, json, sys
-a = sorted((o["window_start"], o["group"], o["count"], o["sum_minor"])
-           for o in map(json.loads, open(sys.argv[1])))
-b = sorted((r["window_start"], r["group"], int(r["count"]), int(r["sum_minor"]))
+a = sorted((o["window_start"], o["group"]["country"], o["group"]["currency"], o["count"],
+            o["sum_minor"]) for o in map(json.loads, open(sys.argv[1])))
+b = sorted((r["window_start"], r["country"], r["currency"], int(r["count"]), int(r["sum_minor"]))
            for r in csv.DictReader(open(sys.argv[2])))
 sys.exit(0 if a == b else 1)
 PY
@@ -93,10 +96,10 @@ order = sorted(range(len(rows)), key=lambda i: t(key[i][1]) + rnd.uniform(0, 30)
 open(sys.argv[2], "w").write(head + "".join(rows[i] for i in order))
 PY
 "$CONFIDE" run --input "$tmp/shuffled.csv" --keys "$tmp/keys" --out "$tmp/shuf" --group-by country \
-    --window-ms 600000 --parties 3 --set window.max_delay_ms=60000 --json >/dev/null
+    --window-ms 600000 --parties 3 --set window.max_delay_ms=60000 --set min_count=1 --json >/dev/null
 python3 - "$tmp/lsa/results.ndjson" "$tmp/shuf/results.ndjson" <<'PY' || fail "shuffled input changed the results"
 import json, sys
-key = lambda o: (o["window_start"], o["group"], o["count"], o["sum_minor"])
+key = lambda o: (o["window_start"], json.dumps(o["group"]), o["count"], o["sum_minor"])
 a = sorted(key(json.loads(l)) for l in open(sys.argv[1]))
 b = sorted(key(json.loads(l)) for l in open(sys.argv[2]))
 sys.exit(0 if a == b else 1)

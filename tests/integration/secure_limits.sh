@@ -46,3 +46,31 @@ assert r["count"] == 5 and r["sum_minor"] == 200000000000 and r["verified"] is T
 print("large payments: 3 alerts, sum exact:", r["sum_minor"])
 PY
 "$CONFIDE" audit verify "$tmp/big/audit" --keys "$tmp/keys" >/dev/null || fail "audit verify"
+
+# Currencies are never added together, and group labels cannot collide.
+cat >"$tmp/fx.ndjson" <<'J'
+{"event_id":11,"ts":"2026-01-05T11:00:01Z","account":"C","merchant":"A|B","amount":"150.00","currency":"EUR","type":"PAYMENT","country":"DE","channel":"POS"}
+{"event_id":12,"ts":"2026-01-05T11:00:02Z","account":"B|C","merchant":"A","amount":"150.00","currency":"USD","type":"PAYMENT","country":"DE","channel":"POS"}
+{"event_id":13,"ts":"2026-01-05T11:00:03Z","account":"C","merchant":"A|B","amount":"15000","currency":"JPY","type":"PAYMENT","country":"DE","channel":"POS"}
+{"event_id":14,"ts":"2026-01-05T11:00:04Z","account":"C","merchant":"A|B","amount":"0.50","currency":"EUR","type":"PAYMENT","country":"DE","channel":"POS"}
+J
+"$CONFIDE" run --input "$tmp/fx.ndjson" --format ndjson --keys "$tmp/keys" --out "$tmp/fx" \
+    --group-by merchant,account --window-ms 60000 --set min_count=1 --json >/dev/null
+python3 - "$tmp/fx/results.ndjson" <<'PY' || fail "currencies mixed or group labels collide"
+import json, sys
+rows = sorted((json.dumps(o["group"], sort_keys=True), o["currency"], o["count"], o["sum_minor"])
+              for o in map(json.loads, open(sys.argv[1])))
+want = sorted([
+    (json.dumps({"merchant": "A|B", "account": "C", "currency": "EUR"}, sort_keys=True), "EUR", 2, 15050),
+    (json.dumps({"merchant": "A", "account": "B|C", "currency": "USD"}, sort_keys=True), "USD", 1, 15000),
+    (json.dumps({"merchant": "A|B", "account": "C", "currency": "JPY"}, sort_keys=True), "JPY", 1, 15000),
+])
+assert rows == want, rows
+print("per currency, distinct groups:", len(rows), "rows")
+PY
+"$CONFIDE" run --input "$tmp/fx.ndjson" --format ndjson --keys "$tmp/keys" --out "$tmp/fxcsv" \
+    --group-by merchant,account --window-ms 60000 --set min_count=1 \
+    --set output.results_format=csv --json >/dev/null
+head -1 "$tmp/fxcsv/results.csv" | grep -q "^window_start,window_end,merchant,account,currency,count," ||
+    fail "CSV header has no column per group field: $(head -1 "$tmp/fxcsv/results.csv")"
+grep -q '"A|B","C","EUR",2,15050' "$tmp/fxcsv/results.csv" || fail "CSV group columns"
