@@ -8,6 +8,9 @@
  * registry as one JSON line per status.interval_ms instead. Neither carries amounts or ids.
  */
 #include <signal.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,6 +73,11 @@ static void usage(FILE *f)
             "  --stats-json         print one JSON stats line (docs/metrics.md) on stderr per\n"
             "                       status.interval_ms\n"
             "  --no-status          no live status line on a terminal\n"
+            "  --resume             restart into an output whose audit log holds events even\n"
+            "                       when the input or config cannot be checked against it\n"
+            "                       (a stream); skips that many accepted records unchecked\n"
+            "  --fresh              keep an existing --out DIR aside (renamed DIR.prev-<time>)\n"
+            "                       and start a new one: new log, outputs and keys\n"
             "  --set KEY=VALUE      set any config key\n"
             "  --json               print exactly one JSON summary object on stdout\n"
             "  --config-doc         print the config key reference (Markdown) and exit\n"
@@ -99,6 +107,8 @@ typedef struct run_flags {
     bool json;
     bool stats_json;
     bool no_status;
+    bool fresh;
+    bool resume;
 } run_flags;
 
 static int apply_args(cf_config *conf, int argc, char **argv, run_flags *fl)
@@ -129,6 +139,23 @@ static int apply_args(cf_config *conf, int argc, char **argv, run_flags *fl)
         }
         if (strcmp(a, "--no-status") == 0) {
             fl->no_status = true;
+            continue;
+        }
+        if (strcmp(a, "--fresh") == 0 || strcmp(a, "--resume") == 0) {
+            bool fresh = a[2] == 'f';
+            if (fresh ? fl->fresh : fl->resume) {
+                fprintf(stderr, "confide run: %s given twice\n", a);
+                return CF_EXIT_USAGE;
+            }
+            *(fresh ? &fl->fresh : &fl->resume) = true;
+            if (fl->fresh && fl->resume) {
+                fprintf(stderr, "confide run: --fresh and --resume contradict each other\n");
+                return CF_EXIT_USAGE;
+            }
+            if (!fresh && cf_config_set(conf, "recovery.resume_any_input", "true", errstr,
+                                        sizeof(errstr)) != CF_OK) {
+                return CF_EXIT_USAGE;
+            }
             continue;
         }
         if (strcmp(a, "--config") == 0) {
@@ -249,6 +276,33 @@ static void announce_metrics(const cf_config *conf, cf_pipeline *p)
     fflush(stderr);
 }
 
+/* --fresh: the existing output directory (its audit log, outputs and keys) is renamed
+ * DIR.prev-<UTC time>, never deleted, so the next run starts a new log. */
+static int keep_aside(cf_config *conf)
+{
+    char out[4096], dst[4200], ts[32];
+    struct stat st;
+    if (cf_config_get(conf, "output.dir", out, sizeof(out)) != CF_OK || out[0] == '\0') {
+        fprintf(stderr, "confide run: --fresh needs --out DIR\n");
+        return CF_EXIT_USAGE;
+    }
+    if (stat(out, &st) != 0) {
+        return CF_EXIT_OK; /* nothing to keep aside */
+    }
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(ts, sizeof(ts), "%Y%m%dT%H%M%SZ", &tm);
+    snprintf(dst, sizeof(dst), "%s.prev-%s", out, ts);
+    if (rename(out, dst) != 0) {
+        fprintf(stderr, "confide run: --fresh: cannot rename %s to %s: %s\n", out, dst,
+                strerror(errno));
+        return CF_EXIT_RUNTIME;
+    }
+    fprintf(stderr, "confide run: --fresh: the previous output is kept in %s\n", dst);
+    return CF_EXIT_OK;
+}
+
 static int run_main(int argc, char **argv)
 {
     if (cli_wants_help(argc, argv)) {
@@ -272,6 +326,17 @@ static int run_main(int argc, char **argv)
         return CF_EXIT_RUNTIME;
     }
     rc = apply_args(conf, argc, argv, &fl);
+    char outdir[8] = "x", auditdir[8] = "x";
+    cf_config_get(conf, "output.dir", outdir, sizeof(outdir));
+    cf_config_get(conf, "audit.dir", auditdir, sizeof(auditdir));
+    if (rc == CF_EXIT_OK && outdir[0] == '\0' && auditdir[0] == '\0') {
+        /* Not an error (a quick look at a file is legitimate), but nothing is kept. */
+        fprintf(stderr, "confide run: warning: no --out DIR (output.dir): no audit log is "
+                        "written and results, alerts and late records are discarded\n");
+    }
+    if (rc == CF_EXIT_OK && fl.fresh) {
+        rc = keep_aside(conf);
+    }
     if (rc != CF_EXIT_OK) {
         goto done;
     }
@@ -298,7 +363,7 @@ static int run_main(int argc, char **argv)
     status_on_tty = false; /* the final status call cleared the line */
     if (err != CF_OK) {
         fprintf(stderr, "confide run: %s\n", errstr);
-        rc = CF_EXIT_RUNTIME;
+        rc = err == CF_E_INVAL ? CF_EXIT_USAGE : CF_EXIT_RUNTIME;
     } else if (s.integrity_alerts > 0) {
         rc = CF_EXIT_INTEGRITY;
     }

@@ -88,6 +88,11 @@ static const conf_entry entries[] = {
      "(needs an output or audit directory)."},
     {"audit.dir", CONF_STR, "", 0, 0, NULL, OFF(audit_dir), SZ(audit_dir),
      "Audit log directory. Empty: OUTPUT/audit."},
+    {"recovery.resume_any_input", CONF_BOOL, "false", 0, 0, NULL, OFF(recovery_resume_any), 0,
+     "When the audit log already holds events, a restart skips that many accepted input "
+     "records; it first checks they are the logged events and refuses (exit 2) otherwise. "
+     "true skips them unchecked (`confide run --resume`), as for a stream that cannot be "
+     "re-read."},
     {"audit.witness_dir", CONF_STR, "", 0, 0, NULL, OFF(audit_witness_dir), SZ(audit_witness_dir),
      "Publish every signed tree head, as a C2SP checkpoint, to WITNESS_DIR/<log id>.checkpoint "
      "(atomic rename) for `confide audit witness` to cosign. Empty: no publication."},

@@ -30,6 +30,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -191,6 +192,8 @@ static cf_err observe_setup(cf_pipeline *p, char *errstr, size_t errstr_size)
     return CF_OK;
 }
 
+static cf_err check_resumed_input(cf_pipeline *p, char *errstr, size_t errstr_size);
+
 cf_err cf_pipeline_create(cf_pipeline **out, const cf_config *c, char *errstr, size_t errstr_size)
 {
     cf_err err;
@@ -220,6 +223,10 @@ cf_err cf_pipeline_create(cf_pipeline **out, const cf_config *c, char *errstr, s
         goto fail;
     }
     if ((err = observe_setup(p, errstr, errstr_size)) != CF_OK) {
+        goto fail;
+    }
+    /* before anything opens the log or the outputs: a refusal changes nothing */
+    if ((err = check_resumed_input(p, errstr, errstr_size)) != CF_OK) {
         goto fail;
     }
     if ((err = cf__secure_create_observed(&p->secure, &p->conf, p->ob->m, errstr, errstr_size)) !=
@@ -791,6 +798,107 @@ static cf_err open_outputs(cf_pipeline *p, char *errstr, size_t errstr_size)
     }
     return outfile_open(&p->dead_letter, p->conf.output_dir, "dead_letter.ndjson", errstr,
                         errstr_size);
+}
+
+/*
+ * A restart into an output directory whose audit log already holds N events skips the first
+ * N accepted input records: right only when they are the events the log holds. Checked
+ * here, before anything runs, by comparing each with the logged event at its index; a
+ * different file, or the same file edited, is refused with the first index that differs.
+ * A stream (stdin) cannot be re-read, so it is refused unless recovery.resume_any_input.
+ */
+static cf_err check_resumed_input(cf_pipeline *p, char *errstr, size_t errstr_size)
+{
+    uint64_t *fp = NULL, nfp = 0, k = 0;
+    if (p->conf.recovery_resume_any || p->mem_buf != NULL) {
+        return CF_OK;
+    }
+    cf_err err = cf_secure_logged_fingerprints(&p->conf, &fp, &nfp, errstr, errstr_size);
+    uint64_t n = nfp;
+    if (err != CF_OK || n == 0) {
+        cf_free(fp);
+        return err;
+    }
+    const char *hint = "use --fresh to start a new output (the old one is kept aside), or "
+                       "--resume to skip them unchecked";
+    bool in_mem = p->mem_buf != NULL;
+    if (!in_mem && strcmp(p->conf.input_path, "-") == 0) {
+        cf_free(fp);
+        return cf_err_set(CF_E_INVAL, errstr, errstr_size,
+                          "the audit log already holds %llu events and the input is a stream "
+                          "(stdin) that cannot be checked against them; %s",
+                          (unsigned long long)n, hint);
+    }
+    const char *data = p->mem_buf;
+    size_t len = p->mem_len;
+    void *map = NULL;
+    int fd = -1;
+    if (!in_mem) {
+        struct stat sb;
+        fd = open(p->conf.input_path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0 || fstat(fd, &sb) != 0) {
+            cf_err e = cf_err_errno(errno, errstr, errstr_size, "cannot open input %s",
+                                    p->conf.input_path);
+            if (fd >= 0) {
+                close(fd);
+            }
+            cf_free(fp);
+            return e;
+        }
+        len = (size_t)sb.st_size;
+        map = len > 0 ? mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0) : NULL;
+        close(fd);
+        if (len > 0 && map == MAP_FAILED) {
+            cf_free(fp);
+            return cf_err_errno(errno, errstr, errstr_size, "cannot read input %s",
+                                p->conf.input_path);
+        }
+        data = map;
+    }
+    cf_splitter *sp = NULL;
+    cf_decoder *dec = NULL;
+    if (err == CF_OK &&
+        ((err = cf_splitter_create(&sp, p->fmt, (size_t)p->conf.input_record_max)) != CF_OK ||
+         (err = cf_decoder_create(&dec, p->fmt, errstr, errstr_size)) != CF_OK)) {
+        cf_err_set(err, errstr, errstr_size, "cannot check the input");
+    }
+    size_t pos = 0;
+    while (err == CF_OK && k < nfp) {
+        cf_record rec;
+        size_t used = 0;
+        if (cf_splitter_next(sp, data + pos, len - pos, true, &rec, &used) != CF_OK) {
+            break;
+        }
+        pos += used;
+        cf_event ev;
+        char reason[160];
+        if (rec.too_long ||
+            cf_decoder_decode(dec, &rec, &ev, reason, sizeof(reason)) != CF_DECODE_EVENT) {
+            continue;
+        }
+        if (cf_secure_event_fingerprint(&ev) != fp[k]) {
+            err = cf_err_set(CF_E_INVAL, errstr, errstr_size,
+                             "the input is not the one the audit log holds: accepted record "
+                             "%llu (event_id %llu) differs from the event logged at index %llu; "
+                             "restarting would skip %llu records of another input; %s",
+                             (unsigned long long)k, (unsigned long long)ev.event_id,
+                             (unsigned long long)k, (unsigned long long)n, hint);
+        }
+        k++;
+    }
+    if (err == CF_OK && k < nfp) {
+        err = cf_err_set(CF_E_INVAL, errstr, errstr_size,
+                         "the input holds %llu accepted records, the audit log already %llu: it "
+                         "is not the input the log was written from; %s",
+                         (unsigned long long)k, (unsigned long long)nfp, hint);
+    }
+    cf_decoder_destroy(dec);
+    cf_splitter_destroy(sp);
+    cf_free(fp);
+    if (map != NULL) {
+        munmap(map, len);
+    }
+    return err;
 }
 
 cf_err cf_pipeline_run(cf_pipeline *p, cf_summary *out, char *errstr, size_t errstr_size)

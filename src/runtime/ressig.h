@@ -46,6 +46,7 @@ void ressig_sign(ressig *r, uint64_t events_through);
 /** Length and sequence of results.sig.ndjson so far (for the checkpoint). */
 cf_err ressig_position(ressig *r, uint64_t *len, uint64_t *seq);
 cf_err ressig_commit(ressig *r, char *errstr, size_t errstr_size);
+
 void ressig_close(ressig *r);
 
 #endif

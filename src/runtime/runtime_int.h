@@ -32,6 +32,7 @@ struct cf_config {
     bool audit_enabled;
     char audit_dir[CF_CONF_STR_MAX];
     char audit_witness_dir[CF_CONF_STR_MAX];
+    bool recovery_resume_any;
     char audit_fsync[32];
     int64_t audit_checkpoint_events;
     int64_t window_size_ms;

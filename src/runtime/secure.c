@@ -984,6 +984,8 @@ typedef struct resume_state resume_state;
 
 static cf_err protect(cf_secure *s, const cf_event *events, uint32_t n, const cf_sa_ctx *ctx,
                       char *errstr, size_t errstr_size);
+static void result_params(const cf_secure *s, char *out, size_t size);
+static cf_err check_params_unchanged(cf_secure *s, char *errstr, size_t errstr_size);
 static cf_err announce_event(cf_secure *s, const cf_event *ev, uint8_t *pseudo);
 
 static cf_err ensure_keys(cf_secure *s, char *errstr, size_t errstr_size)
@@ -1608,6 +1610,7 @@ cf_err cf__secure_create_observed(cf_secure **out, const cf_config *c, cf_metric
     }
     init_mask_ctx(s);
     if ((err = load_resume_state(s, &rs, errstr, errstr_size)) != CF_OK ||
+        (err = check_params_unchanged(s, errstr, errstr_size)) != CF_OK ||
         (err = open_outputs(s, s->resume_index > 0 ? &rs : NULL, errstr, errstr_size)) != CF_OK) {
         goto fail;
     }
@@ -1650,6 +1653,122 @@ fail:
     cf_free(rs.blob);
     cf_secure_destroy(s);
     return err;
+}
+
+uint64_t cf_secure_event_fingerprint(const cf_event *ev)
+{
+    cf_event e = *ev;
+    uint8_t enc[CF_AUDIT_EVENT_ENC_MAX];
+    uint64_t fp = 0;
+    e.seq = 0; /* the log's index, not part of what the input said */
+    e.ingest_ns = 0;
+    size_t n = cf_audit_event_encode(&e, enc, sizeof(enc));
+    crypto_generichash((uint8_t *)&fp, sizeof(fp), enc, n, NULL, 0);
+    return fp;
+}
+
+cf_err cf_secure_logged_fingerprints(const cf_config *c, uint64_t **out, uint64_t *n, char *errstr,
+                                     size_t errstr_size)
+{
+    char audit[CF_CONF_STR_MAX + 16], keys[CF_CONF_STR_MAX + 16], seg[CF_CONF_STR_MAX + 48];
+    *out = NULL;
+    *n = 0;
+    snprintf(audit, sizeof(audit), "%s", c->audit_dir);
+    if (audit[0] == '\0') {
+        snprintf(audit, sizeof(audit), "%s/audit", c->output_dir);
+    }
+    snprintf(keys, sizeof(keys), "%s", c->keys_dir);
+    if (keys[0] == '\0') {
+        snprintf(keys, sizeof(keys), "%s/keys", c->output_dir);
+    }
+    snprintf(seg, sizeof(seg), "%s/00000000000000000000.seg", audit);
+    struct stat st;
+    if (!c->audit_enabled || (c->output_dir[0] == '\0' && c->audit_dir[0] == '\0') ||
+        stat(seg, &st) != 0) {
+        return CF_OK; /* no log yet: nothing will be skipped */
+    }
+    cf_key *dk = NULL;
+    cf_audit_reader *rd = NULL;
+    uint64_t *fp = NULL;
+    size_t cap = 0, k = 0;
+    cf_err err = cf_key_load(keys, "data.key", &dk, errstr, errstr_size);
+    if (err == CF_OK) {
+        err = cf_audit_reader_open(&rd, audit, dk, 0, errstr, errstr_size);
+    }
+    while (err == CF_OK) {
+        cf_audit_entry e;
+        err = cf_audit_reader_next(rd, &e, errstr, errstr_size);
+        if (err != CF_OK || e.type != CF_AUDIT_REC_BATCH) {
+            continue;
+        }
+        if (k + e.count > cap) {
+            size_t nc = cap ? cap * 2 : 4096;
+            while (nc < k + e.count) {
+                nc *= 2;
+            }
+            uint64_t *nf = cf_realloc(fp, nc * sizeof(*fp));
+            if (nf == NULL) {
+                err = CF_E_NOMEM;
+                break;
+            }
+            fp = nf;
+            cap = nc;
+        }
+        for (uint32_t i = 0; i < e.count; i++) {
+            fp[k++] = cf_secure_event_fingerprint(&e.events[i]);
+        }
+    }
+    cf_audit_reader_destroy(rd);
+    cf_key_destroy(dk);
+    if (err != CF_E_EOF) {
+        cf_free(fp);
+        return err;
+    }
+    *out = fp;
+    *n = k;
+    return CF_OK;
+}
+
+/* The results parameters of this run against those the last signed line recorded: a
+ * resumed run with other windows, grouping or min_count would mix two kinds of rows. Read
+ * before the outputs are touched, so a refusal leaves them as they were. */
+static cf_err check_params_unchanged(cf_secure *s, char *errstr, size_t errstr_size)
+{
+    if (s->resume_index == 0 || s->conf.recovery_resume_any || s->mode == PROT_NONE) {
+        return CF_OK;
+    }
+    char path[CF_CONF_STR_MAX + 64], line[1400] = "", prev[1400] = "", now[512];
+    snprintf(path, sizeof(path), "%s/.results.sig.ndjson.tmp", s->conf.output_dir);
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        snprintf(path, sizeof(path), "%s/results.sig.ndjson", s->conf.output_dir);
+        f = fopen(path, "rb");
+    }
+    if (f == NULL) {
+        return CF_OK;
+    }
+    while (fgets(line, sizeof(line), f) != NULL) {
+        snprintf(prev, sizeof(prev), "%s", line);
+    }
+    fclose(f);
+    result_params(s, now, sizeof(now));
+    /* the key epoch is not known yet: compare everything before it */
+    const char *p = strstr(prev, "\"params\":");
+    const char *pe = p != NULL ? strstr(p, ",\"key_epoch\"") : NULL;
+    const char *ne = strstr(now, ",\"key_epoch\"");
+    if (p == NULL || pe == NULL || ne == NULL) {
+        return CF_OK;
+    }
+    p += 9;
+    if ((size_t)(pe - p) != (size_t)(ne - now) || memcmp(p, now, (size_t)(ne - now)) != 0) {
+        return cf_err_set(CF_E_INVAL, errstr, errstr_size,
+                          "the configuration changed since the last checkpoint: the results so "
+                          "far were made with %.*s}, this run has %.*s}; resuming would mix them. "
+                          "Use --fresh to start a new output (the old one is kept aside), or "
+                          "--resume to continue anyway",
+                          (int)(pe - p), p, (int)(ne - now), now);
+    }
+    return CF_OK;
 }
 
 uint64_t cf_secure_resume_skip(const cf_secure *s)

@@ -33,6 +33,12 @@ typedef struct cf_secure_stats {
 cf_err cf_secure_create(cf_secure **out, const cf_config *c, char *errstr, size_t errstr_size);
 /** Accepted input records to skip because the audit log already holds them (resume). */
 uint64_t cf_secure_resume_skip(const cf_secure *s);
+/** A 64-bit hash of what the input said about @p ev (not its log index or ingest stamp). */
+uint64_t cf_secure_event_fingerprint(const cf_event *ev);
+/** The fingerprints of the events the audit log already holds (resume_skip of them):
+ *  *out returns owned (cf_free), *n entries. */
+cf_err cf_secure_logged_fingerprints(const cf_config *c, uint64_t **out, uint64_t *n, char *errstr,
+                                     size_t errstr_size);
 /** Gateway: rules, audit append (assigns ev.seq = log index), protection and hand-off to the
  *  parties. The batch may be forwarded only after CF_OK.  @locality gateway thread */
 cf_err cf_secure_gateway(cf_secure *s, cf_batch *b, char *errstr, size_t errstr_size);

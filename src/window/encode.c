@@ -51,6 +51,7 @@ void cf_window_row_from_plain(const cf_window_result *r, const char *group, bool
                               cf_window_row *row)
 {
     const cf_window_plain *v = r->value;
+    memset(row, 0, sizeof(*row)); /* optional fields (group_json, currency, ...) unset */
     row->window_start_us = r->window_start_us;
     row->window_end_us = r->window_end_us;
     row->group = group;
