@@ -1,7 +1,11 @@
 /*
- * Output files of a run (results, alerts, late events, dead letters). Each is written to a
- * hidden temporary file and renamed into place when the run ends, so a reader never sees a
- * half-written file. Mode 0600: dead letters and alerts can carry raw input.
+ * Output files of a run (results, alerts, late events, dead letters), written in place and
+ * readable while the run goes on: on a 24/7 stream there is no "end of the run" to wait
+ * for. Every checkpoint flushes and syncs them (outfile_sync) and records their lengths in
+ * the audit log; after a crash, recovery cuts them back to those lengths and the replay
+ * writes the rest again, so a line is final once the checkpoint after it is durable (lines
+ * past the last checkpoint can be cut and rewritten identically). Mode 0600: dead letters
+ * and alerts can carry raw input.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -16,7 +20,7 @@ cf_err outfile_open(outfile *o, const char *dir, const char *name, char *errstr,
 {
     memset(o, 0, sizeof(*o));
     snprintf(o->path, sizeof(o->path), "%s/%s", dir, name);
-    snprintf(o->tmp, sizeof(o->tmp), "%s/.%s.tmp", dir, name);
+    snprintf(o->tmp, sizeof(o->tmp), "%s", o->path);
     int fd = open(o->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0) {
         return cf_err_errno(errno, errstr, errstr_size, "cannot create %s", o->tmp);
@@ -34,14 +38,8 @@ cf_err outfile_resume(outfile *o, const char *dir, const char *name, uint64_t le
 {
     memset(o, 0, sizeof(*o));
     snprintf(o->path, sizeof(o->path), "%s/%s", dir, name);
-    snprintf(o->tmp, sizeof(o->tmp), "%s/.%s.tmp", dir, name);
+    snprintf(o->tmp, sizeof(o->tmp), "%s", o->path);
     struct stat st;
-    if (stat(o->tmp, &st) != 0 && stat(o->path, &st) == 0) {
-        /* The last run finished: take its file back and continue it from the checkpoint. */
-        if (rename(o->path, o->tmp) != 0) {
-            return cf_err_errno(errno, errstr, errstr_size, "cannot reopen %s", o->path);
-        }
-    }
     int fd = open(o->tmp, O_WRONLY | O_CLOEXEC);
     if (fd < 0 && errno == ENOENT && len == 0) {
         return outfile_open(o, dir, name, errstr, errstr_size);
@@ -100,7 +98,7 @@ cf_err outfile_commit(outfile *o, char *errstr, size_t errstr_size)
     bool bad = fflush(o->f) != 0 || ferror(o->f) || fsync(fileno(o->f)) != 0;
     bad |= fclose(o->f) != 0;
     o->f = NULL;
-    if (bad || rename(o->tmp, o->path) != 0) {
+    if (bad) {
         return cf_err_errno(errno, errstr, errstr_size, "cannot finalize %s", o->path);
     }
     return CF_OK;
@@ -108,9 +106,9 @@ cf_err outfile_commit(outfile *o, char *errstr, size_t errstr_size)
 
 void outfile_abandon(outfile *o)
 {
+    /* Kept: what a failed run wrote is a prefix that recovery cuts back to its checkpoint. */
     if (o->f != NULL) {
         fclose(o->f);
         o->f = NULL;
-        unlink(o->tmp);
     }
 }

@@ -1738,12 +1738,8 @@ static cf_err check_params_unchanged(cf_secure *s, char *errstr, size_t errstr_s
         return CF_OK;
     }
     char path[CF_CONF_STR_MAX + 64], line[1400] = "", prev[1400] = "", now[512];
-    snprintf(path, sizeof(path), "%s/.results.sig.ndjson.tmp", s->conf.output_dir);
+    snprintf(path, sizeof(path), "%s/results.sig.ndjson", s->conf.output_dir);
     FILE *f = fopen(path, "rb");
-    if (f == NULL) {
-        snprintf(path, sizeof(path), "%s/results.sig.ndjson", s->conf.output_dir);
-        f = fopen(path, "rb");
-    }
     if (f == NULL) {
         return CF_OK;
     }
