@@ -96,6 +96,10 @@ size_t cf_json_quote(const char *s, size_t len, char *buf, size_t size);
  */
 size_t cf_deadletter_format(const char *source, const cf_record *rec, const char *reason, char *buf,
                             size_t size);
+/** The same; without @p with_raw the line holds position and reason only
+ *  ({"source","line","offset","reason"}): no account, merchant or amount in clear. */
+size_t cf_deadletter_format_ex(const char *source, const cf_record *rec, const char *reason,
+                               bool with_raw, char *buf, size_t size);
 
 /* ---- generator -------------------------------------------------------------------------- */
 

@@ -45,6 +45,12 @@ static bool put_text(char *buf, size_t size, size_t *o, const char *s)
 size_t cf_deadletter_format(const char *source, const cf_record *rec, const char *reason, char *buf,
                             size_t size)
 {
+    return cf_deadletter_format_ex(source, rec, reason, true, buf, size);
+}
+
+size_t cf_deadletter_format_ex(const char *source, const cf_record *rec, const char *reason,
+                               bool with_raw, char *buf, size_t size)
+{
     if (buf == NULL || size == 0) {
         return 0;
     }
@@ -76,9 +82,12 @@ size_t cf_deadletter_format(const char *source, const cf_record *rec, const char
         ok = put_text(buf, cap, &o, num) &&
              put_quoted(buf, cap, &o, reason != NULL ? reason : "",
                         reason != NULL ? strlen(reason) : 0) &&
-             put_text(buf, cap, &o, ",\"raw\":") && put_quoted(buf, cap, &o, raw, raw_len) &&
-             put_text(buf, cap, &o,
-                      truncated ? ",\"raw_truncated\":true}\n" : ",\"raw_truncated\":false}\n");
+             (with_raw
+                  ? put_text(buf, cap, &o, ",\"raw\":") && put_quoted(buf, cap, &o, raw, raw_len) &&
+                        put_text(buf, cap, &o,
+                                 truncated ? ",\"raw_truncated\":true}\n"
+                                           : ",\"raw_truncated\":false}\n")
+                  : put_text(buf, cap, &o, "}\n"));
     }
     if (!ok) {
         buf[0] = '\0';

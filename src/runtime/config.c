@@ -88,6 +88,9 @@ static const conf_entry entries[] = {
      "(needs an output or audit directory)."},
     {"audit.dir", CONF_STR, "", 0, 0, NULL, OFF(audit_dir), SZ(audit_dir),
      "Audit log directory. Empty: OUTPUT/audit."},
+    {"output.dead_letter_raw", CONF_BOOL, "false", 0, 0, NULL, OFF(output_dead_letter_raw), 0,
+     "Write each rejected record's raw bytes (account, merchant, amount in clear) into "
+     "dead_letter.ndjson. Default: position (line, byte offset) and reason only."},
     {"recovery.resume_any_input", CONF_BOOL, "false", 0, 0, NULL, OFF(recovery_resume_any), 0,
      "When the audit log already holds events, a restart skips that many accepted input "
      "records; it first checks they are the logged events and refuses (exit 2) otherwise. "

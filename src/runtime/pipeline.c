@@ -518,7 +518,8 @@ static void dead_letter(cf_pipeline *p, const cf_record *rec, const char *reason
         return;
     }
     char line[CF_DEADLETTER_RAW_MAX * 6 + 512];
-    size_t n = cf_deadletter_format(p->conf.input_path, rec, reason, line, sizeof(line));
+    size_t n = cf_deadletter_format_ex(p->conf.input_path, rec, reason,
+                                       p->conf.output_dead_letter_raw, line, sizeof(line));
     outfile_write(&p->dead_letter, line, n);
 }
 

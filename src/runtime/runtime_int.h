@@ -33,6 +33,7 @@ struct cf_config {
     char audit_dir[CF_CONF_STR_MAX];
     char audit_witness_dir[CF_CONF_STR_MAX];
     bool recovery_resume_any;
+    bool output_dead_letter_raw;
     char audit_fsync[32];
     int64_t audit_checkpoint_events;
     int64_t window_size_ms;

@@ -179,6 +179,23 @@ static void test_pipeline_dead_letter_file(void)
     CHECK_EQ(lines, bad);
     CHECK(strstr(dl, "\"reason\":\"unknown currency") != NULL);
     CHECK(strstr(dl, "\"line\":11") != NULL); /* row 9 is bad; the header is line 1 */
+    /* private by default: position and reason, never the record's ids or amounts */
+    CHECK(strstr(dl, "\"raw\"") == NULL);
+    CHECK(strstr(dl, "EUR") == NULL && strstr(dl, ",A1,") == NULL);
+    free(dl);
+    cf_pipeline_destroy(p);
+    CHECK_OK(cf_config_set(c, "output.dead_letter_raw", "true", err, sizeof(err)));
+    char dir2[400];
+    snprintf(dir2, sizeof(dir2), "%s/raw", dir);
+    CHECK_OK(cf_config_set(c, "output.dir", dir2, err, sizeof(err)));
+    snprintf(path, sizeof(path), "%s/dead_letter.ndjson", dir2);
+    p = pipe_new(c);
+    REQUIRE(p != NULL);
+    cf_pipeline_set_input_buffer(p, csv, strlen(csv));
+    CHECK_OK(cf_pipeline_run(p, &s, err, sizeof(err)));
+    dl = cf_test_slurp(path, &len);
+    REQUIRE(dl != NULL);
+    CHECK(strstr(dl, "\"raw\":") != NULL); /* asked for: the raw bytes are there */
     free(dl);
     cf_pipeline_destroy(p);
     cf_config_destroy(c);
@@ -583,7 +600,6 @@ static void test_status_and_metrics_server(void)
     free(csv);
 }
 
-
 /* The mask context (meta entry 1: log id || run id) of every batch of the log in @p dir. */
 static size_t batch_contexts(const char *dir, uint8_t ctx[][32], size_t max)
 {
@@ -639,7 +655,7 @@ static void test_masks_bound_to_log_and_run(void)
             CHECK(memcmp(ctx[r][b], ctx[r][0], 32) == 0);
         }
     }
-    CHECK(memcmp(ctx[0][0], ctx[1][0], 16) != 0);      /* log ids differ */
+    CHECK(memcmp(ctx[0][0], ctx[1][0], 16) != 0);           /* log ids differ */
     CHECK(memcmp(ctx[0][0] + 16, ctx[1][0] + 16, 16) != 0); /* run ids differ */
     free(csv);
 }
