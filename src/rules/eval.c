@@ -376,7 +376,9 @@ size_t cf_rules_alert_ndjson(const cf_rules *rs, const cf_event *ev, const cf_ru
     snprintf(cur, sizeof(cur), "%.3s", ev->currency);
     fmt_time(ev->ts_us, ts, sizeof(ts), false);
     size_t o = 0;
-    bool ok = cf_appendf(buf, size, &o, "{\"event_id\":%" PRIu64 ",\"rule_id\":", ev->event_id) &&
+    bool ok = cf_appendf(
+                  buf, size, &o,
+                  "{\"kind\":\"compliance\",\"event_id\":%" PRIu64 ",\"rule_id\":", ev->event_id) &&
               app_str(buf, size, &o, r->id) &&
               cf_appendf(buf, size, &o, ",\"ts\":\"%s\",\"details\":{\"type\":\"%s\"", ts,
                          cf_rule_type_name(r->type));

@@ -613,7 +613,7 @@ static void integrity_alert_party(cf_secure *s, const party_msg *m, const char *
         snprintf(party_txt, sizeof(party_txt), "%d", culprit);
     }
     int n = snprintf(line, sizeof(line),
-                     "{\"type\":\"integrity\",\"rule_id\":\"integrity\",\"window_start\":\"%s\","
+                     "{\"kind\":\"integrity\",\"rule_id\":\"integrity\",\"window_start\":\"%s\","
                      "\"window_end\":\"%s\",\"pseudonym\":\"%s\",\"first_index\":%llu,"
                      "\"last_index\":%llu,\"party\":%s,\"details\":\"%s\"}\n",
                      start, end, pseudo, (unsigned long long)m->first, (unsigned long long)m->last,

@@ -126,7 +126,8 @@ if grep -q '"amount' "$tmp/lsa/alerts.ndjson"; then fail "alerts carry amounts";
 rc=0
 run "$tmp/tamper" --set debug.tamper_party=2 >"$tmp/t.json" 2>"$tmp/t.err" || rc=$?
 [ "$rc" -eq 4 ] || fail "tampering: exit $rc, want 4"
-grep -q '"type":"integrity"' "$tmp/tamper/alerts.ndjson" || fail "no integrity alert"
+grep -q '"kind":"integrity"' "$tmp/tamper/alerts.ndjson" || fail "no integrity alert"
+grep -q '"kind":"compliance"' "$tmp/tamper/alerts.ndjson" || fail "compliance alerts have no kind"
 # The audit log tells which events the group holds: the alert names the dishonest party.
 grep -q '"party":2,' "$tmp/tamper/alerts.ndjson" || fail "alert does not name party 2: $(cat "$tmp/tamper/alerts.ndjson")"
 [ "$(wc -l <"$tmp/tamper/results.ndjson")" -eq $(($(wc -l <"$tmp/lsa/results.ndjson") - 1)) ] ||

@@ -877,7 +877,8 @@ static void test_alerts_amounts_only_when_configured(void)
     }
     size_t n = cf_rules_alert_ndjson(r, &e, &v.hits[0], line, sizeof(line));
     CHECK(n > 0);
-    CHECK_STR(line, "{\"event_id\":77,\"rule_id\":\"big\",\"ts\":\"2018-04-01T00:07:56Z\","
+    CHECK_STR(line, "{\"kind\":\"compliance\",\"event_id\":77,\"rule_id\":\"big\",\"ts\":\"2018-04-"
+                    "01T00:07:56Z\","
                     "\"details\":{\"type\":\"large_amount\",\"threshold\":\"220.00\"}}\n");
     CHECK_EQ(cf_rules_alert_ndjson(r, &e, &v.hits[0], line, 20), 0);
     cf_rules_destroy(r);
