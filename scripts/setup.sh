@@ -17,6 +17,7 @@ PACKAGES=(
     prometheus          # promtool, to check the live /metrics scrape
     gnuplot-nox         # benchmark plots
     python3             # small test helpers
+    tzdata              # IANA time zones for business days (rules: time_zone)
 )
 
 missing=()

@@ -219,7 +219,8 @@ static bool key_allowed(cf_rule_type t, const char *k)
 {
     static const char *const allowed[CF_RULE__COUNT][8] = {
         [CF_RULE_LARGE_AMOUNT] = {"threshold"},
-        [CF_RULE_DAILY_AGGREGATE] = {"threshold", "variable", "utc_offset", "max_keys"},
+        [CF_RULE_DAILY_AGGREGATE] = {"threshold", "variable", "utc_offset", "time_zone",
+                                     "max_keys"},
         [CF_RULE_STRUCTURING] = {"threshold", "margin_pct", "min_count", "period", "variable",
                                  "max_keys"},
         [CF_RULE_VELOCITY] = {"variable", "hits", "period", "max_keys"},
@@ -405,7 +406,24 @@ static cf_err parse_rule(pctx *c, yaml_node_t *m, cf__rule *r)
                             r->id, vs);
             }
             have_variable = true;
+        } else if (strcmp(ks, "time_zone") == 0) {
+            char why[256];
+            if (r->has_tz || strlen(vs) >= sizeof(r->tz_name) || r->utc_offset_us != 0) {
+                return perr(c, v,
+                            "rule '%s': time_zone given twice, too long, or beside utc_offset "
+                            "(use one of them)",
+                            r->id);
+            }
+            if (cf__tz_load(vs, &r->tz, why, sizeof(why)) != CF_OK) {
+                return perr(c, v, "rule '%s': %s", r->id, why);
+            }
+            r->has_tz = true;
+            snprintf(r->tz_name, sizeof(r->tz_name), "%s", vs);
         } else if (strcmp(ks, "utc_offset") == 0) {
+            if (r->has_tz) {
+                return perr(c, v, "rule '%s': utc_offset beside time_zone (use one of them)",
+                            r->id);
+            }
             if (!parse_offset(vs, &r->utc_offset_us)) {
                 return perr(c, v, "rule '%s': utc_offset '%s' must look like +02:00 or Z", r->id,
                             vs);
@@ -543,6 +561,7 @@ void cf_rules_destroy(cf_rules *r)
     }
     for (size_t i = 0; i < r->n; i++) {
         cf__kstore_free(&r->rules[i].store);
+        cf__tz_free(&r->rules[i].tz);
         cf_free(r->rules[i].list_path);
         cf__idlist_free(atomic_load(&r->rules[i].list));
     }

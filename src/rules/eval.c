@@ -135,7 +135,9 @@ void cf_rules_eval(cf_rules *rs, const cf_event *ev, cf_verdict *out)
             memcpy(key + kl, ev->currency, cl); /* totals are per currency: no FX here */
             kl += cl;
             daily *dd = cf__kstore_get(&r->store, key, kl, ev->ts_us, 2 * DAY_US, &created);
-            int64_t day = floor_div(ev->ts_us + r->utc_offset_us, DAY_US);
+            /* the business day: the local calendar date (23 h or 25 h on DST changes) */
+            int64_t off = r->has_tz ? cf__tz_offset_us(&r->tz, ev->ts_us) : r->utc_offset_us;
+            int64_t day = floor_div(ev->ts_us + off, DAY_US);
             if (created || dd->day != day) {
                 dd->day = day;
                 dd->total = 0;

@@ -63,6 +63,17 @@ void cf__idlist_free(cf__idlist *l);
 
 enum { VAR_ACCOUNT = 0, VAR_MERCHANT, VAR_COUNTRY, VAR_CHANNEL, VAR_TYPE, VAR_CURRENCY };
 
+/* A named time zone (tz.c): UTC offsets and the instants they start at. */
+typedef struct cf__tz {
+    size_t n;
+    int64_t *at;  /* seconds since the epoch, ascending */
+    int32_t *off; /* seconds east of UTC from at[i] on */
+    int32_t off0; /* before at[0] */
+} cf__tz;
+cf_err cf__tz_load(const char *name, cf__tz *tz, char *errstr, size_t errstr_size);
+int64_t cf__tz_offset_us(const cf__tz *tz, int64_t ts_us);
+void cf__tz_free(cf__tz *tz);
+
 typedef struct cf__rule {
     char id[CF_RULE_ID_MAX + 1];
     cf_rule_type type;
@@ -77,6 +88,9 @@ typedef struct cf__rule {
     uint32_t hits;      /* velocity */
     uint32_t min_count; /* structuring */
     int64_t utc_offset_us;
+    cf__tz tz; /* time_zone: a named zone; n == 0 and no off0 -> utc_offset_us */
+    bool has_tz;
+    char tz_name[72];
     uint32_t max_keys;
     cf__kstore store;
     bool field_account;

@@ -312,6 +312,62 @@ static void test_fdh_velocity_daily_precision_recall(void)
     free(f.ev);
 }
 
+/* Business days in a named zone: the local date, across both DST changes of 2026 in Berlin
+ * (29 March: a 23-hour day; 25 October: a 25-hour day). A fixed offset gets one of the two
+ * wrong, which is what the test shows. */
+static void test_daily_aggregate_time_zone(void)
+{
+    const char *yaml = "rules:\n"
+                       "  - id: berlin\n"
+                       "    type: daily_aggregate\n"
+                       "    threshold: \"100.00\"\n"
+                       "    time_zone: Europe/Berlin\n"
+                       "  - id: fixed\n"
+                       "    type: daily_aggregate\n"
+                       "    threshold: \"100.00\"\n"
+                       "    utc_offset: \"+01:00\"\n";
+    cf_rules *r = load(yaml, NULL);
+    if (r == NULL && getenv("CI") == NULL) {
+        fprintf(stderr, "SKIP: no tz database (install tzdata)\n");
+        return;
+    }
+    REQUIRE(r != NULL);
+    cf_verdict v;
+    const int64_t mar28 = 20540 * D; /* 2026-03-28 00:00 UTC */
+    /* 23:30Z on 28 March is 00:30 CET on the 29th; 22:30Z on the 29th is 00:30 CEST on the
+     * 30th in Berlin, but still the 29th at a fixed +01:00. */
+    cf_event e = mkev(1, mar28 + 23 * H + 30 * 60 * 1000000LL, 6000, "acc", "m");
+    cf_rules_eval(r, &e, &v);
+    CHECK_EQ(v.n, 0);
+    e = mkev(2, mar28 + D + 22 * H + 30 * 60 * 1000000LL, 6000, "acc", "m");
+    cf_rules_eval(r, &e, &v);
+    CHECK(!hit_rule(r, &v, "berlin")); /* a new local day: 60.00 */
+    CHECK(hit_rule(r, &v, "fixed"));   /* the same +01:00 day: 120.00 */
+    cf_rules_destroy(r);
+    r = load(yaml, NULL);
+    REQUIRE(r != NULL);
+    const int64_t oct24 = 20750 * D; /* 2026-10-24 00:00 UTC */
+    /* 22:30Z on 24 October is 00:30 CEST on the 25th; 22:30Z on the 25th is 23:30 CET, the
+     * same (25-hour) local day in Berlin, but already the 26th at a fixed +02:00. */
+    e = mkev(3, oct24 + 22 * H + 30 * 60 * 1000000LL, 6000, "acc2", "m");
+    cf_rules_eval(r, &e, &v);
+    e = mkev(4, oct24 + D + 22 * H + 30 * 60 * 1000000LL, 6000, "acc2", "m");
+    cf_rules_eval(r, &e, &v);
+    CHECK(hit_rule(r, &v, "berlin"));
+    cf_rules_destroy(r);
+    /* a bad or missing zone names the key and the line */
+    char err[256] = "";
+    cf_rules *bad = NULL;
+    const char *y2 = "rules:\n  - id: x\n    type: daily_aggregate\n    time_zone: Mars/Olympus\n";
+    CHECK_EQ(cf_rules_load_string(&bad, y2, strlen(y2), "t.yaml", NULL, err, sizeof(err)),
+             CF_E_INVAL);
+    CHECK(strstr(err, "Mars/Olympus") != NULL && strstr(err, "t.yaml:4:") != NULL);
+    const char *y3 =
+        "rules:\n  - id: x\n    type: daily_aggregate\n    time_zone: ../../etc/passwd\n";
+    CHECK_EQ(cf_rules_load_string(&bad, y3, strlen(y3), "t.yaml", NULL, err, sizeof(err)),
+             CF_E_INVAL);
+}
+
 static void test_daily_aggregate_business_day(void)
 {
     const char *yaml = "rules:\n"
