@@ -8,7 +8,8 @@
     X(protect, "plain vs LSA vs Paillier protection cost")                                         \
     X(audit, "audit log append, verify and prove")                                                 \
     X(engine, "windows and compliance rules throughput")                                           \
-    X(batching, "adaptive vs fixed micro-batching under a step load")
+    X(batching, "adaptive vs fixed micro-batching under a step load")                              \
+    X(run, "the whole confide run pipeline end to end, configurations side by side")
 
 #define X(n, doc) int cf_bench_##n(int argc, char **argv) __attribute__((weak));
 CF_BENCHES(X)

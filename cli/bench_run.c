@@ -1,0 +1,263 @@
+/*
+ * confide bench run: the real `confide run` pipeline, in process, end to end, on one generated
+ * stream at realistic key counts, in several configurations side by side (issue 11):
+ *   decode_only       parse and pass through (no rules, no audit, no protection): the ceiling
+ *   full              rules + audit (fsync per batch) + 2-party LSA + windows + outputs
+ *   full_paced        the same, paced open-loop at --rate (the paper's 89,000 events/s)
+ *   fsync_none        full with audit.fsync=none
+ *   plain             full with protect plain
+ *   none_no_rules     protect none, no rules (audit and outputs only)
+ *   accounts_<N>      full, unpaced, on a stream with N distinct accounts (the sweep)
+ * Each prints {"name","events","events_per_s","cpu_us_per_event","p50_us","p99_us",
+ * "p999_us","batch_mean"}. Input generation is not timed. Outputs go to a temporary
+ * directory that is removed afterwards. No assertion on speed: this is a measurement.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bench.h"
+#include "cli.h"
+#include "confide/io.h"
+#include "confide/runtime.h"
+
+/* The demo's rules (examples/rules.yaml) without files, so the bench needs no checkout. */
+static const char rules_yaml[] =
+    "rules:\n"
+    "  - {id: ctr_single, type: large_amount}\n"
+    "  - {id: big, type: large_amount, threshold: \"220.00\"}\n"
+    "  - {id: ctr_daily, type: daily_aggregate, variable: account,\n"
+    "     threshold: \"10000.00\", max_keys: 100000}\n"
+    "  - {id: structuring, type: structuring, threshold: \"10000.00\",\n"
+    "     margin_pct: \"10\", min_count: 3, period: 24h}\n"
+    "  - {id: velocity_account, type: velocity, variable: account,\n"
+    "     hits: 5, period: 12h}\n"
+    "  - {id: high_risk_country, type: high_risk_country,\n"
+    "     countries: [IR, KP, SY, CU]}\n";
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: confide bench run [--events N] [--accounts A] [--merchants M] [--rate R]\n"
+               "                         [--paced-seconds S] [--no-sweep] [--quick] [--json]\n\n"
+               "The whole `confide run` pipeline in process on one generated stream, in several\n"
+               "configurations side by side (decode only, full protection unpaced and paced,\n"
+               "fsync none, plain, none without rules) and a sweep of distinct accounts.\n\n"
+               "  --events N          events of the unpaced runs (default 2000000)\n"
+               "  --accounts A        distinct accounts (customers) (default 20000)\n"
+               "  --merchants M       distinct merchants (terminals) (default 40000)\n"
+               "  --rate R            paced rate, events/s (default 89000, the paper's)\n"
+               "  --paced-seconds S   length of the paced run (default 5)\n"
+               "  --no-sweep          skip the 10k / 100k / 1M accounts sweep\n"
+               "  --quick             100000 events, 1 s paced, sweep 10k and 100k (a smoke test)\n"
+               "  --json              one JSON array on stdout\n");
+}
+
+static char *generate(uint64_t n, uint32_t accounts, uint32_t merchants, size_t *len_out)
+{
+    cf_gen_opts o;
+    cf_gen_opts_default(&o);
+    o.seed = 5;
+    o.customers = accounts;
+    o.terminals = merchants;
+    o.days = 3650; /* generation stops at n */
+    cf_gen *g = NULL;
+    char err[256];
+    if (cf_gen_create(&g, &o, err, sizeof(err)) != CF_OK) {
+        fprintf(stderr, "bench run: %s\n", err);
+        return NULL;
+    }
+    size_t cap = (size_t)n * 128 + 4096, len = 0;
+    char *buf = malloc(cap);
+    if (buf != NULL) {
+        len += (size_t)snprintf(buf, cap, "%s", cf_csv_header());
+    }
+    cf_event ev;
+    for (uint64_t i = 0; buf != NULL && i < n && cf_gen_next(g, &ev) == CF_OK; i++) {
+        if (cap - len < 1024) {
+            char *nb = realloc(buf, cap * 2);
+            if (nb == NULL) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+        len += cf_event_to_csv(&ev, buf + len, cap - len);
+    }
+    cf_gen_destroy(g);
+    *len_out = len;
+    return buf;
+}
+
+/* The first @p n records of @p buf (after the header): its length in bytes. */
+static size_t prefix_len(const char *buf, size_t len, uint64_t n)
+{
+    size_t at = 0;
+    for (uint64_t k = 0; at < len && k <= n; k++) {
+        const char *nl = memchr(buf + at, '\n', len - at);
+        at = nl != NULL ? (size_t)(nl - buf) + 1 : len;
+    }
+    return at;
+}
+
+typedef struct cfg {
+    const char *name;
+    const char *protect;
+    bool rules, audit, paced;
+    const char *fsync;
+} cfg;
+
+static int run_one(const cfg *c, const char *buf, size_t len, double rate, const char *tmp,
+                   const char *rules_path, bool json, bool *first)
+{
+    char err[512] = "", out[600], rate_s[32];
+    cf_config *conf = NULL;
+    cf_pipeline *p = NULL;
+    snprintf(out, sizeof(out), "%s/%s", tmp, c->name);
+    snprintf(rate_s, sizeof(rate_s), "%.0f", c->paced ? rate : 0);
+    int rc = 1;
+    if (cf_config_create(&conf) != CF_OK ||
+        cf_config_set(conf, "protect", c->protect, err, sizeof(err)) != CF_OK ||
+        cf_config_set(conf, "input.rate", rate_s, err, sizeof(err)) != CF_OK ||
+        cf_config_set(conf, "window.group_by", "country,channel", err, sizeof(err)) != CF_OK ||
+        cf_config_set(conf, "min_count", "10", err, sizeof(err)) != CF_OK ||
+        (c->audit && cf_config_set(conf, "output.dir", out, err, sizeof(err)) != CF_OK) ||
+        (c->fsync != NULL &&
+         cf_config_set(conf, "audit.fsync", c->fsync, err, sizeof(err)) != CF_OK) ||
+        (c->rules && cf_config_set(conf, "rules.file", rules_path, err, sizeof(err)) != CF_OK) ||
+        cf_pipeline_create(&p, conf, err, sizeof(err)) != CF_OK) {
+        fprintf(stderr, "bench run: %s: %s\n", c->name, err);
+        goto done;
+    }
+    cf_pipeline_set_input_buffer(p, buf, len);
+    cf_summary s;
+    if (cf_pipeline_run(p, &s, err, sizeof(err)) != CF_OK) {
+        fprintf(stderr, "bench run: %s: %s\n", c->name, err);
+        goto done;
+    }
+    double cpu_us = s.accepted > 0 ? 1e6 * s.cpu_s / (double)s.accepted : 0;
+    if (json) {
+        printf("%s\n  {\"name\":\"%s\",\"events\":%llu,\"events_per_s\":%.0f,"
+               "\"cpu_us_per_event\":%.3f,\"p50_us\":%lld,\"p99_us\":%lld,\"p999_us\":%lld,"
+               "\"batch_mean\":%.1f}",
+               *first ? "[" : ",", c->name, (unsigned long long)s.accepted, s.events_per_s, cpu_us,
+               (long long)s.p50_us, (long long)s.p99_us, (long long)s.p999_us, s.batch_mean);
+    } else {
+        printf("%-18s %9llu events %10.0f events/s %7.2f us cpu/event  p50 %7lld  p99 %8lld  "
+               "p999 %8lld us  batch %.0f\n",
+               c->name, (unsigned long long)s.accepted, s.events_per_s, cpu_us, (long long)s.p50_us,
+               (long long)s.p99_us, (long long)s.p999_us, s.batch_mean);
+    }
+    fflush(stdout);
+    *first = false;
+    rc = 0;
+done:
+    cf_pipeline_destroy(p);
+    cf_config_destroy(conf);
+    return rc;
+}
+
+int cf_bench_run(int argc, char **argv)
+{
+    uint64_t events = 2000000, accounts = 20000, merchants = 40000;
+    double rate = 89000, paced_s = 5;
+    bool json = false, sweep = true, quick = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--json") == 0) {
+            json = true;
+        } else if (strcmp(a, "--no-sweep") == 0) {
+            sweep = false;
+        } else if (strcmp(a, "--quick") == 0) {
+            quick = true;
+        } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            usage(stdout);
+            return CF_EXIT_OK;
+        } else if (v != NULL && strcmp(a, "--events") == 0) {
+            events = strtoull(v, NULL, 10), i++;
+        } else if (v != NULL && strcmp(a, "--accounts") == 0) {
+            accounts = strtoull(v, NULL, 10), i++;
+        } else if (v != NULL && strcmp(a, "--merchants") == 0) {
+            merchants = strtoull(v, NULL, 10), i++;
+        } else if (v != NULL && strcmp(a, "--rate") == 0) {
+            rate = strtod(v, NULL), i++;
+        } else if (v != NULL && strcmp(a, "--paced-seconds") == 0) {
+            paced_s = strtod(v, NULL), i++;
+        } else {
+            fprintf(stderr, "bench run: unexpected argument '%s' (see --help)\n", a);
+            return CF_EXIT_USAGE;
+        }
+    }
+    if (quick) {
+        events = 100000;
+        paced_s = 1;
+    }
+    if (events == 0 || accounts == 0 || merchants == 0 || rate <= 0 || paced_s <= 0) {
+        fprintf(stderr, "bench run: counts and rates must be positive\n");
+        return CF_EXIT_USAGE;
+    }
+    char tmp[] = "/tmp/confide-bench-run-XXXXXX", rules_path[128];
+    if (mkdtemp(tmp) == NULL) {
+        perror("bench run: mkdtemp");
+        return CF_EXIT_RUNTIME;
+    }
+    snprintf(rules_path, sizeof(rules_path), "%s/rules.yaml", tmp);
+    FILE *rf = fopen(rules_path, "w");
+    if (rf == NULL || fputs(rules_yaml, rf) < 0 || fclose(rf) != 0) {
+        perror("bench run: rules");
+        return CF_EXIT_RUNTIME;
+    }
+    size_t len = 0;
+    char *buf = generate(events, (uint32_t)accounts, (uint32_t)merchants, &len);
+    if (buf == NULL) {
+        return CF_EXIT_RUNTIME;
+    }
+    size_t paced_len = prefix_len(buf, len, (uint64_t)(rate * paced_s));
+    const cfg cfgs[] = {
+        {"decode_only", "none", false, false, false, NULL},
+        {"full", "lsa", true, true, false, NULL},
+        {"full_paced", "lsa", true, true, true, NULL},
+        {"fsync_none", "lsa", true, true, false, "none"},
+        {"plain", "plain", true, true, false, NULL},
+        {"none_no_rules", "none", false, true, false, NULL},
+    };
+    bool first = true;
+    int rc = CF_EXIT_OK;
+    if (!json) {
+        printf("bench run: %llu events, %llu accounts, %llu merchants; paced at %.0f/s for %.0f "
+               "s\n",
+               (unsigned long long)events, (unsigned long long)accounts,
+               (unsigned long long)merchants, rate, paced_s);
+    }
+    for (size_t i = 0; i < sizeof(cfgs) / sizeof(cfgs[0]) && rc == CF_EXIT_OK; i++) {
+        if (run_one(&cfgs[i], buf, cfgs[i].paced ? paced_len : len, rate, tmp, rules_path, json,
+                    &first) != 0) {
+            rc = CF_EXIT_RUNTIME;
+        }
+    }
+    free(buf);
+    static const uint64_t sweep_accounts[] = {10000, 100000, 1000000};
+    size_t n_sweep = !sweep ? 0 : quick ? 2 : 3;
+    for (size_t i = 0; i < n_sweep && rc == CF_EXIT_OK; i++) {
+        char name[32];
+        snprintf(name, sizeof(name), "accounts_%llu", (unsigned long long)sweep_accounts[i]);
+        cfg c = {name, "lsa", true, true, false, NULL};
+        buf = generate(events, (uint32_t)sweep_accounts[i], (uint32_t)merchants, &len);
+        if (buf == NULL || run_one(&c, buf, len, rate, tmp, rules_path, json, &first) != 0) {
+            rc = CF_EXIT_RUNTIME;
+        }
+        free(buf);
+    }
+    if (json && !first) {
+        printf("\n]\n");
+    }
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmp);
+    if (system(cmd) != 0) {
+        fprintf(stderr, "bench run: could not remove %s\n", tmp);
+    }
+    return rc;
+}
