@@ -61,6 +61,13 @@ static char *generate(uint64_t n, uint32_t accounts, uint32_t merchants, size_t 
     o.customers = accounts;
     o.terminals = merchants;
     o.days = 3650; /* generation stops at n */
+    /* The generator links each customer to the terminals within a radius; at a million
+     * customers the default radius needs more links than it allows: shrink it so that about
+     * 1e8 links (the same expected terminals per customer as 2500 x 40000 at radius 5) fit. */
+    double links = (double)accounts * (double)merchants * 3.14159265 * o.radius * o.radius / 1e4;
+    if (links > 1e8) {
+        o.radius *= __builtin_sqrt(1e8 / links);
+    }
     cf_gen *g = NULL;
     char err[256];
     if (cf_gen_create(&g, &o, err, sizeof(err)) != CF_OK) {
