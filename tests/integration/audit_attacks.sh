@@ -13,16 +13,7 @@ set -euo pipefail
 B=$1
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
-expect() { # expect CODE cmd...
-    local want=$1
-    shift
-    set +e
-    "$@" >"$tmp/out" 2>"$tmp/err"
-    local got=$?
-    set -e
-    [ "$got" = "$want" ] || { sed 's/^/  | /' "$tmp/out" "$tmp/err" >&2; fail "exit $got (want $want): $*"; }
-}
+source "$(dirname "$0")/lib.bash"
 
 "$B" gen --seed 9 --days 4 --customers 2000 --terminals 4000 --out "$tmp/d.csv" --quiet
 head -3001 "$tmp/d.csv" >"$tmp/a.csv"

@@ -11,16 +11,7 @@ set -euo pipefail
 B=$1
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
-expect() {
-    local want=$1
-    shift
-    set +e
-    "$@" >"$tmp/out" 2>"$tmp/err"
-    local got=$?
-    set -e
-    [ "$got" = "$want" ] || { sed 's/^/  | /' "$tmp/out" "$tmp/err" >&2; fail "exit $got (want $want): $*"; }
-}
+source "$(dirname "$0")/lib.bash"
 "$B" gen --seed 31 --days 1 --customers 1500 --terminals 3000 --out "$tmp/a.csv" --quiet
 "$B" gen --seed 32 --days 1 --customers 1500 --terminals 3000 --out "$tmp/b.csv" --quiet
 O=$tmp/out_dir

@@ -8,16 +8,7 @@ set -euo pipefail
 B=$1
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
-expect() {
-    local want=$1
-    shift
-    set +e
-    "$@" >"$tmp/out" 2>"$tmp/err"
-    local got=$?
-    set -e
-    [ "$got" = "$want" ] || { sed 's/^/  | /' "$tmp/out" "$tmp/err" >&2; fail "exit $got (want $want): $*"; }
-}
+source "$(dirname "$0")/lib.bash"
 "$B" gen --seed 21 --days 1 --customers 3000 --terminals 6000 --out "$tmp/day.csv" --quiet
 run() { "$B" run --input "$tmp/day.csv" --out "$1" --group-by country --window-ms 600000 \
     --set min_count=3 --set audit.checkpoint_events=1000 --json "${@:2}"; }
