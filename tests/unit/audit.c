@@ -1292,6 +1292,18 @@ static void test_tamper_with_valid_crc(void)
     CHECK_EQ(rep.gaps, 1);
     CHECK(rep.completeness < 1.0);
 
+    /* 5b. The checkpoint moved to an earlier index (CRCs fixed), so that recovery would
+     *     resume from the wrong place: its signature covers the index, so verify fails even
+     *     without the data key (a CRC-only checkpoint passed this). */
+    memcpy(d, orig, len);
+    cf__le64(d + offs[4] + 8, 3);
+    reseal(d, offs[4]);
+    write_bin(seg, d, len);
+    CHECK_EQ(cf_audit_verify(dir, &without, &rep, err, sizeof(err)), CF_E_CORRUPT);
+    CHECK(strstr(rep.bad_reason, "checkpoint signature") != NULL);
+    CHECK_EQ(rep.bad_offset, offs[4]);
+    CHECK(rep.alert);
+
     /* 6. The same batch appended twice (as a replay bug would): duplicates. */
     memcpy(d, orig, len);
     write_bin(seg, d, len);
