@@ -127,7 +127,7 @@ int cf_cli_load_head(const char *cmd, const char *path, cf_audit_sth *sth, cf_au
 }
 
 int cf_cli_load_pub_file(const char *cmd, const char *path, const char *kind,
-                         uint8_t pk[CF_AUDIT_PK_LEN])
+                         uint8_t pk[CF_AUDIT_PK_LEN], cf_audit_pubkey *key)
 {
     char dir[4096], err[512] = "";
     snprintf(dir, sizeof(dir), "%s", path);
@@ -145,6 +145,11 @@ int cf_cli_load_pub_file(const char *cmd, const char *path, const char *kind,
         return CF_EXIT_RUNTIME;
     }
     memcpy(pk, k->bytes, CF_AUDIT_PK_LEN);
+    if (key != NULL) {
+        memcpy(key->key, k->bytes, CF_AUDIT_PK_LEN);
+        memcpy(key->id, k->id, CF_KEY_ID_LEN);
+        key->epoch = k->epoch;
+    }
     cf_key_destroy(k);
     return CF_EXIT_OK;
 }
@@ -378,7 +383,7 @@ int cf_cli_witness(int argc, char **argv)
         return CF_EXIT_USAGE;
     }
     uint8_t lpk[CF_AUDIT_PK_LEN];
-    int rc = cf_cli_load_pub_file("witness", log_pub, CF_KEY_KIND_SIGNING_PUB, lpk);
+    int rc = cf_cli_load_pub_file("witness", log_pub, CF_KEY_KIND_SIGNING_PUB, lpk, NULL);
     cf_audit_sth head;
     if (rc == CF_EXIT_OK) {
         rc = head_file != NULL ? cf_cli_load_head("witness", head_file, &head, NULL, NULL)

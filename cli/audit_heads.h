@@ -13,9 +13,10 @@
  * exit code (CF_EXIT_OK on success) after printing what went wrong. */
 int cf_cli_load_head(const char *cmd, const char *path, cf_audit_sth *sth, cf_audit_cosig *cosigs,
                      size_t *n_cosigs);
-/* Loads a public key file of @p kind (e.g. signing.pub) from its path. */
+/* Loads a public key file of @p kind (e.g. signing.pub) from its path; its id and epoch
+ * into @p key when not NULL. */
 int cf_cli_load_pub_file(const char *cmd, const char *path, const char *kind,
-                         uint8_t pk[CF_AUDIT_PK_LEN]);
+                         uint8_t pk[CF_AUDIT_PK_LEN], cf_audit_pubkey *key);
 /* Checks that the log in @p dir (with id @p log_id) is a consistent extension of @p head:
  * same log, at least as many leaves, the same root at the head's size. *ok on success. */
 int cf_cli_check_trusted_head(const char *dir, const cf_audit_sth *head,

@@ -101,7 +101,7 @@ static void fmt_time(int64_t us, char *buf, size_t size)
 
 /* The public key: KEYDIR/signing.pub when given, else the copy in the log directory. */
 static int load_pub(const char *cmd, const char *keys, const char *log_dir, uint8_t pk[32],
-                    bool quiet)
+                    bool quiet, cf_audit_pubkey *key)
 {
     char err[512] = "";
     const char *from = keys != NULL ? keys : log_dir;
@@ -109,7 +109,11 @@ static int load_pub(const char *cmd, const char *keys, const char *log_dir, uint
         fprintf(stderr, "confide audit %s: no public key: pass --keys KEYDIR\n", cmd);
         return CF_EXIT_USAGE;
     }
-    if (cf_key_load_signing_pub(from, pk, NULL, NULL, err, sizeof(err)) != CF_OK) {
+    cf_audit_pubkey tmp;
+    if (key == NULL) {
+        key = &tmp;
+    }
+    if (cf_key_load_signing_pub(from, pk, key->id, &key->epoch, err, sizeof(err)) != CF_OK) {
         fprintf(stderr, "confide audit %s: %s%s\n", cmd, err,
                 keys == NULL ? " (pass --keys KEYDIR with the signer's signing.pub)" : "");
         return CF_EXIT_RUNTIME;
@@ -229,8 +233,11 @@ static int cmd_verify(int argc, char **argv)
     }
     uint8_t pk[32];
     bool pinned = keys != NULL || pubkey != NULL;
-    int rc = pubkey != NULL ? cf_cli_load_pub_file("verify", pubkey, CF_KEY_KIND_SIGNING_PUB, pk)
-                            : load_pub("verify", keys, dir, pk, true);
+    cf_audit_pubkey main_key;
+    memset(&main_key, 0, sizeof(main_key));
+    int rc = pubkey != NULL
+                 ? cf_cli_load_pub_file("verify", pubkey, CF_KEY_KIND_SIGNING_PUB, pk, &main_key)
+                 : load_pub("verify", keys, dir, pk, true, &main_key);
     if (rc != CF_EXIT_OK) {
         return rc;
     }
@@ -255,8 +262,8 @@ static int cmd_verify(int argc, char **argv)
         }
         if (witness != NULL) {
             uint8_t wpk[CF_AUDIT_PK_LEN];
-            if ((rc = cf_cli_load_pub_file("verify", witness, CF_KEY_KIND_WITNESS_PUB, wpk)) !=
-                CF_EXIT_OK) {
+            if ((rc = cf_cli_load_pub_file("verify", witness, CF_KEY_KIND_WITNESS_PUB, wpk,
+                                           NULL)) != CF_EXIT_OK) {
                 return rc;
             }
             bool cosigned = false;
@@ -293,7 +300,7 @@ static int cmd_verify(int argc, char **argv)
     cf_key *old_data[8] = {NULL};
     size_t n_old_data = 0;
     for (size_t i = 0; i < n_older; i++) {
-        if (cf_key_load_signing_pub(older[i], old_pub[i].key, old_pub[i].id, NULL, err,
+        if (cf_key_load_signing_pub(older[i], old_pub[i].key, old_pub[i].id, &old_pub[i].epoch, err,
                                     sizeof(err)) != CF_OK) {
             fprintf(stderr, "confide audit verify: --old-keys: %s\n", err);
             rc = CF_EXIT_RUNTIME;
@@ -313,6 +320,8 @@ static int cmd_verify(int argc, char **argv)
     }
     cf_audit_verify_opts vo = {.data_key = dk,
                                .public_key = pk,
+                               .public_key_id = main_key.id,
+                               .public_key_epoch = main_key.epoch,
                                .more_data_keys = (const cf_key *const *)old_data,
                                .n_more_data_keys = n_old_data,
                                .more_public_keys = old_pub,
@@ -331,7 +340,8 @@ out:
         fprintf(stderr, "confide audit verify: %s\n", err[0] ? err : cf_strerror(e));
         return CF_EXIT_RUNTIME;
     }
-    if (!rep.ok && strstr(rep.bad_reason, "(wrong data key)") != NULL) {
+    if (!rep.ok && (strstr(rep.bad_reason, "(wrong data key)") != NULL ||
+                    strstr(rep.bad_reason, "(wrong signing key)") != NULL)) {
         /* Not tampering: the records were sealed under another data key. */
         fprintf(stderr, "confide audit verify: wrong key: %s (segment %s offset %" PRIu64 ")\n",
                 rep.bad_reason, rep.bad_segment, rep.bad_offset);
@@ -369,9 +379,10 @@ out:
                : head_ok       ? "true"
                                : "false");
         print_completeness(stdout, rep.completeness);
-        printf(",\"decrypted\":%s,\"checkpoints\":%" PRIu64 ",\"segments\":%" PRIu64 ",\"ok\":%s",
+        printf(",\"decrypted\":%s,\"checkpoints\":%" PRIu64 ",\"segments\":%" PRIu64
+               ",\"header\":%s,\"ok\":%s",
                rep.decrypted ? "true" : "false", rep.checkpoints, rep.segments,
-               rep.ok ? "true" : "false");
+               rep.has_header ? "true" : "false", rep.ok ? "true" : "false");
         if (!rep.ok) {
             char reason[400];
             cf_json_quote(rep.bad_reason, strlen(rep.bad_reason), reason, sizeof(reason));
@@ -897,7 +908,7 @@ static int cmd_verify_proof(int argc, char **argv)
     loaded l;
     bool have_log = false;
     if (keys != NULL || log_dir != NULL) {
-        if ((rc = load_pub("verify-proof", keys, log_dir, pk, false)) != CF_EXIT_OK) {
+        if ((rc = load_pub("verify-proof", keys, log_dir, pk, false, NULL)) != CF_EXIT_OK) {
             return rc;
         }
         if (log_dir != NULL) {
@@ -1059,13 +1070,24 @@ static int cmd_show(int argc, char **argv)
         rc = CF_EXIT_INTEGRITY;
         goto done;
     }
+    uint8_t lid_b[CF_AUDIT_LOG_ID_LEN];
+    char lidhex[2 * CF_AUDIT_LOG_ID_LEN + 1] = "", lid[2 * CF_AUDIT_LOG_ID_LEN + 3] = "null";
+    bool has_lid = cf_audit_reader_log_id(r, lid_b);
+    if (has_lid) {
+        hex(lid_b, CF_AUDIT_LOG_ID_LEN, lidhex);
+        snprintf(lid, sizeof(lid), "\"%s\"", lidhex);
+    }
+    bool header = cf_audit_reader_has_header(r);
     if (json) {
         printf("{\"dir\":");
         char q[8192];
         cf_json_quote(dir, strlen(dir), q, sizeof(q));
-        printf("%s,\"segments\":[", q);
+        printf("%s,\"log_id\":%s,\"header\":%s,\"segments\":[", q, lid, header ? "true" : "false");
     } else {
-        printf("audit log %s\n%-26s %12s %8s %10s\n", dir, "segment", "bytes", "records", "events");
+        printf("audit log %s\nlog id %s%s\n%-26s %12s %8s %10s\n", dir,
+               has_lid ? lidhex : "(none yet)",
+               has_lid && !header ? " (no log-header record: written before header records)" : "",
+               "segment", "bytes", "records", "events");
     }
     for (size_t i = 0; i < nseg; i++) {
         char p[4096];

@@ -327,7 +327,10 @@ cf_err cf_audit_last_sth(const cf_audit_log *log, cf_audit_sth *out);
 typedef enum {
     CF_AUDIT_REC_BATCH = 1,
     CF_AUDIT_REC_STH = 2,
-    CF_AUDIT_REC_CHECKPOINT = 3
+    CF_AUDIT_REC_CHECKPOINT = 3,
+    /* The first record of a log, written when it is created: its id, creation time and key
+     * ids, signed. Readers consume it (cf_audit_reader_log_id) and never return it. */
+    CF_AUDIT_REC_HEADER = 4
 } cf_audit_rec_type;
 
 /** One record as the reader returns it. Every pointer is borrowed until the next call. */
@@ -363,6 +366,14 @@ typedef struct cf_audit_reader cf_audit_reader;
 cf_err cf_audit_reader_open(cf_audit_reader **out, const char *dir, const cf_key *data_key,
                             uint64_t from_index, char *errstr, size_t errstr_size);
 void cf_audit_reader_destroy(cf_audit_reader *r);
+/**
+ * The id of the log being read (known from open on: read from its log-header record, or for
+ * a log written before header records from its first record). false for a log with no record
+ * yet. Every record the reader returns carries this id (others are CF_E_CORRUPT).
+ */
+bool cf_audit_reader_log_id(const cf_audit_reader *r, uint8_t out[CF_AUDIT_LOG_ID_LEN]);
+/** true when the log starts with a log-header record (logs written since header records). */
+bool cf_audit_reader_has_header(const cf_audit_reader *r);
 /**
  * Next record. CF_E_EOF after the last one; an incomplete last record of the last segment
  * (being written right now, or torn by a crash) also ends the iteration. CF_E_CORRUPT
@@ -401,6 +412,8 @@ typedef struct cf_audit_report {
     bool ok;
     bool has_log_id;                     /* the log has a record */
     uint8_t log_id[CF_AUDIT_LOG_ID_LEN]; /* the id every record carries */
+    bool has_header;                     /* the log starts with its log-header record */
+    int64_t created_us;                  /* from the header: when the log was created */
     /* evidence of tampering or damage (CRC, signature, root, gap, decryption) was found, as
      * opposed to processing faults only (duplicate event ids, unsigned tail after a crash) */
     bool alert;
@@ -415,12 +428,18 @@ typedef struct cf_audit_report {
 typedef struct cf_audit_pubkey {
     uint8_t key[CF_AUDIT_PK_LEN];
     uint8_t id[CF_KEY_ID_LEN];
+    uint32_t epoch; /* the key file's epoch: heads must not go back to an older epoch */
 } cf_audit_pubkey;
 
 /** Verification options; zero-initialize, then set. */
 typedef struct cf_audit_verify_opts {
     const cf_key *data_key;    /* borrowed; NULL: check stored leaf hashes only */
     const uint8_t *public_key; /* borrowed, 32 bytes; NULL: signatures are not checked */
+    /* borrowed, CF_KEY_ID_LEN bytes, may be NULL: the main key's id; with it, a record signed
+     * under a key that is none of those given is reported as "(wrong signing key)" naming
+     * both ids, instead of as a bad signature */
+    const uint8_t *public_key_id;
+    uint32_t public_key_epoch; /* epoch of the main key (heads' key epochs never go back) */
     uint64_t dup_max;          /* duplicate set bound (entries); 0: 1 << 24 */
     /* Key rotation (borrowed, may be NULL/0): a record sealed under a data key, or a head
      * signed under a signing key, whose id matches one of these uses it; anything else uses

@@ -236,6 +236,37 @@ static cf__rec_status parse_batch(cf__rec *r)
     return CF__REC_OK;
 }
 
+static const uint8_t loghdr_domain[8] = {'C', 'F', 'L', 'O', 'G', 0, 'v', '2'};
+
+void cf__audit_loghdr_message(const cf__rec *r, uint8_t out[CF__AUDIT_LOGHDR_MSG_LEN])
+{
+    memcpy(out, r->hdr_bytes, CF__AUDIT_CRC_OFF);
+    memcpy(out + CF__AUDIT_CRC_OFF, r->payload, CF__AUDIT_LOGHDR_SIGNED);
+}
+
+void cf__audit_loghdr_build(const uint8_t log_id[CF_AUDIT_LOG_ID_LEN], int64_t created_us,
+                            const uint8_t sign_kid[CF_KEY_ID_LEN],
+                            const uint8_t data_kid[CF_KEY_ID_LEN], const uint8_t sk[64],
+                            uint8_t *out)
+{
+    uint8_t *p = out + CF__AUDIT_HDR_LEN;
+    memcpy(p, loghdr_domain, 8);
+    memcpy(p + 8, log_id, CF_AUDIT_LOG_ID_LEN);
+    cf__le64(p + 8 + CF_AUDIT_LOG_ID_LEN, (uint64_t)created_us);
+    memcpy(p + 16 + CF_AUDIT_LOG_ID_LEN, sign_kid, CF_KEY_ID_LEN);
+    memcpy(p + 16 + CF_AUDIT_LOG_ID_LEN + CF_KEY_ID_LEN, data_kid, CF_KEY_ID_LEN);
+    cf__audit_hdr h = {.type = CF_AUDIT_REC_HEADER,
+                       .index = 0,
+                       .count = 0,
+                       .payload_len = CF__AUDIT_LOGHDR_PAYLOAD};
+    cf__audit_hdr_encode(&h, NULL, out);
+    cf__rec view = {.hdr_bytes = out, .payload = p};
+    uint8_t msg[CF__AUDIT_LOGHDR_MSG_LEN];
+    cf__audit_loghdr_message(&view, msg);
+    crypto_sign_detached(p + CF__AUDIT_LOGHDR_SIGNED, NULL, msg, sizeof(msg), sk);
+    cf__audit_hdr_seal(out, p);
+}
+
 cf__rec_status cf__audit_rec_parse(const uint8_t *data, size_t len, size_t off, cf__rec *r)
 {
     memset(r, 0, sizeof(*r));
@@ -257,7 +288,7 @@ cf__rec_status cf__audit_rec_parse(const uint8_t *data, size_t len, size_t off, 
     if (r->h.version != CF__AUDIT_VERSION) {
         return CF__REC_BAD_VERSION;
     }
-    if (r->h.flags != 0 || r->h.type < CF_AUDIT_REC_BATCH || r->h.type > CF_AUDIT_REC_CHECKPOINT) {
+    if (r->h.flags != 0 || r->h.type < CF_AUDIT_REC_BATCH || r->h.type > CF_AUDIT_REC_HEADER) {
         return CF__REC_BAD_TYPE;
     }
     if (r->h.payload_len > len - off - CF__AUDIT_HDR_LEN) {
@@ -277,6 +308,17 @@ cf__rec_status cf__audit_rec_parse(const uint8_t *data, size_t len, size_t off, 
             return CF__REC_BAD_LAYOUT;
         }
         r->log_id = r->payload + 8 + 8 + CF_AUDIT_HASH_LEN + 8 + CF_KEY_ID_LEN;
+        return CF__REC_OK;
+    case CF_AUDIT_REC_HEADER:
+        if (r->h.count != 0 || r->h.index != 0 || r->h.payload_len != CF__AUDIT_LOGHDR_PAYLOAD ||
+            memcmp(r->payload, loghdr_domain, 8) != 0) {
+            return CF__REC_BAD_LAYOUT;
+        }
+        r->log_id = r->payload + 8;
+        r->created_us = (int64_t)cf__rd64(r->payload + 8 + CF_AUDIT_LOG_ID_LEN);
+        r->sign_key_id = r->payload + 8 + CF_AUDIT_LOG_ID_LEN + 8;
+        r->key_id = r->sign_key_id + CF_KEY_ID_LEN;
+        r->hdr_sig = r->payload + CF__AUDIT_LOGHDR_SIGNED;
         return CF__REC_OK;
     default:
         if (r->h.count != 0 ||

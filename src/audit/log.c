@@ -614,6 +614,15 @@ static cf_err recover(cf_audit_log *log, cf_audit_recovery *rec, char *errstr, s
     }
     rec->segments = sl.n;
     cf__segmap m = {NULL, 0};
+    {
+        /* Refuses a log of another format version with a message that says so. */
+        uint8_t lid[CF_AUDIT_LOG_ID_LEN];
+        bool has = false, header = false;
+        err = cf__audit_peek(log->dir, &sl, lid, &has, &header, errstr, errstr_size);
+        if (err != CF_OK) {
+            goto done;
+        }
+    }
     for (size_t s = 0; s < sl.n; s++) {
         bool last = s + 1 == sl.n;
         if (sl.first[s] != log->f.n) {
@@ -686,6 +695,15 @@ static cf_err recover(cf_audit_log *log, cf_audit_recovery *rec, char *errstr, s
                 log->ckpt_off = off;
                 snprintf(log->ckpt_seg, sizeof(log->ckpt_seg), "%s", sl.name[s]);
                 break;
+            case CF_AUDIT_REC_HEADER:
+                if (s != 0 || off != 0) {
+                    err = cf_err_set(CF_E_CORRUPT, errstr, errstr_size,
+                                     "audit log %s: segment %s offset %zu: a log header record "
+                                     "after the start of the log (run `confide audit verify`)",
+                                     log->dir, sl.name[s], off);
+                    goto done;
+                }
+                break;
             }
             off += CF__AUDIT_HDR_LEN + r.h.payload_len;
         }
@@ -709,6 +727,36 @@ done:
     cf__segmap_close(&m);
     cf__seglist_free(&sl);
     return err;
+}
+
+/* A new log: draws its identity and writes the log-header record first, durable whatever
+ * the fsync policy, so that the id outlives a crash before the first batch (the runtime binds
+ * its masks to it). Every later record carries the same id. */
+static cf_err create_header(cf_audit_log *log)
+{
+    cf_err err = ensure(&log->buf, &log->buf_cap, CF__AUDIT_HDR_LEN + CF__AUDIT_LOGHDR_PAYLOAD);
+    if (err != CF_OK) {
+        return err;
+    }
+    randombytes_buf(log->log_id, CF_AUDIT_LOG_ID_LEN);
+    cf__audit_loghdr_build(log->log_id, cf_wall_us(), log->key_id, log->data_key_id, log->sign_sk,
+                           log->buf);
+    size_t len = CF__AUDIT_HDR_LEN + CF__AUDIT_LOGHDR_PAYLOAD;
+    err = prepare_segment(log, len);
+    if (err == CF_OK) {
+        log->dirty = true;
+        err = write_all(log->fd, log->buf, len);
+    }
+    if (err == CF_OK) {
+        log->seg_bytes += len;
+        err = do_sync(log);
+    }
+    if (err != CF_OK) {
+        log->broken = true;
+        return err;
+    }
+    log->has_log_id = true;
+    return CF_OK;
 }
 
 /* Makes a new directory entry durable: fsync of the parent directory (best effort). */
@@ -813,9 +861,11 @@ cf_err cf_audit_open_keys(cf_audit_log **out, const char *dir, const cf_key *dat
         goto fail;
     }
     if (!log->has_log_id) {
-        /* A new log: its identity, carried by every record from the first one on. */
-        randombytes_buf(log->log_id, CF_AUDIT_LOG_ID_LEN);
-        log->has_log_id = true;
+        err = create_header(log);
+        if (err != CF_OK) {
+            cf_err_set(err, errstr, errstr_size, "audit log %s: cannot write the log header", dir);
+            goto fail;
+        }
     }
     log->last_sync_ns = cf_now_ns();
     /* Leaves no head covers (a crash between a batch and its head, or a torn head): sign. */
