@@ -151,8 +151,9 @@ static void verify_usage(FILE *f)
         "  --pubkey FILE  pin the log's signing.pub (without --keys or --pubkey the key\n"
         "                 stored in DIR is used and the result is unauthenticated)\n"
         "  --trusted-head FILE  a checkpoint, or a tree_heads.ndjson (its last line)\n"
-        "  --witness-pub FILE   require a valid cosignature on the trusted head by the\n"
-        "                 witness with this witness.pub\n"
+        "  --witness-pub FILE   require a valid cosignature by the witness with this\n"
+        "                 witness.pub on the trusted head, and that head to be the log's\n"
+        "                 newest (else exit 1: newer heads are not witnessed yet)\n"
         "  --strict       an unauthenticated result (no pinned key) fails (exit 1)\n"
         "  --old-keys KEYDIR  keys of an earlier epoch (rotation; repeatable, up to 8):\n"
         "                 records name the key id they were sealed or signed under\n"
@@ -347,10 +348,10 @@ out:
                 rep.bad_reason, rep.bad_segment, rep.bad_offset);
         return CF_EXIT_RUNTIME;
     }
-    bool head_ok = trusted == NULL;
+    cf_cli_head_check hc = {.ok = trusted == NULL};
     int head_rc = CF_EXIT_OK;
     if (trusted != NULL && rep.has_log_id) {
-        head_rc = cf_cli_check_trusted_head(dir, &head, rep.log_id, json, &head_ok);
+        head_rc = cf_cli_check_trusted_head(dir, &head, rep.log_id, json, &hc);
     } else if (trusted != NULL) {
         fprintf(stderr,
                 "confide audit verify: INTEGRITY ALERT: truncated: the log is empty, the "
@@ -376,13 +377,21 @@ out:
                events, rep.leaves, rep.verdicts, rep.gaps, rep.duplicates, rep.sth_valid,
                rep.sth_invalid, lid, pinned ? "true" : "false",
                trusted == NULL ? "null"
-               : head_ok       ? "true"
+               : hc.ok         ? "true"
                                : "false");
         print_completeness(stdout, rep.completeness);
         printf(",\"decrypted\":%s,\"checkpoints\":%" PRIu64 ",\"segments\":%" PRIu64
                ",\"header\":%s,\"ok\":%s",
                rep.decrypted ? "true" : "false", rep.checkpoints, rep.segments,
                rep.has_header ? "true" : "false", rep.ok ? "true" : "false");
+        if (trusted != NULL) {
+            printf(",\"trusted_size\":%" PRIu64 ",\"consistency_proof_hashes\":%zu"
+                   ",\"witnessed\":%s",
+                   head.tree_size, hc.proof_len,
+                   witness == NULL      ? "null"
+                   : hc.ok && hc.newest ? "true"
+                                        : "false");
+        }
         if (!rep.ok) {
             char reason[400];
             cf_json_quote(rep.bad_reason, strlen(rep.bad_reason), reason, sizeof(reason));
@@ -410,6 +419,15 @@ out:
     }
     if (head_rc != CF_EXIT_OK) {
         return head_rc;
+    }
+    if (witness != NULL && hc.ok && !hc.newest) {
+        /* The witness vouches for a prefix only: the newer heads may still be rewritten. */
+        fprintf(stderr,
+                "confide audit verify: check failed: the newest head of the log is not "
+                "witnessed: the witness cosigned size %" PRIu64 ", the log has %" PRIu64
+                " events (run the witness, then verify again)\n",
+                head.tree_size, hc.log_size);
+        return CF_EXIT_FAIL;
     }
     if (rep.ok) {
         if (!pinned && strict) {
@@ -985,6 +1003,30 @@ done:
         loaded_free(&l);
     }
     return rc;
+}
+
+int cf_cli_read_consistency(const char *cmd, const char *file, uint64_t *m, uint64_t *n,
+                            uint8_t *path, size_t *plen)
+{
+    FILE *f = fopen(file, "rb");
+    if (f == NULL) {
+        fprintf(stderr, "confide audit %s: %s: %s\n", cmd, file, strerror(errno));
+        return CF_EXIT_RUNTIME;
+    }
+    static char buf[1 << 16];
+    size_t len = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[len] = '\0';
+    const char *open = memchr(buf, '{', len);
+    jtext t = {open != NULL ? open : buf, buf + len};
+    if (!jnum(&t, "from", m) || !jnum(&t, "to", n) || !jpath(&t, "path", path, plen)) {
+        fprintf(stderr,
+                "confide audit %s: %s: not a consistency proof (`confide audit consistency "
+                "--json`: from, to, path)\n",
+                cmd, file);
+        return CF_EXIT_USAGE;
+    }
+    return CF_EXIT_OK;
 }
 
 /* ---- show ---------------------------------------------------------------------------------- */

@@ -188,6 +188,24 @@ cf_err cf_audit_cosig_verify(const cf_audit_sth *sth, const cf_audit_cosig *c,
 /** Appends the cosignature line of @p c to @p out (at @p len); returns the new length. */
 size_t cf_audit_cosig_line(const cf_audit_cosig *c, char *out, size_t len, size_t cap);
 
+/** Longest line of cf_audit_sth_json_line, newline included. */
+#define CF_AUDIT_HEAD_LINE_MAX 4096
+/**
+ * One line of OUT/tree_heads.ndjson for @p sth (what the runtime writes after every batch):
+ *   {"tree_size":N,"root":"hex","timestamp_us":T,"key_id":"hex","log_id":"hex",
+ *    "signature":"hex","checkpoint":"<the signed note of cf_audit_sth_note, \n escaped>"}\n
+ * Returns its length (0 when @p cap is too small; CF_AUDIT_HEAD_LINE_MAX always suffices).
+ */
+size_t cf_audit_sth_json_line(const cf_audit_sth *sth, const uint8_t public_key[CF_AUDIT_PK_LEN],
+                              char *out, size_t cap);
+/**
+ * A head kept outside the log: a signed note (cf_audit_note_parse), or tree_heads.ndjson text
+ * whose last line's "checkpoint" is used (key_id then comes from that line). Same outputs
+ * and errors as cf_audit_note_parse.
+ */
+cf_err cf_audit_head_parse(const char *text, size_t len, cf_audit_sth *sth, cf_audit_cosig *cosigs,
+                           size_t *n_cosigs, char *errstr, size_t errstr_size);
+
 /* ---- canonical leaf data ----------------------------------------------------------------- */
 
 /** Longest canonical event encoding (cf_audit_event_encode), bytes. */

@@ -764,3 +764,114 @@ cf_err cf_audit_note_parse(const char *text, size_t len, cf_audit_sth *sth, cf_a
     }
     return CF_OK;
 }
+
+/* ---- tree_heads.ndjson lines ----------------------------------------------------------- */
+
+size_t cf_audit_sth_json_line(const cf_audit_sth *sth, const uint8_t public_key[CF_AUDIT_PK_LEN],
+                              char *out, size_t cap)
+{
+    char note[CF_AUDIT_NOTE_MAX], esc[2 * CF_AUDIT_NOTE_MAX];
+    size_t nl = cf_audit_sth_note(sth, public_key, note, sizeof(note));
+    if (nl == 0) {
+        return 0;
+    }
+    size_t e = 0;
+    for (size_t i = 0; i < nl; i++) { /* the note is ASCII and U+2014: only \n to escape */
+        if (note[i] == '\n') {
+            esc[e++] = '\\';
+            esc[e++] = 'n';
+        } else {
+            esc[e++] = note[i];
+        }
+    }
+    esc[e] = '\0';
+    char root[2 * CF_AUDIT_HASH_LEN + 1], kid[2 * CF_KEY_ID_LEN + 1];
+    char sig[2 * CF_AUDIT_SIG_LEN + 1], lid[2 * CF_AUDIT_LOG_ID_LEN + 1];
+    sodium_bin2hex(root, sizeof(root), sth->root, sizeof(sth->root));
+    sodium_bin2hex(kid, sizeof(kid), sth->key_id, sizeof(sth->key_id));
+    sodium_bin2hex(sig, sizeof(sig), sth->signature, sizeof(sth->signature));
+    sodium_bin2hex(lid, sizeof(lid), sth->log_id, sizeof(sth->log_id));
+    int n = snprintf(out, cap,
+                     "{\"tree_size\":%llu,\"root\":\"%s\",\"timestamp_us\":%lld,\"key_id\":\"%s\","
+                     "\"log_id\":\"%s\",\"signature\":\"%s\",\"checkpoint\":\"%s\"}\n",
+                     (unsigned long long)sth->tree_size, root, (long long)sth->timestamp_us, kid,
+                     lid, sig, esc);
+    return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+}
+
+/* The last line of NDJSON text that starts with '{' (NULL when none); *end its end. */
+static const char *last_json_line(const char *text, size_t len, const char **end)
+{
+    const char *last = NULL;
+    for (const char *p = text; p < text + len;) {
+        const char *nl = memchr(p, '\n', (size_t)(text + len - p));
+        const char *e = nl != NULL ? nl : text + len;
+        if (e > p && *p == '{') {
+            last = p;
+            *end = e;
+        }
+        p = e + 1;
+    }
+    return last;
+}
+
+/* The string value of "key" in one JSON line (no escapes but \n), unescaped into out. */
+static bool json_str(const char *line, const char *end, const char *key, char *out, size_t cap,
+                     size_t *olen)
+{
+    char pat[48];
+    snprintf(pat, sizeof(pat), "\"%s\":\"", key);
+    size_t pl = strlen(pat);
+    const char *k = NULL;
+    for (const char *p = line; p + pl <= end; p++) {
+        if (memcmp(p, pat, pl) == 0) {
+            k = p + pl;
+            break;
+        }
+    }
+    if (k == NULL) {
+        return false;
+    }
+    size_t n = 0;
+    for (const char *p = k; p < end && *p != '"'; p++) {
+        if (n + 1 >= cap) {
+            return false;
+        }
+        if (*p == '\\' && p + 1 < end && p[1] == 'n') {
+            out[n++] = '\n';
+            p++;
+        } else if (*p == '\\') {
+            return false; /* the writer escapes newlines only */
+        } else {
+            out[n++] = *p;
+        }
+    }
+    out[n] = '\0';
+    *olen = n;
+    return true;
+}
+
+cf_err cf_audit_head_parse(const char *text, size_t len, cf_audit_sth *sth, cf_audit_cosig *cosigs,
+                           size_t *n_cosigs, char *errstr, size_t errstr_size)
+{
+    if (len == 0 || text[0] != '{') {
+        return cf_audit_note_parse(text, len, sth, cosigs, n_cosigs, errstr, errstr_size);
+    }
+    const char *end = NULL;
+    const char *line = last_json_line(text, len, &end);
+    char note[2 * CF_AUDIT_NOTE_MAX], kid[2 * CF_KEY_ID_LEN + 1];
+    size_t nl = 0, kl = 0;
+    if (line == NULL || !json_str(line, end, "checkpoint", note, sizeof(note), &nl)) {
+        return cf_err_set(CF_E_PARSE, errstr, errstr_size,
+                          "no \"checkpoint\" in the last line (not a tree_heads.ndjson)");
+    }
+    cf_err err = cf_audit_note_parse(note, nl, sth, cosigs, n_cosigs, errstr, errstr_size);
+    if (err == CF_OK && json_str(line, end, "key_id", kid, sizeof(kid), &kl) &&
+        kl == 2 * CF_KEY_ID_LEN) {
+        size_t bl = 0;
+        if (sodium_hex2bin(sth->key_id, CF_KEY_ID_LEN, kid, kl, NULL, &bl, NULL) != 0) {
+            memset(sth->key_id, 0, CF_KEY_ID_LEN);
+        }
+    }
+    return err;
+}

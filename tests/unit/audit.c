@@ -1703,4 +1703,129 @@ static void test_log_header(void)
     keys_free(&k);
 }
 
+/* Tree heads as C2SP checkpoints and signed notes: the exact body text, the Ed25519 signature
+ * over it, the signed-note key hash, the tree_heads.ndjson line, parsing both back, and
+ * tlog-cosignature cosignatures. */
+static void test_checkpoint_note(void)
+{
+    keyset k;
+    REQUIRE(keys_make(&k) == 0);
+    char dir[300], err[512];
+    snprintf(dir, sizeof(dir), "%s/log", cf_test_tmpdir());
+    cf_audit_log *log = NULL;
+    REQUIRE(cf_audit_open_keys(&log, dir, k.data, k.sign, NULL, NULL, err, sizeof(err)) == CF_OK);
+    REQUIRE(append_batches(log, 0, 2, 5) == 0);
+    cf_audit_sth sth;
+    CHECK_OK(cf_audit_last_sth(log, &sth));
+    CHECK_OK(cf_audit_close(log));
+
+    /* The body: origin naming the log, size, base64 root, time extension line. */
+    char origin[48], hexid[33], b64root[64], want[256], body[256];
+    sodium_bin2hex(hexid, sizeof(hexid), sth.log_id, CF_AUDIT_LOG_ID_LEN);
+    cf_audit_origin(sth.log_id, origin);
+    CHECK(strncmp(origin, "confide.audit/", 14) == 0);
+    CHECK(strcmp(origin + 14, hexid) == 0);
+    sodium_bin2base64(b64root, sizeof(b64root), sth.root, 32, sodium_base64_VARIANT_ORIGINAL);
+    snprintf(want, sizeof(want), "%s\n10\n%s\ntime %lld\n", origin, b64root,
+             (long long)sth.timestamp_us);
+    size_t bl = cf_audit_sth_body(&sth, body, sizeof(body));
+    CHECK_EQ(bl, strlen(want));
+    CHECK(strcmp(body, want) == 0);
+    /* The signature is plain Ed25519 over the body text. */
+    CHECK(crypto_sign_verify_detached(sth.signature, (const uint8_t *)body, bl, k.pk) == 0);
+    CHECK_OK(cf_audit_sth_verify(&sth, k.pk));
+
+    /* The signed note: body, empty line, "— <origin> base64(key hash || signature)" with the
+     * signed-note key hash SHA-256(name || "\n" || 0x01 || pk)[:4]. */
+    char note[CF_AUDIT_NOTE_MAX];
+    size_t nl = cf_audit_sth_note(&sth, k.pk, note, sizeof(note));
+    REQUIRE(nl > bl);
+    CHECK(memcmp(note, body, bl) == 0 && note[bl] == '\n');
+    char sigline[256];
+    snprintf(sigline, sizeof(sigline), "\xe2\x80\x94 %s ", origin);
+    CHECK(strncmp(note + bl + 1, sigline, strlen(sigline)) == 0);
+    uint8_t blob[4 + 64], kh[32];
+    size_t got = 0;
+    const char *b64 = note + bl + 1 + strlen(sigline);
+    CHECK(sodium_base642bin(blob, sizeof(blob), b64, strcspn(b64, "\n"), NULL, &got, NULL,
+                            sodium_base64_VARIANT_ORIGINAL) == 0);
+    CHECK_EQ(got, sizeof(blob));
+    uint8_t pre[64 + 2 + 32];
+    size_t ol = strlen(origin);
+    memcpy(pre, origin, ol);
+    pre[ol] = '\n';
+    pre[ol + 1] = 0x01;
+    memcpy(pre + ol + 2, k.pk, 32);
+    crypto_hash_sha256(kh, pre, ol + 2 + 32);
+    CHECK(memcmp(blob, kh, 4) == 0);
+    CHECK(memcmp(blob + 4, sth.signature, 64) == 0);
+
+    /* Parsed back: the same head; the ndjson line (last line wins) too, with its key id. */
+    cf_audit_sth back;
+    CHECK_OK(cf_audit_note_parse(note, nl, &back, NULL, NULL, err, sizeof(err)));
+    CHECK_EQ(back.tree_size, sth.tree_size);
+    CHECK(memcmp(back.root, sth.root, 32) == 0 && memcmp(back.log_id, sth.log_id, 16) == 0);
+    CHECK(memcmp(back.signature, sth.signature, 64) == 0);
+    CHECK_EQ(back.timestamp_us, sth.timestamp_us);
+    CHECK_OK(cf_audit_sth_verify(&back, k.pk));
+    char lines[2 * CF_AUDIT_HEAD_LINE_MAX];
+    cf_audit_sth older = sth;
+    older.tree_size = 5; /* any other head first: only the last line counts */
+    size_t l1 = cf_audit_sth_json_line(&older, k.pk, lines, sizeof(lines));
+    size_t l2 = cf_audit_sth_json_line(&sth, k.pk, lines + l1, sizeof(lines) - l1);
+    REQUIRE(l1 > 0 && l2 > 0 && lines[l1 + l2 - 1] == '\n');
+    CHECK(strstr(lines + l1, "\"checkpoint\":\"confide.audit/") != NULL);
+    CHECK_OK(cf_audit_head_parse(lines, l1 + l2, &back, NULL, NULL, err, sizeof(err)));
+    CHECK_EQ(back.tree_size, 10);
+    CHECK(memcmp(back.key_id, sth.key_id, CF_KEY_ID_LEN) == 0);
+    CHECK_OK(cf_audit_sth_verify(&back, k.pk));
+
+    /* Another size, root, time or log under the same signature: refused. */
+    cf_audit_sth t = sth;
+    t.tree_size++;
+    CHECK_EQ(cf_audit_sth_verify(&t, k.pk), CF_E_CRYPTO);
+    t = sth;
+    t.timestamp_us++;
+    CHECK_EQ(cf_audit_sth_verify(&t, k.pk), CF_E_CRYPTO);
+    t = sth;
+    t.log_id[0] ^= 1;
+    CHECK_EQ(cf_audit_sth_verify(&t, k.pk), CF_E_CRYPTO);
+    /* Not a confide checkpoint, or no signature by the log: parse errors. */
+    CHECK_EQ(cf_audit_note_parse("example.com/log\n1\nAAAA\n\n", 24, &back, NULL, NULL, err,
+                                 sizeof(err)),
+             CF_E_PARSE);
+    CHECK_EQ(cf_audit_note_parse(note, bl + 1, &back, NULL, NULL, err, sizeof(err)), CF_E_PARSE);
+    CHECK(strstr(err, "no signature line by the log") != NULL);
+    CHECK_EQ(cf_audit_head_parse("{\"tree_size\":1}\n", 16, &back, NULL, NULL, err, sizeof(err)),
+             CF_E_PARSE);
+
+    /* Cosignatures: "cosignature/v1\ntime T\n" || body, key hash with type 0x04; the line is
+     * base64(key hash || T big-endian || signature). */
+    uint8_t wpk[32], wsk[64], opk[32], osk[64];
+    crypto_sign_keypair(wpk, wsk);
+    crypto_sign_keypair(opk, osk);
+    cf_audit_cosig c;
+    cf_audit_cosign(&sth, "w.example", wsk, 1700000000, &c);
+    CHECK_OK(cf_audit_cosig_verify(&sth, &c, wpk));
+    CHECK_EQ(cf_audit_cosig_verify(&sth, &c, opk), CF_E_CRYPTO);
+    char msg[512];
+    int ml = snprintf(msg, sizeof(msg), "cosignature/v1\ntime 1700000000\n%s", body);
+    CHECK(crypto_sign_verify_detached(c.signature, (const uint8_t *)msg, (size_t)ml, wpk) == 0);
+    size_t cl = cf_audit_cosig_line(&c, note, nl, sizeof(note));
+    REQUIRE(cl > nl);
+    cf_audit_cosig cs[CF_AUDIT_COSIG_MAX];
+    size_t ncs = 0;
+    CHECK_OK(cf_audit_note_parse(note, cl, &back, cs, &ncs, err, sizeof(err)));
+    CHECK_EQ(ncs, 1);
+    CHECK(strcmp(cs[0].name, "w.example") == 0);
+    CHECK_EQ(cs[0].time_s, 1700000000);
+    CHECK_OK(cf_audit_cosig_verify(&back, &cs[0], wpk));
+    cs[0].time_s++; /* the time is signed */
+    CHECK_EQ(cf_audit_cosig_verify(&back, &cs[0], wpk), CF_E_CRYPTO);
+    t = sth;
+    t.tree_size++; /* a cosignature covers exactly one checkpoint */
+    CHECK_EQ(cf_audit_cosig_verify(&t, &c, wpk), CF_E_CRYPTO);
+    keys_free(&k);
+}
+
 #include "cf_test_main.h"
