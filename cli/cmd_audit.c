@@ -1120,6 +1120,9 @@ static int cmd_show(int argc, char **argv)
         snprintf(lid, sizeof(lid), "\"%s\"", lidhex);
     }
     bool header = cf_audit_reader_has_header(r);
+    if (header && nseg > 0 && segs[0].first == 0) {
+        segs[0].records++; /* the log-header record, which the reader consumes */
+    }
     if (json) {
         printf("{\"dir\":");
         char q[8192];

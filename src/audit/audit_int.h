@@ -218,12 +218,18 @@ bool cf__audit_all_zero(const uint8_t *data, size_t len, size_t off);
 #define CF__AUDIT_AD_MAX (CF__AUDIT_CRC_OFF + CF_AUDIT_LOG_ID_LEN + CF_AUDIT_META_MAX)
 size_t cf__audit_batch_ad(const uint8_t *hdr, const uint8_t *log_id, const uint8_t *meta,
                           size_t meta_len, uint8_t ad[CF__AUDIT_AD_MAX]);
-/* What the log's signing key signs for a checkpoint record: "CFCKP\0v2" || header bytes
- * 0..28 (type, index) || log id || SHA-256(nonce || key id || state ciphertext). So a
- * checkpoint cannot be replaced, moved to another index or taken from another log without
- * the signing key. */
-#define CF__AUDIT_CKPT_MSG_LEN (8 + CF__AUDIT_CRC_OFF + CF_AUDIT_LOG_ID_LEN + CF_AUDIT_HASH_LEN)
-void cf__audit_ckpt_message(const cf__rec *r, uint8_t out[CF__AUDIT_CKPT_MSG_LEN]);
+/* What the log's signing key signs for a checkpoint record, chained into the tree:
+ *   "CFCKP\0v3" || header bytes 0..28 (type, index) || log id || tree size u64 || root ||
+ *   SHA-256(nonce || key id || state ciphertext)
+ * where tree size and root are those of the leaves before the record. So a checkpoint
+ * cannot be replaced, moved to another index or place in the log (replayed later), or taken
+ * from another log without the signing key. Logs without a log-header record (written
+ * before it existed) sign the unchained form ("CFCKP\0v2", no tree size or root):
+ * @p tree_root NULL. Returns the message length. */
+#define CF__AUDIT_CKPT_MSG_MAX                                                                     \
+    (8 + CF__AUDIT_CRC_OFF + CF_AUDIT_LOG_ID_LEN + 8 + 2 * CF_AUDIT_HASH_LEN)
+size_t cf__audit_ckpt_message(const cf__rec *r, uint64_t tree_size, const uint8_t *tree_root,
+                              uint8_t out[CF__AUDIT_CKPT_MSG_MAX]);
 /* Opens a batch's ciphertext into @p pt (capacity >= r->ct_len); *pt_len = plaintext bytes.
  * CF_E_AUTH when the tag does not verify (wrong key or tampering). */
 cf_err cf__audit_batch_open(const cf__rec *r, const uint8_t key[CF__AUDIT_KEY_LEN], uint8_t *pt,

@@ -347,17 +347,27 @@ size_t cf__audit_batch_ad(const uint8_t *hdr, const uint8_t *log_id, const uint8
     return CF__AUDIT_CRC_OFF + CF_AUDIT_LOG_ID_LEN + meta_len;
 }
 
-void cf__audit_ckpt_message(const cf__rec *r, uint8_t out[CF__AUDIT_CKPT_MSG_LEN])
+size_t cf__audit_ckpt_message(const cf__rec *r, uint64_t tree_size, const uint8_t *tree_root,
+                              uint8_t out[CF__AUDIT_CKPT_MSG_MAX])
 {
-    static const uint8_t dom[8] = {'C', 'F', 'C', 'K', 'P', 0, 'v', '2'};
-    memcpy(out, dom, 8);
+    static const uint8_t dom2[8] = {'C', 'F', 'C', 'K', 'P', 0, 'v', '2'};
+    static const uint8_t dom3[8] = {'C', 'F', 'C', 'K', 'P', 0, 'v', '3'};
+    memcpy(out, tree_root != NULL ? dom3 : dom2, 8);
     memcpy(out + 8, r->hdr_bytes, CF__AUDIT_CRC_OFF);
-    memcpy(out + 8 + CF__AUDIT_CRC_OFF, r->log_id, CF_AUDIT_LOG_ID_LEN);
+    size_t n = 8 + CF__AUDIT_CRC_OFF;
+    memcpy(out + n, r->log_id, CF_AUDIT_LOG_ID_LEN);
+    n += CF_AUDIT_LOG_ID_LEN;
+    if (tree_root != NULL) {
+        cf__le64(out + n, tree_size);
+        memcpy(out + n + 8, tree_root, CF_AUDIT_HASH_LEN);
+        n += 8 + CF_AUDIT_HASH_LEN;
+    }
     crypto_hash_sha256_state st;
     crypto_hash_sha256_init(&st);
     crypto_hash_sha256_update(&st, r->nonce, CF__AUDIT_NONCE_LEN + CF_KEY_ID_LEN);
     crypto_hash_sha256_update(&st, r->state_ct, r->state_ct_len);
-    crypto_hash_sha256_final(&st, out + 8 + CF__AUDIT_CRC_OFF + CF_AUDIT_LOG_ID_LEN);
+    crypto_hash_sha256_final(&st, out + n);
+    return n + CF_AUDIT_HASH_LEN;
 }
 
 cf_err cf__audit_batch_open(const cf__rec *r, const uint8_t key[CF__AUDIT_KEY_LEN], uint8_t *pt,

@@ -423,13 +423,16 @@ static void check_checkpoint(vstate *v, const cf__rec *r, size_t off, const cf_a
     if (r->h.index > v->expected) {
         flag(v, off, r->h.index, "checkpoint covers events the log does not hold");
     }
-    if (o->public_key != NULL) {
-        uint8_t msg[CF__AUDIT_CKPT_MSG_LEN];
-        cf__audit_ckpt_message(r, msg);
-        bool good = crypto_sign_verify_detached(r->ckpt_sig, msg, sizeof(msg), o->public_key) == 0;
+    if (o->public_key != NULL && v->tree_ok) {
+        /* Chained to the leaves before it (logs with a header record), so a checkpoint
+         * copied to another place in the log no longer verifies. */
+        uint8_t msg[CF__AUDIT_CKPT_MSG_MAX], root[CF_AUDIT_HASH_LEN];
+        cf__frontier_root(&v->f, &v->sha, root);
+        size_t ml = cf__audit_ckpt_message(r, v->f.n, v->rep->has_header ? root : NULL, msg);
+        bool good = crypto_sign_verify_detached(r->ckpt_sig, msg, ml, o->public_key) == 0;
         for (size_t i = 0; !good && i < o->n_more_public_keys; i++) {
-            good = crypto_sign_verify_detached(r->ckpt_sig, msg, sizeof(msg),
-                                               o->more_public_keys[i].key) == 0;
+            good =
+                crypto_sign_verify_detached(r->ckpt_sig, msg, ml, o->more_public_keys[i].key) == 0;
         }
         if (!good) {
             flag(v, off, r->h.index, "checkpoint signature does not verify");

@@ -1828,4 +1828,72 @@ static void test_checkpoint_note(void)
     keys_free(&k);
 }
 
+/* A checkpoint decides where recovery resumes. One copied from earlier in the log to its end
+ * (a valid record with a valid signature over its own contents) must not pass: its signature
+ * chains it to the tree before it. */
+static void test_checkpoint_replayed(void)
+{
+    keyset k;
+    REQUIRE(keys_make(&k) == 0);
+    char dir[300], seg[400], err[512];
+    REQUIRE(small_log(&k, dir, sizeof(dir)) == 0);
+    snprintf(seg, sizeof(seg), "%s/00000000000000000000.seg", dir);
+    cf_audit_verify_opts vo = {.data_key = k.data, .public_key = k.pk};
+    cf_audit_report rep;
+    CHECK_OK(cf_audit_verify(dir, &vo, &rep, err, sizeof(err)));
+    /* Recovery reads the last checkpoint: verified, index 6. */
+    cf_audit_log *log = NULL;
+    REQUIRE(cf_audit_open_keys(&log, dir, k.data, k.sign, NULL, NULL, err, sizeof(err)) == CF_OK);
+    uint64_t idx = 0;
+    void *st = NULL;
+    size_t sl = 0;
+    CHECK_OK(cf_audit_last_checkpoint(log, &idx, &st, &sl, err, sizeof(err)));
+    CHECK_EQ(idx, 6);
+    cf_free(st);
+    /* A later, honest checkpoint at index 8. */
+    CHECK_OK(cf_audit_checkpoint(log, 8, "c8", 2));
+    CHECK_OK(cf_audit_close(log));
+    CHECK_OK(cf_audit_verify(dir, &vo, &rep, err, sizeof(err)));
+    size_t len;
+    uint8_t *orig = slurp_bin(seg, &len);
+    REQUIRE(orig != NULL);
+    size_t offs[16];
+    /* header, batch, sth, batch, sth, ckpt(6), batch, sth, ckpt(8) */
+    REQUIRE(record_offsets(orig, len, offs, 16) == 9);
+    size_t c6 = offs[5], c6len = offs[6] - offs[5];
+    CHECK_EQ(cf__rd64(orig + c6 + 8), 6);
+    /* The attacker appends the old checkpoint again: recovery would resume at 6. */
+    uint8_t *d = malloc(len + c6len);
+    REQUIRE(d != NULL);
+    memcpy(d, orig, len);
+    memcpy(d + len, orig + c6, c6len);
+    write_bin(seg, d, len + c6len);
+    CHECK_EQ(cf_audit_verify(dir, &vo, &rep, err, sizeof(err)), CF_E_CORRUPT);
+    CHECK(strstr(rep.bad_reason, "checkpoint signature") != NULL && rep.alert);
+    CHECK_EQ(rep.bad_offset, len);
+    log = NULL;
+    REQUIRE(cf_audit_open_keys(&log, dir, k.data, k.sign, NULL, NULL, err, sizeof(err)) == CF_OK);
+    st = NULL;
+    CHECK_EQ(cf_audit_last_checkpoint(log, &idx, &st, &sl, err, sizeof(err)), CF_E_CORRUPT);
+    CHECK(strstr(err, "replayed, moved or forged") != NULL);
+    CHECK(st == NULL);
+    cf_audit_close(log);
+    /* Moved instead: the two checkpoints swapped (each now follows other leaves). */
+    memcpy(d, orig, len);
+    size_t c8 = offs[8], c8len = len - offs[8];
+    uint8_t *tmp = malloc(c6len + c8len);
+    REQUIRE(tmp != NULL);
+    memcpy(tmp, orig + c8, c8len);
+    memcpy(d + c6, tmp, c8len);                                /* ckpt(8) where ckpt(6) was */
+    memcpy(d + c6 + c8len, orig + offs[6], c8 - offs[6]);      /* batch, sth */
+    memcpy(d + c6 + c8len + (c8 - offs[6]), orig + c6, c6len); /* ckpt(6) last */
+    write_bin(seg, d, len);
+    CHECK_EQ(cf_audit_verify(dir, &vo, &rep, err, sizeof(err)), CF_E_CORRUPT);
+    CHECK(rep.alert);
+    free(tmp);
+    free(d);
+    free(orig);
+    keys_free(&k);
+}
+
 #include "cf_test_main.h"
