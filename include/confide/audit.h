@@ -275,8 +275,11 @@ typedef struct cf_audit_bytes {
  * data.key (XChaCha20-Poly1305) and signing.key (Ed25519, 64 bytes). Scans every segment,
  * verifies every record's CRC, truncates a torn tail of the last segment (reported in
  * @p rec, may be NULL), rebuilds the Merkle frontier, and appends a tree head when the last
- * leaves are not covered by one. A damaged record that is not a torn tail is CF_E_CORRUPT
- * (errstr names segment, offset and reason): run `confide audit verify`. Copies
+ * leaves are not covered by one. A new log (no record yet) gets a random log id and starts
+ * with its signed log-header record, durable before this returns; an existing log's id is
+ * reloaded from it. A damaged record that is not a torn tail is CF_E_CORRUPT (errstr names
+ * segment, offset and reason): run `confide audit verify`. A log of another format version
+ * is CF_E_STATE (errstr names the version). Copies
  * KEYDIR/signing.pub into @p dir when it is not there yet. Cost: one sequential read of the
  * log (about 0.15 s per million events here). One writer per directory (flock): a second
  * open fails with CF_E_STATE.
@@ -294,7 +297,8 @@ cf_err cf_audit_close(cf_audit_log *log);
 
 /** Index the next appended event gets. */
 uint64_t cf_audit_next_index(const cf_audit_log *log);
-/** The log's id (random, drawn when the log was created; every record carries it). */
+/** The log's id (random, drawn when the log was created and stored in its log-header
+ *  record; every record carries it and every AEAD tag binds it). */
 void cf_audit_log_id(const cf_audit_log *log, uint8_t out[CF_AUDIT_LOG_ID_LEN]);
 
 /**
@@ -329,7 +333,9 @@ cf_err cf_audit_checkpoint(cf_audit_log *log, uint64_t index, const void *state,
 
 /**
  * The last checkpoint of the log (the one written last). *state returns owned (free with
- * cf_free; NULL when len is 0). CF_E_NOTFOUND when the log has none.
+ * cf_free; NULL when len is 0). CF_E_NOTFOUND when the log has none; CF_E_CORRUPT when its
+ * signature does not chain it to the leaves before it (replayed, moved or forged);
+ * CF_E_AUTH when it does not decrypt (errstr names the key ids).
  */
 cf_err cf_audit_last_checkpoint(cf_audit_log *log, uint64_t *index, void **state, size_t *len,
                                 char *errstr, size_t errstr_size);
