@@ -101,7 +101,7 @@ static void fmt_time(int64_t us, char *buf, size_t size)
 
 /* The public key: KEYDIR/signing.pub when given, else the copy in the log directory. */
 static int load_pub(const char *cmd, const char *keys, const char *log_dir, uint8_t pk[32],
-                    bool quiet)
+                    bool quiet, cf_audit_pubkey *key)
 {
     char err[512] = "";
     const char *from = keys != NULL ? keys : log_dir;
@@ -109,7 +109,11 @@ static int load_pub(const char *cmd, const char *keys, const char *log_dir, uint
         fprintf(stderr, "confide audit %s: no public key: pass --keys KEYDIR\n", cmd);
         return CF_EXIT_USAGE;
     }
-    if (cf_key_load_signing_pub(from, pk, NULL, NULL, err, sizeof(err)) != CF_OK) {
+    cf_audit_pubkey tmp;
+    if (key == NULL) {
+        key = &tmp;
+    }
+    if (cf_key_load_signing_pub(from, pk, key->id, &key->epoch, err, sizeof(err)) != CF_OK) {
         fprintf(stderr, "confide audit %s: %s%s\n", cmd, err,
                 keys == NULL ? " (pass --keys KEYDIR with the signer's signing.pub)" : "");
         return CF_EXIT_RUNTIME;
@@ -147,8 +151,9 @@ static void verify_usage(FILE *f)
         "  --pubkey FILE  pin the log's signing.pub (without --keys or --pubkey the key\n"
         "                 stored in DIR is used and the result is unauthenticated)\n"
         "  --trusted-head FILE  a checkpoint, or a tree_heads.ndjson (its last line)\n"
-        "  --witness-pub FILE   require a valid cosignature on the trusted head by the\n"
-        "                 witness with this witness.pub\n"
+        "  --witness-pub FILE   require a valid cosignature by the witness with this\n"
+        "                 witness.pub on the trusted head, and that head to be the log's\n"
+        "                 newest (else exit 1: newer heads are not witnessed yet)\n"
         "  --strict       an unauthenticated result (no pinned key) fails (exit 1)\n"
         "  --old-keys KEYDIR  keys of an earlier epoch (rotation; repeatable, up to 8):\n"
         "                 records name the key id they were sealed or signed under\n"
@@ -229,8 +234,11 @@ static int cmd_verify(int argc, char **argv)
     }
     uint8_t pk[32];
     bool pinned = keys != NULL || pubkey != NULL;
-    int rc = pubkey != NULL ? cf_cli_load_pub_file("verify", pubkey, CF_KEY_KIND_SIGNING_PUB, pk)
-                            : load_pub("verify", keys, dir, pk, true);
+    cf_audit_pubkey main_key;
+    memset(&main_key, 0, sizeof(main_key));
+    int rc = pubkey != NULL
+                 ? cf_cli_load_pub_file("verify", pubkey, CF_KEY_KIND_SIGNING_PUB, pk, &main_key)
+                 : load_pub("verify", keys, dir, pk, true, &main_key);
     if (rc != CF_EXIT_OK) {
         return rc;
     }
@@ -255,8 +263,8 @@ static int cmd_verify(int argc, char **argv)
         }
         if (witness != NULL) {
             uint8_t wpk[CF_AUDIT_PK_LEN];
-            if ((rc = cf_cli_load_pub_file("verify", witness, CF_KEY_KIND_WITNESS_PUB, wpk)) !=
-                CF_EXIT_OK) {
+            if ((rc = cf_cli_load_pub_file("verify", witness, CF_KEY_KIND_WITNESS_PUB, wpk,
+                                           NULL)) != CF_EXIT_OK) {
                 return rc;
             }
             bool cosigned = false;
@@ -293,7 +301,7 @@ static int cmd_verify(int argc, char **argv)
     cf_key *old_data[8] = {NULL};
     size_t n_old_data = 0;
     for (size_t i = 0; i < n_older; i++) {
-        if (cf_key_load_signing_pub(older[i], old_pub[i].key, old_pub[i].id, NULL, err,
+        if (cf_key_load_signing_pub(older[i], old_pub[i].key, old_pub[i].id, &old_pub[i].epoch, err,
                                     sizeof(err)) != CF_OK) {
             fprintf(stderr, "confide audit verify: --old-keys: %s\n", err);
             rc = CF_EXIT_RUNTIME;
@@ -313,6 +321,8 @@ static int cmd_verify(int argc, char **argv)
     }
     cf_audit_verify_opts vo = {.data_key = dk,
                                .public_key = pk,
+                               .public_key_id = main_key.id,
+                               .public_key_epoch = main_key.epoch,
                                .more_data_keys = (const cf_key *const *)old_data,
                                .n_more_data_keys = n_old_data,
                                .more_public_keys = old_pub,
@@ -331,16 +341,17 @@ out:
         fprintf(stderr, "confide audit verify: %s\n", err[0] ? err : cf_strerror(e));
         return CF_EXIT_RUNTIME;
     }
-    if (!rep.ok && strstr(rep.bad_reason, "(wrong data key)") != NULL) {
+    if (!rep.ok && (strstr(rep.bad_reason, "(wrong data key)") != NULL ||
+                    strstr(rep.bad_reason, "(wrong signing key)") != NULL)) {
         /* Not tampering: the records were sealed under another data key. */
         fprintf(stderr, "confide audit verify: wrong key: %s (segment %s offset %" PRIu64 ")\n",
                 rep.bad_reason, rep.bad_segment, rep.bad_offset);
         return CF_EXIT_RUNTIME;
     }
-    bool head_ok = trusted == NULL;
+    cf_cli_head_check hc = {.ok = trusted == NULL};
     int head_rc = CF_EXIT_OK;
     if (trusted != NULL && rep.has_log_id) {
-        head_rc = cf_cli_check_trusted_head(dir, &head, rep.log_id, json, &head_ok);
+        head_rc = cf_cli_check_trusted_head(dir, &head, rep.log_id, json, &hc);
     } else if (trusted != NULL) {
         fprintf(stderr,
                 "confide audit verify: INTEGRITY ALERT: truncated: the log is empty, the "
@@ -366,12 +377,21 @@ out:
                events, rep.leaves, rep.verdicts, rep.gaps, rep.duplicates, rep.sth_valid,
                rep.sth_invalid, lid, pinned ? "true" : "false",
                trusted == NULL ? "null"
-               : head_ok       ? "true"
+               : hc.ok         ? "true"
                                : "false");
         print_completeness(stdout, rep.completeness);
-        printf(",\"decrypted\":%s,\"checkpoints\":%" PRIu64 ",\"segments\":%" PRIu64 ",\"ok\":%s",
+        printf(",\"decrypted\":%s,\"checkpoints\":%" PRIu64 ",\"segments\":%" PRIu64
+               ",\"header\":%s,\"ok\":%s",
                rep.decrypted ? "true" : "false", rep.checkpoints, rep.segments,
-               rep.ok ? "true" : "false");
+               rep.has_header ? "true" : "false", rep.ok ? "true" : "false");
+        if (trusted != NULL) {
+            printf(",\"trusted_size\":%" PRIu64 ",\"consistency_proof_hashes\":%zu"
+                   ",\"witnessed\":%s",
+                   head.tree_size, hc.proof_len,
+                   witness == NULL      ? "null"
+                   : hc.ok && hc.newest ? "true"
+                                        : "false");
+        }
         if (!rep.ok) {
             char reason[400];
             cf_json_quote(rep.bad_reason, strlen(rep.bad_reason), reason, sizeof(reason));
@@ -399,6 +419,15 @@ out:
     }
     if (head_rc != CF_EXIT_OK) {
         return head_rc;
+    }
+    if (witness != NULL && hc.ok && !hc.newest) {
+        /* The witness vouches for a prefix only: the newer heads may still be rewritten. */
+        fprintf(stderr,
+                "confide audit verify: check failed: the newest head of the log is not "
+                "witnessed: the witness cosigned size %" PRIu64 ", the log has %" PRIu64
+                " events (run the witness, then verify again)\n",
+                head.tree_size, hc.log_size);
+        return CF_EXIT_FAIL;
     }
     if (rep.ok) {
         if (!pinned && strict) {
@@ -897,7 +926,7 @@ static int cmd_verify_proof(int argc, char **argv)
     loaded l;
     bool have_log = false;
     if (keys != NULL || log_dir != NULL) {
-        if ((rc = load_pub("verify-proof", keys, log_dir, pk, false)) != CF_EXIT_OK) {
+        if ((rc = load_pub("verify-proof", keys, log_dir, pk, false, NULL)) != CF_EXIT_OK) {
             return rc;
         }
         if (log_dir != NULL) {
@@ -974,6 +1003,30 @@ done:
         loaded_free(&l);
     }
     return rc;
+}
+
+int cf_cli_read_consistency(const char *cmd, const char *file, uint64_t *m, uint64_t *n,
+                            uint8_t *path, size_t *plen)
+{
+    FILE *f = fopen(file, "rb");
+    if (f == NULL) {
+        fprintf(stderr, "confide audit %s: %s: %s\n", cmd, file, strerror(errno));
+        return CF_EXIT_RUNTIME;
+    }
+    static char buf[1 << 16];
+    size_t len = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[len] = '\0';
+    const char *open = memchr(buf, '{', len);
+    jtext t = {open != NULL ? open : buf, buf + len};
+    if (!jnum(&t, "from", m) || !jnum(&t, "to", n) || !jpath(&t, "path", path, plen)) {
+        fprintf(stderr,
+                "confide audit %s: %s: not a consistency proof (`confide audit consistency "
+                "--json`: from, to, path)\n",
+                cmd, file);
+        return CF_EXIT_USAGE;
+    }
+    return CF_EXIT_OK;
 }
 
 /* ---- show ---------------------------------------------------------------------------------- */
@@ -1059,13 +1112,27 @@ static int cmd_show(int argc, char **argv)
         rc = CF_EXIT_INTEGRITY;
         goto done;
     }
+    uint8_t lid_b[CF_AUDIT_LOG_ID_LEN];
+    char lidhex[2 * CF_AUDIT_LOG_ID_LEN + 1] = "", lid[2 * CF_AUDIT_LOG_ID_LEN + 3] = "null";
+    bool has_lid = cf_audit_reader_log_id(r, lid_b);
+    if (has_lid) {
+        hex(lid_b, CF_AUDIT_LOG_ID_LEN, lidhex);
+        snprintf(lid, sizeof(lid), "\"%s\"", lidhex);
+    }
+    bool header = cf_audit_reader_has_header(r);
+    if (header && nseg > 0 && segs[0].first == 0) {
+        segs[0].records++; /* the log-header record, which the reader consumes */
+    }
     if (json) {
         printf("{\"dir\":");
         char q[8192];
         cf_json_quote(dir, strlen(dir), q, sizeof(q));
-        printf("%s,\"segments\":[", q);
+        printf("%s,\"log_id\":%s,\"header\":%s,\"segments\":[", q, lid, header ? "true" : "false");
     } else {
-        printf("audit log %s\n%-26s %12s %8s %10s\n", dir, "segment", "bytes", "records", "events");
+        printf("audit log %s\nlog id %s%s\n%-26s %12s %8s %10s\n", dir,
+               has_lid ? lidhex : "(none yet)",
+               has_lid && !header ? " (no log-header record: written before header records)" : "",
+               "segment", "bytes", "records", "events");
     }
     for (size_t i = 0; i < nseg; i++) {
         char p[4096];

@@ -188,6 +188,24 @@ cf_err cf_audit_cosig_verify(const cf_audit_sth *sth, const cf_audit_cosig *c,
 /** Appends the cosignature line of @p c to @p out (at @p len); returns the new length. */
 size_t cf_audit_cosig_line(const cf_audit_cosig *c, char *out, size_t len, size_t cap);
 
+/** Longest line of cf_audit_sth_json_line, newline included. */
+#define CF_AUDIT_HEAD_LINE_MAX 4096
+/**
+ * One line of OUT/tree_heads.ndjson for @p sth (what the runtime writes after every batch):
+ *   {"tree_size":N,"root":"hex","timestamp_us":T,"key_id":"hex","log_id":"hex",
+ *    "signature":"hex","checkpoint":"<the signed note of cf_audit_sth_note, \n escaped>"}\n
+ * Returns its length (0 when @p cap is too small; CF_AUDIT_HEAD_LINE_MAX always suffices).
+ */
+size_t cf_audit_sth_json_line(const cf_audit_sth *sth, const uint8_t public_key[CF_AUDIT_PK_LEN],
+                              char *out, size_t cap);
+/**
+ * A head kept outside the log: a signed note (cf_audit_note_parse), or tree_heads.ndjson text
+ * whose last line's "checkpoint" is used (key_id then comes from that line). Same outputs
+ * and errors as cf_audit_note_parse.
+ */
+cf_err cf_audit_head_parse(const char *text, size_t len, cf_audit_sth *sth, cf_audit_cosig *cosigs,
+                           size_t *n_cosigs, char *errstr, size_t errstr_size);
+
 /* ---- canonical leaf data ----------------------------------------------------------------- */
 
 /** Longest canonical event encoding (cf_audit_event_encode), bytes. */
@@ -257,8 +275,11 @@ typedef struct cf_audit_bytes {
  * data.key (XChaCha20-Poly1305) and signing.key (Ed25519, 64 bytes). Scans every segment,
  * verifies every record's CRC, truncates a torn tail of the last segment (reported in
  * @p rec, may be NULL), rebuilds the Merkle frontier, and appends a tree head when the last
- * leaves are not covered by one. A damaged record that is not a torn tail is CF_E_CORRUPT
- * (errstr names segment, offset and reason): run `confide audit verify`. Copies
+ * leaves are not covered by one. A new log (no record yet) gets a random log id and starts
+ * with its signed log-header record, durable before this returns; an existing log's id is
+ * reloaded from it. A damaged record that is not a torn tail is CF_E_CORRUPT (errstr names
+ * segment, offset and reason): run `confide audit verify`. A log of another format version
+ * is CF_E_STATE (errstr names the version). Copies
  * KEYDIR/signing.pub into @p dir when it is not there yet. Cost: one sequential read of the
  * log (about 0.15 s per million events here). One writer per directory (flock): a second
  * open fails with CF_E_STATE.
@@ -276,7 +297,8 @@ cf_err cf_audit_close(cf_audit_log *log);
 
 /** Index the next appended event gets. */
 uint64_t cf_audit_next_index(const cf_audit_log *log);
-/** The log's id (random, drawn when the log was created; every record carries it). */
+/** The log's id (random, drawn when the log was created and stored in its log-header
+ *  record; every record carries it and every AEAD tag binds it). */
 void cf_audit_log_id(const cf_audit_log *log, uint8_t out[CF_AUDIT_LOG_ID_LEN]);
 
 /**
@@ -311,7 +333,9 @@ cf_err cf_audit_checkpoint(cf_audit_log *log, uint64_t index, const void *state,
 
 /**
  * The last checkpoint of the log (the one written last). *state returns owned (free with
- * cf_free; NULL when len is 0). CF_E_NOTFOUND when the log has none.
+ * cf_free; NULL when len is 0). CF_E_NOTFOUND when the log has none; CF_E_CORRUPT when its
+ * signature does not chain it to the leaves before it (replayed, moved or forged);
+ * CF_E_AUTH when it does not decrypt (errstr names the key ids).
  */
 cf_err cf_audit_last_checkpoint(cf_audit_log *log, uint64_t *index, void **state, size_t *len,
                                 char *errstr, size_t errstr_size);
@@ -327,7 +351,10 @@ cf_err cf_audit_last_sth(const cf_audit_log *log, cf_audit_sth *out);
 typedef enum {
     CF_AUDIT_REC_BATCH = 1,
     CF_AUDIT_REC_STH = 2,
-    CF_AUDIT_REC_CHECKPOINT = 3
+    CF_AUDIT_REC_CHECKPOINT = 3,
+    /* The first record of a log, written when it is created: its id, creation time and key
+     * ids, signed. Readers consume it (cf_audit_reader_log_id) and never return it. */
+    CF_AUDIT_REC_HEADER = 4
 } cf_audit_rec_type;
 
 /** One record as the reader returns it. Every pointer is borrowed until the next call. */
@@ -363,6 +390,14 @@ typedef struct cf_audit_reader cf_audit_reader;
 cf_err cf_audit_reader_open(cf_audit_reader **out, const char *dir, const cf_key *data_key,
                             uint64_t from_index, char *errstr, size_t errstr_size);
 void cf_audit_reader_destroy(cf_audit_reader *r);
+/**
+ * The id of the log being read (known from open on: read from its log-header record, or for
+ * a log written before header records from its first record). false for a log with no record
+ * yet. Every record the reader returns carries this id (others are CF_E_CORRUPT).
+ */
+bool cf_audit_reader_log_id(const cf_audit_reader *r, uint8_t out[CF_AUDIT_LOG_ID_LEN]);
+/** true when the log starts with a log-header record (logs written since header records). */
+bool cf_audit_reader_has_header(const cf_audit_reader *r);
 /**
  * Next record. CF_E_EOF after the last one; an incomplete last record of the last segment
  * (being written right now, or torn by a crash) also ends the iteration. CF_E_CORRUPT
@@ -401,6 +436,8 @@ typedef struct cf_audit_report {
     bool ok;
     bool has_log_id;                     /* the log has a record */
     uint8_t log_id[CF_AUDIT_LOG_ID_LEN]; /* the id every record carries */
+    bool has_header;                     /* the log starts with its log-header record */
+    int64_t created_us;                  /* from the header: when the log was created */
     /* evidence of tampering or damage (CRC, signature, root, gap, decryption) was found, as
      * opposed to processing faults only (duplicate event ids, unsigned tail after a crash) */
     bool alert;
@@ -415,12 +452,18 @@ typedef struct cf_audit_report {
 typedef struct cf_audit_pubkey {
     uint8_t key[CF_AUDIT_PK_LEN];
     uint8_t id[CF_KEY_ID_LEN];
+    uint32_t epoch; /* the key file's epoch: heads must not go back to an older epoch */
 } cf_audit_pubkey;
 
 /** Verification options; zero-initialize, then set. */
 typedef struct cf_audit_verify_opts {
     const cf_key *data_key;    /* borrowed; NULL: check stored leaf hashes only */
     const uint8_t *public_key; /* borrowed, 32 bytes; NULL: signatures are not checked */
+    /* borrowed, CF_KEY_ID_LEN bytes, may be NULL: the main key's id; with it, a record signed
+     * under a key that is none of those given is reported as "(wrong signing key)" naming
+     * both ids, instead of as a bad signature */
+    const uint8_t *public_key_id;
+    uint32_t public_key_epoch; /* epoch of the main key (heads' key epochs never go back) */
     uint64_t dup_max;          /* duplicate set bound (entries); 0: 1 << 24 */
     /* Key rotation (borrowed, may be NULL/0): a record sealed under a data key, or a head
      * signed under a signing key, whose id matches one of these uses it; anything else uses

@@ -37,6 +37,12 @@
 /* STH payload: "CFSTH\0v2" || size u64 || root || time i64 || key id || log id || sig */
 #define CF__AUDIT_STH_PAYLOAD                                                                      \
     (8 + 8 + CF_AUDIT_HASH_LEN + 8 + CF_KEY_ID_LEN + CF_AUDIT_LOG_ID_LEN + CF_AUDIT_SIG_LEN)
+/* Log-header payload (type 4, the first record of a log):
+ *   "CFLOG\0v2" || log id || created_us i64 || signing key id || data key id || signature
+ * signature = Ed25519 by the log's signing key over header bytes 0..28 || payload[0..48). */
+#define CF__AUDIT_LOGHDR_SIGNED 48
+#define CF__AUDIT_LOGHDR_PAYLOAD (CF__AUDIT_LOGHDR_SIGNED + CF_AUDIT_SIG_LEN)
+#define CF__AUDIT_LOGHDR_MSG_LEN (CF__AUDIT_CRC_OFF + CF__AUDIT_LOGHDR_SIGNED)
 #define CF__AUDIT_PAYLOAD_MAX (1u << 30)
 #define CF__AUDIT_SEG_SUFFIX ".seg"
 #define CF__AUDIT_SEG_NAME_LEN 24 /* 20 digits + ".seg" */
@@ -182,9 +188,29 @@ typedef struct {
     const uint8_t *state_ct; /* ciphertext (state + tag) */
     size_t state_ct_len;
     const uint8_t *ckpt_sig; /* Ed25519 by the log's signing key (cf__audit_ckpt_message) */
+    /* log header */
+    int64_t created_us;
+    const uint8_t *sign_key_id; /* signing key of the log when it was created */
+    const uint8_t *hdr_sig;     /* Ed25519 over cf__audit_loghdr_message */
 } cf__rec;
 /* Checks CRC and layout of the record at @p off. */
 cf__rec_status cf__audit_rec_parse(const uint8_t *data, size_t len, size_t off, cf__rec *r);
+/* What the log's signing key signs for a log-header record. */
+void cf__audit_loghdr_message(const cf__rec *r, uint8_t out[CF__AUDIT_LOGHDR_MSG_LEN]);
+/* Encodes a log-header record (CF__AUDIT_HDR_LEN + CF__AUDIT_LOGHDR_PAYLOAD bytes) into @p out,
+ * signed with @p sk. */
+void cf__audit_loghdr_build(const uint8_t log_id[CF_AUDIT_LOG_ID_LEN], int64_t created_us,
+                            const uint8_t sign_kid[CF_KEY_ID_LEN],
+                            const uint8_t data_kid[CF_KEY_ID_LEN], const uint8_t sk[64],
+                            uint8_t *out);
+
+/* What the first record of a log says, read without mapping the segment: its log id (from
+ * the log-header record, or for a log written before header records from its first record),
+ * whether it is a header record. CF_E_STATE with a clear message when the log was written in
+ * another format version; *has false for a log with no record yet. */
+cf_err cf__audit_peek(const char *dir, const cf__seglist *sl, uint8_t log_id[CF_AUDIT_LOG_ID_LEN],
+                      bool *has, bool *header, char *errstr, size_t errstr_size);
+
 /* True when every byte of data[off, len) is zero (a crash-extended but unwritten tail). */
 bool cf__audit_all_zero(const uint8_t *data, size_t len, size_t off);
 
@@ -192,12 +218,18 @@ bool cf__audit_all_zero(const uint8_t *data, size_t len, size_t off);
 #define CF__AUDIT_AD_MAX (CF__AUDIT_CRC_OFF + CF_AUDIT_LOG_ID_LEN + CF_AUDIT_META_MAX)
 size_t cf__audit_batch_ad(const uint8_t *hdr, const uint8_t *log_id, const uint8_t *meta,
                           size_t meta_len, uint8_t ad[CF__AUDIT_AD_MAX]);
-/* What the log's signing key signs for a checkpoint record: "CFCKP\0v2" || header bytes
- * 0..28 (type, index) || log id || SHA-256(nonce || key id || state ciphertext). So a
- * checkpoint cannot be replaced, moved to another index or taken from another log without
- * the signing key. */
-#define CF__AUDIT_CKPT_MSG_LEN (8 + CF__AUDIT_CRC_OFF + CF_AUDIT_LOG_ID_LEN + CF_AUDIT_HASH_LEN)
-void cf__audit_ckpt_message(const cf__rec *r, uint8_t out[CF__AUDIT_CKPT_MSG_LEN]);
+/* What the log's signing key signs for a checkpoint record, chained into the tree:
+ *   "CFCKP\0v3" || header bytes 0..28 (type, index) || log id || tree size u64 || root ||
+ *   SHA-256(nonce || key id || state ciphertext)
+ * where tree size and root are those of the leaves before the record. So a checkpoint
+ * cannot be replaced, moved to another index or place in the log (replayed later), or taken
+ * from another log without the signing key. Logs without a log-header record (written
+ * before it existed) sign the unchained form ("CFCKP\0v2", no tree size or root):
+ * @p tree_root NULL. Returns the message length. */
+#define CF__AUDIT_CKPT_MSG_MAX                                                                     \
+    (8 + CF__AUDIT_CRC_OFF + CF_AUDIT_LOG_ID_LEN + 8 + 2 * CF_AUDIT_HASH_LEN)
+size_t cf__audit_ckpt_message(const cf__rec *r, uint64_t tree_size, const uint8_t *tree_root,
+                              uint8_t out[CF__AUDIT_CKPT_MSG_MAX]);
 /* Opens a batch's ciphertext into @p pt (capacity >= r->ct_len); *pt_len = plaintext bytes.
  * CF_E_AUTH when the tag does not verify (wrong key or tampering). */
 cf_err cf__audit_batch_open(const cf__rec *r, const uint8_t key[CF__AUDIT_KEY_LEN], uint8_t *pt,

@@ -236,6 +236,37 @@ static cf__rec_status parse_batch(cf__rec *r)
     return CF__REC_OK;
 }
 
+static const uint8_t loghdr_domain[8] = {'C', 'F', 'L', 'O', 'G', 0, 'v', '2'};
+
+void cf__audit_loghdr_message(const cf__rec *r, uint8_t out[CF__AUDIT_LOGHDR_MSG_LEN])
+{
+    memcpy(out, r->hdr_bytes, CF__AUDIT_CRC_OFF);
+    memcpy(out + CF__AUDIT_CRC_OFF, r->payload, CF__AUDIT_LOGHDR_SIGNED);
+}
+
+void cf__audit_loghdr_build(const uint8_t log_id[CF_AUDIT_LOG_ID_LEN], int64_t created_us,
+                            const uint8_t sign_kid[CF_KEY_ID_LEN],
+                            const uint8_t data_kid[CF_KEY_ID_LEN], const uint8_t sk[64],
+                            uint8_t *out)
+{
+    uint8_t *p = out + CF__AUDIT_HDR_LEN;
+    memcpy(p, loghdr_domain, 8);
+    memcpy(p + 8, log_id, CF_AUDIT_LOG_ID_LEN);
+    cf__le64(p + 8 + CF_AUDIT_LOG_ID_LEN, (uint64_t)created_us);
+    memcpy(p + 16 + CF_AUDIT_LOG_ID_LEN, sign_kid, CF_KEY_ID_LEN);
+    memcpy(p + 16 + CF_AUDIT_LOG_ID_LEN + CF_KEY_ID_LEN, data_kid, CF_KEY_ID_LEN);
+    cf__audit_hdr h = {.type = CF_AUDIT_REC_HEADER,
+                       .index = 0,
+                       .count = 0,
+                       .payload_len = CF__AUDIT_LOGHDR_PAYLOAD};
+    cf__audit_hdr_encode(&h, NULL, out);
+    cf__rec view = {.hdr_bytes = out, .payload = p};
+    uint8_t msg[CF__AUDIT_LOGHDR_MSG_LEN];
+    cf__audit_loghdr_message(&view, msg);
+    crypto_sign_detached(p + CF__AUDIT_LOGHDR_SIGNED, NULL, msg, sizeof(msg), sk);
+    cf__audit_hdr_seal(out, p);
+}
+
 cf__rec_status cf__audit_rec_parse(const uint8_t *data, size_t len, size_t off, cf__rec *r)
 {
     memset(r, 0, sizeof(*r));
@@ -257,7 +288,7 @@ cf__rec_status cf__audit_rec_parse(const uint8_t *data, size_t len, size_t off, 
     if (r->h.version != CF__AUDIT_VERSION) {
         return CF__REC_BAD_VERSION;
     }
-    if (r->h.flags != 0 || r->h.type < CF_AUDIT_REC_BATCH || r->h.type > CF_AUDIT_REC_CHECKPOINT) {
+    if (r->h.flags != 0 || r->h.type < CF_AUDIT_REC_BATCH || r->h.type > CF_AUDIT_REC_HEADER) {
         return CF__REC_BAD_TYPE;
     }
     if (r->h.payload_len > len - off - CF__AUDIT_HDR_LEN) {
@@ -277,6 +308,17 @@ cf__rec_status cf__audit_rec_parse(const uint8_t *data, size_t len, size_t off, 
             return CF__REC_BAD_LAYOUT;
         }
         r->log_id = r->payload + 8 + 8 + CF_AUDIT_HASH_LEN + 8 + CF_KEY_ID_LEN;
+        return CF__REC_OK;
+    case CF_AUDIT_REC_HEADER:
+        if (r->h.count != 0 || r->h.index != 0 || r->h.payload_len != CF__AUDIT_LOGHDR_PAYLOAD ||
+            memcmp(r->payload, loghdr_domain, 8) != 0) {
+            return CF__REC_BAD_LAYOUT;
+        }
+        r->log_id = r->payload + 8;
+        r->created_us = (int64_t)cf__rd64(r->payload + 8 + CF_AUDIT_LOG_ID_LEN);
+        r->sign_key_id = r->payload + 8 + CF_AUDIT_LOG_ID_LEN + 8;
+        r->key_id = r->sign_key_id + CF_KEY_ID_LEN;
+        r->hdr_sig = r->payload + CF__AUDIT_LOGHDR_SIGNED;
         return CF__REC_OK;
     default:
         if (r->h.count != 0 ||
@@ -305,17 +347,27 @@ size_t cf__audit_batch_ad(const uint8_t *hdr, const uint8_t *log_id, const uint8
     return CF__AUDIT_CRC_OFF + CF_AUDIT_LOG_ID_LEN + meta_len;
 }
 
-void cf__audit_ckpt_message(const cf__rec *r, uint8_t out[CF__AUDIT_CKPT_MSG_LEN])
+size_t cf__audit_ckpt_message(const cf__rec *r, uint64_t tree_size, const uint8_t *tree_root,
+                              uint8_t out[CF__AUDIT_CKPT_MSG_MAX])
 {
-    static const uint8_t dom[8] = {'C', 'F', 'C', 'K', 'P', 0, 'v', '2'};
-    memcpy(out, dom, 8);
+    static const uint8_t dom2[8] = {'C', 'F', 'C', 'K', 'P', 0, 'v', '2'};
+    static const uint8_t dom3[8] = {'C', 'F', 'C', 'K', 'P', 0, 'v', '3'};
+    memcpy(out, tree_root != NULL ? dom3 : dom2, 8);
     memcpy(out + 8, r->hdr_bytes, CF__AUDIT_CRC_OFF);
-    memcpy(out + 8 + CF__AUDIT_CRC_OFF, r->log_id, CF_AUDIT_LOG_ID_LEN);
+    size_t n = 8 + CF__AUDIT_CRC_OFF;
+    memcpy(out + n, r->log_id, CF_AUDIT_LOG_ID_LEN);
+    n += CF_AUDIT_LOG_ID_LEN;
+    if (tree_root != NULL) {
+        cf__le64(out + n, tree_size);
+        memcpy(out + n + 8, tree_root, CF_AUDIT_HASH_LEN);
+        n += 8 + CF_AUDIT_HASH_LEN;
+    }
     crypto_hash_sha256_state st;
     crypto_hash_sha256_init(&st);
     crypto_hash_sha256_update(&st, r->nonce, CF__AUDIT_NONCE_LEN + CF_KEY_ID_LEN);
     crypto_hash_sha256_update(&st, r->state_ct, r->state_ct_len);
-    crypto_hash_sha256_final(&st, out + 8 + CF__AUDIT_CRC_OFF + CF_AUDIT_LOG_ID_LEN);
+    crypto_hash_sha256_final(&st, out + n);
+    return n + CF_AUDIT_HASH_LEN;
 }
 
 cf_err cf__audit_batch_open(const cf__rec *r, const uint8_t key[CF__AUDIT_KEY_LEN], uint8_t *pt,
@@ -721,4 +773,115 @@ cf_err cf_audit_note_parse(const char *text, size_t len, cf_audit_sth *sth, cf_a
         *n_cosigs = nc;
     }
     return CF_OK;
+}
+
+/* ---- tree_heads.ndjson lines ----------------------------------------------------------- */
+
+size_t cf_audit_sth_json_line(const cf_audit_sth *sth, const uint8_t public_key[CF_AUDIT_PK_LEN],
+                              char *out, size_t cap)
+{
+    char note[CF_AUDIT_NOTE_MAX], esc[2 * CF_AUDIT_NOTE_MAX];
+    size_t nl = cf_audit_sth_note(sth, public_key, note, sizeof(note));
+    if (nl == 0) {
+        return 0;
+    }
+    size_t e = 0;
+    for (size_t i = 0; i < nl; i++) { /* the note is ASCII and U+2014: only \n to escape */
+        if (note[i] == '\n') {
+            esc[e++] = '\\';
+            esc[e++] = 'n';
+        } else {
+            esc[e++] = note[i];
+        }
+    }
+    esc[e] = '\0';
+    char root[2 * CF_AUDIT_HASH_LEN + 1], kid[2 * CF_KEY_ID_LEN + 1];
+    char sig[2 * CF_AUDIT_SIG_LEN + 1], lid[2 * CF_AUDIT_LOG_ID_LEN + 1];
+    sodium_bin2hex(root, sizeof(root), sth->root, sizeof(sth->root));
+    sodium_bin2hex(kid, sizeof(kid), sth->key_id, sizeof(sth->key_id));
+    sodium_bin2hex(sig, sizeof(sig), sth->signature, sizeof(sth->signature));
+    sodium_bin2hex(lid, sizeof(lid), sth->log_id, sizeof(sth->log_id));
+    int n = snprintf(out, cap,
+                     "{\"tree_size\":%llu,\"root\":\"%s\",\"timestamp_us\":%lld,\"key_id\":\"%s\","
+                     "\"log_id\":\"%s\",\"signature\":\"%s\",\"checkpoint\":\"%s\"}\n",
+                     (unsigned long long)sth->tree_size, root, (long long)sth->timestamp_us, kid,
+                     lid, sig, esc);
+    return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+}
+
+/* The last line of NDJSON text that starts with '{' (NULL when none); *end its end. */
+static const char *last_json_line(const char *text, size_t len, const char **end)
+{
+    const char *last = NULL;
+    for (const char *p = text; p < text + len;) {
+        const char *nl = memchr(p, '\n', (size_t)(text + len - p));
+        const char *e = nl != NULL ? nl : text + len;
+        if (e > p && *p == '{') {
+            last = p;
+            *end = e;
+        }
+        p = e + 1;
+    }
+    return last;
+}
+
+/* The string value of "key" in one JSON line (no escapes but \n), unescaped into out. */
+static bool json_str(const char *line, const char *end, const char *key, char *out, size_t cap,
+                     size_t *olen)
+{
+    char pat[48];
+    snprintf(pat, sizeof(pat), "\"%s\":\"", key);
+    size_t pl = strlen(pat);
+    const char *k = NULL;
+    for (const char *p = line; p + pl <= end; p++) {
+        if (memcmp(p, pat, pl) == 0) {
+            k = p + pl;
+            break;
+        }
+    }
+    if (k == NULL) {
+        return false;
+    }
+    size_t n = 0;
+    for (const char *p = k; p < end && *p != '"'; p++) {
+        if (n + 1 >= cap) {
+            return false;
+        }
+        if (*p == '\\' && p + 1 < end && p[1] == 'n') {
+            out[n++] = '\n';
+            p++;
+        } else if (*p == '\\') {
+            return false; /* the writer escapes newlines only */
+        } else {
+            out[n++] = *p;
+        }
+    }
+    out[n] = '\0';
+    *olen = n;
+    return true;
+}
+
+cf_err cf_audit_head_parse(const char *text, size_t len, cf_audit_sth *sth, cf_audit_cosig *cosigs,
+                           size_t *n_cosigs, char *errstr, size_t errstr_size)
+{
+    if (len == 0 || text[0] != '{') {
+        return cf_audit_note_parse(text, len, sth, cosigs, n_cosigs, errstr, errstr_size);
+    }
+    const char *end = NULL;
+    const char *line = last_json_line(text, len, &end);
+    char note[2 * CF_AUDIT_NOTE_MAX], kid[2 * CF_KEY_ID_LEN + 1];
+    size_t nl = 0, kl = 0;
+    if (line == NULL || !json_str(line, end, "checkpoint", note, sizeof(note), &nl)) {
+        return cf_err_set(CF_E_PARSE, errstr, errstr_size,
+                          "no \"checkpoint\" in the last line (not a tree_heads.ndjson)");
+    }
+    cf_err err = cf_audit_note_parse(note, nl, sth, cosigs, n_cosigs, errstr, errstr_size);
+    if (err == CF_OK && json_str(line, end, "key_id", kid, sizeof(kid), &kl) &&
+        kl == 2 * CF_KEY_ID_LEN) {
+        size_t bl = 0;
+        if (sodium_hex2bin(sth->key_id, CF_KEY_ID_LEN, kid, kl, NULL, &bl, NULL) != 0) {
+            memset(sth->key_id, 0, CF_KEY_ID_LEN);
+        }
+    }
+    return err;
 }

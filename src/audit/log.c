@@ -48,8 +48,11 @@ struct cf_audit_log {
     cf__frontier scratch; /* the frontier being advanced by an append in progress */
     bool has_sth;
     cf_audit_sth last_sth;
+    bool has_header; /* the log starts with a log-header record: checkpoints are chained */
     bool has_ckpt;
     uint64_t ckpt_index;
+    uint64_t ckpt_tree_n;                 /* leaves before the last checkpoint record */
+    uint8_t ckpt_root[CF_AUDIT_HASH_LEN]; /* their root */
     char ckpt_seg[32];
     uint64_t ckpt_off;
     uint8_t *buf; /* record being built */
@@ -461,17 +464,18 @@ cf_err cf_audit_checkpoint(cf_audit_log *log, uint64_t index, const void *state,
     unsigned long long clen = 0;
     crypto_aead_xchacha20poly1305_ietf_encrypt(payload + CF__AUDIT_SEAL_PREFIX, &clen, state, len,
                                                ad, sizeof(ad), NULL, payload, log->data_key);
-    /* Signed, so that nobody without the signing key can swap, move or replay a checkpoint
-     * (it decides where recovery resumes). */
+    /* Signed and chained to the tree before it (size and root), so that nobody without the
+     * signing key can swap, move or replay a checkpoint (it decides where recovery
+     * resumes). */
     cf__rec view = {.hdr_bytes = hdr,
                     .nonce = payload,
                     .log_id = payload + CF__AUDIT_LOGID_OFF,
                     .state_ct = payload + CF__AUDIT_SEAL_PREFIX,
                     .state_ct_len = (size_t)clen};
-    uint8_t msg[CF__AUDIT_CKPT_MSG_LEN];
-    cf__audit_ckpt_message(&view, msg);
-    crypto_sign_detached(payload + CF__AUDIT_SEAL_PREFIX + clen, NULL, msg, sizeof(msg),
-                         log->sign_sk);
+    uint8_t msg[CF__AUDIT_CKPT_MSG_MAX], root[CF_AUDIT_HASH_LEN];
+    cf__frontier_root(&log->f, &log->sha, root);
+    size_t ml = cf__audit_ckpt_message(&view, log->f.n, log->has_header ? root : NULL, msg);
+    crypto_sign_detached(payload + CF__AUDIT_SEAL_PREFIX + clen, NULL, msg, ml, log->sign_sk);
     cf__audit_hdr_seal(hdr, payload);
     uint64_t off = log->seg_bytes;
     log->dirty = true;
@@ -488,6 +492,8 @@ cf_err cf_audit_checkpoint(cf_audit_log *log, uint64_t index, const void *state,
     log->has_ckpt = true;
     log->ckpt_index = index;
     log->ckpt_off = off;
+    log->ckpt_tree_n = log->f.n;
+    memcpy(log->ckpt_root, root, CF_AUDIT_HASH_LEN);
     snprintf(log->ckpt_seg, sizeof(log->ckpt_seg), "%s", log->seg_name);
     return CF_OK;
 }
@@ -511,6 +517,19 @@ cf_err cf_audit_last_checkpoint(cf_audit_log *log, uint64_t *index, void **state
                          log->ckpt_seg, (unsigned long long)log->ckpt_off,
                          st != CF__REC_OK ? cf__rec_status_text(st) : "not a checkpoint");
         goto done;
+    }
+    if (log->has_header && memcmp(r.key_id, log->data_key_id, CF_KEY_ID_LEN) == 0) {
+        /* Written under these keys: its signature must chain it to the leaves before it,
+         * or it was replayed, moved or forged (the resume point must not be an attacker's). */
+        uint8_t msg[CF__AUDIT_CKPT_MSG_MAX];
+        size_t ml = cf__audit_ckpt_message(&r, log->ckpt_tree_n, log->ckpt_root, msg);
+        if (crypto_sign_verify_detached(r.ckpt_sig, msg, ml, log->sign_sk + 32) != 0) {
+            err = cf_err_set(CF_E_CORRUPT, errstr, errstr_size,
+                             "checkpoint at %s offset %llu: signature does not verify (a "
+                             "replayed, moved or forged checkpoint; run `confide audit verify`)",
+                             log->ckpt_seg, (unsigned long long)log->ckpt_off);
+            goto done;
+        }
     }
     size_t plen = r.state_ct_len - CF__AUDIT_TAG_LEN;
     out = cf_malloc(plen > 0 ? plen : 1);
@@ -614,6 +633,15 @@ static cf_err recover(cf_audit_log *log, cf_audit_recovery *rec, char *errstr, s
     }
     rec->segments = sl.n;
     cf__segmap m = {NULL, 0};
+    {
+        /* Refuses a log of another format version with a message that says so. */
+        uint8_t lid[CF_AUDIT_LOG_ID_LEN];
+        bool has = false, header = false;
+        err = cf__audit_peek(log->dir, &sl, lid, &has, &header, errstr, errstr_size);
+        if (err != CF_OK) {
+            goto done;
+        }
+    }
     for (size_t s = 0; s < sl.n; s++) {
         bool last = s + 1 == sl.n;
         if (sl.first[s] != log->f.n) {
@@ -684,7 +712,19 @@ static cf_err recover(cf_audit_log *log, cf_audit_recovery *rec, char *errstr, s
                 log->has_ckpt = true;
                 log->ckpt_index = r.h.index;
                 log->ckpt_off = off;
+                log->ckpt_tree_n = log->f.n;
+                cf__frontier_root(&log->f, &log->sha, log->ckpt_root);
                 snprintf(log->ckpt_seg, sizeof(log->ckpt_seg), "%s", sl.name[s]);
+                break;
+            case CF_AUDIT_REC_HEADER:
+                if (s != 0 || off != 0) {
+                    err = cf_err_set(CF_E_CORRUPT, errstr, errstr_size,
+                                     "audit log %s: segment %s offset %zu: a log header record "
+                                     "after the start of the log (run `confide audit verify`)",
+                                     log->dir, sl.name[s], off);
+                    goto done;
+                }
+                log->has_header = true;
                 break;
             }
             off += CF__AUDIT_HDR_LEN + r.h.payload_len;
@@ -709,6 +749,37 @@ done:
     cf__segmap_close(&m);
     cf__seglist_free(&sl);
     return err;
+}
+
+/* A new log: draws its identity and writes the log-header record first, durable whatever
+ * the fsync policy, so that the id outlives a crash before the first batch (the runtime binds
+ * its masks to it). Every later record carries the same id. */
+static cf_err create_header(cf_audit_log *log)
+{
+    cf_err err = ensure(&log->buf, &log->buf_cap, CF__AUDIT_HDR_LEN + CF__AUDIT_LOGHDR_PAYLOAD);
+    if (err != CF_OK) {
+        return err;
+    }
+    randombytes_buf(log->log_id, CF_AUDIT_LOG_ID_LEN);
+    cf__audit_loghdr_build(log->log_id, cf_wall_us(), log->key_id, log->data_key_id, log->sign_sk,
+                           log->buf);
+    size_t len = CF__AUDIT_HDR_LEN + CF__AUDIT_LOGHDR_PAYLOAD;
+    err = prepare_segment(log, len);
+    if (err == CF_OK) {
+        log->dirty = true;
+        err = write_all(log->fd, log->buf, len);
+    }
+    if (err == CF_OK) {
+        log->seg_bytes += len;
+        err = do_sync(log);
+    }
+    if (err != CF_OK) {
+        log->broken = true;
+        return err;
+    }
+    log->has_log_id = true;
+    log->has_header = true;
+    return CF_OK;
 }
 
 /* Makes a new directory entry durable: fsync of the parent directory (best effort). */
@@ -813,9 +884,11 @@ cf_err cf_audit_open_keys(cf_audit_log **out, const char *dir, const cf_key *dat
         goto fail;
     }
     if (!log->has_log_id) {
-        /* A new log: its identity, carried by every record from the first one on. */
-        randombytes_buf(log->log_id, CF_AUDIT_LOG_ID_LEN);
-        log->has_log_id = true;
+        err = create_header(log);
+        if (err != CF_OK) {
+            cf_err_set(err, errstr, errstr_size, "audit log %s: cannot write the log header", dir);
+            goto fail;
+        }
     }
     log->last_sync_ns = cf_now_ns();
     /* Leaves no head covers (a crash between a batch and its head, or a torn head): sign. */

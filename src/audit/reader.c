@@ -26,6 +26,7 @@ struct cf_audit_reader {
     bool started;
     uint64_t next_index; /* expected index of the next batch */
     bool has_log_id;
+    bool has_header;
     uint8_t log_id[CF_AUDIT_LOG_ID_LEN]; /* of the first record: every other must match */
     cf_event *ev;
     size_t ev_cap;
@@ -78,6 +79,11 @@ cf_err cf_audit_reader_open(cf_audit_reader **out, const char *dir, const cf_key
         goto fail;
     }
     err = cf__audit_list_segments(dir, &r->sl, errstr, errstr_size);
+    if (err != CF_OK) {
+        goto fail;
+    }
+    err =
+        cf__audit_peek(dir, &r->sl, r->log_id, &r->has_log_id, &r->has_header, errstr, errstr_size);
     if (err != CF_OK) {
         goto fail;
     }
@@ -224,6 +230,14 @@ cf_err cf_audit_reader_next(cf_audit_reader *r, cf_audit_entry *e, char *errstr,
         e->offset = rec_off;
         e->index = rec.h.index;
         memcpy(e->log_id, rec.log_id, CF_AUDIT_LOG_ID_LEN);
+        if (rec.h.type == CF_AUDIT_REC_HEADER) {
+            if (r->seg != 0 || rec_off != 0) {
+                return bad(r, rec.h.index, "a log header record after the start of the log", errstr,
+                           errstr_size);
+            }
+            r->off = next_off; /* consumed: its id is cf_audit_reader_log_id */
+            continue;
+        }
         if (rec.h.type == CF_AUDIT_REC_BATCH) {
             if (rec.h.index != r->next_index) {
                 return bad(r, rec.h.index, "batch index is not contiguous with the previous one",
@@ -278,6 +292,20 @@ cf_err cf_audit_reader_next(cf_audit_reader *r, cf_audit_entry *e, char *errstr,
         r->off = next_off;
         return CF_OK;
     }
+}
+
+bool cf_audit_reader_log_id(const cf_audit_reader *r, uint8_t out[CF_AUDIT_LOG_ID_LEN])
+{
+    if (!r->has_log_id) {
+        return false;
+    }
+    memcpy(out, r->log_id, CF_AUDIT_LOG_ID_LEN);
+    return true;
+}
+
+bool cf_audit_reader_has_header(const cf_audit_reader *r)
+{
+    return r->has_header;
 }
 
 cf_err cf_audit_load_leaves(const char *dir, uint8_t **leaves_out, uint64_t *n_out,

@@ -147,3 +147,78 @@ void cf__segmap_close(cf__segmap *m)
     m->data = NULL;
     m->len = 0;
 }
+
+/* Offset of the log id in the payload of a record of each type (docs/audit.md). */
+static size_t log_id_offset(uint8_t type)
+{
+    switch (type) {
+    case CF_AUDIT_REC_STH:
+        return 8 + 8 + CF_AUDIT_HASH_LEN + 8 + CF_KEY_ID_LEN;
+    case CF_AUDIT_REC_HEADER:
+        return 8;
+    default: /* batch, checkpoint: nonce || data key id || log id */
+        return CF__AUDIT_LOGID_OFF;
+    }
+}
+
+cf_err cf__audit_peek(const char *dir, const cf__seglist *sl, uint8_t log_id[CF_AUDIT_LOG_ID_LEN],
+                      bool *has, bool *header, char *errstr, size_t errstr_size)
+{
+    *has = false;
+    *header = false;
+    if (sl->n == 0) {
+        return CF_OK;
+    }
+    char path[4096];
+    if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, sl->name[0]) >= sizeof(path)) {
+        return cf_err_set(CF_E_INVAL, errstr, errstr_size, "path too long: %s", dir);
+    }
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return cf_err_errno(errno, errstr, errstr_size, "open %s", path);
+    }
+    uint8_t buf[CF__AUDIT_HDR_LEN + CF__AUDIT_LOGHDR_PAYLOAD];
+    ssize_t got = pread(fd, buf, sizeof(buf), 0);
+    cf_err err = CF_OK;
+    if (got < 0) {
+        err = cf_err_errno(errno, errstr, errstr_size, "read %s", path);
+        goto done;
+    }
+    if (got < CF__AUDIT_HDR_LEN) {
+        goto done; /* empty, or a torn first record: the scan that follows says which */
+    }
+    cf__audit_hdr h;
+    cf__audit_hdr_decode(buf, &h);
+    if (h.magic != CF__AUDIT_MAGIC || cf__audit_crc32c(0, buf, CF__AUDIT_HCRC_OFF) != h.hdr_crc) {
+        goto done; /* damage: reported by the scan with its segment and offset */
+    }
+    if (h.version != CF__AUDIT_VERSION) {
+        err = cf_err_set(
+            CF_E_STATE, errstr, errstr_size,
+            "audit log %s is in format version %u; this confide reads version %u only (log ids, "
+            "salted leaves, C2SP tree heads): verify it with the confide release that wrote it, "
+            "and start a new audit log directory",
+            dir, (unsigned)h.version, (unsigned)CF__AUDIT_VERSION);
+        goto done;
+    }
+    if (h.type == CF_AUDIT_REC_HEADER) {
+        cf__rec r;
+        if ((size_t)got == sizeof(buf) &&
+            cf__audit_rec_parse(buf, sizeof(buf), 0, &r) == CF__REC_OK) {
+            memcpy(log_id, r.log_id, CF_AUDIT_LOG_ID_LEN);
+            *has = *header = true;
+        }
+        goto done;
+    }
+    /* A log written before header records: the id its first record carries (every later
+     * record is compared with it, the first one included). */
+    size_t lo = log_id_offset(h.type);
+    if (h.payload_len >= lo + CF_AUDIT_LOG_ID_LEN &&
+        pread(fd, log_id, CF_AUDIT_LOG_ID_LEN, (off_t)(CF__AUDIT_HDR_LEN + lo)) ==
+            CF_AUDIT_LOG_ID_LEN) {
+        *has = true;
+    }
+done:
+    close(fd);
+    return err;
+}

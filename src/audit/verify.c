@@ -117,6 +117,8 @@ typedef struct {
     uint64_t max_index;  /* highest event index + 1 named by a batch or head */
     uint64_t prev_sth;   /* size of the previous head */
     int64_t prev_sth_us; /* time of the previous head */
+    uint32_t prev_epoch; /* key epoch of the previous head */
+    bool has_prev_epoch;
     bool has_log_id;
     uint64_t bad_events; /* events in damaged records, failing re-hash, or duplicated */
     const char *last_batch_seg;
@@ -161,14 +163,44 @@ static const cf_key *data_key_for(const cf_audit_verify_opts *o, const uint8_t *
     return o->data_key;
 }
 
-static const uint8_t *public_key_for(const cf_audit_verify_opts *o, const uint8_t *kid)
+/* The signing key a record names by id, with its epoch; else the main key. */
+static const uint8_t *public_key_epoch_for(const cf_audit_verify_opts *o, const uint8_t *kid,
+                                           uint32_t *epoch)
 {
     for (size_t i = 0; i < o->n_more_public_keys; i++) {
         if (memcmp(o->more_public_keys[i].id, kid, CF_KEY_ID_LEN) == 0) {
+            *epoch = o->more_public_keys[i].epoch;
             return o->more_public_keys[i].key;
         }
     }
+    *epoch = o->public_key_epoch;
     return o->public_key;
+}
+
+static const uint8_t *public_key_for(const cf_audit_verify_opts *o, const uint8_t *kid)
+{
+    uint32_t epoch;
+    return public_key_epoch_for(o, kid, &epoch);
+}
+
+/* When the main key's id is known and a record names a signing key that is none of the keys
+ * given, says so naming both ids (a wrong key directory, not tampering); else NULL. */
+static const char *wrong_signing_key(const cf_audit_verify_opts *o, const char *what,
+                                     const uint8_t *kid, char *buf, size_t size)
+{
+    if (o->public_key_id == NULL || memcmp(kid, o->public_key_id, CF_KEY_ID_LEN) == 0) {
+        return NULL;
+    }
+    for (size_t i = 0; i < o->n_more_public_keys; i++) {
+        if (memcmp(o->more_public_keys[i].id, kid, CF_KEY_ID_LEN) == 0) {
+            return NULL;
+        }
+    }
+    char a[2 * CF_KEY_ID_LEN + 1], b[2 * CF_KEY_ID_LEN + 1];
+    sodium_bin2hex(a, sizeof(a), kid, CF_KEY_ID_LEN);
+    sodium_bin2hex(b, sizeof(b), o->public_key_id, CF_KEY_ID_LEN);
+    snprintf(buf, size, "%s: signed under signing key %s, not %s (wrong signing key)", what, a, b);
+    return buf;
 }
 
 /* Every record names its log; the first one fixes the id the others must carry. */
@@ -310,6 +342,9 @@ static void check_sth(vstate *v, const cf__rec *r, size_t off, const cf_audit_ve
     cf__audit_sth_parse(r->payload, &sth, &dom);
     const char *why = NULL;
     uint8_t root[CF_AUDIT_HASH_LEN];
+    char wk[160];
+    uint32_t epoch = 0;
+    const uint8_t *pk = public_key_epoch_for(o, sth.key_id, &epoch);
     if (!dom) {
         why = "tree head with an unknown message format";
     } else if (sth.tree_size != r->h.index) {
@@ -318,9 +353,14 @@ static void check_sth(vstate *v, const cf__rec *r, size_t off, const cf_audit_ve
         why = "tree head smaller than the previous one (log not append-only)";
     } else if (sth.timestamp_us < v->prev_sth_us) {
         why = "tree head older than the previous one (timestamps must not go back)";
-    } else if (public_key_for(o, sth.key_id) != NULL &&
-               cf_audit_sth_verify(&sth, public_key_for(o, sth.key_id)) != CF_OK) {
+    } else if (pk != NULL &&
+               (why = wrong_signing_key(o, "tree head", sth.key_id, wk, sizeof(wk))) != NULL) {
+        /* named by wrong_signing_key */
+    } else if (pk != NULL && cf_audit_sth_verify(&sth, pk) != CF_OK) {
         why = "tree head signature does not verify";
+    } else if (pk != NULL && v->has_prev_epoch && epoch < v->prev_epoch) {
+        why = "tree head signed under an older key epoch than the previous head (key epochs "
+              "must not go back)";
     } else if (!v->tree_ok) {
         why = "tree head cannot be checked: leaves are missing before it";
     } else if (sth.tree_size != v->f.n) {
@@ -342,8 +382,38 @@ static void check_sth(vstate *v, const cf__rec *r, size_t off, const cf_audit_ve
     rep->sth_valid++;
     v->prev_sth = sth.tree_size;
     v->prev_sth_us = sth.timestamp_us;
+    if (pk != NULL) {
+        v->prev_epoch = epoch;
+        v->has_prev_epoch = true;
+    }
     if (sth.tree_size > rep->covered) {
         rep->covered = sth.tree_size;
+    }
+}
+
+/* The log-header record: only as the very first record, signed by the log's key. */
+static void check_header(vstate *v, const cf__rec *r, size_t off, bool first,
+                         const cf_audit_verify_opts *o)
+{
+    if (!first) {
+        flag(v, off, r->h.index, "a log header record after the start of the log");
+        return;
+    }
+    v->rep->has_header = true;
+    v->rep->created_us = r->created_us;
+    const uint8_t *pk = public_key_for(o, r->sign_key_id);
+    if (pk == NULL) {
+        return;
+    }
+    char wk[160];
+    if (wrong_signing_key(o, "log header", r->sign_key_id, wk, sizeof(wk)) != NULL) {
+        flag(v, off, r->h.index, wk);
+        return;
+    }
+    uint8_t msg[CF__AUDIT_LOGHDR_MSG_LEN];
+    cf__audit_loghdr_message(r, msg);
+    if (crypto_sign_verify_detached(r->hdr_sig, msg, sizeof(msg), pk) != 0) {
+        flag(v, off, r->h.index, "log header signature does not verify");
     }
 }
 
@@ -353,13 +423,16 @@ static void check_checkpoint(vstate *v, const cf__rec *r, size_t off, const cf_a
     if (r->h.index > v->expected) {
         flag(v, off, r->h.index, "checkpoint covers events the log does not hold");
     }
-    if (o->public_key != NULL) {
-        uint8_t msg[CF__AUDIT_CKPT_MSG_LEN];
-        cf__audit_ckpt_message(r, msg);
-        bool good = crypto_sign_verify_detached(r->ckpt_sig, msg, sizeof(msg), o->public_key) == 0;
+    if (o->public_key != NULL && v->tree_ok) {
+        /* Chained to the leaves before it (logs with a header record), so a checkpoint
+         * copied to another place in the log no longer verifies. */
+        uint8_t msg[CF__AUDIT_CKPT_MSG_MAX], root[CF_AUDIT_HASH_LEN];
+        cf__frontier_root(&v->f, &v->sha, root);
+        size_t ml = cf__audit_ckpt_message(r, v->f.n, v->rep->has_header ? root : NULL, msg);
+        bool good = crypto_sign_verify_detached(r->ckpt_sig, msg, ml, o->public_key) == 0;
         for (size_t i = 0; !good && i < o->n_more_public_keys; i++) {
-            good = crypto_sign_verify_detached(r->ckpt_sig, msg, sizeof(msg),
-                                               o->more_public_keys[i].key) == 0;
+            good =
+                crypto_sign_verify_detached(r->ckpt_sig, msg, ml, o->more_public_keys[i].key) == 0;
         }
         if (!good) {
             flag(v, off, r->h.index, "checkpoint signature does not verify");
@@ -421,6 +494,14 @@ cf_err cf_audit_verify(const char *dir, const cf_audit_verify_opts *opts, cf_aud
         goto done;
     }
     rep->segments = sl.n;
+    {
+        uint8_t lid[CF_AUDIT_LOG_ID_LEN];
+        bool has = false, header = false;
+        err = cf__audit_peek(dir, &sl, lid, &has, &header, errstr, errstr_size);
+        if (err != CF_OK) {
+            goto done;
+        }
+    }
     for (size_t s = 0; s < sl.n; s++) {
         v.seg = sl.name[s];
         if (sl.first[s] != v.expected) {
@@ -485,6 +566,9 @@ cf_err cf_audit_verify(const char *dir, const cf_audit_verify_opts *opts, cf_aud
                 break;
             case CF_AUDIT_REC_CHECKPOINT:
                 check_checkpoint(&v, &r, off, &o);
+                break;
+            case CF_AUDIT_REC_HEADER:
+                check_header(&v, &r, off, s == 0 && off == 0, &o);
                 break;
             }
             off += CF__AUDIT_HDR_LEN + r.h.payload_len;

@@ -1927,29 +1927,11 @@ static void write_tree_head(cf_secure *s, const cf_audit_sth *sth)
     if (s->heads_fd < 0) {
         return;
     }
-    char root[2 * CF_AUDIT_HASH_LEN + 1], kid[2 * CF_KEY_ID_LEN + 1], sig[2 * CF_AUDIT_SIG_LEN + 1];
-    char lid[2 * CF_AUDIT_LOG_ID_LEN + 1], esc[2 * CF_AUDIT_NOTE_MAX];
-    sodium_bin2hex(root, sizeof(root), sth->root, sizeof(sth->root));
-    sodium_bin2hex(kid, sizeof(kid), sth->key_id, sizeof(sth->key_id));
-    sodium_bin2hex(sig, sizeof(sig), sth->signature, sizeof(sth->signature));
-    sodium_bin2hex(lid, sizeof(lid), sth->log_id, sizeof(sth->log_id));
-    size_t e = 0;
-    for (size_t i = 0; i < nl && e + 2 < sizeof(esc); i++) { /* the note: ASCII and U+2014 */
-        if (note[i] == '\n') {
-            esc[e++] = '\\';
-            esc[e++] = 'n';
-        } else {
-            esc[e++] = note[i];
-        }
-    }
-    esc[e] = '\0';
-    char line[4096];
-    int n = snprintf(line, sizeof(line),
-                     "{\"tree_size\":%llu,\"root\":\"%s\",\"timestamp_us\":%lld,\"key_id\":\"%s\","
-                     "\"log_id\":\"%s\",\"signature\":\"%s\",\"checkpoint\":\"%s\"}\n",
-                     (unsigned long long)sth->tree_size, root, (long long)sth->timestamp_us, kid,
-                     lid, sig, esc);
-    if (n > 0 && (size_t)n < sizeof(line) && write(s->heads_fd, line, (size_t)n) != n) {
+    /* One line per head: the fields of the head and its C2SP signed note ("checkpoint"),
+     * which `confide audit verify --trusted-head` and the witness read. */
+    char line[CF_AUDIT_HEAD_LINE_MAX];
+    size_t n = cf_audit_sth_json_line(sth, s->sign_pk, line, sizeof(line));
+    if (n > 0 && write(s->heads_fd, line, n) != (ssize_t)n) {
         CF_LOG(CF_LOG_WARN, "audit", "cannot append to tree_heads.ndjson");
     }
 }

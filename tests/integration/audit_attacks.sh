@@ -9,6 +9,9 @@
 #  4. a head of another log is refused
 #  5. a changed verdict fails without the data key
 #  6. without a pinned key the result says it is unauthenticated (--strict fails)
+#  7. heads published to audit.witness_dir are cosigned with a proof file; a forged proof, a
+#     proof of other sizes and another log's leaves are refused; verify --witness-pub requires
+#     the newest head to be witnessed
 set -euo pipefail
 B=$1
 tmp=$(mktemp -d)
@@ -122,6 +125,59 @@ PY
 mkdir -p "$tmp/pub" && cp "$K/signing.pub" "$tmp/pub/"
 expect 4 "$B" audit verify "$tmp/o2/audit" --pubkey "$tmp/pub/signing.pub"
 grep -q "commitment and verdict" "$tmp/err" || fail "changed verdict not named: $(cat "$tmp/err")"
+
+# 7. The gateway publishes its newest head to audit.witness_dir; a witness with its key kept
+#    elsewhere (--key) cosigns it with a proof file instead of the log (--proof), and verify
+#    requires that the witnessed head is the log's newest.
+WD=$tmp/witness_inbox W3=$tmp/w3
+mkdir -p "$WD" "$tmp/wkeys"
+"$B" run --input "$tmp/a.csv" --out "$tmp/o3" --set audit.witness_dir="$WD" \
+    --set batch.mode=fixed:1000 --json >/dev/null
+LID3=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["log_id"])' "$tmp/o3/tree_heads.ndjson")
+[ -f "$WD/$LID3.checkpoint" ] || fail "no head published to audit.witness_dir"
+cmp -s <(tail -1 "$tmp/o3/tree_heads.ndjson" | python3 -c 'import json,sys; sys.stdout.write(json.load(sys.stdin)["checkpoint"])') \
+    "$WD/$LID3.checkpoint" || fail "published head is not the newest signed note"
+expect 0 "$B" audit witness --keygen --state "$W3" --key "$tmp/wkeys/w3.key"
+[ -f "$tmp/wkeys/w3.pub" ] && [ "$(stat -c %a "$tmp/wkeys/w3.key")" = 600 ] || fail "--keygen --key"
+expect 3 "$B" audit witness --keygen --state "$W3" --key "$tmp/wkeys/w3.key"
+grep -q "not overwritten" "$tmp/err" || fail "witness keygen overwrote a key"
+# first head of a log: accepted on its signature (trust on first use)
+head -1 "$tmp/o3/tree_heads.ndjson" >"$tmp/first_head.ndjson"
+expect 0 "$B" audit witness --state "$W3" --key "$tmp/wkeys/w3.key" --log-pub "$tmp/o3/keys/signing.pub" \
+    --head "$tmp/first_head.ndjson"
+first_size=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["tree_size"])' "$tmp/first_head.ndjson")
+# the witnessed head is not the newest: verify says the newer heads are not witnessed (exit 1)
+expect 1 "$B" audit verify "$tmp/o3/audit" --keys "$tmp/o3/keys" --trusted-head "$W3/$LID3.checkpoint" \
+    --witness-pub "$tmp/wkeys/w3.pub"
+grep -q "not witnessed" "$tmp/err" || fail "unwitnessed newer heads not named"
+# a newer head without a proof: usage error; with a proof of the wrong sizes: refused
+expect 2 "$B" audit witness --state "$W3" --key "$tmp/wkeys/w3.key" --log-pub "$tmp/o3/keys/signing.pub" \
+    --head "$WD/$LID3.checkpoint"
+size3=$(tail -1 "$tmp/o3/tree_heads.ndjson" | python3 -c 'import json,sys; print(json.load(sys.stdin)["tree_size"])')
+"$B" audit consistency "$tmp/o3/audit" --from 1 --to "$size3" --json >"$tmp/bad_proof.json"
+expect 2 "$B" audit witness --state "$W3" --key "$tmp/wkeys/w3.key" --log-pub "$tmp/o3/keys/signing.pub" \
+    --head "$WD/$LID3.checkpoint" --proof "$tmp/bad_proof.json"
+# a proof with one hash changed: refused, state unchanged
+"$B" audit consistency "$tmp/o3/audit" --from "$first_size" --to "$size3" --json >"$tmp/proof.json"
+python3 - "$tmp/proof.json" "$tmp/forged_proof.json" <<'PY'
+import json, sys
+p = json.load(open(sys.argv[1]))
+h = p["path"][0]
+p["path"][0] = h[:-1] + ("0" if h[-1] != "0" else "1")
+json.dump(p, open(sys.argv[2], "w"))
+PY
+expect 4 "$B" audit witness --state "$W3" --key "$tmp/wkeys/w3.key" --log-pub "$tmp/o3/keys/signing.pub" \
+    --head "$WD/$LID3.checkpoint" --proof "$tmp/forged_proof.json"
+grep -q "no consistency proof" "$tmp/err" || fail "forged proof not refused"
+expect 0 "$B" audit witness --state "$W3" --key "$tmp/wkeys/w3.key" --log-pub "$tmp/o3/keys/signing.pub" \
+    --head "$WD/$LID3.checkpoint" --proof "$tmp/proof.json"
+expect 0 "$B" audit verify "$tmp/o3/audit" --keys "$tmp/o3/keys" --trusted-head "$W3/$LID3.checkpoint" \
+    --witness-pub "$tmp/wkeys/w3.pub" --json
+grep -q '"witnessed":true' "$tmp/out" || fail "witnessed newest head not reported"
+# a head of one log with another log's leaves: refused
+expect 4 "$B" audit witness --state "$W3" --key "$tmp/wkeys/w3.key" --log-pub "$tmp/o3/keys/signing.pub" \
+    --head "$WD/$LID3.checkpoint" --log "$L"
+grep -q "names the log" "$tmp/err" || fail "witness: another log's leaves accepted"
 
 # 6. No pinned key: unauthenticated, and --strict makes that a failure.
 expect 0 "$B" audit verify "$L"

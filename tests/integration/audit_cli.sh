@@ -81,6 +81,18 @@ mkdir -p "$T/pub" && cp "$K/signing.pub" "$T/pub/"
 expect 0 "$B" audit verify "$L" --keys "$T/pub" --json
 [ "$(json_field "$T/out" events)" = null ] || fail "hashes-only verify decrypted events"
 [ "$(json_field "$T/out" decrypted)" = false ] || fail "hashes-only verify says decrypted"
+expect 0 "$B" audit verify "$L" --keys "$T/pub"
+grep -q "contents not checked (no data.key)" "$T/out" || fail "no line saying contents are not checked"
+grep -q " 0 events" "$T/out" && fail "hashes-only verify reports 0 events"
+# The log id: in verify --json, show and show --json, the same, from the log-header record.
+expect 0 "$B" audit verify "$L" --keys "$K" --json
+LID=$(json_field "$T/out" log_id | tr -d '"')
+[ "${#LID}" = 32 ] || fail "verify --json log_id: '$LID'"
+[ "$(json_field "$T/out" header)" = true ] || fail "no log-header record"
+expect 0 "$B" audit show "$L" --json
+[ "$(json_field "$T/out" log_id | tr -d '"')" = "$LID" ] || fail "show --json log_id differs"
+expect 0 "$B" audit show "$L"
+grep -q "^log id $LID" "$T/out" || fail "show prints no log id"
 
 expect 0 "$B" audit show "$L"
 grep -q "00000000000000000000.seg" "$T/out" || fail "show lists no segment"
@@ -145,7 +157,9 @@ cp -r "$L" "$T/log4"
 head -1001 "$DATA" >"$T/part.csv"
 expect 0 "$B" audit append "$T/log4" --keys "$K2" --input "$T/part.csv" --format fdh
 expect 3 "$B" audit verify "$T/log4" --keys "$K2"
-grep -q "wrong data key" "$T/err" || fail "rotation: old records not attributed to another key"
+# the log header (the first record) names the old signing key: both ids are named
+grep -Eq "signed under signing key [0-9a-f]{16}, not [0-9a-f]{16} \(wrong signing key\)" "$T/err" ||
+    fail "rotation: old records not attributed to another key: $(cat "$T/err")"
 grep -q "wrong key" "$T/err" || fail "a wrong key is not reported as such"
 expect 1 "$B" audit verify "$T/log4" --keys "$K2" --old-keys "$K" --json
 [ "$(json_field "$T/out" sth_invalid)" = 0 ] || fail "rotation: heads invalid with --old-keys"

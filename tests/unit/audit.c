@@ -975,8 +975,8 @@ static void test_torn_tail(void)
     REQUIRE(orig != NULL && len > good);
     size_t offs[16];
     size_t nrec = record_offsets(orig, len, offs, 16);
-    REQUIRE(nrec == 8);
-    size_t sth_off = offs[7]; /* the last batch's tree head */
+    REQUIRE(nrec == 9);       /* the log header, 4 batches, 4 heads */
+    size_t sth_off = offs[8]; /* the last batch's tree head */
     /* Cut the file at every byte of the last batch record and its head. */
     cf_audit_opts fast;
     cf_audit_opts_default(&fast);
@@ -1167,7 +1167,7 @@ static void test_tamper_every_byte(void)
     REQUIRE(orig != NULL);
     size_t offs[16];
     size_t nrec = record_offsets(orig, len, offs, 16);
-    REQUIRE(nrec == 7);
+    REQUIRE(nrec == 8); /* the log header, then as in tamper_with_valid_crc */
     cf_audit_verify_opts with = {.data_key = k.data, .public_key = k.pk};
     cf_audit_verify_opts without = {.public_key = k.pk};
     cf_audit_report rep;
@@ -1214,8 +1214,9 @@ static void test_tamper_with_valid_crc(void)
     uint8_t *orig = slurp_bin(seg, &len);
     REQUIRE(orig != NULL);
     size_t offs[16];
-    REQUIRE(record_offsets(orig, len, offs, 16) == 7);
-    /* records: 0 batch(0..3) 1 sth(3) 2 batch(3..6) 3 sth(6) 4 ckpt 5 batch(6..8) 6 sth(8) */
+    REQUIRE(record_offsets(orig, len, offs, 16) == 8);
+    /* records: 0 log header 1 batch(0..3) 2 sth(3) 3 batch(3..6) 4 sth(6) 5 ckpt
+     *          6 batch(6..8) 7 sth(8) */
     uint8_t *d = malloc(len);
     REQUIRE(d != NULL);
     cf_audit_verify_opts with = {.data_key = k.data, .public_key = k.pk};
@@ -1225,8 +1226,8 @@ static void test_tamper_with_valid_crc(void)
     /* 1. A stored leaf hash changed: it no longer matches its commitment and verdict, which
      *    is checked with or without the data key (and the next head's root fails too). */
     memcpy(d, orig, len);
-    size_t b1 = offs[2];
-    size_t leaf1 = offs[3] - 2 * 3 * 32 + 32; /* second leaf of batch 1 = event 4 */
+    size_t b1 = offs[3];
+    size_t leaf1 = offs[4] - 2 * 3 * 32 + 32; /* second leaf of batch 1 = event 4 */
     d[leaf1] ^= 1;
     reseal(d, b1);
     write_bin(seg, d, len);
@@ -1242,11 +1243,11 @@ static void test_tamper_with_valid_crc(void)
 
     /* 2. A tree head's root changed with its CRC fixed: the signature fails. */
     memcpy(d, orig, len);
-    d[offs[3] + CF__AUDIT_HDR_LEN + 20] ^= 0x80;
-    reseal(d, offs[3]);
+    d[offs[4] + CF__AUDIT_HDR_LEN + 20] ^= 0x80;
+    reseal(d, offs[4]);
     write_bin(seg, d, len);
     CHECK_EQ(cf_audit_verify(dir, &without, &rep, err, sizeof(err)), CF_E_CORRUPT);
-    CHECK_EQ(rep.bad_offset, offs[3]);
+    CHECK_EQ(rep.bad_offset, offs[4]);
     CHECK(strstr(rep.bad_reason, "signature") != NULL);
     CHECK(rep.alert);
     CHECK_EQ(rep.sth_invalid, 1);
@@ -1255,38 +1256,38 @@ static void test_tamper_with_valid_crc(void)
     /* 3. Ciphertext changed with the CRC fixed: decryption fails (the tag), hashes still pass
      *    without the key (the leaf hashes are intact), which is why the key matters. */
     memcpy(d, orig, len);
-    d[offs[0] + CF__AUDIT_HDR_LEN + CF__AUDIT_SEAL_PREFIX + 4 + 5] ^= 1;
-    reseal(d, offs[0]);
+    d[offs[1] + CF__AUDIT_HDR_LEN + CF__AUDIT_SEAL_PREFIX + 4 + 5] ^= 1;
+    reseal(d, offs[1]);
     write_bin(seg, d, len);
     CHECK_EQ(cf_audit_verify(dir, &with, &rep, err, sizeof(err)), CF_E_CORRUPT);
-    CHECK_EQ(rep.bad_offset, 0);
+    CHECK_EQ(rep.bad_offset, offs[1]);
     CHECK(strstr(rep.bad_reason, "tampered") != NULL);
     CHECK(rep.completeness < 1.0);
     CHECK_OK(cf_audit_verify(dir, &without, &rep, err, sizeof(err)));
 
     /* 3b. The batch metadata changed (CRCs fixed): authenticated with the events. */
     memcpy(d, orig, len);
-    d[offs[1] - 2 * 3 * 32 - 2] ^= 1; /* a byte of "src@3", before leaves and commitments */
-    reseal(d, offs[0]);
+    d[offs[2] - 2 * 3 * 32 - 2] ^= 1; /* a byte of "src@3", before leaves and commitments */
+    reseal(d, offs[1]);
     write_bin(seg, d, len);
     CHECK_EQ(cf_audit_verify(dir, &with, &rep, err, sizeof(err)), CF_E_CORRUPT);
-    CHECK_EQ(rep.bad_offset, 0);
+    CHECK_EQ(rep.bad_offset, offs[1]);
     CHECK(strstr(rep.bad_reason, "decrypt") != NULL);
 
     /* 4. A batch's header index moved (CRCs fixed): the AEAD binds the header, and the
      *    sequence shows a gap. */
     memcpy(d, orig, len);
-    cf__le64(d + offs[5] + 8, 7);
-    reseal(d, offs[5]);
+    cf__le64(d + offs[6] + 8, 7);
+    reseal(d, offs[6]);
     write_bin(seg, d, len);
     CHECK_EQ(cf_audit_verify(dir, &without, &rep, err, sizeof(err)), CF_E_CORRUPT);
-    CHECK_EQ(rep.bad_offset, offs[5]);
+    CHECK_EQ(rep.bad_offset, offs[6]);
     CHECK_EQ(rep.gaps, 1);
 
     /* 5. A whole batch+head pair removed from the middle: gap, located at the next batch. */
     memcpy(d, orig, len);
-    size_t cut = offs[4] - offs[2];
-    memmove(d + offs[2], d + offs[4], len - offs[4]);
+    size_t cut = offs[5] - offs[3];
+    memmove(d + offs[3], d + offs[5], len - offs[5]);
     write_bin(seg, d, len - cut);
     CHECK_EQ(cf_audit_verify(dir, &without, &rep, err, sizeof(err)), CF_E_CORRUPT);
     CHECK_EQ(rep.gaps, 1);
@@ -1334,7 +1335,7 @@ static void test_wrong_and_missing_keys(void)
     /* Wrong data key: a clear decryption error at the first batch. */
     cf_audit_verify_opts vo = {.data_key = other.data, .public_key = k.pk};
     CHECK_EQ(cf_audit_verify(dir, &vo, &rep, err, sizeof(err)), CF_E_CORRUPT);
-    CHECK_EQ(rep.bad_offset, 0);
+    CHECK_EQ(rep.bad_offset, CF__AUDIT_HDR_LEN + CF__AUDIT_LOGHDR_PAYLOAD); /* after the header */
     CHECK(strstr(rep.bad_reason, "wrong data key") != NULL);
     cf_audit_reader *r = NULL;
     REQUIRE(cf_audit_reader_open(&r, dir, other.data, 0, err, sizeof(err)) == CF_OK);
@@ -1395,20 +1396,29 @@ static void test_key_rotation(void)
     CHECK_OK(cf_audit_checkpoint(log, 16, "b", 1));
     CHECK_OK(cf_audit_close(log));
     cf_audit_report rep;
-    /* With only the new keys: the old records name the old data key. */
-    cf_audit_verify_opts vo = {.data_key = b.data, .public_key = b.pk};
-    CHECK_EQ(cf_audit_verify(dir, &vo, &rep, err, sizeof(err)), CF_E_CORRUPT);
     char ida[17], idb[17];
+    /* With only the new keys, their ids known: the log header names the old signing key. */
+    cf_audit_verify_opts vo = {.data_key = b.data, .public_key = b.pk, .public_key_id = b.pk_id};
+    CHECK_EQ(cf_audit_verify(dir, &vo, &rep, err, sizeof(err)), CF_E_CORRUPT);
+    cf_key_id_hex(a.pk_id, ida);
+    cf_key_id_hex(b.pk_id, idb);
+    CHECK(strstr(rep.bad_reason, ida) != NULL && strstr(rep.bad_reason, idb) != NULL);
+    CHECK(strstr(rep.bad_reason, "wrong signing key") != NULL);
+    CHECK_EQ(rep.bad_offset, 0);
+    /* With the old signing key only: the old records name the old data key. */
+    cf_audit_pubkey old_pub = {.epoch = 0};
+    memcpy(old_pub.key, a.pk, 32);
+    memcpy(old_pub.id, a.pk_id, CF_KEY_ID_LEN);
+    vo.more_public_keys = &old_pub;
+    vo.n_more_public_keys = 1;
+    CHECK_EQ(cf_audit_verify(dir, &vo, &rep, err, sizeof(err)), CF_E_CORRUPT);
     cf_key_id_hex(a.data->id, ida);
     cf_key_id_hex(b.data->id, idb);
     CHECK(strstr(rep.bad_reason, ida) != NULL && strstr(rep.bad_reason, idb) != NULL);
     CHECK(strstr(rep.bad_reason, "wrong data key") != NULL);
-    CHECK_EQ(rep.bad_offset, 0);
+    CHECK_EQ(rep.bad_offset, CF__AUDIT_HDR_LEN + CF__AUDIT_LOGHDR_PAYLOAD);
     /* With the old keys as rotation keys: everything verifies. */
     const cf_key *old_data[1] = {a.data};
-    cf_audit_pubkey old_pub;
-    memcpy(old_pub.key, a.pk, 32);
-    memcpy(old_pub.id, a.pk_id, CF_KEY_ID_LEN);
     vo.more_data_keys = old_data;
     vo.n_more_data_keys = 1;
     vo.more_public_keys = &old_pub;
@@ -1417,6 +1427,18 @@ static void test_key_rotation(void)
     CHECK_EQ(rep.events, 16);
     CHECK_EQ(rep.sth_valid, 5);
     CHECK_EQ(rep.checkpoints, 2);
+    CHECK(rep.has_header);
+    /* Key epochs go forward: heads under epoch 1 (keys b) after heads under epoch 2 (keys a,
+     * e.g. a retired key used again) are refused. */
+    vo.public_key_epoch = 3;
+    old_pub.epoch = 2;
+    CHECK_OK(cf_audit_verify(dir, &vo, &rep, err, sizeof(err)));
+    vo.public_key_epoch = 1;
+    CHECK_EQ(cf_audit_verify(dir, &vo, &rep, err, sizeof(err)), CF_E_CORRUPT);
+    CHECK(strstr(rep.bad_reason, "older key epoch") != NULL);
+    CHECK(rep.alert);
+    vo.public_key_epoch = 0;
+    old_pub.epoch = 0;
     /* Signing keys only (no data key): the old heads need the old public key. */
     cf_audit_verify_opts hv = {.public_key = b.pk};
     CHECK_EQ(cf_audit_verify(dir, &hv, &rep, err, sizeof(err)), CF_E_CORRUPT);
@@ -1566,6 +1588,321 @@ static void test_random_damage(void)
         }
     }
     CHECK_EQ(undetected, 0);
+    free(d);
+    free(orig);
+    keys_free(&k);
+}
+
+/* The log-header record: written first when a log is created (durable before any batch),
+ * its id reloaded on every open, returned by cf_audit_log_id and the reader, signed; a torn
+ * header is re-drawn; a header elsewhere, a forged header and another format version are
+ * refused; a log written before header records stays readable. */
+static void test_log_header(void)
+{
+    keyset k;
+    REQUIRE(keys_make(&k) == 0);
+    char dir[300], seg[400], err[512];
+    snprintf(dir, sizeof(dir), "%s/log", cf_test_tmpdir());
+    snprintf(seg, sizeof(seg), "%s/00000000000000000000.seg", dir);
+    const size_t hlen = CF__AUDIT_HDR_LEN + CF__AUDIT_LOGHDR_PAYLOAD;
+    cf_audit_log *log = NULL;
+    REQUIRE(cf_audit_open_keys(&log, dir, k.data, k.sign, NULL, NULL, err, sizeof(err)) == CF_OK);
+    uint8_t id1[CF_AUDIT_LOG_ID_LEN], id2[CF_AUDIT_LOG_ID_LEN], zero[CF_AUDIT_LOG_ID_LEN] = {0};
+    cf_audit_log_id(log, id1);
+    CHECK(memcmp(id1, zero, sizeof(zero)) != 0);
+    /* Durable at once: the header is on disk before any event (no close, no append). */
+    CHECK_EQ(file_size(seg), hlen);
+    CHECK_OK(cf_audit_close(log));
+    /* Reopened (nothing appended): the same id. */
+    log = NULL;
+    REQUIRE(cf_audit_open_keys(&log, dir, k.data, k.sign, NULL, NULL, err, sizeof(err)) == CF_OK);
+    cf_audit_log_id(log, id2);
+    CHECK(memcmp(id1, id2, sizeof(id1)) == 0);
+    REQUIRE(append_batches(log, 0, 2, 3) == 0);
+    cf_audit_sth sth;
+    CHECK_OK(cf_audit_last_sth(log, &sth));
+    CHECK(memcmp(sth.log_id, id1, sizeof(id1)) == 0);
+    CHECK_OK(cf_audit_close(log));
+    /* Reader and verify report the same id; the header is not returned as an entry. */
+    cf_audit_reader *r = NULL;
+    REQUIRE(cf_audit_reader_open(&r, dir, k.data, 0, err, sizeof(err)) == CF_OK);
+    CHECK(cf_audit_reader_log_id(r, id2) && memcmp(id1, id2, sizeof(id1)) == 0);
+    CHECK(cf_audit_reader_has_header(r));
+    cf_audit_entry e;
+    CHECK_OK(cf_audit_reader_next(r, &e, err, sizeof(err)));
+    CHECK_EQ(e.type, CF_AUDIT_REC_BATCH);
+    CHECK_EQ(e.offset, hlen);
+    cf_audit_reader_destroy(r);
+    cf_audit_verify_opts vo = {.data_key = k.data, .public_key = k.pk, .public_key_id = k.pk_id};
+    cf_audit_report rep;
+    CHECK_OK(cf_audit_verify(dir, &vo, &rep, err, sizeof(err)));
+    CHECK(rep.has_header && rep.has_log_id && memcmp(rep.log_id, id1, sizeof(id1)) == 0);
+    CHECK(rep.created_us > 0);
+    size_t len;
+    uint8_t *orig = slurp_bin(seg, &len);
+    REQUIRE(orig != NULL && len > hlen);
+    uint8_t *d = malloc(len + hlen);
+    REQUIRE(d != NULL);
+
+    /* A header record again after the start (spliced in): refused by open, verify, reader. */
+    memcpy(d, orig, len);
+    memcpy(d + len, orig, hlen);
+    write_bin(seg, d, len + hlen);
+    log = NULL;
+    CHECK_EQ(cf_audit_open_keys(&log, dir, k.data, k.sign, NULL, NULL, err, sizeof(err)),
+             CF_E_CORRUPT);
+    CHECK(strstr(err, "log header record after the start") != NULL);
+    CHECK_EQ(cf_audit_verify(dir, &vo, &rep, err, sizeof(err)), CF_E_CORRUPT);
+    CHECK(strstr(rep.bad_reason, "after the start") != NULL && rep.alert);
+    CHECK_EQ(rep.bad_offset, len);
+
+    /* A forged header (another log id, CRCs fixed): its signature fails, and every other
+     * record names another log. */
+    memcpy(d, orig, len);
+    d[CF__AUDIT_HDR_LEN + 8] ^= 1;
+    cf__audit_hdr_seal(d, d + CF__AUDIT_HDR_LEN);
+    write_bin(seg, d, len);
+    CHECK_EQ(cf_audit_verify(dir, &vo, &rep, err, sizeof(err)), CF_E_CORRUPT);
+    CHECK(strstr(rep.bad_reason, "log header signature") != NULL && rep.alert);
+    CHECK_EQ(rep.bad_offset, 0);
+
+    /* Another format version (version 1, before log ids): a clear refusal, not "corrupt". */
+    memcpy(d, orig, len);
+    d[4] = 1;
+    cf__le32(d + CF__AUDIT_HCRC_OFF, cf__audit_crc32c(0, d, CF__AUDIT_HCRC_OFF));
+    cf__audit_hdr_seal(d, d + CF__AUDIT_HDR_LEN);
+    write_bin(seg, d, len);
+    log = NULL;
+    CHECK_EQ(cf_audit_open_keys(&log, dir, k.data, k.sign, NULL, NULL, err, sizeof(err)),
+             CF_E_STATE);
+    CHECK(strstr(err, "format version 1") != NULL);
+    CHECK_EQ(cf_audit_verify(dir, &vo, &rep, err, sizeof(err)), CF_E_STATE);
+    CHECK(strstr(err, "format version 1") != NULL);
+    r = NULL;
+    CHECK_EQ(cf_audit_reader_open(&r, dir, NULL, 0, err, sizeof(err)), CF_E_STATE);
+
+    /* A log written before header records (its records carry the id): still readable,
+     * verify says it has no header, and open keeps its id (it writes no header). */
+    write_bin(seg, orig + hlen, len - hlen);
+    CHECK_OK(cf_audit_verify(dir, &vo, &rep, err, sizeof(err)));
+    CHECK(!rep.has_header && memcmp(rep.log_id, id1, sizeof(id1)) == 0);
+    REQUIRE(cf_audit_reader_open(&r, dir, NULL, 0, err, sizeof(err)) == CF_OK);
+    CHECK(cf_audit_reader_log_id(r, id2) && memcmp(id1, id2, sizeof(id1)) == 0);
+    CHECK(!cf_audit_reader_has_header(r));
+    cf_audit_reader_destroy(r);
+    log = NULL;
+    REQUIRE(cf_audit_open_keys(&log, dir, k.data, k.sign, NULL, NULL, err, sizeof(err)) == CF_OK);
+    cf_audit_log_id(log, id2);
+    CHECK(memcmp(id1, id2, sizeof(id1)) == 0);
+    CHECK_OK(cf_audit_close(log));
+    CHECK_EQ(file_size(seg), len - hlen);
+
+    /* A header torn by a crash at creation: cut, and a new log (new id) begins. */
+    write_bin(seg, orig, hlen - 7);
+    log = NULL;
+    cf_audit_recovery rec;
+    REQUIRE(cf_audit_open_keys(&log, dir, k.data, k.sign, NULL, &rec, err, sizeof(err)) == CF_OK);
+    CHECK(rec.truncated);
+    CHECK_EQ(rec.next_index, 0);
+    cf_audit_log_id(log, id2);
+    CHECK(memcmp(id1, id2, sizeof(id1)) != 0);
+    CHECK_OK(cf_audit_close(log));
+    CHECK_EQ(file_size(seg), hlen);
+    CHECK_OK(cf_audit_verify(dir, &vo, &rep, err, sizeof(err)));
+    CHECK(rep.has_header && memcmp(rep.log_id, id2, sizeof(id2)) == 0);
+    free(d);
+    free(orig);
+    keys_free(&k);
+}
+
+/* Tree heads as C2SP checkpoints and signed notes: the exact body text, the Ed25519 signature
+ * over it, the signed-note key hash, the tree_heads.ndjson line, parsing both back, and
+ * tlog-cosignature cosignatures. */
+static void test_checkpoint_note(void)
+{
+    keyset k;
+    REQUIRE(keys_make(&k) == 0);
+    char dir[300], err[512];
+    snprintf(dir, sizeof(dir), "%s/log", cf_test_tmpdir());
+    cf_audit_log *log = NULL;
+    REQUIRE(cf_audit_open_keys(&log, dir, k.data, k.sign, NULL, NULL, err, sizeof(err)) == CF_OK);
+    REQUIRE(append_batches(log, 0, 2, 5) == 0);
+    cf_audit_sth sth;
+    CHECK_OK(cf_audit_last_sth(log, &sth));
+    CHECK_OK(cf_audit_close(log));
+
+    /* The body: origin naming the log, size, base64 root, time extension line. */
+    char origin[48], hexid[33], b64root[64], want[256], body[256];
+    sodium_bin2hex(hexid, sizeof(hexid), sth.log_id, CF_AUDIT_LOG_ID_LEN);
+    cf_audit_origin(sth.log_id, origin);
+    CHECK(strncmp(origin, "confide.audit/", 14) == 0);
+    CHECK(strcmp(origin + 14, hexid) == 0);
+    sodium_bin2base64(b64root, sizeof(b64root), sth.root, 32, sodium_base64_VARIANT_ORIGINAL);
+    snprintf(want, sizeof(want), "%s\n10\n%s\ntime %lld\n", origin, b64root,
+             (long long)sth.timestamp_us);
+    size_t bl = cf_audit_sth_body(&sth, body, sizeof(body));
+    CHECK_EQ(bl, strlen(want));
+    CHECK(strcmp(body, want) == 0);
+    /* The signature is plain Ed25519 over the body text. */
+    CHECK(crypto_sign_verify_detached(sth.signature, (const uint8_t *)body, bl, k.pk) == 0);
+    CHECK_OK(cf_audit_sth_verify(&sth, k.pk));
+
+    /* The signed note: body, empty line, "— <origin> base64(key hash || signature)" with the
+     * signed-note key hash SHA-256(name || "\n" || 0x01 || pk)[:4]. */
+    char note[CF_AUDIT_NOTE_MAX];
+    size_t nl = cf_audit_sth_note(&sth, k.pk, note, sizeof(note));
+    REQUIRE(nl > bl);
+    CHECK(memcmp(note, body, bl) == 0 && note[bl] == '\n');
+    char sigline[256];
+    snprintf(sigline, sizeof(sigline), "\xe2\x80\x94 %s ", origin);
+    CHECK(strncmp(note + bl + 1, sigline, strlen(sigline)) == 0);
+    uint8_t blob[4 + 64], kh[32];
+    size_t got = 0;
+    const char *b64 = note + bl + 1 + strlen(sigline);
+    CHECK(sodium_base642bin(blob, sizeof(blob), b64, strcspn(b64, "\n"), NULL, &got, NULL,
+                            sodium_base64_VARIANT_ORIGINAL) == 0);
+    CHECK_EQ(got, sizeof(blob));
+    uint8_t pre[64 + 2 + 32];
+    size_t ol = strlen(origin);
+    memcpy(pre, origin, ol);
+    pre[ol] = '\n';
+    pre[ol + 1] = 0x01;
+    memcpy(pre + ol + 2, k.pk, 32);
+    crypto_hash_sha256(kh, pre, ol + 2 + 32);
+    CHECK(memcmp(blob, kh, 4) == 0);
+    CHECK(memcmp(blob + 4, sth.signature, 64) == 0);
+
+    /* Parsed back: the same head; the ndjson line (last line wins) too, with its key id. */
+    cf_audit_sth back;
+    CHECK_OK(cf_audit_note_parse(note, nl, &back, NULL, NULL, err, sizeof(err)));
+    CHECK_EQ(back.tree_size, sth.tree_size);
+    CHECK(memcmp(back.root, sth.root, 32) == 0 && memcmp(back.log_id, sth.log_id, 16) == 0);
+    CHECK(memcmp(back.signature, sth.signature, 64) == 0);
+    CHECK_EQ(back.timestamp_us, sth.timestamp_us);
+    CHECK_OK(cf_audit_sth_verify(&back, k.pk));
+    char lines[2 * CF_AUDIT_HEAD_LINE_MAX];
+    cf_audit_sth older = sth;
+    older.tree_size = 5; /* any other head first: only the last line counts */
+    size_t l1 = cf_audit_sth_json_line(&older, k.pk, lines, sizeof(lines));
+    size_t l2 = cf_audit_sth_json_line(&sth, k.pk, lines + l1, sizeof(lines) - l1);
+    REQUIRE(l1 > 0 && l2 > 0 && lines[l1 + l2 - 1] == '\n');
+    CHECK(strstr(lines + l1, "\"checkpoint\":\"confide.audit/") != NULL);
+    CHECK_OK(cf_audit_head_parse(lines, l1 + l2, &back, NULL, NULL, err, sizeof(err)));
+    CHECK_EQ(back.tree_size, 10);
+    CHECK(memcmp(back.key_id, sth.key_id, CF_KEY_ID_LEN) == 0);
+    CHECK_OK(cf_audit_sth_verify(&back, k.pk));
+
+    /* Another size, root, time or log under the same signature: refused. */
+    cf_audit_sth t = sth;
+    t.tree_size++;
+    CHECK_EQ(cf_audit_sth_verify(&t, k.pk), CF_E_CRYPTO);
+    t = sth;
+    t.timestamp_us++;
+    CHECK_EQ(cf_audit_sth_verify(&t, k.pk), CF_E_CRYPTO);
+    t = sth;
+    t.log_id[0] ^= 1;
+    CHECK_EQ(cf_audit_sth_verify(&t, k.pk), CF_E_CRYPTO);
+    /* Not a confide checkpoint, or no signature by the log: parse errors. */
+    CHECK_EQ(cf_audit_note_parse("example.com/log\n1\nAAAA\n\n", 24, &back, NULL, NULL, err,
+                                 sizeof(err)),
+             CF_E_PARSE);
+    CHECK_EQ(cf_audit_note_parse(note, bl + 1, &back, NULL, NULL, err, sizeof(err)), CF_E_PARSE);
+    CHECK(strstr(err, "no signature line by the log") != NULL);
+    CHECK_EQ(cf_audit_head_parse("{\"tree_size\":1}\n", 16, &back, NULL, NULL, err, sizeof(err)),
+             CF_E_PARSE);
+
+    /* Cosignatures: "cosignature/v1\ntime T\n" || body, key hash with type 0x04; the line is
+     * base64(key hash || T big-endian || signature). */
+    uint8_t wpk[32], wsk[64], opk[32], osk[64];
+    crypto_sign_keypair(wpk, wsk);
+    crypto_sign_keypair(opk, osk);
+    cf_audit_cosig c;
+    cf_audit_cosign(&sth, "w.example", wsk, 1700000000, &c);
+    CHECK_OK(cf_audit_cosig_verify(&sth, &c, wpk));
+    CHECK_EQ(cf_audit_cosig_verify(&sth, &c, opk), CF_E_CRYPTO);
+    char msg[512];
+    int ml = snprintf(msg, sizeof(msg), "cosignature/v1\ntime 1700000000\n%s", body);
+    CHECK(crypto_sign_verify_detached(c.signature, (const uint8_t *)msg, (size_t)ml, wpk) == 0);
+    size_t cl = cf_audit_cosig_line(&c, note, nl, sizeof(note));
+    REQUIRE(cl > nl);
+    cf_audit_cosig cs[CF_AUDIT_COSIG_MAX];
+    size_t ncs = 0;
+    CHECK_OK(cf_audit_note_parse(note, cl, &back, cs, &ncs, err, sizeof(err)));
+    CHECK_EQ(ncs, 1);
+    CHECK(strcmp(cs[0].name, "w.example") == 0);
+    CHECK_EQ(cs[0].time_s, 1700000000);
+    CHECK_OK(cf_audit_cosig_verify(&back, &cs[0], wpk));
+    cs[0].time_s++; /* the time is signed */
+    CHECK_EQ(cf_audit_cosig_verify(&back, &cs[0], wpk), CF_E_CRYPTO);
+    t = sth;
+    t.tree_size++; /* a cosignature covers exactly one checkpoint */
+    CHECK_EQ(cf_audit_cosig_verify(&t, &c, wpk), CF_E_CRYPTO);
+    keys_free(&k);
+}
+
+/* A checkpoint decides where recovery resumes. One copied from earlier in the log to its end
+ * (a valid record with a valid signature over its own contents) must not pass: its signature
+ * chains it to the tree before it. */
+static void test_checkpoint_replayed(void)
+{
+    keyset k;
+    REQUIRE(keys_make(&k) == 0);
+    char dir[300], seg[400], err[512];
+    REQUIRE(small_log(&k, dir, sizeof(dir)) == 0);
+    snprintf(seg, sizeof(seg), "%s/00000000000000000000.seg", dir);
+    cf_audit_verify_opts vo = {.data_key = k.data, .public_key = k.pk};
+    cf_audit_report rep;
+    CHECK_OK(cf_audit_verify(dir, &vo, &rep, err, sizeof(err)));
+    /* Recovery reads the last checkpoint: verified, index 6. */
+    cf_audit_log *log = NULL;
+    REQUIRE(cf_audit_open_keys(&log, dir, k.data, k.sign, NULL, NULL, err, sizeof(err)) == CF_OK);
+    uint64_t idx = 0;
+    void *st = NULL;
+    size_t sl = 0;
+    CHECK_OK(cf_audit_last_checkpoint(log, &idx, &st, &sl, err, sizeof(err)));
+    CHECK_EQ(idx, 6);
+    cf_free(st);
+    /* A later, honest checkpoint at index 8. */
+    CHECK_OK(cf_audit_checkpoint(log, 8, "c8", 2));
+    CHECK_OK(cf_audit_close(log));
+    CHECK_OK(cf_audit_verify(dir, &vo, &rep, err, sizeof(err)));
+    size_t len;
+    uint8_t *orig = slurp_bin(seg, &len);
+    REQUIRE(orig != NULL);
+    size_t offs[16];
+    /* header, batch, sth, batch, sth, ckpt(6), batch, sth, ckpt(8) */
+    REQUIRE(record_offsets(orig, len, offs, 16) == 9);
+    size_t c6 = offs[5], c6len = offs[6] - offs[5];
+    CHECK_EQ(cf__rd64(orig + c6 + 8), 6);
+    /* The attacker appends the old checkpoint again: recovery would resume at 6. */
+    uint8_t *d = malloc(len + c6len);
+    REQUIRE(d != NULL);
+    memcpy(d, orig, len);
+    memcpy(d + len, orig + c6, c6len);
+    write_bin(seg, d, len + c6len);
+    CHECK_EQ(cf_audit_verify(dir, &vo, &rep, err, sizeof(err)), CF_E_CORRUPT);
+    CHECK(strstr(rep.bad_reason, "checkpoint signature") != NULL && rep.alert);
+    CHECK_EQ(rep.bad_offset, len);
+    log = NULL;
+    REQUIRE(cf_audit_open_keys(&log, dir, k.data, k.sign, NULL, NULL, err, sizeof(err)) == CF_OK);
+    st = NULL;
+    CHECK_EQ(cf_audit_last_checkpoint(log, &idx, &st, &sl, err, sizeof(err)), CF_E_CORRUPT);
+    CHECK(strstr(err, "replayed, moved or forged") != NULL);
+    CHECK(st == NULL);
+    cf_audit_close(log);
+    /* Moved instead: the two checkpoints swapped (each now follows other leaves). */
+    memcpy(d, orig, len);
+    size_t c8 = offs[8], c8len = len - offs[8];
+    uint8_t *tmp = malloc(c6len + c8len);
+    REQUIRE(tmp != NULL);
+    memcpy(tmp, orig + c8, c8len);
+    memcpy(d + c6, tmp, c8len);                                /* ckpt(8) where ckpt(6) was */
+    memcpy(d + c6 + c8len, orig + offs[6], c8 - offs[6]);      /* batch, sth */
+    memcpy(d + c6 + c8len + (c8 - offs[6]), orig + c6, c6len); /* ckpt(6) last */
+    write_bin(seg, d, len);
+    CHECK_EQ(cf_audit_verify(dir, &vo, &rep, err, sizeof(err)), CF_E_CORRUPT);
+    CHECK(rep.alert);
+    free(tmp);
     free(d);
     free(orig);
     keys_free(&k);
