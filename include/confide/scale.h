@@ -221,7 +221,7 @@ typedef struct cf_policy_opts {
     double catchup_s;    /**< ds2, predictive: drain the backlog within this time [60] */
     double lead_s;       /**< predictive: start-up lead time until one is measured [30] */
     uint32_t horizon;    /**< predictive: intervals of forecast beyond the lead time [1] */
-    double down_hysteresis; /**< predictive: scale down only below (1 - this) x workers [0.15] */
+    double down_hysteresis; /**< predictive: scale down only to <= (1 - this) x workers [0.5] */
 } cf_policy_opts;
 
 void cf_policy_opts_default(cf_policy_opts *o);

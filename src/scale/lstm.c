@@ -33,6 +33,7 @@
 
 #define NG 4u /* gates: input, forget, cell, output */
 #define VAL_EVAL_MAX 1024u
+#define TRAIN_BUDGET 1.2e11 /* multiply-adds over a whole training run */
 #define ADAM_B1 0.9
 #define ADAM_B2 0.999
 #define ADAM_EPS 1e-8
@@ -434,6 +435,15 @@ cf_err cf__lstm_train(cf__lstm *m, const cf_forecast_opts *o, const double *y, s
     uint32_t bad = 0;
     uint64_t step = 0;
     size_t per_epoch = ntr < o->epoch_max_samples ? ntr : o->epoch_max_samples;
+    /* A work budget: forward + backward cost about 3 x W x params multiply-adds a window;
+     * big models see fewer windows per epoch so that any configuration trains in about
+     * half a minute on one core here (the defaults are far below it). */
+    double per_window = 3.0 * m->W * (double)m->nparams;
+    double cap = TRAIN_BUDGET / ((double)o->epochs_max * per_window);
+    if ((double)per_epoch > cap) {
+        per_epoch = cap > (double)o->batch ? (size_t)cap : o->batch;
+        per_epoch = per_epoch < ntr ? per_epoch : ntr;
+    }
     for (uint32_t epoch = 0; epoch < o->epochs_max; epoch++) {
         for (size_t i = ntr; i > 1; i--) {
             size_t j = (size_t)cf__rng_below(&rng, i);

@@ -15,9 +15,10 @@
  *               max_down_factor; metrics are ignored for stabilization_s after a rescale;
  *               scale-down waits down_delay_s and goes to the highest size wanted meanwhile.
  *   predictive  the forecaster's maximum over the start-up lead time plus `horizon` intervals
- *               (and never less than the rate seen now), divided by the measured per-worker
- *               rate at target_util; scale-up at once, scale-down only below
- *               (1 - down_hysteresis) x workers, held for down_delay_s.
+ *               (and never less than the rate seen now), plus the backlog to drain, divided
+ *               by the measured per-worker rate at target_util; scale-up at once. Scale-down
+ *               goes to the maximum over down_delay_s further, and only below
+ *               (1 - down_hysteresis) x workers: the forecast replaces the timer.
  *
  * Per-worker capacity is measured, never configured: processed / busy_s of an interval is
  * the rate one worker sustains at the batch sizes of that interval. Batches grow with load
@@ -79,7 +80,7 @@ void cf_policy_opts_default(cf_policy_opts *o)
     o->catchup_s = 60;
     o->lead_s = 30;
     o->horizon = 1;
-    o->down_hysteresis = 0.15;
+    o->down_hysteresis = 0.5;
 }
 
 cf_err cf_policy_create(cf_policy **out, const char *name, const cf_policy_opts *o,
@@ -244,31 +245,38 @@ void cf_policy_decide(cf_policy *p, const cf_scale_obs *obs, cf_scale_decision *
         break;
     }
     case P_PREDICTIVE: {
+        /* Rows of forecast: k = 0 is the interval now starting. A worker asked for now runs
+         * from interval `lead` on, so scale-up looks at [0, lead + horizon); removing a
+         * worker takes effect at once, so scale-down also looks down_delay further ahead:
+         * the forecast itself is the hysteresis, no timer needed. */
         cf_forecaster_observe(p->fc, obs->arrived);
         double lead_s = obs->startup_s > 0 ? obs->startup_s : p->o.lead_s;
         size_t lead = (size_t)ceil(lead_s / obs->interval_s - 1e-9);
-        size_t h = lead + p->o.horizon;
-        if (h > FC_MAX) {
-            h = FC_MAX;
-        }
+        size_t hup = lead + p->o.horizon;
+        size_t hdn = hup + (size_t)ceil(p->o.down_delay_s / obs->interval_s - 1e-9);
+        hup = hup > FC_MAX ? FC_MAX : hup;
+        hdn = hdn > FC_MAX ? FC_MAX : hdn;
         double fc[FC_MAX];
-        double peak = obs->arrived;
-        if (cf_forecaster_predict(p->fc, fc, h) == CF_OK) {
-            for (size_t k = 0; k < h; k++) {
-                peak = fc[k] > peak ? fc[k] : peak;
+        double up = obs->arrived, dn = obs->arrived; /* never below what arrives now */
+        if (cf_forecaster_predict(p->fc, fc, hdn) == CF_OK) {
+            for (size_t k = 0; k < hdn; k++) {
+                up = k < hup && fc[k] > up ? fc[k] : up;
+                dn = fc[k] > dn ? fc[k] : dn;
             }
         }
-        double peak_rate = peak / obs->interval_s;
-        d->forecast_rate = peak_rate;
+        d->forecast_rate = up / obs->interval_s;
         if (wr <= 0) {
             break;
         }
-        double need = (peak_rate + obs->backlog / p->o.catchup_s) / (wr * p->o.target_util);
-        uint32_t w = clampw(p, ceil(need - 1e-9));
-        if (w < cur && (double)w > (double)cur * (1 - p->o.down_hysteresis)) {
-            w = cur; /* inside the hysteresis band: not worth a rescale */
+        double drain = obs->backlog / p->o.catchup_s;
+        double cap = wr * p->o.target_util;
+        uint32_t wup = clampw(p, ceil((up / obs->interval_s + drain) / cap - 1e-9));
+        uint32_t wdn = clampw(p, ceil((dn / obs->interval_s + drain) / cap - 1e-9));
+        if (wup > cur) {
+            want = wup > wdn ? wup : wdn; /* straight to what scale-down would keep anyway */
+        } else if (wdn < cur && (double)wdn <= (double)cur * (1 - p->o.down_hysteresis)) {
+            want = wdn; /* below the hysteresis band: worth a rescale */
         }
-        want = hold_down(p, cur, w, obs->now_s);
         break;
     }
     }
