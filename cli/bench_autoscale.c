@@ -60,7 +60,8 @@ static void usage(FILE *f)
             "  --horizon N         predictive: intervals beyond the lead time (default 1)\n"
             "  --hysteresis X      predictive: scale down only to <= (1 - X) x workers (0.5)\n"
             "  --target-util X     ds2 and predictive utilization target (default 0.7)\n"
-            "  --down-delay-s S    ds2 and predictive scale-down delay (default 3 intervals)\n"
+            "  --down-delay-s S    ds2: scale-down delay; predictive: how much further ahead it\n"
+            "                      looks before scaling down (default 3 intervals)\n"
             "  --cooldown-s S      reactive cooldown (default 3 intervals)\n"
             "  --seed S            Poisson arrivals (default 1)\n"
             "  --step-s S          seconds per step of a 'step' trace column (default 3600)\n"
@@ -109,8 +110,8 @@ static int plot(const char *file, const char *title, const timeline *tl, double 
     fprintf(g, "set ylabel 'events/s'\nplot $d using 1:2 with lines lw 2 title 'arrival rate', "
                "$d using 1:($3>0?$3:1/0) with lines dt 2 lw 2 title 'provisioned-for "
                "forecast'\n");
-    fprintf(g, "set ylabel 'workers'\nplot $d using 1:4 with steps lw 2 title 'running', "
-               "$d using 1:5 with steps dt 2 title 'target'\n");
+    fprintf(g, "set yrange [0:*]\nset ylabel 'workers'\nplot $d using 1:4 with steps lw 2 "
+               "title 'running', $d using 1:5 with steps dt 2 title 'target'\nset autoscale y\n");
     fprintf(g,
             "set logscale y\nset ylabel 'p99 per interval (ms)'\nplot $d using 1:6 with lines "
             "lw 2 title 'p99', %g with lines dt 2 lc rgb 'red' title 'SLO'\n",
@@ -275,7 +276,11 @@ int cf_bench_autoscale(int argc, char **argv)
             rc = CF_EXIT_USAGE;
             goto out;
         }
-        cf_err e = cf_sim_run(y + train, n - train, interval_s, &so, p, on_tick, &tl[k], &res[k],
+        cf_sim_opts run = so;
+        if (strcmp(names[k], "static") == 0) {
+            run.initial_workers = po.static_workers; /* static never rescales */
+        }
+        cf_err e = cf_sim_run(y + train, n - train, interval_s, &run, p, on_tick, &tl[k], &res[k],
                               err, sizeof(err));
         cf_policy_destroy(p);
         cf_forecaster_destroy(fc);
