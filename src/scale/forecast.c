@@ -907,7 +907,7 @@ cf_err cf_forecaster_load(cf_forecaster **out, const char *path, char *errstr, s
     }
     err = cf_forecaster_create(&f, model_names[k], &o, errstr, errstr_size);
     if (err != CF_OK) {
-        err = CF_E_CORRUPT;
+        err = err == CF_E_NOMEM ? err : CF_E_CORRUPT; /* options no build accepts */
         goto out;
     }
     bool ok = true;

@@ -690,4 +690,60 @@ static void test_sim_predictive_ahead(void)
     CHECK(cost[2] < 2 * cost[1]);
 }
 
+static void test_alloc_failures(void)
+{
+    /* Failing the Nth allocation anywhere in parse, fit (lstm), save/load and a simulation
+     * returns CF_E_NOMEM (or the parse error that carries it) and leaks nothing (ASan). */
+    const char *csv = "ts,count\n1000,4\n1001,5\n1002,6\n1003,7\n1005,8\n";
+    double y[120];
+    periodic(y, 120, 12, 10, 3);
+    const char *dir = cf_test_tmpdir();
+    char path[512], err[256];
+    snprintf(path, sizeof(path), "%s/m.bin", dir);
+    int failures_seen = 0;
+    for (long nth = 1; nth <= 40; nth++) {
+        cf_trace *t = NULL;
+        cf_forecaster *f = NULL, *g = NULL;
+        cf_policy *p = NULL;
+        cf_forecast_opts o = small_lstm();
+        o.epochs_max = 2;
+        cf_alloc_fail_after(nth);
+        cf_err e = cf_trace_parse(&t, csv, strlen(csv), "t", 0, err, sizeof(err));
+        if (e == CF_OK) {
+            e = cf_forecaster_create(&f, "lstm", &o, err, sizeof(err));
+        }
+        if (e == CF_OK) {
+            e = cf_forecaster_fit(f, y, 120, err, sizeof(err));
+        }
+        if (e == CF_OK) {
+            e = cf_forecaster_save(f, path, err, sizeof(err));
+        }
+        if (e == CF_OK) {
+            e = cf_forecaster_load(&g, path, err, sizeof(err));
+        }
+        if (e == CF_OK) {
+            e = cf_policy_create(&p, "predictive", NULL, g, err, sizeof(err));
+        }
+        if (e == CF_OK) {
+            cf_sim_opts so;
+            cf_sim_opts_default(&so);
+            so.startup_s = 1;
+            cf_sim_result r;
+            e = cf_sim_run(y, 20, 1, &so, p, NULL, NULL, &r, err, sizeof(err));
+        }
+        cf_alloc_fail_after(0);
+        if (e != CF_OK) {
+            failures_seen++;
+            CHECK(e == CF_E_NOMEM);
+        }
+        cf_policy_destroy(p);
+        cf_forecaster_destroy(g);
+        cf_forecaster_destroy(f);
+        cf_trace_destroy(t);
+    }
+    CHECK(failures_seen >= 10);
+    unlink(path);
+    rmdir(dir);
+}
+
 #include "cf_test_main.h"
