@@ -9,7 +9,8 @@
     X(audit, "audit log append, verify and prove")                                                 \
     X(engine, "windows and compliance rules throughput")                                           \
     X(batching, "adaptive vs fixed micro-batching under a step load")                              \
-    X(run, "the whole confide run pipeline end to end, configurations side by side")
+    X(run, "the whole confide run pipeline end to end, configurations side by side")               \
+    X(autoscale, "autoscaling policies replaying a rate trace in the cluster simulator")
 
 #define X(n, doc) int cf_bench_##n(int argc, char **argv) __attribute__((weak));
 CF_BENCHES(X)
