@@ -285,7 +285,104 @@ print("ok: %d numbers on the page match /api/status and the summary (%d events, 
                                         summary["results"], summary["dead_lettered"]))
 EOF
 
-# ---- 2. a dishonest party: the integrity alert is red on the page ----
+# ---- 2. the auditor's report on that run's log, in the browser too ----
+"$CONFIDE" audit verify "$tmp/run/audit" --keys "$tmp/run/keys" --json >"$tmp/verify.json" \
+    2>/dev/null || fail "audit verify failed"
+expect 0 "$CONFIDE" audit report "$tmp/run/audit" --keys "$tmp/run/keys" --out "$tmp/report.html"
+expect 0 "$CONFIDE" audit report "$tmp/run/audit" --keys "$tmp/run/keys" --out "$tmp/report.md"
+browser --dump-dom "file://$tmp/report.html" >"$tmp/report_dom.html"
+browser --window-size=1100,2600 --screenshot="$shots/report.png" "file://$tmp/report.html" \
+    >/dev/null
+python3 - "$tmp" <<'EOF' || fail "the audit report disagrees with the log, the run or the console"
+import json, re, sys
+from html.parser import HTMLParser
+tmp = sys.argv[1]
+summary = json.load(open(tmp + "/run.json"))
+status = json.load(open(tmp + "/status.json"))
+verify = json.load(open(tmp + "/verify.json"))
+html = open(tmp + "/report.html").read()
+md = open(tmp + "/report.md").read()
+
+class Dom(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.k, self.bars, self.body = {}, [], {}
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "body":
+            self.body = a
+        if "data-k" in a:
+            self.k[a["data-k"]] = a.get("data-v")
+        if tag == "rect" and "data-v" in a:
+            self.bars.append(int(a["data-v"]))
+d = Dom()
+d.feed(open(tmp + "/report_dom.html").read())
+k = d.k
+def num(key):
+    if key not in k:
+        sys.exit("the report does not show " + key)
+    return float(k[key])
+if d.body.get("data-verdict") != "verified" or k.get("verdict") != "VERIFIED":
+    sys.exit("verdict %r / %r" % (d.body.get("data-verdict"), k.get("verdict")))
+checks = [
+    ("leaves", num("leaves"), verify["leaves"]),
+    ("leaves/summary", num("leaves"), summary["audited"]),
+    ("events", num("events"), verify["events"]),
+    ("sth_valid", num("sth_valid"), verify["sth_valid"]),
+    ("sth_invalid", num("sth_invalid"), 0),
+    ("gaps", num("gaps"), verify["gaps"]),
+    ("duplicates", num("duplicates"), verify["duplicates"]),
+    ("completeness", num("completeness"), verify["completeness"]),
+    ("segments", num("segments"), verify["segments"]),
+    ("last head", num("last_head.tree_size"), summary["audited"]),
+    ("verdict hits", sum(float(v) for x, v in k.items() if x.startswith("rules.")),
+     summary["alerts"]),
+    ("alerts.ndjson", num("alerts"), summary["alerts"]),
+    ("dead letters", num("dead_letters"), summary["dead_lettered"]),
+    ("dead by reason", sum(float(v) for x, v in k.items() if x.startswith("dead.")), 3),
+    ("late", num("late"), summary["late"]),
+    ("results", num("results"), summary["results"]),
+    ("integrity", num("integrity"), 0),
+    ("chart total", num("chart.total"), summary["audited"]),
+    ("chart bars", sum(d.bars), summary["audited"]),
+    ("pass + flagged", num("verdicts.pass") + num("verdicts.flagged"), summary["audited"]),
+]
+for name, got, want in checks:
+    if got != want:
+        sys.exit("report %s = %r, want %r" % (name, got, want))
+if k.get("verify.ok") != "true" or k.get("trusted_head") != "true":
+    sys.exit("verification or trusted head not ok: %r %r" % (k.get("verify.ok"),
+                                                             k.get("trusted_head")))
+for a in status["alerts"]:
+    if a["count"] > 0 and (num("rules." + a["rule"]) != a["count"] or
+                           num("alert_rules." + a["rule"]) != a["count"]):
+        sys.exit("rule %s: the report disagrees with the console (%d)" % (a["rule"], a["count"]))
+heads = [json.loads(l) for l in open(tmp + "/run/tree_heads.ndjson")]
+if k.get("last_head.root") != heads[-1]["root"]:
+    sys.exit("last head root differs from tree_heads.ndjson")
+if len(d.bars) < 2:
+    sys.exit("events per hour: %d bars" % len(d.bars))
+if re.search(r"<script|https?://|\bsrc=|\bhref=", html):
+    sys.exit("the report is not self-contained")
+ids = set()
+for line in open(tmp + "/day.csv").readlines()[1:]:
+    f = line.split(",")
+    ids.update((f[2], f[3]))
+for name, text in (("report.html", html), ("report.md", md)):
+    found = set(re.findall(r"\b[CT][0-9]+\b", text)) & ids
+    if found:
+        sys.exit("%s shows ids %s" % (name, sorted(found)[:5]))
+    if re.search(r"sum_minor|amount_minor|\"amount\"", text):
+        sys.exit("%s mentions amounts" % name)
+for must in ("**Verdict: VERIFIED**", "confide audit verify", "## Events per hour",
+             "| %d |" % summary["audited"]):
+    if must not in md:
+        sys.exit("report.md lacks %r" % must)
+print("ok: the audit report (%d leaves, %d heads) matches verify --json, the summary and the "
+      "console" % (verify["leaves"], verify["sth_valid"]))
+EOF
+
+# ---- 3. a dishonest party: the integrity alert is red on the page and in the report ----
 start_run tamper --set debug.tamper_party=1
 base="http://127.0.0.1:$port"
 curl -sS -o "$tmp/status2.json" "$base/api/status"
@@ -293,6 +390,13 @@ browser --virtual-time-budget=3000 --dump-dom "$base/" >"$tmp/dom2.html"
 browser --virtual-time-budget=3000 --window-size=1400,2000 \
     --screenshot="$shots/console-integrity.png" "$base/" >/dev/null
 stop_run 4
+expect 4 "$CONFIDE" audit report "$tmp/tamper/audit" --keys "$tmp/tamper/keys" \
+    --out "$tmp/report2.html"
+browser --dump-dom "file://$tmp/report2.html" >"$tmp/report2_dom.html"
+grep -q 'data-verdict="integrity_alert"' "$tmp/report2_dom.html" ||
+    fail "the report's verdict is not an integrity alert"
+grep -q 'class="alert">INTEGRITY ALERTS: <span data-k="integrity_alerts" data-v="1"' \
+    "$tmp/report2_dom.html" || fail "the report does not show the integrity alert in red"
 python3 - "$tmp" <<'EOF' || fail "integrity alert not shown"
 import json, re, sys
 tmp = sys.argv[1]
