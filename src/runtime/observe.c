@@ -433,6 +433,10 @@ static void console_start(cf_observe *o)
     ob_console *c = &o->con;
     pthread_mutex_lock(&c->mu);
     c->state = 1;
+    /* what the HTTP thread shows, handed over under the lock (set by the pipeline's thread) */
+    c->t0_ns = o->t0_ns;
+    c->interval_s = (double)o->interval_ns / 1e9;
+    c->bytes_total = o->bytes_total;
     pthread_mutex_unlock(&c->mu);
     c->prev_ns = o->t0_ns;
     cf_histogram_bucket_counts(o->latency, c->prev_lat, OB_BUCKETS);
@@ -817,10 +821,11 @@ cf_err cf__observe_status_json(void *opaque, char **out, size_t *len)
     jb_str(&b, detail);
     jb_puts(&b, "}");
     pthread_mutex_lock(&c->mu);
-    int64_t t_end = c->t_end_ns;
+    int64_t t_end = c->t_end_ns, t0 = c->t0_ns;
+    double interval_s = c->interval_s;
+    uint64_t bytes_total = c->bytes_total;
     pthread_mutex_unlock(&c->mu);
-    double elapsed =
-        o->t0_ns > 0 ? (double)((t_end > 0 ? t_end : cf_now_ns()) - o->t0_ns) / 1e9 : 0;
+    double elapsed = t0 > 0 ? (double)((t_end > 0 ? t_end : cf_now_ns()) - t0) / 1e9 : 0;
     jb_puts(&b, ",\"run\":{\"protect\":");
     jb_str(&b, c->protect);
     jb_printf(&b, ",\"parties\":%lld,\"batch_mode\":", (long long)c->parties);
@@ -830,7 +835,7 @@ cf_err cf__observe_status_json(void *opaque, char **out, size_t *len)
               "\"audit\":%s,\"paced\":%s,\"interval_s\":%.3f,\"elapsed_s\":%.3f}",
               (long long)c->slo_p99_ms, (long long)c->min_count, (long long)c->queue_capacity,
               c->rules ? "true" : "false", c->audit ? "true" : "false", c->paced ? "true" : "false",
-              (double)o->interval_ns / 1e9, elapsed);
+              interval_s, elapsed);
 
     /* totals since the process started (the registry's counters) */
     uint64_t batches = cf_histogram_count(o->batch_size);
@@ -917,12 +922,12 @@ cf_err cf__observe_status_json(void *opaque, char **out, size_t *len)
 
     /* a bounded input's progress */
     uint64_t rd = atomic_load_explicit(&o->bytes_read, memory_order_relaxed);
-    if (o->bytes_total > 0) {
-        double frac = (double)rd / (double)o->bytes_total;
+    if (bytes_total > 0) {
+        double frac = (double)rd / (double)bytes_total;
         jb_printf(&b,
                   ",\"progress\":{\"bytes_read\":%" PRIu64 ",\"bytes_total\":%" PRIu64
                   ",\"fraction\":",
-                  rd, o->bytes_total);
+                  rd, bytes_total);
         jb_num(&b, frac > 1 ? 1 : frac);
         jb_puts(&b, "}");
     } else {

@@ -38,8 +38,11 @@ typedef struct ob_sample {
 typedef struct ob_console {
     pthread_mutex_t mu;
     bool mu_ok;
-    int state;        /* 0 starting, 1 running, 2 finished, 3 failed */
-    int64_t t_end_ns; /* when the run ended (0: running) */
+    int state;            /* 0 starting, 1 running, 2 finished, 3 failed */
+    int64_t t_end_ns;     /* when the run ended (0: running) */
+    int64_t t0_ns;        /* when the run started (0: not yet) */
+    double interval_s;    /* the sampling interval */
+    uint64_t bytes_total; /* a bounded input's size (0: a stream) */
     ob_sample hist[OB_HISTORY];
     size_t hist_n, hist_next;
     bool head_set;

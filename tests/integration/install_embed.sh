@@ -55,10 +55,10 @@ nm -D --defined-only "$LIB/libconfide.so.$version" | awk '{print $3}' | sed 's/@
     >"$tmp/exports"
 grep -qx cf_pipeline_create "$tmp/exports" || fail "cf_pipeline_create not exported"
 grep -qx cf_audit_verify "$tmp/exports" || fail "cf_audit_verify not exported"
-if grep -v '^cf__assert_fail$' "$tmp/exports" | grep -q '^cf__'; then
+if grep -v '^cf__assert_fail$' "$tmp/exports" | grep '^cf__' >"$tmp/bad"; then
     fail "internal symbols exported: $(grep '^cf__' "$tmp/exports" | head -3)"
 fi
-if grep -v '^cf_' "$tmp/exports" | grep -v '^CONFIDE_[0-9]*$' | grep -qv '^_'; then
+if grep -v '^cf_' "$tmp/exports" | grep -v '^CONFIDE_[0-9]*$' | grep -v '^_' >"$tmp/bad"; then
     fail "non-confide symbols exported: $(grep -v '^cf_' "$tmp/exports" | head -3)"
 fi
 export PKG_CONFIG_PATH=$LIB/pkgconfig
@@ -68,7 +68,8 @@ pkg-config --cflags confide | grep -q -- "-I$P/lib/pkgconfig/../../include\|-I$P
 
 # A sanitized build's library needs the same runtime in the program.
 SAN=""
-if nm -D --undefined-only "$LIB/libconfide.so.$version" | grep -q "__asan_"; then
+nm -D --undefined-only "$LIB/libconfide.so.$version" >"$tmp/undefined"
+if grep -q "__asan_" "$tmp/undefined"; then
     SAN="-fsanitize=address,undefined -fno-omit-frame-pointer"
 fi
 cp -r "$P/share/doc/confide/examples/embed" "$tmp/embed"
