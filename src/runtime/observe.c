@@ -341,12 +341,12 @@ cf_err cf__observe_status_start(cf_observe *o)
 {
     o->t0_ns = cf_now_ns();
     o->prev_ns = o->t0_ns;
+    if (o->interval_ns <= 0) {
+        o->interval_ns = INT64_C(1000000000);
+    }
     console_start(o);
     if (o->status_cb == NULL && o->srv == NULL) {
         return CF_OK;
-    }
-    if (o->interval_ns <= 0) {
-        o->interval_ns = INT64_C(1000000000);
     }
     o->stop = false;
     if (pthread_create(&o->thread, NULL, status_main, o) != 0) {
@@ -562,6 +562,7 @@ void cf__observe_finish(cf_observe *o, const cf_summary *s, cf_err err, const ch
     ob_console *c = &o->con;
     char js[1024];
     size_t n = cf_summary_to_json(s, js, sizeof(js));
+    js[n] = '\0'; /* 0: did not fit (it always does: fixed fields) */
     while (n > 0 && js[n - 1] == '\n') {
         js[--n] = '\0';
     }
