@@ -5,7 +5,9 @@ JOBS       ?= $(shell nproc)
 CONFIDE     = $(BUILD)/confide
 DEMO       ?= demo
 
-.PHONY: all setup build run test test-asan bench fuzz format clean
+PREFIX     ?= /usr/local
+
+.PHONY: all setup build run test test-asan bench fuzz format clean install
 
 all: build
 
@@ -24,6 +26,11 @@ run: build
 	$(CONFIDE) audit verify $(DEMO)/out/audit --keys $(DEMO)/out/keys --trusted-head $(DEMO)/out/tree_heads.ndjson
 	$(CONFIDE) audit verify-results $(DEMO)/out --keys $(DEMO)/out/keys
 	@echo "outputs: $(DEMO)/out/{results,alerts,late,dead_letter}.ndjson, audit log in $(DEMO)/out/audit"
+
+# Installs bin/confide, lib/libconfide.{a,so*}, include/confide/, lib/pkgconfig/confide.pc
+# and the examples under PREFIX, staged below DESTDIR when given.
+install: build
+	@DESTDIR="$(DESTDIR)" cmake --install $(BUILD) --prefix "$(PREFIX)"
 
 test: build
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)

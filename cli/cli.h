@@ -23,4 +23,8 @@ enum {
 /* True when argv[i] is -h or --help. */
 bool cli_wants_help(int argc, char **argv);
 
+/* confide audit report (cmd_report.c) */
+int cf_cli_report(int argc, char **argv);
+void cf_cli_report_usage(FILE *f);
+
 #endif

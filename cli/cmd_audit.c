@@ -1457,6 +1457,7 @@ static const sub subs[] = {
     {"consistency", cmd_consistency, consistency_usage, "consistency proof between two sizes"},
     {"verify-proof", cmd_verify_proof, verify_proof_usage, "check a proof file offline"},
     {"show", cmd_show, show_usage, "segments, sizes, last signed head (no contents)"},
+    {"report", cf_cli_report, cf_cli_report_usage, "an auditor's report (HTML or Markdown)"},
     {"append", cmd_append, append_usage, "archive an input file into a log"},
 };
 

@@ -22,10 +22,14 @@
 #include "confide/runtime.h"
 
 static cf_pipeline *volatile running;
-static bool status_on_tty; /* a live status line may be on stderr's current line */
+static bool status_on_tty;                  /* a live status line may be on stderr's current line */
+static volatile sig_atomic_t hold_released; /* metrics.hold: SIGINT/SIGTERM after the run */
 
 static void on_signal(int sig)
 {
+    if (sig != SIGHUP) {
+        hold_released = 1;
+    }
     if (running == NULL) {
         return;
     }
@@ -68,8 +72,11 @@ static void usage(FILE *f)
             "  --group-by LIST      e.g. merchant,country                (window.group_by)\n"
             "  --batch MODE         adaptive | fixed:N                   (batch.mode)\n"
             "  --slo-ms N           p99 latency objective in ms          (slo.p99_ms)\n"
-            "  --metrics HOST:PORT  serve /metrics and /healthz while running; port 0 picks\n"
-            "                       a free port, printed on stderr       (metrics.listen)\n"
+            "  --metrics HOST:PORT  serve the live console (/), /api/status, /metrics and\n"
+            "                       /healthz while running; port 0 picks a free port,\n"
+            "                       printed on stderr                    (metrics.listen)\n"
+            "  --metrics-hold       after the run, keep serving them (final counts and the\n"
+            "                       summary) until SIGINT/SIGTERM        (metrics.hold)\n"
             "  --stats-json         print one JSON stats line (docs/metrics.md) on stderr per\n"
             "                       status.interval_ms\n"
             "  --no-status          no live status line on a terminal\n"
@@ -139,6 +146,12 @@ static int apply_args(cf_config *conf, int argc, char **argv, run_flags *fl)
         }
         if (strcmp(a, "--no-status") == 0) {
             fl->no_status = true;
+            continue;
+        }
+        if (strcmp(a, "--metrics-hold") == 0) {
+            if (cf_config_set(conf, "metrics.hold", "true", errstr, sizeof(errstr)) != CF_OK) {
+                return CF_EXIT_USAGE;
+            }
             continue;
         }
         if (strcmp(a, "--fresh") == 0 || strcmp(a, "--resume") == 0) {
@@ -273,7 +286,35 @@ static void announce_metrics(const cf_config *conf, cf_pipeline *p)
         *colon = '\0';
     }
     fprintf(stderr, "confide run: metrics at http://%s:%u/metrics\n", addr, (unsigned)port);
+    fprintf(stderr, "confide run: console at http://%s:%u/\n", addr, (unsigned)port);
     fflush(stderr);
+}
+
+/* metrics.hold: the run is over; the console and /metrics stay up (final counts and the
+ * summary) until SIGINT or SIGTERM. */
+static void hold_until_signal(const cf_config *conf, cf_pipeline *p)
+{
+    char hold[8] = "";
+    if (p == NULL || cf_pipeline_metrics_port(p) == 0 ||
+        cf_config_get(conf, "metrics.hold", hold, sizeof(hold)) != CF_OK ||
+        strcmp(hold, "true") != 0) {
+        return;
+    }
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGTERM);
+    sigprocmask(SIG_BLOCK, &block, &old);
+    fflush(stdout);
+    fprintf(stderr,
+            "confide run: finished; still serving port %u (metrics.hold) until SIGINT or "
+            "SIGTERM\n",
+            (unsigned)cf_pipeline_metrics_port(p));
+    fflush(stderr);
+    while (!hold_released) {
+        sigsuspend(&old);
+    }
+    sigprocmask(SIG_SETMASK, &old, NULL);
 }
 
 /* --fresh: the existing output directory (its audit log, outputs and keys) is renamed
@@ -374,6 +415,7 @@ static int run_main(int argc, char **argv)
     } else {
         print_human(&s);
     }
+    hold_until_signal(conf, p);
 done:
     cf_pipeline_destroy(p);
     cf_config_destroy(conf);

@@ -18,6 +18,9 @@ PACKAGES=(
     gnuplot-nox         # benchmark plots
     python3             # small test helpers
     tzdata              # IANA time zones for business days (rules: time_zone)
+    chromium            # headless browser: the console and audit report tests
+    chromium-driver     # WebDriver for chromium (optional browser automation)
+    fonts-dejavu-core   # a font for headless chromium's screenshots
 )
 
 missing=()

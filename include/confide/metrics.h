@@ -50,6 +50,12 @@ extern "C" {
 #define CF_METRIC_PARALLELISM "confide_parallelism"               /* gauge */
 #define CF_METRIC_BATCH_TARGET "confide_batch_target"             /* gauge {stage} */
 #define CF_METRIC_WATERMARK_LAG "confide_watermark_lag_seconds"   /* gauge */
+#define CF_METRIC_INTEGRITY_ALERTS_TOTAL "confide_integrity_alerts_total" /* counter */
+#define CF_METRIC_RESULTS_TOTAL "confide_results_total"                   /* counter {outcome} */
+#define CF_METRIC_LATE_EVENTS_TOTAL "confide_late_events_total"           /* counter {reason} */
+#define CF_METRIC_AUDIT_TREE_SIZE "confide_audit_tree_size"               /* gauge */
+#define CF_METRIC_AUDIT_HEAD_TIMESTAMP "confide_audit_signed_head_timestamp_seconds" /* gauge */
+#define CF_METRIC_AUDIT_HEAD_AGE "confide_audit_signed_head_age_seconds"             /* gauge */
 
 /** Default buckets for latencies recorded in microseconds (unit_exp -6: exposed in seconds):
  *  100 us .. 10 s, roughly 1-2.5-5 per decade. */
@@ -132,6 +138,27 @@ uint64_t cf_histogram_count(const cf_histogram *h);
 /** Sum of observations in the native unit (saturating). */
 int64_t cf_histogram_sum(const cf_histogram *h);
 
+/**
+ * Per-bucket (not cumulative) observation counts of @p h into @p counts, at most @p n entries,
+ * the +Inf bucket last. Returns the number of buckets (bounds + 1), which may exceed @p n.
+ * Lock-free; the counts are each exact but not a consistent snapshot of one instant.
+ */
+size_t cf_histogram_bucket_counts(const cf_histogram *h, uint64_t *counts, size_t n);
+
+/* ---- reading back ------------------------------------------------------------------------- */
+
+/** Called once per series of a family: its labels (borrowed for the call) and its value
+ *  (counters and gauges: the value; histograms: the observation count). */
+typedef void (*cf_metrics_visit_cb)(void *opaque, const cf_label *labels, size_t nlabels,
+                                    double value);
+
+/**
+ * Calls @p cb for every series of the family @p name, in registration order, with the
+ * registry lock held (@p cb must not call back into the registry). CF_E_NOTFOUND when no
+ * such family is registered. @locks registry lock
+ */
+cf_err cf_metrics_visit(cf_metrics *m, const char *name, cf_metrics_visit_cb cb, void *opaque);
+
 /* ---- output ------------------------------------------------------------------------------- */
 
 /**
@@ -167,10 +194,23 @@ typedef bool (*cf_metrics_health_cb)(void *opaque, char *detail, size_t detail_s
 void cf_metrics_set_health(cf_metrics *m, cf_metrics_health_cb cb, void *opaque);
 
 /**
+ * Renderer of GET /api/status, the JSON the console page polls (docs/metrics.md): writes an
+ * owned (cf_malloc) buffer into *out and its length into *len. Runs on the HTTP thread
+ * without the registry lock (it may call cf_metrics_visit); @p opaque must outlive the
+ * server. It must never put amounts, account or merchant ids into the document.
+ */
+typedef cf_err (*cf_metrics_status_cb)(void *opaque, char **out, size_t *len);
+
+/** Installs the /api/status renderer (NULL: /api/status answers 404). @locks registry lock */
+void cf_metrics_set_status(cf_metrics *m, cf_metrics_status_cb cb, void *opaque);
+
+/**
  * Starts an HTTP server (libmicrohttpd, its own thread) on @p addr ("HOST:PORT", "[v6]:PORT";
  * HOST a numeric address or a resolvable name, PORT 0 picks a free port) serving
- * GET /metrics (text/plain; version=0.0.4) and GET /healthz (200 {"status":"ok",
- * "uptime_s":X}, or 503 {"status":"unhealthy",...}). Borrows @p m, which must outlive the
+ * GET /metrics (text/plain; version=0.0.4), GET /healthz (200 {"status":"ok",
+ * "uptime_s":X}, or 503 {"status":"unhealthy",...}), GET / (the console: one self-contained
+ * HTML page embedded in the binary, no external resources) and GET /api/status (the JSON
+ * from cf_metrics_set_status's renderer). Borrows @p m, which must outlive the
  * server. *out returns owned (stop with cf_metrics_server_stop); *port_out (may be NULL)
  * receives the bound port. CF_E_INVAL for a malformed address, CF_E_IO when binding fails.
  */

@@ -1,6 +1,12 @@
 /*
  * HTTP endpoint for the metrics registry on libmicrohttpd: GET /metrics (Prometheus text
- * format 0.0.4) and GET /healthz (JSON).
+ * format 0.0.4), GET /healthz (JSON), GET / (the console page, embedded in the binary at
+ * build time from console/console.html) and GET /api/status (the JSON the page polls,
+ * rendered by the runtime's callback, cf_metrics_set_status).
+ *
+ * The page loads nothing from elsewhere: its Content-Security-Policy allows only itself
+ * (inline script and style) and fetches to this origin, so it works offline and a page
+ * injected into it could not send data anywhere else.
  *
  * Threads: libmicrohttpd runs one internal polling thread (MHD_USE_INTERNAL_POLLING_THREAD
  * with poll/epoll chosen by MHD_USE_AUTO); every request is answered on it. A scrape renders
@@ -31,6 +37,11 @@ struct cf_metrics_server {
     uint16_t port;
 };
 
+#define CONSOLE_CSP                                                                                \
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "                  \
+    "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; "                     \
+    "frame-ancestors 'none'"
+
 static enum MHD_Result reply(struct MHD_Connection *conn, unsigned int status, const char *ctype,
                              char *body, size_t len, bool owned)
 {
@@ -48,6 +59,7 @@ static enum MHD_Result reply(struct MHD_Connection *conn, unsigned int status, c
     }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
     enum MHD_Result r = MHD_queue_response(conn, status, resp);
     MHD_destroy_response(resp);
     return r;
@@ -100,7 +112,40 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return reply(conn, ok ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, "application/json", b.p,
                      b.len, true);
     }
-    static const char msg[] = "not found: try /metrics or /healthz\n";
+    if (strcmp(url, "/") == 0 || strcmp(url, "/index.html") == 0) {
+        /* static, so no copy: MHD only reads it */
+        struct MHD_Response *resp = MHD_create_response_from_buffer(
+            cf__console_html_len, (void *)cf__console_html, MHD_RESPMEM_PERSISTENT);
+        if (resp == NULL) {
+            return MHD_NO;
+        }
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/html; charset=utf-8");
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+        MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+        MHD_add_response_header(resp, "Content-Security-Policy", CONSOLE_CSP);
+        MHD_add_response_header(resp, "Referrer-Policy", "no-referrer");
+        enum MHD_Result r = MHD_queue_response(conn, MHD_HTTP_OK, resp);
+        MHD_destroy_response(resp);
+        return r;
+    }
+    if (strcmp(url, "/api/status") == 0) {
+        char *body = NULL;
+        size_t len = 0;
+        cf_err err = cf__metrics_status(s->m, &body, &len);
+        if (err == CF_E_NOTFOUND) {
+            static const char msg[] = "{\"error\":\"no status in this process\"}\n";
+            return reply(conn, MHD_HTTP_NOT_FOUND, "application/json", (char *)msg, sizeof(msg) - 1,
+                         false);
+        }
+        if (err != CF_OK || body == NULL) {
+            cf_free(body);
+            static const char msg[] = "{\"error\":\"status unavailable\"}\n";
+            return reply(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "application/json", (char *)msg,
+                         sizeof(msg) - 1, false);
+        }
+        return reply(conn, MHD_HTTP_OK, "application/json", body, len, true);
+    }
+    static const char msg[] = "not found: try /, /api/status, /metrics or /healthz\n";
     return reply(conn, MHD_HTTP_NOT_FOUND, "text/plain; charset=utf-8", (char *)msg,
                  sizeof(msg) - 1, false);
 }

@@ -23,4 +23,11 @@ void cf__mbuf_json_str(cf__mbuf *b, const char *s);
 /* Runs the health callback (true when none is installed). @locks registry lock */
 bool cf__metrics_health(cf_metrics *m, char *detail, size_t detail_size);
 
+/* Runs the status renderer outside the registry lock; CF_E_NOTFOUND when none is set. */
+cf_err cf__metrics_status(cf_metrics *m, char **out, size_t *len);
+
+/* The console page (generated at build time from src/metrics/console/console.html). */
+extern const unsigned char cf__console_html[];
+extern const size_t cf__console_html_len;
+
 #endif

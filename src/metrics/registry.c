@@ -113,6 +113,8 @@ struct cf_metrics {
     int64_t created_wall_us;
     cf_metrics_health_cb health;
     void *health_opaque;
+    cf_metrics_status_cb status;
+    void *status_opaque;
 };
 
 /* ---- buffer ------------------------------------------------------------------------------ */
@@ -396,6 +398,26 @@ bool cf__metrics_health(cf_metrics *m, char *detail, size_t detail_size)
     bool ok = m->health == NULL || m->health(m->health_opaque, detail, detail_size);
     pthread_mutex_unlock(&m->lock);
     return ok;
+}
+
+void cf_metrics_set_status(cf_metrics *m, cf_metrics_status_cb cb, void *opaque)
+{
+    pthread_mutex_lock(&m->lock);
+    m->status = cb;
+    m->status_opaque = opaque;
+    pthread_mutex_unlock(&m->lock);
+}
+
+cf_err cf__metrics_status(cf_metrics *m, char **out, size_t *len)
+{
+    pthread_mutex_lock(&m->lock);
+    cf_metrics_status_cb cb = m->status;
+    void *opaque = m->status_opaque;
+    pthread_mutex_unlock(&m->lock);
+    *out = NULL;
+    *len = 0;
+    /* Called without the lock: the renderer reads the registry back (cf_metrics_visit). */
+    return cb != NULL ? cb(opaque, out, len) : CF_E_NOTFOUND;
 }
 
 static char **dup_strv(const cf_label *labels, size_t n, bool names)
@@ -736,6 +758,42 @@ int64_t cf_histogram_sum(const cf_histogram *h)
 {
     uint64_t s = atomic_load_explicit(&((cf_histogram *)h)->sum, memory_order_relaxed);
     return s > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)s;
+}
+
+size_t cf_histogram_bucket_counts(const cf_histogram *h, uint64_t *counts, size_t n)
+{
+    size_t k = h->nbounds + 1 < n ? h->nbounds + 1 : n;
+    for (size_t i = 0; i < k; i++) {
+        counts[i] = atomic_load_explicit(&((cf_histogram *)h)->buckets[i], memory_order_relaxed);
+    }
+    return h->nbounds + 1;
+}
+
+cf_err cf_metrics_visit(cf_metrics *m, const char *name, cf_metrics_visit_cb cb, void *opaque)
+{
+    CF_ASSERT(m != NULL && name != NULL && cb != NULL);
+    cf_err err = CF_E_NOTFOUND;
+    pthread_mutex_lock(&m->lock);
+    for (const family *f = m->first; f != NULL; f = f->next) {
+        if (strcmp(f->name, name) != 0) {
+            continue;
+        }
+        err = CF_OK;
+        for (const series *s = f->first; s != NULL; s = s->next) {
+            cf_label l[MAX_LABELS];
+            for (size_t i = 0; i < f->nlabels; i++) {
+                l[i].name = f->label_names[i];
+                l[i].value = s->values[i];
+            }
+            double v = f->type == T_COUNTER ? (double)cf_counter_value((const cf_counter *)s)
+                       : f->type == T_GAUGE ? cf_gauge_value((const cf_gauge *)s)
+                                            : (double)cf_histogram_count((const cf_histogram *)s);
+            cb(opaque, l, f->nlabels, v);
+        }
+        break;
+    }
+    pthread_mutex_unlock(&m->lock);
+    return err;
 }
 
 /* ---- formatting -------------------------------------------------------------------------- */

@@ -64,8 +64,12 @@ static const conf_entry entries[] = {
      "The most a partial batch may wait for more events (the controller may choose less). "
      "0: a batch leaves as soon as no more input is at hand."},
     {"metrics.listen", CONF_STR, "", 0, 0, NULL, OFF(metrics_listen), SZ(metrics_listen),
-     "Serve Prometheus /metrics and /healthz on HOST:PORT for the whole run "
-     "(e.g. 127.0.0.1:9464; port 0 picks a free port). Empty: no server (docs/metrics.md)."},
+     "Serve the live console (/), its JSON (/api/status), Prometheus /metrics and /healthz "
+     "on HOST:PORT for the whole run (e.g. 127.0.0.1:9464; port 0 picks a free port). Only "
+     "this address is served. Empty: no server (docs/metrics.md)."},
+    {"metrics.hold", CONF_BOOL, "false", 0, 0, NULL, OFF(metrics_hold), 0,
+     "After the run, keep serving the console, /api/status and /metrics (with the final "
+     "counts and the summary) until SIGINT or SIGTERM. Needs metrics.listen."},
     {"status.interval_ms", CONF_INT, "1000", 50, 3600000, NULL, OFF(status_interval_ms), 0,
      "Refresh interval of the live status line (on a TTY) and of --stats-json lines."},
     {"protect", CONF_ENUM, "lsa", 0, 0, "lsa|plain|none", OFF(protect), SZ(protect),

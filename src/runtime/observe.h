@@ -10,13 +10,58 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "confide/audit.h"
 #include "confide/batch.h"
 #include "confide/metrics.h"
 #include "confide/runtime.h"
 #include "secure.h"
 
-#define OB_REASONS 32 /* distinct dead-letter reason labels; more go to "other" */
-#define OB_QUEUES 3   /* source_to_decode, decode_to_gateway, gateway_to_sink */
+#define OB_REASONS 32                /* distinct dead-letter reason labels; more go to "other" */
+#define OB_QUEUES 3                  /* source_to_decode, decode_to_gateway, gateway_to_sink */
+#define CF_OBSERVE_CONSOLE_VERSION 1 /* /api/status schema (docs/metrics.md) */
+#define OB_HISTORY 600    /* console samples kept: 10 minutes at status.interval_ms 1000 */
+#define OB_LATE_REASONS 3 /* 0 state limit, then cf_window_late_reason */
+#define OB_BUCKETS 65     /* latency buckets + +Inf (cf_metrics_latency_buckets_us_n + 1 <= 65) */
+
+/* One console sample: the rates and gauges of one status interval (NaN: nothing measured). */
+typedef struct ob_sample {
+    int64_t ts_us; /* wall clock at the end of the interval */
+    double events_per_s;
+    double p50_ms, p99_ms, p999_ms; /* latency of the events delivered in the interval */
+    double batch_mean;              /* events per gateway batch in the interval */
+    double batch_target;
+    double queued;          /* items in every ring, summed */
+    double watermark_lag_s; /* NaN before the first watermark */
+} ob_sample;
+
+/* What the console (/api/status) shows besides the registry; under con_mu. */
+typedef struct ob_console {
+    pthread_mutex_t mu;
+    bool mu_ok;
+    int state;            /* 0 starting, 1 running, 2 finished, 3 failed */
+    int64_t t_end_ns;     /* when the run ended (0: running) */
+    int64_t t0_ns;        /* when the run started (0: not yet) */
+    double interval_s;    /* the sampling interval */
+    uint64_t bytes_total; /* a bounded input's size (0: a stream) */
+    ob_sample hist[OB_HISTORY];
+    size_t hist_n, hist_next;
+    bool head_set;
+    cf_audit_sth head;  /* the last signed tree head */
+    char summary[1024]; /* the --json summary once the run ended ("" before) */
+    char error[256];    /* why the run failed (no ids or amounts: cf_err text only) */
+    /* run settings shown on the page (set once by cf__observe_configure) */
+    char protect[16];
+    char batch_mode[32];
+    int64_t slo_p99_ms;
+    int64_t queue_capacity;
+    int64_t min_count;
+    int64_t parties;
+    bool rules, audit, paced;
+    /* the status thread's previous readings (status thread only) */
+    uint64_t prev_lat[OB_BUCKETS];
+    uint64_t prev_committed, prev_batches;
+    int64_t prev_batch_sum, prev_ns;
+} ob_console;
 
 typedef struct ob_reason {
     char label[48];
@@ -60,6 +105,13 @@ typedef struct cf_observe {
     int64_t t0_ns;
     uint64_t prev_committed, prev_batches;
     int64_t prev_batch_sum, prev_ns;
+
+    /* Registered by secure.c through cf__observe_secure_metrics (NULL when not in use). */
+    cf_counter *results_released, *results_withheld;
+    cf_counter *late_reason[OB_LATE_REASONS];
+    cf_gauge *audit_tree_size, *audit_head_ts;
+
+    ob_console con; /* the console's own state (/api/status) */
 } cf_observe;
 
 /** Creates the registry and registers the pipeline's own series. */
@@ -85,12 +137,37 @@ cf_err cf__observe_status_start(cf_observe *o);
 /** Stops it after one final callback. Idempotent. */
 void cf__observe_status_stop(cf_observe *o);
 
+/* ---- the console (/api/status, docs/metrics.md) ---- */
+
+struct cf_config;
+/** Copies the run settings the console shows, sets the sampling interval and installs the
+ *  /api/status renderer. Before cf__observe_serve. */
+void cf__observe_configure(cf_observe *o, const struct cf_config *c);
+/** The run ended: keeps the summary (and @p err's text when it failed) for /api/status. */
+void cf__observe_finish(cf_observe *o, const cf_summary *s, cf_err err, const char *errstr);
+/**
+ * Registers the secure stage's extra series: results released/withheld and late events by
+ * reason when @p windows, the audit tree size and signed-head gauges when @p audit (the head
+ * of an existing log in @p last, may be NULL). secure.c, before its threads start.
+ */
+cf_err cf__observe_secure_metrics(cf_observe *o, bool windows, bool audit, const cf_audit_sth *last,
+                                  char *errstr, size_t errstr_size);
+/** A new signed tree head (gateway thread, once per batch): gauges and the console. */
+void cf__observe_audit_head(cf_observe *o, const cf_audit_sth *sth);
+/** One late event: @p reason 0 state limit, else cf_window_late_reason. Combiner thread. */
+void cf__observe_late(cf_observe *o, uint32_t reason);
+/** One group released (true) or withheld below min_count (false). Combiner thread. */
+void cf__observe_result(cf_observe *o, bool released);
+/** Renders /api/status (cf_metrics_status_cb). */
+cf_err cf__observe_status_json(void *opaque, char **out, size_t *len);
+
 /**
  * cf_secure_create with the gateway's, parties' and combiner's metrics registered in @p m
  * (alerts by rule, integrity alerts, late events, watermark gauges, party queue depths,
- * parallelism) before their threads start. @p m NULL: as cf_secure_create. secure.c.
+ * parallelism, results, audit head) before their threads start. @p ob NULL: as
+ * cf_secure_create. secure.c.
  */
-cf_err cf__secure_create_observed(cf_secure **out, const cf_config *c, cf_metrics *m, char *errstr,
+cf_err cf__secure_create_observed(cf_secure **out, const cf_config *c, cf_observe *ob, char *errstr,
                                   size_t errstr_size);
 
 #endif

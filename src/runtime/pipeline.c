@@ -229,11 +229,12 @@ cf_err cf_pipeline_create(cf_pipeline **out, const cf_config *c, char *errstr, s
     if ((err = check_resumed_input(p, errstr, errstr_size)) != CF_OK) {
         goto fail;
     }
-    if ((err = cf__secure_create_observed(&p->secure, &p->conf, p->ob->m, errstr, errstr_size)) !=
+    if ((err = cf__secure_create_observed(&p->secure, &p->conf, p->ob, errstr, errstr_size)) !=
         CF_OK) {
         goto fail;
     }
     p->skip = cf_secure_resume_skip(p->secure);
+    cf__observe_configure(p->ob, &p->conf); /* the console's settings and /api/status */
     if (p->conf.metrics_listen[0] != '\0' &&
         (err = cf__observe_serve(p->ob, p->conf.metrics_listen, errstr, errstr_size)) != CF_OK) {
         goto fail;
@@ -979,6 +980,7 @@ cf_err cf_pipeline_run(cf_pipeline *p, cf_summary *out, char *errstr, size_t err
     out->batch_target = cf_batch_ctl_target(p->ctl);
     out->batch_target_changes = cf_batch_ctl_changes(p->ctl);
     cf__observe_status_stop(p->ob); /* the final status line, after every count is in */
+    cf__observe_finish(p->ob, out, err, errstr);
     return err;
 }
 

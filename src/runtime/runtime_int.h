@@ -49,6 +49,7 @@ struct cf_config {
     int64_t batch_bytes_max;
     int64_t batch_linger_ms;
     char metrics_listen[CF_CONF_STR_MAX];
+    bool metrics_hold;
     int64_t status_interval_ms;
 };
 

@@ -184,6 +184,7 @@ struct cf_secure {
     cf_counter *m_alerts[CF_RULES_MAX]; /* by rule index */
     cf_counter *m_integrity, *m_late;
     cf_gauge *m_watermark, *m_watermark_lag; /* party 0 updates them */
+    cf_observe *ob; /* results, late reasons, audit head (observe.c); NULL: not observed */
 };
 
 /* ---- small helpers ---- */
@@ -717,6 +718,7 @@ static void write_late(cf_secure *s, const party_msg *m)
     if (s->m_late != NULL) {
         cf_counter_inc(s->m_late);
     }
+    cf__observe_late(s->ob, m->reason);
     char ts[40], wm[40], line[320];
     cf_window_format_time(m->start_us, ts, sizeof(ts));
     cf_window_format_time(m->end_us, wm, sizeof(wm));
@@ -863,6 +865,7 @@ static void release(cf_secure *s, const party_msg *const *msgs)
         }
         if (!res.released) {
             s->st.suppressed++; /* verified, but below min_count: the values stay hidden */
+            cf__observe_result(s->ob, false);
             return;
         }
         if ((uint64_t)res.v[CF_SA_C_COUNT] != m->count) {
@@ -879,6 +882,7 @@ static void release(cf_secure *s, const party_msg *const *msgs)
         memcpy(&v, m->value, sizeof(v));
         if (m->count < (uint64_t)s->conf.min_count) {
             s->st.suppressed++;
+            cf__observe_result(s->ob, false);
             return;
         }
         row.count = m->count;
@@ -903,6 +907,7 @@ static void release(cf_secure *s, const party_msg *const *msgs)
     outfile_write(&s->results, line, n);
     ressig_feed(&s->rsig, false, line, n);
     s->st.results++;
+    cf__observe_result(s->ob, true);
 }
 
 static void *combiner_main(void *arg)
@@ -1485,6 +1490,13 @@ static cf_err register_metrics(cf_secure *s, cf_metrics *m, char *errstr, size_t
         return err;
     }
     cf_gauge_set(par, (double)s->k);
+    cf_audit_sth last;
+    bool have_last = s->audit != NULL && cf_audit_last_sth(s->audit, &last) == CF_OK;
+    if (s->ob != NULL && (err = cf__observe_secure_metrics(
+                              s->ob, s->mode != PROT_NONE, s->audit != NULL,
+                              have_last ? &last : NULL, errstr, errstr_size)) != CF_OK) {
+        return err;
+    }
     if (s->mode == PROT_NONE) {
         return CF_OK;
     }
@@ -1526,9 +1538,10 @@ cf_err cf_secure_create(cf_secure **out, const cf_config *c, char *errstr, size_
     return cf__secure_create_observed(out, c, NULL, errstr, errstr_size);
 }
 
-cf_err cf__secure_create_observed(cf_secure **out, const cf_config *c, cf_metrics *m, char *errstr,
+cf_err cf__secure_create_observed(cf_secure **out, const cf_config *c, cf_observe *ob, char *errstr,
                                   size_t errstr_size)
 {
+    cf_metrics *m = ob != NULL ? ob->m : NULL;
     *out = NULL;
     prot_mode mode = strcmp(c->protect, "lsa") == 0     ? PROT_LSA
                      : strcmp(c->protect, "plain") == 0 ? PROT_PLAIN
@@ -1546,6 +1559,7 @@ cf_err cf__secure_create_observed(cf_secure **out, const cf_config *c, cf_metric
         return CF_E_NOMEM;
     }
     s->conf = *c;
+    s->ob = ob;
     s->mode = mode;
     s->heads_fd = -1;
     s->results_csv = strcmp(c->results_format, "csv") == 0;
@@ -2034,6 +2048,7 @@ cf_err cf_secure_gateway(cf_secure *s, cf_batch *b, char *errstr, size_t errstr_
         CF_ASSERT(first == base);
         s->st.audited += b->n;
         write_tree_head(s, &sth);
+        cf__observe_audit_head(s->ob, &sth);
     }
     if (s->mode != PROT_NONE &&
         (err = protect(s, b->ev, b->n, &s->ctx, errstr, errstr_size)) != CF_OK) {

@@ -24,11 +24,13 @@ command -v python3 >/dev/null || { echo "skip: python3 not installed"; exit 77; 
 "$CONFIDE" gen --seed 11 --days 1 --customers 1000 --terminals 2000 --out "$tmp/day.csv" --quiet
 events=$(($(wc -l <"$tmp/day.csv") - 1))
 [ "$events" -gt 1000 ] || fail "gen produced only $events events"
-# Paced to last about 3 s, so there is time to scrape twice.
-rate=$((events / 3))
+# Paced to last about 5 s, so there is time to scrape twice; --metrics-hold keeps the server
+# up after the run (until SIGTERM), so a slow start of the scraper on a loaded machine cannot
+# find it gone.
+rate=$((events / 5))
 
 "$CONFIDE" run --input "$tmp/day.csv" --out "$tmp/o" --rate "$rate" \
-    --metrics 127.0.0.1:0 --stats-json --set status.interval_ms=500 --json \
+    --metrics 127.0.0.1:0 --metrics-hold --stats-json --set status.interval_ms=500 --json \
     >"$tmp/summary.json" 2>"$tmp/err" &
 pid=$!
 
@@ -82,6 +84,11 @@ if value(second, com) > value(second, acc):
 print("ok: scraped %s twice while running" % addr)
 EOF
 
+until grep -q "still serving" "$tmp/err"; do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+done
+kill -TERM "$pid" 2>/dev/null || true
 wait "$pid" || fail "confide run failed: $(cat "$tmp/err")"
 pid=""
 

@@ -984,4 +984,155 @@ static void test_alloc_failure(void)
     }
 }
 
+/* ---- reading back, and the console endpoints ---- */
+
+typedef struct visit_acc {
+    char text[512];
+    double sum;
+    int n;
+} visit_acc;
+
+static void visit_cb(void *opaque, const cf_label *labels, size_t nlabels, double value)
+{
+    visit_acc *a = opaque;
+    size_t len = strlen(a->text);
+    for (size_t i = 0; i < nlabels; i++) {
+        len += (size_t)snprintf(a->text + len, sizeof(a->text) - len, "%s=%s,", labels[i].name,
+                                labels[i].value);
+    }
+    snprintf(a->text + len, sizeof(a->text) - len, "%g;", value);
+    a->sum += value;
+    a->n++;
+}
+
+static void test_visit_and_buckets(void)
+{
+    cf_metrics *m = NULL;
+    REQUIRE(cf_metrics_create(&m) == CF_OK);
+    cf_counter *a = NULL, *b = NULL;
+    cf_label la[] = {{"rule", "big"}};
+    cf_label lb[] = {{"rule", "velocity"}};
+    CHECK_OK(cf_metrics_counter(m, "x_alerts_total", "A.", la, 1, &a, EB));
+    CHECK_OK(cf_metrics_counter(m, "x_alerts_total", "A.", lb, 1, &b, EB));
+    cf_counter_add(a, 3);
+    cf_counter_add(b, 40);
+    visit_acc acc = {{0}, 0, 0};
+    CHECK_OK(cf_metrics_visit(m, "x_alerts_total", visit_cb, &acc));
+    /* registration order, labels as registered, exact values */
+    CHECK_STR(acc.text, "rule=big,3;rule=velocity,40;");
+    CHECK_EQ(acc.n, 2);
+    visit_acc none = {{0}, 0, 0};
+    CHECK_EQ(cf_metrics_visit(m, "x_missing_total", visit_cb, &none), CF_E_NOTFOUND);
+    CHECK_EQ(none.n, 0);
+
+    /* histograms: the visit gives the count; bucket counts are per bucket, +Inf last */
+    static const int64_t bounds[] = {10, 100, 1000};
+    cf_histogram *h = NULL;
+    CHECK_OK(cf_metrics_histogram(m, "x_wait_seconds", "W.", bounds, 3, -6, NULL, 0, &h, EB));
+    cf_histogram_observe(h, 5);
+    cf_histogram_observe(h, 10); /* le: on the bound counts in that bucket */
+    cf_histogram_observe_n(h, 500, 4);
+    cf_histogram_observe(h, 5000);
+    uint64_t c[8];
+    CHECK_EQ(cf_histogram_bucket_counts(h, c, 8), 4u);
+    CHECK_EQ(c[0], 2u);
+    CHECK_EQ(c[1], 0u);
+    CHECK_EQ(c[2], 4u);
+    CHECK_EQ(c[3], 1u);
+    uint64_t two[2] = {99, 99};
+    CHECK_EQ(cf_histogram_bucket_counts(h, two, 1), 4u); /* never writes past n */
+    CHECK_EQ(two[1], 99u);
+    visit_acc hv = {{0}, 0, 0};
+    CHECK_OK(cf_metrics_visit(m, "x_wait_seconds", visit_cb, &hv));
+    CHECK(hv.sum == 7.0);
+    cf_metrics_destroy(m);
+}
+
+static int status_calls;
+
+static cf_err status_json(void *opaque, char **out, size_t *len)
+{
+    cf_metrics *m = opaque;
+    visit_acc acc = {{0}, 0, 0};
+    /* the renderer runs outside the registry lock: reading the registry back must work */
+    cf_metrics_visit(m, CF_METRIC_EVENTS_TOTAL, visit_cb, &acc);
+    char buf[128];
+    int n = snprintf(buf, sizeof(buf), "{\"events\":%g,\"calls\":%d}", acc.sum, ++status_calls);
+    *out = cf_malloc((size_t)n + 1);
+    if (*out == NULL) {
+        return CF_E_NOMEM;
+    }
+    memcpy(*out, buf, (size_t)n + 1);
+    *len = (size_t)n;
+    return CF_OK;
+}
+
+static cf_err status_fails(void *opaque, char **out, size_t *len)
+{
+    (void)opaque;
+    (void)out;
+    (void)len;
+    return CF_E_NOMEM;
+}
+
+static void test_console_endpoints(void)
+{
+    cf_metrics *m = NULL;
+    REQUIRE(cf_metrics_create(&m) == CF_OK);
+    cf_counter *c = NULL;
+    cf_label l[] = {{"stage", "decode"}, {"outcome", "accepted"}};
+    CHECK_OK(cf_metrics_counter(m, CF_METRIC_EVENTS_TOTAL, "E.", l, 2, &c, EB));
+    cf_counter_add(c, 42);
+    cf_metrics_server *srv = NULL;
+    uint16_t port = 0;
+    CHECK_OK(cf_metrics_serve(m, "127.0.0.1:0", &srv, &port, EB));
+    REQUIRE(srv != NULL);
+    char *hdr = NULL, *body = NULL;
+
+    /* no renderer yet: 404 with a JSON reason */
+    char *resp = http_get(port, "/api/status");
+    REQUIRE(resp != NULL);
+    CHECK_EQ(http_parse(resp, &hdr, &body), 404);
+    CHECK(json_valid(body));
+    free(resp);
+
+    cf_metrics_set_status(m, status_json, m);
+    resp = http_get(port, "/api/status");
+    REQUIRE(resp != NULL);
+    CHECK_EQ(http_parse(resp, &hdr, &body), 200);
+    CHECK(strstr(hdr, "application/json") != NULL);
+    CHECK(strstr(hdr, "no-store") != NULL);
+    CHECK_STR(body, "{\"events\":42,\"calls\":1}");
+    free(resp);
+
+    cf_metrics_set_status(m, status_fails, NULL);
+    resp = http_get(port, "/api/status");
+    REQUIRE(resp != NULL);
+    CHECK_EQ(http_parse(resp, &hdr, &body), 500);
+    free(resp);
+
+    /* the page: embedded, HTML, locked to its own origin, no external resources */
+    for (int i = 0; i < 2; i++) {
+        resp = http_get(port, i == 0 ? "/" : "/index.html");
+        REQUIRE(resp != NULL);
+        CHECK_EQ(http_parse(resp, &hdr, &body), 200);
+        CHECK(strstr(hdr, "text/html; charset=utf-8") != NULL);
+        CHECK(strstr(hdr, "Content-Security-Policy: default-src 'none'") != NULL);
+        CHECK(strstr(hdr, "connect-src 'self'") != NULL);
+        CHECK(strstr(hdr, "X-Content-Type-Options: nosniff") != NULL);
+        CHECK(strncmp(body, "<!doctype html>", 15) == 0);
+        CHECK(strstr(body, "/api/status") != NULL);
+        CHECK(strstr(body, "</html>") != NULL);
+        CHECK(strstr(body, "http://") == NULL && strstr(body, "https://") == NULL);
+        CHECK(strstr(body, " src=") == NULL && strstr(body, " href=") == NULL);
+        free(resp);
+    }
+    resp = http_get(port, "/api/other");
+    REQUIRE(resp != NULL);
+    CHECK_EQ(http_parse(resp, &hdr, &body), 404);
+    free(resp);
+    cf_metrics_server_stop(srv);
+    cf_metrics_destroy(m);
+}
+
 #include "cf_test_main.h"
