@@ -1355,9 +1355,9 @@ int cf_cli_report(int argc, char **argv)
         for (size_t i = 0; i < n_known && !signed_ok; i++) {
             signed_ok = cf_audit_sth_verify(&head, known[i].key) == CF_OK;
         }
-        bool ok = false;
+        cf_cli_head_check hc = {0};
         if (signed_ok) {
-            hrc = cf_cli_check_trusted_head(r->dir, &head, r->vr.log_id, true, &ok);
+            hrc = cf_cli_check_trusted_head(r->dir, &head, r->vr.log_id, true, &hc);
             if (hrc != CF_EXIT_OK && hrc != CF_EXIT_INTEGRITY) {
                 rc = hrc;
                 goto done;
@@ -1366,7 +1366,7 @@ int cf_cli_report(int argc, char **argv)
             fprintf(stderr, "confide audit report: the head in %s is not signed by the log's key\n",
                     r->trusted_path);
         }
-        r->trusted_ok = ok;
+        r->trusted_ok = hc.ok;
     }
     read_outputs(r);
 

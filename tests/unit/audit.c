@@ -1297,12 +1297,12 @@ static void test_tamper_with_valid_crc(void)
      *     resume from the wrong place: its signature covers the index, so verify fails even
      *     without the data key (a CRC-only checkpoint passed this). */
     memcpy(d, orig, len);
-    cf__le64(d + offs[4] + 8, 3);
-    reseal(d, offs[4]);
+    cf__le64(d + offs[5] + 8, 3);
+    reseal(d, offs[5]);
     write_bin(seg, d, len);
     CHECK_EQ(cf_audit_verify(dir, &without, &rep, err, sizeof(err)), CF_E_CORRUPT);
     CHECK(strstr(rep.bad_reason, "checkpoint signature") != NULL);
-    CHECK_EQ(rep.bad_offset, offs[4]);
+    CHECK_EQ(rep.bad_offset, offs[5]);
     CHECK(rep.alert);
 
     /* 6. The same batch appended twice (as a replay bug would): duplicates. */
