@@ -108,6 +108,7 @@ static const struct {
     {"--audit", "audit.dir"},          {"--window-ms", "window.size_ms"},
     {"--group-by", "window.group_by"}, {"--batch", "batch.mode"},
     {"--slo-ms", "slo.p99_ms"},        {"--metrics", "metrics.listen"},
+    {"--nats", "nats.servers"},
 };
 
 typedef struct run_flags {

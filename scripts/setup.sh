@@ -14,6 +14,9 @@ PACKAGES=(
     libgmp-dev          # Paillier baseline
     libyaml-dev         # configuration files
     libmicrohttpd-dev   # /metrics and /healthz
+    libnats-dev         # NATS JetStream client (distributed mode)
+    nats-server         # JetStream server: distributed tests, demo and benchmarks
+    openssl             # TLS certificates for the NATS servers (scripts/nats-certs.sh)
     prometheus          # promtool, to check the live /metrics scrape
     gnuplot-nox         # benchmark plots
     python3             # small test helpers

@@ -40,6 +40,9 @@ void cf_alloc_fail_after(long n);
 int64_t cf_now_ns(void);
 /** Wall clock in microseconds since the epoch (CLOCK_REALTIME). */
 int64_t cf_wall_us(void);
+/** CRC32C (Castagnoli) of @p data continuing @p crc (0 to start): audit records and
+ *  transport frames. */
+uint32_t cf_crc32c(uint32_t crc, const void *data, size_t len);
 /** Process CPU time (user + system) in seconds. */
 double cf_cpu_s(void);
 /** Sleeps until the monotonic clock reaches @p deadline_ns (returns at once if past). */

@@ -135,6 +135,24 @@ void cf_pipeline_reload(cf_pipeline *p);
 void cf_pipeline_stop(cf_pipeline *p);
 void cf_pipeline_destroy(cf_pipeline *p);
 
+/* ---- distributed roles ------------------------------------------------------------------ */
+
+/**
+ * A distributed party or combiner (config key `role`; docs/distributed.md): consumes its
+ * JetStream input until the gateway's end of input has passed through it, or until
+ * cf_service_stop. The gateway itself is a cf_pipeline with role gateway.
+ */
+typedef struct cf_service cf_service;
+cf_err cf_service_create(cf_service **out, const cf_config *c, char *errstr, size_t errstr_size);
+/** Runs to the end of input (or a stop); *stopped tells which. The summary carries the
+ *  combiner's windows, results, suppressed, late and integrity_alerts. */
+cf_err cf_service_run(cf_service *sv, cf_summary *out, bool *stopped, char *errstr,
+                      size_t errstr_size);
+/** Stops at the next frame without flushing anything: the role's state file says where a
+ *  restart resumes. Async-signal-safe. */
+void cf_service_stop(cf_service *sv);
+void cf_service_destroy(cf_service *sv);
+
 /** The --json summary object (one line, trailing newline) into buf. Returns length. */
 size_t cf_summary_to_json(const cf_summary *s, char *buf, size_t size);
 

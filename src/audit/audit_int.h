@@ -85,7 +85,7 @@ static inline uint64_t cf__rd64(const uint8_t *p)
 }
 
 /* CRC32C (Castagnoli), hardware SSE4.2 when available. crc starts at 0. */
-uint32_t cf__audit_crc32c(uint32_t crc, const void *data, size_t len);
+#define cf__audit_crc32c cf_crc32c /* core */
 
 /* Encodes @p h with its header CRC (h->hdr_crc and h->crc are ignored). With a @p payload
  * (h->payload_len bytes) the record CRC too; with NULL the record CRC is left 0 for a later

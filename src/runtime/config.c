@@ -130,6 +130,37 @@ static const conf_entry entries[] = {
     {"debug.tamper_party", CONF_INT, "-1", -1, 7, NULL, OFF(debug_tamper_party), 0,
      "Fault injection for tests: party I alters its first partial sum, which the combiner "
      "must catch. -1: off."},
+    {"role", CONF_ENUM, "all", 0, 0, "all|gateway|party|combiner", OFF(role), SZ(role),
+     "Which part of the pipeline this process runs: all (embedded: one process), or, "
+     "distributed over NATS JetStream (docs/distributed.md), gateway, party or combiner. "
+     "Set by `confide gateway`, `confide party` and `confide combine`."},
+    {"party.id", CONF_INT, "0", 0, 7, NULL, OFF(party_id), 0,
+     "role party: which party this process is (0..parties-1)."},
+    {"nats.servers", CONF_STR, "nats://127.0.0.1:4222", 0, 0, NULL, OFF(nats_servers),
+     SZ(nats_servers),
+     "NATS servers of the JetStream cluster, comma-separated (tls:// or nats://; with "
+     "nats.ca_file set the connection is TLS either way)."},
+    {"nats.user", CONF_STR, "", 0, 0, NULL, OFF(nats_user), SZ(nats_user),
+     "NATS user of this role (each role has its own, with its own subject permissions)."},
+    {"nats.password_file", CONF_STR, "", 0, 0, NULL, OFF(nats_password_file),
+     SZ(nats_password_file),
+     "File holding the NATS password of nats.user (mode 0600, refused otherwise)."},
+    {"nats.ca_file", CONF_STR, "", 0, 0, NULL, OFF(nats_ca_file), SZ(nats_ca_file),
+     "TLS: the CA certificate that signed the servers' certificates. Empty: no TLS."},
+    {"nats.cert_file", CONF_STR, "", 0, 0, NULL, OFF(nats_cert_file), SZ(nats_cert_file),
+     "TLS client certificate (optional, for servers that verify clients)."},
+    {"nats.key_file", CONF_STR, "", 0, 0, NULL, OFF(nats_key_file), SZ(nats_key_file),
+     "TLS client private key for nats.cert_file (mode 0600)."},
+    {"nats.prefix", CONF_STR, "confide", 0, 0, NULL, OFF(nats_prefix), SZ(nats_prefix),
+     "Subject prefix (PREFIX.shares.I, PREFIX.partials.I, PREFIX.groups); streams are named "
+     "after it in upper case (CONFIDE_SHARES_0, ...). One prefix per pipeline."},
+    {"nats.replicas", CONF_INT, "1", 1, 5, NULL, OFF(nats_replicas), 0,
+     "Copies of every stream in a JetStream cluster (3 survives a node loss)."},
+    {"nats.duplicate_window_s", CONF_INT, "3600", 1, 604800, NULL, OFF(nats_duplicate_window_s), 0,
+     "How long streams remember message ids: a role that restarts and republishes what it "
+     "sent before its last checkpoint within this time adds nothing twice."},
+    {"nats.max_ack_pending", CONF_INT, "256", 1, 1000000, NULL, OFF(nats_max_ack_pending), 0,
+     "Frames a receiver may hold unacknowledged (flow control)."},
 };
 
 #define N_ENTRIES (sizeof(entries) / sizeof(entries[0]))

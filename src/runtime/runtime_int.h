@@ -51,12 +51,31 @@ struct cf_config {
     char metrics_listen[CF_CONF_STR_MAX];
     bool metrics_hold;
     int64_t status_interval_ms;
+    char role[16];
+    int64_t party_id;
+    char nats_servers[CF_CONF_STR_MAX];
+    char nats_user[128];
+    char nats_password_file[CF_CONF_STR_MAX];
+    char nats_ca_file[CF_CONF_STR_MAX];
+    char nats_cert_file[CF_CONF_STR_MAX];
+    char nats_key_file[CF_CONF_STR_MAX];
+    char nats_prefix[64];
+    int64_t nats_replicas;
+    int64_t nats_duplicate_window_s;
+    int64_t nats_max_ack_pending;
 };
 
 /** batch.count_max in effect: the key, or pipeline.batch_max when it is 0. */
 static inline uint32_t cf__config_batch_count(const struct cf_config *c)
 {
     return (uint32_t)(c->batch_count_max > 0 ? c->batch_count_max : c->pipeline_batch_max);
+}
+
+/** The `role` key as an enum (secure.h's cf_role values: 0 all, 1 gateway, 2 party,
+ *  3 combiner). */
+static inline int cf__config_role(const struct cf_config *c)
+{
+    return c->role[0] == 'g' ? 1 : c->role[0] == 'p' ? 2 : c->role[0] == 'c' ? 3 : 0;
 }
 
 typedef struct conf_entry {

@@ -36,6 +36,7 @@
 #include <string.h>
 #include <dirent.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <sodium.h>
@@ -50,142 +51,7 @@
 #include "outfile.h"
 #include "ressig.h"
 #include "secure.h"
-
-#define DICT_RING 65536
-
-typedef enum { PROT_NONE, PROT_PLAIN, PROT_LSA } prot_mode;
-
-/* One event as a party receives it. share is only filled for party 0 (lsa: value and MAC
- * shares; plain: the amount in share.v[1]); parties >= 1 regenerate theirs from the seed. */
-typedef struct party_item {
-    uint8_t key[CF_SA_PSEUDO_LEN];
-    int64_t ts_us;
-    uint64_t seq;
-    cf_sa_vec share;
-} party_item;
-
-typedef struct item_batch {
-    uint32_t n, cap;
-    party_item *it;
-    cf_sa_ctx ctx; /* what the masks of these events are bound to (log id, run id) */
-    /* A checkpoint marker (n == 0): snapshot the state that reflects events [0, ckpt_index) */
-    bool ckpt;
-    uint64_t ckpt_index;
-    uint64_t ckpt_alerts_len;
-    uint64_t ckpt_alerts; /* the gateway's alert counter at the marker */
-} item_batch;
-
-typedef enum { MSG_RESULT = 1, MSG_LATE = 2, MSG_CKPT = 3 } msg_type;
-
-typedef struct party_msg {
-    uint8_t type;
-    bool update;
-    uint8_t key[CF_SA_PSEUDO_LEN];
-    int64_t start_us, end_us; /* MSG_LATE: start_us = event ts, end_us = watermark */
-    uint64_t count;
-    uint64_t first, last; /* MSG_LATE: first = seq */
-    uint32_t reason;      /* MSG_LATE: 0 = state limit, else cf_window_late_reason */
-    uint8_t value[CF_SA_VALUE_SIZE];
-    /* MSG_CKPT: first = checkpoint index, count = alerts length; snapshot owned by the msg */
-    uint8_t *snap;
-    size_t snap_len;
-} party_msg;
-
-typedef struct msg_batch {
-    uint32_t n, cap;
-    party_msg *m;
-} msg_batch;
-
-/* A group's display form, sized to fit (one per distinct group). */
-typedef struct dict_entry {
-    uint8_t key[CF_SA_PSEUDO_LEN];
-    char currency[4];
-    char text[]; /* the group as a JSON object (NDJSON results) or CSV fields (CSV results) */
-} dict_entry;
-
-/* A pool of batches with a free ring (consumer -> producer) and a full ring. */
-typedef struct lane {
-    void **items;
-    size_t n;
-    cf_ring *free_ring, *full_ring;
-} lane;
-
-typedef struct party {
-    struct cf_secure *s;
-    unsigned index;
-    pthread_t thread;
-    bool started;
-    lane in;  /* gateway -> party: item_batch */
-    lane out; /* party -> combiner: msg_batch */
-    cf_sa_party *sa;
-    cf_window *win;
-    msg_batch *cur_out;
-    bool tampered;
-    uint64_t limit_hits;
-} party;
-
-/* A set of 16-byte pseudonyms (gateway: which groups the combiner already knows). */
-typedef struct pset {
-    uint8_t (*keys)[CF_SA_PSEUDO_LEN];
-    uint8_t *used;
-    size_t cap, n;
-} pset;
-
-/* Pseudonym -> dictionary entry (combiner). */
-typedef struct pmap {
-    dict_entry **slots;
-    size_t cap, n;
-} pmap;
-
-struct cf_secure {
-    cf_config conf;
-    prot_mode mode;
-    unsigned k;
-    unsigned group_mask;
-    cf_sa_opts sa_opts;
-
-    cf_key *gw_key, *comb_key, *pseudo_key;
-    cf_sa_gateway *gw;
-    cf_sa_pseudo *pseudo;
-    cf_sa_combiner *comb;
-    cf_sa_auditor *auditor;      /* from auditor.key: regenerates seeded partials */
-    cf_sa_pseudo *attrib_pseudo; /* the combiner thread's own pseudonymizer */
-    cf_sa_ctx ctx;               /* this run's mask context: log id and a fresh run id */
-    cf_key *data_key;            /* to read the audit log back for attribution */
-    cf_rules *rules;
-    cf_audit_log *audit;
-    outfile alerts, results, late;
-    ressig rsig; /* the combiner's signatures over results and late records */
-
-    party parties[CF_KEY_PARTIES_MAX];
-    cf_ring *dict;
-    pset announced;
-    pmap names;
-    pthread_t comb_thread;
-    bool comb_started;
-
-    /* gateway scratch */
-    uint8_t *verdict_buf;
-    cf_audit_bytes *verdicts;
-    size_t scratch_cap;
-
-    cf_secure_stats st;
-    atomic_uint_fast64_t late_count;
-    cf_ring *ckpt_ring;       /* combiner -> gateway: checkpoint blobs to write */
-    uint64_t last_ckpt_index; /* gateway: index of the last checkpoint requested */
-    uint64_t resume_index;    /* events already in the log when the run started */
-    bool ephemeral_keys;
-    int heads_fd; /* OUT/tree_heads.ndjson, -1 when there is no output directory */
-    uint8_t sign_pk[CF_KEY_SIGN_PK_LEN]; /* the log's signing key: names it in checkpoints */
-    bool witness_warned;
-    bool results_csv; /* output.results_format: csv */
-
-    /* Metrics (observe.h): registered before the threads start; NULL when not observed. */
-    cf_counter *m_alerts[CF_RULES_MAX]; /* by rule index */
-    cf_counter *m_integrity, *m_late;
-    cf_gauge *m_watermark, *m_watermark_lag; /* party 0 updates them */
-    cf_observe *ob; /* results, late reasons, audit head (observe.c); NULL: not observed */
-};
+#include "secure_int.h"
 
 /* ---- small helpers ---- */
 
@@ -391,6 +257,8 @@ static party_msg *party_next_msg(party *pa)
     }
     if (pa->cur_out == NULL) {
         pa->cur_out = take_msgs(&pa->out);
+        pa->cur_out->src_seq = pa->cur_src_seq;
+        pa->cur_out->part = pa->part++;
     }
     party_msg *m = &pa->cur_out->m[pa->cur_out->n++];
     memset(m, 0, sizeof(*m));
@@ -524,6 +392,8 @@ static void *party_main(void *arg)
         cf_err err = cf_ring_pop_until(pa->in.full_ring, &item, cf_now_ns() + wait_ns);
         if (err == CF_OK) {
             item_batch *ib = item;
+            pa->cur_src_seq = ib->src_seq;
+            pa->part = 0;
             party_absorb(pa, ib);
             if (pa->index == 0 && pa->s->m_watermark != NULL) {
                 watermark_gauges(pa);
@@ -543,19 +413,15 @@ static void *party_main(void *arg)
             party_flush_out(pa);
         }
     }
-    cf_window_flush(pa->win);
+    if (!atomic_load(&pa->s->net_stop)) {
+        cf_window_flush(pa->win); /* end of input, not a stop: every window is complete */
+    }
     party_flush_out(pa);
     cf_ring_close(pa->out.full_ring);
     return NULL;
 }
 
 /* ---- combiner ---- */
-
-typedef struct cursor {
-    msg_batch *b;
-    uint32_t i;
-    bool done;
-} cursor;
 
 static void drain_dict(cf_secure *s)
 {
@@ -772,56 +638,87 @@ static void free_snaps(const party_msg *const *msgs, unsigned k)
     }
 }
 
-/* Every party reached the marker: the results and late files hold exactly what events
- * [0, index) produced. Make them durable and send the gateway the blob to log. */
-static void complete_checkpoint(cf_secure *s, const party_msg *const *msgs)
+uint8_t *cf__ckpt_encode(cf_secure *s, uint64_t index, uint64_t alerts_len, uint64_t alerts,
+                         uint64_t results_len, uint64_t late_len, uint64_t sig_len,
+                         uint64_t sig_seq, const uint8_t *const *snaps, const size_t *snap_len,
+                         unsigned nsnap, const uint8_t *tail, size_t tail_len, size_t *len)
 {
-    uint64_t results_len = 0, late_len = 0, sig_len = 0, sig_seq = 0;
-    size_t total = CKPT_HEADER;
-    /* The signed line covers exactly what this checkpoint records as released. */
-    ressig_sign(&s->rsig, msgs[0]->first);
-    bool ok = outfile_sync(&s->results, &results_len) == CF_OK &&
-              outfile_sync(&s->late, &late_len) == CF_OK &&
-              ressig_position(&s->rsig, &sig_len, &sig_seq) == CF_OK;
-    for (unsigned i = 0; i < s->k; i++) {
-        ok &= msgs[i]->snap != NULL && msgs[i]->first == msgs[0]->first;
-        total += 8 + msgs[i]->snap_len;
+    size_t total = CKPT_HEADER + tail_len;
+    for (unsigned i = 0; i < nsnap; i++) {
+        total += 8 + snap_len[i];
     }
-    ckpt_blob *b = ok ? cf_malloc(sizeof(*b)) : NULL;
-    uint8_t *data = b != NULL ? cf_malloc(total) : NULL;
+    uint8_t *data = cf_malloc(total);
     if (data == NULL) {
-        cf_free(b);
-        free_snaps(msgs, s->k);
-        CF_LOG(CF_LOG_WARN, "combiner", "checkpoint at %llu skipped",
-               (unsigned long long)msgs[0]->first);
-        return;
+        return NULL;
     }
     uint8_t *p = data;
     uint32_t magic = CKPT_MAGIC, version = 2;
     memcpy(p, &magic, 4);
     memcpy(p + 4, &version, 4);
     p += 8;
-    p = put64(p, msgs[0]->first);
-    p = put64(p, msgs[0]->count);
+    p = put64(p, index);
+    p = put64(p, alerts_len);
     p = put64(p, results_len);
     p = put64(p, late_len);
     p = put64(p, sig_len);
     p = put64(p, sig_seq);
-    p = put64(p, (uint64_t)msgs[0]->start_us); /* the gateway's alert count at the marker */
+    p = put64(p, alerts);
     p = put64(p, s->st.results);
     p = put64(p, s->st.windows);
     p = put64(p, s->st.suppressed);
     p = put64(p, atomic_load(&s->late_count));
     p = put64(p, s->st.integrity_alerts);
-    uint32_t k = s->k;
+    uint32_t k = nsnap;
     memcpy(p, &k, 4);
     p += 4;
-    for (unsigned i = 0; i < s->k; i++) {
-        p = put64(p, msgs[i]->snap_len);
-        memcpy(p, msgs[i]->snap, msgs[i]->snap_len);
-        p += msgs[i]->snap_len;
+    for (unsigned i = 0; i < nsnap; i++) {
+        p = put64(p, snap_len[i]);
+        memcpy(p, snaps[i], snap_len[i]);
+        p += snap_len[i];
     }
+    if (tail_len > 0) {
+        memcpy(p, tail, tail_len);
+    }
+    *len = total;
+    return data;
+}
+
+/* Every party reached the marker: the results and late files hold exactly what events
+ * [0, index) produced. Make them durable and send the gateway the blob to log. */
+static void complete_checkpoint(cf_secure *s, const party_msg *const *msgs)
+{
+    if (s->role == CF_ROLE_COMBINER) {
+        cf__net_combiner_checkpoint(s, msgs);
+        return;
+    }
+    uint64_t results_len = 0, late_len = 0, sig_len = 0, sig_seq = 0;
+    /* The signed line covers exactly what this checkpoint records as released. */
+    ressig_sign(&s->rsig, msgs[0]->first);
+    bool ok = outfile_sync(&s->results, &results_len) == CF_OK &&
+              outfile_sync(&s->late, &late_len) == CF_OK &&
+              ressig_position(&s->rsig, &sig_len, &sig_seq) == CF_OK;
+    const uint8_t *snaps[CF_KEY_PARTIES_MAX];
+    size_t snap_len[CF_KEY_PARTIES_MAX];
+    for (unsigned i = 0; i < s->k; i++) {
+        ok &= msgs[i]->snap != NULL && msgs[i]->first == msgs[0]->first;
+        snaps[i] = msgs[i]->snap;
+        snap_len[i] = msgs[i]->snap_len;
+    }
+    ckpt_blob *b = ok ? cf_malloc(sizeof(*b)) : NULL;
+    size_t total = 0;
+    /* msgs[0]->count: the alerts length, start_us: the gateway's alert count at the marker */
+    uint8_t *data = b != NULL
+                        ? cf__ckpt_encode(s, msgs[0]->first, msgs[0]->count,
+                                          (uint64_t)msgs[0]->start_us, results_len, late_len,
+                                          sig_len, sig_seq, snaps, snap_len, s->k, NULL, 0, &total)
+                        : NULL;
     free_snaps(msgs, s->k);
+    if (data == NULL) {
+        cf_free(b);
+        CF_LOG(CF_LOG_WARN, "combiner", "checkpoint at %llu skipped",
+               (unsigned long long)msgs[0]->first);
+        return;
+    }
     b->data = data;
     b->len = total;
     b->index = msgs[0]->first;
@@ -895,6 +792,13 @@ static void release(cf_secure *s, const party_msg *const *msgs)
         drain_dict(s);
         d = pmap_get(&s->names, m->key);
     }
+    /* Distributed, names come on their own stream and may trail the partial sums a little. */
+    for (int waited = 0; d == NULL && s->role == CF_ROLE_COMBINER && waited < 30000; waited++) {
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
+        drain_dict(s);
+        d = pmap_get(&s->names, m->key);
+    }
     if (s->results_csv) {
         row.group_csv = d != NULL ? d->text : "\"?\"";
     } else {
@@ -914,11 +818,14 @@ static void *combiner_main(void *arg)
 {
     cf_secure *s = arg;
     cf_thread_low_latency();
-    cursor cur[CF_KEY_PARTIES_MAX] = {{0}};
+    cursor *cur = s->cur;
     const party_msg *msgs[CF_KEY_PARTIES_MAX];
     int64_t last_start = INT64_MIN, last_end = INT64_MIN;
     for (;;) {
         unsigned ended = 0;
+        if (atomic_load(&s->net_stop)) {
+            break; /* distributed: stopped; the state file says where to resume */
+        }
         for (unsigned i = 0; i < s->k; i++) {
             msgs[i] = next_msg(s, i, &cur[i]);
             ended += msgs[i] == NULL;
@@ -975,18 +882,6 @@ static void *combiner_main(void *arg)
 
 /* ---- gateway ---- */
 
-/* What the last checkpoint recorded. */
-struct resume_state {
-    uint64_t index; /* events [0, index) are reflected in the state below */
-    uint64_t alerts_len, results_len, late_len, sig_len, sig_seq;
-    uint64_t alerts, results, windows, suppressed, late, integrity_alerts;
-    uint32_t k;
-    const uint8_t *snaps[CF_KEY_PARTIES_MAX];
-    size_t snap_len[CF_KEY_PARTIES_MAX];
-    void *blob; /* owned */
-};
-typedef struct resume_state resume_state;
-
 static cf_err protect(cf_secure *s, const cf_event *events, uint32_t n, const cf_sa_ctx *ctx,
                       char *errstr, size_t errstr_size);
 static void result_params(const cf_secure *s, char *out, size_t size);
@@ -1037,33 +932,45 @@ static void remove_ephemeral_keys(cf_secure *s)
     s->ephemeral_keys = false;
 }
 
-static cf_err open_crypto(cf_secure *s, char *errstr, size_t errstr_size)
+static cf_err check_parties(const cf_secure *s, const cf_key *key, char *errstr, size_t errstr_size)
 {
-    cf_err err;
-    const char *dir = s->st.keys_dir;
-    if ((err = cf_key_load(dir, "pseudonym.key", &s->pseudo_key, errstr, errstr_size)) != CF_OK ||
-        (err = cf_sa_pseudo_create(&s->pseudo, s->pseudo_key, 0, errstr, errstr_size)) != CF_OK) {
-        return err;
-    }
-    if (s->mode != PROT_LSA) {
+    if (cf_key_parties(key) == s->k) {
         return CF_OK;
     }
-    if ((err = cf_key_load(dir, "gateway.key", &s->gw_key, errstr, errstr_size)) != CF_OK) {
+    return cf_err_set(CF_E_INVAL, errstr, errstr_size,
+                      "parties: the keys in %s are for %u parties, the config asks for %u "
+                      "(run confide keygen --dir DIR --parties %u)",
+                      s->st.keys_dir, cf_key_parties(key), s->k, s->k);
+}
+
+static cf_err open_party_crypto(cf_secure *s, unsigned i, char *errstr, size_t errstr_size)
+{
+    cf_key *pk = NULL;
+    cf_err err = CF_OK;
+    if (i > 0 && (err = cf_key_load_party(s->st.keys_dir, i, &pk, errstr, errstr_size)) != CF_OK) {
         return err;
     }
-    if (cf_key_parties(s->gw_key) != s->k) {
-        return cf_err_set(CF_E_INVAL, errstr, errstr_size,
-                          "parties: the keys in %s are for %u parties, the config asks for %u "
-                          "(run confide keygen --dir DIR --parties %u)",
-                          dir, cf_key_parties(s->gw_key), s->k, s->k);
+    err = cf_sa_party_create(&s->parties[i].sa, i, pk, &s->sa_opts, errstr, errstr_size);
+    cf_key_destroy(pk); /* the party copied its seed into its own secure memory */
+    return err;
+}
+
+/* What the combiner needs: its MAC key and, embedded, the auditor's seeds to name a party
+ * whose partial fails the MAC. A distributed combiner gets neither seeds nor pseudonym key. */
+static cf_err open_combiner_crypto(cf_secure *s, char *errstr, size_t errstr_size)
+{
+    const char *dir = s->st.keys_dir;
+    cf_err err;
+    if ((err = cf_key_load(dir, "combiner.key", &s->comb_key, errstr, errstr_size)) != CF_OK ||
+        (err = cf_sa_combiner_create(&s->comb, s->comb_key, &s->sa_opts, errstr, errstr_size)) !=
+            CF_OK) {
+        return err;
+    }
+    if (s->role == CF_ROLE_COMBINER) {
+        return CF_OK;
     }
     cf_key *aud_key = NULL;
-    if ((err = cf_sa_gateway_create(&s->gw, s->gw_key, &s->sa_opts, errstr, errstr_size)) !=
-            CF_OK ||
-        (err = cf_key_load(dir, "combiner.key", &s->comb_key, errstr, errstr_size)) != CF_OK ||
-        (err = cf_sa_combiner_create(&s->comb, s->comb_key, &s->sa_opts, errstr, errstr_size)) !=
-            CF_OK ||
-        (err = cf_key_load(dir, "auditor.key", &aud_key, errstr, errstr_size)) != CF_OK ||
+    if ((err = cf_key_load(dir, "auditor.key", &aud_key, errstr, errstr_size)) != CF_OK ||
         (err = cf_sa_auditor_create(&s->auditor, aud_key, &s->sa_opts, errstr, errstr_size)) !=
             CF_OK ||
         (err = cf_sa_pseudo_create(&s->attrib_pseudo, s->pseudo_key, 64, errstr, errstr_size)) !=
@@ -1076,14 +983,38 @@ static cf_err open_crypto(cf_secure *s, char *errstr, size_t errstr_size)
         (err = cf_key_load(dir, "data.key", &s->data_key, errstr, errstr_size)) != CF_OK) {
         return err;
     }
+    return CF_OK;
+}
+
+/* Loads the keys this process's role needs, and only those (least privilege: a distributed
+ * party holds its own seed, the combiner its MAC key, the gateway the splitting keys). */
+static cf_err open_crypto(cf_secure *s, char *errstr, size_t errstr_size)
+{
+    cf_err err;
+    const char *dir = s->st.keys_dir;
+    bool gateway = s->role == CF_ROLE_ALL || s->role == CF_ROLE_GATEWAY;
+    if (gateway &&
+        ((err = cf_key_load(dir, "pseudonym.key", &s->pseudo_key, errstr, errstr_size)) != CF_OK ||
+         (err = cf_sa_pseudo_create(&s->pseudo, s->pseudo_key, 0, errstr, errstr_size)) != CF_OK)) {
+        return err;
+    }
+    if (s->mode != PROT_LSA) {
+        return CF_OK;
+    }
+    if (gateway &&
+        ((err = cf_key_load(dir, "gateway.key", &s->gw_key, errstr, errstr_size)) != CF_OK ||
+         (err = check_parties(s, s->gw_key, errstr, errstr_size)) != CF_OK ||
+         (err = cf_sa_gateway_create(&s->gw, s->gw_key, &s->sa_opts, errstr, errstr_size)) !=
+             CF_OK)) {
+        return err;
+    }
+    if ((s->role == CF_ROLE_ALL || s->role == CF_ROLE_COMBINER) &&
+        (err = open_combiner_crypto(s, errstr, errstr_size)) != CF_OK) {
+        return err;
+    }
     for (unsigned i = 0; i < s->k; i++) {
-        cf_key *pk = NULL;
-        if (i > 0 && (err = cf_key_load_party(dir, i, &pk, errstr, errstr_size)) != CF_OK) {
-            return err;
-        }
-        err = cf_sa_party_create(&s->parties[i].sa, i, pk, &s->sa_opts, errstr, errstr_size);
-        cf_key_destroy(pk); /* the party copied its seed into its own secure memory */
-        if (err != CF_OK) {
+        bool mine = s->role == CF_ROLE_ALL || (s->role == CF_ROLE_PARTY && s->party_id == i);
+        if (mine && (err = open_party_crypto(s, i, errstr, errstr_size)) != CF_OK) {
             return err;
         }
     }
@@ -1113,11 +1044,16 @@ static cf_err open_parties(cf_secure *s, char *errstr, size_t errstr_size)
         pa->s = s;
         pa->index = i;
         wc.opaque = pa;
-        if ((err = cf_window_create(&pa->win, &wc, errstr, errstr_size)) != CF_OK) {
+        /* Distributed: the gateway keeps only the lanes to the parties, a party only its own
+         * window and lanes, the combiner only the lanes from the parties. */
+        bool windows = s->role == CF_ROLE_ALL || (s->role == CF_ROLE_PARTY && s->party_id == i);
+        bool in = windows || s->role == CF_ROLE_GATEWAY;
+        bool out = windows || s->role == CF_ROLE_COMBINER;
+        if (windows && (err = cf_window_create(&pa->win, &wc, errstr, errstr_size)) != CF_OK) {
             return err;
         }
-        if ((err = lane_create(&pa->in, pool, cap, sizeof(party_item))) != CF_OK ||
-            (err = lane_create(&pa->out, pool, cap, sizeof(party_msg))) != CF_OK) {
+        if ((in && (err = lane_create(&pa->in, pool, cap, sizeof(party_item))) != CF_OK) ||
+            (out && (err = lane_create(&pa->out, pool, cap, sizeof(party_msg))) != CF_OK)) {
             return cf_err_set(err, errstr, errstr_size, "cannot allocate party queues");
         }
     }
@@ -1167,11 +1103,14 @@ static cf_err open_outputs(cf_secure *s, const struct resume_state *r, char *err
                            size_t errstr_size)
 {
     const char *out = s->conf.output_dir;
-    if (out[0] == '\0') {
-        return CF_OK;
+    if (out[0] == '\0' || s->role == CF_ROLE_PARTY) {
+        return CF_OK; /* a distributed party keeps only its state file */
     }
     cf_err err = open_output(&s->alerts, out, "alerts.ndjson", r ? &r->alerts_len : NULL, errstr,
                              errstr_size);
+    if (s->role == CF_ROLE_GATEWAY) {
+        return err; /* results are the combiner's */
+    }
     if (err == CF_OK && s->mode != PROT_NONE) {
         err = open_output(&s->results, out, s->results_csv ? "results.csv" : "results.ndjson",
                           r ? &r->results_len : NULL, errstr, errstr_size);
@@ -1257,21 +1196,30 @@ static void init_mask_ctx(cf_secure *s)
 static bool start_threads(cf_secure *s)
 {
     for (unsigned i = 0; i < s->k; i++) {
+        if (s->parties[i].win == NULL) {
+            continue; /* another process's party */
+        }
         if (pthread_create(&s->parties[i].thread, NULL, party_main, &s->parties[i]) != 0) {
             return false;
         }
         s->parties[i].started = true;
     }
-    if (pthread_create(&s->comb_thread, NULL, combiner_main, s) != 0) {
-        return false;
+    if (s->role == CF_ROLE_ALL || s->role == CF_ROLE_COMBINER) {
+        if (pthread_create(&s->comb_thread, NULL, combiner_main, s) != 0) {
+            return false;
+        }
+        s->comb_started = true;
     }
-    s->comb_started = true;
-    return true;
+    return s->role == CF_ROLE_ALL || cf__net_start(s);
 }
 
 /* Ends the input of every party and joins the threads that run. Idempotent. */
 static void stop_threads(cf_secure *s)
 {
+    if (s->role != CF_ROLE_ALL) {
+        cf__net_join(s); /* the order depends on the role (distributed.c) */
+        return;
+    }
     for (unsigned i = 0; i < s->k; i++) {
         if (s->parties[i].in.full_ring != NULL) {
             cf_ring_close(s->parties[i].in.full_ring);
@@ -1289,7 +1237,7 @@ static void stop_threads(cf_secure *s)
     }
 }
 
-static cf_err parse_checkpoint(resume_state *r, size_t len, char *errstr, size_t errstr_size)
+cf_err cf__ckpt_parse(resume_state *r, size_t len, char *errstr, size_t errstr_size)
 {
     const uint8_t *p = r->blob, *end = p + len;
     uint32_t magic, version;
@@ -1303,9 +1251,10 @@ static cf_err parse_checkpoint(resume_state *r, size_t len, char *errstr, size_t
     }
     uint64_t index;
     p = get64(p + 8, &index);
-    if (index != r->index) {
+    if (r->blob_index_known && index != r->index) {
         goto bad;
     }
+    r->index = index;
     p = get64(p, &r->alerts_len);
     p = get64(p, &r->results_len);
     p = get64(p, &r->late_len);
@@ -1335,10 +1284,11 @@ static cf_err parse_checkpoint(resume_state *r, size_t len, char *errstr, size_t
         r->snap_len[i] = (size_t)n;
         p += n;
     }
+    r->tail = p;
+    r->tail_len = (size_t)(end - p);
     return CF_OK;
 bad:
-    return cf_err_set(CF_E_CORRUPT, errstr, errstr_size,
-                      "the last checkpoint in the audit log is malformed");
+    return cf_err_set(CF_E_CORRUPT, errstr, errstr_size, "the last checkpoint is malformed");
 }
 
 /* Reads the last checkpoint; a log without one resumes from index 0 with empty state. */
@@ -1357,14 +1307,16 @@ static cf_err load_resume_state(cf_secure *s, resume_state *r, char *errstr, siz
     if (err != CF_OK) {
         return err;
     }
-    if ((err = parse_checkpoint(r, len, errstr, errstr_size)) != CF_OK) {
+    r->blob_index_known = true;
+    if ((err = cf__ckpt_parse(r, len, errstr, errstr_size)) != CF_OK) {
         return err;
     }
-    if (s->mode != PROT_NONE && r->k != s->k) {
+    unsigned want = s->mode == PROT_NONE || s->role == CF_ROLE_GATEWAY ? 0 : s->k;
+    if (r->k != want) {
         return cf_err_set(CF_E_INVAL, errstr, errstr_size,
                           "the audit log's checkpoint was written with %u parties, this run "
                           "has %u: resume with the same protect/parties settings",
-                          r->k, s->k);
+                          r->k, want);
     }
     return CF_OK;
 }
@@ -1378,8 +1330,15 @@ static cf_err restore_state(cf_secure *s, const resume_state *r, char *errstr, s
     s->st.integrity_alerts = r->integrity_alerts;
     atomic_store(&s->late_count, r->late);
     s->last_ckpt_index = s->resume_index;
-    if (s->mode == PROT_NONE || r->index == 0) {
+    if (s->mode == PROT_NONE || r->blob == NULL || s->role == CF_ROLE_GATEWAY ||
+        s->role == CF_ROLE_COMBINER) {
         return CF_OK;
+    }
+    if (s->role == CF_ROLE_PARTY) {
+        return r->k == 1 ? cf_window_restore(s->parties[s->party_id].win, r->snaps[0],
+                                             r->snap_len[0], errstr, errstr_size)
+                         : cf_err_set(CF_E_CORRUPT, errstr, errstr_size,
+                                      "the party state file holds %u snapshots", r->k);
     }
     for (unsigned i = 0; i < s->k; i++) {
         cf_err err =
@@ -1547,7 +1506,26 @@ cf_err cf__secure_create_observed(cf_secure **out, const cf_config *c, cf_observ
                      : strcmp(c->protect, "plain") == 0 ? PROT_PLAIN
                                                         : PROT_NONE;
     bool has_dir = c->output_dir[0] != '\0' || c->audit_dir[0] != '\0';
-    bool audit = c->audit_enabled && has_dir;
+    cf_role role = cf__config_role(c);
+    bool gateway = role == CF_ROLE_ALL || role == CF_ROLE_GATEWAY;
+    bool audit = c->audit_enabled && has_dir && gateway;
+    if (role != CF_ROLE_ALL) {
+        if (mode == PROT_NONE) {
+            return cf_err_set(CF_E_INVAL, errstr, errstr_size,
+                              "protect: none has no parties or combiner to distribute");
+        }
+        if (c->output_dir[0] == '\0' || (role == CF_ROLE_GATEWAY && !audit)) {
+            return cf_err_set(CF_E_INVAL, errstr, errstr_size,
+                              "output.dir: a distributed %s needs an output directory%s", c->role,
+                              role == CF_ROLE_GATEWAY ? " and the audit log" : "");
+        }
+        if (role == CF_ROLE_PARTY && c->party_id >= c->parties) {
+            return cf_err_set(CF_E_INVAL, errstr, errstr_size,
+                              "party.id: %lld, but there are %lld parties (0..%lld)",
+                              (long long)c->party_id, (long long)c->parties,
+                              (long long)c->parties - 1);
+        }
+    }
     if (mode == PROT_NONE && c->rules_file[0] == '\0' && !audit) {
         return CF_OK; /* nothing to do between decode and sink */
     }
@@ -1559,6 +1537,8 @@ cf_err cf__secure_create_observed(cf_secure **out, const cf_config *c, cf_observ
         return CF_E_NOMEM;
     }
     s->conf = *c;
+    s->role = role;
+    s->party_id = (unsigned)c->party_id;
     s->ob = ob;
     s->mode = mode;
     s->heads_fd = -1;
@@ -1610,12 +1590,13 @@ cf_err cf__secure_create_observed(cf_secure **out, const cf_config *c, cf_observ
             cf_err_errno(errno, errstr, errstr_size, "cannot create output dir %s", c->output_dir);
         goto fail;
     }
-    if (mode != PROT_NONE || audit) {
+    /* Distributed roles never make keys: each gets its own from `confide keygen`. */
+    if ((mode != PROT_NONE || audit) && role == CF_ROLE_ALL) {
         if ((err = ensure_keys(s, errstr, errstr_size)) != CF_OK) {
             goto fail;
         }
     }
-    if (c->rules_file[0] != '\0' &&
+    if (gateway && c->rules_file[0] != '\0' &&
         (err = cf_rules_load_file(&s->rules, c->rules_file, errstr, errstr_size)) != CF_OK) {
         goto fail;
     }
@@ -1624,8 +1605,10 @@ cf_err cf__secure_create_observed(cf_secure **out, const cf_config *c, cf_observ
     }
     init_mask_ctx(s);
     if ((err = load_resume_state(s, &rs, errstr, errstr_size)) != CF_OK ||
+        (role != CF_ROLE_ALL && (err = cf__net_open(s, &rs, errstr, errstr_size)) != CF_OK) ||
         (err = check_params_unchanged(s, errstr, errstr_size)) != CF_OK ||
-        (err = open_outputs(s, s->resume_index > 0 ? &rs : NULL, errstr, errstr_size)) != CF_OK) {
+        (err = open_outputs(s, s->resume_index > 0 || rs.blob != NULL ? &rs : NULL, errstr,
+                            errstr_size)) != CF_OK) {
         goto fail;
     }
     if ((err = cf_ring_create(&s->ckpt_ring, 64)) != CF_OK) {
@@ -1983,19 +1966,20 @@ static cf_err maybe_checkpoint(cf_secure *s, char *errstr, size_t errstr_size)
     if (outfile_sync(&s->alerts, &alerts_len) != CF_OK) {
         return cf_err_set(CF_E_IO, errstr, errstr_size, "cannot sync alerts.ndjson");
     }
-    if (s->mode == PROT_NONE) {
-        uint8_t blob[CKPT_HEADER];
-        memset(blob, 0, sizeof(blob));
-        uint32_t magic = CKPT_MAGIC, version = 1;
-        memcpy(blob, &magic, 4);
-        memcpy(blob + 4, &version, 4);
-        uint8_t *p = put64(blob + 8, index);
-        p = put64(p, alerts_len);
-        p = put64(p + 16, s->st.alerts);
-        (void)p;
-        cf_err err = cf_audit_checkpoint(s->audit, index, blob, sizeof(blob));
-        return err == CF_OK ? CF_OK
-                            : cf_err_set(err, errstr, errstr_size, "checkpoint write failed");
+    if (s->mode == PROT_NONE || s->role == CF_ROLE_GATEWAY) {
+        /* The gateway's own positions; distributed parties and the combiner keep theirs in
+         * their state files at the marker that follows. */
+        size_t len = 0;
+        uint8_t *blob = cf__ckpt_encode(s, index, alerts_len, s->st.alerts, 0, 0, 0, 0, NULL, NULL,
+                                        0, NULL, 0, &len);
+        cf_err err = blob != NULL ? cf_audit_checkpoint(s->audit, index, blob, len) : CF_E_NOMEM;
+        cf_free(blob);
+        if (err != CF_OK) {
+            return cf_err_set(err, errstr, errstr_size, "checkpoint write failed");
+        }
+        if (s->mode == PROT_NONE) {
+            return CF_OK;
+        }
     }
     for (unsigned i = 0; i < s->k; i++) {
         item_batch *m = take_items(&s->parties[i].in);
@@ -2025,6 +2009,11 @@ cf_err cf_secure_gateway(cf_secure *s, cf_batch *b, char *errstr, size_t errstr_
 {
     if (b->n == 0) {
         return CF_OK;
+    }
+    if (atomic_load(&s->net_failed)) {
+        return cf_err_set(CF_E_TRANSPORT, errstr, errstr_size,
+                          "the JetStream transport failed (see the error above); a restart "
+                          "resumes from the audit log");
     }
     cf_err err = ensure_scratch(s, b->cap);
     if (err != CF_OK) {
@@ -2061,6 +2050,9 @@ cf_err cf_secure_gateway(cf_secure *s, cf_batch *b, char *errstr, size_t errstr_
 cf_err cf_secure_finish(cf_secure *s, cf_secure_stats *st, char *errstr, size_t errstr_size)
 {
     cf_err err = CF_OK;
+    if (s->audit != NULL) {
+        s->end_index = cf_audit_next_index(s->audit); /* the end-of-input frame says it */
+    }
     stop_threads(s);
     if (s->audit != NULL) {
         ressig_sign(&s->rsig, cf_audit_next_index(s->audit)); /* covers every released row */
@@ -2077,9 +2069,24 @@ cf_err cf_secure_finish(cf_secure *s, cf_secure_stats *st, char *errstr, size_t 
     if (err == CF_OK) {
         err = e2 != CF_OK ? e2 : e3 != CF_OK ? e3 : e4 != CF_OK ? e4 : e5;
     }
+    if (err == CF_OK && atomic_load(&s->net_failed)) {
+        err = cf_err_set(CF_E_TRANSPORT, errstr, errstr_size,
+                         "the JetStream transport failed (see the error above); a restart "
+                         "resumes from the last checkpoint");
+    }
     s->st.late = atomic_load(&s->late_count);
     *st = s->st;
     return err;
+}
+
+void cf_secure_serve(cf_secure *s)
+{
+    cf__net_wait(s);
+}
+
+void cf_secure_stop(cf_secure *s)
+{
+    atomic_store(&s->net_stop, true);
 }
 
 void cf_secure_destroy(cf_secure *s)
@@ -2087,7 +2094,11 @@ void cf_secure_destroy(cf_secure *s)
     if (s == NULL) {
         return;
     }
+    if (s->role != CF_ROLE_ALL) {
+        atomic_store(&s->net_stop, true); /* finished already, or failed: nothing more out */
+    }
     stop_threads(s);
+    cf__net_close(s);
     remove_ephemeral_keys(s);
     for (unsigned i = 0; i < CF_KEY_PARTIES_MAX; i++) {
         party *pa = &s->parties[i];

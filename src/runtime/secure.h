@@ -10,6 +10,14 @@
 
 typedef struct cf_secure cf_secure;
 
+/** Which part of the pipeline this process runs (config key `role`). */
+typedef enum {
+    CF_ROLE_ALL = 0, /* embedded: gateway, parties and combiner as threads of one process */
+    CF_ROLE_GATEWAY, /* distributed: rules, audit log, shares published to JetStream */
+    CF_ROLE_PARTY,   /* distributed: one party's windows over its shares */
+    CF_ROLE_COMBINER /* distributed: MAC-checked release of the parties' partial sums */
+} cf_role;
+
 /** What the gateway, parties and combiner did; read after cf_secure_join. */
 typedef struct cf_secure_stats {
     uint64_t alerts;
@@ -48,5 +56,11 @@ void cf_secure_reload(cf_secure *s);
  *  finalizes the output files. */
 cf_err cf_secure_finish(cf_secure *s, cf_secure_stats *st, char *errstr, size_t errstr_size);
 void cf_secure_destroy(cf_secure *s);
+/** Distributed party or combiner: runs until the input ends (the gateway's end-of-input
+ *  frame has gone through) or cf_secure_stop; then call cf_secure_finish. */
+void cf_secure_serve(cf_secure *s);
+/** Asks a serving party or combiner to stop at the next frame boundary, without flushing
+ *  windows (its state file says where a restart resumes). Async-signal-safe. */
+void cf_secure_stop(cf_secure *s);
 
 #endif

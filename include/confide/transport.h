@@ -1,0 +1,122 @@
+/**
+ * @file transport.h
+ * @brief Frames between the roles of a distributed run, carried by NATS JetStream.
+ *
+ * The roles (gateway, parties, combiner: DESIGN.md section 2) exchange batches as frames:
+ * a fixed header (magic, version, type, sender, batch id, payload length, CRC32C of header
+ * and payload) and a payload the runtime defines. Embedded runs hand the same batches over
+ * in-process rings; distributed runs seal them into frames and publish them to JetStream
+ * streams, one stream per (kind, party) so that subject permissions can give every role
+ * exactly what it needs (docs/distributed.md).
+ *
+ * Delivery model (why not pull consumers): libnats 3.4.1 overflows a heap array in
+ * natsSubscription_Fetch when messages of an earlier pull are pending, so receivers use a
+ * push consumer (js_SubscribeSync) starting at an explicit stream sequence, with explicit
+ * acks and MaxAckPending for flow control. Durability and exactly-once do not rest on the
+ * acks: every receiver checkpoints the stream sequence it has consumed together with its
+ * state (as Flink does with source offsets) and resumes after it; every sender derives its
+ * message ids (Nats-Msg-Id) from its input position, so a replay after a crash publishes the
+ * same ids and the stream drops the copies within its duplicate window.
+ */
+#ifndef CONFIDE_TRANSPORT_H
+#define CONFIDE_TRANSPORT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "confide/err.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- frames ---- */
+
+#define CF_FRAME_MAGIC 0x54464643u /* "CFFT" little-endian */
+#define CF_FRAME_VERSION 1
+#define CF_FRAME_HDR_LEN 32
+
+/** What a frame carries (the runtime defines each payload). */
+typedef enum {
+    CF_FRAME_SHARES = 1,   /* gateway -> party: events' shares (or a checkpoint marker) */
+    CF_FRAME_PARTIALS = 2, /* party -> combiner: partial window sums, late events, markers */
+    CF_FRAME_GROUPS = 3,   /* gateway -> combiner: display names of pseudonymous groups */
+    CF_FRAME_END = 4       /* end of a finite input: flush */
+} cf_frame_type;
+
+typedef struct cf_frame_hdr {
+    uint8_t type;   /* cf_frame_type */
+    uint8_t sender; /* party index for shares/partials, 0 otherwise */
+    uint32_t count; /* records in the payload */
+    uint64_t id;    /* batch id: the sender's input position (deterministic on replay) */
+    uint32_t len;   /* payload bytes */
+} cf_frame_hdr;
+
+/** Writes the header of a frame whose payload (h->len bytes) is at out + CF_FRAME_HDR_LEN. */
+void cf_frame_seal(const cf_frame_hdr *h, uint8_t *out);
+/** Checks magic, version, lengths and CRC of @p len bytes; fills @p h. CF_E_CORRUPT (with
+ *  the reason in @p errstr) when anything is off. */
+cf_err cf_frame_open(const uint8_t *data, size_t len, cf_frame_hdr *h, char *errstr,
+                     size_t errstr_size);
+
+/* ---- JetStream ---- */
+
+/** How to reach the NATS servers and who we are. Strings may be empty (not NULL). */
+typedef struct cf_js_opts {
+    const char *servers; /* "nats://127.0.0.1:4222[,nats://...]" */
+    const char *user;    /* per-role user (docs/distributed.md) */
+    const char *password;
+    const char *ca_file;   /* TLS: CA that signed the servers' certificates */
+    const char *cert_file; /* TLS client certificate and key (optional) */
+    const char *key_file;
+    const char *name; /* connection name, e.g. "confide-party-1" */
+    int64_t timeout_ms;
+} cf_js_opts;
+
+typedef struct cf_js cf_js;
+typedef struct cf_js_sub cf_js_sub;
+
+/** One received message; release it with cf_js_ack (after the receiver committed) or
+ *  cf_js_release. */
+typedef struct cf_js_msg {
+    const uint8_t *data;
+    size_t len;
+    uint64_t stream_seq;
+    uint64_t deliveries; /* > 1: a redelivery */
+    void *impl;
+} cf_js_msg;
+
+cf_err cf_js_connect(cf_js **out, const cf_js_opts *o, char *errstr, size_t errstr_size);
+void cf_js_close(cf_js *js);
+
+/** Creates stream @p name over @p subject if missing (idempotent), file storage, @p replicas
+ *  copies, message ids remembered for @p dup_window_s seconds. */
+cf_err cf_js_ensure_stream(cf_js *js, const char *name, const char *subject, int replicas,
+                           int64_t dup_window_s, char *errstr, size_t errstr_size);
+/** The last sequence in stream @p name and the id of its last message on @p subject
+ *  (*last_id = UINT64_MAX when the subject has none). */
+cf_err cf_js_last(cf_js *js, const char *name, const char *subject, uint64_t *last_id, char *errstr,
+                  size_t errstr_size);
+
+/** Publishes and waits for the stream's acknowledgement. @p msg_id de-duplicates (NULL: none).
+ *  *duplicate (when not NULL) tells whether the stream already had that id. */
+cf_err cf_js_publish(cf_js *js, const char *subject, const void *data, size_t len,
+                     const char *msg_id, bool *duplicate, char *errstr, size_t errstr_size);
+
+/** Consumes @p subject of stream @p stream from sequence @p start_seq (1 = the beginning),
+ *  explicit acks, at most @p max_ack_pending unacknowledged. */
+cf_err cf_js_subscribe(cf_js_sub **out, cf_js *js, const char *stream, const char *subject,
+                       uint64_t start_seq, int max_ack_pending, char *errstr, size_t errstr_size);
+/** The next message, waiting up to @p timeout_ms: CF_OK, CF_E_FULL on timeout (nothing yet),
+ *  CF_E_TRANSPORT when the connection is gone for good. */
+cf_err cf_js_next(cf_js_sub *s, cf_js_msg *m, int64_t timeout_ms);
+cf_err cf_js_ack(cf_js_msg *m);
+void cf_js_release(cf_js_msg *m);
+void cf_js_unsubscribe(cf_js_sub *s);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,1006 @@
+/*
+ * Distributed roles: the lanes of secure.c carried over NATS JetStream (docs/distributed.md).
+ *
+ *   gateway  --PREFIX.shares.I-->  party I  --PREFIX.partials.I-->  combiner
+ *   gateway  --PREFIX.groups------------------------------------->  combiner
+ *
+ * The role code is secure.c's: the gateway still fills the parties' input lanes and the
+ * parties still fill their output lanes; here, sender threads seal what arrives in a lane
+ * into a frame and publish it, and receiver threads open frames into the lanes of the
+ * process on the other side. One stream per (kind, party) lets subject permissions give
+ * party I its own shares and nothing else.
+ *
+ * Exactly once, per role (the Flink model: positions checkpointed with the state):
+ *  - Gateway: the audit log is durable before anything is published. A restart replays the
+ *    log from its last checkpoint and republishes those batches under the same message ids
+ *    (the batch's first log index), which the streams drop as duplicates.
+ *  - Party I: at every checkpoint marker from the gateway it publishes everything before the
+ *    marker, then writes OUT/party-I.state (window snapshot + the marker's stream sequence).
+ *    A restart restores the snapshot and consumes again after the marker. Its windows see
+ *    the same frames in the same order, so it emits the same batches under the same ids
+ *    ("p<I>.<input seq>.<part>"), and the stream drops the copies.
+ *  - Combiner: when every party's marker arrived (lockstep), results are synced and
+ *    OUT/combiner.state records their lengths and each party stream's sequence; a restart
+ *    cuts the outputs back and resumes after those sequences.
+ * Acks are for flow control only (MaxAckPending); nothing relies on redelivery.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "secure_int.h"
+
+#define RECV_WAIT_MS 200
+#define PUBLISH_RETRY_S 60
+#define GROUPS_PER_FRAME 512
+
+/* ---- names ---- */
+
+static void stream_name(const cf_secure *s, const char *kind, int i, char *out, size_t n)
+{
+    char up[64];
+    size_t j = 0;
+    for (; s->conf.nats_prefix[j] != '\0' && j + 1 < sizeof(up); j++) {
+        char c = s->conf.nats_prefix[j];
+        up[j] = (char)(c >= 'a' && c <= 'z' ? c - 32 : (c == '.' ? '_' : c));
+    }
+    up[j] = '\0';
+    if (i < 0) {
+        snprintf(out, n, "%s_%s", up, kind);
+    } else {
+        snprintf(out, n, "%s_%s_%d", up, kind, i);
+    }
+}
+
+static void subject_name(const cf_secure *s, const char *kind, int i, char *out, size_t n)
+{
+    if (i < 0) {
+        snprintf(out, n, "%s.%s", s->conf.nats_prefix, kind);
+    } else {
+        snprintf(out, n, "%s.%s.%d", s->conf.nats_prefix, kind, i);
+    }
+}
+
+/* ---- little-endian codec ---- */
+
+typedef struct wbuf {
+    uint8_t *p, *end;
+} wbuf;
+
+static void w8(wbuf *w, uint8_t v)
+{
+    *w->p++ = v;
+}
+
+static void w32(wbuf *w, uint32_t v)
+{
+    for (int i = 0; i < 4; i++) {
+        *w->p++ = (uint8_t)(v >> (8 * i));
+    }
+}
+
+static void w64(wbuf *w, uint64_t v)
+{
+    for (int i = 0; i < 8; i++) {
+        *w->p++ = (uint8_t)(v >> (8 * i));
+    }
+}
+
+static void wbytes(wbuf *w, const void *d, size_t n)
+{
+    memcpy(w->p, d, n);
+    w->p += n;
+}
+
+typedef struct rbuf {
+    const uint8_t *p, *end;
+    bool bad;
+} rbuf;
+
+static bool need(rbuf *r, size_t n)
+{
+    if (r->bad || (size_t)(r->end - r->p) < n) {
+        r->bad = true;
+        return false;
+    }
+    return true;
+}
+
+static uint8_t r8(rbuf *r)
+{
+    return need(r, 1) ? *r->p++ : 0;
+}
+
+static uint32_t r32(rbuf *r)
+{
+    uint32_t v = 0;
+    if (need(r, 4)) {
+        for (int i = 0; i < 4; i++) {
+            v |= (uint32_t)r->p[i] << (8 * i);
+        }
+        r->p += 4;
+    }
+    return v;
+}
+
+static uint64_t r64(rbuf *r)
+{
+    uint64_t v = 0;
+    if (need(r, 8)) {
+        for (int i = 0; i < 8; i++) {
+            v |= (uint64_t)r->p[i] << (8 * i);
+        }
+        r->p += 8;
+    }
+    return v;
+}
+
+static void rbytes(rbuf *r, void *d, size_t n)
+{
+    if (need(r, n)) {
+        memcpy(d, r->p, n);
+        r->p += n;
+    } else {
+        memset(d, 0, n);
+    }
+}
+
+/* ---- payloads ----
+ * shares:   u8 marker | log id 16 | run id 16 |
+ *           events: n x (pseudonym 16 | ts i64 | seq u64 | [share 6 x u64, party 0 only])
+ *           marker: checkpoint index u64 | alerts length u64 | alerts u64
+ * partials: n x (type u8 | update u8 | pseudonym 16 | start i64 | end i64 | count u64 |
+ *                first u64 | last u64 | reason u32 | value CF_SA_VALUE_SIZE)
+ * groups:   n x (pseudonym 16 | currency 4 | text length u16 | text)
+ * end:      empty (the frame id is the sender's final position) */
+
+#define SHARE_ITEM (CF_SA_PSEUDO_LEN + 16)
+#define MSG_ITEM (2 + CF_SA_PSEUDO_LEN + 6 * 8 + 4 + CF_SA_VALUE_SIZE)
+
+static size_t shares_payload_max(uint32_t n)
+{
+    return 1 + 2 * CF_SA_ID_LEN + 24 + (size_t)n * (SHARE_ITEM + sizeof(cf_sa_vec));
+}
+
+static size_t encode_shares(const item_batch *b, unsigned to, uint8_t *out)
+{
+    wbuf w = {out, NULL};
+    w8(&w, b->ckpt ? 1 : 0);
+    wbytes(&w, b->ctx.log_id, CF_SA_ID_LEN);
+    wbytes(&w, b->ctx.run_id, CF_SA_ID_LEN);
+    if (b->ckpt) {
+        w64(&w, b->ckpt_index);
+        w64(&w, b->ckpt_alerts_len);
+        w64(&w, b->ckpt_alerts);
+        return (size_t)(w.p - out);
+    }
+    for (uint32_t i = 0; i < b->n; i++) {
+        const party_item *it = &b->it[i];
+        wbytes(&w, it->key, CF_SA_PSEUDO_LEN);
+        w64(&w, (uint64_t)it->ts_us);
+        w64(&w, it->seq);
+        if (to == 0) { /* parties >= 1 regenerate theirs from their seeds */
+            for (int d = 0; d < CF_SA_DIM_MAX; d++) {
+                w64(&w, it->share.v[d]);
+            }
+            for (int d = 0; d < CF_SA_DIM_MAX; d++) {
+                w64(&w, it->share.mac[d]);
+            }
+        }
+    }
+    return (size_t)(w.p - out);
+}
+
+static bool decode_shares(const uint8_t *d, size_t len, uint32_t count, unsigned to, item_batch *b)
+{
+    rbuf r = {d, d + len, false};
+    b->ckpt = r8(&r) == 1;
+    rbytes(&r, b->ctx.log_id, CF_SA_ID_LEN);
+    rbytes(&r, b->ctx.run_id, CF_SA_ID_LEN);
+    b->n = 0;
+    if (b->ckpt) {
+        b->ckpt_index = r64(&r);
+        b->ckpt_alerts_len = r64(&r);
+        b->ckpt_alerts = r64(&r);
+        return !r.bad && r.p == r.end;
+    }
+    if (count > b->cap) {
+        return false; /* pipeline.batch_max differs between the roles */
+    }
+    for (uint32_t i = 0; i < count; i++) {
+        party_item *it = &b->it[i];
+        rbytes(&r, it->key, CF_SA_PSEUDO_LEN);
+        it->ts_us = (int64_t)r64(&r);
+        it->seq = r64(&r);
+        memset(&it->share, 0, sizeof(it->share));
+        if (to == 0) {
+            for (int k = 0; k < CF_SA_DIM_MAX; k++) {
+                it->share.v[k] = r64(&r);
+            }
+            for (int k = 0; k < CF_SA_DIM_MAX; k++) {
+                it->share.mac[k] = r64(&r);
+            }
+        }
+    }
+    b->n = count;
+    return !r.bad && r.p == r.end;
+}
+
+static size_t encode_msgs(const msg_batch *b, uint8_t *out)
+{
+    wbuf w = {out, NULL};
+    for (uint32_t i = 0; i < b->n; i++) {
+        const party_msg *m = &b->m[i];
+        w8(&w, m->type);
+        w8(&w, m->update ? 1 : 0);
+        wbytes(&w, m->key, CF_SA_PSEUDO_LEN);
+        w64(&w, (uint64_t)m->start_us);
+        w64(&w, (uint64_t)m->end_us);
+        w64(&w, m->count);
+        w64(&w, m->first);
+        w64(&w, m->last);
+        w32(&w, m->reason);
+        wbytes(&w, m->value, CF_SA_VALUE_SIZE);
+    }
+    return (size_t)(w.p - out);
+}
+
+static bool decode_msgs(const uint8_t *d, size_t len, uint32_t count, msg_batch *b)
+{
+    if (count > b->cap) {
+        return false;
+    }
+    rbuf r = {d, d + len, false};
+    for (uint32_t i = 0; i < count; i++) {
+        party_msg *m = &b->m[i];
+        memset(m, 0, sizeof(*m));
+        m->type = r8(&r);
+        m->update = r8(&r) != 0;
+        rbytes(&r, m->key, CF_SA_PSEUDO_LEN);
+        m->start_us = (int64_t)r64(&r);
+        m->end_us = (int64_t)r64(&r);
+        m->count = r64(&r);
+        m->first = r64(&r);
+        m->last = r64(&r);
+        m->reason = r32(&r);
+        rbytes(&r, m->value, CF_SA_VALUE_SIZE);
+        if (m->type < MSG_RESULT || m->type > MSG_CKPT) {
+            return false;
+        }
+    }
+    b->n = count;
+    return !r.bad && r.p == r.end;
+}
+
+/* ---- sending ---- */
+
+static void net_fail(cf_secure *s, const char *what, const char *err)
+{
+    if (!atomic_exchange(&s->net_failed, true)) {
+        CF_LOG(CF_LOG_ERROR, "distributed", "%s: %s", what, err);
+    }
+}
+
+/* Publishes, retrying while the cluster is unreachable (a node restarting, a leader
+ * election) for up to PUBLISH_RETRY_S seconds. */
+static bool publish(cf_secure *s, const char *subject, const uint8_t *frame, size_t len,
+                    const char *msg_id)
+{
+    char err[256];
+    int64_t give_up = cf_now_ns() + (int64_t)PUBLISH_RETRY_S * 1000000000LL;
+    for (int attempt = 0;; attempt++) {
+        cf_err e = cf_js_publish(s->js, subject, frame, len, msg_id, NULL, err, sizeof(err));
+        if (e == CF_OK) {
+            return true;
+        }
+        if (e != CF_E_TRANSPORT || cf_now_ns() > give_up || atomic_load(&s->net_stop)) {
+            net_fail(s, "cannot publish a frame", err);
+            return false;
+        }
+        if (attempt == 0) {
+            CF_LOG(CF_LOG_WARN, "distributed", "publish to %s failed (%s); retrying", subject, err);
+        }
+        struct timespec ts = {0, 100000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static bool publish_end(cf_secure *s, const char *subject, uint8_t sender, uint64_t id,
+                        const char *msg_id)
+{
+    uint8_t frame[CF_FRAME_HDR_LEN];
+    cf_frame_hdr h = {.type = CF_FRAME_END, .sender = sender, .id = id};
+    cf_frame_seal(&h, frame);
+    return publish(s, subject, frame, sizeof(frame), msg_id);
+}
+
+/* Gateway: party I's lane -> PREFIX.shares.I; then an end-of-input frame. */
+static void *gateway_sender(void *arg)
+{
+    struct net_thread *nt = arg;
+    cf_secure *s = nt->s;
+    unsigned i = nt->i;
+    lane *l = &s->parties[i].in;
+    char subject[128], msg_id[64];
+    subject_name(s, "shares", (int)i, subject, sizeof(subject));
+    uint8_t *frame =
+        cf_malloc(CF_FRAME_HDR_LEN + shares_payload_max((uint32_t)s->conf.pipeline_batch_max));
+    bool ok = frame != NULL;
+    for (;;) {
+        void *item = NULL;
+        cf_err err = cf_ring_pop_until(l->full_ring, &item, cf_now_ns() + 100000000);
+        if (err == CF_E_STATE) {
+            break;
+        }
+        if (err != CF_OK) {
+            continue;
+        }
+        item_batch *b = item;
+        if (ok && !atomic_load(&s->net_failed)) {
+            size_t len = encode_shares(b, i, frame + CF_FRAME_HDR_LEN);
+            uint64_t id = b->ckpt ? b->ckpt_index : (b->n > 0 ? b->it[0].seq : 0);
+            cf_frame_hdr h = {.type = CF_FRAME_SHARES,
+                              .sender = (uint8_t)i,
+                              .count = b->n,
+                              .id = id,
+                              .len = (uint32_t)len};
+            cf_frame_seal(&h, frame);
+            snprintf(msg_id, sizeof(msg_id), "s%u.%c%" PRIu64, i, b->ckpt ? 'm' : 'e', id);
+            ok = publish(s, subject, frame, CF_FRAME_HDR_LEN + len, msg_id);
+        }
+        cf_ring_push_wait(l->free_ring, b);
+    }
+    if (ok && !atomic_load(&s->net_failed) && !atomic_load(&s->net_stop)) {
+        snprintf(msg_id, sizeof(msg_id), "s%u.end%" PRIu64, i, s->end_index);
+        publish_end(s, subject, (uint8_t)i, s->end_index, msg_id);
+    }
+    cf_free(frame);
+    return NULL;
+}
+
+/* Gateway: group names -> PREFIX.groups (only the combiner may read it). */
+static void *groups_sender(void *arg)
+{
+    struct net_thread *nt = arg;
+    cf_secure *s = nt->s;
+    char subject[128];
+    subject_name(s, "groups", -1, subject, sizeof(subject));
+    size_t cap = CF_FRAME_HDR_LEN + (size_t)GROUPS_PER_FRAME * (CF_SA_PSEUDO_LEN + 6 + 65536);
+    uint8_t *frame = cf_malloc(cap);
+    bool closed = false;
+    while (!closed) {
+        void *item = NULL;
+        cf_err err = cf_ring_pop_until(s->dict, &item, cf_now_ns() + 100000000);
+        if (err == CF_E_STATE) {
+            break;
+        }
+        if (err != CF_OK) {
+            continue;
+        }
+        wbuf w = {frame != NULL ? frame + CF_FRAME_HDR_LEN : NULL, NULL};
+        uint32_t n = 0;
+        while (item != NULL) {
+            dict_entry *d = item;
+            if (w.p != NULL) {
+                size_t tl = strlen(d->text);
+                tl = tl > 65535 ? 65535 : tl;
+                wbytes(&w, d->key, CF_SA_PSEUDO_LEN);
+                wbytes(&w, d->currency, 4);
+                w8(&w, (uint8_t)(tl & 0xff));
+                w8(&w, (uint8_t)(tl >> 8));
+                wbytes(&w, d->text, tl);
+                n++;
+            }
+            cf_free(d);
+            item = NULL;
+            if (n < GROUPS_PER_FRAME) {
+                err = cf_ring_pop(s->dict, &item);
+                closed = err == CF_E_STATE;
+            }
+        }
+        if (frame != NULL && n > 0 && !atomic_load(&s->net_failed)) {
+            size_t len = (size_t)(w.p - frame - CF_FRAME_HDR_LEN);
+            cf_frame_hdr h = {.type = CF_FRAME_GROUPS, .count = n, .id = 0, .len = (uint32_t)len};
+            cf_frame_seal(&h, frame);
+            /* Names are idempotent: a copy after a restart only repeats one. */
+            publish(s, subject, frame, CF_FRAME_HDR_LEN + len, NULL);
+        } else if (frame == NULL) {
+            net_fail(s, "groups", "out of memory");
+        }
+    }
+    cf_free(frame);
+    return NULL;
+}
+
+/* ---- state files ---- */
+
+static void state_path(const cf_secure *s, char *out, size_t n)
+{
+    if (s->role == CF_ROLE_PARTY) {
+        snprintf(out, n, "%s/party-%u.state", s->conf.output_dir, s->party_id);
+    } else {
+        snprintf(out, n, "%s/combiner.state", s->conf.output_dir);
+    }
+}
+
+/* Replaces the state file atomically and durably (tmp, fsync, rename, fsync dir); 0600:
+ * a party's snapshot holds its shares. */
+static bool write_state(const cf_secure *s, const uint8_t *data, size_t len)
+{
+    char path[CF_CONF_STR_MAX + 64], tmp[CF_CONF_STR_MAX + 80];
+    state_path(s, path, sizeof(path));
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        return false;
+    }
+    bool ok = write(fd, data, len) == (ssize_t)len && fsync(fd) == 0;
+    ok = close(fd) == 0 && ok;
+    if (!ok || rename(tmp, path) != 0) {
+        unlink(tmp);
+        return false;
+    }
+    int dfd = open(s->conf.output_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    return true;
+}
+
+static cf_err read_state(cf_secure *s, resume_state *r, char *errstr, size_t errstr_size)
+{
+    char path[CF_CONF_STR_MAX + 64];
+    state_path(s, path, sizeof(path));
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return errno == ENOENT ? CF_OK
+                               : cf_err_errno(errno, errstr, errstr_size, "cannot open %s", path);
+    }
+    struct stat st;
+    cf_err err = CF_OK;
+    if (fstat(fd, &st) != 0 || st.st_size <= 0 || st.st_size > (off_t)1 << 34) {
+        err = cf_err_set(CF_E_CORRUPT, errstr, errstr_size, "%s: unreadable", path);
+    } else if ((r->blob = cf_malloc((size_t)st.st_size)) == NULL) {
+        err = CF_E_NOMEM;
+    } else if (read(fd, r->blob, (size_t)st.st_size) != (ssize_t)st.st_size) {
+        err = cf_err_errno(errno, errstr, errstr_size, "cannot read %s", path);
+    } else {
+        err = cf__ckpt_parse(r, (size_t)st.st_size, errstr, errstr_size);
+    }
+    close(fd);
+    if (err != CF_OK) {
+        cf_free(r->blob);
+        r->blob = NULL;
+    }
+    return err;
+}
+
+/* ---- party ---- */
+
+/* PREFIX.shares.I -> the party's input lane, from the sequence after its checkpoint. */
+static void *party_receiver(void *arg)
+{
+    struct net_thread *nt = arg;
+    cf_secure *s = nt->s;
+    party *pa = &s->parties[s->party_id];
+    char stream[128], subject[128], err[256];
+    stream_name(s, "SHARES", (int)s->party_id, stream, sizeof(stream));
+    subject_name(s, "shares", (int)s->party_id, subject, sizeof(subject));
+    cf_js_sub *sub = NULL;
+    if (cf_js_subscribe(&sub, s->js, stream, subject, s->start_seq[0],
+                        (int)s->conf.nats_max_ack_pending, err, sizeof(err)) != CF_OK) {
+        net_fail(s, "party input", err);
+        cf_ring_close(pa->in.full_ring);
+        return NULL;
+    }
+    while (!atomic_load(&s->net_stop)) {
+        cf_js_msg m;
+        cf_err e = cf_js_next(sub, &m, RECV_WAIT_MS);
+        if (e == CF_E_FULL) {
+            continue;
+        }
+        if (e != CF_OK) {
+            net_fail(s, "party input", "connection lost");
+            break;
+        }
+        cf_frame_hdr h;
+        if (cf_frame_open(m.data, m.len, &h, err, sizeof(err)) != CF_OK ||
+            (h.type != CF_FRAME_SHARES && h.type != CF_FRAME_END) || h.sender != s->party_id) {
+            char what[200];
+            snprintf(what, sizeof(what), "frame at %s sequence %" PRIu64 " refused", stream,
+                     m.stream_seq);
+            net_fail(s, what, h.sender != s->party_id ? "another party's frame" : err);
+            cf_js_release(&m);
+            break;
+        }
+        void *item = NULL;
+        cf_ring_pop_wait(pa->in.free_ring, &item);
+        item_batch *b = item;
+        b->src_seq = m.stream_seq;
+        b->n = 0;
+        b->ckpt = false;
+        if (h.type == CF_FRAME_END) {
+            cf_ring_push_wait(pa->in.full_ring, b); /* empty: names the final flush's input */
+            cf_js_ack(&m);
+            break;
+        }
+        if (!decode_shares(m.data + CF_FRAME_HDR_LEN, h.len, h.count, s->party_id, b)) {
+            net_fail(s, "shares frame", "malformed payload (do all roles use one config?)");
+            cf_ring_push_wait(pa->in.free_ring, b);
+            cf_js_release(&m);
+            break;
+        }
+        cf_ring_push_wait(pa->in.full_ring, b);
+        cf_js_ack(&m);
+    }
+    if (atomic_load(&s->net_failed)) {
+        atomic_store(&s->net_stop, true); /* no flush of windows that missed input */
+    }
+    cf_ring_close(pa->in.full_ring);
+    cf_js_unsubscribe(sub);
+    return NULL;
+}
+
+/* After the batch that carries a checkpoint marker is published: the party's state file. */
+static void party_commit(cf_secure *s, const msg_batch *b)
+{
+    for (uint32_t i = 0; i < b->n; i++) {
+        party_msg *m = &b->m[i];
+        if (m->type != MSG_CKPT || m->snap == NULL) {
+            continue;
+        }
+        uint8_t tail[8];
+        for (int j = 0; j < 8; j++) {
+            tail[j] = (uint8_t)(b->src_seq >> (8 * j));
+        }
+        const uint8_t *snaps[1] = {m->snap};
+        size_t lens[1] = {m->snap_len}, len = 0;
+        uint8_t *blob = cf__ckpt_encode(s, m->first, 0, 0, 0, 0, 0, 0, snaps, lens, 1, tail,
+                                        sizeof(tail), &len);
+        if (blob == NULL || !write_state(s, blob, len)) {
+            CF_LOG(CF_LOG_WARN, "party", "checkpoint at %llu not written: a restart replays more",
+                   (unsigned long long)m->first);
+        }
+        if (blob != NULL) {
+            sodium_memzero(blob, len);
+        }
+        cf_free(blob);
+        sodium_memzero(m->snap, m->snap_len);
+        cf_free(m->snap);
+        m->snap = NULL;
+    }
+}
+
+static void drop_snaps(msg_batch *b)
+{
+    for (uint32_t i = 0; i < b->n; i++) {
+        if (b->m[i].snap != NULL) {
+            sodium_memzero(b->m[i].snap, b->m[i].snap_len);
+            cf_free(b->m[i].snap);
+            b->m[i].snap = NULL;
+        }
+    }
+}
+
+/* The party's output lane -> PREFIX.partials.I. */
+static void *party_sender(void *arg)
+{
+    struct net_thread *nt = arg;
+    cf_secure *s = nt->s;
+    party *pa = &s->parties[s->party_id];
+    char subject[128], msg_id[80];
+    subject_name(s, "partials", (int)s->party_id, subject, sizeof(subject));
+    uint8_t *frame = cf_malloc(CF_FRAME_HDR_LEN + (size_t)s->conf.pipeline_batch_max * MSG_ITEM);
+    bool ok = frame != NULL;
+    for (;;) {
+        void *item = NULL;
+        cf_err err = cf_ring_pop_until(pa->out.full_ring, &item, cf_now_ns() + 100000000);
+        if (err == CF_E_STATE) {
+            break;
+        }
+        if (err != CF_OK) {
+            continue;
+        }
+        msg_batch *b = item;
+        if (ok && !atomic_load(&s->net_stop)) {
+            size_t len = encode_msgs(b, frame + CF_FRAME_HDR_LEN);
+            cf_frame_hdr h = {.type = CF_FRAME_PARTIALS,
+                              .sender = (uint8_t)s->party_id,
+                              .count = b->n,
+                              .id = b->src_seq,
+                              .len = (uint32_t)len};
+            cf_frame_seal(&h, frame);
+            snprintf(msg_id, sizeof(msg_id), "p%u.%" PRIu64 ".%u", s->party_id, b->src_seq,
+                     b->part);
+            ok = publish(s, subject, frame, CF_FRAME_HDR_LEN + len, msg_id);
+            if (ok) {
+                party_commit(s, b);
+            }
+        }
+        drop_snaps(b);
+        cf_ring_push_wait(pa->out.free_ring, b);
+    }
+    if (ok && !atomic_load(&s->net_stop) && !atomic_load(&s->net_failed)) {
+        snprintf(msg_id, sizeof(msg_id), "p%u.end%" PRIu64, s->party_id, pa->cur_src_seq);
+        publish_end(s, subject, (uint8_t)s->party_id, pa->cur_src_seq, msg_id);
+    }
+    cf_free(frame);
+    return NULL;
+}
+
+/* ---- combiner ---- */
+
+/* PREFIX.partials.I -> party I's output lane at the combiner. */
+static void *combiner_receiver(void *arg)
+{
+    struct net_thread *nt = arg;
+    cf_secure *s = nt->s;
+    unsigned i = nt->i;
+    lane *l = &s->parties[i].out;
+    char stream[128], subject[128], err[256];
+    stream_name(s, "PARTIALS", (int)i, stream, sizeof(stream));
+    subject_name(s, "partials", (int)i, subject, sizeof(subject));
+    cf_js_sub *sub = NULL;
+    if (cf_js_subscribe(&sub, s->js, stream, subject, s->start_seq[i],
+                        (int)s->conf.nats_max_ack_pending, err, sizeof(err)) != CF_OK) {
+        net_fail(s, "combiner input", err);
+        atomic_store(&s->net_stop, true);
+        cf_ring_close(l->full_ring);
+        return NULL;
+    }
+    while (!atomic_load(&s->net_stop)) {
+        cf_js_msg m;
+        cf_err e = cf_js_next(sub, &m, RECV_WAIT_MS);
+        if (e == CF_E_FULL) {
+            continue;
+        }
+        cf_frame_hdr h;
+        if (e != CF_OK || cf_frame_open(m.data, m.len, &h, err, sizeof(err)) != CF_OK ||
+            (h.type != CF_FRAME_PARTIALS && h.type != CF_FRAME_END) || h.sender != i) {
+            net_fail(s, "combiner input", e != CF_OK ? "connection lost" : "frame refused");
+            if (e == CF_OK) {
+                cf_js_release(&m);
+            }
+            atomic_store(&s->net_stop, true);
+            break;
+        }
+        if (h.type == CF_FRAME_END) {
+            cf_js_ack(&m);
+            break;
+        }
+        void *item = NULL;
+        cf_ring_pop_wait(l->free_ring, &item);
+        msg_batch *b = item;
+        if (!decode_msgs(m.data + CF_FRAME_HDR_LEN, h.len, h.count, b)) {
+            net_fail(s, "partials frame", "malformed payload (do all roles use one config?)");
+            cf_ring_push_wait(l->free_ring, b);
+            cf_js_release(&m);
+            atomic_store(&s->net_stop, true);
+            break;
+        }
+        b->stream_seq = m.stream_seq;
+        cf_ring_push_wait(l->full_ring, b);
+        cf_js_ack(&m);
+    }
+    cf_ring_close(l->full_ring);
+    cf_js_unsubscribe(sub);
+    return NULL;
+}
+
+/* PREFIX.groups -> the combiner's dictionary ring, from the beginning every time (names
+ * are small and a restarted combiner needs all of them). */
+static void *groups_receiver(void *arg)
+{
+    struct net_thread *nt = arg;
+    cf_secure *s = nt->s;
+    char stream[128], subject[128], err[256];
+    stream_name(s, "GROUPS", -1, stream, sizeof(stream));
+    subject_name(s, "groups", -1, subject, sizeof(subject));
+    cf_js_sub *sub = NULL;
+    if (cf_js_subscribe(&sub, s->js, stream, subject, 1, (int)s->conf.nats_max_ack_pending, err,
+                        sizeof(err)) != CF_OK) {
+        net_fail(s, "group names", err);
+        return NULL;
+    }
+    while (!atomic_load(&s->groups_stop) && !atomic_load(&s->net_stop)) {
+        cf_js_msg m;
+        cf_err e = cf_js_next(sub, &m, RECV_WAIT_MS);
+        if (e == CF_E_FULL) {
+            continue;
+        }
+        cf_frame_hdr h;
+        if (e != CF_OK || cf_frame_open(m.data, m.len, &h, err, sizeof(err)) != CF_OK ||
+            h.type != CF_FRAME_GROUPS) {
+            net_fail(s, "group names", e != CF_OK ? "connection lost" : "frame refused");
+            if (e == CF_OK) {
+                cf_js_release(&m);
+            }
+            break;
+        }
+        rbuf r = {m.data + CF_FRAME_HDR_LEN, m.data + m.len, false};
+        for (uint32_t i = 0; i < h.count && !r.bad; i++) {
+            uint8_t key[CF_SA_PSEUDO_LEN];
+            char cur[4];
+            rbytes(&r, key, sizeof(key));
+            rbytes(&r, cur, sizeof(cur));
+            size_t tl = r8(&r);
+            tl |= (size_t)r8(&r) << 8;
+            if (!need(&r, tl)) {
+                break;
+            }
+            dict_entry *d = cf_malloc(sizeof(*d) + tl + 1);
+            if (d == NULL) {
+                r.bad = true;
+                break;
+            }
+            memcpy(d->key, key, sizeof(key));
+            memcpy(d->currency, cur, sizeof(cur));
+            d->currency[3] = '\0';
+            memcpy(d->text, r.p, tl);
+            d->text[tl] = '\0';
+            r.p += tl;
+            cf_ring_push_wait(s->dict, d);
+        }
+        if (r.bad) {
+            net_fail(s, "group names", "malformed frame");
+        }
+        cf_js_ack(&m);
+    }
+    cf_js_unsubscribe(sub);
+    return NULL;
+}
+
+void cf__net_combiner_checkpoint(cf_secure *s, const party_msg *const *msgs)
+{
+    uint64_t results_len = 0, late_len = 0, alerts_len = 0;
+    uint8_t tail[8 * CF_KEY_PARTIES_MAX];
+    bool ok = outfile_sync(&s->results, &results_len) == CF_OK &&
+              outfile_sync(&s->late, &late_len) == CF_OK &&
+              outfile_sync(&s->alerts, &alerts_len) == CF_OK;
+    for (unsigned i = 0; i < s->k && ok; i++) {
+        const cursor *c = &s->cur[i];
+        /* A marker travels alone in its batch, so resuming after that batch loses nothing. */
+        ok = c->b != NULL && c->i == c->b->n && msgs[i]->first == msgs[0]->first;
+        for (int j = 0; ok && j < 8; j++) {
+            tail[8 * i + (unsigned)j] = (uint8_t)(c->b->stream_seq >> (8 * j));
+        }
+    }
+    size_t len = 0;
+    uint8_t *blob = ok ? cf__ckpt_encode(s, msgs[0]->first, alerts_len, s->st.alerts, results_len,
+                                         late_len, 0, 0, NULL, NULL, 0, tail, 8 * s->k, &len)
+                       : NULL;
+    if (blob == NULL || !write_state(s, blob, len)) {
+        CF_LOG(CF_LOG_WARN, "combiner", "checkpoint at %llu skipped",
+               (unsigned long long)msgs[0]->first);
+    }
+    cf_free(blob);
+}
+
+/* ---- lifecycle ---- */
+
+static cf_err read_password(const char *path, char *out, size_t n, char *errstr, size_t errstr_size)
+{
+    out[0] = '\0';
+    if (path[0] == '\0') {
+        return CF_OK;
+    }
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        cf_err e =
+            cf_err_errno(errno, errstr, errstr_size, "nats.password_file: cannot read %s", path);
+        if (fd >= 0) {
+            close(fd);
+        }
+        return e;
+    }
+    if ((st.st_mode & 077) != 0) {
+        close(fd);
+        return cf_err_set(CF_E_PERM, errstr, errstr_size,
+                          "nats.password_file: %s is readable by others (mode %03o): chmod "
+                          "600 it",
+                          path, (unsigned)(st.st_mode & 0777));
+    }
+    ssize_t r = read(fd, out, n - 1);
+    close(fd);
+    if (r < 0) {
+        return cf_err_errno(errno, errstr, errstr_size, "nats.password_file: %s", path);
+    }
+    out[r] = '\0';
+    while (r > 0 && (out[r - 1] == '\n' || out[r - 1] == '\r')) {
+        out[--r] = '\0';
+    }
+    return CF_OK;
+}
+
+static cf_err ensure(cf_secure *s, const char *kind, const char *subj_kind, int i, char *errstr,
+                     size_t errstr_size)
+{
+    char stream[128], subject[128];
+    stream_name(s, kind, i, stream, sizeof(stream));
+    subject_name(s, subj_kind, i, subject, sizeof(subject));
+    return cf_js_ensure_stream(s->js, stream, subject, (int)s->conf.nats_replicas,
+                               s->conf.nats_duplicate_window_s, errstr, errstr_size);
+}
+
+static cf_err ensure_streams(cf_secure *s, char *errstr, size_t errstr_size)
+{
+    cf_err err = CF_OK;
+    for (unsigned i = 0; i < s->k && err == CF_OK; i++) {
+        bool shares = s->role == CF_ROLE_GATEWAY || (s->role == CF_ROLE_PARTY && s->party_id == i);
+        bool partials =
+            s->role == CF_ROLE_COMBINER || (s->role == CF_ROLE_PARTY && s->party_id == i);
+        if (shares) {
+            err = ensure(s, "SHARES", "shares", (int)i, errstr, errstr_size);
+        }
+        if (err == CF_OK && partials) {
+            err = ensure(s, "PARTIALS", "partials", (int)i, errstr, errstr_size);
+        }
+    }
+    if (err == CF_OK && s->role != CF_ROLE_PARTY) {
+        err = ensure(s, "GROUPS", "groups", -1, errstr, errstr_size);
+    }
+    return err;
+}
+
+cf_err cf__net_open(cf_secure *s, resume_state *r, char *errstr, size_t errstr_size)
+{
+    const cf_config *c = &s->conf;
+    char password[256], name[64];
+    cf_err err =
+        read_password(c->nats_password_file, password, sizeof(password), errstr, errstr_size);
+    if (err != CF_OK) {
+        return err;
+    }
+    snprintf(name, sizeof(name), "confide-%s", c->role);
+    if (s->role == CF_ROLE_PARTY) {
+        snprintf(name, sizeof(name), "confide-party-%u", s->party_id);
+    }
+    cf_js_opts o = {.servers = c->nats_servers,
+                    .user = c->nats_user,
+                    .password = password,
+                    .ca_file = c->nats_ca_file,
+                    .cert_file = c->nats_cert_file,
+                    .key_file = c->nats_key_file,
+                    .name = name,
+                    .timeout_ms = 5000};
+    err = cf_js_connect(&s->js, &o, errstr, errstr_size);
+    sodium_memzero(password, sizeof(password));
+    if (err == CF_OK) {
+        err = ensure_streams(s, errstr, errstr_size);
+    }
+    if (err != CF_OK || s->role == CF_ROLE_GATEWAY) {
+        return err;
+    }
+    for (unsigned i = 0; i <= CF_KEY_PARTIES_MAX; i++) {
+        s->start_seq[i] = 1;
+    }
+    if ((err = read_state(s, r, errstr, errstr_size)) != CF_OK || r->blob == NULL) {
+        return err;
+    }
+    unsigned want = s->role == CF_ROLE_PARTY ? 1 : s->k;
+    if (r->tail_len != 8 * (size_t)want || r->k != (s->role == CF_ROLE_PARTY ? 1u : 0u)) {
+        return cf_err_set(CF_E_INVAL, errstr, errstr_size,
+                          "%s/%s.state was written for another number of parties", c->output_dir,
+                          s->role == CF_ROLE_PARTY ? "party-N" : "combiner");
+    }
+    for (unsigned i = 0; i < want; i++) {
+        uint64_t seq = 0;
+        for (int j = 0; j < 8; j++) {
+            seq |= (uint64_t)r->tail[8 * i + (unsigned)j] << (8 * j);
+        }
+        s->start_seq[i] = seq + 1;
+    }
+    CF_LOG(CF_LOG_INFO, s->role == CF_ROLE_PARTY ? "party" : "combiner",
+           "resuming from the checkpoint at event %llu", (unsigned long long)r->index);
+    return CF_OK;
+}
+
+static bool spawn(cf_secure *s, unsigned slot, unsigned i, void *(*fn)(void *))
+{
+    struct net_thread *nt = &s->net[slot];
+    nt->s = s;
+    nt->i = i;
+    nt->running = pthread_create(&nt->t, NULL, fn, nt) == 0;
+    return nt->running;
+}
+
+static void join(cf_secure *s, unsigned slot)
+{
+    if (s->net[slot].running) {
+        pthread_join(s->net[slot].t, NULL);
+        s->net[slot].running = false;
+    }
+}
+
+bool cf__net_start(cf_secure *s)
+{
+    bool ok = true;
+    switch (s->role) {
+    case CF_ROLE_GATEWAY:
+        for (unsigned i = 0; i < s->k; i++) {
+            ok &= spawn(s, i, i, gateway_sender);
+        }
+        return ok && spawn(s, s->k, 0, groups_sender);
+    case CF_ROLE_PARTY:
+        return spawn(s, 0, 0, party_receiver) && spawn(s, 1, 0, party_sender);
+    case CF_ROLE_COMBINER:
+        for (unsigned i = 0; i < s->k; i++) {
+            ok &= spawn(s, i, i, combiner_receiver);
+        }
+        return ok && spawn(s, s->k, 0, groups_receiver);
+    default:
+        return true;
+    }
+}
+
+void cf__net_wait(cf_secure *s)
+{
+    if (s->role == CF_ROLE_PARTY) {
+        join(s, 0); /* the input ended (or stop) */
+    } else if (s->role == CF_ROLE_COMBINER) {
+        for (unsigned i = 0; i < s->k; i++) {
+            join(s, i);
+        }
+    }
+}
+
+void cf__net_join(cf_secure *s)
+{
+    switch (s->role) {
+    case CF_ROLE_GATEWAY:
+        for (unsigned i = 0; i < s->k; i++) {
+            if (s->parties[i].in.full_ring != NULL) {
+                cf_ring_close(s->parties[i].in.full_ring);
+            }
+        }
+        for (unsigned i = 0; i < s->k; i++) {
+            join(s, i);
+        }
+        if (s->dict != NULL) {
+            cf_ring_close(s->dict);
+        }
+        join(s, s->k);
+        break;
+    case CF_ROLE_PARTY: {
+        party *pa = &s->parties[s->party_id];
+        join(s, 0); /* ends at the end-of-input frame, a failure or a stop */
+        if (pa->in.full_ring != NULL) {
+            cf_ring_close(pa->in.full_ring);
+        }
+        if (pa->started) {
+            pthread_join(pa->thread, NULL);
+            pa->started = false;
+        }
+        join(s, 1);
+        break;
+    }
+    case CF_ROLE_COMBINER:
+        for (unsigned i = 0; i < s->k; i++) {
+            join(s, i);
+        }
+        if (s->comb_started) {
+            pthread_join(s->comb_thread, NULL);
+            s->comb_started = false;
+        }
+        atomic_store(&s->groups_stop, true);
+        join(s, s->k);
+        break;
+    default:
+        break;
+    }
+}
+
+void cf__net_close(cf_secure *s)
+{
+    cf_js_close(s->js);
+    s->js = NULL;
+}

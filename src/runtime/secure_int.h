@@ -1,0 +1,238 @@
+/*
+ * Private to the runtime: what the gateway, parties and combiner of secure.c hand each other,
+ * and the state of a run. distributed.c carries the same batches between processes over
+ * JetStream (frames, docs/distributed.md); embedded runs hand them over in-process rings.
+ */
+#ifndef CF_RUNTIME_SECURE_INT_H
+#define CF_RUNTIME_SECURE_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "confide/audit.h"
+#include "confide/keys.h"
+#include "confide/metrics.h"
+#include "confide/rules.h"
+#include "confide/secagg.h"
+#include "confide/transport.h"
+#include "confide/window.h"
+#include "observe.h"
+#include "outfile.h"
+#include "ressig.h"
+#include "secure.h"
+
+#define DICT_RING 65536
+
+typedef enum { PROT_NONE, PROT_PLAIN, PROT_LSA } prot_mode;
+
+/* One event as a party receives it. share is only filled for party 0 (lsa: value and MAC
+ * shares; plain: the amount in share.v[1]); parties >= 1 regenerate theirs from the seed. */
+typedef struct party_item {
+    uint8_t key[CF_SA_PSEUDO_LEN];
+    int64_t ts_us;
+    uint64_t seq;
+    cf_sa_vec share;
+} party_item;
+
+typedef struct item_batch {
+    uint32_t n, cap;
+    party_item *it;
+    cf_sa_ctx ctx; /* what the masks of these events are bound to (log id, run id) */
+    /* A checkpoint marker (n == 0): snapshot the state that reflects events [0, ckpt_index) */
+    bool ckpt;
+    uint64_t ckpt_index;
+    uint64_t ckpt_alerts_len;
+    uint64_t ckpt_alerts; /* the gateway's alert counter at the marker */
+    uint64_t src_seq;     /* distributed party: stream sequence of the frame it came in */
+} item_batch;
+
+typedef enum { MSG_RESULT = 1, MSG_LATE = 2, MSG_CKPT = 3 } msg_type;
+
+typedef struct party_msg {
+    uint8_t type;
+    bool update;
+    uint8_t key[CF_SA_PSEUDO_LEN];
+    int64_t start_us, end_us; /* MSG_LATE: start_us = event ts, end_us = watermark */
+    uint64_t count;
+    uint64_t first, last; /* MSG_LATE: first = seq */
+    uint32_t reason;      /* MSG_LATE: 0 = state limit, else cf_window_late_reason */
+    uint8_t value[CF_SA_VALUE_SIZE];
+    /* MSG_CKPT: first = checkpoint index, count = alerts length; snapshot owned by the msg */
+    uint8_t *snap;
+    size_t snap_len;
+} party_msg;
+
+typedef struct msg_batch {
+    uint32_t n, cap;
+    party_msg *m;
+    /* distributed: the input frame (stream sequence) whose processing produced this batch,
+     * and which of its output batches it is: the batch's message id, the same on replay */
+    uint64_t src_seq;
+    uint32_t part;
+    uint64_t stream_seq; /* combiner: where it sits in the party's stream */
+} msg_batch;
+
+/* A group's display form, sized to fit (one per distinct group). */
+typedef struct dict_entry {
+    uint8_t key[CF_SA_PSEUDO_LEN];
+    char currency[4];
+    char text[]; /* the group as a JSON object (NDJSON results) or CSV fields (CSV results) */
+} dict_entry;
+
+/* A pool of batches with a free ring (consumer -> producer) and a full ring. */
+typedef struct lane {
+    void **items;
+    size_t n;
+    cf_ring *free_ring, *full_ring;
+} lane;
+
+typedef struct party {
+    struct cf_secure *s;
+    unsigned index;
+    pthread_t thread;
+    bool started;
+    lane in;  /* gateway -> party: item_batch */
+    lane out; /* party -> combiner: msg_batch */
+    cf_sa_party *sa;
+    cf_window *win;
+    msg_batch *cur_out;
+    uint64_t cur_src_seq; /* distributed: the input frame being processed */
+    uint32_t part;        /* output batches produced from it so far */
+    bool tampered;
+    uint64_t limit_hits;
+} party;
+
+/* A set of 16-byte pseudonyms (gateway: which groups the combiner already knows). */
+typedef struct pset {
+    uint8_t (*keys)[CF_SA_PSEUDO_LEN];
+    uint8_t *used;
+    size_t cap, n;
+} pset;
+
+/* A combiner's read position in one party's stream of messages. */
+typedef struct cursor {
+    msg_batch *b;
+    uint32_t i;
+    bool done;
+} cursor;
+
+/* Pseudonym -> dictionary entry (combiner). */
+typedef struct pmap {
+    dict_entry **slots;
+    size_t cap, n;
+} pmap;
+
+struct cf_secure {
+    cf_config conf;
+    cf_role role;
+    unsigned party_id; /* CF_ROLE_PARTY: which party this process is */
+    prot_mode mode;
+    unsigned k;
+    unsigned group_mask;
+    cf_sa_opts sa_opts;
+
+    cf_key *gw_key, *comb_key, *pseudo_key;
+    cf_sa_gateway *gw;
+    cf_sa_pseudo *pseudo;
+    cf_sa_combiner *comb;
+    cf_sa_auditor *auditor;      /* from auditor.key: regenerates seeded partials */
+    cf_sa_pseudo *attrib_pseudo; /* the combiner thread's own pseudonymizer */
+    cf_sa_ctx ctx;               /* this run's mask context: log id and a fresh run id */
+    cf_key *data_key;            /* to read the audit log back for attribution */
+    cf_rules *rules;
+    cf_audit_log *audit;
+    outfile alerts, results, late;
+    ressig rsig; /* the combiner's signatures over results and late records */
+
+    party parties[CF_KEY_PARTIES_MAX];
+    cf_ring *dict;
+    pset announced;
+    pmap names;
+    pthread_t comb_thread;
+    bool comb_started;
+
+    /* gateway scratch */
+    uint8_t *verdict_buf;
+    cf_audit_bytes *verdicts;
+    size_t scratch_cap;
+
+    cf_secure_stats st;
+    atomic_uint_fast64_t late_count;
+    cf_ring *ckpt_ring;       /* combiner -> gateway: checkpoint blobs to write */
+    uint64_t last_ckpt_index; /* gateway: index of the last checkpoint requested */
+    uint64_t resume_index;    /* events already in the log when the run started */
+    bool ephemeral_keys;
+    int heads_fd; /* OUT/tree_heads.ndjson, -1 when there is no output directory */
+    uint8_t sign_pk[CF_KEY_SIGN_PK_LEN]; /* the log's signing key: names it in checkpoints */
+    bool witness_warned;
+    bool results_csv; /* output.results_format: csv */
+
+    /* Metrics (observe.h): registered before the threads start; NULL when not observed. */
+    cf_counter *m_alerts[CF_RULES_MAX]; /* by rule index */
+    cf_counter *m_integrity, *m_late;
+    cf_gauge *m_watermark, *m_watermark_lag; /* party 0 updates them */
+    cf_observe *ob; /* results, late reasons, audit head (observe.c); NULL: not observed */
+
+    /* Distributed roles (distributed.c): the JetStream connection and the threads that
+     * carry batches between the lanes above and the streams. */
+    cf_js *js;
+    struct net_thread {
+        struct cf_secure *s;
+        unsigned i;
+        pthread_t t;
+        bool running;
+    } net[CF_KEY_PARTIES_MAX + 1];
+    atomic_bool net_stop;           /* stop without flushing (cf_secure_stop) */
+    atomic_bool groups_stop;        /* combiner: every party's stream ended */
+    atomic_bool net_failed;         /* a frame could not be sent or read: the run fails */
+    cursor cur[CF_KEY_PARTIES_MAX]; /* combiner: read positions (checkpointed) */
+    uint64_t start_seq[CF_KEY_PARTIES_MAX + 1]; /* party/combiner: resume at these sequences */
+    uint64_t end_index; /* gateway: events in the log when the input ended */
+};
+
+/* ---- checkpoint blobs (secure.c) ---- */
+
+/* What a checkpoint recorded (the audit log's for the gateway, the state files' for a
+ * distributed party or combiner). */
+typedef struct resume_state {
+    uint64_t index; /* events [0, index) are reflected in the state below */
+    uint64_t alerts_len, results_len, late_len, sig_len, sig_seq;
+    uint64_t alerts, results, windows, suppressed, late, integrity_alerts;
+    uint32_t k;
+    const uint8_t *snaps[CF_KEY_PARTIES_MAX];
+    size_t snap_len[CF_KEY_PARTIES_MAX];
+    const uint8_t *tail; /* bytes after the snapshots (distributed: stream positions) */
+    size_t tail_len;
+    void *blob;            /* owned */
+    bool blob_index_known; /* index was set by the container (the audit log): must match */
+} resume_state;
+
+/* Encodes the state of @p s at a checkpoint: @p snaps of @p nsnap parties, @p tail appended.
+ * Returns an owned buffer (cf_free) of *len bytes, NULL when out of memory. */
+uint8_t *cf__ckpt_encode(cf_secure *s, uint64_t index, uint64_t alerts_len, uint64_t alerts,
+                         uint64_t results_len, uint64_t late_len, uint64_t sig_len,
+                         uint64_t sig_seq, const uint8_t *const *snaps, const size_t *snap_len,
+                         unsigned nsnap, const uint8_t *tail, size_t tail_len, size_t *len);
+/* Parses r->blob (@p len bytes) into @p r. */
+cf_err cf__ckpt_parse(resume_state *r, size_t len, char *errstr, size_t errstr_size);
+
+/* ---- distributed.c ---- */
+
+/* Connects and creates this role's streams; for a party or combiner, loads its state file
+ * into @p r (r->blob NULL when it starts fresh) and sets start_seq. */
+cf_err cf__net_open(cf_secure *s, resume_state *r, char *errstr, size_t errstr_size);
+/* Starts the threads that carry this role's lanes to and from JetStream. */
+bool cf__net_start(cf_secure *s);
+/* Gateway: after the party lanes are closed, waits until everything queued is published
+ * (then an end-of-input frame). Party/combiner: waits until the input ended. Idempotent. */
+void cf__net_join(cf_secure *s);
+void cf__net_close(cf_secure *s);
+/* Combiner: every party reached a checkpoint marker; make results durable and record the
+ * read positions (state file). */
+void cf__net_combiner_checkpoint(cf_secure *s, const party_msg *const *msgs);
+/* A distributed party or combiner: block until its input ended (or stop was asked). */
+void cf__net_wait(cf_secure *s);
+
+#endif

@@ -1,0 +1,303 @@
+/*
+ * JetStream through libnats 3.4.1 (Debian 12). Only calls that are safe in that version:
+ * js_Publish (synchronous, waits for the stream's ack), js_SubscribeSync push consumers with
+ * explicit acks and MaxAckPending, js_GetLastMsg, js_GetStreamInfo/js_AddStream. Never
+ * natsSubscription_Fetch/FetchRequest (heap overflow when an earlier pull's messages are
+ * pending, fixed upstream in 3.8.3).
+ */
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <nats/nats.h>
+
+#include "confide/core.h"
+#include "confide/transport.h"
+
+struct cf_js {
+    natsConnection *nc;
+    jsCtx *js;
+    int64_t timeout_ms;
+};
+
+struct cf_js_sub {
+    natsSubscription *sub;
+};
+
+/* libnats keeps library-wide threads and memory: open once, close with the last user. */
+static pthread_mutex_t lib_mu = PTHREAD_MUTEX_INITIALIZER;
+static int lib_users;
+
+static void lib_hold(void)
+{
+    pthread_mutex_lock(&lib_mu);
+    lib_users++;
+    pthread_mutex_unlock(&lib_mu);
+}
+
+static void lib_release(void)
+{
+    pthread_mutex_lock(&lib_mu);
+    if (--lib_users == 0) {
+        nats_Close();
+    }
+    pthread_mutex_unlock(&lib_mu);
+}
+
+static cf_err nats_fail(natsStatus s, jsErrCode jerr, char *errstr, size_t errstr_size,
+                        const char *what)
+{
+    const char *last = nats_GetLastError(NULL);
+    if (jerr != 0) {
+        return cf_err_set(CF_E_TRANSPORT, errstr, errstr_size, "%s: %s (JetStream error %d)", what,
+                          natsStatus_GetText(s), (int)jerr);
+    }
+    return cf_err_set(s == NATS_NOT_PERMITTED || s == NATS_CONNECTION_AUTH_FAILED ? CF_E_PERM
+                                                                                  : CF_E_TRANSPORT,
+                      errstr, errstr_size, "%s: %s%s%s", what, natsStatus_GetText(s),
+                      last != NULL && last[0] != '\0' ? ": " : "", last != NULL ? last : "");
+}
+
+static natsStatus set_options(natsOptions *no, const cf_js_opts *o)
+{
+    natsStatus s = natsOptions_SetURL(no, o->servers);
+    if (s == NATS_OK && o->name != NULL && o->name[0] != '\0') {
+        s = natsOptions_SetName(no, o->name);
+    }
+    if (s == NATS_OK && o->user != NULL && o->user[0] != '\0') {
+        s = natsOptions_SetUserInfo(no, o->user, o->password != NULL ? o->password : "");
+    }
+    if (s == NATS_OK && o->ca_file != NULL && o->ca_file[0] != '\0') {
+        s = natsOptions_SetSecure(no, true);
+        if (s == NATS_OK) {
+            s = natsOptions_LoadCATrustedCertificates(no, o->ca_file);
+        }
+    }
+    if (s == NATS_OK && o->cert_file != NULL && o->cert_file[0] != '\0') {
+        s = natsOptions_LoadCertificatesChain(no, o->cert_file, o->key_file);
+    }
+    if (s == NATS_OK) {
+        s = natsOptions_SetTimeout(no, o->timeout_ms > 0 ? o->timeout_ms : 5000);
+    }
+    if (s == NATS_OK) {
+        /* A cluster node that goes away is survived by reconnecting to another. */
+        s = natsOptions_SetMaxReconnect(no, 120);
+    }
+    if (s == NATS_OK) {
+        s = natsOptions_SetReconnectWait(no, 250);
+    }
+    return s;
+}
+
+cf_err cf_js_connect(cf_js **out, const cf_js_opts *o, char *errstr, size_t errstr_size)
+{
+    *out = NULL;
+    if (o->servers == NULL || o->servers[0] == '\0') {
+        return cf_err_set(CF_E_INVAL, errstr, errstr_size, "nats.servers: no server given");
+    }
+    cf_js *j = cf_calloc(1, sizeof(*j));
+    if (j == NULL) {
+        return CF_E_NOMEM;
+    }
+    lib_hold();
+    j->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : 5000;
+    natsOptions *no = NULL;
+    natsStatus s = natsOptions_Create(&no);
+    if (s == NATS_OK) {
+        s = set_options(no, o);
+    }
+    cf_err err = CF_OK;
+    if (s != NATS_OK) {
+        err = nats_fail(s, 0, errstr, errstr_size, "nats options (TLS files?)");
+        goto fail;
+    }
+    s = natsConnection_Connect(&j->nc, no);
+    if (s != NATS_OK) {
+        err = nats_fail(s, 0, errstr, errstr_size, "cannot connect to the NATS servers");
+        goto fail;
+    }
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.Wait = j->timeout_ms;
+    if ((s = natsConnection_JetStream(&j->js, j->nc, &jo)) != NATS_OK) {
+        err = nats_fail(s, 0, errstr, errstr_size, "no JetStream context");
+        goto fail;
+    }
+    natsOptions_Destroy(no);
+    *out = j;
+    return CF_OK;
+fail:
+    natsOptions_Destroy(no);
+    cf_js_close(j);
+    return err;
+}
+
+void cf_js_close(cf_js *j)
+{
+    if (j == NULL) {
+        return;
+    }
+    jsCtx_Destroy(j->js);
+    if (j->nc != NULL) {
+        natsConnection_FlushTimeout(j->nc, 1000);
+        natsConnection_Close(j->nc);
+        natsConnection_Destroy(j->nc);
+    }
+    cf_free(j);
+    lib_release();
+}
+
+cf_err cf_js_ensure_stream(cf_js *j, const char *name, const char *subject, int replicas,
+                           int64_t dup_window_s, char *errstr, size_t errstr_size)
+{
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_GetStreamInfo(&si, j->js, name, NULL, &jerr);
+    if (s == NATS_OK) {
+        jsStreamInfo_Destroy(si);
+        return CF_OK;
+    }
+    if (s != NATS_NOT_FOUND) {
+        return nats_fail(s, jerr, errstr, errstr_size, "stream info");
+    }
+    jsStreamConfig cfg;
+    jsStreamConfig_Init(&cfg);
+    const char *subjects[1] = {subject};
+    cfg.Name = name;
+    cfg.Subjects = subjects;
+    cfg.SubjectsLen = 1;
+    cfg.Storage = js_FileStorage;
+    cfg.Replicas = replicas > 0 ? replicas : 1;
+    cfg.Duplicates = dup_window_s * 1000000000LL;
+    jerr = 0;
+    s = js_AddStream(&si, j->js, &cfg, NULL, &jerr);
+    if (s == NATS_OK || jerr == JSStreamNameExistErr) {
+        jsStreamInfo_Destroy(si); /* created, or by another role at the same time */
+        return CF_OK;
+    }
+    char what[160];
+    snprintf(what, sizeof(what), "cannot create stream %s", name);
+    return nats_fail(s, jerr, errstr, errstr_size, what);
+}
+
+cf_err cf_js_last(cf_js *j, const char *name, const char *subject, uint64_t *last_id, char *errstr,
+                  size_t errstr_size)
+{
+    *last_id = UINT64_MAX;
+    natsMsg *m = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_GetLastMsg(&m, j->js, name, subject, NULL, &jerr);
+    if (s == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr) {
+        return CF_OK;
+    }
+    if (s != NATS_OK) {
+        return nats_fail(s, jerr, errstr, errstr_size, "last message");
+    }
+    cf_frame_hdr h;
+    cf_err err = cf_frame_open((const uint8_t *)natsMsg_GetData(m),
+                               (size_t)natsMsg_GetDataLength(m), &h, errstr, errstr_size);
+    if (err == CF_OK) {
+        *last_id = h.id;
+    }
+    natsMsg_Destroy(m);
+    return err;
+}
+
+cf_err cf_js_publish(cf_js *j, const char *subject, const void *data, size_t len,
+                     const char *msg_id, bool *duplicate, char *errstr, size_t errstr_size)
+{
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MsgId = msg_id;
+    po.MaxWait = j->timeout_ms;
+    jsPubAck *pa = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_Publish(&pa, j->js, subject, data, (int)len, &po, &jerr);
+    if (s != NATS_OK) {
+        return nats_fail(s, jerr, errstr, errstr_size, "publish");
+    }
+    if (duplicate != NULL) {
+        *duplicate = pa->Duplicate;
+    }
+    jsPubAck_Destroy(pa);
+    return CF_OK;
+}
+
+cf_err cf_js_subscribe(cf_js_sub **out, cf_js *j, const char *stream, const char *subject,
+                       uint64_t start_seq, int max_ack_pending, char *errstr, size_t errstr_size)
+{
+    *out = NULL;
+    cf_js_sub *cs = cf_calloc(1, sizeof(*cs));
+    if (cs == NULL) {
+        return CF_E_NOMEM;
+    }
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.Stream = stream;
+    so.ManualAck = true;
+    so.Config.DeliverPolicy = start_seq > 1 ? js_DeliverByStartSequence : js_DeliverAll;
+    so.Config.OptStartSeq = start_seq > 1 ? start_seq : 0;
+    so.Config.AckPolicy = js_AckExplicit;
+    so.Config.MaxAckPending = max_ack_pending > 0 ? max_ack_pending : 256;
+    so.Config.AckWait = 30LL * 1000000000LL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_SubscribeSync(&cs->sub, j->js, subject, NULL, &so, &jerr);
+    if (s != NATS_OK) {
+        cf_free(cs);
+        char what[200];
+        snprintf(what, sizeof(what), "cannot consume %s", subject);
+        return nats_fail(s, jerr, errstr, errstr_size, what);
+    }
+    /* MaxAckPending bounds what is in flight; let the client buffer all of it. */
+    natsSubscription_SetPendingLimits(cs->sub, -1, -1);
+    *out = cs;
+    return CF_OK;
+}
+
+cf_err cf_js_next(cf_js_sub *cs, cf_js_msg *out, int64_t timeout_ms)
+{
+    memset(out, 0, sizeof(*out));
+    natsMsg *m = NULL;
+    natsStatus s = natsSubscription_NextMsg(&m, cs->sub, timeout_ms);
+    if (s == NATS_TIMEOUT) {
+        return CF_E_FULL;
+    }
+    if (s != NATS_OK) {
+        return CF_E_TRANSPORT;
+    }
+    jsMsgMetaData *md = NULL;
+    if (natsMsg_GetMetaData(&md, m) == NATS_OK) {
+        out->stream_seq = md->Sequence.Stream;
+        out->deliveries = md->NumDelivered;
+        jsMsgMetaData_Destroy(md);
+    }
+    out->data = (const uint8_t *)natsMsg_GetData(m);
+    out->len = (size_t)natsMsg_GetDataLength(m);
+    out->impl = m;
+    return CF_OK;
+}
+
+cf_err cf_js_ack(cf_js_msg *m)
+{
+    natsStatus s = natsMsg_Ack(m->impl, NULL);
+    cf_js_release(m);
+    return s == NATS_OK ? CF_OK : CF_E_TRANSPORT;
+}
+
+void cf_js_release(cf_js_msg *m)
+{
+    natsMsg_Destroy(m->impl);
+    m->impl = NULL;
+    m->data = NULL;
+}
+
+void cf_js_unsubscribe(cf_js_sub *cs)
+{
+    if (cs == NULL) {
+        return;
+    }
+    natsSubscription_Unsubscribe(cs->sub); /* removes the ephemeral consumer */
+    natsSubscription_Destroy(cs->sub);
+    cf_free(cs);
+}
