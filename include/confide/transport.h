@@ -51,6 +51,7 @@ typedef struct cf_frame_hdr {
     uint32_t count; /* records in the payload */
     uint64_t id;    /* batch id: the sender's input position (deterministic on replay) */
     uint32_t len;   /* payload bytes */
+    uint32_t aux;   /* partials: which output batch of input frame `id` */
 } cf_frame_hdr;
 
 /** Writes the header of a frame whose payload (h->len bytes) is at out + CF_FRAME_HDR_LEN. */
@@ -70,7 +71,9 @@ typedef struct cf_js_opts {
     const char *ca_file;   /* TLS: CA that signed the servers' certificates */
     const char *cert_file; /* TLS client certificate and key (optional) */
     const char *key_file;
-    const char *name; /* connection name, e.g. "confide-party-1" */
+    const char *name;         /* connection name, e.g. "confide-party-1" */
+    const char *inbox_prefix; /* replies and push deliveries ("_INBOX.confide-party-1"): a
+                                 role may subscribe to its own inboxes only */
     int64_t timeout_ms;
 } cf_js_opts;
 
@@ -94,10 +97,10 @@ void cf_js_close(cf_js *js);
  *  copies, message ids remembered for @p dup_window_s seconds. */
 cf_err cf_js_ensure_stream(cf_js *js, const char *name, const char *subject, int replicas,
                            int64_t dup_window_s, char *errstr, size_t errstr_size);
-/** The last sequence in stream @p name and the id of its last message on @p subject
- *  (*last_id = UINT64_MAX when the subject has none). */
-cf_err cf_js_last(cf_js *js, const char *name, const char *subject, uint64_t *last_id, char *errstr,
-                  size_t errstr_size);
+/** The header of the last frame on @p subject in stream @p name; *found false when there is
+ *  none. A sender that restarts uses it to skip what it already published. */
+cf_err cf_js_last(cf_js *js, const char *name, const char *subject, cf_frame_hdr *h, bool *found,
+                  char *errstr, size_t errstr_size);
 
 /** Publishes and waits for the stream's acknowledgement. @p msg_id de-duplicates (NULL: none).
  *  *duplicate (when not NULL) tells whether the stream already had that id. */

@@ -321,6 +321,20 @@ static bool publish_end(cf_secure *s, const char *subject, uint8_t sender, uint6
     return publish(s, subject, frame, sizeof(frame), msg_id);
 }
 
+/* A restarted gateway replays its log from the last checkpoint: what party @p i's stream
+ * already holds is not published again (message ids would catch it too, but only within
+ * the stream's duplicate window). */
+static bool already_sent(const cf_secure *s, unsigned i, const item_batch *b)
+{
+    if (!s->has_floor[i]) {
+        return false;
+    }
+    if (b->ckpt) {
+        return b->ckpt_index <= s->mk_floor[i];
+    }
+    return b->n > 0 && b->it[b->n - 1].seq < s->ev_floor[i];
+}
+
 /* Gateway: party I's lane -> PREFIX.shares.I; then an end-of-input frame. */
 static void *gateway_sender(void *arg)
 {
@@ -328,7 +342,7 @@ static void *gateway_sender(void *arg)
     cf_secure *s = nt->s;
     unsigned i = nt->i;
     lane *l = &s->parties[i].in;
-    char subject[128], msg_id[64];
+    char subject[128], msg_id[96];
     subject_name(s, "shares", (int)i, subject, sizeof(subject));
     uint8_t *frame =
         cf_malloc(CF_FRAME_HDR_LEN + shares_payload_max((uint32_t)s->conf.pipeline_batch_max));
@@ -343,7 +357,7 @@ static void *gateway_sender(void *arg)
             continue;
         }
         item_batch *b = item;
-        if (ok && !atomic_load(&s->net_failed)) {
+        if (ok && !atomic_load(&s->net_failed) && !already_sent(s, i, b)) {
             size_t len = encode_shares(b, i, frame + CF_FRAME_HDR_LEN);
             uint64_t id = b->ckpt ? b->ckpt_index : (b->n > 0 ? b->it[0].seq : 0);
             cf_frame_hdr h = {.type = CF_FRAME_SHARES,
@@ -352,13 +366,14 @@ static void *gateway_sender(void *arg)
                               .id = id,
                               .len = (uint32_t)len};
             cf_frame_seal(&h, frame);
-            snprintf(msg_id, sizeof(msg_id), "s%u.%c%" PRIu64, i, b->ckpt ? 'm' : 'e', id);
+            snprintf(msg_id, sizeof(msg_id), "%s.s%u.%c%" PRIu64, s->log_hex, i,
+                     b->ckpt ? 'm' : 'e', id);
             ok = publish(s, subject, frame, CF_FRAME_HDR_LEN + len, msg_id);
         }
         cf_ring_push_wait(l->free_ring, b);
     }
     if (ok && !atomic_load(&s->net_failed) && !atomic_load(&s->net_stop)) {
-        snprintf(msg_id, sizeof(msg_id), "s%u.end%" PRIu64, i, s->end_index);
+        snprintf(msg_id, sizeof(msg_id), "%s.s%u.end%" PRIu64, s->log_hex, i, s->end_index);
         publish_end(s, subject, (uint8_t)i, s->end_index, msg_id);
     }
     cf_free(frame);
@@ -610,13 +625,18 @@ static void *party_sender(void *arg)
             continue;
         }
         msg_batch *b = item;
-        if (ok && !atomic_load(&s->net_stop)) {
+        bool sent = s->has_out_floor && (b->src_seq < s->out_seq ||
+                                         (b->src_seq == s->out_seq && b->part <= s->out_part));
+        if (ok && sent && !atomic_load(&s->net_stop)) {
+            party_commit(s, b); /* published before a crash; its state file may not be */
+        } else if (ok && !atomic_load(&s->net_stop)) {
             size_t len = encode_msgs(b, frame + CF_FRAME_HDR_LEN);
             cf_frame_hdr h = {.type = CF_FRAME_PARTIALS,
                               .sender = (uint8_t)s->party_id,
                               .count = b->n,
                               .id = b->src_seq,
-                              .len = (uint32_t)len};
+                              .len = (uint32_t)len,
+                              .aux = b->part};
             cf_frame_seal(&h, frame);
             snprintf(msg_id, sizeof(msg_id), "p%u.%" PRIu64 ".%u", s->party_id, b->src_seq,
                      b->part);
@@ -851,10 +871,46 @@ static cf_err ensure_streams(cf_secure *s, char *errstr, size_t errstr_size)
     return err;
 }
 
+/* What this role's output streams already hold (see already_sent). */
+static cf_err load_floors(cf_secure *s, char *errstr, size_t errstr_size)
+{
+    char stream[128], subject[128];
+    cf_frame_hdr h;
+    bool found = false;
+    cf_err err = CF_OK;
+    if (s->role == CF_ROLE_GATEWAY) {
+        sodium_bin2hex(s->log_hex, sizeof(s->log_hex), s->ctx.log_id, sizeof(s->ctx.log_id));
+        for (unsigned i = 0; i < s->k && err == CF_OK; i++) {
+            stream_name(s, "SHARES", (int)i, stream, sizeof(stream));
+            subject_name(s, "shares", (int)i, subject, sizeof(subject));
+            err = cf_js_last(s->js, stream, subject, &h, &found, errstr, errstr_size);
+            if (err != CF_OK || !found) {
+                continue;
+            }
+            s->has_floor[i] = true;
+            bool events = h.type == CF_FRAME_SHARES && h.count > 0;
+            s->ev_floor[i] = events ? h.id + h.count : h.id;
+            s->mk_floor[i] = h.id;
+        }
+        return err;
+    }
+    if (s->role == CF_ROLE_PARTY) {
+        stream_name(s, "PARTIALS", (int)s->party_id, stream, sizeof(stream));
+        subject_name(s, "partials", (int)s->party_id, subject, sizeof(subject));
+        err = cf_js_last(s->js, stream, subject, &h, &found, errstr, errstr_size);
+        if (err == CF_OK && found) {
+            s->has_out_floor = true;
+            s->out_seq = h.id;
+            s->out_part = h.type == CF_FRAME_END ? UINT32_MAX : h.aux;
+        }
+    }
+    return err;
+}
+
 cf_err cf__net_open(cf_secure *s, resume_state *r, char *errstr, size_t errstr_size)
 {
     const cf_config *c = &s->conf;
-    char password[256], name[64];
+    char password[256], name[64], inbox[80];
     cf_err err =
         read_password(c->nats_password_file, password, sizeof(password), errstr, errstr_size);
     if (err != CF_OK) {
@@ -864,7 +920,9 @@ cf_err cf__net_open(cf_secure *s, resume_state *r, char *errstr, size_t errstr_s
     if (s->role == CF_ROLE_PARTY) {
         snprintf(name, sizeof(name), "confide-party-%u", s->party_id);
     }
+    snprintf(inbox, sizeof(inbox), "_INBOX.%s", name);
     cf_js_opts o = {.servers = c->nats_servers,
+                    .inbox_prefix = inbox,
                     .user = c->nats_user,
                     .password = password,
                     .ca_file = c->nats_ca_file,
@@ -876,6 +934,9 @@ cf_err cf__net_open(cf_secure *s, resume_state *r, char *errstr, size_t errstr_s
     sodium_memzero(password, sizeof(password));
     if (err == CF_OK) {
         err = ensure_streams(s, errstr, errstr_size);
+    }
+    if (err == CF_OK) {
+        err = load_floors(s, errstr, errstr_size);
     }
     if (err != CF_OK || s->role == CF_ROLE_GATEWAY) {
         return err;

@@ -887,6 +887,7 @@ static cf_err protect(cf_secure *s, const cf_event *events, uint32_t n, const cf
 static void result_params(const cf_secure *s, char *out, size_t size);
 static cf_err check_params_unchanged(cf_secure *s, char *errstr, size_t errstr_size);
 static cf_err announce_event(cf_secure *s, const cf_event *ev, uint8_t *pseudo);
+static void send_markers(cf_secure *s, uint64_t index, uint64_t alerts_len, uint64_t alerts);
 
 static cf_err ensure_keys(cf_secure *s, char *errstr, size_t errstr_size)
 {
@@ -1359,6 +1360,14 @@ static cf_err restore_state(cf_secure *s, const resume_state *r, char *errstr, s
 static cf_err replay_log(cf_secure *s, uint64_t from_ckpt, char *errstr, size_t errstr_size)
 {
     uint64_t n = s->resume_index;
+    /* A distributed gateway's checkpoint says what it queued, not what each party's stream
+     * got: republish from the least any stream holds, markers where they were (senders skip
+     * what their stream already has). */
+    uint64_t from_send = from_ckpt;
+    for (unsigned i = 0; i < s->k && s->role == CF_ROLE_GATEWAY; i++) {
+        uint64_t f = s->has_floor[i] ? s->ev_floor[i] : 0;
+        from_send = f < from_send ? f : from_send;
+    }
     if (n == 0 || (s->rules == NULL && s->mode == PROT_NONE)) {
         return CF_OK;
     }
@@ -1374,6 +1383,10 @@ static cf_err replay_log(cf_secure *s, uint64_t from_ckpt, char *errstr, size_t 
     while (err == CF_OK) {
         cf_audit_entry e;
         err = cf_audit_reader_next(rd, &e, errstr, errstr_size);
+        if (err == CF_OK && e.type == CF_AUDIT_REC_CHECKPOINT && s->role == CF_ROLE_GATEWAY &&
+            e.index >= from_send) {
+            send_markers(s, e.index, 0, 0);
+        }
         if (err != CF_OK || e.type != CF_AUDIT_REC_BATCH) {
             continue;
         }
@@ -1399,7 +1412,7 @@ static cf_err replay_log(cf_secure *s, uint64_t from_ckpt, char *errstr, size_t 
         }
         if (s->mode != PROT_NONE) {
             uint32_t skip = 0;
-            for (; skip < e.count && e.events[skip].seq < from_ckpt; skip++) {
+            for (; skip < e.count && e.events[skip].seq < from_send; skip++) {
                 if ((err = announce_event(s, &e.events[skip], NULL)) != CF_OK) {
                     break;
                 }
@@ -1949,6 +1962,19 @@ static void write_checkpoints(cf_secure *s)
     }
 }
 
+/* A checkpoint marker behind the last batch of every party's lane. */
+static void send_markers(cf_secure *s, uint64_t index, uint64_t alerts_len, uint64_t alerts)
+{
+    for (unsigned i = 0; i < s->k; i++) {
+        item_batch *m = take_items(&s->parties[i].in);
+        m->ckpt = true;
+        m->ckpt_index = index;
+        m->ckpt_alerts_len = alerts_len;
+        m->ckpt_alerts = alerts;
+        cf_ring_push_wait(s->parties[i].in.full_ring, m);
+    }
+}
+
 /* Every audit.checkpoint_events events, asks for a checkpoint at the current log index:
  * with parties, a marker travels behind the last batch and the combiner assembles the
  * state; without, the gateway's own positions are all there is. @locality gateway thread */
@@ -1981,14 +2007,7 @@ static cf_err maybe_checkpoint(cf_secure *s, char *errstr, size_t errstr_size)
             return CF_OK;
         }
     }
-    for (unsigned i = 0; i < s->k; i++) {
-        item_batch *m = take_items(&s->parties[i].in);
-        m->ckpt = true;
-        m->ckpt_index = index;
-        m->ckpt_alerts_len = alerts_len;
-        m->ckpt_alerts = s->st.alerts;
-        cf_ring_push_wait(s->parties[i].in.full_ring, m);
-    }
+    send_markers(s, index, alerts_len, s->st.alerts);
     return CF_OK;
 }
 

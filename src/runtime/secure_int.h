@@ -190,6 +190,15 @@ struct cf_secure {
     cursor cur[CF_KEY_PARTIES_MAX]; /* combiner: read positions (checkpointed) */
     uint64_t start_seq[CF_KEY_PARTIES_MAX + 1]; /* party/combiner: resume at these sequences */
     uint64_t end_index; /* gateway: events in the log when the input ended */
+    /* What a restarted sender already published (from its streams' last frames): the
+     * gateway skips events below ev_floor and markers at or below mk_floor; a party skips
+     * output batches at or before (out_seq, out_part). */
+    uint64_t ev_floor[CF_KEY_PARTIES_MAX], mk_floor[CF_KEY_PARTIES_MAX];
+    bool has_floor[CF_KEY_PARTIES_MAX];
+    uint64_t out_seq;
+    uint32_t out_part;
+    bool has_out_floor;
+    char log_hex[2 * CF_SA_ID_LEN + 1]; /* gateway: the log id in message ids */
 };
 
 /* ---- checkpoint blobs (secure.c) ---- */

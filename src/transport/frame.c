@@ -1,7 +1,7 @@
 /*
  * Frame headers (little-endian):
  *   0 magic u32 "CFFT"  4 version u8  5 type u8  6 sender u8  7 reserved u8
- *   8 id u64  16 count u32  20 len u32  24 reserved u32  28 crc u32 = crc32c(0..28 || payload)
+ *   8 id u64  16 count u32  20 len u32  24 aux u32  28 crc u32 = crc32c(0..28 || payload)
  * A receiver opens a frame completely (magic, version, lengths, CRC) before it reads any of
  * the payload, so a torn or altered message is refused as a whole.
  */
@@ -45,7 +45,7 @@ void cf_frame_seal(const cf_frame_hdr *h, uint8_t *out)
     put64(out + 8, h->id);
     put32(out + 16, h->count);
     put32(out + 20, h->len);
-    put32(out + 24, 0);
+    put32(out + 24, h->aux);
     uint32_t crc = cf_crc32c(0, out, 28);
     crc = cf_crc32c(crc, out + CF_FRAME_HDR_LEN, h->len);
     put32(out + 28, crc);
@@ -66,6 +66,7 @@ cf_err cf_frame_open(const uint8_t *d, size_t len, cf_frame_hdr *h, char *errstr
     h->id = get64(d + 8);
     h->count = get32(d + 16);
     h->len = get32(d + 20);
+    h->aux = get32(d + 24);
     if ((size_t)h->len != len - CF_FRAME_HDR_LEN) {
         return cf_err_set(CF_E_CORRUPT, errstr, errstr_size,
                           "frame length %u, message has %zu payload bytes", h->len,

@@ -6,7 +6,6 @@
  * pending, fixed upstream in 3.8.3).
  */
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -25,30 +24,21 @@ struct cf_js_sub {
     natsSubscription *sub;
 };
 
-/* libnats keeps library-wide threads and memory: open once, close with the last user. */
-static pthread_mutex_t lib_mu = PTHREAD_MUTEX_INITIALIZER;
-static int lib_users;
-
-static void lib_hold(void)
-{
-    pthread_mutex_lock(&lib_mu);
-    lib_users++;
-    pthread_mutex_unlock(&lib_mu);
-}
-
-static void lib_release(void)
-{
-    pthread_mutex_lock(&lib_mu);
-    if (--lib_users == 0) {
-        nats_Close();
-    }
-    pthread_mutex_unlock(&lib_mu);
-}
-
-static cf_err nats_fail(natsStatus s, jsErrCode jerr, char *errstr, size_t errstr_size,
-                        const char *what)
+/* libnats keeps library-wide threads and memory for the life of the process. nats_Close()
+ * is deliberately never called: with TLS in use, libnats 3.4.1 tears down OpenSSL state that
+ * OPENSSL_cleanup() then frees again at exit (a segfault after a successful run). */
+static cf_err nats_fail_conn(natsConnection *nc, natsStatus s, jsErrCode jerr, char *errstr,
+                             size_t errstr_size, const char *what)
 {
     const char *last = nats_GetLastError(NULL);
+    const char *conn_err = NULL;
+    /* A subject this role may not use gets no reply, only an asynchronous -ERR on the
+     * connection: name it rather than report a bare timeout. */
+    if (nc != NULL && natsConnection_GetLastError(nc, &conn_err) != NATS_OK && conn_err != NULL &&
+        strstr(conn_err, "Permissions Violation") != NULL) {
+        return cf_err_set(CF_E_PERM, errstr, errstr_size, "%s: refused by the server: %s", what,
+                          conn_err);
+    }
     if (jerr != 0) {
         return cf_err_set(CF_E_TRANSPORT, errstr, errstr_size, "%s: %s (JetStream error %d)", what,
                           natsStatus_GetText(s), (int)jerr);
@@ -59,11 +49,20 @@ static cf_err nats_fail(natsStatus s, jsErrCode jerr, char *errstr, size_t errst
                       last != NULL && last[0] != '\0' ? ": " : "", last != NULL ? last : "");
 }
 
+static cf_err nats_fail(natsStatus s, jsErrCode jerr, char *errstr, size_t errstr_size,
+                        const char *what)
+{
+    return nats_fail_conn(NULL, s, jerr, errstr, errstr_size, what);
+}
+
 static natsStatus set_options(natsOptions *no, const cf_js_opts *o)
 {
     natsStatus s = natsOptions_SetURL(no, o->servers);
     if (s == NATS_OK && o->name != NULL && o->name[0] != '\0') {
         s = natsOptions_SetName(no, o->name);
+    }
+    if (s == NATS_OK && o->inbox_prefix != NULL && o->inbox_prefix[0] != '\0') {
+        s = natsOptions_SetCustomInboxPrefix(no, o->inbox_prefix);
     }
     if (s == NATS_OK && o->user != NULL && o->user[0] != '\0') {
         s = natsOptions_SetUserInfo(no, o->user, o->password != NULL ? o->password : "");
@@ -100,7 +99,6 @@ cf_err cf_js_connect(cf_js **out, const cf_js_opts *o, char *errstr, size_t errs
     if (j == NULL) {
         return CF_E_NOMEM;
     }
-    lib_hold();
     j->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : 5000;
     natsOptions *no = NULL;
     natsStatus s = natsOptions_Create(&no);
@@ -145,7 +143,6 @@ void cf_js_close(cf_js *j)
         natsConnection_Destroy(j->nc);
     }
     cf_free(j);
-    lib_release();
 }
 
 cf_err cf_js_ensure_stream(cf_js *j, const char *name, const char *subject, int replicas,
@@ -159,7 +156,7 @@ cf_err cf_js_ensure_stream(cf_js *j, const char *name, const char *subject, int 
         return CF_OK;
     }
     if (s != NATS_NOT_FOUND) {
-        return nats_fail(s, jerr, errstr, errstr_size, "stream info");
+        return nats_fail_conn(j->nc, s, jerr, errstr, errstr_size, "stream info");
     }
     jsStreamConfig cfg;
     jsStreamConfig_Init(&cfg);
@@ -178,13 +175,13 @@ cf_err cf_js_ensure_stream(cf_js *j, const char *name, const char *subject, int 
     }
     char what[160];
     snprintf(what, sizeof(what), "cannot create stream %s", name);
-    return nats_fail(s, jerr, errstr, errstr_size, what);
+    return nats_fail_conn(j->nc, s, jerr, errstr, errstr_size, what);
 }
 
-cf_err cf_js_last(cf_js *j, const char *name, const char *subject, uint64_t *last_id, char *errstr,
-                  size_t errstr_size)
+cf_err cf_js_last(cf_js *j, const char *name, const char *subject, cf_frame_hdr *h, bool *found,
+                  char *errstr, size_t errstr_size)
 {
-    *last_id = UINT64_MAX;
+    *found = false;
     natsMsg *m = NULL;
     jsErrCode jerr = 0;
     natsStatus s = js_GetLastMsg(&m, j->js, name, subject, NULL, &jerr);
@@ -192,14 +189,11 @@ cf_err cf_js_last(cf_js *j, const char *name, const char *subject, uint64_t *las
         return CF_OK;
     }
     if (s != NATS_OK) {
-        return nats_fail(s, jerr, errstr, errstr_size, "last message");
+        return nats_fail_conn(j->nc, s, jerr, errstr, errstr_size, "last message");
     }
-    cf_frame_hdr h;
     cf_err err = cf_frame_open((const uint8_t *)natsMsg_GetData(m),
-                               (size_t)natsMsg_GetDataLength(m), &h, errstr, errstr_size);
-    if (err == CF_OK) {
-        *last_id = h.id;
-    }
+                               (size_t)natsMsg_GetDataLength(m), h, errstr, errstr_size);
+    *found = err == CF_OK;
     natsMsg_Destroy(m);
     return err;
 }
@@ -215,7 +209,7 @@ cf_err cf_js_publish(cf_js *j, const char *subject, const void *data, size_t len
     jsErrCode jerr = 0;
     natsStatus s = js_Publish(&pa, j->js, subject, data, (int)len, &po, &jerr);
     if (s != NATS_OK) {
-        return nats_fail(s, jerr, errstr, errstr_size, "publish");
+        return nats_fail_conn(j->nc, s, jerr, errstr, errstr_size, "publish");
     }
     if (duplicate != NULL) {
         *duplicate = pa->Duplicate;
@@ -247,7 +241,7 @@ cf_err cf_js_subscribe(cf_js_sub **out, cf_js *j, const char *stream, const char
         cf_free(cs);
         char what[200];
         snprintf(what, sizeof(what), "cannot consume %s", subject);
-        return nats_fail(s, jerr, errstr, errstr_size, what);
+        return nats_fail_conn(j->nc, s, jerr, errstr, errstr_size, what);
     }
     /* MaxAckPending bounds what is in flight; let the client buffer all of it. */
     natsSubscription_SetPendingLimits(cs->sub, -1, -1);

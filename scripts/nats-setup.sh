@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Writes everything a local NATS JetStream deployment for confide needs into DIR:
+#   DIR/tls/ca.pem, server.pem, server.key   a private CA and a server certificate for
+#                                             127.0.0.1/localhost (OpenSSL CLI, EC P-256)
+#   DIR/pw/<user>                             one random password per role (mode 0600)
+#   DIR/node<N>.conf                          nats-server configs: TLS, JetStream, users
+#                                             with least-privilege subject permissions
+# Roles and what they may do (docs/distributed.md):
+#   gateway   publish PREFIX.shares.* and PREFIX.groups; create those streams
+#   partyI    read PREFIX.shares.I only; publish PREFIX.partials.I only
+#   combiner  read PREFIX.partials.* and PREFIX.groups; publish nothing
+#   admin     everything (operators, `nats` CLI); not used by confide
+# Usage: scripts/nats-setup.sh DIR [--parties K] [--port P] [--nodes N] [--prefix confide]
+#        then: nats-server -c DIR/node1.conf   (and node2, node3 for --nodes 3)
+set -euo pipefail
+
+usage() {
+    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+}
+
+dir=""
+parties=2
+port=4222
+nodes=1
+prefix=confide
+while [ $# -gt 0 ]; do
+    case "$1" in
+    -h | --help) usage; exit 0 ;;
+    --parties) parties="$2"; shift 2 ;;
+    --port) port="$2"; shift 2 ;;
+    --nodes) nodes="$2"; shift 2 ;;
+    --prefix) prefix="$2"; shift 2 ;;
+    -*) echo "nats-setup: unknown option $1" >&2; exit 2 ;;
+    *) dir="$1"; shift ;;
+    esac
+done
+[ -n "$dir" ] || { usage >&2; exit 2; }
+case "$parties" in [2-8]) ;; *) echo "nats-setup: --parties is 2..8" >&2; exit 2 ;; esac
+case "$nodes" in 1 | 3) ;; *) echo "nats-setup: --nodes is 1 or 3" >&2; exit 2 ;; esac
+up=$(echo "$prefix" | tr 'a-z.' 'A-Z_')
+
+umask 077
+mkdir -p "$dir/tls" "$dir/pw"
+
+# ---- TLS: a CA and one server certificate valid for 127.0.0.1 and localhost ----
+if [ ! -f "$dir/tls/server.pem" ]; then
+    openssl ecparam -name prime256v1 -genkey -noout -out "$dir/tls/ca.key" 2>/dev/null
+    openssl req -x509 -new -key "$dir/tls/ca.key" -days 3650 -subj "/CN=confide test CA" \
+        -out "$dir/tls/ca.pem" 2>/dev/null
+    openssl ecparam -name prime256v1 -genkey -noout -out "$dir/tls/server.key" 2>/dev/null
+    openssl req -new -key "$dir/tls/server.key" -subj "/CN=localhost" \
+        -out "$dir/tls/server.csr" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n' \
+        >"$dir/tls/ext.cnf"
+    openssl x509 -req -in "$dir/tls/server.csr" -CA "$dir/tls/ca.pem" -CAkey "$dir/tls/ca.key" \
+        -CAcreateserial -days 3650 -extfile "$dir/tls/ext.cnf" -out "$dir/tls/server.pem" \
+        2>/dev/null
+    chmod 644 "$dir/tls/ca.pem" "$dir/tls/server.pem"
+fi
+
+# ---- one password per role ----
+users=(gateway combiner admin)
+for ((i = 0; i < parties; i++)); do users+=("party$i"); done
+for u in "${users[@]}"; do
+    [ -f "$dir/pw/$u" ] || openssl rand -hex 24 >"$dir/pw/$u"
+done
+pw() { cat "$dir/pw/$1"; }
+
+# JetStream API subjects a role needs for its own streams only.
+api_stream() { # stream name -> info and create
+    printf '"$JS.API.STREAM.INFO.%s", "$JS.API.STREAM.CREATE.%s", ' "$1" "$1"
+}
+api_last() { # stream -> read its last message (a restarted sender skips what it published)
+    printf '"$JS.API.STREAM.MSG.GET.%s", ' "$1"
+}
+api_consume() { # stream -> create/delete/info its ephemeral consumers, ack its messages
+    printf '"$JS.API.CONSUMER.CREATE.%s", "$JS.API.CONSUMER.CREATE.%s.>", ' "$1" "$1"
+    printf '"$JS.API.CONSUMER.DELETE.%s.*", "$JS.API.CONSUMER.INFO.%s.*", ' "$1" "$1"
+    printf '"$JS.ACK.%s.>", ' "$1"
+}
+
+users_block() {
+    local gw_pub="" party="" comb_pub="" i
+    for ((i = 0; i < parties; i++)); do
+        gw_pub+=$(api_stream "${up}_SHARES_$i")$(api_last "${up}_SHARES_$i")
+    done
+    gw_pub+=$(api_stream "${up}_GROUPS")
+    echo "    { user: gateway, password: \"$(pw gateway)\", permissions: {"
+    echo "        publish: { allow: [\"$prefix.shares.*\", \"$prefix.groups\", \"\$JS.API.INFO\", ${gw_pub%, }] }"
+    echo "        subscribe: { allow: [\"_INBOX.confide-gateway.>\"] } } }"
+    for ((i = 0; i < parties; i++)); do
+        party=$(api_stream "${up}_SHARES_$i")$(api_stream "${up}_PARTIALS_$i")
+        party+=$(api_last "${up}_PARTIALS_$i")$(api_consume "${up}_SHARES_$i")
+        echo "    { user: party$i, password: \"$(pw party$i)\", permissions: {"
+        echo "        publish: { allow: [\"$prefix.partials.$i\", \"\$JS.API.INFO\", ${party%, }] }"
+        echo "        subscribe: { allow: [\"_INBOX.confide-party-$i.>\"] } } }"
+    done
+    for ((i = 0; i < parties; i++)); do
+        comb_pub+=$(api_stream "${up}_PARTIALS_$i")$(api_consume "${up}_PARTIALS_$i")
+    done
+    comb_pub+=$(api_stream "${up}_GROUPS")$(api_consume "${up}_GROUPS")
+    echo "    { user: combiner, password: \"$(pw combiner)\", permissions: {"
+    echo "        publish: { allow: [\"\$JS.API.INFO\", ${comb_pub%, }] }"
+    echo "        subscribe: { allow: [\"_INBOX.confide-combiner.>\"] } } }"
+    echo "    { user: admin, password: \"$(pw admin)\" }"
+}
+
+for ((n = 1; n <= nodes; n++)); do
+    client=$((port + n - 1))
+    conf="$dir/node$n.conf"
+    {
+        echo "# confide: generated by scripts/nats-setup.sh (node $n of $nodes)"
+        echo "server_name: confide-n$n"
+        echo "listen: 127.0.0.1:$client"
+        echo "jetstream { store_dir: \"$dir/store$n\" }"
+        echo "tls { cert_file: \"$dir/tls/server.pem\", key_file: \"$dir/tls/server.key\", timeout: 5 }"
+        echo "authorization { users = ["
+        users_block
+        echo "] }"
+        if [ "$nodes" -gt 1 ]; then
+            routes=""
+            for ((m = 1; m <= nodes; m++)); do
+                [ "$m" -eq "$n" ] || routes+="nats-route://127.0.0.1:$((port + 100 + m - 1)), "
+            done
+            echo "cluster { name: confide, listen: 127.0.0.1:$((port + 100 + n - 1)), routes: [${routes%, }] }"
+        fi
+    } >"$conf"
+done
