@@ -114,6 +114,10 @@ cf_err cf_js_subscribe(cf_js_sub **out, cf_js *js, const char *stream, const cha
 /** The next message, waiting up to @p timeout_ms: CF_OK, CF_E_FULL on timeout (nothing yet),
  *  CF_E_TRANSPORT when the connection is gone for good. */
 cf_err cf_js_next(cf_js_sub *s, cf_js_msg *m, int64_t timeout_ms);
+/** Whether the subscription's consumer still answers. Ephemeral consumers live on one node;
+ *  when it is lost (a cluster node stopped) nothing arrives and nothing fails: a receiver
+ *  that has waited a while asks, and resubscribes after its last sequence when it is gone. */
+bool cf_js_alive(cf_js_sub *s);
 cf_err cf_js_ack(cf_js_msg *m);
 void cf_js_release(cf_js_msg *m);
 void cf_js_unsubscribe(cf_js_sub *s);

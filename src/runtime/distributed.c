@@ -498,6 +498,95 @@ static cf_err read_state(cf_secure *s, resume_state *r, char *errstr, size_t err
     return err;
 }
 
+/* ---- receiving ---- */
+
+#define STALL_CHECK_MS 3000
+
+/* One stream read in sequence order from a position: every stream has one subject and
+ * drops nothing, so its sequences are consecutive. A redelivery (an ack lost with a node)
+ * is below the position and dropped; a gap or a consumer lost with its node means
+ * resubscribing at the position. */
+typedef struct receiver {
+    cf_secure *s;
+    char stream[128], subject[128];
+    cf_js_sub *sub;
+    uint64_t next_seq;
+    int64_t idle_ns;
+} receiver;
+
+static cf_err recv_open(receiver *r, const char *kind, const char *subj_kind, int i,
+                        uint64_t start_seq, char *err, size_t errsz)
+{
+    stream_name(r->s, kind, i, r->stream, sizeof(r->stream));
+    subject_name(r->s, subj_kind, i, r->subject, sizeof(r->subject));
+    r->next_seq = start_seq > 0 ? start_seq : 1;
+    r->idle_ns = 0;
+    return cf_js_subscribe(&r->sub, r->s->js, r->stream, r->subject, r->next_seq,
+                           (int)r->s->conf.nats_max_ack_pending, err, errsz);
+}
+
+static void recv_resubscribe(receiver *r, const char *why)
+{
+    char err[256];
+    CF_LOG(CF_LOG_WARN, "distributed", "%s: %s; consuming again from sequence %" PRIu64, r->stream,
+           why, r->next_seq);
+    cf_js_unsubscribe(r->sub);
+    r->sub = NULL;
+    for (int attempt = 0; !atomic_load(&r->s->net_stop); attempt++) {
+        if (cf_js_subscribe(&r->sub, r->s->js, r->stream, r->subject, r->next_seq,
+                            (int)r->s->conf.nats_max_ack_pending, err, sizeof(err)) == CF_OK) {
+            return;
+        }
+        if (attempt == 240) { /* a minute */
+            net_fail(r->s, r->stream, err);
+            return;
+        }
+        struct timespec ts = {0, 250000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* The next message in sequence: CF_OK, CF_E_FULL (nothing yet), CF_E_TRANSPORT (gave up). */
+static cf_err recv_next(receiver *r, cf_js_msg *m)
+{
+    if (r->sub == NULL) {
+        return CF_E_TRANSPORT;
+    }
+    cf_err e = cf_js_next(r->sub, m, RECV_WAIT_MS);
+    if (e == CF_E_FULL) {
+        r->idle_ns += (int64_t)RECV_WAIT_MS * 1000000;
+        if (r->idle_ns >= (int64_t)STALL_CHECK_MS * 1000000) {
+            r->idle_ns = 0;
+            if (!cf_js_alive(r->sub)) {
+                recv_resubscribe(r, "its consumer is gone (a server node lost?)");
+            }
+        }
+        return CF_E_FULL;
+    }
+    if (e != CF_OK) {
+        recv_resubscribe(r, "connection lost");
+        return CF_E_FULL;
+    }
+    r->idle_ns = 0;
+    if (m->stream_seq < r->next_seq) {
+        cf_js_ack(m); /* a redelivery of what was already taken */
+        return CF_E_FULL;
+    }
+    if (m->stream_seq > r->next_seq) {
+        cf_js_release(m);
+        recv_resubscribe(r, "a gap in the sequence");
+        return CF_E_FULL;
+    }
+    r->next_seq++;
+    return CF_OK;
+}
+
+static void recv_close(receiver *r)
+{
+    cf_js_unsubscribe(r->sub);
+    r->sub = NULL;
+}
+
 /* ---- party ---- */
 
 /* PREFIX.shares.I -> the party's input lane, from the sequence after its checkpoint. */
@@ -506,31 +595,28 @@ static void *party_receiver(void *arg)
     struct net_thread *nt = arg;
     cf_secure *s = nt->s;
     party *pa = &s->parties[s->party_id];
-    char stream[128], subject[128], err[256];
-    stream_name(s, "SHARES", (int)s->party_id, stream, sizeof(stream));
-    subject_name(s, "shares", (int)s->party_id, subject, sizeof(subject));
-    cf_js_sub *sub = NULL;
-    if (cf_js_subscribe(&sub, s->js, stream, subject, s->start_seq[0],
-                        (int)s->conf.nats_max_ack_pending, err, sizeof(err)) != CF_OK) {
+    char err[256];
+    receiver rc = {.s = s};
+    if (recv_open(&rc, "SHARES", "shares", (int)s->party_id, s->start_seq[0], err, sizeof(err)) !=
+        CF_OK) {
         net_fail(s, "party input", err);
         cf_ring_close(pa->in.full_ring);
         return NULL;
     }
     while (!atomic_load(&s->net_stop)) {
         cf_js_msg m;
-        cf_err e = cf_js_next(sub, &m, RECV_WAIT_MS);
+        cf_err e = recv_next(&rc, &m);
         if (e == CF_E_FULL) {
             continue;
         }
         if (e != CF_OK) {
-            net_fail(s, "party input", "connection lost");
             break;
         }
         cf_frame_hdr h;
         if (cf_frame_open(m.data, m.len, &h, err, sizeof(err)) != CF_OK ||
             (h.type != CF_FRAME_SHARES && h.type != CF_FRAME_END) || h.sender != s->party_id) {
             char what[200];
-            snprintf(what, sizeof(what), "frame at %s sequence %" PRIu64 " refused", stream,
+            snprintf(what, sizeof(what), "frame at %s sequence %" PRIu64 " refused", rc.stream,
                      m.stream_seq);
             net_fail(s, what, h.sender != s->party_id ? "another party's frame" : err);
             cf_js_release(&m);
@@ -560,7 +646,7 @@ static void *party_receiver(void *arg)
         atomic_store(&s->net_stop, true); /* no flush of windows that missed input */
     }
     cf_ring_close(pa->in.full_ring);
-    cf_js_unsubscribe(sub);
+    recv_close(&rc);
     return NULL;
 }
 
@@ -665,12 +751,10 @@ static void *combiner_receiver(void *arg)
     cf_secure *s = nt->s;
     unsigned i = nt->i;
     lane *l = &s->parties[i].out;
-    char stream[128], subject[128], err[256];
-    stream_name(s, "PARTIALS", (int)i, stream, sizeof(stream));
-    subject_name(s, "partials", (int)i, subject, sizeof(subject));
-    cf_js_sub *sub = NULL;
-    if (cf_js_subscribe(&sub, s->js, stream, subject, s->start_seq[i],
-                        (int)s->conf.nats_max_ack_pending, err, sizeof(err)) != CF_OK) {
+    char err[256];
+    receiver rc = {.s = s};
+    if (recv_open(&rc, "PARTIALS", "partials", (int)i, s->start_seq[i], err, sizeof(err)) !=
+        CF_OK) {
         net_fail(s, "combiner input", err);
         atomic_store(&s->net_stop, true);
         cf_ring_close(l->full_ring);
@@ -678,7 +762,7 @@ static void *combiner_receiver(void *arg)
     }
     while (!atomic_load(&s->net_stop)) {
         cf_js_msg m;
-        cf_err e = cf_js_next(sub, &m, RECV_WAIT_MS);
+        cf_err e = recv_next(&rc, &m);
         if (e == CF_E_FULL) {
             continue;
         }
@@ -711,7 +795,7 @@ static void *combiner_receiver(void *arg)
         cf_js_ack(&m);
     }
     cf_ring_close(l->full_ring);
-    cf_js_unsubscribe(sub);
+    recv_close(&rc);
     return NULL;
 }
 
@@ -721,18 +805,15 @@ static void *groups_receiver(void *arg)
 {
     struct net_thread *nt = arg;
     cf_secure *s = nt->s;
-    char stream[128], subject[128], err[256];
-    stream_name(s, "GROUPS", -1, stream, sizeof(stream));
-    subject_name(s, "groups", -1, subject, sizeof(subject));
-    cf_js_sub *sub = NULL;
-    if (cf_js_subscribe(&sub, s->js, stream, subject, 1, (int)s->conf.nats_max_ack_pending, err,
-                        sizeof(err)) != CF_OK) {
+    char err[256];
+    receiver rc = {.s = s};
+    if (recv_open(&rc, "GROUPS", "groups", -1, 1, err, sizeof(err)) != CF_OK) {
         net_fail(s, "group names", err);
         return NULL;
     }
     while (!atomic_load(&s->groups_stop) && !atomic_load(&s->net_stop)) {
         cf_js_msg m;
-        cf_err e = cf_js_next(sub, &m, RECV_WAIT_MS);
+        cf_err e = recv_next(&rc, &m);
         if (e == CF_E_FULL) {
             continue;
         }
@@ -774,7 +855,7 @@ static void *groups_receiver(void *arg)
         }
         cf_js_ack(&m);
     }
-    cf_js_unsubscribe(sub);
+    recv_close(&rc);
     return NULL;
 }
 
@@ -932,11 +1013,19 @@ cf_err cf__net_open(cf_secure *s, resume_state *r, char *errstr, size_t errstr_s
                     .timeout_ms = 5000};
     err = cf_js_connect(&s->js, &o, errstr, errstr_size);
     sodium_memzero(password, sizeof(password));
-    if (err == CF_OK) {
+    /* A cluster that is still electing leaders (just started, or a node restarting) does
+     * not answer at once: keep asking for a while before giving up. */
+    for (int attempt = 0; err == CF_OK; attempt++) {
         err = ensure_streams(s, errstr, errstr_size);
-    }
-    if (err == CF_OK) {
-        err = load_floors(s, errstr, errstr_size);
+        if (err == CF_OK) {
+            err = load_floors(s, errstr, errstr_size);
+        }
+        if (err != CF_E_TRANSPORT || attempt == 60) {
+            break;
+        }
+        err = CF_OK;
+        struct timespec ts = {0, 250000000};
+        nanosleep(&ts, NULL);
     }
     if (err != CF_OK || s->role == CF_ROLE_GATEWAY) {
         return err;

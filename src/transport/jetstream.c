@@ -55,9 +55,27 @@ static cf_err nats_fail(natsStatus s, jsErrCode jerr, char *errstr, size_t errst
     return nats_fail_conn(NULL, s, jerr, errstr, errstr_size, what);
 }
 
+/* "url1,url2,..." -> natsOptions_SetServers (SetURL takes one URL in libnats 3.4.1). */
+static natsStatus set_servers(natsOptions *no, const char *list)
+{
+    char buf[1024];
+    const char *urls[16];
+    int n = 0;
+    snprintf(buf, sizeof(buf), "%s", list);
+    for (char *save = NULL, *t = strtok_r(buf, ", ", &save); t != NULL && n < 16;
+         t = strtok_r(NULL, ", ", &save)) {
+        urls[n++] = t;
+    }
+    return n > 0 ? natsOptions_SetServers(no, urls, n) : NATS_INVALID_ARG;
+}
+
 static natsStatus set_options(natsOptions *no, const cf_js_opts *o)
 {
-    natsStatus s = natsOptions_SetURL(no, o->servers);
+    natsStatus s = set_servers(no, o->servers);
+    if (s == NATS_OK) {
+        /* Every server in the list, in order: a cluster node that is down is skipped. */
+        s = natsOptions_SetNoRandomize(no, false);
+    }
     if (s == NATS_OK && o->name != NULL && o->name[0] != '\0') {
         s = natsOptions_SetName(no, o->name);
     }
@@ -270,6 +288,15 @@ cf_err cf_js_next(cf_js_sub *cs, cf_js_msg *out, int64_t timeout_ms)
     out->len = (size_t)natsMsg_GetDataLength(m);
     out->impl = m;
     return CF_OK;
+}
+
+bool cf_js_alive(cf_js_sub *cs)
+{
+    jsConsumerInfo *ci = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = natsSubscription_GetConsumerInfo(&ci, cs->sub, NULL, &jerr);
+    jsConsumerInfo_Destroy(ci);
+    return s == NATS_OK;
 }
 
 cf_err cf_js_ack(cf_js_msg *m)
