@@ -10,7 +10,8 @@
     X(engine, "windows and compliance rules throughput")                                           \
     X(batching, "adaptive vs fixed micro-batching under a step load")                              \
     X(run, "the whole confide run pipeline end to end, configurations side by side")               \
-    X(autoscale, "autoscaling policies replaying a rate trace in the cluster simulator")
+    X(autoscale, "autoscaling policies replaying a rate trace in the cluster simulator")           \
+    X(distributed, "gateway, parties and combiner as processes over NATS JetStream")
 
 #define X(n, doc) int cf_bench_##n(int argc, char **argv) __attribute__((weak));
 CF_BENCHES(X)
