@@ -1532,6 +1532,11 @@ cf_err cf__secure_create_observed(cf_secure **out, const cf_config *c, cf_observ
                               "output.dir: a distributed %s needs an output directory%s", c->role,
                               role == CF_ROLE_GATEWAY ? " and the audit log" : "");
         }
+        if (c->window_idle_timeout_ms != 0) {
+            return cf_err_set(CF_E_INVAL, errstr, errstr_size,
+                              "window.idle_timeout_ms: must be 0 in a distributed run (a party "
+                              "that replays after a restart must emit exactly what it did)");
+        }
         if (role == CF_ROLE_PARTY && c->party_id >= c->parties) {
             return cf_err_set(CF_E_INVAL, errstr, errstr_size,
                               "party.id: %lld, but there are %lld parties (0..%lld)",
