@@ -230,7 +230,7 @@ static bool run_pipeline(const cfg *c, int nodes, double rate, const char *urls,
     snprintf(self, sizeof(self), "%s", c->self);
     pid_t pids[10];
     int np = 0;
-    char outs[10][600], logs[10][600], ids[10][8];
+    char outs[10][600], logs[10][600], ids[10][16];
     for (int i = 0; i < c->parties; i++) {
         snprintf(outs[np], sizeof(outs[np]), "%s/%s-p%d", c->dir, tag, i);
         snprintf(logs[np], sizeof(logs[np]), "%s/%s-p%d.log", c->dir, tag, i);

@@ -153,10 +153,15 @@ static void rbytes(rbuf *r, void *d, size_t n)
 }
 
 /* ---- payloads ----
- * shares:   u8 marker | log id 16 | run id 16 |
+ * A shares or partials frame carries one or more of the sender's batches (sub-batches):
+ * a sender that falls behind packs what has queued up into one frame, so the round trip
+ * of a publish is paid per frame, not per batch. A checkpoint marker always ends a frame
+ * (a receiver that resumes after that frame's sequence must not skip anything).
+ * shares:   per sub-batch: u8 marker | log id 16 | run id 16 | u32 n |
  *           events: n x (pseudonym 16 | ts i64 | seq u64 | [share 6 x u64, party 0 only])
  *           marker: checkpoint index u64 | alerts length u64 | alerts u64
- * partials: n x (type u8 | update u8 | pseudonym 16 | start i64 | end i64 | count u64 |
+ * partials: per sub-batch: input seq u64 | part u32 | u32 n |
+ *           n x (type u8 | update u8 | pseudonym 16 | start i64 | end i64 | count u64 |
  *                first u64 | last u64 | reason u32 | value CF_SA_VALUE_SIZE)
  * groups:   n x (pseudonym 16 | currency 4 | text length u16 | text)
  * end:      empty (the frame id is the sender's final position) */
@@ -164,119 +169,129 @@ static void rbytes(rbuf *r, void *d, size_t n)
 #define SHARE_ITEM (CF_SA_PSEUDO_LEN + 16)
 #define MSG_ITEM (2 + CF_SA_PSEUDO_LEN + 6 * 8 + 4 + CF_SA_VALUE_SIZE)
 
-static size_t shares_payload_max(uint32_t n)
+static size_t shares_size(const item_batch *b, unsigned to)
 {
-    return 1 + 2 * CF_SA_ID_LEN + 24 + (size_t)n * (SHARE_ITEM + sizeof(cf_sa_vec));
+    return 1 + 2 * CF_SA_ID_LEN + 4 +
+           (b->ckpt ? 24 : (size_t)b->n * (SHARE_ITEM + (to == 0 ? sizeof(cf_sa_vec) : 0)));
 }
 
-static size_t encode_shares(const item_batch *b, unsigned to, uint8_t *out)
+static void encode_shares(wbuf *w, const item_batch *b, unsigned to)
 {
-    wbuf w = {out, NULL};
-    w8(&w, b->ckpt ? 1 : 0);
-    wbytes(&w, b->ctx.log_id, CF_SA_ID_LEN);
-    wbytes(&w, b->ctx.run_id, CF_SA_ID_LEN);
+    w8(w, b->ckpt ? 1 : 0);
+    wbytes(w, b->ctx.log_id, CF_SA_ID_LEN);
+    wbytes(w, b->ctx.run_id, CF_SA_ID_LEN);
+    w32(w, b->ckpt ? 0 : b->n);
     if (b->ckpt) {
-        w64(&w, b->ckpt_index);
-        w64(&w, b->ckpt_alerts_len);
-        w64(&w, b->ckpt_alerts);
-        return (size_t)(w.p - out);
+        w64(w, b->ckpt_index);
+        w64(w, b->ckpt_alerts_len);
+        w64(w, b->ckpt_alerts);
+        return;
     }
     for (uint32_t i = 0; i < b->n; i++) {
         const party_item *it = &b->it[i];
-        wbytes(&w, it->key, CF_SA_PSEUDO_LEN);
-        w64(&w, (uint64_t)it->ts_us);
-        w64(&w, it->seq);
+        wbytes(w, it->key, CF_SA_PSEUDO_LEN);
+        w64(w, (uint64_t)it->ts_us);
+        w64(w, it->seq);
         if (to == 0) { /* parties >= 1 regenerate theirs from their seeds */
             for (int d = 0; d < CF_SA_DIM_MAX; d++) {
-                w64(&w, it->share.v[d]);
+                w64(w, it->share.v[d]);
             }
             for (int d = 0; d < CF_SA_DIM_MAX; d++) {
-                w64(&w, it->share.mac[d]);
+                w64(w, it->share.mac[d]);
             }
         }
     }
-    return (size_t)(w.p - out);
 }
 
-static bool decode_shares(const uint8_t *d, size_t len, uint32_t count, unsigned to, item_batch *b)
+/* One sub-batch of a shares frame into @p b. */
+static bool decode_shares(rbuf *r, unsigned to, item_batch *b)
 {
-    rbuf r = {d, d + len, false};
-    b->ckpt = r8(&r) == 1;
-    rbytes(&r, b->ctx.log_id, CF_SA_ID_LEN);
-    rbytes(&r, b->ctx.run_id, CF_SA_ID_LEN);
+    b->ckpt = r8(r) == 1;
+    rbytes(r, b->ctx.log_id, CF_SA_ID_LEN);
+    rbytes(r, b->ctx.run_id, CF_SA_ID_LEN);
+    uint32_t count = r32(r);
     b->n = 0;
     if (b->ckpt) {
-        b->ckpt_index = r64(&r);
-        b->ckpt_alerts_len = r64(&r);
-        b->ckpt_alerts = r64(&r);
-        return !r.bad && r.p == r.end;
+        b->ckpt_index = r64(r);
+        b->ckpt_alerts_len = r64(r);
+        b->ckpt_alerts = r64(r);
+        return !r->bad && count == 0;
     }
     if (count > b->cap) {
         return false; /* pipeline.batch_max differs between the roles */
     }
-    for (uint32_t i = 0; i < count; i++) {
+    for (uint32_t i = 0; i < count && !r->bad; i++) {
         party_item *it = &b->it[i];
-        rbytes(&r, it->key, CF_SA_PSEUDO_LEN);
-        it->ts_us = (int64_t)r64(&r);
-        it->seq = r64(&r);
+        rbytes(r, it->key, CF_SA_PSEUDO_LEN);
+        it->ts_us = (int64_t)r64(r);
+        it->seq = r64(r);
         memset(&it->share, 0, sizeof(it->share));
         if (to == 0) {
             for (int k = 0; k < CF_SA_DIM_MAX; k++) {
-                it->share.v[k] = r64(&r);
+                it->share.v[k] = r64(r);
             }
             for (int k = 0; k < CF_SA_DIM_MAX; k++) {
-                it->share.mac[k] = r64(&r);
+                it->share.mac[k] = r64(r);
             }
         }
     }
     b->n = count;
-    return !r.bad && r.p == r.end;
+    return !r->bad;
 }
 
-static size_t encode_msgs(const msg_batch *b, uint8_t *out)
+static size_t msgs_size(const msg_batch *b)
 {
-    wbuf w = {out, NULL};
+    return 16 + (size_t)b->n * MSG_ITEM;
+}
+
+static void encode_msgs(wbuf *w, const msg_batch *b)
+{
+    w64(w, b->src_seq);
+    w32(w, b->part);
+    w32(w, b->n);
     for (uint32_t i = 0; i < b->n; i++) {
         const party_msg *m = &b->m[i];
-        w8(&w, m->type);
-        w8(&w, m->update ? 1 : 0);
-        wbytes(&w, m->key, CF_SA_PSEUDO_LEN);
-        w64(&w, (uint64_t)m->start_us);
-        w64(&w, (uint64_t)m->end_us);
-        w64(&w, m->count);
-        w64(&w, m->first);
-        w64(&w, m->last);
-        w32(&w, m->reason);
-        wbytes(&w, m->value, CF_SA_VALUE_SIZE);
+        w8(w, m->type);
+        w8(w, m->update ? 1 : 0);
+        wbytes(w, m->key, CF_SA_PSEUDO_LEN);
+        w64(w, (uint64_t)m->start_us);
+        w64(w, (uint64_t)m->end_us);
+        w64(w, m->count);
+        w64(w, m->first);
+        w64(w, m->last);
+        w32(w, m->reason);
+        wbytes(w, m->value, CF_SA_VALUE_SIZE);
     }
-    return (size_t)(w.p - out);
 }
 
-static bool decode_msgs(const uint8_t *d, size_t len, uint32_t count, msg_batch *b)
+/* One sub-batch of a partials frame into @p b. */
+static bool decode_msgs(rbuf *r, msg_batch *b)
 {
-    if (count > b->cap) {
+    b->src_seq = r64(r);
+    b->part = r32(r);
+    uint32_t count = r32(r);
+    if (r->bad || count > b->cap) {
         return false;
     }
-    rbuf r = {d, d + len, false};
-    for (uint32_t i = 0; i < count; i++) {
+    for (uint32_t i = 0; i < count && !r->bad; i++) {
         party_msg *m = &b->m[i];
         memset(m, 0, sizeof(*m));
-        m->type = r8(&r);
-        m->update = r8(&r) != 0;
-        rbytes(&r, m->key, CF_SA_PSEUDO_LEN);
-        m->start_us = (int64_t)r64(&r);
-        m->end_us = (int64_t)r64(&r);
-        m->count = r64(&r);
-        m->first = r64(&r);
-        m->last = r64(&r);
-        m->reason = r32(&r);
-        rbytes(&r, m->value, CF_SA_VALUE_SIZE);
+        m->type = r8(r);
+        m->update = r8(r) != 0;
+        rbytes(r, m->key, CF_SA_PSEUDO_LEN);
+        m->start_us = (int64_t)r64(r);
+        m->end_us = (int64_t)r64(r);
+        m->count = r64(r);
+        m->first = r64(r);
+        m->last = r64(r);
+        m->reason = r32(r);
+        rbytes(r, m->value, CF_SA_VALUE_SIZE);
         if (m->type < MSG_RESULT || m->type > MSG_CKPT) {
             return false;
         }
     }
     b->n = count;
-    return !r.bad && r.p == r.end;
+    return !r->bad;
 }
 
 /* ---- sending ---- */
@@ -335,6 +350,44 @@ static bool already_sent(const cf_secure *s, unsigned i, const item_batch *b)
     return b->n > 0 && b->it[b->n - 1].seq < s->ev_floor[i];
 }
 
+#define FRAME_BATCHES 16
+#define FRAME_BYTES (900 * 1024) /* under nats-server's default max_payload (1 MiB) */
+
+/* Pops the next item: waits when @p wait, else only takes what is there. */
+static void *lane_next(cf_ring *r, bool wait, bool *closed)
+{
+    void *item = NULL;
+    cf_err err =
+        wait ? cf_ring_pop_until(r, &item, cf_now_ns() + 100000000) : cf_ring_pop(r, &item);
+    *closed = err == CF_E_STATE;
+    return err == CF_OK ? item : NULL;
+}
+
+static bool send_shares(cf_secure *s, unsigned i, const char *subject, uint8_t *frame,
+                        item_batch **held, unsigned nh)
+{
+    wbuf w = {frame + CF_FRAME_HDR_LEN, NULL};
+    uint32_t events = 0;
+    for (unsigned j = 0; j < nh; j++) {
+        encode_shares(&w, held[j], i);
+        events += held[j]->ckpt ? 0 : held[j]->n;
+    }
+    const item_batch *f = held[0];
+    bool marker_last = held[nh - 1]->ckpt;
+    uint64_t id = f->ckpt ? f->ckpt_index : f->it[0].seq;
+    cf_frame_hdr h = {.type = CF_FRAME_SHARES,
+                      .sender = (uint8_t)i,
+                      .count = events,
+                      .id = id,
+                      .len = (uint32_t)(w.p - frame - CF_FRAME_HDR_LEN),
+                      .aux = marker_last ? 1u : 0u};
+    cf_frame_seal(&h, frame);
+    char msg_id[128];
+    snprintf(msg_id, sizeof(msg_id), "%s.s%u.%" PRIu64 ".%u.%c", s->log_hex, i, id, events,
+             marker_last ? 'm' : 'e');
+    return publish(s, subject, frame, CF_FRAME_HDR_LEN + h.len, msg_id);
+}
+
 /* Gateway: party I's lane -> PREFIX.shares.I; then an end-of-input frame. */
 static void *gateway_sender(void *arg)
 {
@@ -344,33 +397,36 @@ static void *gateway_sender(void *arg)
     lane *l = &s->parties[i].in;
     char subject[128], msg_id[96];
     subject_name(s, "shares", (int)i, subject, sizeof(subject));
-    uint8_t *frame =
-        cf_malloc(CF_FRAME_HDR_LEN + shares_payload_max((uint32_t)s->conf.pipeline_batch_max));
-    bool ok = frame != NULL;
-    for (;;) {
-        void *item = NULL;
-        cf_err err = cf_ring_pop_until(l->full_ring, &item, cf_now_ns() + 100000000);
-        if (err == CF_E_STATE) {
-            break;
+    uint8_t *frame = cf_malloc(CF_FRAME_HDR_LEN + FRAME_BYTES);
+    bool ok = frame != NULL, closed = false;
+    item_batch *held[FRAME_BATCHES];
+    unsigned nh = 0;
+    size_t bytes = 0;
+    while (!closed || nh > 0) {
+        item_batch *b = closed ? NULL : lane_next(l->full_ring, nh == 0, &closed);
+        bool fits = b != NULL && nh < FRAME_BATCHES && bytes + shares_size(b, i) <= FRAME_BYTES;
+        if (nh > 0 && (b == NULL || !fits || held[nh - 1]->ckpt)) {
+            if (ok && !atomic_load(&s->net_failed)) {
+                ok = send_shares(s, i, subject, frame, held, nh);
+            }
+            for (unsigned j = 0; j < nh; j++) {
+                cf_ring_push_wait(l->free_ring, held[j]);
+            }
+            nh = 0;
+            bytes = 0;
         }
-        if (err != CF_OK) {
+        if (b == NULL) {
             continue;
         }
-        item_batch *b = item;
-        if (ok && !atomic_load(&s->net_failed) && !already_sent(s, i, b)) {
-            size_t len = encode_shares(b, i, frame + CF_FRAME_HDR_LEN);
-            uint64_t id = b->ckpt ? b->ckpt_index : (b->n > 0 ? b->it[0].seq : 0);
-            cf_frame_hdr h = {.type = CF_FRAME_SHARES,
-                              .sender = (uint8_t)i,
-                              .count = b->n,
-                              .id = id,
-                              .len = (uint32_t)len};
-            cf_frame_seal(&h, frame);
-            snprintf(msg_id, sizeof(msg_id), "%s.s%u.%c%" PRIu64, s->log_hex, i,
-                     b->ckpt ? 'm' : 'e', id);
-            ok = publish(s, subject, frame, CF_FRAME_HDR_LEN + len, msg_id);
+        if (already_sent(s, i, b) || shares_size(b, i) > FRAME_BYTES) {
+            if (!already_sent(s, i, b)) {
+                net_fail(s, "shares", "a batch is larger than a frame: lower pipeline.batch_max");
+            }
+            cf_ring_push_wait(l->free_ring, b);
+            continue;
         }
-        cf_ring_push_wait(l->free_ring, b);
+        held[nh++] = b;
+        bytes += shares_size(b, i);
     }
     if (ok && !atomic_load(&s->net_failed) && !atomic_load(&s->net_stop)) {
         snprintf(msg_id, sizeof(msg_id), "%s.s%u.end%" PRIu64, s->log_hex, i, s->end_index);
@@ -622,24 +678,32 @@ static void *party_receiver(void *arg)
             cf_js_release(&m);
             break;
         }
-        void *item = NULL;
-        cf_ring_pop_wait(pa->in.free_ring, &item);
-        item_batch *b = item;
-        b->src_seq = m.stream_seq;
-        b->n = 0;
-        b->ckpt = false;
         if (h.type == CF_FRAME_END) {
+            void *item = NULL;
+            cf_ring_pop_wait(pa->in.free_ring, &item);
+            item_batch *b = item;
+            b->src_seq = m.stream_seq;
+            b->n = 0;
+            b->ckpt = false;
             cf_ring_push_wait(pa->in.full_ring, b); /* empty: names the final flush's input */
             cf_js_ack(&m);
             break;
         }
-        if (!decode_shares(m.data + CF_FRAME_HDR_LEN, h.len, h.count, s->party_id, b)) {
+        rbuf r = {m.data + CF_FRAME_HDR_LEN, m.data + m.len, false};
+        bool good = true;
+        while (good && r.p < r.end) {
+            void *item = NULL;
+            cf_ring_pop_wait(pa->in.free_ring, &item);
+            item_batch *b = item;
+            b->src_seq = m.stream_seq;
+            good = decode_shares(&r, s->party_id, b);
+            cf_ring_push_wait(good ? pa->in.full_ring : pa->in.free_ring, b);
+        }
+        if (!good) {
             net_fail(s, "shares frame", "malformed payload (do all roles use one config?)");
-            cf_ring_push_wait(pa->in.free_ring, b);
             cf_js_release(&m);
             break;
         }
-        cf_ring_push_wait(pa->in.full_ring, b);
         cf_js_ack(&m);
     }
     if (atomic_load(&s->net_failed)) {
@@ -691,7 +755,48 @@ static void drop_snaps(msg_batch *b)
     }
 }
 
-/* The party's output lane -> PREFIX.partials.I. */
+static bool has_marker(const msg_batch *b)
+{
+    for (uint32_t i = 0; i < b->n; i++) {
+        if (b->m[i].type == MSG_CKPT) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* One frame of the held batches; their checkpoints are committed once it is in the stream. */
+static bool send_partials(cf_secure *s, const char *subject, uint8_t *frame, msg_batch **held,
+                          unsigned nh)
+{
+    wbuf w = {frame + CF_FRAME_HDR_LEN, NULL};
+    uint32_t msgs = 0;
+    for (unsigned j = 0; j < nh; j++) {
+        encode_msgs(&w, held[j]);
+        msgs += held[j]->n;
+    }
+    const msg_batch *f = held[0], *l = held[nh - 1];
+    /* The header names the last batch: a restarted party skips up to it (load_floors). */
+    cf_frame_hdr h = {.type = CF_FRAME_PARTIALS,
+                      .sender = (uint8_t)s->party_id,
+                      .count = msgs,
+                      .id = l->src_seq,
+                      .len = (uint32_t)(w.p - frame - CF_FRAME_HDR_LEN),
+                      .aux = l->part};
+    cf_frame_seal(&h, frame);
+    char msg_id[128];
+    snprintf(msg_id, sizeof(msg_id), "p%u.%" PRIu64 ".%u-%" PRIu64 ".%u", s->party_id, f->src_seq,
+             f->part, l->src_seq, l->part);
+    if (!publish(s, subject, frame, CF_FRAME_HDR_LEN + h.len, msg_id)) {
+        return false;
+    }
+    for (unsigned j = 0; j < nh; j++) {
+        party_commit(s, held[j]);
+    }
+    return true;
+}
+
+/* The party's output lane -> PREFIX.partials.I; then an end-of-input frame. */
 static void *party_sender(void *arg)
 {
     struct net_thread *nt = arg;
@@ -699,40 +804,44 @@ static void *party_sender(void *arg)
     party *pa = &s->parties[s->party_id];
     char subject[128], msg_id[80];
     subject_name(s, "partials", (int)s->party_id, subject, sizeof(subject));
-    uint8_t *frame = cf_malloc(CF_FRAME_HDR_LEN + (size_t)s->conf.pipeline_batch_max * MSG_ITEM);
-    bool ok = frame != NULL;
-    for (;;) {
-        void *item = NULL;
-        cf_err err = cf_ring_pop_until(pa->out.full_ring, &item, cf_now_ns() + 100000000);
-        if (err == CF_E_STATE) {
-            break;
+    uint8_t *frame = cf_malloc(CF_FRAME_HDR_LEN + FRAME_BYTES);
+    bool ok = frame != NULL && 16 + (size_t)s->conf.pipeline_batch_max * MSG_ITEM <= FRAME_BYTES,
+         closed = false;
+    if (frame != NULL && !ok) {
+        net_fail(s, "partials", "pipeline.batch_max is too large for a frame (at most 8192)");
+    }
+    msg_batch *held[FRAME_BATCHES];
+    unsigned nh = 0;
+    size_t bytes = 0;
+    while (!closed || nh > 0) {
+        msg_batch *b = closed ? NULL : lane_next(pa->out.full_ring, nh == 0, &closed);
+        bool fits = b != NULL && nh < FRAME_BATCHES && bytes + msgs_size(b) <= FRAME_BYTES;
+        if (nh > 0 && (b == NULL || !fits || has_marker(held[nh - 1]))) {
+            if (ok && !atomic_load(&s->net_stop)) {
+                ok = send_partials(s, subject, frame, held, nh);
+            }
+            for (unsigned j = 0; j < nh; j++) {
+                drop_snaps(held[j]);
+                cf_ring_push_wait(pa->out.free_ring, held[j]);
+            }
+            nh = 0;
+            bytes = 0;
         }
-        if (err != CF_OK) {
+        if (b == NULL) {
             continue;
         }
-        msg_batch *b = item;
         bool sent = s->has_out_floor && (b->src_seq < s->out_seq ||
                                          (b->src_seq == s->out_seq && b->part <= s->out_part));
-        if (ok && sent && !atomic_load(&s->net_stop)) {
-            party_commit(s, b); /* published before a crash; its state file may not be */
-        } else if (ok && !atomic_load(&s->net_stop)) {
-            size_t len = encode_msgs(b, frame + CF_FRAME_HDR_LEN);
-            cf_frame_hdr h = {.type = CF_FRAME_PARTIALS,
-                              .sender = (uint8_t)s->party_id,
-                              .count = b->n,
-                              .id = b->src_seq,
-                              .len = (uint32_t)len,
-                              .aux = b->part};
-            cf_frame_seal(&h, frame);
-            snprintf(msg_id, sizeof(msg_id), "p%u.%" PRIu64 ".%u", s->party_id, b->src_seq,
-                     b->part);
-            ok = publish(s, subject, frame, CF_FRAME_HDR_LEN + len, msg_id);
-            if (ok) {
-                party_commit(s, b);
+        if (sent || !ok || atomic_load(&s->net_stop)) {
+            if (sent && ok && !atomic_load(&s->net_stop)) {
+                party_commit(s, b); /* published before a crash; its state file may not be */
             }
+            drop_snaps(b);
+            cf_ring_push_wait(pa->out.free_ring, b);
+            continue;
         }
-        drop_snaps(b);
-        cf_ring_push_wait(pa->out.free_ring, b);
+        held[nh++] = b;
+        bytes += msgs_size(b);
     }
     if (ok && !atomic_load(&s->net_stop) && !atomic_load(&s->net_failed)) {
         snprintf(msg_id, sizeof(msg_id), "p%u.end%" PRIu64, s->party_id, pa->cur_src_seq);
@@ -780,18 +889,22 @@ static void *combiner_receiver(void *arg)
             cf_js_ack(&m);
             break;
         }
-        void *item = NULL;
-        cf_ring_pop_wait(l->free_ring, &item);
-        msg_batch *b = item;
-        if (!decode_msgs(m.data + CF_FRAME_HDR_LEN, h.len, h.count, b)) {
+        rbuf r = {m.data + CF_FRAME_HDR_LEN, m.data + m.len, false};
+        bool good = true;
+        while (good && r.p < r.end) {
+            void *item = NULL;
+            cf_ring_pop_wait(l->free_ring, &item);
+            msg_batch *b = item;
+            b->stream_seq = m.stream_seq;
+            good = decode_msgs(&r, b);
+            cf_ring_push_wait(good ? l->full_ring : l->free_ring, b);
+        }
+        if (!good) {
             net_fail(s, "partials frame", "malformed payload (do all roles use one config?)");
-            cf_ring_push_wait(l->free_ring, b);
             cf_js_release(&m);
             atomic_store(&s->net_stop, true);
             break;
         }
-        b->stream_seq = m.stream_seq;
-        cf_ring_push_wait(l->full_ring, b);
         cf_js_ack(&m);
     }
     cf_ring_close(l->full_ring);
@@ -969,9 +1082,11 @@ static cf_err load_floors(cf_secure *s, char *errstr, size_t errstr_size)
                 continue;
             }
             s->has_floor[i] = true;
-            bool events = h.type == CF_FRAME_SHARES && h.count > 0;
-            s->ev_floor[i] = events ? h.id + h.count : h.id;
-            s->mk_floor[i] = h.id;
+            /* A shares frame holds the events [id, id + count), and a marker at its end
+             * when aux is set (markers end frames); an end frame's id is the final index. */
+            bool shares = h.type == CF_FRAME_SHARES;
+            s->ev_floor[i] = shares ? h.id + h.count : h.id;
+            s->mk_floor[i] = shares && h.aux == 0 ? h.id : s->ev_floor[i];
         }
         return err;
     }

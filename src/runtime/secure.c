@@ -392,8 +392,10 @@ static void *party_main(void *arg)
         cf_err err = cf_ring_pop_until(pa->in.full_ring, &item, cf_now_ns() + wait_ns);
         if (err == CF_OK) {
             item_batch *ib = item;
-            pa->cur_src_seq = ib->src_seq;
-            pa->part = 0;
+            if (ib->src_seq != pa->cur_src_seq) { /* a frame may carry several batches */
+                pa->cur_src_seq = ib->src_seq;
+                pa->part = 0;
+            }
             party_absorb(pa, ib);
             if (pa->index == 0 && pa->s->m_watermark != NULL) {
                 watermark_gauges(pa);
