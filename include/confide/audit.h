@@ -313,6 +313,9 @@ void cf_audit_log_id(const cf_audit_log *log, uint8_t out[CF_AUDIT_LOG_ID_LEN]);
 cf_err cf_audit_append(cf_audit_log *log, const cf_event *events, uint32_t n,
                        const cf_audit_bytes *verdicts, uint64_t *first_index,
                        cf_audit_sth *sth_out);
+/** What the last failed write or sync of @p log was, with the OS's reason and the segment
+ *  ("No space left on device (DIR/SEG)"), into @p buf. */
+const char *cf_audit_last_error(const cf_audit_log *log, char *buf, size_t size);
 /**
  * cf_audit_append with batch metadata: @p meta (may be NULL; at most CF_AUDIT_META_MAX
  * bytes, borrowed) is stored with the batch in clear and authenticated together with the

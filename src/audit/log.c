@@ -55,7 +55,8 @@ struct cf_audit_log {
     uint8_t ckpt_root[CF_AUDIT_HASH_LEN]; /* their root */
     char ckpt_seg[32];
     uint64_t ckpt_off;
-    uint8_t *buf; /* record being built */
+    int last_errno; /* of the last failed write or sync, for cf_audit_last_error */
+    uint8_t *buf;   /* record being built */
     size_t buf_cap;
     uint8_t *pt; /* plaintext of a batch */
     size_t pt_cap;
@@ -147,13 +148,16 @@ static cf_err ensure(uint8_t **buf, size_t *cap, size_t need)
     return CF_OK;
 }
 
-static cf_err write_all(int fd, const uint8_t *p, size_t len)
+static cf_err write_all(cf_audit_log *log, int fd, const uint8_t *p, size_t len)
 {
     while (len > 0) {
         ssize_t w = write(fd, p, len);
         if (w < 0) {
             if (errno == EINTR) {
                 continue;
+            }
+            if (log != NULL) {
+                log->last_errno = errno;
             }
             return cf_err_errno(errno, NULL, 0, "write");
         }
@@ -167,6 +171,7 @@ static cf_err do_sync(cf_audit_log *log)
 {
     if (log->fd >= 0 && log->dirty) {
         if (fdatasync(log->fd) != 0) {
+            log->last_errno = errno;
             log->broken = true;
             return cf_err_errno(errno, NULL, 0, "fdatasync");
         }
@@ -407,7 +412,7 @@ cf_err cf_audit_append_meta(cf_audit_log *log, const cf_event *events, uint32_t 
     CF_DASSERT(cf__audit_crc32c(0, hdr, CF__AUDIT_HCRC_OFF) == cf__rd32(hdr + CF__AUDIT_HCRC_OFF));
 
     log->dirty = true;
-    err = write_all(log->fd, log->buf, total);
+    err = write_all(log, log->fd, log->buf, total);
     if (err != CF_OK) {
         log->broken = true;
         return err;
@@ -479,7 +484,7 @@ cf_err cf_audit_checkpoint(cf_audit_log *log, uint64_t index, const void *state,
     cf__audit_hdr_seal(hdr, payload);
     uint64_t off = log->seg_bytes;
     log->dirty = true;
-    err = write_all(log->fd, log->buf, total);
+    err = write_all(log, log->fd, log->buf, total);
     if (err != CF_OK) {
         log->broken = true;
         return err;
@@ -767,7 +772,7 @@ static cf_err create_header(cf_audit_log *log)
     err = prepare_segment(log, len);
     if (err == CF_OK) {
         log->dirty = true;
-        err = write_all(log->fd, log->buf, len);
+        err = write_all(log, log->fd, log->buf, len);
     }
     if (err == CF_OK) {
         log->seg_bytes += len;
@@ -902,7 +907,7 @@ cf_err cf_audit_open_keys(cf_audit_log **out, const char *dir, const cf_key *dat
         err = prepare_segment(log, len);
         if (err == CF_OK) {
             log->dirty = true;
-            err = write_all(log->fd, log->buf, len);
+            err = write_all(log, log->fd, log->buf, len);
         }
         if (err == CF_OK) {
             log->seg_bytes += len;
@@ -952,7 +957,7 @@ static void copy_public_key(const char *keys_dir, const char *dir)
         uint8_t buf[4096];
         ssize_t r;
         while ((r = read(in, buf, sizeof(buf))) > 0) {
-            if (write_all(outfd, buf, (size_t)r) != CF_OK) {
+            if (write_all(NULL, outfd, buf, (size_t)r) != CF_OK) {
                 break;
             }
         }
@@ -983,4 +988,14 @@ done:
     cf_key_destroy(dk);
     cf_key_destroy(sk);
     return err;
+}
+
+const char *cf_audit_last_error(const cf_audit_log *log, char *buf, size_t size)
+{
+    if (log == NULL || log->last_errno == 0) {
+        snprintf(buf, size, "see the error above");
+    } else {
+        snprintf(buf, size, "%s (%s/%s)", strerror(log->last_errno), log->dir, log->seg_name);
+    }
+    return buf;
 }

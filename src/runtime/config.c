@@ -349,8 +349,24 @@ cf_err cf_config_get(const cf_config *c, const char *key, char *buf, size_t size
 /* Walks a mapping node, flattening nested mappings into dotted keys. */
 #define CONF_DEPTH_MAX 8 /* keys are at most a few levels deep; aliases can loop forever */
 
+/* Keys naming files or directories: relative values in a config file are resolved against
+ * the file's folder (as Prometheus does for rule files), so a config works from anywhere. */
+static bool is_path_key(const char *key)
+{
+    static const char *const keys[] = {"input.path",   "output.dir",         "keys.dir",
+                                       "rules.file",   "audit.dir",          "audit.witness_dir",
+                                       "nats.ca_file", "nats.password_file", "nats.cert_file",
+                                       "nats.key_file"};
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        if (strcmp(key, keys[i]) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
 static cf_err walk(cf_config *c, yaml_document_t *doc, yaml_node_t *map, const char *prefix,
-                   int depth, const char *name, char *errstr, size_t errstr_size)
+                   int depth, const char *name, const char *base, char *errstr, size_t errstr_size)
 {
     if (depth > CONF_DEPTH_MAX) {
         return cf_err_set(CF_E_INVAL, errstr, errstr_size,
@@ -373,7 +389,7 @@ static cf_err walk(cf_config *c, yaml_document_t *doc, yaml_node_t *map, const c
             return cf_err_set(CF_E_INVAL, errstr, errstr_size, "%s:%lu: key too long", name, line);
         }
         if (v->type == YAML_MAPPING_NODE) {
-            cf_err err = walk(c, doc, v, key, depth + 1, name, errstr, errstr_size);
+            cf_err err = walk(c, doc, v, key, depth + 1, name, base, errstr, errstr_size);
             if (err != CF_OK) {
                 return err;
             }
@@ -390,8 +406,14 @@ static cf_err walk(cf_config *c, yaml_document_t *doc, yaml_node_t *map, const c
         }
         char where[300];
         snprintf(where, sizeof(where), " (%s line %lu)", name, v->start_mark.line + 1);
-        cf_err err =
-            set_entry(c, e, (const char *)v->data.scalar.value, where, errstr, errstr_size);
+        const char *val = (const char *)v->data.scalar.value;
+        char joined[2 * CF_CONF_STR_MAX];
+        if (base != NULL && is_path_key(key) && val[0] != '\0' && val[0] != '/' &&
+            strcmp(val, "-") != 0) {
+            snprintf(joined, sizeof(joined), "%s/%s", base, val);
+            val = joined;
+        }
+        cf_err err = set_entry(c, e, val, where, errstr, errstr_size);
         if (err != CF_OK) {
             return err;
         }
@@ -399,8 +421,8 @@ static cf_err walk(cf_config *c, yaml_document_t *doc, yaml_node_t *map, const c
     return CF_OK;
 }
 
-cf_err cf_config_load_string(cf_config *c, const char *yaml, size_t len, const char *name,
-                             char *errstr, size_t errstr_size)
+static cf_err load_string(cf_config *c, const char *yaml, size_t len, const char *name,
+                          const char *base, char *errstr, size_t errstr_size)
 {
     yaml_parser_t parser;
     yaml_document_t doc;
@@ -424,11 +446,17 @@ cf_err cf_config_load_string(cf_config *c, const char *yaml, size_t len, const c
                          "%s:%zu: the top level must be a mapping of keys", name,
                          root->start_mark.line + 1);
     } else {
-        err = walk(c, &doc, root, "", 0, name, errstr, errstr_size);
+        err = walk(c, &doc, root, "", 0, name, base, errstr, errstr_size);
     }
     yaml_document_delete(&doc);
     yaml_parser_delete(&parser);
     return err;
+}
+
+cf_err cf_config_load_string(cf_config *c, const char *yaml, size_t len, const char *name,
+                             char *errstr, size_t errstr_size)
+{
+    return load_string(c, yaml, len, name, NULL, errstr, errstr_size);
 }
 
 cf_err cf_config_load_file(cf_config *c, const char *path, char *errstr, size_t errstr_size)
@@ -450,7 +478,14 @@ cf_err cf_config_load_file(cf_config *c, const char *path, char *errstr, size_t 
         err = cf_err_set(CF_E_INVAL, errstr, errstr_size, "%s: config larger than %d bytes", path,
                          CONF_FILE_MAX);
     } else {
-        err = cf_config_load_string(c, buf, n, path, errstr, errstr_size);
+        char base[CF_CONF_STR_MAX];
+        const char *slash = strrchr(path, '/');
+        if (slash == NULL) {
+            snprintf(base, sizeof(base), ".");
+        } else {
+            snprintf(base, sizeof(base), "%.*s", (int)(slash - path > 0 ? slash - path : 1), path);
+        }
+        err = load_string(c, buf, n, path, base, errstr, errstr_size);
     }
     cf_free(buf);
     return err;
@@ -462,7 +497,10 @@ void cf_config_write_doc(FILE *f)
                "Generated from the key table in src/runtime/config.c (`confide run "
                "--config-doc`).\nEvery key has a default; an unknown key or a bad value is an "
                "error naming the key and its line. Nested YAML mappings name keys with dots: "
-               "`input: {format: csv}` sets `input.format`.\n\n"
+               "`input: {format: csv}` sets `input.format`. Relative paths in a config file "
+               "(input.path, output.dir, keys.dir, rules.file, audit.dir, audit.witness_dir, "
+               "nats.*_file) are resolved against the config file's folder; on the command "
+               "line they are relative to the working directory.\n\n"
                "| key | type | default | range | meaning |\n|---|---|---|---|---|\n");
     static const char *const tn[] = {"string", "integer", "number", "boolean", "enum"};
     for (size_t i = 0; i < N_ENTRIES; i++) {

@@ -194,6 +194,26 @@ static cf_err observe_setup(cf_pipeline *p, char *errstr, size_t errstr_size)
 
 static cf_err check_resumed_input(cf_pipeline *p, char *errstr, size_t errstr_size);
 
+/* A missing, unreadable or directory input is a config error, found before keys, the log
+ * or any output exist. */
+static cf_err check_input_readable(const cf_config *c, char *errstr, size_t errstr_size)
+{
+    if (strcmp(c->input_path, "-") == 0) {
+        return CF_OK;
+    }
+    int fd = open(c->input_path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        return cf_err_errno(errno, errstr, errstr_size, "input.path: cannot open %s",
+                            c->input_path);
+    }
+    struct stat st;
+    bool dir = fstat(fd, &st) == 0 && S_ISDIR(st.st_mode);
+    close(fd);
+    return dir ? cf_err_set(CF_E_INVAL, errstr, errstr_size,
+                            "input.path: %s is a directory, not a file", c->input_path)
+               : CF_OK;
+}
+
 cf_err cf_pipeline_create(cf_pipeline **out, const cf_config *c, char *errstr, size_t errstr_size)
 {
     cf_err err;
@@ -226,7 +246,8 @@ cf_err cf_pipeline_create(cf_pipeline **out, const cf_config *c, char *errstr, s
         goto fail;
     }
     /* before anything opens the log or the outputs: a refusal changes nothing */
-    if ((err = check_resumed_input(p, errstr, errstr_size)) != CF_OK) {
+    if ((err = check_input_readable(&p->conf, errstr, errstr_size)) != CF_OK ||
+        (err = check_resumed_input(p, errstr, errstr_size)) != CF_OK) {
         goto fail;
     }
     if ((err = cf__secure_create_observed(&p->secure, &p->conf, p->ob, errstr, errstr_size)) !=

@@ -2060,8 +2060,10 @@ cf_err cf_secure_gateway(cf_secure *s, cf_batch *b, char *errstr, size_t errstr_
         cf_audit_bytes mb = {.data = meta, .len = meta_encode(&s->ctx, meta)};
         err = cf_audit_append_meta(s->audit, b->ev, b->n, s->verdicts, &mb, &first, &sth);
         if (err != CF_OK) {
+            char why[CF_CONF_STR_MAX + 128];
             return cf_err_set(err, errstr, errstr_size, "audit log append failed: %s",
-                              cf_strerror(err));
+                              err == CF_E_IO ? cf_audit_last_error(s->audit, why, sizeof(why))
+                                             : cf_strerror(err));
         }
         CF_ASSERT(first == base);
         s->st.audited += b->n;
