@@ -10,7 +10,10 @@
 #   partyI    read PREFIX.shares.I only; publish PREFIX.partials.I only
 #   combiner  read PREFIX.partials.* and PREFIX.groups; publish nothing
 #   admin     everything (operators, `nats` CLI); not used by confide
+#   (with output.nats_subject OUT: the gateway may publish OUT.alerts, the combiner
+#   OUT.results, OUT.late and OUT.alerts; --out-subject, default PREFIX.out)
 # Usage: scripts/nats-setup.sh DIR [--parties K] [--port P] [--nodes N] [--prefix confide]
+#                              [--out-subject SUBJECT]
 #        then: nats-server -c DIR/node1.conf   (and node2, node3 for --nodes 3)
 set -euo pipefail
 
@@ -23,6 +26,7 @@ parties=2
 port=4222
 nodes=1
 prefix=confide
+out=""
 while [ $# -gt 0 ]; do
     case "$1" in
     -h | --help) usage; exit 0 ;;
@@ -30,6 +34,7 @@ while [ $# -gt 0 ]; do
     --port) port="$2"; shift 2 ;;
     --nodes) nodes="$2"; shift 2 ;;
     --prefix) prefix="$2"; shift 2 ;;
+    --out-subject) out="$2"; shift 2 ;;
     -*) echo "nats-setup: unknown option $1" >&2; exit 2 ;;
     *) dir="$1"; shift ;;
     esac
@@ -38,6 +43,7 @@ done
 case "$parties" in [2-8]) ;; *) echo "nats-setup: --parties is 2..8" >&2; exit 2 ;; esac
 case "$nodes" in 1 | 3) ;; *) echo "nats-setup: --nodes is 1 or 3" >&2; exit 2 ;; esac
 up=$(echo "$prefix" | tr 'a-z.' 'A-Z_')
+out=${out:-$prefix.out}
 
 umask 077
 mkdir -p "$dir/tls" "$dir/pw"
@@ -84,9 +90,9 @@ users_block() {
     for ((i = 0; i < parties; i++)); do
         gw_pub+=$(api_stream "${up}_SHARES_$i")$(api_last "${up}_SHARES_$i")
     done
-    gw_pub+=$(api_stream "${up}_GROUPS")
+    gw_pub+=$(api_stream "${up}_GROUPS")$(api_stream "${up}_OUT")
     echo "    { user: gateway, password: \"$(pw gateway)\", permissions: {"
-    echo "        publish: { allow: [\"$prefix.shares.*\", \"$prefix.groups\", \"\$JS.API.INFO\", ${gw_pub%, }] }"
+    echo "        publish: { allow: [\"$prefix.shares.*\", \"$prefix.groups\", \"$out.alerts\", \"\$JS.API.INFO\", ${gw_pub%, }] }"
     echo "        subscribe: { allow: [\"_INBOX.confide-gateway.>\"] } } }"
     for ((i = 0; i < parties; i++)); do
         party=$(api_stream "${up}_SHARES_$i")$(api_stream "${up}_PARTIALS_$i")
@@ -98,9 +104,9 @@ users_block() {
     for ((i = 0; i < parties; i++)); do
         comb_pub+=$(api_stream "${up}_PARTIALS_$i")$(api_consume "${up}_PARTIALS_$i")
     done
-    comb_pub+=$(api_stream "${up}_GROUPS")$(api_consume "${up}_GROUPS")
+    comb_pub+=$(api_stream "${up}_GROUPS")$(api_consume "${up}_GROUPS")$(api_stream "${up}_OUT")
     echo "    { user: combiner, password: \"$(pw combiner)\", permissions: {"
-    echo "        publish: { allow: [\"\$JS.API.INFO\", ${comb_pub%, }] }"
+    echo "        publish: { allow: [\"$out.results\", \"$out.late\", \"$out.alerts\", \"\$JS.API.INFO\", ${comb_pub%, }] }"
     echo "        subscribe: { allow: [\"_INBOX.confide-combiner.>\"] } } }"
     echo "    { user: admin, password: \"$(pw admin)\" }"
 }

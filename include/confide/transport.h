@@ -107,6 +107,14 @@ cf_err cf_js_last(cf_js *js, const char *name, const char *subject, cf_frame_hdr
 cf_err cf_js_publish(cf_js *js, const char *subject, const void *data, size_t len,
                      const char *msg_id, bool *duplicate, char *errstr, size_t errstr_size);
 
+/** Publishes without waiting (at most 4096 in flight); failures are counted for cf_js_flush.
+ *  For sinks whose every message has an id derived from its content, so that a replay
+ *  after a crash publishes nothing twice. */
+cf_err cf_js_publish_async(cf_js *js, const char *subject, const void *data, size_t len,
+                           const char *msg_id);
+/** Waits until every asynchronous publish is acknowledged: CF_OK, or CF_E_TRANSPORT with
+ *  *failed (when not NULL) the number refused or timed out since the last flush. */
+cf_err cf_js_flush(cf_js *js, uint64_t *failed);
 /** Consumes @p subject of stream @p stream from sequence @p start_seq (1 = the beginning),
  *  explicit acks, at most @p max_ack_pending unacknowledged. */
 cf_err cf_js_subscribe(cf_js_sub **out, cf_js *js, const char *stream, const char *subject,

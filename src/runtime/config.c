@@ -159,6 +159,12 @@ static const conf_entry entries[] = {
     {"nats.duplicate_window_s", CONF_INT, "3600", 1, 604800, NULL, OFF(nats_duplicate_window_s), 0,
      "How long streams remember message ids: a role that restarts and republishes what it "
      "sent before its last checkpoint within this time adds nothing twice."},
+    {"output.nats_subject", CONF_STR, "", 0, 0, NULL, OFF(output_nats_subject),
+     SZ(output_nats_subject),
+     "Also publish every output line to JetStream (the nats.* connection): SUBJECT.results, "
+     "SUBJECT.late and SUBJECT.alerts, in a stream named after nats.prefix (CONFIDE_OUT). "
+     "Each message's id is a hash of the line, so a run that restarts after a crash "
+     "publishes nothing twice. Empty: files only."},
     {"nats.max_ack_pending", CONF_INT, "256", 1, 1000000, NULL, OFF(nats_max_ack_pending), 0,
      "Frames a receiver may hold unacknowledged (flow control)."},
 };

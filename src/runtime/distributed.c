@@ -976,7 +976,7 @@ void cf__net_combiner_checkpoint(cf_secure *s, const party_msg *const *msgs)
 {
     uint64_t results_len = 0, late_len = 0, alerts_len = 0;
     uint8_t tail[8 * CF_KEY_PARTIES_MAX];
-    bool ok = outfile_sync(&s->results, &results_len) == CF_OK &&
+    bool ok = cf__sink_flush(s) && outfile_sync(&s->results, &results_len) == CF_OK &&
               outfile_sync(&s->late, &late_len) == CF_OK &&
               outfile_sync(&s->alerts, &alerts_len) == CF_OK;
     for (unsigned i = 0; i < s->k && ok; i++) {
@@ -1268,4 +1268,93 @@ void cf__net_close(cf_secure *s)
 {
     cf_js_close(s->js);
     s->js = NULL;
+}
+
+/* ---- output sink: the output lines on JetStream ---- */
+
+cf_err cf__sink_open(cf_secure *s, char *errstr, size_t errstr_size)
+{
+    const cf_config *c = &s->conf;
+    if (c->output_nats_subject[0] == '\0' || s->role == CF_ROLE_PARTY) {
+        return CF_OK;
+    }
+    cf_err err = CF_OK;
+    if (s->js != NULL) {
+        s->sink_js = s->js;
+    } else {
+        char password[256];
+        if ((err = read_password(c->nats_password_file, password, sizeof(password), errstr,
+                                 errstr_size)) != CF_OK) {
+            return err;
+        }
+        cf_js_opts o = {.servers = c->nats_servers,
+                        .user = c->nats_user,
+                        .password = password,
+                        .ca_file = c->nats_ca_file,
+                        .cert_file = c->nats_cert_file,
+                        .key_file = c->nats_key_file,
+                        .name = "confide-run",
+                        .inbox_prefix = "_INBOX.confide-run",
+                        .timeout_ms = 5000};
+        err = cf_js_connect(&s->sink_js, &o, errstr, errstr_size);
+        sodium_memzero(password, sizeof(password));
+        s->sink_own = err == CF_OK;
+    }
+    char stream[128], subject[256];
+    stream_name(s, "OUT", -1, stream, sizeof(stream));
+    snprintf(subject, sizeof(subject), "%s.>", c->output_nats_subject);
+    if (err == CF_OK) {
+        err = cf_js_ensure_stream(s->sink_js, stream, subject, (int)c->nats_replicas,
+                                  c->nats_duplicate_window_s, errstr, errstr_size);
+    }
+    if (err != CF_OK) {
+        cf__sink_close(s);
+    }
+    return err;
+}
+
+void cf__sink_put(cf_secure *s, const char *kind, const char *line, size_t len)
+{
+    if (s->sink_js == NULL || len == 0) {
+        return;
+    }
+    if (line[len - 1] == '\n') {
+        len--;
+    }
+    uint8_t h[16];
+    char id[64], subject[200];
+    crypto_generichash(h, sizeof(h), (const uint8_t *)line, len, NULL, 0);
+    int n = snprintf(id, sizeof(id), "%s.", kind);
+    sodium_bin2hex(id + n, sizeof(id) - (size_t)n, h, sizeof(h));
+    snprintf(subject, sizeof(subject), "%s.%s", s->conf.output_nats_subject, kind);
+    if (cf_js_publish_async(s->sink_js, subject, line, len, id) != CF_OK) {
+        atomic_store(&s->sink_failed, true);
+    }
+}
+
+bool cf__sink_flush(cf_secure *s)
+{
+    uint64_t failed = 0;
+    if (s->sink_js == NULL) {
+        return true;
+    }
+    if (cf_js_flush(s->sink_js, &failed) != CF_OK || atomic_load(&s->sink_failed)) {
+        if (!atomic_exchange(&s->sink_failed, true)) {
+            CF_LOG(CF_LOG_ERROR, "sink",
+                   "%llu output lines were not accepted by JetStream (output.nats_subject); "
+                   "the files have them",
+                   (unsigned long long)failed);
+        }
+        return false;
+    }
+    return true;
+}
+
+void cf__sink_close(cf_secure *s)
+{
+    if (s->sink_own) {
+        cf_js_close(s->sink_js);
+    }
+    s->sink_js = NULL;
+    s->sink_own = false;
 }

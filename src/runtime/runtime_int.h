@@ -63,6 +63,7 @@ struct cf_config {
     int64_t nats_replicas;
     int64_t nats_duplicate_window_s;
     int64_t nats_max_ack_pending;
+    char output_nats_subject[128];
 };
 
 /** batch.count_max in effect: the key, or pipeline.batch_max when it is 0. */

@@ -489,6 +489,7 @@ static void integrity_alert_party(cf_secure *s, const party_msg *m, const char *
                      party_txt, what);
     if (n > 0 && (size_t)n < sizeof(line)) {
         outfile_write(&s->alerts, line, (size_t)n);
+        cf__sink_put(s, "alerts", line, (size_t)n);
     }
     CF_LOG(CF_LOG_ERROR, "combiner", "integrity alert: window %s..%s pseudonym %s party %s: %s",
            start, end, pseudo, party_txt, what);
@@ -598,6 +599,7 @@ static void write_late(cf_secure *s, const party_msg *m)
                      (unsigned long long)m->first, ts, wm, reason);
     if (n > 0 && (size_t)n < sizeof(line)) {
         outfile_write(&s->late, line, (size_t)n);
+        cf__sink_put(s, "late", line, (size_t)n);
         ressig_feed(&s->rsig, true, line, (size_t)n);
     }
 }
@@ -694,6 +696,10 @@ static void complete_checkpoint(cf_secure *s, const party_msg *const *msgs)
         return;
     }
     uint64_t results_len = 0, late_len = 0, sig_len = 0, sig_seq = 0;
+    if (!cf__sink_flush(s)) {
+        free_snaps(msgs, s->k); /* a restart must publish those lines again */
+        return;
+    }
     /* The signed line covers exactly what this checkpoint records as released. */
     ressig_sign(&s->rsig, msgs[0]->first);
     bool ok = outfile_sync(&s->results, &results_len) == CF_OK &&
@@ -811,6 +817,7 @@ static void release(cf_secure *s, const party_msg *const *msgs)
     size_t n = s->results_csv ? cf_window_row_csv(&row, line, sizeof(line))
                               : cf_window_row_ndjson(&row, line, sizeof(line));
     outfile_write(&s->results, line, n);
+    cf__sink_put(s, "results", line, n);
     ressig_feed(&s->rsig, false, line, n);
     s->st.results++;
     cf__observe_result(s->ob, true);
@@ -1400,6 +1407,7 @@ static cf_err replay_log(cf_secure *s, uint64_t from_ckpt, char *errstr, size_t 
                 size_t len =
                     cf_rules_alert_ndjson(s->rules, &e.events[i], &v.hits[h], line, sizeof(line));
                 outfile_write(&s->alerts, line, len);
+                cf__sink_put(s, "alerts", line, len);
                 s->st.alerts++;
                 count_alert(s, &v.hits[h]);
             }
@@ -1628,7 +1636,8 @@ cf_err cf__secure_create_observed(cf_secure **out, const cf_config *c, cf_observ
         (role != CF_ROLE_ALL && (err = cf__net_open(s, &rs, errstr, errstr_size)) != CF_OK) ||
         (err = check_params_unchanged(s, errstr, errstr_size)) != CF_OK ||
         (err = open_outputs(s, s->resume_index > 0 || rs.blob != NULL ? &rs : NULL, errstr,
-                            errstr_size)) != CF_OK) {
+                            errstr_size)) != CF_OK ||
+        (err = cf__sink_open(s, errstr, errstr_size)) != CF_OK) {
         goto fail;
     }
     if ((err = cf_ring_create(&s->ckpt_ring, 64)) != CF_OK) {
@@ -1827,6 +1836,7 @@ static void screen(cf_secure *s, cf_batch *b)
             char line[1024];
             size_t n = cf_rules_alert_ndjson(s->rules, &b->ev[i], &v.hits[h], line, sizeof(line));
             outfile_write(&s->alerts, line, n);
+            cf__sink_put(s, "alerts", line, n);
             s->st.alerts++;
             count_alert(s, &v.hits[h]);
         }
@@ -1996,6 +2006,11 @@ static cf_err maybe_checkpoint(cf_secure *s, char *errstr, size_t errstr_size)
     }
     s->last_ckpt_index = index;
     uint64_t alerts_len = 0;
+    if (s->mode == PROT_NONE || s->role == CF_ROLE_GATEWAY) {
+        if (!cf__sink_flush(s)) {
+            return CF_OK; /* no checkpoint: a restart publishes the alerts since the last */
+        }
+    }
     if (outfile_sync(&s->alerts, &alerts_len) != CF_OK) {
         return cf_err_set(CF_E_IO, errstr, errstr_size, "cannot sync alerts.ndjson");
     }
@@ -2100,6 +2115,11 @@ cf_err cf_secure_finish(cf_secure *s, cf_secure_stats *st, char *errstr, size_t 
     if (err == CF_OK) {
         err = e2 != CF_OK ? e2 : e3 != CF_OK ? e3 : e4 != CF_OK ? e4 : e5;
     }
+    if (!cf__sink_flush(s) && err == CF_OK) {
+        err = cf_err_set(CF_E_TRANSPORT, errstr, errstr_size,
+                         "output.nats_subject: JetStream did not accept every output line (the "
+                         "files have them; a run over the same input publishes the rest)");
+    }
     if (err == CF_OK && atomic_load(&s->net_failed)) {
         err = cf_err_set(CF_E_TRANSPORT, errstr, errstr_size,
                          "the JetStream transport failed (see the error above); a restart "
@@ -2129,6 +2149,7 @@ void cf_secure_destroy(cf_secure *s)
         atomic_store(&s->net_stop, true); /* finished already, or failed: nothing more out */
     }
     stop_threads(s);
+    cf__sink_close(s);
     cf__net_close(s);
     remove_ephemeral_keys(s);
     for (unsigned i = 0; i < CF_KEY_PARTIES_MAX; i++) {

@@ -199,6 +199,11 @@ struct cf_secure {
     uint32_t out_part;
     bool has_out_floor;
     char log_hex[2 * CF_SA_ID_LEN + 1]; /* gateway: the log id in message ids */
+    /* output.nats_subject: the output lines also go to JetStream (natssink in
+     * distributed.c); sink_js is s->js in a distributed role, its own connection embedded */
+    cf_js *sink_js;
+    bool sink_own;
+    atomic_bool sink_failed;
 };
 
 /* ---- checkpoint blobs (secure.c) ---- */
@@ -243,5 +248,12 @@ void cf__net_close(cf_secure *s);
 void cf__net_combiner_checkpoint(cf_secure *s, const party_msg *const *msgs);
 /* A distributed party or combiner: block until its input ended (or stop was asked). */
 void cf__net_wait(cf_secure *s);
+/* output.nats_subject: connect (embedded) and create the output stream. */
+cf_err cf__sink_open(cf_secure *s, char *errstr, size_t errstr_size);
+/* Publishes one output line (kind: results, late, alerts) without waiting; no-op when off. */
+void cf__sink_put(cf_secure *s, const char *kind, const char *line, size_t len);
+/* Waits for every line published so far (at checkpoints and the end); false on a refusal. */
+bool cf__sink_flush(cf_secure *s);
+void cf__sink_close(cf_secure *s);
 
 #endif

@@ -6,6 +6,7 @@
  * pending, fixed upstream in 3.8.3).
  */
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -18,7 +19,16 @@ struct cf_js {
     natsConnection *nc;
     jsCtx *js;
     int64_t timeout_ms;
+    atomic_uint_fast64_t async_failed; /* asynchronous publishes the stream refused */
 };
+
+static void on_async_error(jsCtx *js, jsPubAckErr *pae, void *closure)
+{
+    (void)js;
+    (void)pae;
+    cf_js *j = closure;
+    atomic_fetch_add(&j->async_failed, 1);
+}
 
 struct cf_js_sub {
     natsSubscription *sub;
@@ -136,6 +146,9 @@ cf_err cf_js_connect(cf_js **out, const cf_js_opts *o, char *errstr, size_t errs
     jsOptions jo;
     jsOptions_Init(&jo);
     jo.Wait = j->timeout_ms;
+    jo.PublishAsync.MaxPending = 4096;
+    jo.PublishAsync.ErrHandler = on_async_error;
+    jo.PublishAsync.ErrHandlerClosure = j;
     if ((s = natsConnection_JetStream(&j->js, j->nc, &jo)) != NATS_OK) {
         err = nats_fail(s, 0, errstr, errstr_size, "no JetStream context");
         goto fail;
@@ -234,6 +247,33 @@ cf_err cf_js_publish(cf_js *j, const char *subject, const void *data, size_t len
     }
     jsPubAck_Destroy(pa);
     return CF_OK;
+}
+
+cf_err cf_js_publish_async(cf_js *j, const char *subject, const void *data, size_t len,
+                           const char *msg_id)
+{
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MsgId = msg_id;
+    natsStatus s = js_PublishAsync(j->js, subject, data, (int)len, &po);
+    if (s != NATS_OK) {
+        atomic_fetch_add(&j->async_failed, 1);
+        return CF_E_TRANSPORT;
+    }
+    return CF_OK;
+}
+
+cf_err cf_js_flush(cf_js *j, uint64_t *failed)
+{
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MaxWait = j->timeout_ms;
+    natsStatus s = js_PublishAsyncComplete(j->js, &po);
+    uint64_t f = atomic_exchange(&j->async_failed, 0);
+    if (failed != NULL) {
+        *failed = f;
+    }
+    return s == NATS_OK && f == 0 ? CF_OK : CF_E_TRANSPORT;
 }
 
 cf_err cf_js_subscribe(cf_js_sub **out, cf_js *j, const char *stream, const char *subject,

@@ -6,6 +6,8 @@
 #     results are still byte-identical (nothing lost, nothing counted twice) and the audit
 #     log verifies with completeness 1.0;
 #  3. wrong credentials, another party's subjects and a missing CA are refused.
+# The gateway and the combiner also publish their output lines (output.nats_subject) with
+# the permissions scripts/nats-setup.sh gives them (tests/unit/transport.c checks content).
 set -euo pipefail
 CONFIDE=$1
 SRC=$2
@@ -54,7 +56,8 @@ party() { # ID OUT: starts party ID in the background; its pid in $last
 }
 combine() { # OUT
     "$CONFIDE" combine --config "$tmp/p.yaml" --out "$1/c" --keys "$tmp/k/combiner" \
-        --user combiner --password-file "$NATS_PW/combiner" >>"$1/c.log" 2>&1 &
+        --user combiner --password-file "$NATS_PW/combiner" \
+        --set output.nats_subject=confide.out >>"$1/c.log" 2>&1 &
     last=$!
     pids+=("$last")
 }
@@ -63,6 +66,7 @@ gateway() { # OUT [run options...]
     shift
     "$CONFIDE" gateway --config "$tmp/p.yaml" --input "$tmp/tx.csv" --out "$out/g" \
         --keys "$tmp/k/gateway" --no-status --set nats.user=gateway \
+        --set output.nats_subject=confide.out \
         --set nats.password_file="$NATS_PW/gateway" "$@" >>"$out/g.log" 2>&1 &
     last=$!
     pids+=("$last")

@@ -11,6 +11,8 @@
 #include <unistd.h>
 
 #include "confide/core.h"
+#include "confide/io.h"
+#include "confide/runtime.h"
 #include "confide/transport.h"
 
 extern char **environ;
@@ -110,31 +112,52 @@ static pid_t start_server(int port, const char *store)
     return rc == 0 ? pid : -1;
 }
 
-static void test_jetstream_publish_dedup_resume(void)
+/* Starts nats-server with JetStream on a free port (skips when it is not installed, fails
+ * under CI=true) and connects; *pid and store for server_stop. */
+static cf_js *server_start(pid_t *pid, char *store, char *url, size_t url_size)
 {
     if (system("command -v nats-server >/dev/null 2>&1") != 0) {
         const char *ci = getenv("CI");
         if (ci != NULL && strcmp(ci, "true") == 0) {
             fprintf(stderr, "nats-server missing (scripts/setup.sh installs it)\n");
             cf_test_failures++;
-            return;
+            return NULL;
         }
         printf("SKIP: nats-server not installed\n");
         exit(77);
     }
-    char store[] = "/tmp/cf-js-test-XXXXXX";
-    REQUIRE(mkdtemp(store) != NULL);
+    if (mkdtemp(store) == NULL) {
+        return NULL;
+    }
     int port = free_port();
-    REQUIRE(port > 0);
-    pid_t pid = start_server(port, store);
-    REQUIRE(pid > 0);
-    char url[64], err[256];
-    snprintf(url, sizeof(url), "nats://127.0.0.1:%d", port);
+    *pid = port > 0 ? start_server(port, store) : -1;
+    if (*pid <= 0) {
+        return NULL;
+    }
+    char err[256];
+    snprintf(url, url_size, "nats://127.0.0.1:%d", port);
     cf_js_opts o = {.servers = url, .name = "unit", .timeout_ms = 2000};
     cf_js *js = NULL;
     for (int i = 0; i < 100 && cf_js_connect(&js, &o, err, sizeof(err)) != CF_OK; i++) {
         usleep(50000); /* the server is starting */
     }
+    return js;
+}
+
+static void server_stop(pid_t pid, const char *store)
+{
+    kill(pid, SIGTERM);
+    waitpid(pid, NULL, 0);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", store);
+    CHECK_EQ(system(cmd), 0);
+}
+
+static void test_jetstream_publish_dedup_resume(void)
+{
+    char store[] = "/tmp/cf-js-test-XXXXXX", url[64], err[256];
+    pid_t pid = -1;
+    cf_js *js = server_start(&pid, store, url, sizeof(url));
     REQUIRE(js != NULL);
     CHECK_OK(cf_js_ensure_stream(js, "T_SHARES_0", "t.shares.0", 1, 60, err, sizeof(err)));
     CHECK_OK(cf_js_ensure_stream(js, "T_SHARES_0", "t.shares.0", 1, 60, err, sizeof(err)));
@@ -172,10 +195,125 @@ static void test_jetstream_publish_dedup_resume(void)
     }
     cf_js_unsubscribe(sub);
     cf_js_close(js);
-    kill(pid, SIGTERM);
-    waitpid(pid, NULL, 0);
+    server_stop(pid, store);
+}
+
+/* Reads every message of @p subject in @p stream into one newline-joined buffer. */
+static size_t read_stream(cf_js *js, const char *stream, const char *subject, char *out, size_t cap)
+{
+    char err[256];
+    cf_js_sub *sub = NULL;
+    size_t len = 0;
+    if (cf_js_subscribe(&sub, js, stream, subject, 1, 1024, err, sizeof(err)) != CF_OK) {
+        return 0;
+    }
+    cf_js_msg m;
+    while (cf_js_next(sub, &m, 500) == CF_OK) {
+        if (len + m.len + 1 < cap) {
+            memcpy(out + len, m.data, m.len);
+            len += m.len;
+            out[len++] = '\n';
+        }
+        cf_js_ack(&m);
+    }
+    cf_js_unsubscribe(sub);
+    out[len] = '\0';
+    return len;
+}
+
+static char *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        return NULL;
+    }
+    char *buf = malloc(1 << 20);
+    *len = buf != NULL ? fread(buf, 1, (1 << 20) - 1, f) : 0;
+    fclose(f);
+    if (buf != NULL) {
+        buf[*len] = '\0';
+    }
+    return buf;
+}
+
+/* output.nats_subject: the released rows and alerts reach JetStream exactly as they reach
+ * the files; a second run over the same input and output (a restart with nothing new)
+ * publishes nothing twice. */
+static void run_once(const char *url, const char *out, const char *csv, size_t csv_len)
+{
+    cf_config *c = NULL;
+    cf_pipeline *p = NULL;
+    char err[512];
+    REQUIRE(cf_config_create(&c) == CF_OK);
+    const char *kv[][2] = {{"output.dir", out},
+                           {"nats.servers", url},
+                           {"output.nats_subject", "t"},
+                           {"min_count", "1"},
+                           {"window.size_ms", "60000"},
+                           {"rules.file", ""},
+                           {"recovery.resume_any_input", "true"}};
+    for (size_t i = 0; i < sizeof(kv) / sizeof(kv[0]); i++) {
+        CHECK_OK(cf_config_set(c, kv[i][0], kv[i][1], err, sizeof(err)));
+    }
+    char rules[600];
+    snprintf(rules, sizeof(rules), "%s/examples/rules.yaml", CF_SOURCE_DIR);
+    CHECK_OK(cf_config_set(c, "rules.file", rules, err, sizeof(err)));
+    if (cf_pipeline_create(&p, c, err, sizeof(err)) != CF_OK) {
+        fprintf(stderr, "%s\n", err);
+        cf_test_failures++;
+        cf_config_destroy(c);
+        return;
+    }
+    cf_pipeline_set_input_buffer(p, csv, csv_len);
+    cf_summary sum;
+    CHECK_OK(cf_pipeline_run(p, &sum, err, sizeof(err)));
+    cf_pipeline_destroy(p);
+    cf_config_destroy(c);
+}
+
+static void test_nats_output_sink(void)
+{
+    char store[] = "/tmp/cf-js-test-XXXXXX", url[64], out[] = "/tmp/cf-sink-out-XXXXXX";
+    pid_t pid = -1;
+    cf_js *js = server_start(&pid, store, url, sizeof(url));
+    REQUIRE(js != NULL);
+    REQUIRE(mkdtemp(out) != NULL);
+    /* 60 payments in 3 minutes at 2 merchants, amounts large enough to raise alerts */
+    char *csv = malloc(1 << 16);
+    REQUIRE(csv != NULL);
+    size_t n = (size_t)snprintf(csv, 1 << 16, "%s", cf_csv_header());
+    for (int i = 0; i < 60; i++) {
+        n += (size_t)snprintf(csv + n, (1 << 16) - n,
+                              "%d,2024-01-01T00:%02d:%02dZ,C%d,M%d,%d.00,EUR,PAYMENT,DE,ECOM,0,0\n",
+                              i, i / 20, (i * 3) % 60, i % 7, i % 2, 100 + i * 50);
+    }
+    run_once(url, out, csv, n);
+    run_once(url, out, csv, n); /* everything is already in the log: republishes nothing */
+    char path[128];
+    size_t flen = 0;
+    snprintf(path, sizeof(path), "%s/results.ndjson", out);
+    char *file = slurp(path, &flen);
+    char *got = malloc(1 << 20);
+    REQUIRE(file != NULL && got != NULL);
+    size_t glen = read_stream(js, "CONFIDE_OUT", "t.results", got, 1 << 20);
+    CHECK(flen > 0);
+    CHECK_EQ(glen, flen);
+    CHECK(strcmp(got, file) == 0);
+    free(file);
+    snprintf(path, sizeof(path), "%s/alerts.ndjson", out);
+    file = slurp(path, &flen);
+    REQUIRE(file != NULL);
+    glen = read_stream(js, "CONFIDE_OUT", "t.alerts", got, 1 << 20);
+    CHECK(flen > 0);
+    CHECK_EQ(glen, flen);
+    CHECK(strcmp(got, file) == 0);
+    free(file);
+    free(got);
+    free(csv);
+    cf_js_close(js);
+    server_stop(pid, store);
     char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", store);
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", out);
     CHECK_EQ(system(cmd), 0);
 }
 
