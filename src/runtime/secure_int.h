@@ -10,6 +10,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "confide/audit.h"
 #include "confide/keys.h"
@@ -206,7 +207,87 @@ struct cf_secure {
     atomic_bool sink_failed;
 };
 
-/* ---- checkpoint blobs (secure.c) ---- */
+/* ---- shared by the roles (secure.c gateway, party.c, combiner.c, distributed.c) ---- */
+
+/*
+ * Batch metadata in the audit log: entries of (type u8, length u8, value). META_MASK_CTX
+ * records the mask context (log id || run id) the batch's shares were made under, so a
+ * replay after a crash derives the very masks the parties already summed, and attribution
+ * regenerates the right partials; events protected after a restart get the new run's id,
+ * so an index re-assigned to another event never gets the mask of the first.
+ */
+enum { META_MASK_CTX = 1 };
+#define META_MAX 64
+
+static inline size_t meta_encode(const cf_sa_ctx *ctx, uint8_t buf[META_MAX])
+{
+    buf[0] = META_MASK_CTX;
+    buf[1] = (uint8_t)sizeof(*ctx);
+    memcpy(buf + 2, ctx, sizeof(*ctx));
+    return 2 + sizeof(*ctx);
+}
+
+static inline bool meta_ctx(const cf_audit_entry *e, cf_sa_ctx *out)
+{
+    const uint8_t *p = e->meta, *end = e->meta + e->meta_len;
+    while (p != NULL && end - p >= 2 && end - p >= 2 + p[1]) {
+        if (p[0] == META_MASK_CTX && p[1] == sizeof(*out)) {
+            memcpy(out, p + 2, sizeof(*out));
+            return true;
+        }
+        p += 2 + p[1];
+    }
+    return false;
+}
+
+static inline uint64_t key_hash(const uint8_t k[CF_SA_PSEUDO_LEN])
+{
+    uint64_t h;
+    memcpy(&h, k, sizeof(h)); /* pseudonyms are keyed hashes: already uniform */
+    return h;
+}
+
+static inline void *lane_take(lane *l)
+{
+    void *b = NULL;
+    cf_err err = cf_ring_pop_wait(l->free_ring, &b);
+    CF_ASSERT(err == CF_OK);
+    return b;
+}
+
+/* An empty batch of events for a party (gateway side). */
+static inline item_batch *take_items(lane *l)
+{
+    item_batch *b = lane_take(l);
+    b->n = 0;
+    b->ckpt = false;
+    return b;
+}
+
+/* An empty batch of messages for the combiner (party side). */
+static inline msg_batch *take_msgs(lane *l)
+{
+    msg_batch *b = lane_take(l);
+    b->n = 0;
+    return b;
+}
+
+typedef struct ckpt_blob {
+    uint8_t *data;
+    size_t len;
+    uint64_t index;
+} ckpt_blob;
+
+/* party.c */
+extern const cf_window_value_ops cf__lsa_value_ops;
+void cf__party_on_result(void *opaque, const cf_window_result *r);
+void cf__party_on_late(void *opaque, const cf_window_late *l);
+void *cf__party_main(void *arg);
+
+/* combiner.c */
+void *cf__combiner_main(void *arg);
+
+/* ---- checkpoint blobs (checkpoint.c) ---- */
 
 /* What a checkpoint recorded (the audit log's for the gateway, the state files' for a
  * distributed party or combiner). */
