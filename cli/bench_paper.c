@@ -18,7 +18,7 @@
  *
  * For each: an unpaced run (max events/s, CPU us per event; stopped after --max-seconds), a
  * paced run at --rate (89,000/s, the paper's; a configuration that cannot sustain it runs at
- * 90% of its maximum instead) for the latency CDF, completeness from cf_audit_verify on each
+ * 80% of its maximum instead) for the latency CDF, completeness from cf_audit_verify on each
  * run's log (configurations without a log: events through the sink / events accepted), and
  * SLO-violation seconds from the cluster simulator (src/scale) replaying a burst trace with
  * the configuration's measured maximum as one node's capacity.
@@ -127,6 +127,7 @@ typedef struct opts {
     const char *out, *input, *format;
     uint64_t events, accounts, merchants, he_events;
     double rate, max_s, paced_s, sim_s;
+    int max_runs;
     tee_params tee;
 } opts;
 
@@ -726,10 +727,13 @@ static int plots(const char *dir, const result *res, const timeline tl[3], const
             "set xlabel 'event latency, ingest (scheduled) -> committed (ms, log)'\n"
             "set ylabel 'percent of events'\nset key bottom right\nset yrange [0:100]\n"
             "set title 'confide bench paper: latency CDF per configuration (paced run; "
-            "tee-model is a model)'\nplot ",
+            "tee-model is a model; no-autoscale = confide)'\nplot ",
             dir);
-    for (size_t i = 0; i < NCONF; i++) {
-        fprintf(g, "%s$d%zu using 1:2 with steps lw 2 title '%s @ %.0f/s'", i ? ", " : "", i,
+    for (size_t i = 0, k = 0; i < NCONF; i++) {
+        if (configs[i].reuse >= 0) {
+            continue; /* the same runs as another configuration */
+        }
+        fprintf(g, "%s$d%zu using 1:2 with steps lw 2 title '%s @ %.0f/s'", k++ ? ", " : "", i,
                 configs[i].name, res[i].paced_rate);
     }
     fprintf(g, "\n");
@@ -741,25 +745,28 @@ static int plots(const char *dir, const result *res, const timeline tl[3], const
     }
     fprintf(g, "$m << EOD\n");
     for (size_t i = 0; i < NCONF; i++) {
+        if (configs[i].reuse >= 0) {
+            continue;
+        }
         fprintf(g, "%.1f %.4f %s\n", res[i].max_eps,
                 ms(res[i].p99_us) > 0 ? ms(res[i].p99_us) : 0.001, configs[i].name);
     }
     fprintf(g,
-            "EOD\n$p << EOD\n%.0f %.1f paper(Flink)\n%.0f %.1f paper-HE\n%.0f %.1f "
-            "paper-SGX\nEOD\n",
-            PAPER_RATE, PAPER_P99_MS, PAPER_RATE, PAPER_HE_P99_MS, PAPER_RATE, PAPER_SGX_P99_MS);
+            "EOD\n$p << EOD\n%.0f %.1f paper(Flink)\n%.0f %.1f paper-SGX\n%.0f %.1f "
+            "paper-HE\nEOD\n",
+            PAPER_RATE, PAPER_P99_MS, PAPER_RATE, PAPER_SGX_P99_MS, PAPER_RATE, PAPER_HE_P99_MS);
     fprintf(g,
             "set terminal pngcairo noenhanced size 1200,800 font ',11'\n"
             "set output '%s/throughput_p99.png'\nset grid\nset logscale xy\n"
             "set xlabel 'max sustained events/s (unpaced, log)'\n"
-            "set ylabel 'p99 latency at 89,000/s or at 90%% of the max (ms, log)'\n"
+            "set ylabel 'p99 latency at 89,000/s or at 80%% of the max (ms, log)'\n"
             "set title 'confide bench paper: throughput against p99 (this machine) and the "
             "paper'\nset key top right\nset offsets graph 0.05, graph 0.2, graph 0.1, graph "
             "0.1\n"
             "plot $m using 1:2 with points pt 7 ps 2 title 'measured here', "
-            "$m using 1:2:3 with labels offset 1,1 left notitle, "
+            "$m using ($1*1.2):2:3 with labels left notitle, "
             "$p using 1:2 with points pt 5 ps 2 title 'the paper (89k/s)', "
-            "$p using 1:2:3 with labels offset 1,-1 left notitle\n",
+            "$p using ($1*0.85):($2*(1+0.12*(column(0)-1))):3 with labels right notitle\n",
             dir);
     rc |= pclose(g) == 0 ? 0 : -1;
     /* autoscaling timeline */
@@ -837,7 +844,7 @@ static void write_report(FILE *f, const opts *o, const machine *m, const result 
         const result *x = &r[i];
         fprintf(f, "| %s | %.0f | %.0f%s | %.3f | %.3f | %.3f | %.2f | %.6f%s | %.1f | %s |\n",
                 configs[i].name, x->max_eps, x->paced_rate,
-                x->sustained ? "" : " (cannot sustain 89k: 90% of its max)", ms(x->p50_us),
+                x->sustained ? "" : " (cannot sustain 89k: 80% of its max)", ms(x->p50_us),
                 ms(x->p99_us), ms(x->p999_us), x->cpu_us, x->completeness,
                 x->comp_from_log ? "" : " (sink count)", x->slo_violation_s, configs[i].what);
     }
@@ -885,8 +892,10 @@ static void write_report(FILE *f, const opts *o, const machine *m, const result 
     double tp_he = RT(cf->max_eps, he->max_eps), cpu_he = RT(he->cpu_us, cf->cpu_us);
     double cpu_pl = RT(cf->cpu_us, pl->cpu_us);
     bool comp_all = true;
+    double comp_min = 1;
     for (size_t i = 0; i < NCONF; i++) {
         comp_all &= r[i].completeness >= 1.0;
+        comp_min = r[i].completeness < comp_min ? r[i].completeness : comp_min;
     }
     fprintf(f, "\n## Issue 15's targets (this 2-core machine, this invocation)\n\n");
     fprintf(f, "| target | measured | verdict |\n|---|---|---|\n");
@@ -897,7 +906,7 @@ static void write_report(FILE *f, const opts *o, const machine *m, const result 
     fprintf(f,
             "| completeness 1.0 in every configuration | min %.6f | %s (plain, he, tee-model, "
             "no-audit: sink count, no log) |\n",
-            comp_all ? 1.0 : 0.0, yes(comp_all));
+            comp_min, yes(comp_all));
     fprintf(f, "| >= 1000x he's throughput | %.0fx | %s |\n", tp_he, yes(tp_he >= 1000));
     fprintf(f, "| <= 1/100 of he's CPU per event | 1/%.0f | %s |\n", cpu_he, yes(cpu_he >= 100));
     fprintf(f, "| within 1.5x of plain's CPU per event | %.2fx | %s |\n\n", cpu_pl,
@@ -914,7 +923,7 @@ static void write_report(FILE *f, const opts *o, const machine *m, const result 
             "to the source) is in the latency; CPU per event is the process's CPU time over "
             "the run (pipeline + Paillier) per event. At the end every group's ciphertext is "
             "decrypted and compared with the plaintext sums: %s. The unpaced run reads the "
-            "first %llu events; the paced run is at 90%% of the measured maximum since it "
+            "first %llu events; the paced run is at 80%% of the measured maximum since it "
             "cannot sustain 89,000/s.\n\n",
             he->he_exact ? "exact" : "**NOT exact**", (unsigned long long)o->he_events);
     fprintf(f,
@@ -965,8 +974,10 @@ static void write_report(FILE *f, const opts *o, const machine *m, const result 
             "The trace: `confide gen --shape burst` at a mean of %.0f events/s (9 s at R/1.9, "
             "then 1 s at 10 R/1.9; peak %.0f events/s), one point per second, %zu s; the "
             "predictive policy's seasonal forecaster is fitted on the first half, every policy "
-            "replays the second half. Settings as `confide bench autoscale`: node start-up 20 "
-            "s, SLO p99 200 ms per 1 s slice, 1..64 nodes, decisions every second.\n\n",
+            "replays the second half. Node start-up 20 s (as `confide bench autoscale`), SLO "
+            "p99 200 ms (slo.p99_ms's default) judged per 1 s slice, 1..64 nodes, one decision "
+            "per second, target utilization 0.7, batches of at most 256 events with half an "
+            "event's cost per batch, Poisson arrivals (seed 1).\n\n",
             tr->mean_rate * 1.0, tr->peak_rate, tr->n);
     fprintf(f,
             "**slo_violation_s per configuration** (the table above): one node's capacity is "
@@ -996,30 +1007,32 @@ static void write_report(FILE *f, const opts *o, const machine *m, const result 
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: confide bench paper [--quick] [--out DIR] [--input FILE [--format F]]\n"
-            "                           [--json] [options]\n\n"
-            "The paper's evaluation in one invocation on one input: confide, plain, he (Paillier\n"
-            "2048), tee-model (an SGX cost model), and the ablations no-batching, no-autoscale,\n"
-            "no-lsa, no-audit. For each: max events/s, p50/p99/p99.9 at 89,000 events/s, CPU us\n"
-            "per event, audit completeness, SLO-violation seconds on a burst trace. Writes\n"
-            "DIR/results.json, results.csv, latency_cdf.csv, report.md and PNG plots (gnuplot).\n"
-            "docs/paper.md explains every number. A run takes about 6 minutes (--quick: <1).\n\n"
-            "  --quick            200,000 events, 1 s runs, a 120 s trace (a smoke test)\n"
-            "  --out DIR          output directory (default paper-results)\n"
-            "  --input FILE       read the input from FILE instead of generating it\n"
-            "  --format F         csv (default), ndjson or fdh, for --input\n"
-            "  --json             also print results.json on stdout\n"
-            "  --events N         generated events (default 3000000)\n"
-            "  --accounts A       distinct accounts of the generated input (default 20000)\n"
-            "  --merchants M      distinct merchants (default 40000)\n"
-            "  --rate R           paced rate, events/s (default 89000, the paper's)\n"
-            "  --paced-seconds S  length of each paced run (default 10)\n"
-            "  --max-seconds S    unpaced runs stop after S s (default 10)\n"
-            "  --he-events N      events of he's unpaced run (default 2000)\n"
-            "  --trace-seconds S  length of the burst trace (default 600)\n"
-            "  --tee-transition-cycles C  (default 8200)   --tee-epc-mib M  (default 90)\n"
-            "  --tee-page-cycles C        (default 40000)  --tee-pages-per-event P (default 2)\n");
+    fprintf(
+        f,
+        "usage: confide bench paper [--quick] [--out DIR] [--input FILE [--format F]]\n"
+        "                           [--json] [options]\n\n"
+        "The paper's evaluation in one invocation on one input: confide, plain, he (Paillier\n"
+        "2048), tee-model (an SGX cost model), and the ablations no-batching, no-autoscale,\n"
+        "no-lsa, no-audit. For each: max events/s, p50/p99/p99.9 at 89,000 events/s, CPU us\n"
+        "per event, audit completeness, SLO-violation seconds on a burst trace. Writes\n"
+        "DIR/results.json, results.csv, latency_cdf.csv, report.md and PNG plots (gnuplot).\n"
+        "docs/paper.md explains every number. A run takes about 6 minutes (--quick: <1).\n\n"
+        "  --quick            200,000 events, 1 s runs, one run each, a 120 s trace (smoke test)\n"
+        "  --out DIR          output directory (default paper-results)\n"
+        "  --input FILE       read the input from FILE instead of generating it\n"
+        "  --format F         csv (default), ndjson or fdh, for --input\n"
+        "  --json             also print results.json on stdout\n"
+        "  --events N         generated events (default 3000000)\n"
+        "  --accounts A       distinct accounts of the generated input (default 20000)\n"
+        "  --merchants M      distinct merchants (default 40000)\n"
+        "  --rate R           paced rate, events/s (default 89000, the paper's)\n"
+        "  --paced-seconds S  length of each paced run (default 10)\n"
+        "  --max-seconds S    unpaced runs stop after S s (default 10)\n"
+        "  --max-runs N       unpaced runs per configuration; the fastest counts (default 2)\n"
+        "  --he-events N      events of he's unpaced run (default 2000)\n"
+        "  --trace-seconds S  length of the burst trace (default 600)\n"
+        "  --tee-transition-cycles C  (default 8200)   --tee-epc-mib M  (default 90)\n"
+        "  --tee-page-cycles C        (default 40000)  --tee-pages-per-event P (default 2)\n");
 }
 
 static bool num_arg(const char *a, const char *name, const char *v, double lo, double hi,
@@ -1081,7 +1094,7 @@ static int parse(int argc, char **argv, opts *o)
 {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        double x = 0;
+        double x = 0, max_runs = o->max_runs;
         if (strcmp(a, "--quick") == 0) {
             o->quick = true;
             continue;
@@ -1113,6 +1126,7 @@ static int parse(int argc, char **argv, opts *o)
             {"--paced-seconds", 0.1, 3600, &o->paced_s, NULL},
             {"--max-seconds", 0.1, 3600, &o->max_s, NULL},
             {"--trace-seconds", 20, 86400, &o->sim_s, NULL},
+            {"--max-runs", 1, 100, &max_runs, NULL},
             {"--tee-transition-cycles", 0, 1e9, &o->tee.transition_cycles, NULL},
             {"--tee-epc-mib", 1, 1e6, &o->tee.epc_mib, NULL},
             {"--tee-page-cycles", 0, 1e9, &o->tee.page_swap_cycles, NULL},
@@ -1137,6 +1151,7 @@ static int parse(int argc, char **argv, opts *o)
             fprintf(stderr, PROG ": unexpected argument '%s' (see --help)\n", a);
             return -1;
         }
+        o->max_runs = (int)max_runs;
     }
     if (strcmp(o->format, "csv") != 0 && strcmp(o->format, "ndjson") != 0 &&
         strcmp(o->format, "fdh") != 0) {
@@ -1162,6 +1177,7 @@ int cf_bench_paper(int argc, char **argv)
               .max_s = 10,
               .paced_s = 10,
               .sim_s = 600,
+              .max_runs = 2,
               .tee = {8200, 2, 90, 40000, 2, 0}};
     bool quick_given = false;
     for (int i = 1; i < argc; i++) {
@@ -1173,6 +1189,7 @@ int cf_bench_paper(int argc, char **argv)
         o.paced_s = 1;
         o.he_events = 100;
         o.sim_s = 120;
+        o.max_runs = 1;
     }
     if (parse(argc, argv, &o) != 0) {
         return CF_EXIT_USAGE;
@@ -1243,7 +1260,7 @@ int cf_bench_paper(int argc, char **argv)
     }
     int steps = 0;
     for (size_t i = 0; i < NCONF; i++) {
-        steps += configs[i].reuse < 0 ? 2 : 0;
+        steps += configs[i].reuse < 0 ? o.max_runs + 1 : 0;
     }
     int step = 0;
     for (size_t i = 0; i < NCONF; i++) {
@@ -1279,27 +1296,38 @@ int cf_bench_paper(int argc, char **argv)
             he_teardown(&ctx);
             goto out;
         }
-        snprintf(ctx.label, sizeof(ctx.label), "[%d/%d] %-12s max  ", ++step, steps, c->name);
         size_t mlen = c->extra == EXTRA_HE ? prefix(&o, buf, len, o.he_events) : len;
         cf_summary s;
-        double comp1 = 0, comp2 = 0;
+        double comp1 = 1, comp2 = 0;
         char note1[280] = "", note2[280] = "";
-        int e = run_one(&o, c, buf, mlen, 0, o.max_s, tmp, rules_path, &ctx, &s, &comp1, note1,
-                        sizeof(note1));
-        if (e == 0) {
-            r->max_eps = s.events_per_s;
-            r->max_events = s.accepted;
-            r->max_elapsed_s = s.elapsed_s;
-            r->stopped_early = ctx.stopped;
-            r->cpu_us = s.accepted > 0 ? 1e6 * s.cpu_s / (double)s.accepted : 0;
-            r->ws_mib = (double)(ctx.rss_max_kb - ctx.rss_base_kb) / 1024.0;
-            r->dead_lettered = s.dead_lettered;
-            r->he_exact = c->extra == EXTRA_HE ? he_check(&ctx) : true;
+        int e = 0;
+        /* the best of --max-runs unpaced runs (the machine may be shared); completeness is
+         * the lowest of all runs */
+        for (int k = 0; k < o.max_runs && e == 0; k++) {
+            double ck = 0;
+            char nk[280] = "";
+            snprintf(ctx.label, sizeof(ctx.label), "[%d/%d] %-12s max  ", ++step, steps, c->name);
+            e = run_one(&o, c, buf, mlen, 0, o.max_s, tmp, rules_path, &ctx, &s, &ck, nk,
+                        sizeof(nk));
+            if (e == 0 && ck <= comp1) {
+                comp1 = ck;
+                memcpy(note1, nk, sizeof(note1));
+            }
+            if (e == 0 && s.events_per_s > r->max_eps) {
+                r->max_eps = s.events_per_s;
+                r->max_events = s.accepted;
+                r->max_elapsed_s = s.elapsed_s;
+                r->stopped_early = ctx.stopped;
+                r->cpu_us = s.accepted > 0 ? 1e6 * s.cpu_s / (double)s.accepted : 0;
+                r->ws_mib = (double)(ctx.rss_max_kb - ctx.rss_base_kb) / 1024.0;
+                r->dead_lettered = s.dead_lettered;
+            }
         }
+        r->he_exact = c->extra == EXTRA_HE && e == 0 ? he_check(&ctx) : true;
         cf_hist_destroy(ctx.lat);
-        /* paced: the latency, at the paper's rate or at 90% of the maximum */
+        /* paced: the latency, at the paper's rate or at 80% of the maximum */
         r->sustained = r->max_eps >= o.rate;
-        r->paced_rate = r->sustained ? o.rate : 0.9 * r->max_eps;
+        r->paced_rate = r->sustained ? o.rate : 0.8 * r->max_eps;
         ctx.lat = r->lat;
         ctx.sink_events = 0;
         snprintf(ctx.label, sizeof(ctx.label), "[%d/%d] %-12s %.0f/s", ++step, steps, c->name,
