@@ -10,10 +10,16 @@ B=$1
 out=$(mktemp -d /tmp/confide-bench-paper-smoke-XXXXXX)
 trap 'rm -rf "$out"' EXIT
 "$B" bench paper --help | grep -q -- '--quick'
-if "$B" bench paper --bogus >/dev/null 2>&1; then
-    echo "an unknown option must be refused" >&2
-    exit 1
-fi
+for bad in "--bogus" "--set nope=1" "--set novalue" "--format xml" "--rate -5"; do
+    rc=0
+    # shellcheck disable=SC2086
+    "$B" bench paper $bad --out "$out/bad" >/dev/null 2>&1 || rc=$?
+    if [ "$rc" -ne 2 ]; then
+        echo "bench paper $bad: exit $rc, want 2 (usage)" >&2
+        exit 1
+    fi
+done
+test ! -e "$out/bad" || { echo "a refused command line must not write outputs" >&2; exit 1; }
 "$B" bench paper --quick --out "$out/r" --json >"$out/stdout.json"
 python3 - "$out/r" "$out/stdout.json" <<'PY'
 import csv, json, math, os, re, sys
@@ -33,6 +39,7 @@ for c in res["configs"]:
     assert c["max_events_per_s"] > 0 and c["cpu_us_per_event"] > 0, c
     assert c["p50_ms"] <= c["p99_ms"] <= c["p999_ms"], c
     assert c["completeness"] == 1.0, c
+    assert c["cpu_us_per_event_paced"] > 0 and c["paced_events_per_s"] > 0, c
     by[c["name"]] = c
 assert [s["name"] for s in res["skipped"]] == ["distributed"] and res["skipped"][0]["reason"]
 for k in ("cpu", "cores", "date", "kernel"):
