@@ -80,30 +80,38 @@ typedef struct pconf {
     int reuse; /* >= 0: the runs of that configuration, measured once */
     const char *policy;
     const char *what;
+    bool external; /* measured by `confide bench distributed` in a child process */
 } pconf;
 
 static const pconf configs[] = {
     {"confide", "lsa", true, false, EXTRA_NONE, -1, "predictive",
      "2-party LSA, adaptive batching, audit log (fsync per batch), rules; predictive "
-     "autoscaling"},
+     "autoscaling",
+     false},
     {"plain", "plain", false, false, EXTRA_NONE, -1, "predictive",
-     "no protection: aggregation in the clear, no audit log; same rules, windows, batching"},
+     "no protection: aggregation in the clear, no audit log; same rules, windows, batching", false},
     {"he", "plain", false, false, EXTRA_HE, -1, "predictive",
-     "plain + Paillier-2048 encrypt and homomorphic add of every event on the sink thread"},
+     "plain + Paillier-2048 encrypt and homomorphic add of every event on the sink thread", false},
     {"tee-model", "plain", false, false, EXTRA_TEE, -1, "predictive",
-     "MODEL (no SGX here): plain + modelled enclave transitions per batch and EPC paging"},
+     "MODEL (no SGX here): plain + modelled enclave transitions per batch and EPC paging", false},
     {"no-batching", "lsa", true, true, EXTRA_NONE, -1, "predictive",
-     "confide with batch.mode fixed:1 (an audit fsync and signed head per event)"},
+     "confide with batch.mode fixed:1 (an audit fsync and signed head per event)", false},
     {"no-autoscale", "lsa", true, false, EXTRA_NONE, 0, "reactive",
-     "confide's runs; autoscaling by the reactive policy instead of the predictive one"},
+     "confide's runs; autoscaling by the reactive policy instead of the predictive one", false},
     {"no-lsa", "plain", true, false, EXTRA_NONE, -1, "predictive",
-     "confide with protect plain (aggregation in the clear)"},
+     "confide with protect plain (aggregation in the clear)", false},
     {"no-audit", "lsa", false, false, EXTRA_NONE, -1, "predictive",
-     "confide with audit.enabled false"},
+     "confide with audit.enabled false", false},
+    {"distributed", "lsa", true, false, EXTRA_NONE, -1, "predictive",
+     "confide's roles as processes over a local 1-node NATS JetStream (`confide bench "
+     "distributed --nodes 1`, its own input of the same model and scale)",
+     true},
 };
 #define NCONF (sizeof(configs) / sizeof(configs[0]))
 
 typedef struct result {
+    bool present; /* measured in this invocation (distributed may be skipped) */
+    bool partial; /* p99.9 and completeness not measured (distributed) */
     double max_eps, cpu_us, max_elapsed_s;
     uint64_t max_events;
     bool stopped_early;
@@ -130,6 +138,8 @@ typedef struct opts {
     int max_runs;
     const char *sets[16]; /* --set KEY=VALUE, applied to every configuration */
     int n_sets;
+    bool no_distributed;
+    char dist_reason[256]; /* why distributed was not run */
     tee_params tee;
 } opts;
 
@@ -431,6 +441,84 @@ done:
     return rc;
 }
 
+/* ---- distributed: `confide bench distributed --nodes 1` in a child process ---- */
+
+/* The number after "key": in the JSON object starting at @p obj (up to its '}'); NAN if none. */
+static double obj_num(const char *obj, const char *key)
+{
+    char pat[64];
+    snprintf(pat, sizeof(pat), "\"%s\":", key);
+    const char *end = strchr(obj, '}');
+    const char *k = strstr(obj, pat);
+    if (k == NULL || (end != NULL && k > end)) {
+        return NAN;
+    }
+    return strtod(k + strlen(pat), NULL);
+}
+
+static int run_distributed(const opts *o, result *r, char *why, size_t whysz)
+{
+    char self[512], cmd[1024];
+    ssize_t sl = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (sl <= 0 || memchr(self, '\'', (size_t)sl) != NULL) {
+        snprintf(why, whysz, "cannot find this executable");
+        return -1;
+    }
+    self[sl] = '\0';
+    uint64_t n = o->events < 500000 ? o->events : 500000;
+    n = n < 1000 ? 1000 : n;
+    snprintf(cmd, sizeof(cmd), "'%s' bench distributed --nodes 1 --events %llu --rate %.0f --json",
+             self, (unsigned long long)n, o->rate);
+    FILE *p = popen(cmd, "r");
+    char out[8192];
+    size_t len = 0;
+    if (p == NULL) {
+        snprintf(why, whysz, "cannot start bench distributed");
+        return -1;
+    }
+    for (size_t got;
+         len + 1 < sizeof(out) && (got = fread(out + len, 1, sizeof(out) - 1 - len, p)) > 0;) {
+        len += got;
+    }
+    out[len] = '\0';
+    int st = pclose(p);
+    char paced_key[64];
+    snprintf(paced_key, sizeof(paced_key), "{\"nodes\":1,\"rate\":%.0f,", o->rate);
+    const char *un = strstr(out, "{\"nodes\":1,\"rate\":0,");
+    const char *pc = strstr(out, paced_key);
+    if (st != 0 || un == NULL || pc == NULL || strstr(out, "\"ok\":false") != NULL) {
+        snprintf(why, whysz,
+                 "`confide bench distributed` failed (exit status %d; its messages "
+                 "are above)",
+                 st);
+        return -1;
+    }
+    r->max_eps = obj_num(un, "events_per_s");
+    r->cpu_us = obj_num(un, "cpu_us_per_event");
+    r->max_events = n;
+    r->paced_rate = o->rate;
+    r->paced_eps = obj_num(pc, "events_per_s");
+    r->cpu_us_paced = obj_num(pc, "cpu_us_per_event");
+    r->p50_us = (int64_t)llround(obj_num(pc, "p50_ms") * 1000);
+    r->p99_us = (int64_t)llround(obj_num(pc, "p99_ms") * 1000);
+    r->p999_us = 0;
+    if (isnan(r->max_eps) || isnan(r->cpu_us) || isnan(r->cpu_us_paced) || r->max_eps <= 0) {
+        snprintf(why, whysz, "`confide bench distributed` printed no numbers");
+        return -1;
+    }
+    r->sustained = r->max_eps >= o->rate;
+    r->present = true;
+    r->partial = true;
+    r->comp_from_log = false;
+    snprintf(r->comp_note, sizeof(r->comp_note),
+             "not measured: `confide bench distributed --nodes 1 --events %llu --rate %.0f` "
+             "(its own input; it removes its logs); p50/p99 are its gateway's (ingest -> audited "
+             "and queued for JetStream), events/s and CPU end to end over every process "
+             "including nats-server",
+             (unsigned long long)n, o->rate);
+    return 0;
+}
+
 /* ---- the burst trace and the simulator ---- */
 
 typedef struct timeline {
@@ -620,15 +708,24 @@ static int64_t pct(const cf_hist *h, double p)
 
 static void write_config_json(FILE *f, const pconf *c, const result *r, bool last)
 {
+    char p999[32], comp[32];
+    snprintf(p999, sizeof(p999), "%.3f", ms(r->p999_us));
+    snprintf(comp, sizeof(comp), "%.6f", r->completeness);
+    if (r->partial) {
+        snprintf(p999, sizeof(p999), "null");
+        snprintf(comp, sizeof(comp), "null");
+    }
     fprintf(f,
             "    {\"name\":\"%s\",\"max_events_per_s\":%.0f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,"
-            "\"p999_ms\":%.3f,\"cpu_us_per_event\":%.3f,\"completeness\":%.6f,"
+            "\"p999_ms\":%s,\"cpu_us_per_event\":%.3f,\"completeness\":%s,"
             "\"slo_violation_s\":%.1f,\"paced_events_per_s\":%.0f,\"cpu_us_per_event_paced\":%.3f,"
             "\"sustained_paper_rate\":%s,"
             "\"completeness_source\":\"%s\",\"policy\":\"%s\",\"model\":%s}%s\n",
-            c->name, r->max_eps, ms(r->p50_us), ms(r->p99_us), ms(r->p999_us), r->cpu_us,
-            r->completeness, r->slo_violation_s, r->paced_rate, r->cpu_us_paced,
-            r->sustained ? "true" : "false", r->comp_from_log ? "audit_log" : "sink_count",
+            c->name, r->max_eps, ms(r->p50_us), ms(r->p99_us), p999, r->cpu_us, comp,
+            r->slo_violation_s, r->paced_rate, r->cpu_us_paced, r->sustained ? "true" : "false",
+            r->partial         ? "not_measured"
+            : r->comp_from_log ? "audit_log"
+                               : "sink_count",
             c->policy, c->extra == EXTRA_TEE ? "true" : "false", last ? "" : ",");
 }
 
@@ -643,13 +740,23 @@ static int write_json(const char *path, const opts *o, const machine *m, const r
     for (int pass = 0; pass < (also != NULL ? 2 : 1); pass++) {
         FILE *w = pass == 0 ? f : also;
         fprintf(w, "{\n  \"configs\": [\n");
+        size_t last = 0;
         for (size_t i = 0; i < NCONF; i++) {
-            write_config_json(w, &configs[i], &res[i], i + 1 == NCONF);
+            last = res[i].present ? i : last;
         }
-        fprintf(w,
-                "  ],\n  \"skipped\": [{\"name\":\"distributed\",\"reason\":\"not built yet: the "
-                "pipeline has no JetStream transport (issue 15 runs it when nats-server and that "
-                "transport exist)\"}],\n");
+        for (size_t i = 0; i < NCONF; i++) {
+            if (res[i].present) {
+                write_config_json(w, &configs[i], &res[i], i == last);
+            }
+        }
+        fprintf(w, "  ],\n  \"skipped\": [");
+        for (size_t i = 0, k = 0; i < NCONF; i++) {
+            if (!res[i].present) {
+                fprintf(w, "%s{\"name\":\"%s\",\"reason\":\"%s\"}", k++ ? "," : "", configs[i].name,
+                        o->dist_reason);
+            }
+        }
+        fprintf(w, "],\n");
         fprintf(w,
                 "  \"ratios\": {\"confide_over_he_throughput\":%.1f,"
                 "\"he_over_confide_cpu\":%.1f,\"confide_over_plain_cpu\":%.3f},\n",
@@ -682,6 +789,14 @@ static int write_csv(const char *path, const result *res)
                "slo_violation_s\n");
     for (size_t i = 0; i < NCONF; i++) {
         const result *r = &res[i];
+        if (!r->present) {
+            continue;
+        }
+        if (r->partial) { /* p99.9 and completeness not measured: empty fields */
+            fprintf(f, "%s,%.0f,%.3f,%.3f,,%.3f,,%.1f\n", configs[i].name, r->max_eps,
+                    ms(r->p50_us), ms(r->p99_us), r->cpu_us, r->slo_violation_s);
+            continue;
+        }
         fprintf(f, "%s,%.0f,%.3f,%.3f,%.3f,%.3f,%.6f,%.1f\n", configs[i].name, r->max_eps,
                 ms(r->p50_us), ms(r->p99_us), ms(r->p999_us), r->cpu_us, r->completeness,
                 r->slo_violation_s);
@@ -697,6 +812,9 @@ static int write_cdf(const char *path, const result *res)
     }
     fprintf(f, "name,percentile,latency_ms\n");
     for (size_t i = 0; i < NCONF; i++) {
+        if (!res[i].present || res[i].partial) {
+            continue; /* distributed: percentiles of its gateway only, not recorded here */
+        }
         for (size_t k = 0; k < NCDF; k++) {
             fprintf(f, "%s,%g,%.3f\n", configs[i].name, cdf_points[k],
                     ms(pct(res[i].lat, cdf_points[k])));
@@ -753,8 +871,8 @@ static int plots(const char *dir, const result *res, const timeline tl[3], const
             "tee-model is a model; no-autoscale = confide)'\nplot ",
             dir);
     for (size_t i = 0, k = 0; i < NCONF; i++) {
-        if (configs[i].reuse >= 0) {
-            continue; /* the same runs as another configuration */
+        if (configs[i].reuse >= 0 || !res[i].present || res[i].partial) {
+            continue; /* the same runs as another configuration, or no distribution */
         }
         fprintf(g, "%s$d%zu using 1:2 with steps lw 2 title '%s @ %.0f/s'", k++ ? ", " : "", i,
                 configs[i].name, res[i].paced_rate);
@@ -768,7 +886,7 @@ static int plots(const char *dir, const result *res, const timeline tl[3], const
     }
     fprintf(g, "$m << EOD\n");
     for (size_t i = 0; i < NCONF; i++) {
-        if (configs[i].reuse >= 0) {
+        if (configs[i].reuse >= 0 || !res[i].present) {
             continue;
         }
         fprintf(g, "%.1f %.4f %s\n", res[i].max_eps,
@@ -859,18 +977,42 @@ static void write_report(FILE *f, const opts *o, const machine *m, const result 
             "first %llu); the paced runs take the first %.0f s of it at %.0f events/s. Every run "
             "writes the outputs (results, alerts, late, dead letters), screens every event with "
             "the demo's rules (examples/rules.yaml) and aggregates per minute, country and "
-            "channel. The configuration `distributed` is **skipped**: the pipeline has no "
-            "JetStream transport yet.\n\n",
+            "channel.",
             o->input != NULL ? o->input : "generated with the FDH model (seed 5)",
             (unsigned long long)o->events, accts, o->max_runs, o->max_s,
             (unsigned long long)o->he_events, (unsigned long long)o->slow_events, o->paced_s,
             o->rate);
+    for (size_t i = 0; i < NCONF; i++) {
+        if (!r[i].present) {
+            fprintf(f, " The configuration `%s` is **skipped**: %s.", configs[i].name,
+                    o->dist_reason);
+        } else if (configs[i].external) {
+            fprintf(f,
+                    " `%s` is measured by `confide bench distributed --nodes 1` in a child "
+                    "process on its own generated input (same model and scale, its own seed): "
+                    "its p50/p99 are the gateway's, and it reports neither p99.9 nor "
+                    "completeness (n/m below).",
+                    configs[i].name);
+        }
+    }
+    fprintf(f, "\n\n");
     fprintf(f, "## Results\n\n");
     fprintf(f, "| config | max events/s | paced at (events/s) | p50 ms | p99 ms | p99.9 ms | CPU "
                "us/event | CPU us/event paced | completeness | SLO violation s | what it is |\n"
                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
     for (size_t i = 0; i < NCONF; i++) {
         const result *x = &r[i];
+        if (!x->present) {
+            continue;
+        }
+        if (x->partial) {
+            fprintf(f,
+                    "| %s | %.0f | %.0f%s | %.3f | %.3f | n/m | %.2f | %.2f | n/m | %.1f | %s |\n",
+                    configs[i].name, x->max_eps, x->paced_rate,
+                    x->sustained ? "" : " (cannot sustain 89k)", ms(x->p50_us), ms(x->p99_us),
+                    x->cpu_us, x->cpu_us_paced, x->slo_violation_s, configs[i].what);
+            continue;
+        }
         fprintf(f,
                 "| %s | %.0f | %.0f%s | %.3f | %.3f | %.3f | %.2f | %.2f | %.6f%s | %.1f | %s |\n",
                 configs[i].name, x->max_eps, x->paced_rate,
@@ -892,7 +1034,9 @@ static void write_report(FILE *f, const opts *o, const machine *m, const result 
             "reached the sink over the events accepted instead (marked *sink count*). Details "
             "per run:\n\n");
     for (size_t i = 0; i < NCONF; i++) {
-        fprintf(f, "- %s: %s\n", configs[i].name, r[i].comp_note);
+        if (r[i].present) {
+            fprintf(f, "- %s: %s\n", configs[i].name, r[i].comp_note);
+        }
     }
     fprintf(f, "\n## Side by side with the paper\n\n"
                "| | the paper | measured here | here / paper |\n|---|---:|---:|---:|\n");
@@ -917,9 +1061,12 @@ static void write_report(FILE *f, const opts *o, const machine *m, const result 
     fprintf(f, "## Ratios, measured in this run\n\n"
                "| config | throughput / plain | CPU / plain | p99 / plain | throughput / he | CPU "
                "/ he | p99 / he |\n|---|---:|---:|---:|---:|---:|---:|\n");
+#define RT(a, b) ((b) > 0 ? (double)(a) / (double)(b) : 0)
     for (size_t i = 0; i < NCONF; i++) {
         const result *x = &r[i];
-#define RT(a, b) ((b) > 0 ? (double)(a) / (double)(b) : 0)
+        if (!x->present) {
+            continue;
+        }
         fprintf(f, "| %s | %.3f | %.3f | %.3f | %.1f | %.5f | %.4f |\n", configs[i].name,
                 RT(x->max_eps, pl->max_eps), RT(x->cpu_us, pl->cpu_us), RT(x->p99_us, pl->p99_us),
                 RT(x->max_eps, he->max_eps), RT(x->cpu_us, he->cpu_us), RT(x->p99_us, he->p99_us));
@@ -929,6 +1076,9 @@ static void write_report(FILE *f, const opts *o, const machine *m, const result 
     bool comp_all = true;
     double comp_min = 1;
     for (size_t i = 0; i < NCONF; i++) {
+        if (!r[i].present || r[i].partial) {
+            continue;
+        }
         comp_all &= r[i].completeness >= 1.0;
         comp_min = r[i].completeness < comp_min ? r[i].completeness : comp_min;
     }
@@ -940,8 +1090,8 @@ static void write_report(FILE *f, const opts *o, const machine *m, const result 
             yes(cf->max_eps >= 1e6));
     fprintf(f,
             "| completeness 1.0 in every configuration | min %.6f | %s (plain, he, tee-model, "
-            "no-audit: sink count, no log) |\n",
-            comp_min, yes(comp_all));
+            "no-audit: sink count, no log%s) |\n",
+            comp_min, yes(comp_all), r[NCONF - 1].present ? "; distributed: not measured" : "");
     fprintf(f, "| >= 1000x he's throughput | %.0fx | %s |\n", tp_he, yes(tp_he >= 1000));
     fprintf(f, "| <= 1/100 of he's CPU per event | 1/%.0f | %s |\n", cpu_he, yes(cpu_he >= 100));
     fprintf(f, "| within 1.5x of plain's CPU per event | %.2fx | %s |\n\n", cpu_pl,
@@ -1064,6 +1214,8 @@ static void usage(FILE *f)
         "  --paced-seconds S  length of each paced run (default 10)\n"
         "  --max-seconds S    unpaced runs stop after S s (default 10)\n"
         "  --max-runs N       unpaced runs per configuration; the fastest counts (default 2)\n"
+        "  --no-distributed   skip `distributed` (confide bench distributed --nodes 1, run\n"
+        "                     when nats-server is installed; never with --quick)\n"
         "  --set KEY=VALUE    a config key (docs/CONFIG.md) for every configuration, after\n"
         "                     the configuration's own settings (repeatable)\n"
         "  --he-events N      events of he's unpaced run (default 2000)\n"
@@ -1139,6 +1291,10 @@ static int parse(int argc, char **argv, opts *o)
         }
         if (strcmp(a, "--json") == 0) {
             o->json = true;
+            continue;
+        }
+        if (strcmp(a, "--no-distributed") == 0) {
+            o->no_distributed = true;
             continue;
         }
         if (strcmp(a, "--set") == 0) {
@@ -1318,12 +1474,16 @@ int cf_bench_paper(int argc, char **argv)
     }
     int steps = 0;
     for (size_t i = 0; i < NCONF; i++) {
-        steps += configs[i].reuse < 0 ? o.max_runs + 1 : 0;
+        steps += configs[i].reuse < 0 && !configs[i].external ? o.max_runs + 1 : 0;
     }
     int step = 0;
     for (size_t i = 0; i < NCONF; i++) {
         const pconf *c = &configs[i];
         result *r = &res[i];
+        if (c->external) {
+            continue; /* below, after the in-process configurations */
+        }
+        r->present = true;
         if (c->reuse >= 0) {
             const result *from = &res[c->reuse];
             cf_hist *lat = r->lat;
@@ -1431,12 +1591,42 @@ int cf_bench_paper(int argc, char **argv)
     }
     free(buf);
     buf = NULL;
+    for (size_t i = 0; i < NCONF; i++) {
+        if (!configs[i].external) {
+            continue;
+        }
+        if (o.quick) {
+            snprintf(o.dist_reason, sizeof(o.dist_reason),
+                     "--quick: not run (it starts nats-server and five processes); run without "
+                     "--quick");
+        } else if (o.no_distributed) {
+            snprintf(o.dist_reason, sizeof(o.dist_reason), "--no-distributed");
+        } else if (system("command -v nats-server >/dev/null 2>&1") != 0) {
+            snprintf(o.dist_reason, sizeof(o.dist_reason),
+                     "nats-server is not installed (bash scripts/setup.sh installs it)");
+        } else {
+            if (tty) {
+                fprintf(stderr, "\r\033[K[distributed] confide bench distributed --nodes 1 ...\n");
+            }
+            if (run_distributed(&o, &res[i], o.dist_reason, sizeof(o.dist_reason)) == 0 &&
+                !o.json) {
+                printf("%-12s max %9.0f ev/s  cpu %8.2f us/ev  paced %6.0f/s p50 %8.3f p99 %8.3f "
+                       "ms (gateway)  completeness not measured\n",
+                       configs[i].name, res[i].max_eps, res[i].cpu_us, res[i].paced_rate,
+                       ms(res[i].p50_us), ms(res[i].p99_us));
+                fflush(stdout);
+            }
+        }
+    }
     /* autoscaling: each configuration's capacity as one node */
     if (tty) {
         fprintf(stderr, "\r\033[Ksimulating autoscaling on the burst trace...");
     }
     for (size_t i = 0; i < NCONF; i++) {
         cf_sim_result sr;
+        if (!res[i].present) {
+            continue;
+        }
         if (res[i].max_eps <= 0 ||
             simulate(&tr, res[i].max_eps, configs[i].policy, 1, NULL, &sr) != 0) {
             goto out;
