@@ -637,7 +637,21 @@ typedef struct machine {
     char cpu[128], kernel[128], date[32];
     long cores;
     double mem_gib, mhz;
+    double load_start, load_end; /* 1-minute load average before and after the runs */
 } machine;
+
+static double loadavg(void)
+{
+    double l = 0;
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f != NULL) {
+        if (fscanf(f, "%lf", &l) != 1) {
+            l = 0;
+        }
+        fclose(f);
+    }
+    return l;
+}
 
 static void machine_info(machine *m)
 {
@@ -773,8 +787,10 @@ static int write_json(const char *path, const opts *o, const machine *m, const r
                 o->quick ? "true" : "false");
         fprintf(w,
                 "  \"machine\": {\"cpu\":\"%s\",\"cores\":%ld,\"mhz\":%.0f,\"mem_gib\":%.1f,"
-                "\"kernel\":\"%s\",\"compiler\":\"%s\",\"date\":\"%s\"}\n}\n",
-                m->cpu, m->cores, m->mhz, m->mem_gib, m->kernel, __VERSION__, m->date);
+                "\"kernel\":\"%s\",\"compiler\":\"%s\",\"date\":\"%s\","
+                "\"loadavg_start\":%.2f,\"loadavg_end\":%.2f}\n}\n",
+                m->cpu, m->cores, m->mhz, m->mem_gib, m->kernel, __VERSION__, m->date,
+                m->load_start, m->load_end);
     }
     return fclose(f) == 0 ? 0 : -1;
 }
@@ -963,8 +979,10 @@ static void write_report(FILE *f, const opts *o, const machine *m, const result 
     fprintf(f, "# confide bench paper (%s)\n\n", m->date);
     fprintf(f,
             "Command: `%s` (wall time %.0f s). Machine: %s, %ld cores at %.0f MHz, %.1f GiB, "
-            "%s, compiler %s. Shared with other jobs: timings vary from run to run.\n\n",
-            cmdline, wall_s, m->cpu, m->cores, m->mhz, m->mem_gib, m->kernel, __VERSION__);
+            "%s, compiler %s. Shared with other jobs (1-minute load average %.1f before the "
+            "runs, %.1f after, on %ld cores): timings vary from run to run.\n\n",
+            cmdline, wall_s, m->cpu, m->cores, m->mhz, m->mem_gib, m->kernel, __VERSION__,
+            m->load_start, m->load_end, m->cores);
     char accts[96] = "";
     if (o->input == NULL) {
         snprintf(accts, sizeof(accts), " with %llu accounts and %llu merchants",
@@ -1410,6 +1428,7 @@ int cf_bench_paper(int argc, char **argv)
     }
     machine m;
     machine_info(&m);
+    m.load_start = loadavg();
     o.tee.ghz = m.mhz > 0 ? m.mhz / 1000.0 : 2.5;
     char cmdline[1024] = "confide bench paper";
     for (int i = 1; i < argc; i++) {
@@ -1656,6 +1675,7 @@ int cf_bench_paper(int argc, char **argv)
         fprintf(stderr, "\r\033[K");
     }
     /* outputs */
+    m.load_end = loadavg();
     double tp_he = res[2].max_eps > 0 ? res[0].max_eps / res[2].max_eps : 0;
     double cpu_he = res[0].cpu_us > 0 ? res[2].cpu_us / res[0].cpu_us : 0;
     double cpu_pl = res[1].cpu_us > 0 ? res[0].cpu_us / res[1].cpu_us : 0;
