@@ -1218,7 +1218,7 @@ static void usage(FILE *f)
         "no-lsa, no-audit. For each: max events/s, p50/p99/p99.9 at 89,000 events/s, CPU us\n"
         "per event, audit completeness, SLO-violation seconds on a burst trace. Writes\n"
         "DIR/results.json, results.csv, latency_cdf.csv, report.md and PNG plots (gnuplot).\n"
-        "docs/paper.md explains every number. A run takes about 6 minutes (--quick: <1).\n\n"
+        "docs/paper.md explains every number. A run takes about 5 minutes (--quick: <1).\n\n"
         "  --quick            200,000 events, 1 s runs, one run each, a 120 s trace (smoke test)\n"
         "  --out DIR          output directory (default paper-results)\n"
         "  --input FILE       read the input from FILE instead of generating it\n"
