@@ -22,45 +22,6 @@ static void usage(FILE *f)
                "  --json       one JSON object on stdout\n");
 }
 
-/* Encodes @p n generated events as CSV; returns a malloc'd buffer. */
-static char *generate_csv(uint64_t n, size_t *len_out)
-{
-    cf_gen_opts o;
-    cf_gen_opts_default(&o);
-    o.seed = 7;
-    o.days = 3650; /* more days than any run needs; generation stops at n */
-    cf_gen *g = NULL;
-    char errstr[256];
-    if (cf_gen_create(&g, &o, errstr, sizeof(errstr)) != CF_OK) {
-        fprintf(stderr, "bench pipeline: %s\n", errstr);
-        return NULL;
-    }
-    size_t cap = (size_t)n * 128 + 4096, len = 0;
-    char *buf = malloc(cap);
-    if (buf == NULL) {
-        cf_gen_destroy(g);
-        return NULL;
-    }
-    len += (size_t)snprintf(buf, cap, "%s", cf_csv_header());
-    cf_event ev;
-    for (uint64_t i = 0; i < n && cf_gen_next(g, &ev) == CF_OK; i++) {
-        if (cap - len < 1024) {
-            cap *= 2;
-            char *nb = realloc(buf, cap);
-            if (nb == NULL) {
-                free(buf);
-                cf_gen_destroy(g);
-                return NULL;
-            }
-            buf = nb;
-        }
-        len += cf_event_to_csv(&ev, buf + len, cap - len);
-    }
-    cf_gen_destroy(g);
-    *len_out = len;
-    return buf;
-}
-
 static int run_once(const char *buf, size_t len, double rate, cf_summary *s)
 {
     cf_config *c = NULL;
@@ -86,18 +47,6 @@ done:
     cf_pipeline_destroy(p);
     cf_config_destroy(c);
     return rc;
-}
-
-/* Byte length of the header plus the first @p n records of a CSV buffer. */
-static size_t prefix_len(const char *buf, size_t len, uint64_t n)
-{
-    uint64_t lines = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (buf[i] == '\n' && ++lines == n + 1) {
-            return i + 1;
-        }
-    }
-    return len;
 }
 
 int cf_bench_pipeline(int argc, char **argv)
@@ -133,14 +82,14 @@ int cf_bench_pipeline(int argc, char **argv)
     if (!json) {
         fprintf(stderr, "bench pipeline: generating %llu events...\n", (unsigned long long)need);
     }
-    char *csv = generate_csv(need, &len);
+    char *csv = cf_bench_gen_csv("bench pipeline", need, 0, 0, 7, &len);
     if (csv == NULL) {
         return CF_EXIT_RUNTIME;
     }
     cf_summary fast, paced;
-    int rc = run_once(csv, prefix_len(csv, len, events), 0, &fast);
+    int rc = run_once(csv, cf_bench_prefix_len(csv, len, events), 0, &fast);
     if (rc == 0) {
-        rc = run_once(csv, prefix_len(csv, len, paced_events), rate, &paced);
+        rc = run_once(csv, cf_bench_prefix_len(csv, len, paced_events), rate, &paced);
     }
     free(csv);
     if (rc != 0) {

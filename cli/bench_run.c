@@ -22,8 +22,8 @@
 #include "confide/io.h"
 #include "confide/runtime.h"
 
-/* The demo's rules (examples/rules.yaml) without files, so the bench needs no checkout. */
-static const char rules_yaml[] =
+/* The demo's rules (examples/rules.yaml) without files, so the benches need no checkout. */
+const char cf_bench_rules_yaml[] =
     "rules:\n"
     "  - {id: ctr_single, type: large_amount}\n"
     "  - {id: big, type: large_amount, threshold: \"220.00\"}\n"
@@ -53,25 +53,31 @@ static void usage(FILE *f)
                "  --json              one JSON array on stdout\n");
 }
 
-static char *generate(uint64_t n, uint32_t accounts, uint32_t merchants, size_t *len_out)
+char *cf_bench_gen_csv(const char *prog, uint64_t n, uint32_t accounts, uint32_t merchants,
+                       uint64_t seed, size_t *len_out)
 {
     cf_gen_opts o;
     cf_gen_opts_default(&o);
-    o.seed = 5;
-    o.customers = accounts;
-    o.terminals = merchants;
+    o.seed = seed;
+    if (accounts > 0) {
+        o.customers = accounts;
+    }
+    if (merchants > 0) {
+        o.terminals = merchants;
+    }
     o.days = 3650; /* generation stops at n */
     /* The generator links each customer to the terminals within a radius; at a million
      * customers the default radius needs more links than it allows: shrink it so that about
      * 1e8 links (the same expected terminals per customer as 2500 x 40000 at radius 5) fit. */
-    double links = (double)accounts * (double)merchants * 3.14159265 * o.radius * o.radius / 1e4;
+    double links =
+        (double)o.customers * (double)o.terminals * 3.14159265 * o.radius * o.radius / 1e4;
     if (links > 1e8) {
         o.radius *= __builtin_sqrt(1e8 / links);
     }
     cf_gen *g = NULL;
     char err[256];
     if (cf_gen_create(&g, &o, err, sizeof(err)) != CF_OK) {
-        fprintf(stderr, "bench run: %s\n", err);
+        fprintf(stderr, "%s: %s\n", prog, err);
         return NULL;
     }
     size_t cap = (size_t)n * 128 + 4096, len = 0;
@@ -94,12 +100,14 @@ static char *generate(uint64_t n, uint32_t accounts, uint32_t merchants, size_t 
         len += cf_event_to_csv(&ev, buf + len, cap - len);
     }
     cf_gen_destroy(g);
+    if (buf == NULL) {
+        fprintf(stderr, "%s: out of memory generating %llu events\n", prog, (unsigned long long)n);
+    }
     *len_out = len;
     return buf;
 }
 
-/* The first @p n records of @p buf (after the header): its length in bytes. */
-static size_t prefix_len(const char *buf, size_t len, uint64_t n)
+size_t cf_bench_prefix_len(const char *buf, size_t len, uint64_t n)
 {
     size_t at = 0;
     for (uint64_t k = 0; at < len && k <= n; k++) {
@@ -107,6 +115,17 @@ static size_t prefix_len(const char *buf, size_t len, uint64_t n)
         at = nl != NULL ? (size_t)(nl - buf) + 1 : len;
     }
     return at;
+}
+
+int cf_bench_write_rules(const char *dir, char *path, size_t size)
+{
+    snprintf(path, size, "%s/rules.yaml", dir);
+    FILE *rf = fopen(path, "w");
+    if (rf == NULL) {
+        return -1;
+    }
+    bool ok = fputs(cf_bench_rules_yaml, rf) >= 0;
+    return fclose(rf) == 0 && ok ? 0 : -1;
 }
 
 typedef struct cfg {
@@ -211,18 +230,17 @@ int cf_bench_run(int argc, char **argv)
         perror("bench run: mkdtemp");
         return CF_EXIT_RUNTIME;
     }
-    snprintf(rules_path, sizeof(rules_path), "%s/rules.yaml", tmp);
-    FILE *rf = fopen(rules_path, "w");
-    if (rf == NULL || fputs(rules_yaml, rf) < 0 || fclose(rf) != 0) {
+    if (cf_bench_write_rules(tmp, rules_path, sizeof(rules_path)) != 0) {
         perror("bench run: rules");
         return CF_EXIT_RUNTIME;
     }
     size_t len = 0;
-    char *buf = generate(events, (uint32_t)accounts, (uint32_t)merchants, &len);
+    char *buf =
+        cf_bench_gen_csv("bench run", events, (uint32_t)accounts, (uint32_t)merchants, 5, &len);
     if (buf == NULL) {
         return CF_EXIT_RUNTIME;
     }
-    size_t paced_len = prefix_len(buf, len, (uint64_t)(rate * paced_s));
+    size_t paced_len = cf_bench_prefix_len(buf, len, (uint64_t)(rate * paced_s));
     const cfg cfgs[] = {
         {"decode_only", "none", false, false, false, NULL},
         {"full", "lsa", true, true, false, NULL},
@@ -252,7 +270,8 @@ int cf_bench_run(int argc, char **argv)
         char name[32];
         snprintf(name, sizeof(name), "accounts_%llu", (unsigned long long)sweep_accounts[i]);
         cfg c = {name, "lsa", true, true, false, NULL};
-        buf = generate(events, (uint32_t)sweep_accounts[i], (uint32_t)merchants, &len);
+        buf = cf_bench_gen_csv("bench run", events, (uint32_t)sweep_accounts[i],
+                               (uint32_t)merchants, 5, &len);
         if (buf == NULL || run_one(&c, buf, len, rate, tmp, rules_path, json, &first) != 0) {
             rc = CF_EXIT_RUNTIME;
         }

@@ -54,5 +54,5 @@ static int bench_main(int argc, char **argv)
 
 const cf_command cf_cmd_bench = {"bench",
                                  "run a benchmark (pipeline, protect, audit, engine, "
-                                 "batching)",
+                                 "batching, run, autoscale, paper)",
                                  bench_main};
