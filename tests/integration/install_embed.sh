@@ -48,7 +48,10 @@ major=${version%%.*}
 [ -f "$LIB/libconfide.so.$version" ] || fail "no libconfide.so.$version"
 [ "$(readlink "$LIB/libconfide.so")" = "libconfide.so.$major" ] || fail "libconfide.so link"
 [ "$(readlink "$LIB/libconfide.so.$major")" = "libconfide.so.$version" ] || fail "soname link"
-readelf -d "$LIB/libconfide.so.$version" | grep -q "Library soname: \[libconfide.so.$major\]" ||
+# (into files, not piped into grep -q: grep exiting first gives the writer SIGPIPE, which pipefail
+# reports as a failure now and then)
+readelf -d "$LIB/libconfide.so.$version" >"$tmp/dynamic"
+grep -q "Library soname: \[libconfide.so.$major\]" "$tmp/dynamic" ||
     fail "soname is not libconfide.so.$major"
 # Exports: the public API, not the modules' internals.
 nm -D --defined-only "$LIB/libconfide.so.$version" | awk '{print $3}' | sed 's/@.*//' \
@@ -63,7 +66,8 @@ if grep -v '^cf_' "$tmp/exports" | grep -v '^CONFIDE_[0-9]*$' | grep -v '^_' >"$
 fi
 export PKG_CONFIG_PATH=$LIB/pkgconfig
 [ "$(pkg-config --modversion confide)" = "$version" ] || fail "pkg-config --modversion"
-pkg-config --cflags confide | grep -q -- "-I$P/lib/pkgconfig/../../include\|-I$P/include" ||
+pkg-config --cflags confide >"$tmp/cflags"
+grep -q -- "-I$P/lib/pkgconfig/../../include\|-I$P/include" "$tmp/cflags" ||
     fail "pkg-config --cflags: $(pkg-config --cflags confide)"
 
 # A sanitized build's library needs the same runtime in the program.
@@ -75,7 +79,8 @@ fi
 cp -r "$P/share/doc/confide/examples/embed" "$tmp/embed"
 make -s -C "$tmp/embed" CFLAGS="-O1 -g -Wall -Wextra -Werror $SAN" LDFLAGS="$SAN" \
     >"$tmp/make.log" 2>&1 || fail "building the example: $(cat "$tmp/make.log")"
-LD_LIBRARY_PATH=$LIB ldd "$tmp/embed/embed" | grep -q "libconfide.so.$major => $LIB/" ||
+LD_LIBRARY_PATH=$LIB ldd "$tmp/embed/embed" >"$tmp/ldd"
+grep -q "libconfide.so.$major => $LIB/" "$tmp/ldd" ||
     fail "the example does not load the installed libconfide.so.$major"
 (cd "$tmp/embed" && LD_LIBRARY_PATH=$LIB ./embed "$tmp/run1" >"$tmp/embed.out") ||
     fail "the example failed: $(cat "$tmp/embed.out")"
@@ -86,7 +91,8 @@ expect 0 "$CONFIDE" audit verify "$tmp/run1/audit" --keys "$tmp/run1/keys"
 make -s -C "$tmp/embed" clean
 make -s -C "$tmp/embed" STATIC=1 CFLAGS="-O1 -g -Wall -Wextra -Werror $SAN" LDFLAGS="$SAN" \
     >"$tmp/make.log" 2>&1 || fail "building the example statically: $(cat "$tmp/make.log")"
-if ldd "$tmp/embed/embed" | grep -q libconfide; then
+ldd "$tmp/embed/embed" >"$tmp/ldd"
+if grep -q libconfide "$tmp/ldd"; then
     fail "STATIC=1 still loads libconfide.so"
 fi
 (cd "$tmp/embed" && ./embed "$tmp/run2" >"$tmp/embed.out") ||
