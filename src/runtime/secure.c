@@ -708,11 +708,14 @@ static cf_err register_metrics(cf_secure *s, cf_metrics *m, char *errstr, size_t
         cf_label li[] = {{"queue", in}};
         cf_label lo[] = {{"queue", outq}};
         const char *help = "Items waiting in a bounded ring between two stages.";
-        if ((err = cf_metrics_gauge_fn(m, CF_METRIC_QUEUE_DEPTH, help, li, 1, ring_depth,
-                                       s->parties[i].in.full_ring, errstr, errstr_size)) != CF_OK ||
-            (err = cf_metrics_gauge_fn(m, CF_METRIC_QUEUE_DEPTH, help, lo, 1, ring_depth,
-                                       s->parties[i].out.full_ring, errstr, errstr_size)) !=
-                CF_OK) {
+        /* A distributed role has only its own lanes: the others are in other processes. */
+        cf_ring *qi = s->parties[i].in.full_ring, *qo = s->parties[i].out.full_ring;
+        if ((qi != NULL &&
+             (err = cf_metrics_gauge_fn(m, CF_METRIC_QUEUE_DEPTH, help, li, 1, ring_depth, qi,
+                                        errstr, errstr_size)) != CF_OK) ||
+            (qo != NULL &&
+             (err = cf_metrics_gauge_fn(m, CF_METRIC_QUEUE_DEPTH, help, lo, 1, ring_depth, qo,
+                                        errstr, errstr_size)) != CF_OK)) {
             return err;
         }
     }

@@ -92,7 +92,7 @@ same() { # OUT
 o=$tmp/run1 && mkdir -p "$o"
 for i in $(seq 0 $((K - 1))); do party "$i" "$o"; eval "p$i=$last"; done
 combine "$o"; c=$last
-gateway "$o"; g=$last
+gateway "$o" --stats-json; g=$last # the live stats render the gateway's own queues only
 wait_ok "$g" "$o/g.log" gateway
 for i in $(seq 0 $((K - 1))); do eval "wait_ok \$p$i $o/p$i.log party$i"; done
 wait_ok "$c" "$o/c.log" combiner
