@@ -1,0 +1,329 @@
+#include "cf_test.h"
+
+#include <sodium.h>
+
+#include "confide/core.h"
+#include "confide/dedup.h"
+
+static const uint8_t key1[CF_DEDUP_KEY_LEN] = {1, 2, 3, 4, 5, 6, 7, 8};
+static const uint8_t key2[CF_DEDUP_KEY_LEN] = {9, 2, 3, 4, 5, 6, 7, 8};
+
+static cf_dedup *make(int64_t horizon_us, uint64_t cap)
+{
+    cf_dedup *d = NULL;
+    char err[128];
+    if (cf_init() != CF_OK ||
+        cf_dedup_create(&d, horizon_us, cap, key1, err, sizeof(err)) != CF_OK) {
+        return NULL;
+    }
+    return d;
+}
+
+/* The stored hash is BLAKE2b-128 of the id (8 bytes, little-endian) keyed with the secret:
+ * the state never holds the id itself, and another key gives other hashes. */
+static void test_hash_keyed(void)
+{
+    cf_dedup *a = make(1000, 16);
+    cf_dedup *b = NULL;
+    char err[128];
+    REQUIRE(a != NULL);
+    REQUIRE(cf_dedup_create(&b, 1000, 16, key2, err, sizeof(err)) == CF_OK);
+    uint64_t id = UINT64_C(0x1122334455667788);
+    uint8_t ha[CF_DEDUP_HASH_LEN], ha2[CF_DEDUP_HASH_LEN], hb[CF_DEDUP_HASH_LEN];
+    uint8_t want[CF_DEDUP_HASH_LEN], other[CF_DEDUP_HASH_LEN];
+    cf_dedup_hash(a, id, ha);
+    cf_dedup_hash(a, id, ha2);
+    cf_dedup_hash(b, id, hb);
+    cf_dedup_hash(a, id + 1, other);
+    const uint8_t le[8] = {0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11};
+    REQUIRE(crypto_generichash_blake2b(want, sizeof(want), le, 8, key1, sizeof(key1)) == 0);
+    CHECK(memcmp(ha, want, sizeof(ha)) == 0);
+    CHECK(memcmp(ha, ha2, sizeof(ha)) == 0);
+    CHECK(memcmp(ha, hb, sizeof(ha)) != 0);
+    CHECK(memcmp(ha, other, sizeof(ha)) != 0);
+    /* unkeyed BLAKE2b of the id is not what is stored (a dump cannot be matched to ids) */
+    uint8_t unkeyed[CF_DEDUP_HASH_LEN];
+    REQUIRE(crypto_generichash_blake2b(unkeyed, sizeof(unkeyed), le, 8, NULL, 0) == 0);
+    CHECK(memcmp(ha, unkeyed, sizeof(ha)) != 0);
+    /* the same decisions with either key */
+    CHECK_EQ(cf_dedup_check(a, id, 5), CF_DEDUP_NEW);
+    CHECK_EQ(cf_dedup_check(b, id, 5), CF_DEDUP_NEW);
+    CHECK_EQ(cf_dedup_check(a, id, 5), CF_DEDUP_DUPLICATE);
+    CHECK_EQ(cf_dedup_check(b, id, 5), CF_DEDUP_DUPLICATE);
+    cf_dedup_destroy(a);
+    cf_dedup_destroy(b);
+}
+
+static void test_duplicate_basic(void)
+{
+    cf_dedup *d = make(1000, 16);
+    REQUIRE(d != NULL);
+    CHECK_EQ(cf_dedup_newest_us(d), INT64_MIN);
+    CHECK_EQ(cf_dedup_check(d, 1, 100), CF_DEDUP_NEW);
+    CHECK_EQ(cf_dedup_check(d, 1, 100), CF_DEDUP_DUPLICATE);
+    CHECK_EQ(cf_dedup_check(d, 2, 100), CF_DEDUP_NEW);
+    CHECK_EQ(cf_dedup_check(d, 1, 150), CF_DEDUP_DUPLICATE); /* a retry with another time */
+    CHECK_EQ(cf_dedup_check(d, 0, 100), CF_DEDUP_NEW);
+    CHECK_EQ(cf_dedup_check(d, UINT64_MAX, 100), CF_DEDUP_NEW);
+    CHECK_EQ(cf_dedup_check(d, UINT64_MAX, 100), CF_DEDUP_DUPLICATE);
+    CHECK_EQ(cf_dedup_size(d), 4);
+    CHECK_EQ(cf_dedup_duplicates(d), 3);
+    CHECK(cf_dedup_contains(d, 2));
+    CHECK(!cf_dedup_contains(d, 3));
+    CHECK_EQ(cf_dedup_evicted_full(d), 0);
+    cf_dedup_destroy(d);
+}
+
+/* An id is remembered while newest - horizon <= its time: exactly at the horizon it still
+ * is, one microsecond later it is forgotten and its repeat is accepted. */
+static void test_horizon_boundary(void)
+{
+    cf_dedup *d = make(1000, 16);
+    REQUIRE(d != NULL);
+    CHECK_EQ(cf_dedup_check(d, 1, 0), CF_DEDUP_NEW);
+    CHECK_EQ(cf_dedup_check(d, 2, 1000), CF_DEDUP_NEW);
+    CHECK_EQ(cf_dedup_check(d, 1, 1000), CF_DEDUP_DUPLICATE);
+    CHECK_EQ(cf_dedup_size(d), 2);
+    CHECK_EQ(cf_dedup_check(d, 3, 1001), CF_DEDUP_NEW);
+    CHECK_EQ(cf_dedup_size(d), 2); /* id 1 reclaimed */
+    CHECK_EQ(cf_dedup_expired(d), 1);
+    CHECK(!cf_dedup_contains(d, 1));
+    CHECK_EQ(cf_dedup_check(d, 1, 1001), CF_DEDUP_NEW);
+    CHECK_EQ(cf_dedup_check(d, 1, 1001), CF_DEDUP_DUPLICATE);
+    /* a jump far ahead forgets everything before it */
+    CHECK_EQ(cf_dedup_check(d, 9, 1000000), CF_DEDUP_NEW);
+    CHECK_EQ(cf_dedup_size(d), 1);
+    CHECK_EQ(cf_dedup_check(d, 2, 1000000), CF_DEDUP_NEW);
+    cf_dedup_destroy(d);
+}
+
+/* A duplicate changes nothing: a retry stamped far in the future must not move the
+ * horizon and make the state forget ids that are still within it. */
+static void test_duplicate_does_not_advance(void)
+{
+    cf_dedup *d = make(1000, 16);
+    REQUIRE(d != NULL);
+    CHECK_EQ(cf_dedup_check(d, 1, 0), CF_DEDUP_NEW);
+    CHECK_EQ(cf_dedup_check(d, 2, 0), CF_DEDUP_NEW);
+    CHECK_EQ(cf_dedup_check(d, 1, INT64_C(1) << 50), CF_DEDUP_DUPLICATE);
+    CHECK_EQ(cf_dedup_newest_us(d), 0);
+    CHECK_EQ(cf_dedup_check(d, 2, 0), CF_DEDUP_DUPLICATE);
+    /* extreme times do not overflow the horizon arithmetic */
+    CHECK_EQ(cf_dedup_check(d, 3, INT64_MIN), CF_DEDUP_NEW);
+    CHECK_EQ(cf_dedup_check(d, 4, INT64_MAX), CF_DEDUP_NEW);
+    CHECK_EQ(cf_dedup_check(d, 4, INT64_MAX), CF_DEDUP_DUPLICATE);
+    CHECK(!cf_dedup_contains(d, 1));
+    cf_dedup_destroy(d);
+}
+
+/* Out of event-time order: an id behind a newer head is past the horizon before it is
+ * reclaimed; lookups still treat it as forgotten, and its return replaces it. */
+static void test_out_of_order(void)
+{
+    cf_dedup *d = make(100, 16);
+    REQUIRE(d != NULL);
+    CHECK_EQ(cf_dedup_check(d, 1, 1000), CF_DEDUP_NEW);
+    CHECK_EQ(cf_dedup_check(d, 2, 950), CF_DEDUP_NEW); /* 50 us late: within the horizon */
+    CHECK_EQ(cf_dedup_check(d, 2, 950), CF_DEDUP_DUPLICATE);
+    CHECK_EQ(cf_dedup_check(d, 3, 1099), CF_DEDUP_NEW); /* cutoff 999: 2 is past it, 1 not */
+    CHECK(cf_dedup_contains(d, 1));
+    CHECK(!cf_dedup_contains(d, 2));
+    CHECK_EQ(cf_dedup_size(d), 3); /* 2 still waits behind 1 */
+    CHECK_EQ(cf_dedup_check(d, 2, 1050), CF_DEDUP_NEW);
+    CHECK_EQ(cf_dedup_size(d), 3); /* replaced, not doubled */
+    CHECK_EQ(cf_dedup_check(d, 2, 1050), CF_DEDUP_DUPLICATE);
+    CHECK_EQ(cf_dedup_check(d, 5, 1200), CF_DEDUP_NEW); /* cutoff 1100: all but 5 go */
+    CHECK_EQ(cf_dedup_size(d), 1);
+    CHECK(!cf_dedup_contains(d, 1));
+    CHECK(!cf_dedup_contains(d, 2));
+    CHECK(!cf_dedup_contains(d, 3));
+    cf_dedup_destroy(d);
+}
+
+/* An event already beyond the horizon when it arrives is accepted but not remembered. */
+static void test_late_beyond_horizon(void)
+{
+    cf_dedup *d = make(100, 16);
+    REQUIRE(d != NULL);
+    CHECK_EQ(cf_dedup_check(d, 1, 1000), CF_DEDUP_NEW);
+    CHECK_EQ(cf_dedup_check(d, 2, 899), CF_DEDUP_NEW);
+    CHECK_EQ(cf_dedup_size(d), 1);
+    CHECK_EQ(cf_dedup_check(d, 2, 899), CF_DEDUP_NEW);
+    CHECK_EQ(cf_dedup_newest_us(d), 1000);
+    cf_dedup_destroy(d);
+}
+
+/* The memory cap: the id accepted earliest is forgotten to make room, counted once per id;
+ * acceptance never stops. */
+static void test_cap_oldest_evicted(void)
+{
+    cf_dedup *d = make(INT64_C(1) << 40, 4);
+    REQUIRE(d != NULL);
+    for (uint64_t id = 1; id <= 4; id++) {
+        CHECK_EQ(cf_dedup_check(d, id, 10), CF_DEDUP_NEW);
+    }
+    CHECK_EQ(cf_dedup_size(d), 4);
+    CHECK_EQ(cf_dedup_evicted_full(d), 0);
+    CHECK_EQ(cf_dedup_check(d, 5, 10), CF_DEDUP_NEW);
+    CHECK_EQ(cf_dedup_evicted_full(d), 1);
+    CHECK_EQ(cf_dedup_size(d), 4);
+    CHECK(!cf_dedup_contains(d, 1));
+    for (uint64_t id = 2; id <= 5; id++) {
+        CHECK_EQ(cf_dedup_check(d, id, 10), CF_DEDUP_DUPLICATE);
+    }
+    CHECK_EQ(cf_dedup_check(d, 1, 10), CF_DEDUP_NEW); /* forgotten: accepted again */
+    CHECK_EQ(cf_dedup_evicted_full(d), 2);            /* and 2 made room for it */
+    CHECK(!cf_dedup_contains(d, 2));
+    for (uint64_t id = 100; id < 1100; id++) {
+        CHECK_EQ(cf_dedup_check(d, id, 10), CF_DEDUP_NEW);
+    }
+    CHECK_EQ(cf_dedup_size(d), 4);
+    CHECK_EQ(cf_dedup_evicted_full(d), 1002);
+    CHECK_EQ(cf_dedup_check(d, 1099, 10), CF_DEDUP_DUPLICATE);
+    cf_dedup_destroy(d);
+}
+
+/* Ids past the horizon make room before anything is evicted early. */
+static void test_cap_expired_first(void)
+{
+    cf_dedup *d = make(100, 4);
+    REQUIRE(d != NULL);
+    for (uint64_t id = 1; id <= 4; id++) {
+        CHECK_EQ(cf_dedup_check(d, id, (int64_t)id), CF_DEDUP_NEW);
+    }
+    CHECK_EQ(cf_dedup_check(d, 5, 102), CF_DEDUP_NEW); /* 1 is past the horizon: no eviction */
+    CHECK_EQ(cf_dedup_evicted_full(d), 0);
+    CHECK_EQ(cf_dedup_expired(d), 1);
+    CHECK_EQ(cf_dedup_check(d, 2, 2), CF_DEDUP_DUPLICATE);
+    cf_dedup_destroy(d);
+}
+
+/* Against a naive model of the contract (every accepted id with its time in a list), with
+ * few distinct ids so that repeats, expiries and table clusters are frequent. */
+static uint64_t rng_state = 88172645463325252ull;
+static uint64_t rnd(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+
+static void test_model_random(void)
+{
+    enum { N = 60000, IDS = 700 };
+    const int64_t horizon = 5000;
+    cf_dedup *d = make(horizon, 8192); /* never full: the model has no cap */
+    REQUIRE(d != NULL);
+    int64_t *last = malloc(IDS * sizeof(int64_t)); /* remembered time per id, or INT64_MIN */
+    REQUIRE(last != NULL);
+    for (int i = 0; i < IDS; i++) {
+        last[i] = INT64_MIN;
+    }
+    int64_t newest = INT64_MIN, clock = 0;
+    uint64_t dups = 0, mismatches = 0;
+    for (int i = 0; i < N; i++) {
+        clock += (int64_t)(rnd() % 40);
+        int64_t ts = clock - (int64_t)(rnd() % 3000); /* out of order by up to 3 ms */
+        uint64_t id = rnd() % IDS;
+        int64_t cut = newest == INT64_MIN ? INT64_MIN : newest - horizon;
+        bool want_dup = last[id] != INT64_MIN && last[id] >= cut;
+        cf_dedup_result got = cf_dedup_check(d, id * UINT64_C(0x9E3779B97F4A7C15), ts);
+        if ((got == CF_DEDUP_DUPLICATE) != want_dup) {
+            mismatches++;
+        }
+        if (want_dup) {
+            dups++;
+            continue;
+        }
+        if (ts > newest) {
+            newest = ts;
+        }
+        last[id] = ts >= newest - horizon ? ts : INT64_MIN;
+    }
+    CHECK_EQ(mismatches, 0);
+    CHECK_EQ(cf_dedup_duplicates(d), dups);
+    CHECK(dups > N / 10); /* the case exercises repeats */
+    uint64_t live = 0;
+    for (int i = 0; i < IDS; i++) {
+        if (last[i] != INT64_MIN && last[i] >= newest - horizon) {
+            live++;
+            CHECK(cf_dedup_contains(d, (uint64_t)i * UINT64_C(0x9E3779B97F4A7C15)));
+        }
+    }
+    CHECK(cf_dedup_size(d) >= live); /* plus out-of-order ids not reclaimed yet */
+    CHECK(cf_dedup_expired(d) > 0);
+    CHECK_EQ(cf_dedup_evicted_full(d), 0);
+    free(last);
+    cf_dedup_destroy(d);
+}
+
+static void test_create_invalid(void)
+{
+    cf_dedup *d = NULL;
+    char err[128] = "";
+    REQUIRE(cf_init() == CF_OK);
+    CHECK_EQ(cf_dedup_create(&d, 0, 16, key1, err, sizeof(err)), CF_E_INVAL);
+    CHECK(strstr(err, "horizon") != NULL);
+    CHECK_EQ(cf_dedup_create(&d, -5, 16, key1, err, sizeof(err)), CF_E_INVAL);
+    CHECK_EQ(cf_dedup_create(&d, 10, 0, key1, err, sizeof(err)), CF_E_INVAL);
+    CHECK(strstr(err, "capacity") != NULL);
+    CHECK_EQ(cf_dedup_create(&d, 10, CF_DEDUP_CAPACITY_MAX + 1, key1, err, sizeof(err)),
+             CF_E_INVAL);
+    CHECK(d == NULL);
+    CHECK_OK(cf_dedup_create(&d, 10, 1, key1, err, sizeof(err)));
+    REQUIRE(d != NULL);
+    CHECK_EQ(cf_dedup_check(d, 1, 0), CF_DEDUP_NEW);
+    CHECK_EQ(cf_dedup_check(d, 2, 0), CF_DEDUP_NEW);
+    CHECK_EQ(cf_dedup_check(d, 2, 0), CF_DEDUP_DUPLICATE);
+    CHECK_EQ(cf_dedup_check(d, 1, 0), CF_DEDUP_NEW);
+    cf_dedup_destroy(d);
+    cf_dedup_destroy(NULL);
+}
+
+static void test_capacity_for_bytes(void)
+{
+    CHECK_EQ(cf_dedup_capacity_for_bytes(0), 0);
+    CHECK_EQ(cf_dedup_capacity_for_bytes(20), 0);
+    CHECK(cf_dedup_capacity_for_bytes(64) >= 1);
+    uint64_t mb64 = UINT64_C(64) << 20;
+    CHECK_EQ(cf_dedup_capacity_for_bytes(mb64), UINT64_C(2) << 20); /* 32 bytes per id */
+    for (uint64_t b = 64; b < (UINT64_C(1) << 34); b = b * 3 / 2 + 7) {
+        uint64_t cap = cf_dedup_capacity_for_bytes(b);
+        CHECK(cap >= 1);
+        CHECK(cap <= CF_DEDUP_CAPACITY_MAX);
+        CHECK(cap * 24 <= b);
+        if (b >= 4096 && cap < CF_DEDUP_CAPACITY_MAX) {
+            CHECK(cap * 48 >= b); /* at most 48 bytes per id */
+        }
+    }
+    cf_dedup *d = make(10, cf_dedup_capacity_for_bytes(UINT64_C(1) << 20));
+    REQUIRE(d != NULL);
+    CHECK(cf_dedup_memory_bytes(d) <= (UINT64_C(1) << 20));
+    CHECK(cf_dedup_memory_bytes(d) >= (UINT64_C(1) << 19));
+    cf_dedup_destroy(d);
+}
+
+static void test_alloc_failure(void)
+{
+    REQUIRE(cf_init() == CF_OK);
+    int ok_at = -1;
+    for (long nth = 1; nth < 10 && ok_at < 0; nth++) {
+        cf_dedup *d = NULL;
+        char err[128];
+        cf_alloc_fail_after(nth);
+        cf_err rc = cf_dedup_create(&d, 10, 100, key1, err, sizeof(err));
+        cf_alloc_fail_after(0);
+        if (rc == CF_OK) {
+            ok_at = (int)nth;
+            CHECK_EQ(cf_dedup_check(d, 1, 0), CF_DEDUP_NEW);
+        } else {
+            CHECK_EQ(rc, CF_E_NOMEM);
+            CHECK(d == NULL);
+        }
+        cf_dedup_destroy(d);
+    }
+    CHECK(ok_at > 1); /* at least one failure was injected and handled */
+}
+
+#include "cf_test_main.h"
