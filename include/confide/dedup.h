@@ -55,8 +55,10 @@ uint64_t cf_dedup_capacity_for_bytes(uint64_t bytes);
 
 /**
  * Creates an empty state for ids within @p horizon_us (> 0) of event time, remembering at
- * most @p capacity ids (1 .. CF_DEDUP_CAPACITY_MAX). @p key (borrowed, CF_DEDUP_KEY_LEN bytes) keys
- * the hash; it is copied into guarded memory and wiped at destroy. Returns owned
+ * most @p capacity ids (1 .. CF_DEDUP_CAPACITY_MAX). @p key (borrowed, CF_DEDUP_KEY_LEN
+ * bytes) keys the hash; NULL draws a random key that never leaves this state (enough when
+ * the state is never persisted or shared: its decisions do not depend on the key). The key
+ * is copied into guarded memory and wiped at destroy. Returns owned
  * (cf_dedup_destroy). CF_E_INVAL for a bad argument (errstr says which), CF_E_NOMEM.
  */
 cf_err cf_dedup_create(cf_dedup **out, int64_t horizon_us, uint64_t capacity,

@@ -118,7 +118,11 @@ cf_err cf_dedup_create(cf_dedup **out, int64_t horizon_us, uint64_t capacity,
                          (unsigned long long)capacity);
         goto fail;
     }
-    memcpy(d->key, key, CF_DEDUP_KEY_LEN);
+    if (key != NULL) {
+        memcpy(d->key, key, CF_DEDUP_KEY_LEN);
+    } else {
+        randombytes_buf(d->key, CF_DEDUP_KEY_LEN);
+    }
     *out = d;
     return CF_OK;
 fail:

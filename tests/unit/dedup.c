@@ -52,6 +52,15 @@ static void test_hash_keyed(void)
     CHECK_EQ(cf_dedup_check(b, id, 5), CF_DEDUP_DUPLICATE);
     cf_dedup_destroy(a);
     cf_dedup_destroy(b);
+    /* a random key (NULL): other hashes, the same decisions */
+    cf_dedup *r = NULL;
+    REQUIRE(cf_dedup_create(&r, 1000, 16, NULL, err, sizeof(err)) == CF_OK);
+    uint8_t hr[CF_DEDUP_HASH_LEN];
+    cf_dedup_hash(r, id, hr);
+    CHECK(memcmp(hr, ha, sizeof(hr)) != 0);
+    CHECK_EQ(cf_dedup_check(r, id, 5), CF_DEDUP_NEW);
+    CHECK_EQ(cf_dedup_check(r, id, 5), CF_DEDUP_DUPLICATE);
+    cf_dedup_destroy(r);
 }
 
 static void test_duplicate_basic(void)
