@@ -4,8 +4,13 @@
  * Design: the remembered ids live in a ring of entries in acceptance order, each the 128-bit
  * keyed BLAKE2b hash of an id and the event time it was accepted at; an open-addressing hash
  * table (linear probing, load <= 3/4) maps a hash to its ring position. Both are allocated
- * at create and never grow, so a check costs one keyed hash, a probe or two, and never a
- * malloc.
+ * at create for the capacity and never reallocated, so a check costs one keyed hash, a probe
+ * or two, and never a malloc. The memory is zeroed lazily by the OS (calloc of whole pages),
+ * and the table uses only a prefix of its slots, doubled (and rebuilt from the ring) when
+ * the ids remembered would load it beyond 3/4: a run touches memory in proportion to the ids
+ * it remembers, not to input.dedup_memory_mb. A rebuild costs one insertion per remembered
+ * id, so amortized a constant per check; the largest (64 MiB default) stalls the decode
+ * stage once, for a fraction of a second, when 1.5 M ids are remembered.
  *
  * Forgetting: ids leave from the ring's head, the earliest accepted. After every acceptance
  * the head is forgotten while its event time has fallen behind newest - horizon. Events come
@@ -31,6 +36,7 @@
 #include "confide/dedup.h"
 
 #define DEAD INT64_MIN
+#define TABLE_MIN 1024 /* slots in use at first */
 
 typedef struct entry {
     uint8_t h[CF_DEDUP_HASH_LEN];
@@ -46,7 +52,8 @@ struct cf_dedup {
     uint64_t head, tail; /* absolute positions: ring[pos % cap]; tail - head <= cap */
     uint64_t live;       /* entries in the table (ring entries not DEAD) */
     uint32_t *slot;      /* 0 empty, else ring index + 1 */
-    uint64_t mask;       /* slots - 1 */
+    uint64_t mask;       /* slots in use - 1: grows with live up to slots_max */
+    uint64_t slots_max;  /* allocated */
     uint64_t duplicates, expired, evicted_full;
     bool full_reported;
 };
@@ -100,6 +107,9 @@ cf_err cf_dedup_create(cf_dedup **out, int64_t horizon_us, uint64_t capacity,
                           "dedup capacity %llu ids: must be 1 .. %llu",
                           (unsigned long long)capacity, (unsigned long long)CF_DEDUP_CAPACITY_MAX);
     }
+    if (cf_init() != CF_OK) { /* sodium_malloc needs sodium_init; idempotent */
+        return cf_err_set(CF_E_STATE, errstr, errstr_size, "cannot initialize libsodium");
+    }
     cf_dedup *d = cf_calloc(1, sizeof(*d));
     if (d == NULL) {
         return CF_E_NOMEM;
@@ -108,7 +118,8 @@ cf_err cf_dedup_create(cf_dedup **out, int64_t horizon_us, uint64_t capacity,
     d->horizon_us = horizon_us;
     d->newest_us = INT64_MIN;
     d->cap = capacity;
-    d->mask = slots - 1;
+    d->slots_max = slots;
+    d->mask = (slots < TABLE_MIN ? slots : TABLE_MIN) - 1;
     d->key = sodium_malloc(CF_DEDUP_KEY_LEN);
     d->ring = cf_calloc((size_t)capacity, sizeof(entry));
     d->slot = cf_calloc((size_t)slots, sizeof(uint32_t));
@@ -236,6 +247,34 @@ static void expire(cf_dedup *d)
     }
 }
 
+static void table_insert(cf_dedup *d, uint32_t idx)
+{
+    uint64_t i = home(d, d->ring[idx].h);
+    while (d->slot[i] != 0) {
+        i = (i + 1) & d->mask;
+    }
+    d->slot[i] = idx + 1;
+}
+
+/* Doubles the slots in use when one more id would load them beyond 3/4, rebuilding the
+ * table from the ring: the memory touched follows the ids remembered, not the cap. */
+static void maybe_grow(cf_dedup *d)
+{
+    uint64_t slots = d->mask + 1;
+    if ((d->live + 1) * 4 <= slots * 3 || slots == d->slots_max) {
+        return;
+    }
+    slots *= 2;
+    d->mask = slots - 1;
+    memset(d->slot, 0, (size_t)slots * sizeof(uint32_t));
+    for (uint64_t pos = d->head; pos < d->tail; pos++) {
+        uint32_t idx = (uint32_t)(pos % d->cap);
+        if (d->ring[idx].t != DEAD) {
+            table_insert(d, idx);
+        }
+    }
+}
+
 bool cf_dedup_contains(const cf_dedup *d, uint64_t event_id)
 {
     uint8_t h[CF_DEDUP_HASH_LEN];
@@ -284,15 +323,12 @@ cf_dedup_result cf_dedup_check(cf_dedup *d, uint64_t event_id, int64_t ts_us)
         }
         d->head++;
     }
+    maybe_grow(d); /* before the new entry is in the ring: the rebuild must not see it */
     uint32_t idx = (uint32_t)(d->tail % d->cap);
     memcpy(d->ring[idx].h, h, CF_DEDUP_HASH_LEN);
     d->ring[idx].t = ts_us;
     d->tail++;
-    uint64_t i = home(d, h);
-    while (d->slot[i] != 0) {
-        i = (i + 1) & d->mask;
-    }
-    d->slot[i] = idx + 1;
+    table_insert(d, idx);
     d->live++;
     CF_DASSERT(d->live <= d->cap);
     return CF_DEDUP_NEW;
@@ -310,7 +346,7 @@ uint64_t cf_dedup_capacity(const cf_dedup *d)
 
 uint64_t cf_dedup_memory_bytes(const cf_dedup *d)
 {
-    return d->cap * sizeof(entry) + (d->mask + 1) * sizeof(uint32_t);
+    return d->cap * sizeof(entry) + d->slots_max * sizeof(uint32_t);
 }
 
 uint64_t cf_dedup_duplicates(const cf_dedup *d)
