@@ -90,6 +90,9 @@ expect 0 "$B" run --protect none --input "$tmp/late.csv" --out "$tmp/hz" --set i
     fail "1 h horizon: $(cat "$tmp/out")"
 grep -q "\"line\":$((total + 3)),.*duplicate event_id" "$tmp/hz/dead_letter.ndjson" ||
     fail "the repeat of the last event was not the one rejected: $(cat "$tmp/hz/dead_letter.ndjson")"
+# the repeat beyond the horizon was accepted and audited: the audit log shows it
+expect 1 "$B" audit verify "$tmp/hz/audit" --keys "$tmp/hz/keys"
+grep -q "duplicate event_id" "$tmp/err" || fail "verify did not name the duplicate: $(cat "$tmp/err")"
 expect 0 "$B" run --protect none --input "$tmp/late.csv" --out "$tmp/hz24" --json
 [ "$(jget '["accepted"]')" = "$total" ] && [ "$(jget '["duplicates"]')" = 2 ] ||
     fail "24 h horizon: $(cat "$tmp/out")"
