@@ -5,9 +5,10 @@
  * Upstream systems retry: the same payment can arrive twice. A cf_dedup remembers the
  * event_ids accepted within the last @c horizon_us of event time and answers, for each new
  * event, whether its id was already accepted. It never holds raw ids: each id is stored as
- * its 128-bit BLAKE2b hash keyed with a secret (CF_DEDUP_KEY_LEN bytes) that the caller
- * supplies and that never leaves the process, together with the event time it was accepted
- * at: 24 bytes per id plus its hash table slots, about 32 bytes per id in all.
+ * a 128-bit keyed hash (SipHash-2-4-128 under a subkey that keyed BLAKE2b derives from a
+ * CF_DEDUP_KEY_LEN-byte secret the caller supplies; cf_dedup_hash), together with the event
+ * time it was accepted at: 24 bytes per id plus its hash table slots, 43 bytes per id in all
+ * (cf_dedup_capacity_for_bytes).
  *
  * Semantics (deterministic, a function of the sequence of calls only):
  * - newest = the largest event time accepted so far.
@@ -38,7 +39,7 @@
 extern "C" {
 #endif
 
-#define CF_DEDUP_KEY_LEN 32  /* the BLAKE2b key */
+#define CF_DEDUP_KEY_LEN 32  /* the secret (keyed BLAKE2b derives the SipHash key from it) */
 #define CF_DEDUP_HASH_LEN 16 /* 128-bit keyed hash of an event_id */
 #define CF_DEDUP_CAPACITY_MAX (UINT64_C(1) << 30)
 
@@ -70,7 +71,9 @@ void cf_dedup_destroy(cf_dedup *d);
 cf_dedup_result cf_dedup_check(cf_dedup *d, uint64_t event_id, int64_t ts_us);
 /** True when @p event_id is remembered now (no side effect). */
 bool cf_dedup_contains(const cf_dedup *d, uint64_t event_id);
-/** The keyed hash of @p event_id as this state stores it (CF_DEDUP_HASH_LEN bytes). */
+/** The keyed hash of @p event_id as this state stores it (CF_DEDUP_HASH_LEN bytes):
+ *  crypto_shorthash_siphashx24 of the id (8 bytes, little-endian) under the 16-byte subkey
+ *  crypto_generichash_blake2b("confide dedup: siphashx24 subkey", key = the secret). */
 void cf_dedup_hash(const cf_dedup *d, uint64_t event_id, uint8_t out[CF_DEDUP_HASH_LEN]);
 
 /** Ids remembered now. */

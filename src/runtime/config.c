@@ -41,8 +41,8 @@ static const conf_entry entries[] = {
      "\"duplicate event_id\" and is never counted twice. Default 24 h. 0: off "
      "(docs/runtime.md, Duplicate event ids)."},
     {"input.dedup_memory_mb", CONF_INT, "64", 1, 65536, NULL, OFF(input_dedup_memory_mb), 0,
-     "Memory for the duplicate event_id state, in MiB, allocated at start (about 32 bytes "
-     "per remembered id: 64 MiB hold 2,097,152 ids). When it is full the oldest ids are "
+     "Memory for the duplicate event_id state, in MiB, reserved at start (43 bytes per "
+     "remembered id: 64 MiB hold 1,572,864 ids). When it is full the oldest ids are "
      "forgotten before the horizon (said once on stderr, counted in "
      "confide_dedup_evicted_total), and events keep being accepted."},
     {"pipeline.batch_max", CONF_INT, "1024", 1, 65536, NULL, OFF(pipeline_batch_max), 0,

@@ -21,8 +21,9 @@ static cf_dedup *make(int64_t horizon_us, uint64_t cap)
     return d;
 }
 
-/* The stored hash is BLAKE2b-128 of the id (8 bytes, little-endian) keyed with the secret:
- * the state never holds the id itself, and another key gives other hashes. */
+/* The stored hash is SipHash-2-4-128 of the id (8 bytes, little-endian) under a subkey that
+ * keyed BLAKE2b derives from the secret: the state never holds the id itself, and another
+ * secret gives other hashes. */
 static void test_hash_keyed(void)
 {
     cf_dedup *a = make(1000, 16);
@@ -38,15 +39,19 @@ static void test_hash_keyed(void)
     cf_dedup_hash(b, id, hb);
     cf_dedup_hash(a, id + 1, other);
     const uint8_t le[8] = {0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11};
-    REQUIRE(crypto_generichash_blake2b(want, sizeof(want), le, 8, key1, sizeof(key1)) == 0);
+    static const char ctx[] = "confide dedup: siphashx24 subkey";
+    uint8_t sub[crypto_shorthash_siphashx24_KEYBYTES];
+    REQUIRE(crypto_generichash_blake2b(sub, sizeof(sub), (const uint8_t *)ctx, sizeof(ctx) - 1,
+                                       key1, sizeof(key1)) == 0);
+    REQUIRE(crypto_shorthash_siphashx24(want, le, 8, sub) == 0);
     CHECK(memcmp(ha, want, sizeof(ha)) == 0);
     CHECK(memcmp(ha, ha2, sizeof(ha)) == 0);
     CHECK(memcmp(ha, hb, sizeof(ha)) != 0);
     CHECK(memcmp(ha, other, sizeof(ha)) != 0);
-    /* unkeyed BLAKE2b of the id is not what is stored (a dump cannot be matched to ids) */
-    uint8_t unkeyed[CF_DEDUP_HASH_LEN];
-    REQUIRE(crypto_generichash_blake2b(unkeyed, sizeof(unkeyed), le, 8, NULL, 0) == 0);
-    CHECK(memcmp(ha, unkeyed, sizeof(ha)) != 0);
+    /* the secret itself is not the SipHash key (it is only used through the derivation) */
+    uint8_t direct[CF_DEDUP_HASH_LEN];
+    REQUIRE(crypto_shorthash_siphashx24(direct, le, 8, key1) == 0);
+    CHECK(memcmp(ha, direct, sizeof(ha)) != 0);
     /* the same decisions with either key */
     CHECK_EQ(cf_dedup_check(a, id, 5), CF_DEDUP_NEW);
     CHECK_EQ(cf_dedup_check(b, id, 5), CF_DEDUP_NEW);
@@ -194,6 +199,34 @@ static void test_cap_oldest_evicted(void)
     cf_dedup_destroy(d);
 }
 
+/* The ring and the table grow from their first size up to a cap that is not a power of two,
+ * with expiries wrapping the ring in between; then the cap holds. */
+static void test_cap_after_growth(void)
+{
+    cf_dedup *d = make(1000, 3000);
+    REQUIRE(d != NULL);
+    for (uint64_t id = 1; id <= 1500; id++) { /* 1000 us apart: each forgets the one before */
+        CHECK_EQ(cf_dedup_check(d, id, (int64_t)id * 1001), CF_DEDUP_NEW);
+    }
+    CHECK_EQ(cf_dedup_size(d), 1);
+    for (uint64_t id = 10001; id <= 15000; id++) {
+        CHECK_EQ(cf_dedup_check(d, id, 1501 * 1001), CF_DEDUP_NEW);
+    }
+    CHECK_EQ(cf_dedup_size(d), 3000);
+    CHECK_EQ(cf_dedup_evicted_full(d), 2000); /* 10001..12000 (1500 expired first) */
+    uint64_t missing = 0, wrong = 0;
+    for (uint64_t id = 10001; id <= 15000; id++) {
+        bool want = id > 12000;
+        missing += want && !cf_dedup_contains(d, id);
+        wrong += !want && cf_dedup_contains(d, id);
+    }
+    CHECK_EQ(missing, 0);
+    CHECK_EQ(wrong, 0);
+    CHECK_EQ(cf_dedup_check(d, 14000, 0), CF_DEDUP_DUPLICATE);
+    CHECK_EQ(cf_dedup_check(d, 11000, 1501 * 1001), CF_DEDUP_NEW);
+    cf_dedup_destroy(d);
+}
+
 /* Ids past the horizon make room before anything is evicted early. */
 static void test_cap_expired_first(void)
 {
@@ -308,14 +341,14 @@ static void test_capacity_for_bytes(void)
     CHECK_EQ(cf_dedup_capacity_for_bytes(20), 0);
     CHECK(cf_dedup_capacity_for_bytes(64) >= 1);
     uint64_t mb64 = UINT64_C(64) << 20;
-    CHECK_EQ(cf_dedup_capacity_for_bytes(mb64), UINT64_C(2) << 20); /* 32 bytes per id */
+    CHECK_EQ(cf_dedup_capacity_for_bytes(mb64), UINT64_C(1572864)); /* 42.7 bytes per id */
     for (uint64_t b = 64; b < (UINT64_C(1) << 34); b = b * 3 / 2 + 7) {
         uint64_t cap = cf_dedup_capacity_for_bytes(b);
         CHECK(cap >= 1);
         CHECK(cap <= CF_DEDUP_CAPACITY_MAX);
         CHECK(cap * 24 <= b);
         if (b >= 4096 && cap < CF_DEDUP_CAPACITY_MAX) {
-            CHECK(cap * 48 >= b); /* at most 48 bytes per id */
+            CHECK(cap * 64 >= b); /* at most 64 bytes per id */
         }
     }
     cf_dedup *d = make(10, cf_dedup_capacity_for_bytes(UINT64_C(1) << 20));
@@ -427,7 +460,7 @@ static void run_pipeline(const char *horizon, bool want_dedup)
         CHECK(strstr(text, "\nconfide_dedup_ids 5000\n") != NULL); /* all within 24 h */
         CHECK(strstr(text, "\nconfide_dedup_full 0\n") != NULL);
         CHECK(strstr(text, "\nconfide_dedup_evicted_total 0\n") != NULL);
-        CHECK(strstr(text, "\nconfide_dedup_capacity_ids 2097152\n") != NULL);
+        CHECK(strstr(text, "\nconfide_dedup_capacity_ids 1572864\n") != NULL);
     } else {
         CHECK_EQ(s.accepted, N + reps);
         CHECK_EQ(s.duplicates, 0);
