@@ -67,6 +67,9 @@ cf_err cf_dedup_create(cf_dedup **out, int64_t horizon_us, uint64_t capacity,
 /** Frees @p d and wipes its key. Accepts NULL. */
 void cf_dedup_destroy(cf_dedup *d);
 
+/** Never report the full state through CF_LOG (a second state that replays what another one
+ *  reports, e.g. to check an input before a run that will report it itself). */
+void cf_dedup_set_quiet(cf_dedup *d);
 /** Checks @p event_id at event time @p ts_us; remembers it when it is new. @locality owner */
 cf_dedup_result cf_dedup_check(cf_dedup *d, uint64_t event_id, int64_t ts_us);
 /** True when @p event_id is remembered now (no side effect). */

@@ -394,6 +394,11 @@ cf_dedup_result cf_dedup_check(cf_dedup *d, uint64_t event_id, int64_t ts_us)
     return CF_DEDUP_NEW;
 }
 
+void cf_dedup_set_quiet(cf_dedup *d)
+{
+    d->full_reported = true;
+}
+
 uint64_t cf_dedup_size(const cf_dedup *d)
 {
     return d->live;

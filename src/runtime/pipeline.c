@@ -958,6 +958,9 @@ static cf_err check_resumed_input(cf_pipeline *p, char *errstr, size_t errstr_si
          (err = dedup_create(&p->conf, &dd, errstr, errstr_size)) != CF_OK)) {
         cf_err_set(err, errstr, errstr_size, "cannot check the input");
     }
+    if (dd != NULL) {
+        cf_dedup_set_quiet(dd); /* the run says it once if the state fills up */
+    }
     size_t pos = 0;
     while (err == CF_OK && k < nfp) {
         cf_record rec;

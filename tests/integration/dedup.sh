@@ -118,6 +118,13 @@ expect 0 "$B" run --protect none --input "$tmp/bigdup.csv" --out "$tmp/cap" --se
     fail "cap: $(cat "$tmp/out")"
 [ "$(grep -c "duplicate event_id state is full" "$tmp/err")" = 1 ] ||
     fail "the full state was not said exactly once: $(cat "$tmp/err")"
+# the same command again resumes (the log holds everything): the replay rebuilds the full
+# state, rejects the same repeat, and says so once (not again for the input check)
+expect 0 "$B" run --protect none --input "$tmp/bigdup.csv" --out "$tmp/cap" --set input.dedup_memory_mb=1 --json
+[ "$(jget '["resumed"]')" = $((big + 1)) ] && [ "$(jget '["duplicates"]')" = 1 ] ||
+    fail "cap, resumed: $(cat "$tmp/out")"
+[ "$(grep -c "duplicate event_id state is full" "$tmp/err")" = 1 ] ||
+    fail "resumed: the full state was not said exactly once: $(cat "$tmp/err")"
 expect 0 "$B" run --protect none --input "$tmp/bigdup.csv" --out "$tmp/nocap" --json
 [ "$(jget '["accepted"]')" = "$big" ] && [ "$(jget '["duplicates"]')" = 2 ] ||
     fail "64 MiB: $(cat "$tmp/out")"
