@@ -57,14 +57,27 @@ s=$("$B" run "${args[@]}" --out "$tmp/ref" --json 2>"$tmp/err") || fail "referen
 RANDOM=$SEED
 for trial in $(seq 1 "$TRIALS"); do
     out="$tmp/t$trial"
-    # Kill -9 until the crash point falls between the first fifth (the originals are in the
-    # log) and the last fifth (their repeats are not read yet).
+    # Kill -9 once the log holds more than the first fifth (the originals) at a random point
+    # before the last fifth (their repeats), judged by the tree size of the last signed head;
+    # again if the kill landed too late.
     for attempt in $(seq 1 12); do
         rm -rf "$out"
         "$B" run "${args[@]}" --out "$out" --rate 8000 >/dev/null 2>&1 &
         pid=$!
-        sleep "0.$(printf '%03d' $((150 + RANDOM % 400)))"
-        kill -9 "$pid" 2>/dev/null || true
+        at=$((fifth + 100 + RANDOM % (2 * total / 5)))
+        python3 - "$out/tree_heads.ndjson" "$pid" "$at" <<'PY' || true
+import json, os, signal, sys, time
+heads, pid, at = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for _ in range(3000):
+    try:
+        lines = open(heads).read().splitlines()
+    except OSError:
+        lines = []
+    if lines and lines[-1].endswith("}") and json.loads(lines[-1])["tree_size"] > at:
+        break
+    time.sleep(0.005)
+os.kill(pid, signal.SIGKILL)
+PY
         wait "$pid" 2>/dev/null || true
         logged=$("$B" audit verify "$out/audit" --keys "$tmp/keys" --json 2>/dev/null | jget '["events"]' 2>/dev/null || echo 0)
         if [ "$logged" -gt "$fifth" ] && [ "$logged" -lt $((4 * total / 5 - 200)) ]; then
