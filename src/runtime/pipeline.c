@@ -951,7 +951,7 @@ static cf_err check_resumed_input(cf_pipeline *p, char *errstr, size_t errstr_si
     }
     cf_splitter *sp = NULL;
     cf_decoder *dec = NULL;
-    cf_dedup *dd = NULL; /* the log never holds a duplicate: skip them as the run does */
+    cf_dedup *dd = NULL; /* repeats the run rejects are not in the log: skip them alike */
     if (err == CF_OK &&
         ((err = cf_splitter_create(&sp, p->fmt, (size_t)p->conf.input_record_max)) != CF_OK ||
          (err = cf_decoder_create(&dec, p->fmt, errstr, errstr_size)) != CF_OK ||

@@ -147,8 +147,18 @@ for _ in range(3000):
         lines = open(heads).read().splitlines()
     except OSError:
         lines = []
-    if lines and lines[-1].endswith("}") and json.loads(lines[-1])["tree_size"] > 4000:
-        os.kill(pid, signal.SIGKILL)
+    size = 0  # of the last complete line (stdio writes the file in 4 KiB pieces)
+    for l in reversed(lines[-2:]):
+        try:
+            size = json.loads(l)["tree_size"]
+            break
+        except (ValueError, KeyError):
+            pass
+    if size > 4000:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            sys.exit(1)  # it finished first
         sys.exit(0)
     time.sleep(0.02)
 sys.exit(1)

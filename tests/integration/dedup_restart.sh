@@ -62,7 +62,7 @@ for trial in $(seq 1 "$TRIALS"); do
     # again if the kill landed too late.
     for attempt in $(seq 1 12); do
         rm -rf "$out"
-        "$B" run "${args[@]}" --out "$out" --rate 8000 >/dev/null 2>&1 &
+        "$B" run "${args[@]}" --out "$out" --rate 4000 >/dev/null 2>&1 &
         pid=$!
         at=$((fifth + 100 + RANDOM % (2 * total / 5)))
         python3 - "$out/tree_heads.ndjson" "$pid" "$at" <<'PY' || true
@@ -73,10 +73,20 @@ for _ in range(3000):
         lines = open(heads).read().splitlines()
     except OSError:
         lines = []
-    if lines and lines[-1].endswith("}") and json.loads(lines[-1])["tree_size"] > at:
+    size = 0  # of the last complete line (stdio writes the file in 4 KiB pieces)
+    for l in reversed(lines[-2:]):
+        try:
+            size = json.loads(l)["tree_size"]
+            break
+        except (ValueError, KeyError):
+            pass
+    if size > at:
         break
     time.sleep(0.005)
-os.kill(pid, signal.SIGKILL)
+try:
+    os.kill(pid, signal.SIGKILL)
+except ProcessLookupError:
+    pass  # it finished first: the attempt is repeated
 PY
         wait "$pid" 2>/dev/null || true
         logged=$("$B" audit verify "$out/audit" --keys "$tmp/keys" --json 2>/dev/null | jget '["events"]' 2>/dev/null || echo 0)
