@@ -71,6 +71,8 @@ typedef struct cf_summary {
     uint32_t batch_max_seen; /* largest gateway batch */
     uint32_t batch_target;   /* the controller's target at the end (fixed:N: N) */
     uint64_t batch_target_changes;
+    /* Duplicate event ids (input.dedup_horizon_ms), part of dead_lettered. */
+    uint64_t duplicates;
 } cf_summary;
 
 /**

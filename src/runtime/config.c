@@ -34,6 +34,17 @@ static const conf_entry entries[] = {
      "Time compression of diurnal and trace shapes."},
     {"input.record_max", CONF_INT, "4096", 64, 262144, NULL, OFF(input_record_max), 0,
      "Longest accepted record in bytes; longer ones are dead-lettered."},
+    {"input.dedup_horizon_ms", CONF_INT, "86400000", 0, 86400000LL * 366, NULL,
+     OFF(input_dedup_horizon_ms), 0,
+     "Reject an event whose event_id was already accepted within this much event time (the "
+     "newest accepted event time minus this): it goes to dead_letter.ndjson with reason "
+     "\"duplicate event_id\" and is never counted twice. Default 24 h. 0: off "
+     "(docs/runtime.md, Duplicate event ids)."},
+    {"input.dedup_memory_mb", CONF_INT, "64", 1, 65536, NULL, OFF(input_dedup_memory_mb), 0,
+     "Memory for the duplicate event_id state, in MiB, reserved at start (43 bytes per "
+     "remembered id: 64 MiB hold 1,572,864 ids). When it is full the oldest ids are "
+     "forgotten before the horizon (said once on stderr, counted in "
+     "confide_dedup_evicted_total), and events keep being accepted."},
     {"pipeline.batch_max", CONF_INT, "1024", 1, 65536, NULL, OFF(pipeline_batch_max), 0,
      "Capacity of every batch buffer between stages (events): preallocated, so it bounds "
      "memory and is the ceiling of batch.count_max."},

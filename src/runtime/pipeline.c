@@ -20,6 +20,11 @@
  * feeds the end-to-end latency into the controller's live p99 window, once per batch.
  * Metrics, the /metrics server and the status thread live in observe.c.
  *
+ * Duplicates (docs/runtime.md): the decode stage owns a cf_dedup and sends an event whose
+ * event_id was accepted within input.dedup_horizon_ms to the dead-letter output like a
+ * malformed record, before it is counted as accepted. Its state is rebuilt on a restart by
+ * the same pass that skips what the audit log holds: skipped events go through the check too.
+ *
  * Ownership: a chunk or batch is owned by exactly one stage at a time: the one that popped it.
  */
 #include <errno.h>
@@ -35,6 +40,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "confide/dedup.h"
 #include "confide/io.h"
 #include "observe.h"
 #include "outfile.h"
@@ -77,6 +83,10 @@ struct cf_pipeline {
     cf_secure *secure;
     uint64_t skip;      /* resume: accepted records the audit log already holds */
     uint64_t skip_done; /* decode: of those, skipped so far */
+    cf_dedup *dedup;    /* duplicate event ids (NULL: input.dedup_horizon_ms 0); decode thread */
+    uint64_t duplicates;
+    cf_counter *m_dup, *m_dup_evicted;
+    cf_gauge *m_dup_ids, *m_dup_full;
     cf_err gateway_err;
     char gateway_errstr[256];
 
@@ -214,6 +224,48 @@ static cf_err check_input_readable(const cf_config *c, char *errstr, size_t errs
                : CF_OK;
 }
 
+/* A fresh duplicate state as the config says (*out NULL when input.dedup_horizon_ms is 0). */
+static cf_err dedup_create(const cf_config *c, cf_dedup **out, char *errstr, size_t errstr_size)
+{
+    *out = NULL;
+    if (c->input_dedup_horizon_ms == 0) {
+        return CF_OK;
+    }
+    uint64_t cap = cf_dedup_capacity_for_bytes((uint64_t)c->input_dedup_memory_mb << 20);
+    /* A random key: the state lives only in this process and is rebuilt on restart. */
+    return cf_dedup_create(out, c->input_dedup_horizon_ms * 1000, cap, NULL, errstr, errstr_size);
+}
+
+/* The duplicate state and its metrics (docs/metrics.md). */
+static cf_err dedup_setup(cf_pipeline *p, char *errstr, size_t errstr_size)
+{
+    cf_err err = dedup_create(&p->conf, &p->dedup, errstr, errstr_size);
+    if (err != CF_OK || p->dedup == NULL) {
+        return err;
+    }
+    cf_gauge *cap = NULL;
+    if ((err = cf_metrics_counter(p->ob->m, "confide_dedup_duplicates_total",
+                                  "Events rejected as a duplicate event_id (dead-lettered).", NULL,
+                                  0, &p->m_dup, errstr, errstr_size)) != CF_OK ||
+        (err = cf_metrics_counter(p->ob->m, "confide_dedup_evicted_total",
+                                  "Event ids forgotten before the horizon because the "
+                                  "duplicate state was full (input.dedup_memory_mb).",
+                                  NULL, 0, &p->m_dup_evicted, errstr, errstr_size)) != CF_OK ||
+        (err = cf_metrics_gauge(p->ob->m, "confide_dedup_ids",
+                                "Event ids remembered for duplicate detection.", NULL, 0,
+                                &p->m_dup_ids, errstr, errstr_size)) != CF_OK ||
+        (err = cf_metrics_gauge(p->ob->m, "confide_dedup_capacity_ids",
+                                "The most event ids the duplicate state can remember.", NULL, 0,
+                                &cap, errstr, errstr_size)) != CF_OK ||
+        (err = cf_metrics_gauge(p->ob->m, "confide_dedup_full",
+                                "1 once the duplicate state was full and forgot ids early.", NULL,
+                                0, &p->m_dup_full, errstr, errstr_size)) != CF_OK) {
+        return err;
+    }
+    cf_gauge_set(cap, (double)cf_dedup_capacity(p->dedup));
+    return CF_OK;
+}
+
 cf_err cf_pipeline_create(cf_pipeline **out, const cf_config *c, char *errstr, size_t errstr_size)
 {
     cf_err err;
@@ -242,7 +294,8 @@ cf_err cf_pipeline_create(cf_pipeline **out, const cf_config *c, char *errstr, s
         cf_err_set(err, errstr, errstr_size, "cannot allocate the pipeline: %s", cf_strerror(err));
         goto fail;
     }
-    if ((err = observe_setup(p, errstr, errstr_size)) != CF_OK) {
+    if ((err = observe_setup(p, errstr, errstr_size)) != CF_OK ||
+        (err = dedup_setup(p, errstr, errstr_size)) != CF_OK) {
         goto fail;
     }
     /* before anything opens the log or the outputs: a refusal changes nothing */
@@ -341,6 +394,7 @@ void cf_pipeline_destroy(cf_pipeline *p)
     cf_ring_destroy(p->batch_decoded);
     cf_ring_destroy(p->batch_out);
     cf_hist_destroy(p->latency);
+    cf_dedup_destroy(p->dedup);
     cf_secure_destroy(p->secure); /* holds metric handles: before the registry */
     outfile_abandon(&p->dead_letter);
     cf_batch_ctl_destroy(p->ctl);
@@ -552,6 +606,7 @@ typedef struct decode_state {
     bool fixed; /* fixed:N: exactly the target, never held */
     uint64_t seq;
     uint64_t accepted, dead, resumed; /* totals at the last metrics update */
+    uint64_t dups, dup_evicted;
 } decode_state;
 
 static void decode_counts(decode_state *d)
@@ -564,6 +619,15 @@ static void decode_counts(decode_state *d)
     d->accepted = acc;
     d->dead = p->dead_lettered;
     d->resumed = res;
+    if (p->dedup != NULL) {
+        uint64_t ev = cf_dedup_evicted_full(p->dedup);
+        cf_counter_add(p->m_dup, p->duplicates - d->dups);
+        cf_counter_add(p->m_dup_evicted, ev - d->dup_evicted);
+        cf_gauge_set(p->m_dup_ids, (double)cf_dedup_size(p->dedup));
+        cf_gauge_set(p->m_dup_full, ev > 0 ? 1.0 : 0.0);
+        d->dups = p->duplicates;
+        d->dup_evicted = ev;
+    }
 }
 
 static void emit_batch(decode_state *d)
@@ -648,6 +712,13 @@ static void decode_chunk(decode_state *d, cf_decoder *dec, chunk *c)
         p->read++;
         if (r == CF_DECODE_REJECT) {
             dead_letter(p, rec, reason);
+            continue;
+        }
+        /* Before the resume skip: the skipped events rebuild the state they left. */
+        if (p->dedup != NULL &&
+            cf_dedup_check(p->dedup, ev->event_id, ev->ts_us) == CF_DEDUP_DUPLICATE) {
+            p->duplicates++;
+            dead_letter(p, rec, "duplicate event_id");
             continue;
         }
         p->accepted++;
@@ -880,10 +951,15 @@ static cf_err check_resumed_input(cf_pipeline *p, char *errstr, size_t errstr_si
     }
     cf_splitter *sp = NULL;
     cf_decoder *dec = NULL;
+    cf_dedup *dd = NULL; /* repeats the run rejects are not in the log: skip them alike */
     if (err == CF_OK &&
         ((err = cf_splitter_create(&sp, p->fmt, (size_t)p->conf.input_record_max)) != CF_OK ||
-         (err = cf_decoder_create(&dec, p->fmt, errstr, errstr_size)) != CF_OK)) {
+         (err = cf_decoder_create(&dec, p->fmt, errstr, errstr_size)) != CF_OK ||
+         (err = dedup_create(&p->conf, &dd, errstr, errstr_size)) != CF_OK)) {
         cf_err_set(err, errstr, errstr_size, "cannot check the input");
+    }
+    if (dd != NULL) {
+        cf_dedup_set_quiet(dd); /* the run says it once if the state fills up */
     }
     size_t pos = 0;
     while (err == CF_OK && k < nfp) {
@@ -897,6 +973,9 @@ static cf_err check_resumed_input(cf_pipeline *p, char *errstr, size_t errstr_si
         char reason[160];
         if (rec.too_long ||
             cf_decoder_decode(dec, &rec, &ev, reason, sizeof(reason)) != CF_DECODE_EVENT) {
+            continue;
+        }
+        if (dd != NULL && cf_dedup_check(dd, ev.event_id, ev.ts_us) == CF_DEDUP_DUPLICATE) {
             continue;
         }
         if (cf_secure_event_fingerprint(&ev) != fp[k]) {
@@ -915,6 +994,7 @@ static cf_err check_resumed_input(cf_pipeline *p, char *errstr, size_t errstr_si
                          "is not the input the log was written from; %s",
                          (unsigned long long)k, (unsigned long long)nfp, hint);
     }
+    cf_dedup_destroy(dd);
     cf_decoder_destroy(dec);
     cf_splitter_destroy(sp);
     cf_free(fp);
@@ -985,6 +1065,7 @@ cf_err cf_pipeline_run(cf_pipeline *p, cf_summary *out, char *errstr, size_t err
     out->read = p->read;
     out->accepted = p->accepted;
     out->dead_lettered = p->dead_lettered;
+    out->duplicates = p->duplicates;
     out->batches = p->batches_done;
     out->elapsed_s = (double)(t1 - t0) / 1e9;
     out->events_per_s = out->elapsed_s > 0 ? (double)p->accepted / out->elapsed_s : 0;
@@ -1015,7 +1096,7 @@ size_t cf_summary_to_json(const cf_summary *s, char *buf, size_t size)
         "\"windows\":%llu,\"results\":%llu,\"suppressed\":%llu,"
         "\"integrity_alerts\":%llu,\"audited\":%llu,\"resumed\":%llu,\"batches\":%llu,"
         "\"batch_mean\":%.2f,\"batch_max\":%u,\"batch_target\":%u,"
-        "\"batch_target_changes\":%llu}\n",
+        "\"batch_target_changes\":%llu,\"duplicates\":%llu}\n",
         (unsigned long long)s->read, (unsigned long long)s->accepted,
         (unsigned long long)s->dead_lettered, s->elapsed_s, s->events_per_s, (long long)s->p50_us,
         (long long)s->p99_us, (long long)s->p999_us, (long long)s->max_us, s->cpu_s,
@@ -1023,6 +1104,7 @@ size_t cf_summary_to_json(const cf_summary *s, char *buf, size_t size)
         (unsigned long long)s->results, (unsigned long long)s->suppressed,
         (unsigned long long)s->integrity_alerts, (unsigned long long)s->audited,
         (unsigned long long)s->resumed, (unsigned long long)s->batches, s->batch_mean,
-        s->batch_max_seen, s->batch_target, (unsigned long long)s->batch_target_changes);
+        s->batch_max_seen, s->batch_target, (unsigned long long)s->batch_target_changes,
+        (unsigned long long)s->duplicates);
     return n < 0 || (size_t)n >= size ? 0 : (size_t)n;
 }

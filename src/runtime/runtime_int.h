@@ -19,6 +19,8 @@ struct cf_config {
     char input_shape[CF_CONF_STR_MAX];
     double input_speedup;
     int64_t input_record_max;
+    int64_t input_dedup_horizon_ms; /* 0: duplicate event_id detection off */
+    int64_t input_dedup_memory_mb;
     int64_t pipeline_batch_max;
     int64_t pipeline_ring_batches;
     char output_dir[CF_CONF_STR_MAX];
