@@ -115,17 +115,8 @@ static int service_args(const char *cmd, bool party, cf_config *conf, int argc, 
                         bool *json)
 {
     char errstr[512];
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--config") == 0) {
-            if (i + 1 >= argc) {
-                fprintf(stderr, "confide %s: --config needs a file\n", cmd);
-                return CF_EXIT_USAGE;
-            }
-            if (cf_config_load_file(conf, argv[i + 1], errstr, sizeof(errstr)) != CF_OK) {
-                fprintf(stderr, "confide %s: %s\n", cmd, errstr);
-                return CF_EXIT_USAGE;
-            }
-        }
+    if (cli_load_configs(cmd, conf, argc, argv) != CF_EXIT_OK) {
+        return CF_EXIT_USAGE;
     }
     bool have_id = false;
     for (int i = 1; i < argc; i++) {
@@ -148,28 +139,11 @@ static int service_args(const char *cmd, bool party, cf_config *conf, int argc, 
             fprintf(stderr, "confide %s: unknown option '%s' (see --help)\n", cmd, a);
             return CF_EXIT_USAGE;
         }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "confide %s: %s needs a value\n", cmd, a);
+        char set[128];
+        if (cli_apply_option(cmd, conf, key, argc, argv, &i, set, sizeof(set)) != CF_EXIT_OK) {
             return CF_EXIT_USAGE;
         }
-        const char *val = argv[++i];
-        char kbuf[128];
-        if (key == NULL) {
-            const char *eq = strchr(val, '=');
-            if (eq == NULL || (size_t)(eq - val) >= sizeof(kbuf)) {
-                fprintf(stderr, "confide %s: --set needs KEY=VALUE\n", cmd);
-                return CF_EXIT_USAGE;
-            }
-            memcpy(kbuf, val, (size_t)(eq - val));
-            kbuf[eq - val] = '\0';
-            key = kbuf;
-            val = eq + 1;
-        }
-        have_id |= strcmp(key, "party.id") == 0;
-        if (cf_config_set(conf, key, val, errstr, sizeof(errstr)) != CF_OK) {
-            fprintf(stderr, "confide %s: %s: %s\n", cmd, a, errstr);
-            return CF_EXIT_USAGE;
-        }
+        have_id |= strcmp(set, "party.id") == 0;
     }
     if (party && !have_id) {
         fprintf(stderr, "confide party: --id I is required\n");

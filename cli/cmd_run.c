@@ -123,17 +123,8 @@ static int apply_args(cf_config *conf, int argc, char **argv, run_flags *fl)
 {
     char errstr[512];
     /* The config file first, so command-line options override it wherever they appear. */
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--config") == 0) {
-            if (i + 1 >= argc) {
-                fprintf(stderr, "confide run: --config needs a file\n");
-                return CF_EXIT_USAGE;
-            }
-            if (cf_config_load_file(conf, argv[i + 1], errstr, sizeof(errstr)) != CF_OK) {
-                fprintf(stderr, "confide run: %s\n", errstr);
-                return CF_EXIT_USAGE;
-            }
-        }
+    if (cli_load_configs("run", conf, argc, argv) != CF_EXIT_OK) {
+        return CF_EXIT_USAGE;
     }
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -186,25 +177,7 @@ static int apply_args(cf_config *conf, int argc, char **argv, run_flags *fl)
             fprintf(stderr, "confide run: unknown option '%s' (see --help)\n", a);
             return CF_EXIT_USAGE;
         }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "confide run: %s needs a value\n", a);
-            return CF_EXIT_USAGE;
-        }
-        const char *val = argv[++i];
-        char kbuf[128];
-        if (key == NULL) {
-            const char *eq = strchr(val, '=');
-            if (eq == NULL || (size_t)(eq - val) >= sizeof(kbuf)) {
-                fprintf(stderr, "confide run: --set needs KEY=VALUE\n");
-                return CF_EXIT_USAGE;
-            }
-            memcpy(kbuf, val, (size_t)(eq - val));
-            kbuf[eq - val] = '\0';
-            key = kbuf;
-            val = eq + 1;
-        }
-        if (cf_config_set(conf, key, val, errstr, sizeof(errstr)) != CF_OK) {
-            fprintf(stderr, "confide run: %s: %s\n", a, errstr);
+        if (cli_apply_option("run", conf, key, argc, argv, &i, NULL, 0) != CF_EXIT_OK) {
             return CF_EXIT_USAGE;
         }
     }

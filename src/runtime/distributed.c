@@ -88,9 +88,8 @@ static void w32(wbuf *w, uint32_t v)
 
 static void w64(wbuf *w, uint64_t v)
 {
-    for (int i = 0; i < 8; i++) {
-        *w->p++ = (uint8_t)(v >> (8 * i));
-    }
+    w32(w, (uint32_t)v);
+    w32(w, (uint32_t)(v >> 32));
 }
 
 static void wbytes(wbuf *w, const void *d, size_t n)
@@ -132,14 +131,8 @@ static uint32_t r32(rbuf *r)
 
 static uint64_t r64(rbuf *r)
 {
-    uint64_t v = 0;
-    if (need(r, 8)) {
-        for (int i = 0; i < 8; i++) {
-            v |= (uint64_t)r->p[i] << (8 * i);
-        }
-        r->p += 8;
-    }
-    return v;
+    uint64_t lo = r32(r);
+    return lo | (uint64_t)r32(r) << 32;
 }
 
 static void rbytes(rbuf *r, void *d, size_t n)

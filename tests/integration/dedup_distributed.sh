@@ -13,15 +13,7 @@ SRC=$2
 tmp=$(mktemp -d)
 source "$SRC/tests/integration/lib.bash"
 source "$SRC/tests/integration/nats_lib.bash"
-declare -A NATS_PID=()
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-    nats_stop
-    [ -n "${KEEP:-}" ] && echo "kept $tmp" >&2 || rm -rf "$tmp"
-}
-trap cleanup EXIT
-nats_require
+nats_test_init
 K=2
 nats_start "$tmp/ns" $K 1
 

@@ -1,4 +1,7 @@
 # NATS JetStream servers for the distributed tests (sourced; not a test). Needs $tmp and $SRC.
+# nats_test_init: the common start of such a test -- the NATS_PID map, the pids of the roles
+# it starts (append to pids), and a trap that kills them, stops the servers and removes $tmp
+# (KEEP=1 keeps it); skips when nats-server is missing.
 # nats_start DIR PARTIES NODES: writes TLS certificates, per-role passwords and configs with
 # scripts/nats-setup.sh on free ports, starts the nodes, and sets NATS_URL (every node),
 # NATS_CA, NATS_PW (password dir) and NATS_PIDS. Skips (77) when nats-server is missing,
@@ -79,4 +82,18 @@ split_keys() { # KEYDIR OUTDIR PARTIES
         mkdir -p -m 700 "$o/party$i"
         [ "$i" -eq 0 ] || cp -p "$k/party-$i.key" "$o/party$i/"
     done
+}
+
+nats_test_init() {
+    declare -gA NATS_PID=()
+    pids=()
+    trap nats_test_cleanup EXIT
+    nats_require
+}
+
+nats_test_cleanup() {
+    local p
+    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+    nats_stop
+    if [ -n "${KEEP:-}" ]; then echo "kept $tmp" >&2; else rm -rf "$tmp"; fi
 }
