@@ -49,6 +49,7 @@ typedef struct result {
     double rate; /* 0: unpaced */
     double events_per_s, p50_ms, p99_ms, cpu_us;
     double raw_pub_per_s, raw_cons_per_s, raw_events_per_s;
+    double completeness; /* `confide audit verify` on the gateway's log; -1: not verified */
     bool ok;
 } result;
 
@@ -268,6 +269,17 @@ static bool run_pipeline(const cfg *c, int nodes, double rate, const char *urls,
     r->p50_ms = json_num(glog, "p50") / 1e3;
     r->p99_ms = json_num(glog, "p99") / 1e3;
     r->cpu_us = (cpu_children() + servers_cpu(c) - cpu0) * 1e6 / (double)c->events;
+    r->completeness = -1;
+    if (ok) {
+        /* Every event in the log exactly once, verified as an auditor would. */
+        char audit[700], vjson[700];
+        snprintf(audit, sizeof(audit), "%s/audit", gout);
+        snprintf(vjson, sizeof(vjson), "%s/%s-verify.json", c->dir, tag);
+        char *vargv[] = {self, "audit", "verify", audit, "--keys", keys, "--json", NULL};
+        if (wait_ok(spawn(vargv, vjson)) == 0) {
+            r->completeness = json_num(vjson, "completeness");
+        }
+    }
     r->ok = ok;
     if (!ok) {
         fprintf(stderr, "bench distributed: a role failed (logs in %s)\n", c->dir);
@@ -339,15 +351,17 @@ static void print(const result *r, bool json, bool first)
         printf("%s{\"nodes\":%d,\"rate\":%.0f,\"ok\":%s,\"events_per_s\":%.0f,\"p50_ms\":%.3f,"
                "\"p99_ms\":%.3f,\"cpu_us_per_event\":%.2f,\"raw_publish_events_per_s\":%.0f,"
                "\"raw_consume_events_per_s\":%.0f,\"raw_events_per_s\":%.0f,"
-               "\"vs_raw\":%.3f}",
+               "\"vs_raw\":%.3f,\"completeness\":%.6f}",
                first ? "[" : ",\n ", r->nodes, r->rate, r->ok ? "true" : "false", r->events_per_s,
                r->p50_ms, r->p99_ms, r->cpu_us, r->raw_pub_per_s, r->raw_cons_per_s,
-               r->raw_events_per_s, ratio);
+               r->raw_events_per_s, ratio, r->completeness);
     } else {
         printf("nodes %d %-10s %9.0f events/s  gateway p50 %7.3f ms p99 %7.3f ms  cpu %6.2f "
-               "us/event  raw JetStream %9.0f events/s (pub %0.f, consume %.0f)  %.2fx raw\n",
+               "us/event  raw JetStream %9.0f events/s (pub %0.f, consume %.0f)  %.2fx raw  "
+               "completeness %.6f\n",
                r->nodes, r->rate > 0 ? "paced" : "unpaced", r->events_per_s, r->p50_ms, r->p99_ms,
-               r->cpu_us, r->raw_events_per_s, r->raw_pub_per_s, r->raw_cons_per_s, ratio);
+               r->cpu_us, r->raw_events_per_s, r->raw_pub_per_s, r->raw_cons_per_s, ratio,
+               r->completeness);
     }
 }
 
