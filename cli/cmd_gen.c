@@ -32,6 +32,7 @@
 #include "cli.h"
 #include "confide/core.h"
 #include "confide/io.h"
+#include "confide/transport.h"
 
 #define GEN_DAYS_MAX 36500u
 #define OUT_BUF_SIZE (1u << 20)
@@ -74,6 +75,10 @@ typedef struct gen_args {
     double speedup;
     uint64_t count; /* 0: no limit */
     bool quiet;
+    const char *nats;         /* --nats SUBJECT: publish each line as a JetStream message */
+    const char *nats_servers; /* --nats-servers URLS */
+    const char *nats_stream;  /* --nats-stream NAME */
+    const char *nats_ca, *nats_user, *nats_password_file;
 } gen_args;
 
 static void usage(FILE *f)
@@ -92,6 +97,12 @@ static void usage(FILE *f)
             "  --days N          days to simulate (default 1; %u with --count)\n"
             "  --start DATE      first day, YYYY-MM-DD, UTC (default 2018-04-01)\n"
             "  --format F        csv | ndjson (default csv)\n"
+            "  --nats SUBJECT    publish each line as one JetStream message on SUBJECT (the\n"
+            "                    CSV header first) instead of writing it; with\n"
+            "                    --nats-servers URLS (default nats://127.0.0.1:4222),\n"
+            "                    --nats-stream NAME (default CONFIDE_IN, created if missing),\n"
+            "                    --nats-ca FILE, --nats-user U, --nats-password-file F\n"
+            "                    (confide gateway --set input.nats_subject=SUBJECT reads it)\n"
             "  --out FILE        write FILE (via FILE.tmp, renamed when complete);\n"
             "                    default stdout\n"
             "  --count N         stop after N events\n"
@@ -207,8 +218,23 @@ static int parse_args(int argc, char **argv, gen_args *a)
         memcpy(name, arg, nlen);
         name[nlen] = '\0';
         static const char *const with_value[] = {
-            "--seed", "--customers", "--terminals", "--days",  "--start",   "--format",
-            "--out",  "--count",     "--rate",      "--shape", "--speedup",
+            "--seed",
+            "--customers",
+            "--terminals",
+            "--days",
+            "--start",
+            "--format",
+            "--out",
+            "--count",
+            "--rate",
+            "--shape",
+            "--speedup",
+            "--nats",
+            "--nats-servers",
+            "--nats-stream",
+            "--nats-ca",
+            "--nats-user",
+            "--nats-password-file",
         };
         bool known = false;
         for (size_t k = 0; k < sizeof(with_value) / sizeof(with_value[0]); k++) {
@@ -264,6 +290,18 @@ static int parse_args(int argc, char **argv, gen_args *a)
             a->shape = val;
         } else if (strcmp(name, "--speedup") == 0) {
             rc = parse_pos_double(name, val, 1e9, &a->speedup);
+        } else if (strcmp(name, "--nats") == 0) {
+            a->nats = val;
+        } else if (strcmp(name, "--nats-servers") == 0) {
+            a->nats_servers = val;
+        } else if (strcmp(name, "--nats-stream") == 0) {
+            a->nats_stream = val;
+        } else if (strcmp(name, "--nats-ca") == 0) {
+            a->nats_ca = val;
+        } else if (strcmp(name, "--nats-user") == 0) {
+            a->nats_user = val;
+        } else if (strcmp(name, "--nats-password-file") == 0) {
+            a->nats_password_file = val;
         }
         if (rc != CF_EXIT_OK) {
             return rc;
@@ -272,6 +310,10 @@ static int parse_args(int argc, char **argv, gen_args *a)
     if (a->shape != NULL && !a->rate_given && strncmp(a->shape, "trace:", 6) != 0) {
         fprintf(stderr, "confide gen: --shape %s needs --rate (only a trace has its own rate)\n",
                 a->shape);
+        return CF_EXIT_USAGE;
+    }
+    if (a->nats != NULL && a->out != NULL) {
+        fprintf(stderr, "confide gen: --nats and --out contradict each other\n");
         return CF_EXIT_USAGE;
     }
     if (a->count > 0 && !a->days_given) {
@@ -301,6 +343,10 @@ static int write_all(int fd, const char *what, const char *buf, size_t len)
 /* The output buffer and what it holds: events count as written only once flushed, so the
  * summary never claims lines an interrupt kept from being released. */
 typedef struct out_buf {
+    cf_js *js;           /* --nats: one message per line instead of writes */
+    const char *subject; /* its subject */
+    uint64_t msg_no;     /* lines published, for their message ids */
+    uint64_t seed;
     int fd;
     const char *what;
     char *buf;
@@ -309,10 +355,30 @@ typedef struct out_buf {
     uint64_t events, scen[4];    /* events written */
 } out_buf;
 
+/* --nats: every line of the buffer as one message, published without waiting for each ack
+ * (checked by cf_js_flush); the ids (seed and line number) make a rerun add nothing. */
+static int publish_lines(out_buf *o)
+{
+    const char *p = o->buf, *end = o->buf + o->used;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t len = nl != NULL ? (size_t)(nl - p) : (size_t)(end - p);
+        char id[64];
+        snprintf(id, sizeof(id), "gen.%llu.%llu", (unsigned long long)o->seed,
+                 (unsigned long long)o->msg_no++);
+        if (cf_js_publish_async(o->js, o->subject, p, len, id) != CF_OK) {
+            fprintf(stderr, "confide gen: cannot publish to %s\n", o->subject);
+            return CF_EXIT_RUNTIME;
+        }
+        p += len + (nl != NULL);
+    }
+    return CF_EXIT_OK;
+}
+
 static int out_flush(out_buf *o)
 {
     if (o->used > 0) {
-        int rc = write_all(o->fd, o->what, o->buf, o->used);
+        int rc = o->js != NULL ? publish_lines(o) : write_all(o->fd, o->what, o->buf, o->used);
         if (rc != CF_EXIT_OK) {
             return rc;
         }
@@ -354,6 +420,47 @@ static void sync_parent(const char *path)
     }
 }
 
+/* --nats: the connection and the stream (created if missing) the lines go to. */
+static int nats_open(const gen_args *a, cf_js **js)
+{
+    char password[256] = "", err[512];
+    if (a->nats_password_file != NULL) {
+        struct stat st;
+        FILE *f = fopen(a->nats_password_file, "r");
+        if (f == NULL || fstat(fileno(f), &st) != 0 || (st.st_mode & 077) != 0) {
+            fprintf(stderr, "confide gen: --nats-password-file %s: %s\n", a->nats_password_file,
+                    f == NULL ? strerror(errno) : "readable by others: chmod 600 it");
+            if (f != NULL) {
+                fclose(f);
+            }
+            return CF_EXIT_USAGE;
+        }
+        if (fgets(password, sizeof(password), f) == NULL) {
+            password[0] = '\0';
+        }
+        fclose(f);
+        password[strcspn(password, "\r\n")] = '\0';
+    }
+    cf_js_opts o = {.servers = a->nats_servers != NULL ? a->nats_servers : "nats://127.0.0.1:4222",
+                    .user = a->nats_user,
+                    .password = password,
+                    .ca_file = a->nats_ca,
+                    .name = "confide-gen",
+                    .inbox_prefix = "_INBOX.confide-gen",
+                    .timeout_ms = 5000};
+    cf_err e = cf_js_connect(js, &o, err, sizeof(err));
+    memset(password, 0, sizeof(password));
+    if (e == CF_OK) {
+        e = cf_js_ensure_stream(*js, a->nats_stream != NULL ? a->nats_stream : "CONFIDE_IN",
+                                a->nats, 1, 3600, err, sizeof(err));
+    }
+    if (e != CF_OK) {
+        fprintf(stderr, "confide gen: --nats %s: %s\n", a->nats, err);
+        return CF_EXIT_RUNTIME;
+    }
+    return CF_EXIT_OK;
+}
+
 static int gen_main(int argc, char **argv)
 {
     if (cli_wants_help(argc, argv)) {
@@ -373,6 +480,7 @@ static int gen_main(int argc, char **argv)
     char tmp_path[PATH_MAX];
     int fd = -1;
     bool tmp_created = false;
+    cf_js *js = NULL;
     const char *what = a.out != NULL ? a.out : "stdout";
 
     cf_err err = cf_gen_create(&g, &a.gen, errstr, sizeof(errstr));
@@ -415,8 +523,19 @@ static int gen_main(int argc, char **argv)
         fd = STDOUT_FILENO;
     }
 
-    out_buf o = {.fd = fd, .what = what, .buf = buf};
-    if (a.fmt == CF_FMT_CSV) {
+    out_buf o = {.fd = fd, .what = what, .buf = buf, .subject = a.nats, .seed = a.gen.seed};
+    if (a.nats != NULL && (rc = nats_open(&a, &js)) != CF_EXIT_OK) {
+        goto done;
+    }
+    o.js = js;
+    uint64_t held = 0;
+    char serr[256];
+    if (js != NULL && a.fmt == CF_FMT_CSV &&
+        cf_js_stream_msgs(js, a.nats_stream != NULL ? a.nats_stream : "CONFIDE_IN", &held, serr,
+                          sizeof(serr)) != CF_OK) {
+        held = 0;
+    }
+    if (a.fmt == CF_FMT_CSV && held == 0) { /* a stream with messages has its header */
         const char *h = cf_csv_header();
         o.used = strlen(h);
         memcpy(buf, h, o.used);
@@ -510,6 +629,13 @@ static int gen_main(int argc, char **argv)
     if (rc != CF_EXIT_OK) {
         goto done;
     }
+    uint64_t refused = 0;
+    if (js != NULL && cf_js_flush(js, &refused) != CF_OK) {
+        fprintf(stderr, "confide gen: JetStream did not acknowledge %llu of the messages\n",
+                (unsigned long long)refused);
+        rc = CF_EXIT_RUNTIME;
+        goto done;
+    }
     if (a.out != NULL) {
         if (fsync(fd) != 0) {
             fprintf(stderr, "confide gen: cannot sync %s: %s\n", tmp_path, strerror(errno));
@@ -548,6 +674,7 @@ static int gen_main(int argc, char **argv)
     }
     rc = CF_EXIT_OK;
 done:
+    cf_js_close(js);
     if (fd >= 0 && fd != STDOUT_FILENO) {
         close(fd);
     }

@@ -10,6 +10,8 @@
 #   partyI    read PREFIX.shares.I only; publish PREFIX.partials.I only
 #   combiner  read PREFIX.partials.* and PREFIX.groups; publish nothing
 #   admin     everything (operators, `nats` CLI); not used by confide
+#   producer  publish PREFIX.in (the gateway's input.nats_subject, `confide gen --nats`)
+#             into CONFIDE_IN; the gateway may read it
 #   (with output.nats_subject OUT: the gateway may publish OUT.alerts, the combiner
 #   OUT.results, OUT.late and OUT.alerts; --out-subject, default PREFIX.out)
 # Usage: scripts/nats-setup.sh DIR [--parties K] [--port P] [--nodes N] [--prefix confide]
@@ -65,7 +67,7 @@ if [ ! -f "$dir/tls/server.pem" ]; then
 fi
 
 # ---- one password per role ----
-users=(gateway combiner admin)
+users=(gateway combiner admin producer)
 for ((i = 0; i < parties; i++)); do users+=("party$i"); done
 for u in "${users[@]}"; do
     [ -f "$dir/pw/$u" ] || openssl rand -hex 24 >"$dir/pw/$u"
@@ -91,6 +93,7 @@ users_block() {
         gw_pub+=$(api_stream "${up}_SHARES_$i")$(api_last "${up}_SHARES_$i")
     done
     gw_pub+=$(api_stream "${up}_GROUPS")$(api_stream "${up}_OUT")
+    gw_pub+=$(api_stream "${up}_IN")$(api_consume "${up}_IN")
     echo "    { user: gateway, password: \"$(pw gateway)\", permissions: {"
     echo "        publish: { allow: [\"$prefix.shares.*\", \"$prefix.groups\", \"$out.alerts\", \"\$JS.API.INFO\", ${gw_pub%, }] }"
     echo "        subscribe: { allow: [\"_INBOX.confide-gateway.>\"] } } }"
@@ -108,6 +111,9 @@ users_block() {
     echo "    { user: combiner, password: \"$(pw combiner)\", permissions: {"
     echo "        publish: { allow: [\"$out.results\", \"$out.late\", \"$out.alerts\", \"\$JS.API.INFO\", ${comb_pub%, }] }"
     echo "        subscribe: { allow: [\"_INBOX.confide-combiner.>\"] } } }"
+    echo "    { user: producer, password: \"$(pw producer)\", permissions: {"
+    echo "        publish: { allow: [\"$prefix.in\", \"\$JS.API.INFO\", $(api_stream "${up}_IN")\"\$JS.API.STREAM.INFO.${up}_IN\"] }"
+    echo "        subscribe: { allow: [\"_INBOX.confide-gen.>\"] } } }"
     echo "    { user: admin, password: \"$(pw admin)\" }"
 }
 

@@ -97,6 +97,9 @@ void cf_js_close(cf_js *js);
  *  copies, message ids remembered for @p dup_window_s seconds. */
 cf_err cf_js_ensure_stream(cf_js *js, const char *name, const char *subject, int replicas,
                            int64_t dup_window_s, char *errstr, size_t errstr_size);
+/** Messages stream @p name holds now. */
+cf_err cf_js_stream_msgs(cf_js *js, const char *name, uint64_t *msgs, char *errstr,
+                         size_t errstr_size);
 /** The header of the last frame on @p subject in stream @p name; *found false when there is
  *  none. A sender that restarts uses it to skip what it already published. */
 cf_err cf_js_last(cf_js *js, const char *name, const char *subject, cf_frame_hdr *h, bool *found,

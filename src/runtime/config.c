@@ -170,6 +170,18 @@ static const conf_entry entries[] = {
     {"nats.duplicate_window_s", CONF_INT, "3600", 1, 604800, NULL, OFF(nats_duplicate_window_s), 0,
      "How long streams remember message ids: a role that restarts and republishes what it "
      "sent before its last checkpoint within this time adds nothing twice."},
+    {"input.nats_subject", CONF_STR, "", 0, 0, NULL, OFF(input_nats_subject),
+     SZ(input_nats_subject),
+     "Read the input from this JetStream subject instead of input.path: one record per "
+     "message (CSV: the header first), e.g. from `confide gen --nats SUBJECT`. The stream is "
+     "read from its first message, so a restart checks and skips what the audit log holds, "
+     "as for a file. Uses the nats.* connection."},
+    {"input.nats_stream", CONF_STR, "CONFIDE_IN", 0, 0, NULL, OFF(input_nats_stream),
+     SZ(input_nats_stream),
+     "The JetStream stream holding input.nats_subject (created if missing)."},
+    {"input.nats_idle_end_ms", CONF_INT, "0", 0, 86400000LL, NULL, OFF(input_nats_idle_end_ms), 0,
+     "With input.nats_subject: end the input after this long without a new message (a replay "
+     "of a finite stream). 0: run until SIGINT/SIGTERM."},
     {"output.nats_subject", CONF_STR, "", 0, 0, NULL, OFF(output_nats_subject),
      SZ(output_nats_subject),
      "Also publish every output line to JetStream (the nats.* connection): SUBJECT.results, "

@@ -1351,3 +1351,27 @@ void cf__sink_close(cf_secure *s)
     s->sink_js = NULL;
     s->sink_own = false;
 }
+
+cf_err cf__nats_connect(const cf_config *c, const char *name, cf_js **out, char *errstr,
+                        size_t errstr_size)
+{
+    char password[256], inbox[96];
+    cf_err err =
+        read_password(c->nats_password_file, password, sizeof(password), errstr, errstr_size);
+    if (err != CF_OK) {
+        return err;
+    }
+    snprintf(inbox, sizeof(inbox), "_INBOX.%s", name);
+    cf_js_opts o = {.servers = c->nats_servers,
+                    .user = c->nats_user,
+                    .password = password,
+                    .ca_file = c->nats_ca_file,
+                    .cert_file = c->nats_cert_file,
+                    .key_file = c->nats_key_file,
+                    .name = name,
+                    .inbox_prefix = inbox,
+                    .timeout_ms = 5000};
+    err = cf_js_connect(out, &o, errstr, errstr_size);
+    sodium_memzero(password, sizeof(password));
+    return err;
+}

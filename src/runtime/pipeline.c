@@ -208,7 +208,7 @@ static cf_err check_resumed_input(cf_pipeline *p, char *errstr, size_t errstr_si
  * or any output exist. */
 static cf_err check_input_readable(const cf_config *c, char *errstr, size_t errstr_size)
 {
-    if (strcmp(c->input_path, "-") == 0) {
+    if (strcmp(c->input_path, "-") == 0 || c->input_nats_subject[0] != '\0') {
         return CF_OK;
     }
     int fd = open(c->input_path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
@@ -520,6 +520,128 @@ static cf_err read_fd(source_state *s, cf_splitter *sp, int fd)
     return err;
 }
 
+/* ---- JetStream input (input.nats_subject) ---- */
+
+/* Connects, creates the input stream if missing and consumes it from its first message. */
+static cf_err nats_input_open(const cf_config *c, cf_js **js, cf_js_sub **sub, char *errstr,
+                              size_t errstr_size)
+{
+    *sub = NULL;
+    /* the gateway's own inbox prefix (its permissions allow _INBOX.confide-gateway.>) */
+    cf_err err = cf__nats_connect(c, "confide-gateway.in", js, errstr, errstr_size);
+    if (err == CF_OK) {
+        err = cf_js_ensure_stream(*js, c->input_nats_stream, c->input_nats_subject,
+                                  (int)c->nats_replicas, c->nats_duplicate_window_s, errstr,
+                                  errstr_size);
+    }
+    if (err == CF_OK) {
+        err = cf_js_subscribe(sub, *js, c->input_nats_stream, c->input_nats_subject, 1,
+                              (int)c->nats_max_ack_pending, errstr, errstr_size);
+    }
+    return err;
+}
+
+/* One message as bytes of the input: its record and a newline if it has none. */
+static bool nats_record(const cf_js_msg *m, char **buf, size_t *cap, size_t *len)
+{
+    if (m->len + 1 > *cap) {
+        size_t ncap = m->len + 1 > 2 * *cap ? m->len + 1 : 2 * *cap;
+        char *nb = cf_realloc(*buf, ncap);
+        if (nb == NULL) {
+            return false;
+        }
+        *buf = nb;
+        *cap = ncap;
+    }
+    memcpy(*buf, m->data, m->len);
+    *len = m->len;
+    if (*len == 0 || (*buf)[*len - 1] != '\n') {
+        (*buf)[(*len)++] = '\n';
+    }
+    return true;
+}
+
+/* Reads input.nats_subject until a stop, or input.nats_idle_end_ms without a message. The
+ * stream is read from its start on every run, so that a restart skips, and checks, what the
+ * audit log already holds exactly as for a file. Acks only pace the delivery. */
+static cf_err read_nats(source_state *s, cf_splitter *sp)
+{
+    cf_pipeline *p = s->p;
+    cf_js *js = NULL;
+    cf_js_sub *sub = NULL;
+    char *buf = NULL;
+    size_t cap = 0, len = 0;
+    int64_t idle_ms = 0, end_ms = p->conf.input_nats_idle_end_ms;
+    cf_err err = nats_input_open(&p->conf, &js, &sub, p->source_errstr, sizeof(p->source_errstr));
+    while (err == CF_OK && !atomic_load(&p->stop)) {
+        cf_js_msg m;
+        cf_err e = cf_js_next(sub, &m, 50);
+        if (e == CF_E_FULL) {
+            flush_chunk(s); /* hand over what is ready while the stream is quiet */
+            idle_ms += 50;
+            if (end_ms > 0 && idle_ms >= end_ms) {
+                break;
+            }
+            continue;
+        }
+        if (e != CF_OK) {
+            err = cf_err_set(CF_E_TRANSPORT, p->source_errstr, sizeof(p->source_errstr),
+                             "input.nats_subject %s: connection lost", p->conf.input_nats_subject);
+            break;
+        }
+        idle_ms = 0;
+        if (!nats_record(&m, &buf, &cap, &len)) {
+            cf_js_release(&m);
+            err = CF_E_NOMEM;
+            break;
+        }
+        split_all(s, sp, buf, len, false);
+        cf_js_ack(&m);
+    }
+    cf_free(buf);
+    cf_js_unsubscribe(sub);
+    cf_js_close(js);
+    return err;
+}
+
+/* The stream's records as one buffer (the restart's input check): until it is quiet. */
+static cf_err read_nats_all(const cf_config *c, char **out, size_t *out_len, char *errstr,
+                            size_t errstr_size)
+{
+    cf_js *js = NULL;
+    cf_js_sub *sub = NULL;
+    char *all = NULL, *rec = NULL;
+    size_t all_cap = 0, all_len = 0, rec_cap = 0, rec_len = 0;
+    cf_err err = nats_input_open(c, &js, &sub, errstr, errstr_size);
+    cf_js_msg m;
+    while (err == CF_OK && cf_js_next(sub, &m, 1000) == CF_OK) {
+        if (!nats_record(&m, &rec, &rec_cap, &rec_len)) {
+            err = CF_E_NOMEM;
+        } else if (all_len + rec_len > all_cap) {
+            size_t ncap = (all_len + rec_len) * 2;
+            char *nb = cf_realloc(all, ncap);
+            err = nb != NULL ? CF_OK : CF_E_NOMEM;
+            all = nb != NULL ? nb : all;
+            all_cap = nb != NULL ? ncap : all_cap;
+        }
+        if (err == CF_OK) {
+            memcpy(all + all_len, rec, rec_len);
+            all_len += rec_len;
+        }
+        cf_js_ack(&m);
+    }
+    cf_free(rec);
+    cf_js_unsubscribe(sub);
+    cf_js_close(js);
+    if (err != CF_OK) {
+        cf_free(all);
+        return err;
+    }
+    *out = all;
+    *out_len = all_len;
+    return CF_OK;
+}
+
 static void *source_main(void *arg)
 {
     cf_pipeline *p = arg;
@@ -541,6 +663,8 @@ static void *source_main(void *arg)
     s.start_ns = cf_now_ns();
     if (p->mem_buf != NULL) {
         split_all(&s, sp, p->mem_buf, p->mem_len, true);
+    } else if (p->conf.input_nats_subject[0] != '\0') {
+        err = read_nats(&s, sp);
     } else {
         bool use_stdin = strcmp(p->conf.input_path, "-") == 0;
         fd = use_stdin ? STDIN_FILENO : open(p->conf.input_path, O_RDONLY | O_CLOEXEC);
@@ -594,8 +718,14 @@ static void dead_letter(cf_pipeline *p, const cf_record *rec, const char *reason
         return;
     }
     char line[CF_DEADLETTER_RAW_MAX * 6 + 512];
-    size_t n = cf_deadletter_format_ex(p->conf.input_path, rec, reason,
-                                       p->conf.output_dead_letter_raw, line, sizeof(line));
+    char src[CF_CONF_STR_MAX + 8];
+    if (p->conf.input_nats_subject[0] != '\0') {
+        snprintf(src, sizeof(src), "nats:%s", p->conf.input_nats_subject);
+    } else {
+        snprintf(src, sizeof(src), "%s", p->conf.input_path);
+    }
+    size_t n = cf_deadletter_format_ex(src, rec, reason, p->conf.output_dead_letter_raw, line,
+                                       sizeof(line));
     outfile_write(&p->dead_letter, line, n);
 }
 
@@ -916,7 +1046,9 @@ static cf_err check_resumed_input(cf_pipeline *p, char *errstr, size_t errstr_si
     const char *hint = "use --fresh to start a new output (the old one is kept aside), or "
                        "--resume to skip them unchecked";
     bool in_mem = p->mem_buf != NULL;
-    if (!in_mem && strcmp(p->conf.input_path, "-") == 0) {
+    bool nats = p->conf.input_nats_subject[0] != '\0';
+    char *nats_buf = NULL;
+    if (!in_mem && !nats && strcmp(p->conf.input_path, "-") == 0) {
         cf_free(fp);
         return cf_err_set(CF_E_INVAL, errstr, errstr_size,
                           "the audit log already holds %llu events and the input is a stream "
@@ -927,7 +1059,13 @@ static cf_err check_resumed_input(cf_pipeline *p, char *errstr, size_t errstr_si
     size_t len = p->mem_len;
     void *map = NULL;
     int fd = -1;
-    if (!in_mem) {
+    if (nats) {
+        if ((err = read_nats_all(&p->conf, &nats_buf, &len, errstr, errstr_size)) != CF_OK) {
+            cf_free(fp);
+            return err;
+        }
+        data = nats_buf;
+    } else if (!in_mem) {
         struct stat sb;
         fd = open(p->conf.input_path, O_RDONLY | O_CLOEXEC);
         if (fd < 0 || fstat(fd, &sb) != 0) {
@@ -998,6 +1136,7 @@ static cf_err check_resumed_input(cf_pipeline *p, char *errstr, size_t errstr_si
     cf_decoder_destroy(dec);
     cf_splitter_destroy(sp);
     cf_free(fp);
+    cf_free(nats_buf);
     if (map != NULL) {
         munmap(map, len);
     }

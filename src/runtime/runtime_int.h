@@ -66,6 +66,9 @@ struct cf_config {
     int64_t nats_duplicate_window_s;
     int64_t nats_max_ack_pending;
     char output_nats_subject[128];
+    char input_nats_subject[128];
+    char input_nats_stream[64];
+    int64_t input_nats_idle_end_ms;
 };
 
 /** batch.count_max in effect: the key, or pipeline.batch_max when it is 0. */

@@ -6,6 +6,7 @@
 #define CF_RUNTIME_SECURE_H
 
 #include "confide/core.h"
+#include "confide/transport.h"
 #include "runtime_int.h"
 
 typedef struct cf_secure cf_secure;
@@ -62,5 +63,10 @@ void cf_secure_serve(cf_secure *s);
 /** Asks a serving party or combiner to stop at the next frame boundary, without flushing
  *  windows (its state file says where a restart resumes). Async-signal-safe. */
 void cf_secure_stop(cf_secure *s);
+
+/** Connects with the nats.* settings of @p c (password file checked 0600), as @p name
+ *  (inbox prefix _INBOX.name). distributed.c. */
+cf_err cf__nats_connect(const cf_config *c, const char *name, cf_js **out, char *errstr,
+                        size_t errstr_size);
 
 #endif
