@@ -1099,28 +1099,12 @@ static cf_err load_floors(cf_secure *s, char *errstr, size_t errstr_size)
 cf_err cf__net_open(cf_secure *s, resume_state *r, char *errstr, size_t errstr_size)
 {
     const cf_config *c = &s->conf;
-    char password[256], name[64], inbox[80];
-    cf_err err =
-        read_password(c->nats_password_file, password, sizeof(password), errstr, errstr_size);
-    if (err != CF_OK) {
-        return err;
-    }
+    char name[64];
     snprintf(name, sizeof(name), "confide-%s", c->role);
     if (s->role == CF_ROLE_PARTY) {
         snprintf(name, sizeof(name), "confide-party-%u", s->party_id);
     }
-    snprintf(inbox, sizeof(inbox), "_INBOX.%s", name);
-    cf_js_opts o = {.servers = c->nats_servers,
-                    .inbox_prefix = inbox,
-                    .user = c->nats_user,
-                    .password = password,
-                    .ca_file = c->nats_ca_file,
-                    .cert_file = c->nats_cert_file,
-                    .key_file = c->nats_key_file,
-                    .name = name,
-                    .timeout_ms = 5000};
-    err = cf_js_connect(&s->js, &o, errstr, errstr_size);
-    sodium_memzero(password, sizeof(password));
+    cf_err err = cf__nats_connect(c, name, &s->js, errstr, errstr_size);
     /* A cluster that is still electing leaders (just started, or a node restarting) does
      * not answer at once: keep asking for a while before giving up. */
     for (int attempt = 0; err == CF_OK; attempt++) {
@@ -1275,22 +1259,7 @@ cf_err cf__sink_open(cf_secure *s, char *errstr, size_t errstr_size)
     if (s->js != NULL) {
         s->sink_js = s->js;
     } else {
-        char password[256];
-        if ((err = read_password(c->nats_password_file, password, sizeof(password), errstr,
-                                 errstr_size)) != CF_OK) {
-            return err;
-        }
-        cf_js_opts o = {.servers = c->nats_servers,
-                        .user = c->nats_user,
-                        .password = password,
-                        .ca_file = c->nats_ca_file,
-                        .cert_file = c->nats_cert_file,
-                        .key_file = c->nats_key_file,
-                        .name = "confide-run",
-                        .inbox_prefix = "_INBOX.confide-run",
-                        .timeout_ms = 5000};
-        err = cf_js_connect(&s->sink_js, &o, errstr, errstr_size);
-        sodium_memzero(password, sizeof(password));
+        err = cf__nats_connect(c, "confide-run", &s->sink_js, errstr, errstr_size);
         s->sink_own = err == CF_OK;
     }
     char stream[128], subject[256];
