@@ -436,8 +436,9 @@ static void *groups_sender(void *arg)
     cf_secure *s = nt->s;
     char subject[128];
     subject_name(s, "groups", -1, subject, sizeof(subject));
-    size_t cap = CF_FRAME_HDR_LEN + (size_t)GROUPS_PER_FRAME * (CF_SA_PSEUDO_LEN + 6 + 65536);
-    uint8_t *frame = cf_malloc(cap);
+    /* an entry: pseudonym, currency, length, text (never longer than a group's text) */
+    const size_t entry_max = CF_SA_PSEUDO_LEN + 6 + CF_WINDOW_GROUP_TEXT_MAX;
+    uint8_t *frame = cf_malloc(CF_FRAME_HDR_LEN + FRAME_BYTES);
     bool closed = false;
     while (!closed) {
         void *item = NULL;
@@ -454,7 +455,7 @@ static void *groups_sender(void *arg)
             dict_entry *d = item;
             if (w.p != NULL) {
                 size_t tl = strlen(d->text);
-                tl = tl > 65535 ? 65535 : tl;
+                tl = tl > CF_WINDOW_GROUP_TEXT_MAX ? CF_WINDOW_GROUP_TEXT_MAX : tl;
                 wbytes(&w, d->key, CF_SA_PSEUDO_LEN);
                 wbytes(&w, d->currency, 4);
                 w8(&w, (uint8_t)(tl & 0xff));
@@ -464,7 +465,8 @@ static void *groups_sender(void *arg)
             }
             cf_free(d);
             item = NULL;
-            if (n < GROUPS_PER_FRAME) {
+            size_t used = w.p != NULL ? (size_t)(w.p - frame - CF_FRAME_HDR_LEN) : 0;
+            if (n < GROUPS_PER_FRAME && used + entry_max <= FRAME_BYTES) {
                 err = cf_ring_pop(s->dict, &item);
                 closed = err == CF_E_STATE;
             }
