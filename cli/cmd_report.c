@@ -430,24 +430,25 @@ static bool each_line(const char *out, const char *name, void (*fn)(report *, co
     return true;
 }
 
-static void on_dead(report *r, const char *line)
+/* One line of dead_letter.ndjson or late.ndjson: counted by its reason. */
+static void count_reason(tally *t, uint64_t *total, const char *line)
 {
     size_t n = 0;
     const char *s = json_str(line, "reason", &n);
     char label[64];
     reason_label(s != NULL ? s : "unknown", s != NULL ? n : 7, label, sizeof(label));
-    tally_add(&r->dead, label, 1);
-    r->dead_total++;
+    tally_add(t, label, 1);
+    (*total)++;
+}
+
+static void on_dead(report *r, const char *line)
+{
+    count_reason(&r->dead, &r->dead_total, line);
 }
 
 static void on_late(report *r, const char *line)
 {
-    size_t n = 0;
-    const char *s = json_str(line, "reason", &n);
-    char label[64];
-    reason_label(s != NULL ? s : "unknown", s != NULL ? n : 7, label, sizeof(label));
-    tally_add(&r->late, label, 1);
-    r->late_total++;
+    count_reason(&r->late, &r->late_total, line);
 }
 
 static void on_result(report *r, const char *line)

@@ -131,30 +131,7 @@ nats_start_node "$tmp/ns" 1
 o=$tmp/run2
 run_roles "$o" --rate 3000
 # SIGKILL once the gateway has logged 4000 events (the tree size of its last signed head)
-python3 - "$o/g/tree_heads.ndjson" "$g" <<'PY' || fail "the gateway did not reach 4000 events"
-import json, os, signal, sys, time
-heads, pid = sys.argv[1], int(sys.argv[2])
-for _ in range(3000):
-    try:
-        lines = open(heads).read().splitlines()
-    except OSError:
-        lines = []
-    size = 0  # of the last complete line (stdio writes the file in 4 KiB pieces)
-    for l in reversed(lines[-2:]):
-        try:
-            size = json.loads(l)["tree_size"]
-            break
-        except (ValueError, KeyError):
-            pass
-    if size > 4000:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            sys.exit(1)  # it finished first
-        sys.exit(0)
-    time.sleep(0.02)
-sys.exit(1)
-PY
+kill_at_tree_size "$o/g/tree_heads.ndjson" "$g" 4000 || fail "the gateway did not reach 4000 events"
 wait "$g" 2>/dev/null || true
 logged=$("$CONFIDE" audit verify "$o/g/audit" --keys "$tmp/k/gateway" --json 2>/dev/null |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["events"])' || echo 0)

@@ -13,6 +13,7 @@ TRIALS=${TRIALS:-3}
 SEED=${SEED:-$$}
 tmp=$(mktemp -d)
 trap 'kill -9 $(jobs -p) 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$tmp"' EXIT
+source "$SRC/tests/integration/lib.bash" # kill_at_tree_size (fail is redefined below)
 fail() { echo "FAIL (seed $SEED, trial ${trial:-0}): $*" >&2; exit 1; }
 jget() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(eval("d"+sys.argv[1]))' "$1"; }
 
@@ -65,29 +66,7 @@ for trial in $(seq 1 "$TRIALS"); do
         "$B" run "${args[@]}" --out "$out" --rate 4000 >/dev/null 2>&1 &
         pid=$!
         at=$((fifth + 100 + RANDOM % (2 * total / 5)))
-        python3 - "$out/tree_heads.ndjson" "$pid" "$at" <<'PY' || true
-import json, os, signal, sys, time
-heads, pid, at = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-for _ in range(3000):
-    try:
-        lines = open(heads).read().splitlines()
-    except OSError:
-        lines = []
-    size = 0  # of the last complete line (stdio writes the file in 4 KiB pieces)
-    for l in reversed(lines[-2:]):
-        try:
-            size = json.loads(l)["tree_size"]
-            break
-        except (ValueError, KeyError):
-            pass
-    if size > at:
-        break
-    time.sleep(0.005)
-try:
-    os.kill(pid, signal.SIGKILL)
-except ProcessLookupError:
-    pass  # it finished first: the attempt is repeated
-PY
+        kill_at_tree_size "$out/tree_heads.ndjson" "$pid" "$at" || true # ended first: again
         wait "$pid" 2>/dev/null || true
         logged=$("$B" audit verify "$out/audit" --keys "$tmp/keys" --json 2>/dev/null | jget '["events"]' 2>/dev/null || echo 0)
         if [ "$logged" -gt "$fifth" ] && [ "$logged" -lt $((4 * total / 5 - 200)) ]; then

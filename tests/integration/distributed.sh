@@ -138,4 +138,41 @@ grep -q "party-1.key" "$tmp/err" || fail "party 1 without its key: $(cat "$tmp/e
 chmod 644 "$tmp/bad.pw"
 expect 2 "$CONFIDE" party --config "$tmp/p.yaml" --id 1 --out "$tmp/x6" --keys "$tmp/k/party1" \
     --user party1 --password-file "$tmp/bad.pw"
+# The attack the per-role permissions and inbox prefixes are for: with party 1's password,
+# speak NATS directly (no confide code) and subscribe to party 0's shares subject, to party
+# 0's deliveries and replies, and to every inbox. Each must be refused; party 1's own inbox
+# must not be (so the check can tell the two apart).
+python3 - "${NATS_URL%%,*}" "$NATS_CA" "$(cat "$NATS_PW/party1")" <<'PY' || fail "party 1 could listen to another role"
+import json, socket, ssl, sys
+url, ca, pw = sys.argv[1], sys.argv[2], sys.argv[3]
+host, port = url.split("//")[1].split(":")
+raw = socket.create_connection((host, int(port)), 5)
+f = raw.makefile("rb")
+assert f.readline().startswith(b"INFO ")
+ctx = ssl.create_default_context(cafile=ca)
+tls = ctx.wrap_socket(raw, server_hostname=host)
+r = tls.makefile("rb")
+def send(line):
+    tls.sendall(line.encode() + b"\r\n")
+def until_pong():
+    got = []
+    while True:
+        l = r.readline().decode().strip()
+        if l == "PONG":
+            return got
+        if l != "PING":
+            got.append(l)
+send("CONNECT " + json.dumps({"user": "party1", "pass": pw, "verbose": False,
+                              "pedantic": False, "tls_required": True}))
+send("PING")
+assert until_pong() == [], "party 1 could not even connect"
+def refused(subject, sid):
+    send(f"SUB {subject} {sid}")
+    send("PING")
+    return any("Permissions Violation" in l for l in until_pong())
+for i, subj in enumerate(["confide.shares.0", "_INBOX.confide-party-0.>", "_INBOX.>",
+                          "confide.partials.0", "confide.groups"], 1):
+    assert refused(subj, i), "party 1 may subscribe to " + subj
+assert not refused("_INBOX.confide-party-1.x", 99), "party 1's own inbox refused"
+PY
 echo "ok: wrong credentials, another party's subjects, no CA, wrong keys refused"

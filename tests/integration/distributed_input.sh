@@ -50,11 +50,7 @@ gateway() { # [options]: reads confide.in until 1.5 s without a message
     pids+=("$g")
 }
 gateway --rate 3000
-for _ in $(seq 100); do
-    [ -s "$o/g/tree_heads.ndjson" ] && [ "$(wc -l <"$o/g/tree_heads.ndjson")" -ge 20 ] && break
-    sleep 0.1
-done
-kill -9 "$g"
+kill_at_tree_size "$o/g/tree_heads.ndjson" "$g" 1500 || fail "the gateway did not reach 1500 events"
 wait "$g" 2>/dev/null || true
 gateway
 wait "$g" || { cat "$o/g.log" >&2; fail "restarted gateway"; }
