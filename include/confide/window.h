@@ -246,6 +246,25 @@ cf_err cf_window_snapshot(const cf_window *w, uint8_t **out, size_t *len);
 cf_err cf_window_restore(cf_window *w, const uint8_t *buf, size_t len, char *errstr,
                          size_t errstr_size);
 
+/** Keeps (true) or skips (false) the entry of @p key when restoring a snapshot. */
+typedef bool (*cf_window_key_filter)(void *opaque, const uint8_t *key, size_t key_len);
+
+/**
+ * cf_window_restore, keeping only the entries @p keep accepts (NULL: all): a worker that
+ * owns some key groups takes its share of a party's state (rescaling, recovery).
+ */
+cf_err cf_window_restore_filtered(cf_window *w, const uint8_t *buf, size_t len,
+                                  cf_window_key_filter keep, void *opaque, char *errstr,
+                                  size_t errstr_size);
+
+/**
+ * Merges @p n snapshots of operators with disjoint keys (the workers of one party) into one:
+ * the union of their panes and entries, the furthest watermark. Returns owned *out
+ * (cf_free). CF_E_CORRUPT for a damaged snapshot, CF_E_INVAL for different shapes.
+ */
+cf_err cf_window_snapshot_merge(const uint8_t *const *bufs, const size_t *lens, unsigned n,
+                                uint8_t **out, size_t *out_len, char *errstr, size_t errstr_size);
+
 /* ---- results encoding ------------------------------------------------------------------- */
 
 /**

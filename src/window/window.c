@@ -1591,6 +1591,13 @@ static const uint8_t *get_bytes(reader *r, size_t n)
 cf_err cf_window_restore(cf_window *w, const uint8_t *buf, size_t len, char *errstr,
                          size_t errstr_size)
 {
+    return cf_window_restore_filtered(w, buf, len, NULL, NULL, errstr, errstr_size);
+}
+
+cf_err cf_window_restore_filtered(cf_window *w, const uint8_t *buf, size_t len,
+                                  cf_window_key_filter keep, void *opaque, char *errstr,
+                                  size_t errstr_size)
+{
     if (w->npanes != 0 || w->have_ts || w->wm != INT64_MIN) {
         return cf_err_set(CF_E_STATE, errstr, errstr_size,
                           "window restore needs a freshly created operator");
@@ -1650,6 +1657,9 @@ cf_err cf_window_restore(cf_window *w, const uint8_t *buf, size_t len, char *err
             if (r.bad || kl > w->conf.key_max) {
                 r.bad = true;
                 break;
+            }
+            if (keep != NULL && !keep(opaque, key, kl)) {
+                continue; /* another worker's key group */
             }
             uint64_t h = entry_hash(cf_hash_bytes(key, kl, w->seed), start);
             if (find_entry(w, h, start, key, kl) != NIL) {
@@ -1714,4 +1724,160 @@ fail:
     w->have_ts = false;
     w->next_deadline = INT64_MAX;
     return err;
+}
+
+/* ---- snapshot merge --------------------------------------------------------------------- */
+
+/* One snapshot being merged: its next pane and where that pane's entries lie. */
+typedef struct merge_src {
+    reader r;
+    uint32_t panes_left;
+    int64_t start;             /* of the current pane */
+    uint32_t n;                /* its entries */
+    const uint8_t *ents, *end; /* its entry bytes */
+} merge_src;
+
+/* Reads the next pane header of @p m and skips over its entries to find their extent. */
+static bool merge_next_pane(merge_src *m, size_t vsz)
+{
+    if (m->panes_left == 0) {
+        return false;
+    }
+    m->panes_left--;
+    m->start = (int64_t)get_u64(&m->r);
+    m->n = get_u32(&m->r);
+    m->ents = m->r.p;
+    for (uint32_t j = 0; j < m->n && !m->r.bad; j++) {
+        uint32_t kl = get_u8(&m->r);
+        kl |= (uint32_t)get_u8(&m->r) << 8;
+        get_bytes(&m->r, kl + 24 + vsz);
+    }
+    m->end = m->r.p;
+    return !m->r.bad;
+}
+
+cf_err cf_window_snapshot_merge(const uint8_t *const *bufs, const size_t *lens, unsigned n,
+                                uint8_t **out, size_t *out_len, char *errstr, size_t errstr_size)
+{
+    merge_src *src = cf_calloc(n > 0 ? n : 1, sizeof(*src));
+    uint8_t *buf = NULL;
+    if (src == NULL) {
+        return cf_err_set(CF_E_NOMEM, errstr, errstr_size, "window merge: out of memory");
+    }
+    uint64_t shape[4] = {0};
+    int64_t wm = INT64_MIN, max_ts = INT64_MIN;
+    bool have_ts = false;
+    size_t total = 8 + 8 + 8 + 4 + 4 + 8 + 8 + 1 + 4 + 8;
+    for (unsigned i = 0; i < n; i++) {
+        const uint8_t *b = bufs[i];
+        size_t len = lens[i];
+        uint64_t sum = 0;
+        for (int j = 0; len >= 16 && j < 8; j++) {
+            sum |= (uint64_t)b[len - 8 + (size_t)j] << (8 * j);
+        }
+        if (len < 16 || memcmp(b, SNAP_MAGIC, 8) != 0 || sum != snap_checksum(b, len - 8)) {
+            cf_free(src);
+            return cf_err_set(CF_E_CORRUPT, errstr, errstr_size,
+                              "window merge: snapshot %u is damaged", i);
+        }
+        reader *r = &src[i].r;
+        *r = (reader){.p = b + 8, .end = b + len - 8, .bad = false};
+        uint64_t sh[4] = {get_u64(r), get_u64(r), get_u32(r), get_u32(r)};
+        if (i > 0 && memcmp(sh, shape, sizeof(sh)) != 0) {
+            cf_free(src);
+            return cf_err_set(CF_E_INVAL, errstr, errstr_size,
+                              "window merge: snapshots of different shapes");
+        }
+        memcpy(shape, sh, sizeof(sh));
+        int64_t w = (int64_t)get_u64(r), m = (int64_t)get_u64(r);
+        bool h = get_u8(r) != 0;
+        src[i].panes_left = get_u32(r);
+        /* The workers of one party all saw the same event-time progress; take the furthest
+         * (an idle tick may have moved one of them on). */
+        wm = w > wm ? w : wm;
+        if (h && (!have_ts || m > max_ts)) {
+            max_ts = m;
+        }
+        have_ts |= h;
+        total += (size_t)(r->end - r->p); /* its pane headers and entries */
+        if (r->bad) {
+            cf_free(src);
+            return cf_err_set(CF_E_CORRUPT, errstr, errstr_size,
+                              "window merge: snapshot %u is malformed", i);
+        }
+    }
+    size_t vsz = (size_t)shape[2];
+    bool bad = false;
+    for (unsigned i = 0; i < n; i++) {
+        if (!merge_next_pane(&src[i], vsz) && src[i].r.bad) {
+            bad = true;
+        }
+    }
+    buf = bad ? NULL : cf_malloc(total);
+    if (buf == NULL) {
+        cf_free(src);
+        return cf_err_set(bad ? CF_E_CORRUPT : CF_E_NOMEM, errstr, errstr_size, "window merge: %s",
+                          bad ? "malformed snapshot" : "out of memory");
+    }
+    uint8_t *p = buf;
+    memcpy(p, SNAP_MAGIC, 8);
+    p += 8;
+    put_u64(&p, shape[0]);
+    put_u64(&p, shape[1]);
+    put_u32(&p, (uint32_t)shape[2]);
+    put_u32(&p, (uint32_t)shape[3]);
+    put_u64(&p, (uint64_t)wm);
+    put_u64(&p, (uint64_t)max_ts);
+    *p++ = have_ts ? 1 : 0;
+    uint8_t *np_at = p;
+    put_u32(&p, 0);
+    uint32_t npanes = 0;
+    /* Panes are in ascending start order in every snapshot: a k-way merge by start. */
+    for (;;) {
+        int64_t lo = INT64_MAX;
+        bool any = false;
+        for (unsigned i = 0; i < n; i++) {
+            if (src[i].ents != NULL && (!any || src[i].start < lo)) {
+                lo = src[i].start;
+                any = true;
+            }
+        }
+        if (!any) {
+            break;
+        }
+        uint32_t ne = 0;
+        uint8_t *hdr = p;
+        put_u64(&p, (uint64_t)lo);
+        put_u32(&p, 0);
+        for (unsigned i = 0; i < n; i++) {
+            if (src[i].ents == NULL || src[i].start != lo) {
+                continue;
+            }
+            size_t sz = (size_t)(src[i].end - src[i].ents);
+            CF_ASSERT((size_t)(p - buf) + sz <= total);
+            memcpy(p, src[i].ents, sz);
+            p += sz;
+            ne += src[i].n;
+            src[i].ents = NULL;
+            if (!merge_next_pane(&src[i], vsz) && src[i].r.bad) {
+                bad = true;
+            }
+        }
+        uint8_t *q = hdr + 8;
+        put_u32(&q, ne);
+        npanes++;
+    }
+    for (unsigned i = 0; i < n; i++) {
+        bad |= src[i].r.bad || src[i].r.p != src[i].r.end;
+    }
+    cf_free(src);
+    if (bad) {
+        cf_free(buf);
+        return cf_err_set(CF_E_CORRUPT, errstr, errstr_size, "window merge: malformed snapshot");
+    }
+    put_u32(&np_at, npanes);
+    put_u64(&p, snap_checksum(buf, (size_t)(p - buf)));
+    *out = buf;
+    *out_len = (size_t)(p - buf);
+    return CF_OK;
 }

@@ -741,6 +741,100 @@ static void test_snapshot_restore_midstream(void)
     free(ev);
 }
 
+/* Which of @p n workers owns @p key (the runtime hashes pseudonyms into key groups). */
+static unsigned owner(const uint8_t *key, size_t len, unsigned n)
+{
+    return (unsigned)(cf_hash_bytes(key, len, 7) % n);
+}
+
+typedef struct shard {
+    unsigned index, n;
+} shard;
+
+static bool keep_mine(void *opaque, const uint8_t *key, size_t len)
+{
+    const shard *sh = opaque;
+    return owner(key, len, sh->n) == sh->index;
+}
+
+/*
+ * Key-partitioned workers give the results of one operator: each worker sees only its keys
+ * but is advanced to the watermark the whole stream had before each of its events; midway
+ * the 3 workers' snapshots are merged and split over 2 new workers (a rescale), which go on.
+ */
+static void test_sharded_rescale_equals_single(void)
+{
+    const size_t n = 20000;
+    const int64_t delay = 30 * S;
+    rng_state = 99;
+    tev *ev = make_stream(n, 6 * delay, true); /* more disorder than allowed: late events */
+    coll a, b = {0};
+    cf_window *wa = mk(&a, 60 * S, 15 * S, delay, 20 * S);
+    REQUIRE(wa != NULL);
+    run_stream(wa, ev, n);
+
+    cf_window *w[3];
+    for (int i = 0; i < 3; i++) {
+        w[i] = mk(&b, 60 * S, 15 * S, delay, 20 * S);
+        REQUIRE(w[i] != NULL);
+    }
+    unsigned nw = 3;
+    int64_t max_ts = INT64_MIN;
+    size_t cut = n / 3 + 5;
+    for (size_t i = 0; i < n; i++) {
+        if (i == cut) {
+            uint8_t *snaps[3];
+            size_t lens[3];
+            for (unsigned j = 0; j < nw; j++) {
+                REQUIRE(cf_window_snapshot(w[j], &snaps[j], &lens[j]) == CF_OK);
+                cf_window_destroy(w[j]);
+            }
+            uint8_t *merged = NULL;
+            size_t mlen = 0;
+            char err[256];
+            REQUIRE(cf_window_snapshot_merge((const uint8_t *const *)snaps, lens, nw, &merged,
+                                             &mlen, err, sizeof(err)) == CF_OK);
+            snaps[1][lens[1] / 2] ^= 1;
+            CHECK_EQ(cf_window_snapshot_merge((const uint8_t *const *)snaps, lens, nw, &merged,
+                                              &mlen, err, sizeof(err)),
+                     CF_E_CORRUPT);
+            nw = 2;
+            for (unsigned j = 0; j < nw; j++) {
+                coll keep = b; /* mk() resets the collector */
+                w[j] = mk(&b, 60 * S, 15 * S, delay, 20 * S);
+                b = keep;
+                REQUIRE(w[j] != NULL);
+                shard sh = {j, nw};
+                REQUIRE(cf_window_restore_filtered(w[j], merged, mlen, keep_mine, &sh, err,
+                                                   sizeof(err)) == CF_OK);
+            }
+            for (int j = 0; j < 3; j++) {
+                free(snaps[j]);
+            }
+            free(merged);
+        }
+        const tev *e = &ev[i];
+        unsigned o = owner((const uint8_t *)e->key, strlen(e->key), nw);
+        if (max_ts != INT64_MIN) {
+            cf_window_advance(w[o], max_ts - delay);
+        }
+        add(w[o], e->key, e->ts, e->seq, e->amount);
+        max_ts = e->ts > max_ts ? e->ts : max_ts;
+    }
+    for (unsigned j = 0; j < nw; j++) {
+        cf_window_flush(w[j]);
+        cf_window_destroy(w[j]);
+    }
+    CHECK(a.n > 100);
+    CHECK(a.late_n > 0);
+    CHECK_EQ(a.late_n, b.late_n);
+    CHECK(same_results(&a, &b));
+    cf_window_destroy(wa);
+    free(a.r);
+    free(b.r);
+    free(ev);
+}
+
 static void test_snapshot_corrupt_rejected(void)
 {
     coll c;
