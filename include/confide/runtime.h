@@ -133,6 +133,13 @@ uint16_t cf_pipeline_metrics_port(const cf_pipeline *p);
 cf_err cf_pipeline_run(cf_pipeline *p, cf_summary *out, char *errstr, size_t errstr_size);
 /** Asks the gateway to re-read the blocked-party lists (signal-safe: sets a flag). */
 void cf_pipeline_reload(cf_pipeline *p);
+/**
+ * Asks for @p workers (1..16) party workers: at the gateway's next batch a checkpoint
+ * marker moves the key groups and their window state to the new set of workers, with no
+ * event lost, counted twice or reordered within its key (docs/runtime.md). Any thread.
+ * CF_E_INVAL out of range; CF_E_STATE when the run has no parties (protect none).
+ */
+cf_err cf_pipeline_rescale(cf_pipeline *p, unsigned workers);
 /** Asks a running pipeline to stop reading (signal-safe: sets a flag). */
 void cf_pipeline_stop(cf_pipeline *p);
 void cf_pipeline_destroy(cf_pipeline *p);

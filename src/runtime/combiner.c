@@ -65,33 +65,35 @@ static void drain_dict(cf_secure *s)
     }
 }
 
-/* The next message of party @p i, or NULL when its stream ended. */
-static const party_msg *next_msg(cf_secure *s, unsigned i, cursor *c)
+/*
+ * Party @p i's next message from worker slot @p w, left in place (consume with c->i++);
+ * NULL when none came within @p wait_ns (0: do not wait) or the lane ended (c->done).
+ */
+static const party_msg *peek_msg(cf_secure *s, unsigned i, unsigned w, int64_t wait_ns)
 {
-    party *pa = &s->parties[i];
+    party *pa = &s->parties[i][w];
+    cursor *c = &s->cur[i][w];
     while (c->b == NULL || c->i == c->b->n) {
+        if (c->done) {
+            return NULL;
+        }
         if (c->b != NULL) {
             cf_ring_push_wait(pa->out.free_ring, c->b);
             c->b = NULL;
         }
-        for (;;) {
-            void *item = NULL;
-            /* Wake at least every millisecond to take group names off the dictionary ring,
-             * which keeps the gateway moving while this party is quiet. */
-            cf_err err = cf_ring_pop_until(pa->out.full_ring, &item, cf_now_ns() + 1000000);
-            if (err == CF_OK) {
-                c->b = item;
-                c->i = 0;
-                break;
-            }
-            if (err == CF_E_STATE) {
-                c->done = true;
-                return NULL;
-            }
-            drain_dict(s);
+        void *item = NULL;
+        cf_err err = wait_ns > 0
+                         ? cf_ring_pop_until(pa->out.full_ring, &item, cf_now_ns() + wait_ns)
+                         : cf_ring_pop(pa->out.full_ring, &item);
+        if (err == CF_OK) {
+            c->b = item;
+            c->i = 0;
+            continue;
         }
+        c->done = err == CF_E_STATE;
+        return NULL;
     }
-    return &c->b->m[c->i++];
+    return &c->b->m[c->i];
 }
 
 static void integrity_alert_party(cf_secure *s, const party_msg *m, const char *what, int culprit)
@@ -234,17 +236,50 @@ static void write_late(cf_secure *s, const party_msg *m)
     }
 }
 
-static void free_snaps(const party_msg *const *msgs, unsigned k)
+static void free_snaps(const party_msg *const *msgs, unsigned n)
 {
-    for (unsigned i = 0; i < k; i++) {
-        cf_free(msgs[i]->snap);
+    for (unsigned i = 0; i < n; i++) {
+        if (msgs[i]->snap != NULL) {
+            sodium_memzero(msgs[i]->snap, msgs[i]->snap_len); /* shares */
+            cf_free(msgs[i]->snap);
+        }
         ((party_msg *)msgs[i])->snap = NULL;
     }
 }
 
-/* Every party reached the marker: the results and late files hold exactly what events
- * [0, index) produced. Make them durable and send the gateway the blob to log. */
-static void complete_checkpoint(cf_secure *s, const party_msg *const *msgs)
+/* One state per party from its @p nw workers' snapshots (msgs[w * k + i]): into @p own
+ * (owned copies) when there are several, else borrowed. False when one is missing. */
+static bool party_states(cf_secure *s, const party_msg *const *msgs, unsigned nw,
+                         uint8_t *own[CF_KEY_PARTIES_MAX], const uint8_t *snaps[CF_KEY_PARTIES_MAX],
+                         size_t snap_len[CF_KEY_PARTIES_MAX])
+{
+    bool ok = true;
+    for (unsigned i = 0; i < s->k; i++) {
+        const uint8_t *parts[CF_WORKERS_MAX];
+        size_t lens[CF_WORKERS_MAX];
+        for (unsigned w = 0; w < nw; w++) {
+            const party_msg *m = msgs[w * s->k + i];
+            ok &= m->snap != NULL && m->first == msgs[0]->first;
+            parts[w] = m->snap;
+            lens[w] = m->snap_len;
+        }
+        own[i] = NULL;
+        snaps[i] = parts[0];
+        snap_len[i] = lens[0];
+        char err[256];
+        if (ok && nw > 1) {
+            ok = cf_window_snapshot_merge(parts, lens, nw, &own[i], &snap_len[i], err,
+                                          sizeof(err)) == CF_OK;
+            snaps[i] = own[i];
+        }
+    }
+    return ok;
+}
+
+/* Every worker of every party reached the marker (msgs[w * k + i], @p nw workers): the
+ * results and late files hold exactly what events [0, index) produced. Make them durable
+ * and send the gateway the blob to log. */
+static void complete_checkpoint(cf_secure *s, const party_msg *const *msgs, unsigned nw)
 {
     if (s->role == CF_ROLE_COMBINER) {
         cf__net_combiner_checkpoint(s, msgs);
@@ -252,7 +287,7 @@ static void complete_checkpoint(cf_secure *s, const party_msg *const *msgs)
     }
     uint64_t results_len = 0, late_len = 0, sig_len = 0, sig_seq = 0;
     if (!cf__sink_flush(s)) {
-        free_snaps(msgs, s->k); /* a restart must publish those lines again */
+        free_snaps(msgs, s->k * nw); /* a restart must publish those lines again */
         return;
     }
     /* The signed line covers exactly what this checkpoint records as released. */
@@ -262,11 +297,8 @@ static void complete_checkpoint(cf_secure *s, const party_msg *const *msgs)
               ressig_position(&s->rsig, &sig_len, &sig_seq) == CF_OK;
     const uint8_t *snaps[CF_KEY_PARTIES_MAX];
     size_t snap_len[CF_KEY_PARTIES_MAX];
-    for (unsigned i = 0; i < s->k; i++) {
-        ok &= msgs[i]->snap != NULL && msgs[i]->first == msgs[0]->first;
-        snaps[i] = msgs[i]->snap;
-        snap_len[i] = msgs[i]->snap_len;
-    }
+    uint8_t *own[CF_KEY_PARTIES_MAX];
+    ok &= party_states(s, msgs, nw, own, snaps, snap_len);
     ckpt_blob *b = ok ? cf_malloc(sizeof(*b)) : NULL;
     size_t total = 0;
     /* msgs[0]->count: the alerts length, start_us: the gateway's alert count at the marker */
@@ -275,7 +307,13 @@ static void complete_checkpoint(cf_secure *s, const party_msg *const *msgs)
                                           (uint64_t)msgs[0]->start_us, results_len, late_len,
                                           sig_len, sig_seq, snaps, snap_len, s->k, NULL, 0, &total)
                         : NULL;
-    free_snaps(msgs, s->k);
+    free_snaps(msgs, s->k * nw);
+    for (unsigned i = 0; i < s->k; i++) {
+        if (own[i] != NULL) {
+            sodium_memzero(own[i], snap_len[i]);
+            cf_free(own[i]);
+        }
+    }
     if (data == NULL) {
         cf_free(b);
         CF_LOG(CF_LOG_WARN, "combiner", "checkpoint at %llu skipped",
@@ -378,68 +416,222 @@ static void release(cf_secure *s, const party_msg *const *msgs)
     cf__observe_result(s->ob, true);
 }
 
-void *cf__combiner_main(void *arg)
+/* Window starts released so far, ascending, pruned to those a release can still name. */
+typedef struct starts {
+    int64_t *v;
+    size_t n, cap;
+} starts;
+
+/* Counts a window once, whichever workers release groups of it and whatever updates come
+ * later (allowed lateness). */
+static void count_window(cf_secure *s, starts *st, int64_t start)
 {
-    cf_secure *s = arg;
-    cf_thread_low_latency();
-    cursor *cur = s->cur;
-    const party_msg *msgs[CF_KEY_PARTIES_MAX];
-    int64_t last_start = INT64_MIN, last_end = INT64_MIN;
-    for (;;) {
-        unsigned ended = 0;
-        if (atomic_load(&s->net_stop)) {
-            break; /* distributed: stopped; the state file says where to resume */
+    size_t lo = 0, hi = st->n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (st->v[mid] < start) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
         }
+    }
+    if (lo < st->n && st->v[lo] == start) {
+        return;
+    }
+    s->st.windows++;
+    if (st->n == st->cap) {
+        size_t ncap = st->cap ? st->cap * 2 : 256;
+        int64_t *nv = cf_realloc(st->v, ncap * sizeof(*nv));
+        if (nv == NULL) {
+            return; /* counted; a later update of it may count again */
+        }
+        st->v = nv;
+        st->cap = ncap;
+    }
+    memmove(st->v + lo + 1, st->v + lo, (st->n - lo) * sizeof(*st->v));
+    st->v[lo] = start;
+    st->n++;
+}
+
+/* A worker releases windows in start order, updates only within size + lateness of the
+ * newest it released: older starts can go once every slot is past them. */
+static void prune_starts(cf_secure *s, starts *st, int64_t min_last)
+{
+    int64_t keep = s->conf.window_size_ms * 1000 + s->conf.window_lateness_ms * 1000;
+    if (min_last == INT64_MIN || min_last - keep <= INT64_MIN / 2) {
+        return;
+    }
+    size_t drop = 0;
+    while (drop < st->n && st->v[drop] < min_last - keep) {
+        drop++;
+    }
+    memmove(st->v, st->v + drop, (st->n - drop) * sizeof(*st->v));
+    st->n -= drop;
+}
+
+/* The combiner's view of one worker slot: the k parties' workers there, in lockstep. */
+typedef struct slot_view {
+    int64_t last_start, last_end;
+    bool at_barrier;
+    bool ended;
+} slot_view;
+
+/*
+ * Takes what slot @p w has ready (all k parties' next messages) until it stalls, ends or
+ * reaches a checkpoint marker. Returns true when it took something.
+ */
+static bool drain_slot(cf_secure *s, unsigned w, slot_view *v, int64_t wait_ns, starts *seen)
+{
+    bool took = false;
+    const party_msg *msgs[CF_KEY_PARTIES_MAX];
+    while (!v->at_barrier && !v->ended) {
+        unsigned ended = 0, missing = 0;
         for (unsigned i = 0; i < s->k; i++) {
-            msgs[i] = next_msg(s, i, &cur[i]);
-            ended += msgs[i] == NULL;
+            msgs[i] = peek_msg(s, i, w, took ? 0 : wait_ns);
+            ended += msgs[i] == NULL && s->cur[i][w].done;
+            missing += msgs[i] == NULL && !s->cur[i][w].done;
         }
         if (ended == s->k) {
+            v->ended = true;
             break;
+        }
+        if (missing > 0) {
+            break; /* not all k partials are here yet */
         }
         if (ended > 0) {
             /* Some party stopped early: its remaining groups can never be combined. */
             const party_msg *m = NULL;
-            for (unsigned i = 0; i < s->k && m == NULL; i++) {
-                m = msgs[i];
+            for (unsigned i = 0; i < s->k; i++) {
+                if (msgs[i] != NULL) {
+                    m = m != NULL ? m : msgs[i];
+                    s->cur[i][w].i++;
+                }
             }
             integrity_alert(s, m, "a party's stream ended early");
+            took = true;
             continue;
         }
+        took = true;
         bool agree = true;
         for (unsigned i = 1; i < s->k; i++) {
             agree &= same_group(msgs[0], msgs[i]);
         }
         if (!agree) {
             integrity_alert(s, msgs[0], "parties disagree on the window, group or events");
-            for (unsigned i = 0; i < s->k; i++) {
-                if (msgs[i]->type == MSG_CKPT) {
-                    cf_free(msgs[i]->snap);
-                    ((party_msg *)msgs[i])->snap = NULL;
-                }
-            }
+            free_snaps(msgs, s->k);
+        } else if (msgs[0]->type == MSG_CKPT) {
+            v->at_barrier = true; /* taken with every other slot's (the checkpoint barrier) */
             continue;
-        }
-        if (msgs[0]->type == MSG_LATE) {
+        } else if (msgs[0]->type == MSG_LATE) {
             write_late(s, msgs[0]);
+        } else {
+            if (msgs[0]->start_us != v->last_start || msgs[0]->end_us != v->last_end) {
+                count_window(s, seen, msgs[0]->start_us);
+                v->last_start = msgs[0]->start_us;
+                v->last_end = msgs[0]->end_us;
+            }
+            release(s, msgs);
+        }
+        for (unsigned i = 0; i < s->k; i++) {
+            s->cur[i][w].i++;
+        }
+    }
+    return took;
+}
+
+/*
+ * Every live slot is at a checkpoint marker: take the markers, complete the checkpoint
+ * (unless it is a rescale barrier only) and follow a rescale to its new number of slots.
+ */
+static unsigned pass_barrier(cf_secure *s, slot_view *v, unsigned nw)
+{
+    const party_msg *msgs[CF_KEY_PARTIES_MAX * CF_WORKERS_MAX];
+    unsigned n = 0;
+    bool complete = true;
+    for (unsigned w = 0; w < nw; w++) {
+        complete &= !v[w].ended; /* a slot that ended early has no state to give */
+        for (unsigned i = 0; i < s->k && v[w].at_barrier; i++) {
+            msgs[n++] = &s->cur[i][w].b->m[s->cur[i][w].i++];
+        }
+        v[w].at_barrier = false;
+    }
+    unsigned to = msgs[0]->workers;
+    if (msgs[0]->update || !complete) {
+        free_snaps(msgs, n); /* a rescale barrier only */
+    } else {
+        complete_checkpoint(s, msgs, nw);
+    }
+    if (to == 0 || to == nw) {
+        return nw;
+    }
+    /* Retired workers send nothing more; their lanes wait, empty, for a later rescale. */
+    for (unsigned w = 0; w < CF_WORKERS_MAX; w++) {
+        for (unsigned i = 0; i < s->k && w >= to; i++) {
+            cursor *c = &s->cur[i][w];
+            if (c->b != NULL) {
+                cf_ring_push_wait(s->parties[i][w].out.free_ring, c->b);
+            }
+            *c = (cursor){0};
+        }
+        if (w >= nw) {
+            v[w] = (slot_view){.last_start = INT64_MIN, .last_end = INT64_MIN};
+        }
+    }
+    return to;
+}
+
+void *cf__combiner_main(void *arg)
+{
+    cf_secure *s = arg;
+    cf_thread_low_latency();
+    slot_view v[CF_WORKERS_MAX];
+    for (unsigned w = 0; w < CF_WORKERS_MAX; w++) {
+        v[w] = (slot_view){.last_start = INT64_MIN, .last_end = INT64_MIN};
+    }
+    starts seen = {0};
+    unsigned nw = s->workers;
+    for (;;) {
+        if (atomic_load(&s->net_stop)) {
+            break; /* distributed: stopped; the state file says where to resume */
+        }
+        bool took = false;
+        unsigned ended = 0, barrier = 0;
+        int64_t min_last = INT64_MAX;
+        for (unsigned w = 0; w < nw; w++) {
+            /* One slot: wait for it as the single worker always did. Several: poll them
+             * and wait a little only when none had anything. */
+            took |= drain_slot(s, w, &v[w], nw == 1 ? 1000000 : 0, &seen);
+            ended += v[w].ended;
+            barrier += v[w].at_barrier;
+            min_last = v[w].last_start < min_last ? v[w].last_start : min_last;
+        }
+        if (seen.n > 4096) {
+            prune_starts(s, &seen, min_last);
+        }
+        if (ended == nw) {
+            break;
+        }
+        if (barrier > 0 && barrier + ended == nw) {
+            nw = pass_barrier(s, v, nw);
             continue;
         }
-        if (msgs[0]->type == MSG_CKPT) {
-            complete_checkpoint(s, msgs);
-            continue;
+        if (!took) {
+            drain_dict(s); /* keeps the gateway moving while the parties are quiet */
+            if (nw > 1) {
+                struct timespec ns = {0, 100000};
+                nanosleep(&ns, NULL);
+            }
         }
-        if (msgs[0]->start_us != last_start || msgs[0]->end_us != last_end) {
-            s->st.windows++;
-            last_start = msgs[0]->start_us;
-            last_end = msgs[0]->end_us;
-        }
-        release(s, msgs);
     }
     for (unsigned i = 0; i < s->k; i++) {
-        if (cur[i].b != NULL) {
-            cf_ring_push_wait(s->parties[i].out.free_ring, cur[i].b);
+        for (unsigned w = 0; w < CF_WORKERS_MAX; w++) {
+            if (s->cur[i][w].b != NULL) {
+                cf_ring_push_wait(s->parties[i][w].out.free_ring, s->cur[i][w].b);
+                s->cur[i][w].b = NULL;
+            }
         }
     }
     drain_dict(s);
+    cf_free(seen.v);
     return NULL;
 }

@@ -141,6 +141,13 @@ static const conf_entry entries[] = {
     {"debug.tamper_party", CONF_INT, "-1", -1, 7, NULL, OFF(debug_tamper_party), 0,
      "Fault injection for tests: party I alters its first partial sum, which the combiner "
      "must catch. -1: off."},
+    {"party.workers", CONF_INT, "1", 1, 16, NULL, OFF(party_workers), 0,
+     "Workers (threads) per party, each owning a range of the 128 key groups (confide run; a "
+     "distributed party runs one). Changed while running by cf_pipeline_rescale or "
+     "--autoscale; window.memory_mb applies to each worker."},
+    {"debug.rescale_at", CONF_STR, "", 0, 0, NULL, OFF(debug_rescale_at), SZ(debug_rescale_at),
+     "Fault injection for tests: rescale the party workers at log indexes, e.g. "
+     "\"1000:3,5000:2\" (at index 1000 to 3 workers, at 5000 to 2). Empty: off."},
     {"role", CONF_ENUM, "all", 0, 0, "all|gateway|party|combiner", OFF(role), SZ(role),
      "Which part of the pipeline this process runs: all (embedded: one process), or, "
      "distributed over NATS JetStream (docs/distributed.md), gateway, party or combiner. "

@@ -387,7 +387,7 @@ static void *gateway_sender(void *arg)
     struct net_thread *nt = arg;
     cf_secure *s = nt->s;
     unsigned i = nt->i;
-    lane *l = &s->parties[i].in;
+    lane *l = &s->parties[i][0].in;
     char subject[128], msg_id[96];
     subject_name(s, "shares", (int)i, subject, sizeof(subject));
     uint8_t *frame = cf_malloc(CF_FRAME_HDR_LEN + FRAME_BYTES);
@@ -645,7 +645,7 @@ static void *party_receiver(void *arg)
 {
     struct net_thread *nt = arg;
     cf_secure *s = nt->s;
-    party *pa = &s->parties[s->party_id];
+    party *pa = &s->parties[s->party_id][0];
     char err[256];
     receiver rc = {.s = s};
     if (recv_open(&rc, "SHARES", "shares", (int)s->party_id, s->start_seq[0], err, sizeof(err)) !=
@@ -796,7 +796,7 @@ static void *party_sender(void *arg)
 {
     struct net_thread *nt = arg;
     cf_secure *s = nt->s;
-    party *pa = &s->parties[s->party_id];
+    party *pa = &s->parties[s->party_id][0];
     char subject[128], msg_id[80];
     subject_name(s, "partials", (int)s->party_id, subject, sizeof(subject));
     uint8_t *frame = cf_malloc(CF_FRAME_HDR_LEN + FRAME_BYTES);
@@ -854,7 +854,7 @@ static void *combiner_receiver(void *arg)
     struct net_thread *nt = arg;
     cf_secure *s = nt->s;
     unsigned i = nt->i;
-    lane *l = &s->parties[i].out;
+    lane *l = &s->parties[i][0].out;
     char err[256];
     receiver rc = {.s = s};
     if (recv_open(&rc, "PARTIALS", "partials", (int)i, s->start_seq[i], err, sizeof(err)) !=
@@ -975,7 +975,7 @@ void cf__net_combiner_checkpoint(cf_secure *s, const party_msg *const *msgs)
               outfile_sync(&s->late, &late_len) == CF_OK &&
               outfile_sync(&s->alerts, &alerts_len) == CF_OK;
     for (unsigned i = 0; i < s->k && ok; i++) {
-        const cursor *c = &s->cur[i];
+        const cursor *c = &s->cur[i][0];
         /* A marker travels alone in its batch, so resuming after that batch loses nothing. */
         ok = c->b != NULL && c->i == c->b->n && msgs[i]->first == msgs[0]->first;
         for (int j = 0; ok && j < 8; j++) {
@@ -1202,8 +1202,8 @@ void cf__net_join(cf_secure *s)
     switch (s->role) {
     case CF_ROLE_GATEWAY:
         for (unsigned i = 0; i < s->k; i++) {
-            if (s->parties[i].in.full_ring != NULL) {
-                cf_ring_close(s->parties[i].in.full_ring);
+            if (s->parties[i][0].in.full_ring != NULL) {
+                cf_ring_close(s->parties[i][0].in.full_ring);
             }
         }
         for (unsigned i = 0; i < s->k; i++) {
@@ -1215,7 +1215,7 @@ void cf__net_join(cf_secure *s)
         join(s, s->k);
         break;
     case CF_ROLE_PARTY: {
-        party *pa = &s->parties[s->party_id];
+        party *pa = &s->parties[s->party_id][0];
         join(s, 0); /* ends at the end-of-input frame, a failure or a stop */
         if (pa->in.full_ring != NULL) {
             cf_ring_close(pa->in.full_ring);

@@ -62,7 +62,7 @@ void cf__party_on_result(void *opaque, const cf_window_result *r)
     m->last = r->last_index;
     size_t vs = pa->s->mode == PROT_LSA ? sizeof(cf_sa_vec) : sizeof(cf_window_plain);
     memcpy(m->value, r->value, vs);
-    if ((int64_t)pa->index == pa->s->conf.debug_tamper_party && !pa->tampered &&
+    if ((int64_t)pa->index == pa->s->conf.debug_tamper_party && pa->worker == 0 && !pa->tampered &&
         pa->s->mode == PROT_LSA) {
         /* Fault injection (debug.tamper_party): a dishonest party shifts its partial sum. */
         cf_sa_vec v;
@@ -96,8 +96,12 @@ static void party_absorb(party *pa, const item_batch *b)
     if (pa->s->mode == PROT_LSA && b->n > 0) {
         cf_sa_party_bind(pa->sa, &b->ctx);
     }
+    int64_t delay = pa->s->wconf.max_delay_us;
     for (uint32_t i = 0; i < b->n; i++) {
         const party_item *it = &b->it[i];
+        if (b->sharded && it->prior_max_us != INT64_MIN) {
+            cf_window_advance(pa->win, it->prior_max_us - delay);
+        }
         uint8_t value[CF_SA_VALUE_SIZE];
         if (pa->s->mode == PROT_LSA) {
             cf_sa_party_share(pa->sa, it->seq, pa->index == 0 ? &it->share : NULL,
@@ -119,6 +123,11 @@ static void party_absorb(party *pa, const item_batch *b)
             emit_late(pa, it->ts_us, it->seq, it->key, cf_window_watermark(pa->win), 0);
         }
     }
+    if (b->sharded && b->max_us != INT64_MIN) {
+        /* Windows close when the stream's event time passes them, also in a worker none of
+         * whose keys had events in this batch. */
+        cf_window_advance(pa->win, b->max_us - delay);
+    }
 }
 
 /* Snapshots the window state at a checkpoint marker and hands it to the combiner, behind
@@ -130,10 +139,137 @@ static void party_checkpoint(party *pa, const item_batch *ib)
     m->first = m->last = ib->ckpt_index;
     m->count = ib->ckpt_alerts_len;
     m->start_us = (int64_t)ib->ckpt_alerts;
+    m->workers = ib->rescale_to;
+    m->update = ib->barrier_only;
+    if (ib->barrier_only) {
+        return;
+    }
     if (cf_window_snapshot(pa->win, &m->snap, &m->snap_len) != CF_OK) {
         m->snap = NULL; /* the combiner skips a checkpoint it cannot complete */
         m->snap_len = 0;
     }
+}
+
+/* ---- workers and rescaling ---- */
+
+cf_err cf__party_open_window(party *pa, char *errstr, size_t errstr_size)
+{
+    cf_window_conf wc = pa->s->wconf;
+    wc.opaque = pa;
+    return cf_window_create(&pa->win, &wc, errstr, errstr_size);
+}
+
+static bool owns_key(void *opaque, const uint8_t *key, size_t len)
+{
+    const party *pa = opaque;
+    return len == CF_SA_PSEUDO_LEN && key_owner(key, pa->nworkers) == pa->worker;
+}
+
+cf_err cf__party_restore(party *pa, const uint8_t *snap, size_t len, char *errstr,
+                         size_t errstr_size)
+{
+    return cf_window_restore_filtered(pa->win, snap, len, owns_key, pa, errstr, errstr_size);
+}
+
+static void wipe_free(uint8_t *p, size_t len)
+{
+    if (p != NULL) {
+        sodium_memzero(p, len);
+        cf_free(p);
+    }
+}
+
+/* The last worker at a rescale marker: one state from all, and threads for added slots. */
+static void rescale_coordinate(party *pa, rescale_xchg *x, unsigned from, unsigned to)
+{
+    cf_secure *s = pa->s;
+    char err[256];
+    cf_err e = cf_window_snapshot_merge((const uint8_t *const *)x->snaps, x->lens, from, &x->merged,
+                                        &x->merged_len, err, sizeof(err));
+    for (unsigned w = 0; w < from; w++) {
+        wipe_free(x->snaps[w], x->lens[w]);
+        x->snaps[w] = NULL;
+    }
+    if (e != CF_OK) {
+        /* Every worker left its snapshot, so only memory can be missing here; the workers
+         * cannot go on with key groups nobody owns. */
+        CF_LOG(CF_LOG_ERROR, "party", "party %u cannot rescale: %s", pa->index, err);
+        abort();
+    }
+    x->restores_left = to;
+    for (unsigned w = from; w < to; w++) {
+        party *nw = &s->parties[pa->index][w];
+        if (nw->started) {
+            pthread_join(nw->thread, NULL); /* retired by an earlier rescale */
+            nw->started = false;
+        }
+        nw->nworkers = to;
+        nw->cur_out = NULL;
+        if (pthread_create(&nw->thread, NULL, cf__party_main, nw) != 0) {
+            CF_LOG(CF_LOG_ERROR, "party", "party %u cannot start worker %u", pa->index, w);
+            abort();
+        }
+        nw->started = true;
+    }
+    x->deposited = 0;
+    x->gen++;
+    pthread_cond_broadcast(&x->cv);
+}
+
+/* Takes this worker's key groups from the merged state (a worker that stays or starts). */
+static void rescale_take(party *pa, rescale_xchg *x)
+{
+    char err[256];
+    cf_window_destroy(pa->win);
+    pa->win = NULL;
+    if (cf__party_open_window(pa, err, sizeof(err)) != CF_OK ||
+        cf__party_restore(pa, x->merged, x->merged_len, err, sizeof(err)) != CF_OK) {
+        CF_LOG(CF_LOG_ERROR, "party", "party %u worker %u cannot take its state: %s", pa->index,
+               pa->worker, err);
+        abort();
+    }
+    pthread_mutex_lock(&x->mu);
+    if (--x->restores_left == 0) {
+        wipe_free(x->merged, x->merged_len);
+        x->merged = NULL;
+    }
+    pthread_mutex_unlock(&x->mu);
+}
+
+/*
+ * A rescale marker: the snapshot already went to the combiner (party_checkpoint); the
+ * workers now hand their state over to the new set. Returns false when this worker retires.
+ */
+static bool party_rescale(party *pa, unsigned to)
+{
+    rescale_xchg *x = &pa->s->xchg[pa->index];
+    unsigned from = pa->nworkers;
+    uint8_t *snap = NULL;
+    size_t len = 0;
+    if (cf_window_snapshot(pa->win, &snap, &len) != CF_OK) {
+        CF_LOG(CF_LOG_ERROR, "party", "party %u worker %u: no memory to rescale", pa->index,
+               pa->worker);
+        abort();
+    }
+    pthread_mutex_lock(&x->mu);
+    x->snaps[pa->worker] = snap;
+    x->lens[pa->worker] = len;
+    uint64_t gen = x->gen;
+    if (++x->deposited == from) {
+        rescale_coordinate(pa, x, from, to);
+    }
+    while (x->gen == gen) {
+        pthread_cond_wait(&x->cv, &x->mu);
+    }
+    pthread_mutex_unlock(&x->mu);
+    pa->nworkers = to;
+    if (pa->worker >= to) {
+        cf_window_destroy(pa->win);
+        pa->win = NULL;
+        return false;
+    }
+    rescale_take(pa, x);
+    return true;
 }
 
 /* Event-time progress for operators: the watermark and how far it trails the wall clock
@@ -151,6 +287,9 @@ void *cf__party_main(void *arg)
 {
     party *pa = arg;
     cf_thread_low_latency();
+    if (pa->win == NULL) {
+        rescale_take(pa, &pa->s->xchg[pa->index]); /* a worker added by a rescale */
+    }
     /* With idle handling on, wake up often enough to advance the watermark on time. */
     int64_t idle_ns = pa->s->conf.window_idle_timeout_ms * 1000000;
     int64_t wait_ns = idle_ns > 0 ? (idle_ns / 4 > 1000000 ? idle_ns / 4 : 1000000) : 100000000;
@@ -164,14 +303,18 @@ void *cf__party_main(void *arg)
                 pa->part = 0;
             }
             party_absorb(pa, ib);
-            if (pa->index == 0 && pa->s->m_watermark != NULL) {
+            if (pa->index == 0 && pa->worker == 0 && pa->s->m_watermark != NULL) {
                 watermark_gauges(pa);
             }
             if (ib->ckpt) {
                 party_checkpoint(pa, ib);
             }
+            unsigned rescale_to = ib->ckpt ? ib->rescale_to : 0;
             cf_ring_push_wait(pa->in.free_ring, item);
             party_flush_out(pa);
+            if (rescale_to != 0 && !party_rescale(pa, rescale_to)) {
+                return NULL; /* retired: its key groups went to the others */
+            }
             continue;
         }
         if (err == CF_E_STATE) {

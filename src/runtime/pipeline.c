@@ -360,6 +360,11 @@ void cf_pipeline_reload(cf_pipeline *p)
     atomic_store(&p->reload, true);
 }
 
+cf_err cf_pipeline_rescale(cf_pipeline *p, unsigned workers)
+{
+    return p->secure != NULL ? cf_secure_rescale(p->secure, workers) : CF_E_STATE;
+}
+
 void cf_pipeline_destroy(cf_pipeline *p)
 {
     if (p == NULL) {

@@ -46,6 +46,8 @@ struct cf_config {
     char window_group_by[128];
     int64_t window_memory_mb;
     int64_t debug_tamper_party;
+    int64_t party_workers;
+    char debug_rescale_at[128];
     char batch_mode[32];
     int64_t batch_count_max; /* 0: pipeline.batch_max (see cf__config_batch_count) */
     int64_t batch_bytes_max;

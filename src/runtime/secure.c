@@ -155,6 +155,7 @@ static void result_params(const cf_secure *s, char *out, size_t size);
 static cf_err check_params_unchanged(cf_secure *s, char *errstr, size_t errstr_size);
 static cf_err announce_event(cf_secure *s, const cf_event *ev, uint8_t *pseudo);
 static void send_markers(cf_secure *s, uint64_t index, uint64_t alerts_len, uint64_t alerts);
+static cf_err parse_rescale_plan(cf_secure *s, const char *spec, char *errstr, size_t errstr_size);
 
 static cf_err ensure_keys(cf_secure *s, char *errstr, size_t errstr_size)
 {
@@ -211,16 +212,13 @@ static cf_err check_parties(const cf_secure *s, const cf_key *key, char *errstr,
                       s->st.keys_dir, cf_key_parties(key), s->k, s->k);
 }
 
+/* Party i's seed stays loaded (secure memory) for workers a rescale adds later. */
 static cf_err open_party_crypto(cf_secure *s, unsigned i, char *errstr, size_t errstr_size)
 {
-    cf_key *pk = NULL;
-    cf_err err = CF_OK;
-    if (i > 0 && (err = cf_key_load_party(s->st.keys_dir, i, &pk, errstr, errstr_size)) != CF_OK) {
-        return err;
+    if (i == 0) {
+        return CF_OK;
     }
-    err = cf_sa_party_create(&s->parties[i].sa, i, pk, &s->sa_opts, errstr, errstr_size);
-    cf_key_destroy(pk); /* the party copied its seed into its own secure memory */
-    return err;
+    return cf_key_load_party(s->st.keys_dir, i, &s->party_keys[i], errstr, errstr_size);
 }
 
 /* What the combiner needs: its MAC key and, embedded, the auditor's seeds to name a party
@@ -305,27 +303,48 @@ static cf_err open_parties(cf_secure *s, char *errstr, size_t errstr_size)
     wc.value = s->mode == PROT_LSA ? cf__lsa_value_ops : cf_window_plain_ops;
     wc.on_result = cf__party_on_result;
     wc.on_late = cf__party_on_late;
-    size_t pool = (size_t)s->conf.pipeline_ring_batches;
-    size_t cap = (size_t)s->conf.pipeline_batch_max;
+    s->wconf = wc;
     for (unsigned i = 0; i < s->k; i++) {
-        party *pa = &s->parties[i];
-        pa->s = s;
-        pa->index = i;
-        wc.opaque = pa;
-        /* Distributed: the gateway keeps only the lanes to the parties, a party only its own
-         * window and lanes, the combiner only the lanes from the parties. */
-        bool windows = s->role == CF_ROLE_ALL || (s->role == CF_ROLE_PARTY && s->party_id == i);
-        bool in = windows || s->role == CF_ROLE_GATEWAY;
-        bool out = windows || s->role == CF_ROLE_COMBINER;
-        if (windows && (err = cf_window_create(&pa->win, &wc, errstr, errstr_size)) != CF_OK) {
-            return err;
-        }
-        if ((in && (err = lane_create(&pa->in, pool, cap, sizeof(party_item))) != CF_OK) ||
-            (out && (err = lane_create(&pa->out, pool, cap, sizeof(party_msg))) != CF_OK)) {
-            return cf_err_set(err, errstr, errstr_size, "cannot allocate party queues");
+        for (unsigned w = 0; w < s->workers; w++) {
+            party *pa = &s->parties[i][w];
+            if ((err = cf__worker_lanes(s, i, w)) != CF_OK) {
+                return cf_err_set(err, errstr, errstr_size, "cannot allocate party queues");
+            }
+            bool windows = s->role == CF_ROLE_ALL || (s->role == CF_ROLE_PARTY && s->party_id == i);
+            if (windows && (err = cf__party_open_window(pa, errstr, errstr_size)) != CF_OK) {
+                return err;
+            }
         }
     }
     return cf_ring_create(&s->dict, DICT_RING);
+}
+
+/* Distributed: the gateway keeps only the lanes to the parties, a party only its own windows
+ * and lanes, the combiner only the lanes from the parties. */
+cf_err cf__worker_lanes(cf_secure *s, unsigned i, unsigned w)
+{
+    party *pa = &s->parties[i][w];
+    cf_err err = CF_OK;
+    size_t pool = (size_t)s->conf.pipeline_ring_batches;
+    size_t cap = (size_t)s->conf.pipeline_batch_max;
+    bool windows = s->role == CF_ROLE_ALL || (s->role == CF_ROLE_PARTY && s->party_id == i);
+    bool in = windows || s->role == CF_ROLE_GATEWAY;
+    bool out = windows || s->role == CF_ROLE_COMBINER;
+    pa->s = s;
+    pa->index = i;
+    pa->worker = w;
+    pa->nworkers = s->workers;
+    if (windows && s->mode == PROT_LSA && pa->sa == NULL) {
+        char why[256];
+        err = cf_sa_party_create(&pa->sa, i, s->party_keys[i], &s->sa_opts, why, sizeof(why));
+    }
+    if (err == CF_OK && in && pa->in.items == NULL) {
+        err = lane_create(&pa->in, pool, cap, sizeof(party_item));
+    }
+    if (err == CF_OK && out && pa->out.items == NULL) {
+        err = lane_create(&pa->out, pool, cap, sizeof(party_msg));
+    }
+    return err;
 }
 
 /* With @p r (a resumed log), reopens the outputs and cuts them back to the checkpoint. */
@@ -464,13 +483,16 @@ static void init_mask_ctx(cf_secure *s)
 static bool start_threads(cf_secure *s)
 {
     for (unsigned i = 0; i < s->k; i++) {
-        if (s->parties[i].win == NULL) {
-            continue; /* another process's party */
+        for (unsigned w = 0; w < s->workers; w++) {
+            party *pa = &s->parties[i][w];
+            if (pa->win == NULL) {
+                continue; /* another process's party */
+            }
+            if (pthread_create(&pa->thread, NULL, cf__party_main, pa) != 0) {
+                return false;
+            }
+            pa->started = true;
         }
-        if (pthread_create(&s->parties[i].thread, NULL, cf__party_main, &s->parties[i]) != 0) {
-            return false;
-        }
-        s->parties[i].started = true;
     }
     if (s->role == CF_ROLE_ALL || s->role == CF_ROLE_COMBINER) {
         if (pthread_create(&s->comb_thread, NULL, cf__combiner_main, s) != 0) {
@@ -489,14 +511,28 @@ static void stop_threads(cf_secure *s)
         return;
     }
     for (unsigned i = 0; i < s->k; i++) {
-        if (s->parties[i].in.full_ring != NULL) {
-            cf_ring_close(s->parties[i].in.full_ring);
+        for (unsigned w = 0; w < s->workers; w++) {
+            if (s->parties[i][w].in.full_ring != NULL) {
+                cf_ring_close(s->parties[i][w].in.full_ring);
+            }
         }
     }
+    /* Worker 0 takes part in every rescale, so once it ended every worker that a rescale
+     * queued before the end has been started (and the retired ones have returned). */
     for (unsigned i = 0; i < s->k; i++) {
-        if (s->parties[i].started) {
-            pthread_join(s->parties[i].thread, NULL);
-            s->parties[i].started = false;
+        party *w0 = &s->parties[i][0];
+        if (w0->started) {
+            pthread_join(w0->thread, NULL);
+            w0->started = false;
+        }
+        for (unsigned w = 1; w < CF_WORKERS_MAX; w++) {
+            pthread_mutex_lock(&s->xchg[i].mu);
+            bool started = s->parties[i][w].started;
+            s->parties[i][w].started = false;
+            pthread_mutex_unlock(&s->xchg[i].mu);
+            if (started) {
+                pthread_join(s->parties[i][w].thread, NULL);
+            }
         }
     }
     if (s->comb_started) {
@@ -549,16 +585,20 @@ static cf_err restore_state(cf_secure *s, const resume_state *r, char *errstr, s
         return CF_OK;
     }
     if (s->role == CF_ROLE_PARTY) {
-        return r->k == 1 ? cf_window_restore(s->parties[s->party_id].win, r->snaps[0],
+        return r->k == 1 ? cf_window_restore(s->parties[s->party_id][0].win, r->snaps[0],
                                              r->snap_len[0], errstr, errstr_size)
                          : cf_err_set(CF_E_CORRUPT, errstr, errstr_size,
                                       "the party state file holds %u snapshots", r->k);
     }
+    /* A checkpoint holds one state per party (its workers' merged): each worker takes its key
+     * groups, however many workers the party had when it was written. */
     for (unsigned i = 0; i < s->k; i++) {
-        cf_err err =
-            cf_window_restore(s->parties[i].win, r->snaps[i], r->snap_len[i], errstr, errstr_size);
-        if (err != CF_OK) {
-            return err;
+        for (unsigned w = 0; w < s->workers; w++) {
+            cf_err err = cf__party_restore(&s->parties[i][w], r->snaps[i], r->snap_len[i], errstr,
+                                           errstr_size);
+            if (err != CF_OK) {
+                return err;
+            }
         }
     }
     return CF_OK;
@@ -676,6 +716,12 @@ static cf_err register_metrics(cf_secure *s, cf_metrics *m, char *errstr, size_t
         return err;
     }
     cf_gauge_set(par, (double)s->k);
+    if ((err = cf_metrics_gauge(m, "confide_party_workers",
+                                "Workers per party, each owning a range of the key groups.", NULL,
+                                0, &s->m_workers, errstr, errstr_size)) != CF_OK) {
+        return err;
+    }
+    cf_gauge_set(s->m_workers, (double)s->workers);
     cf_audit_sth last;
     bool have_last = s->audit != NULL && cf_audit_last_sth(s->audit, &last) == CF_OK;
     if (s->ob != NULL && (err = cf__observe_secure_metrics(
@@ -709,7 +755,7 @@ static cf_err register_metrics(cf_secure *s, cf_metrics *m, char *errstr, size_t
         cf_label lo[] = {{"queue", outq}};
         const char *help = "Items waiting in a bounded ring between two stages.";
         /* A distributed role has only its own lanes: the others are in other processes. */
-        cf_ring *qi = s->parties[i].in.full_ring, *qo = s->parties[i].out.full_ring;
+        cf_ring *qi = s->parties[i][0].in.full_ring, *qo = s->parties[i][0].out.full_ring;
         if ((qi != NULL &&
              (err = cf_metrics_gauge_fn(m, CF_METRIC_QUEUE_DEPTH, help, li, 1, ring_depth, qi,
                                         errstr, errstr_size)) != CF_OK) ||
@@ -754,6 +800,12 @@ cf_err cf__secure_create_observed(cf_secure **out, const cf_config *c, cf_observ
                               "window.idle_timeout_ms: must be 0 in a distributed run (a party "
                               "that replays after a restart must emit exactly what it did)");
         }
+        if (c->party_workers != 1) {
+            return cf_err_set(CF_E_INVAL, errstr, errstr_size,
+                              "party.workers: %lld, but a distributed party runs one worker "
+                              "(party.workers applies to confide run)",
+                              (long long)c->party_workers);
+        }
         if (role == CF_ROLE_PARTY && c->party_id >= c->parties) {
             return cf_err_set(CF_E_INVAL, errstr, errstr_size,
                               "party.id: %lld, but there are %lld parties (0..%lld)",
@@ -779,6 +831,15 @@ cf_err cf__secure_create_observed(cf_secure **out, const cf_config *c, cf_observ
     s->heads_fd = -1;
     s->results_csv = strcmp(c->results_format, "csv") == 0;
     s->k = mode == PROT_LSA ? (unsigned)c->parties : mode == PROT_PLAIN ? 1 : 0;
+    s->workers = (unsigned)c->party_workers;
+    s->gw_max_ts = INT64_MIN;
+    for (unsigned i = 0; i < CF_KEY_PARTIES_MAX; i++) {
+        pthread_mutex_init(&s->xchg[i].mu, NULL);
+        pthread_cond_init(&s->xchg[i].cv, NULL);
+    }
+    if ((err = parse_rescale_plan(s, c->debug_rescale_at, errstr, errstr_size)) != CF_OK) {
+        goto fail;
+    }
     cf_sa_opts_default(&s->sa_opts);
     s->sa_opts.parties = mode == PROT_LSA ? s->k : 2;
     s->sa_opts.min_count = (uint64_t)c->min_count;
@@ -886,6 +947,29 @@ fail:
     cf_free(rs.blob);
     cf_secure_destroy(s);
     return err;
+}
+
+/* debug.rescale_at: "INDEX:WORKERS,..." in increasing index order. */
+static cf_err parse_rescale_plan(cf_secure *s, const char *spec, char *errstr, size_t errstr_size)
+{
+    const char *p = spec;
+    while (*p != '\0') {
+        char *end;
+        unsigned long long at = strtoull(p, &end, 10);
+        unsigned long to = end != p && *end == ':' ? strtoul(end + 1, &end, 10) : 0;
+        if (to < 1 || to > CF_WORKERS_MAX || (*end != ',' && *end != '\0') ||
+            s->nplan == sizeof(s->plan) / sizeof(s->plan[0]) ||
+            (s->nplan > 0 && at <= s->plan[s->nplan - 1].at)) {
+            return cf_err_set(CF_E_INVAL, errstr, errstr_size,
+                              "debug.rescale_at: '%s' is not a list of INDEX:WORKERS with "
+                              "increasing indexes (at most 8, workers 1..%d)",
+                              spec, CF_WORKERS_MAX);
+        }
+        s->plan[s->nplan].at = at;
+        s->plan[s->nplan++].to = (unsigned)to;
+        p = *end == ',' ? end + 1 : end;
+    }
+    return CF_OK;
 }
 
 uint64_t cf_secure_event_fingerprint(const cf_event *ev)
@@ -1087,17 +1171,26 @@ static cf_err announce_event(cf_secure *s, const cf_event *ev, uint8_t *pseudo)
 static cf_err protect(cf_secure *s, const cf_event *events, uint32_t n, const cf_sa_ctx *ctx,
                       char *errstr, size_t errstr_size)
 {
-    item_batch *ib[CF_KEY_PARTIES_MAX];
+    /* One batch per worker of every party, empty ones too: they carry the stream's event
+     * time to workers none of whose keys had events, so their windows close on time. */
+    item_batch *ib[CF_KEY_PARTIES_MAX][CF_WORKERS_MAX];
+    unsigned nw = s->workers;
     for (unsigned p = 0; p < s->k; p++) {
-        ib[p] = take_items(&s->parties[p].in);
-        ib[p]->ctx = *ctx;
+        for (unsigned w = 0; w < nw; w++) {
+            ib[p][w] = take_items(&s->parties[p][w].in);
+            ib[p][w]->ctx = *ctx;
+            ib[p][w]->sharded = nw > 1;
+        }
     }
     if (s->mode == PROT_LSA) {
         cf_sa_gateway_bind(s->gw, ctx);
     }
     for (uint32_t i = 0; i < n; i++) {
         const cf_event *ev = &events[i];
-        party_item it = {.ts_us = ev->ts_us, .seq = ev->seq};
+        party_item it = {.ts_us = ev->ts_us, .seq = ev->seq, .prior_max_us = s->gw_max_ts};
+        if (ev->ts_us > s->gw_max_ts) {
+            s->gw_max_ts = ev->ts_us;
+        }
         cf_err err = announce_event(s, ev, it.key);
         if (err != CF_OK) {
             return cf_err_set(err, errstr, errstr_size, "out of memory for group names");
@@ -1113,14 +1206,18 @@ static cf_err protect(cf_secure *s, const cf_event *events, uint32_t n, const cf
         } else {
             it.share.v[CF_SA_C_AMOUNT] = (uint64_t)ev->amount_minor;
         }
-        ib[0]->it[ib[0]->n++] = it;
+        unsigned w = key_owner(it.key, nw);
+        ib[0][w]->it[ib[0][w]->n++] = it;
         memset(&it.share, 0, sizeof(it.share)); /* parties >= 1 get metadata only */
         for (unsigned p = 1; p < s->k; p++) {
-            ib[p]->it[ib[p]->n++] = it;
+            ib[p][w]->it[ib[p][w]->n++] = it;
         }
     }
     for (unsigned p = 0; p < s->k; p++) {
-        cf_ring_push_wait(s->parties[p].in.full_ring, ib[p]);
+        for (unsigned w = 0; w < nw; w++) {
+            ib[p][w]->max_us = s->gw_max_ts;
+            cf_ring_push_wait(s->parties[p][w].in.full_ring, ib[p][w]);
+        }
     }
     return CF_OK;
 }
@@ -1186,17 +1283,71 @@ static void write_checkpoints(cf_secure *s)
     }
 }
 
-/* A checkpoint marker behind the last batch of every party's lane. */
-static void send_markers(cf_secure *s, uint64_t index, uint64_t alerts_len, uint64_t alerts)
+/* A checkpoint marker behind the last batch of every worker's lane; with @p rescale_to the
+ * party's workers then become that many (events after it go to the new owners). */
+static void send_markers_rescale(cf_secure *s, uint64_t index, uint64_t alerts_len, uint64_t alerts,
+                                 unsigned rescale_to, bool barrier_only)
 {
     for (unsigned i = 0; i < s->k; i++) {
-        item_batch *m = take_items(&s->parties[i].in);
-        m->ckpt = true;
-        m->ckpt_index = index;
-        m->ckpt_alerts_len = alerts_len;
-        m->ckpt_alerts = alerts;
-        cf_ring_push_wait(s->parties[i].in.full_ring, m);
+        for (unsigned w = 0; w < s->workers; w++) {
+            item_batch *m = take_items(&s->parties[i][w].in);
+            m->ckpt = true;
+            m->ckpt_index = index;
+            m->ckpt_alerts_len = alerts_len;
+            m->ckpt_alerts = alerts;
+            m->rescale_to = rescale_to;
+            m->barrier_only = barrier_only;
+            cf_ring_push_wait(s->parties[i][w].in.full_ring, m);
+        }
     }
+    if (rescale_to != 0) {
+        CF_LOG(CF_LOG_INFO, "party", "rescaling from %u to %u workers per party at index %llu",
+               s->workers, rescale_to, (unsigned long long)index);
+        s->workers = rescale_to;
+        if (s->m_workers != NULL) {
+            cf_gauge_set(s->m_workers, (double)rescale_to);
+        }
+    }
+}
+
+static void send_markers(cf_secure *s, uint64_t index, uint64_t alerts_len, uint64_t alerts)
+{
+    send_markers_rescale(s, index, alerts_len, alerts, 0, false);
+}
+
+/* The workers per party the gateway should move to now (0: keep): a cf_secure_rescale
+ * request, or the next step of debug.rescale_at. @locality gateway thread */
+static unsigned rescale_wanted(cf_secure *s, uint64_t index)
+{
+    unsigned want = atomic_exchange(&s->want_workers, 0);
+    while (s->plan_next < s->nplan && index >= s->plan[s->plan_next].at) {
+        want = s->plan[s->plan_next++].to;
+    }
+    if (want == 0 || want == s->workers || s->role != CF_ROLE_ALL || s->mode == PROT_NONE) {
+        return 0;
+    }
+    for (unsigned i = 0; i < s->k; i++) {
+        for (unsigned w = s->workers; w < want; w++) {
+            if (cf__worker_lanes(s, i, w) != CF_OK) {
+                CF_LOG(CF_LOG_ERROR, "party", "no memory for %u workers: staying at %u", want,
+                       s->workers);
+                return 0;
+            }
+        }
+    }
+    return want;
+}
+
+cf_err cf_secure_rescale(cf_secure *s, unsigned workers)
+{
+    if (workers < 1 || workers > CF_WORKERS_MAX) {
+        return CF_E_INVAL;
+    }
+    if (s->role != CF_ROLE_ALL || s->mode == PROT_NONE) {
+        return CF_E_STATE; /* no party workers in this process */
+    }
+    atomic_store(&s->want_workers, workers);
+    return CF_OK;
 }
 
 /* Every audit.checkpoint_events events, asks for a checkpoint at the current log index:
@@ -1204,11 +1355,16 @@ static void send_markers(cf_secure *s, uint64_t index, uint64_t alerts_len, uint
  * state; without, the gateway's own positions are all there is. @locality gateway thread */
 static cf_err maybe_checkpoint(cf_secure *s, char *errstr, size_t errstr_size)
 {
-    if (s->audit == NULL || s->conf.audit_checkpoint_events == 0) {
+    uint64_t index = s->audit != NULL ? cf_audit_next_index(s->audit) : s->gw_events;
+    unsigned rescale_to = rescale_wanted(s, index);
+    if (rescale_to != 0 && (s->audit == NULL || index == s->last_ckpt_index)) {
+        /* Nothing to log (or logged at this index already): the marker only rescales. */
+        send_markers_rescale(s, index, 0, 0, rescale_to, true);
         return CF_OK;
     }
-    uint64_t index = cf_audit_next_index(s->audit);
-    if (index - s->last_ckpt_index < (uint64_t)s->conf.audit_checkpoint_events) {
+    if (s->audit == NULL || (rescale_to == 0 && (s->conf.audit_checkpoint_events == 0 ||
+                                                 index - s->last_ckpt_index <
+                                                     (uint64_t)s->conf.audit_checkpoint_events))) {
         return CF_OK;
     }
     s->last_ckpt_index = index;
@@ -1239,7 +1395,7 @@ static cf_err maybe_checkpoint(cf_secure *s, char *errstr, size_t errstr_size)
     /* Distributed, the gateway keeps its own positions (above) and a marker says only
      * where: a replayed marker must equal the original in every party's stream. */
     bool own = s->role == CF_ROLE_GATEWAY;
-    send_markers(s, index, own ? 0 : alerts_len, own ? 0 : s->st.alerts);
+    send_markers_rescale(s, index, own ? 0 : alerts_len, own ? 0 : s->st.alerts, rescale_to, false);
     return CF_OK;
 }
 
@@ -1271,6 +1427,7 @@ cf_err cf_secure_gateway(cf_secure *s, cf_batch *b, char *errstr, size_t errstr_
         return cf_err_set(err, errstr, errstr_size, "out of memory");
     }
     screen(s, b);
+    s->gw_events += b->n;
     if (s->audit != NULL) {
         uint64_t base = cf_audit_next_index(s->audit);
         for (uint32_t i = 0; i < b->n; i++) {
@@ -1360,11 +1517,16 @@ void cf_secure_destroy(cf_secure *s)
     cf__net_close(s);
     remove_ephemeral_keys(s);
     for (unsigned i = 0; i < CF_KEY_PARTIES_MAX; i++) {
-        party *pa = &s->parties[i];
-        cf_window_destroy(pa->win);
-        cf_sa_party_destroy(pa->sa);
-        lane_destroy(&pa->in);
-        lane_destroy(&pa->out);
+        for (unsigned w = 0; w < CF_WORKERS_MAX; w++) {
+            party *pa = &s->parties[i][w];
+            cf_window_destroy(pa->win);
+            cf_sa_party_destroy(pa->sa);
+            lane_destroy(&pa->in);
+            lane_destroy(&pa->out);
+        }
+        cf_key_destroy(s->party_keys[i]);
+        pthread_mutex_destroy(&s->xchg[i].mu);
+        pthread_cond_destroy(&s->xchg[i].cv);
     }
     if (s->dict != NULL) {
         void *item;

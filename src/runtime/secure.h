@@ -63,6 +63,12 @@ void cf_secure_serve(cf_secure *s);
 /** Asks a serving party or combiner to stop at the next frame boundary, without flushing
  *  windows (its state file says where a restart resumes). Async-signal-safe. */
 void cf_secure_stop(cf_secure *s);
+/**
+ * Asks for @p workers workers per party (1..16): the gateway applies it at its next batch
+ * with a checkpoint marker at which the workers hand their key groups over. Any thread.
+ * CF_E_INVAL out of range, CF_E_STATE when this process runs no party workers.
+ */
+cf_err cf_secure_rescale(cf_secure *s, unsigned workers);
 
 /** Connects with the nats.* settings of @p c (password file checked 0600), as @p name
  *  (inbox prefix _INBOX.name). distributed.c. */

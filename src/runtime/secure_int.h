@@ -26,6 +26,11 @@
 
 #define DICT_RING 65536
 
+/* Key partitioning (party.workers, docs/runtime.md): a pseudonym's key group is fixed; a
+ * party's W workers own contiguous ranges of the groups, so a rescale moves whole groups. */
+#define CF_WORKERS_MAX 16
+#define CF_KEY_GROUPS 128
+
 typedef enum { PROT_NONE, PROT_PLAIN, PROT_LSA } prot_mode;
 
 /* One event as a party receives it. share is only filled for party 0 (lsa: value and MAC
@@ -34,6 +39,10 @@ typedef struct party_item {
     uint8_t key[CF_SA_PSEUDO_LEN];
     int64_t ts_us;
     uint64_t seq;
+    /* Sharded runs: the largest event time of the whole stream before this event; the
+     * worker advances its watermark to it first, so lateness is decided as if one worker
+     * saw every event. */
+    int64_t prior_max_us;
     cf_sa_vec share;
 } party_item;
 
@@ -47,6 +56,10 @@ typedef struct item_batch {
     uint64_t ckpt_alerts_len;
     uint64_t ckpt_alerts; /* the gateway's alert counter at the marker */
     uint64_t src_seq;     /* distributed party: stream sequence of the frame it came in */
+    bool sharded;         /* the party has several workers: use prior_max_us and max_us */
+    int64_t max_us;       /* the largest event time of the stream after this batch */
+    uint32_t rescale_to;  /* a marker that also rescales the party to this many workers */
+    bool barrier_only;    /* a rescale marker that is no checkpoint (nothing to log) */
 } item_batch;
 
 typedef enum { MSG_RESULT = 1, MSG_LATE = 2, MSG_CKPT = 3 } msg_type;
@@ -60,9 +73,12 @@ typedef struct party_msg {
     uint64_t first, last; /* MSG_LATE: first = seq */
     uint32_t reason;      /* MSG_LATE: 0 = state limit, else cf_window_late_reason */
     uint8_t value[CF_SA_VALUE_SIZE];
-    /* MSG_CKPT: first = checkpoint index, count = alerts length; snapshot owned by the msg */
+    /* MSG_CKPT: first = checkpoint index, count = alerts length; snapshot owned by the msg;
+     * workers: the party's workers after the marker (a rescale), 0 when unchanged;
+     * update: a rescale barrier that is no checkpoint (no snapshot) */
     uint8_t *snap;
     size_t snap_len;
+    uint32_t workers;
 } party_msg;
 
 typedef struct msg_batch {
@@ -89,9 +105,12 @@ typedef struct lane {
     cf_ring *free_ring, *full_ring;
 } lane;
 
+/* One worker of a party: the key groups it owns, their windows, its lanes and thread. */
 typedef struct party {
     struct cf_secure *s;
-    unsigned index;
+    unsigned index;    /* the party */
+    unsigned worker;   /* its slot among the party's workers */
+    unsigned nworkers; /* workers of the party while this one runs (key group ownership) */
     pthread_t thread;
     bool started;
     lane in;  /* gateway -> party: item_batch */
@@ -104,6 +123,21 @@ typedef struct party {
     bool tampered;
     uint64_t limit_hits;
 } party;
+
+/* Where a party's workers meet at a rescale marker: each leaves its window snapshot, the
+ * last one merges them and starts added workers; every worker that stays (or starts) then
+ * takes its key groups from the merged state. */
+typedef struct rescale_xchg {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    unsigned deposited;
+    uint8_t *snaps[CF_WORKERS_MAX];
+    size_t lens[CF_WORKERS_MAX];
+    uint8_t *merged; /* shares: wiped when the last worker restored from it */
+    size_t merged_len;
+    unsigned restores_left;
+    uint64_t gen;
+} rescale_xchg;
 
 /* A set of 16-byte pseudonyms (gateway: which groups the combiner already knows). */
 typedef struct pset {
@@ -135,6 +169,7 @@ struct cf_secure {
     cf_sa_opts sa_opts;
 
     cf_key *gw_key, *comb_key, *pseudo_key;
+    cf_key *party_keys[CF_KEY_PARTIES_MAX]; /* seeds of parties >= 1: workers added later */
     cf_sa_gateway *gw;
     cf_sa_pseudo *pseudo;
     cf_sa_combiner *comb;
@@ -147,7 +182,18 @@ struct cf_secure {
     outfile alerts, results, late;
     ressig rsig; /* the combiner's signatures over results and late records */
 
-    party parties[CF_KEY_PARTIES_MAX];
+    party parties[CF_KEY_PARTIES_MAX][CF_WORKERS_MAX];
+    unsigned workers;         /* gateway: the workers per party events go to now */
+    atomic_uint want_workers; /* cf_secure_rescale: applied at the gateway's next batch */
+    int64_t gw_max_ts;        /* gateway: the largest event time sent so far */
+    uint64_t gw_events;       /* gateway: events accepted (the log index without a log) */
+    rescale_xchg xchg[CF_KEY_PARTIES_MAX];
+    cf_window_conf wconf; /* how every worker's windows are made */
+    struct rescale_plan { /* debug.rescale_at: (log index, workers) steps for tests */
+        uint64_t at;
+        unsigned to;
+    } plan[8];
+    unsigned nplan, plan_next;
     cf_ring *dict;
     pset announced;
     pmap names;
@@ -174,6 +220,7 @@ struct cf_secure {
     cf_counter *m_alerts[CF_RULES_MAX]; /* by rule index */
     cf_counter *m_integrity, *m_late;
     cf_gauge *m_watermark, *m_watermark_lag; /* party 0 updates them */
+    cf_gauge *m_workers;                     /* gateway: workers per party */
     cf_observe *ob; /* results, late reasons, audit head (observe.c); NULL: not observed */
 
     /* Distributed roles (distributed.c): the JetStream connection and the threads that
@@ -185,11 +232,11 @@ struct cf_secure {
         pthread_t t;
         bool running;
     } net[CF_KEY_PARTIES_MAX + 1];
-    atomic_bool net_stop;           /* stop without flushing (cf_secure_stop) */
-    atomic_bool groups_stop;        /* combiner: every party's stream ended */
-    atomic_bool net_failed;         /* a frame could not be sent or read: the run fails */
-    cursor cur[CF_KEY_PARTIES_MAX]; /* combiner: read positions (checkpointed) */
-    uint64_t start_seq[CF_KEY_PARTIES_MAX + 1]; /* party/combiner: resume at these sequences */
+    atomic_bool net_stop;    /* stop without flushing (cf_secure_stop) */
+    atomic_bool groups_stop; /* combiner: every party's stream ended */
+    atomic_bool net_failed;  /* a frame could not be sent or read: the run fails */
+    cursor cur[CF_KEY_PARTIES_MAX][CF_WORKERS_MAX]; /* combiner: read positions */
+    uint64_t start_seq[CF_KEY_PARTIES_MAX + 1];     /* party/combiner: resume at these sequences */
     uint64_t end_index; /* gateway: events in the log when the input ended */
     /* What a restarted sender already published (from its streams' last frames): the
      * gateway skips events below ev_floor and markers at or below mk_floor; a party skips
@@ -247,6 +294,20 @@ static inline uint64_t key_hash(const uint8_t k[CF_SA_PSEUDO_LEN])
     return h;
 }
 
+/* The key group of a pseudonym (bytes 8..15: bytes 0..7 index hash tables). */
+static inline unsigned key_group(const uint8_t k[CF_SA_PSEUDO_LEN])
+{
+    uint64_t h;
+    memcpy(&h, k + 8, sizeof(h));
+    return (unsigned)(h % CF_KEY_GROUPS);
+}
+
+/* Which of @p n workers owns the key group of @p k: contiguous ranges of groups. */
+static inline unsigned key_owner(const uint8_t k[CF_SA_PSEUDO_LEN], unsigned n)
+{
+    return n <= 1 ? 0 : key_group(k) * n / CF_KEY_GROUPS;
+}
+
 static inline void *lane_take(lane *l)
 {
     void *b = NULL;
@@ -261,6 +322,10 @@ static inline item_batch *take_items(lane *l)
     item_batch *b = lane_take(l);
     b->n = 0;
     b->ckpt = false;
+    b->sharded = false;
+    b->max_us = INT64_MIN;
+    b->rescale_to = 0;
+    b->barrier_only = false;
     return b;
 }
 
@@ -283,6 +348,13 @@ extern const cf_window_value_ops cf__lsa_value_ops;
 void cf__party_on_result(void *opaque, const cf_window_result *r);
 void cf__party_on_late(void *opaque, const cf_window_late *l);
 void *cf__party_main(void *arg);
+/* Creates the windows of worker @p pa (s->wconf). */
+cf_err cf__party_open_window(party *pa, char *errstr, size_t errstr_size);
+/* Restores worker @p pa's key groups from a party's (merged) snapshot. */
+cf_err cf__party_restore(party *pa, const uint8_t *snap, size_t len, char *errstr,
+                         size_t errstr_size);
+/* Allocates the lanes of worker slot @p w of party @p i (idempotent). */
+cf_err cf__worker_lanes(cf_secure *s, unsigned i, unsigned w);
 
 /* combiner.c */
 void *cf__combiner_main(void *arg);
