@@ -73,6 +73,9 @@ typedef struct cf_summary {
     uint64_t batch_target_changes;
     /* Duplicate event ids (input.dedup_horizon_ms), part of dead_lettered. */
     uint64_t duplicates;
+    /* Party workers (party.workers) at the end, and rescales applied (autoscale, API). */
+    uint32_t workers;
+    uint64_t rescales;
 } cf_summary;
 
 /**

@@ -145,6 +145,26 @@ static const conf_entry entries[] = {
      "Workers (threads) per party, each owning a range of the 128 key groups (confide run; a "
      "distributed party runs one). Changed while running by cf_pipeline_rescale or "
      "--autoscale; window.memory_mb applies to each worker."},
+    {"autoscale.policy", CONF_ENUM, "off", 0, 0, "off|static|reactive|ds2|predictive",
+     OFF(autoscale_policy), SZ(autoscale_policy),
+     "confide run: resize the party workers while running (docs/autoscaling.md): static "
+     "(autoscale.max_workers), reactive (utilization thresholds), ds2 (true processing rate) "
+     "or predictive (autoscale.model's forecast)."},
+    {"autoscale.interval_ms", CONF_INT, "1000", 50, 3600000, NULL, OFF(autoscale_interval_ms), 0,
+     "How often the autoscaler measures the workers and decides."},
+    {"autoscale.min_workers", CONF_INT, "1", 1, 16, NULL, OFF(autoscale_min_workers), 0,
+     "The autoscaler's fewest workers per party."},
+    {"autoscale.max_workers", CONF_INT, "8", 1, 16, NULL, OFF(autoscale_max_workers), 0,
+     "The autoscaler's most workers per party (static: the size it sets)."},
+    {"autoscale.target_util", CONF_INT, "70", 5, 100, NULL, OFF(autoscale_target_pct), 0,
+     "ds2 and predictive: the busy percentage per worker aimed at; reactive scales up above "
+     "it + 10 and down below it - 30."},
+    {"autoscale.cooldown_ms", CONF_INT, "10000", 0, 3600000, NULL, OFF(autoscale_cooldown_ms), 0,
+     "No decision for this long after a rescale (reactive cooldown, ds2 stabilization) and "
+     "scale down only after wanting it this long (ds2, predictive)."},
+    {"autoscale.model", CONF_STR, "", 0, 0, NULL, OFF(autoscale_model), SZ(autoscale_model),
+     "predictive: a model from `confide forecast train` over a trace of events per "
+     "autoscale.interval_ms."},
     {"debug.rescale_at", CONF_STR, "", 0, 0, NULL, OFF(debug_rescale_at), SZ(debug_rescale_at),
      "Fault injection for tests: rescale the party workers at log indexes, e.g. "
      "\"1000:3,5000:2\" (at index 1000 to 3 workers, at 5000 to 2). Empty: off."},
@@ -389,10 +409,10 @@ cf_err cf_config_get(const cf_config *c, const char *key, char *buf, size_t size
  * the file's folder (as Prometheus does for rule files), so a config works from anywhere. */
 static bool is_path_key(const char *key)
 {
-    static const char *const keys[] = {"input.path",   "output.dir",         "keys.dir",
-                                       "rules.file",   "audit.dir",          "audit.witness_dir",
-                                       "nats.ca_file", "nats.password_file", "nats.cert_file",
-                                       "nats.key_file"};
+    static const char *const keys[] = {"input.path",    "output.dir",         "keys.dir",
+                                       "rules.file",    "audit.dir",          "audit.witness_dir",
+                                       "nats.ca_file",  "nats.password_file", "nats.cert_file",
+                                       "nats.key_file", "autoscale.model"};
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
         if (strcmp(key, keys[i]) == 0) {
             return true;

@@ -298,6 +298,7 @@ void *cf__party_main(void *arg)
         cf_err err = cf_ring_pop_until(pa->in.full_ring, &item, cf_now_ns() + wait_ns);
         if (err == CF_OK) {
             item_batch *ib = item;
+            int64_t t0 = cf_now_ns();
             if (ib->src_seq != pa->cur_src_seq) { /* a frame may carry several batches */
                 pa->cur_src_seq = ib->src_seq;
                 pa->part = 0;
@@ -310,8 +311,12 @@ void *cf__party_main(void *arg)
                 party_checkpoint(pa, ib);
             }
             unsigned rescale_to = ib->ckpt ? ib->rescale_to : 0;
+            uint32_t n = ib->n;
             cf_ring_push_wait(pa->in.free_ring, item);
             party_flush_out(pa);
+            atomic_fetch_add_explicit(&pa->processed, n, memory_order_relaxed);
+            atomic_fetch_add_explicit(&pa->busy_ns, (uint64_t)(cf_now_ns() - t0),
+                                      memory_order_relaxed);
             if (rescale_to != 0 && !party_rescale(pa, rescale_to)) {
                 return NULL; /* retired: its key groups went to the others */
             }

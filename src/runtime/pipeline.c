@@ -1186,6 +1186,8 @@ cf_err cf_pipeline_run(cf_pipeline *p, cf_summary *out, char *errstr, size_t err
         out->alerts = st.alerts;
         out->late = st.late;
         out->windows = st.windows;
+        out->workers = st.workers;
+        out->rescales = st.rescales;
         out->results = st.results;
         out->suppressed = st.suppressed;
         out->integrity_alerts = st.integrity_alerts;
@@ -1240,7 +1242,7 @@ size_t cf_summary_to_json(const cf_summary *s, char *buf, size_t size)
         "\"windows\":%llu,\"results\":%llu,\"suppressed\":%llu,"
         "\"integrity_alerts\":%llu,\"audited\":%llu,\"resumed\":%llu,\"batches\":%llu,"
         "\"batch_mean\":%.2f,\"batch_max\":%u,\"batch_target\":%u,"
-        "\"batch_target_changes\":%llu,\"duplicates\":%llu}\n",
+        "\"batch_target_changes\":%llu,\"duplicates\":%llu,\"workers\":%u,\"rescales\":%llu}\n",
         (unsigned long long)s->read, (unsigned long long)s->accepted,
         (unsigned long long)s->dead_lettered, s->elapsed_s, s->events_per_s, (long long)s->p50_us,
         (long long)s->p99_us, (long long)s->p999_us, (long long)s->max_us, s->cpu_s,
@@ -1249,6 +1251,6 @@ size_t cf_summary_to_json(const cf_summary *s, char *buf, size_t size)
         (unsigned long long)s->integrity_alerts, (unsigned long long)s->audited,
         (unsigned long long)s->resumed, (unsigned long long)s->batches, s->batch_mean,
         s->batch_max_seen, s->batch_target, (unsigned long long)s->batch_target_changes,
-        (unsigned long long)s->duplicates);
+        (unsigned long long)s->duplicates, s->workers, (unsigned long long)s->rescales);
     return n < 0 || (size_t)n >= size ? 0 : (size_t)n;
 }

@@ -48,6 +48,13 @@ struct cf_config {
     int64_t debug_tamper_party;
     int64_t party_workers;
     char debug_rescale_at[128];
+    char autoscale_policy[16];
+    int64_t autoscale_interval_ms;
+    int64_t autoscale_min_workers;
+    int64_t autoscale_max_workers;
+    int64_t autoscale_target_pct;
+    int64_t autoscale_cooldown_ms;
+    char autoscale_model[CF_CONF_STR_MAX];
     char batch_mode[32];
     int64_t batch_count_max; /* 0: pipeline.batch_max (see cf__config_batch_count) */
     int64_t batch_bytes_max;

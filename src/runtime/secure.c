@@ -832,6 +832,7 @@ cf_err cf__secure_create_observed(cf_secure **out, const cf_config *c, cf_observ
     s->results_csv = strcmp(c->results_format, "csv") == 0;
     s->k = mode == PROT_LSA ? (unsigned)c->parties : mode == PROT_PLAIN ? 1 : 0;
     s->workers = (unsigned)c->party_workers;
+    atomic_store(&s->cur_workers, s->workers);
     s->gw_max_ts = INT64_MIN;
     for (unsigned i = 0; i < CF_KEY_PARTIES_MAX; i++) {
         pthread_mutex_init(&s->xchg[i].mu, NULL);
@@ -927,6 +928,9 @@ cf_err cf__secure_create_observed(cf_secure **out, const cf_config *c, cf_observ
     }
     if (mode != PROT_NONE && !start_threads(s)) {
         err = cf_err_set(CF_E_NOMEM, errstr, errstr_size, "cannot start party threads");
+        goto fail;
+    }
+    if ((err = cf__autoscale_start(s, errstr, errstr_size)) != CF_OK) {
         goto fail;
     }
     if ((err = replay_log(s, rs.index, errstr, errstr_size)) != CF_OK) {
@@ -1304,6 +1308,8 @@ static void send_markers_rescale(cf_secure *s, uint64_t index, uint64_t alerts_l
         CF_LOG(CF_LOG_INFO, "party", "rescaling from %u to %u workers per party at index %llu",
                s->workers, rescale_to, (unsigned long long)index);
         s->workers = rescale_to;
+        s->st.rescales++;
+        atomic_store(&s->cur_workers, rescale_to);
         if (s->m_workers != NULL) {
             cf_gauge_set(s->m_workers, (double)rescale_to);
         }
@@ -1355,7 +1361,7 @@ cf_err cf_secure_rescale(cf_secure *s, unsigned workers)
  * state; without, the gateway's own positions are all there is. @locality gateway thread */
 static cf_err maybe_checkpoint(cf_secure *s, char *errstr, size_t errstr_size)
 {
-    uint64_t index = s->audit != NULL ? cf_audit_next_index(s->audit) : s->gw_events;
+    uint64_t index = s->audit != NULL ? cf_audit_next_index(s->audit) : atomic_load(&s->gw_events);
     unsigned rescale_to = rescale_wanted(s, index);
     if (rescale_to != 0 && (s->audit == NULL || index == s->last_ckpt_index)) {
         /* Nothing to log (or logged at this index already): the marker only rescales. */
@@ -1427,7 +1433,7 @@ cf_err cf_secure_gateway(cf_secure *s, cf_batch *b, char *errstr, size_t errstr_
         return cf_err_set(err, errstr, errstr_size, "out of memory");
     }
     screen(s, b);
-    s->gw_events += b->n;
+    atomic_fetch_add_explicit(&s->gw_events, b->n, memory_order_relaxed);
     if (s->audit != NULL) {
         uint64_t base = cf_audit_next_index(s->audit);
         for (uint32_t i = 0; i < b->n; i++) {
@@ -1463,6 +1469,7 @@ cf_err cf_secure_finish(cf_secure *s, cf_secure_stats *st, char *errstr, size_t 
     if (s->audit != NULL) {
         s->end_index = cf_audit_next_index(s->audit); /* the end-of-input frame says it */
     }
+    cf__autoscale_stop(s);
     stop_threads(s);
     if (s->audit != NULL) {
         ressig_sign(&s->rsig, cf_audit_next_index(s->audit)); /* covers every released row */
@@ -1490,6 +1497,7 @@ cf_err cf_secure_finish(cf_secure *s, cf_secure_stats *st, char *errstr, size_t 
                          "resumes from the last checkpoint");
     }
     s->st.late = atomic_load(&s->late_count);
+    s->st.workers = s->mode != PROT_NONE ? s->workers : 0;
     *st = s->st;
     return err;
 }
@@ -1512,6 +1520,7 @@ void cf_secure_destroy(cf_secure *s)
     if (s->role != CF_ROLE_ALL) {
         atomic_store(&s->net_stop, true); /* finished already, or failed: nothing more out */
     }
+    cf__autoscale_stop(s);
     stop_threads(s);
     cf__sink_close(s);
     cf__net_close(s);

@@ -31,7 +31,9 @@ typedef struct cf_secure_stats {
     uint64_t audit_first_index;
     char keys_dir[CF_CONF_STR_MAX + 16];
     char audit_dir[CF_CONF_STR_MAX + 16];
-    uint64_t resumed; /* events already in the log at start (skipped from the input) */
+    uint64_t resumed;  /* events already in the log at start (skipped from the input) */
+    uint64_t rescales; /* worker rescales applied by this run */
+    unsigned workers;  /* workers per party at the end */
 } cf_secure_stats;
 
 /**

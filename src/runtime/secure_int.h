@@ -122,6 +122,9 @@ typedef struct party {
     uint32_t part;        /* output batches produced from it so far */
     bool tampered;
     uint64_t limit_hits;
+    /* What the autoscaler measures (DS2's true processing rate): events taken and the time
+     * spent on them; this worker writes, the autoscaler reads. */
+    atomic_uint_fast64_t processed, busy_ns;
 } party;
 
 /* Where a party's workers meet at a rescale marker: each leaves its window snapshot, the
@@ -183,10 +186,12 @@ struct cf_secure {
     ressig rsig; /* the combiner's signatures over results and late records */
 
     party parties[CF_KEY_PARTIES_MAX][CF_WORKERS_MAX];
-    unsigned workers;         /* gateway: the workers per party events go to now */
-    atomic_uint want_workers; /* cf_secure_rescale: applied at the gateway's next batch */
-    int64_t gw_max_ts;        /* gateway: the largest event time sent so far */
-    uint64_t gw_events;       /* gateway: events accepted (the log index without a log) */
+    unsigned workers;                 /* gateway: the workers per party events go to now */
+    atomic_uint want_workers;         /* cf_secure_rescale: applied at the gateway's next batch */
+    int64_t gw_max_ts;                /* gateway: the largest event time sent so far */
+    atomic_uint_fast64_t gw_events;   /* gateway: events accepted (the log index without a log) */
+    atomic_uint cur_workers;          /* s->workers for other threads (the autoscaler) */
+    struct cf_autoscaler *autoscaler; /* autoscale.policy: its thread (autoscale.c) */
     rescale_xchg xchg[CF_KEY_PARTIES_MAX];
     cf_window_conf wconf; /* how every worker's windows are made */
     struct rescale_plan { /* debug.rescale_at: (log index, workers) steps for tests */
@@ -355,6 +360,10 @@ cf_err cf__party_restore(party *pa, const uint8_t *snap, size_t len, char *errst
                          size_t errstr_size);
 /* Allocates the lanes of worker slot @p w of party @p i (idempotent). */
 cf_err cf__worker_lanes(cf_secure *s, unsigned i, unsigned w);
+
+/* autoscale.c: autoscale.policy drives cf_secure_rescale from the workers' busy time. */
+cf_err cf__autoscale_start(cf_secure *s, char *errstr, size_t errstr_size);
+void cf__autoscale_stop(cf_secure *s);
 
 /* combiner.c */
 void *cf__combiner_main(void *arg);
