@@ -22,6 +22,7 @@ struct cf_autoscaler {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool stop;
+    cf_gauge *desired; /* confide_desired_workers: the decision, for an outside orchestrator */
     uint64_t arrived, processed, busy_ns; /* totals at the last decision */
     int64_t last_ns;
 };
@@ -64,7 +65,10 @@ static void decide(struct cf_autoscaler *a)
     unsigned lo = (unsigned)s->conf.autoscale_min_workers;
     unsigned hi = (unsigned)s->conf.autoscale_max_workers;
     want = want < lo ? lo : want > hi ? hi : want;
-    if (want != o.ready && cf_secure_rescale(s, want) == CF_OK) {
+    if (a->desired != NULL) {
+        cf_gauge_set(a->desired, (double)want);
+    }
+    if (want != o.ready && s->conf.autoscale_act && cf_secure_rescale(s, want) == CF_OK) {
         CF_LOG(CF_LOG_INFO, "autoscale",
                "%s: %u -> %u workers per party (%.0f events/s arriving, %.0f per busy "
                "worker-second)",
@@ -148,6 +152,15 @@ cf_err cf__autoscale_start(cf_secure *s, char *errstr, size_t errstr_size)
     a->s = s;
     a->last_ns = cf_now_ns();
     cf_err err = make_policy(a, c, errstr, errstr_size);
+    if (err == CF_OK && s->ob != NULL) {
+        err = cf_metrics_gauge(s->ob->m, "confide_desired_workers",
+                               "Workers per party the autoscaler wants (autoscale.policy); with "
+                               "autoscale.act false only advice, for an outside orchestrator.",
+                               NULL, 0, &a->desired, errstr, errstr_size);
+        if (a->desired != NULL) {
+            cf_gauge_set(a->desired, (double)atomic_load(&s->cur_workers));
+        }
+    }
     if (err == CF_OK) {
         pthread_mutex_init(&a->mu, NULL);
         pthread_cond_init(&a->cv, NULL);

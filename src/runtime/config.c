@@ -162,6 +162,9 @@ static const conf_entry entries[] = {
     {"autoscale.cooldown_ms", CONF_INT, "10000", 0, 3600000, NULL, OFF(autoscale_cooldown_ms), 0,
      "No decision for this long after a rescale (reactive cooldown, ds2 stabilization) and "
      "scale down only after wanting it this long (ds2, predictive)."},
+    {"autoscale.act", CONF_BOOL, "true", 0, 0, NULL, OFF(autoscale_act), 0,
+     "false: only advise (the confide_desired_workers gauge on /metrics, for Kubernetes or "
+     "another orchestrator), never rescale."},
     {"autoscale.model", CONF_STR, "", 0, 0, NULL, OFF(autoscale_model), SZ(autoscale_model),
      "predictive: a model from `confide forecast train` over a trace of events per "
      "autoscale.interval_ms."},

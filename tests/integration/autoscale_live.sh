@@ -37,6 +37,13 @@ check static
 [ "$(jget '["rescales"]' <"$tmp/ds2.json")" -ge 1 ] || fail "ds2 never rescaled: $(cat "$tmp/ds2.json")"
 check ds2
 
+# Advice only: the policy runs (confide_desired_workers) but nothing is resized.
+"$CONFIDE" run "${common[@]}" --out "$tmp/advise" --set autoscale.policy=static \
+    --set autoscale.max_workers=3 --set autoscale.interval_ms=50 --set autoscale.act=false \
+    --json >"$tmp/advise.json" 2>/dev/null || fail "advise-only run"
+[ "$(jget '["rescales"]' <"$tmp/advise.json")" -eq 0 ] || fail "autoscale.act=false rescaled"
+check advise
+
 set +e
 "$CONFIDE" run "${common[@]}" --out "$tmp/pred" --set autoscale.policy=predictive 2>"$tmp/err"
 rc=$?
