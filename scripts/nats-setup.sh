@@ -7,7 +7,8 @@
 #                                             with least-privilege subject permissions
 # Roles and what they may do (docs/distributed.md):
 #   gateway   publish PREFIX.shares.* and PREFIX.groups; create those streams
-#   partyI    read PREFIX.shares.I only; publish PREFIX.partials.I only
+#   partyI    read PREFIX.shares.I only; publish PREFIX.partials.I only (with --workers W,
+#             its W worker processes read PREFIX.shares.I.w and publish PREFIX.partials.I.w)
 #   combiner  read PREFIX.partials.* and PREFIX.groups; publish nothing
 #   admin     everything (operators, `nats` CLI); not used by confide
 #   producer  publish PREFIX.in (the gateway's input.nats_subject, `confide gen --nats`)
@@ -15,12 +16,12 @@
 #   (with output.nats_subject OUT: the gateway may publish OUT.alerts, the combiner
 #   OUT.results, OUT.late and OUT.alerts; --out-subject, default PREFIX.out)
 # Usage: scripts/nats-setup.sh DIR [--parties K] [--port P] [--nodes N] [--prefix confide]
-#                              [--out-subject SUBJECT]
+#                              [--out-subject SUBJECT] [--workers W (party.workers)]
 #        then: nats-server -c DIR/node1.conf   (and node2, node3 for --nodes 3)
 set -euo pipefail
 
 usage() {
-    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 dir=""
@@ -29,6 +30,7 @@ port=4222
 nodes=1
 prefix=confide
 out=""
+workers=1
 while [ $# -gt 0 ]; do
     case "$1" in
     -h | --help) usage; exit 0 ;;
@@ -37,6 +39,7 @@ while [ $# -gt 0 ]; do
     --nodes) nodes="$2"; shift 2 ;;
     --prefix) prefix="$2"; shift 2 ;;
     --out-subject) out="$2"; shift 2 ;;
+    --workers) workers="$2"; shift 2 ;;
     -*) echo "nats-setup: unknown option $1" >&2; exit 2 ;;
     *) dir="$1"; shift ;;
     esac
@@ -44,6 +47,7 @@ done
 [ -n "$dir" ] || { usage >&2; exit 2; }
 case "$parties" in [2-8]) ;; *) echo "nats-setup: --parties is 2..8" >&2; exit 2 ;; esac
 case "$nodes" in 1 | 3) ;; *) echo "nats-setup: --nodes is 1 or 3" >&2; exit 2 ;; esac
+case "$workers" in [1-9] | 1[0-6]) ;; *) echo "nats-setup: --workers is 1..16" >&2; exit 2 ;; esac
 up=$(echo "$prefix" | tr 'a-z.' 'A-Z_')
 out=${out:-$prefix.out}
 
@@ -87,25 +91,37 @@ api_consume() { # stream -> create/delete/info its ephemeral consumers, ack its 
     printf '"$JS.ACK.%s.>", ' "$1"
 }
 
+# The shares/partials streams of party I: one, or one per worker (_I_W) with --workers.
+slot_streams() { # KIND I
+    local w
+    if [ "$workers" -eq 1 ]; then echo "${up}_$1_$2"; return; fi
+    for ((w = 0; w < workers; w++)); do echo "${up}_$1_$2_$w"; done
+}
+
 users_block() {
-    local gw_pub="" party="" comb_pub="" i
+    local gw_pub="" party="" comb_pub="" i st
     for ((i = 0; i < parties; i++)); do
-        gw_pub+=$(api_stream "${up}_SHARES_$i")$(api_last "${up}_SHARES_$i")
+        for st in $(slot_streams SHARES "$i"); do
+            gw_pub+=$(api_stream "$st")$(api_last "$st")
+        done
     done
     gw_pub+=$(api_stream "${up}_GROUPS")$(api_stream "${up}_OUT")
     gw_pub+=$(api_stream "${up}_IN")$(api_consume "${up}_IN")
     echo "    { user: gateway, password: \"$(pw gateway)\", permissions: {"
-    echo "        publish: { allow: [\"$prefix.shares.*\", \"$prefix.groups\", \"$out.alerts\", \"\$JS.API.INFO\", ${gw_pub%, }] }"
+    echo "        publish: { allow: [\"$prefix.shares.*\", \"$prefix.shares.*.*\", \"$prefix.groups\", \"$out.alerts\", \"\$JS.API.INFO\", ${gw_pub%, }] }"
     echo "        subscribe: { allow: [\"_INBOX.confide-gateway.>\"] } } }"
     for ((i = 0; i < parties; i++)); do
-        party=$(api_stream "${up}_SHARES_$i")$(api_stream "${up}_PARTIALS_$i")
-        party+=$(api_last "${up}_PARTIALS_$i")$(api_consume "${up}_SHARES_$i")
+        party=""
+        for st in $(slot_streams SHARES "$i"); do party+=$(api_stream "$st")$(api_consume "$st"); done
+        for st in $(slot_streams PARTIALS "$i"); do party+=$(api_stream "$st")$(api_last "$st"); done
         echo "    { user: party$i, password: \"$(pw party$i)\", permissions: {"
-        echo "        publish: { allow: [\"$prefix.partials.$i\", \"\$JS.API.INFO\", ${party%, }] }"
+        echo "        publish: { allow: [\"$prefix.partials.$i\", \"$prefix.partials.$i.*\", \"\$JS.API.INFO\", ${party%, }] }"
         echo "        subscribe: { allow: [\"_INBOX.confide-party-$i.>\"] } } }"
     done
     for ((i = 0; i < parties; i++)); do
-        comb_pub+=$(api_stream "${up}_PARTIALS_$i")$(api_consume "${up}_PARTIALS_$i")
+        for st in $(slot_streams PARTIALS "$i"); do
+            comb_pub+=$(api_stream "$st")$(api_consume "$st")
+        done
     done
     comb_pub+=$(api_stream "${up}_GROUPS")$(api_consume "${up}_GROUPS")$(api_stream "${up}_OUT")
     echo "    { user: combiner, password: \"$(pw combiner)\", permissions: {"

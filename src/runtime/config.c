@@ -142,9 +142,10 @@ static const conf_entry entries[] = {
      "Fault injection for tests: party I alters its first partial sum, which the combiner "
      "must catch. -1: off."},
     {"party.workers", CONF_INT, "1", 1, 16, NULL, OFF(party_workers), 0,
-     "Workers (threads) per party, each owning a range of the 128 key groups (confide run; a "
-     "distributed party runs one). Changed while running by cf_pipeline_rescale or "
-     "--autoscale; window.memory_mb applies to each worker."},
+     "Workers per party, each owning a range of the 128 key groups: threads in confide run "
+     "(changed while running by cf_pipeline_rescale or autoscale.policy), worker processes "
+     "(confide party --worker W, one stream each) in a distributed run, where every role "
+     "must use the same value. window.memory_mb applies to each worker."},
     {"autoscale.policy", CONF_ENUM, "off", 0, 0, "off|static|reactive|ds2|predictive",
      OFF(autoscale_policy), SZ(autoscale_policy),
      "confide run: resize the party workers while running (docs/autoscaling.md): static "
@@ -177,6 +178,9 @@ static const conf_entry entries[] = {
      "Set by `confide gateway`, `confide party` and `confide combine`."},
     {"party.id", CONF_INT, "0", 0, 7, NULL, OFF(party_id), 0,
      "role party: which party this process is (0..parties-1)."},
+    {"party.worker", CONF_INT, "0", 0, 15, NULL, OFF(party_worker), 0,
+     "role party with party.workers > 1: which of the party's worker processes this is "
+     "(0..party.workers-1); it owns that range of the key groups."},
     {"nats.servers", CONF_STR, "nats://127.0.0.1:4222", 0, 0, NULL, OFF(nats_servers),
      SZ(nats_servers),
      "NATS servers of the JetStream cluster, comma-separated (tls:// or nats://; with "

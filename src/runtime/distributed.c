@@ -68,6 +68,26 @@ static void subject_name(const cf_secure *s, const char *kind, int i, char *out,
     }
 }
 
+/* The stream and subject of party @p i's worker @p w (shares or partials): with one worker
+ * per party the names above; with several, one stream per worker, PREFIX.shares.I.W. */
+static void slot_names(const cf_secure *s, const char *kind, const char *subj_kind, unsigned i,
+                       unsigned w, char *stream, char *subject, size_t n)
+{
+    stream_name(s, kind, (int)i, stream, n);
+    subject_name(s, subj_kind, (int)i, subject, n);
+    if (s->dworkers > 1) {
+        size_t ls = strlen(stream), lj = strlen(subject);
+        snprintf(stream + ls, n - ls, "_%u", w);
+        snprintf(subject + lj, n - lj, ".%u", w);
+    }
+}
+
+/* Index of (party, worker) in start_seq and the combiner's state. */
+static unsigned slot_index(const cf_secure *s, unsigned i, unsigned w)
+{
+    return i * s->dworkers + w;
+}
+
 /* ---- little-endian codec ---- */
 
 typedef struct wbuf {
@@ -150,8 +170,10 @@ static void rbytes(rbuf *r, void *d, size_t n)
  * a sender that falls behind packs what has queued up into one frame, so the round trip
  * of a publish is paid per frame, not per batch. A checkpoint marker always ends a frame
  * (a receiver that resumes after that frame's sequence must not skip anything).
- * shares:   per sub-batch: u8 marker | log id 16 | run id 16 | u32 n |
- *           events: n x (pseudonym 16 | ts i64 | seq u64 | [share 6 x u64, party 0 only])
+ * shares:   per sub-batch: u8 flags (1 marker, 2 sharded) | log id 16 | run id 16 | u32 n |
+ *           [sharded: stream max event time i64] |
+ *           events: n x (pseudonym 16 | ts i64 | seq u64 | [sharded: prior max ts i64] |
+ *                        [share 6 x u64, party 0 only])
  *           marker: checkpoint index u64 | alerts length u64 | alerts u64
  * partials: per sub-batch: input seq u64 | part u32 | u32 n |
  *           n x (type u8 | update u8 | pseudonym 16 | start i64 | end i64 | count u64 |
@@ -162,18 +184,24 @@ static void rbytes(rbuf *r, void *d, size_t n)
 #define SHARE_ITEM (CF_SA_PSEUDO_LEN + 16)
 #define MSG_ITEM (2 + CF_SA_PSEUDO_LEN + 6 * 8 + 4 + CF_SA_VALUE_SIZE)
 
+#define SHARES_CKPT 1u
+#define SHARES_SHARDED 2u /* the stream's event time rides along (party.workers > 1) */
+
 static size_t shares_size(const item_batch *b, unsigned to)
 {
-    return 1 + 2 * CF_SA_ID_LEN + 4 +
-           (b->ckpt ? 24 : (size_t)b->n * (SHARE_ITEM + (to == 0 ? sizeof(cf_sa_vec) : 0)));
+    size_t item = SHARE_ITEM + (to == 0 ? sizeof(cf_sa_vec) : 0) + (b->sharded ? 8 : 0);
+    return 1 + 2 * CF_SA_ID_LEN + 4 + (b->ckpt ? 24 : (b->sharded ? 8 : 0) + (size_t)b->n * item);
 }
 
 static void encode_shares(wbuf *w, const item_batch *b, unsigned to)
 {
-    w8(w, b->ckpt ? 1 : 0);
+    w8(w, (uint8_t)((b->ckpt ? SHARES_CKPT : 0) | (!b->ckpt && b->sharded ? SHARES_SHARDED : 0)));
     wbytes(w, b->ctx.log_id, CF_SA_ID_LEN);
     wbytes(w, b->ctx.run_id, CF_SA_ID_LEN);
     w32(w, b->ckpt ? 0 : b->n);
+    if (!b->ckpt && b->sharded) {
+        w64(w, (uint64_t)b->max_us);
+    }
     if (b->ckpt) {
         w64(w, b->ckpt_index);
         w64(w, b->ckpt_alerts_len);
@@ -185,6 +213,9 @@ static void encode_shares(wbuf *w, const item_batch *b, unsigned to)
         wbytes(w, it->key, CF_SA_PSEUDO_LEN);
         w64(w, (uint64_t)it->ts_us);
         w64(w, it->seq);
+        if (b->sharded) {
+            w64(w, (uint64_t)it->prior_max_us);
+        }
         if (to == 0) { /* parties >= 1 regenerate theirs from their seeds */
             for (int d = 0; d < CF_SA_DIM_MAX; d++) {
                 w64(w, it->share.v[d]);
@@ -199,11 +230,19 @@ static void encode_shares(wbuf *w, const item_batch *b, unsigned to)
 /* One sub-batch of a shares frame into @p b. */
 static bool decode_shares(rbuf *r, unsigned to, item_batch *b)
 {
-    b->ckpt = r8(r) == 1;
+    uint8_t flags = r8(r);
+    b->ckpt = (flags & SHARES_CKPT) != 0;
+    b->sharded = (flags & SHARES_SHARDED) != 0;
+    b->rescale_to = 0;
+    b->barrier_only = false;
     rbytes(r, b->ctx.log_id, CF_SA_ID_LEN);
     rbytes(r, b->ctx.run_id, CF_SA_ID_LEN);
     uint32_t count = r32(r);
+    b->max_us = b->sharded ? (int64_t)r64(r) : INT64_MIN;
     b->n = 0;
+    if (flags > (SHARES_CKPT | SHARES_SHARDED) || (b->ckpt && b->sharded)) {
+        return false;
+    }
     if (b->ckpt) {
         b->ckpt_index = r64(r);
         b->ckpt_alerts_len = r64(r);
@@ -218,6 +257,7 @@ static bool decode_shares(rbuf *r, unsigned to, item_batch *b)
         rbytes(r, it->key, CF_SA_PSEUDO_LEN);
         it->ts_us = (int64_t)r64(r);
         it->seq = r64(r);
+        it->prior_max_us = b->sharded ? (int64_t)r64(r) : INT64_MIN;
         memset(&it->share, 0, sizeof(it->share));
         if (to == 0) {
             for (int k = 0; k < CF_SA_DIM_MAX; k++) {
@@ -332,15 +372,15 @@ static bool publish_end(cf_secure *s, const char *subject, uint8_t sender, uint6
 /* A restarted gateway replays its log from the last checkpoint: what party @p i's stream
  * already holds is not published again (message ids would catch it too, but only within
  * the stream's duplicate window). */
-static bool already_sent(const cf_secure *s, unsigned i, const item_batch *b)
+static bool already_sent(const cf_secure *s, unsigned i, unsigned w, const item_batch *b)
 {
-    if (!s->has_floor[i]) {
+    if (!s->has_floor[i][w]) {
         return false;
     }
     if (b->ckpt) {
-        return b->ckpt_index <= s->mk_floor[i];
+        return b->ckpt_index <= s->mk_floor[i][w];
     }
-    return b->n > 0 && b->it[b->n - 1].seq < s->ev_floor[i];
+    return b->n > 0 && b->it[b->n - 1].seq < s->ev_floor[i][w];
 }
 
 #define FRAME_BATCHES 16
@@ -356,7 +396,7 @@ static void *lane_next(cf_ring *r, bool wait, bool *closed)
     return err == CF_OK ? item : NULL;
 }
 
-static bool send_shares(cf_secure *s, unsigned i, const char *subject, uint8_t *frame,
+static bool send_shares(cf_secure *s, unsigned i, unsigned wk, const char *subject, uint8_t *frame,
                         item_batch **held, unsigned nh)
 {
     wbuf w = {frame + CF_FRAME_HDR_LEN, NULL};
@@ -376,20 +416,21 @@ static bool send_shares(cf_secure *s, unsigned i, const char *subject, uint8_t *
                       .aux = marker_last ? 1u : 0u};
     cf_frame_seal(&h, frame);
     char msg_id[128];
-    snprintf(msg_id, sizeof(msg_id), "%s.s%u.%" PRIu64 ".%u.%c", s->log_hex, i, id, events,
+    snprintf(msg_id, sizeof(msg_id), "%s.s%u.%u.%" PRIu64 ".%u.%c", s->log_hex, i, wk, id, events,
              marker_last ? 'm' : 'e');
     return publish(s, subject, frame, CF_FRAME_HDR_LEN + h.len, msg_id);
 }
 
-/* Gateway: party I's lane -> PREFIX.shares.I; then an end-of-input frame. */
+/* Gateway: the lane of party I's worker W -> PREFIX.shares.I (.W); then an end-of-input
+ * frame. */
 static void *gateway_sender(void *arg)
 {
     struct net_thread *nt = arg;
     cf_secure *s = nt->s;
-    unsigned i = nt->i;
-    lane *l = &s->parties[i][0].in;
-    char subject[128], msg_id[96];
-    subject_name(s, "shares", (int)i, subject, sizeof(subject));
+    unsigned i = nt->i, wk = nt->w;
+    lane *l = &s->parties[i][wk].in;
+    char stream[128], subject[128], msg_id[96];
+    slot_names(s, "SHARES", "shares", i, wk, stream, subject, sizeof(subject));
     uint8_t *frame = cf_malloc(CF_FRAME_HDR_LEN + FRAME_BYTES);
     bool ok = frame != NULL, closed = false;
     item_batch *held[FRAME_BATCHES];
@@ -400,7 +441,7 @@ static void *gateway_sender(void *arg)
         bool fits = b != NULL && nh < FRAME_BATCHES && bytes + shares_size(b, i) <= FRAME_BYTES;
         if (nh > 0 && (b == NULL || !fits || held[nh - 1]->ckpt)) {
             if (ok && !atomic_load(&s->net_failed)) {
-                ok = send_shares(s, i, subject, frame, held, nh);
+                ok = send_shares(s, i, wk, subject, frame, held, nh);
             }
             for (unsigned j = 0; j < nh; j++) {
                 cf_ring_push_wait(l->free_ring, held[j]);
@@ -411,8 +452,12 @@ static void *gateway_sender(void *arg)
         if (b == NULL) {
             continue;
         }
-        if (already_sent(s, i, b) || shares_size(b, i) > FRAME_BYTES) {
-            if (!already_sent(s, i, b)) {
+        /* A worker none of whose keys had events in a batch: its windows close with its
+         * next events (each carries the stream's event time) or the end of input, with the
+         * same results; not worth a frame. */
+        bool empty = !b->ckpt && b->n == 0;
+        if (empty || already_sent(s, i, wk, b) || shares_size(b, i) > FRAME_BYTES) {
+            if (!empty && !already_sent(s, i, wk, b)) {
                 net_fail(s, "shares", "a batch is larger than a frame: lower pipeline.batch_max");
             }
             cf_ring_push_wait(l->free_ring, b);
@@ -422,7 +467,7 @@ static void *gateway_sender(void *arg)
         bytes += shares_size(b, i);
     }
     if (ok && !atomic_load(&s->net_failed) && !atomic_load(&s->net_stop)) {
-        snprintf(msg_id, sizeof(msg_id), "%s.s%u.end%" PRIu64, s->log_hex, i, s->end_index);
+        snprintf(msg_id, sizeof(msg_id), "%s.s%u.%u.end%" PRIu64, s->log_hex, i, wk, s->end_index);
         publish_end(s, subject, (uint8_t)i, s->end_index, msg_id);
     }
     cf_free(frame);
@@ -489,7 +534,9 @@ static void *groups_sender(void *arg)
 
 static void state_path(const cf_secure *s, char *out, size_t n)
 {
-    if (s->role == CF_ROLE_PARTY) {
+    if (s->role == CF_ROLE_PARTY && s->dworkers > 1) {
+        snprintf(out, n, "%s/party-%u-%u.state", s->conf.output_dir, s->party_id, s->worker_id);
+    } else if (s->role == CF_ROLE_PARTY) {
         snprintf(out, n, "%s/party-%u.state", s->conf.output_dir, s->party_id);
     } else {
         snprintf(out, n, "%s/combiner.state", s->conf.output_dir);
@@ -565,11 +612,11 @@ typedef struct receiver {
     int64_t idle_ns;
 } receiver;
 
-static cf_err recv_open(receiver *r, const char *kind, const char *subj_kind, int i,
-                        uint64_t start_seq, char *err, size_t errsz)
+static cf_err recv_open(receiver *r, const char *stream, const char *subject, uint64_t start_seq,
+                        char *err, size_t errsz)
 {
-    stream_name(r->s, kind, i, r->stream, sizeof(r->stream));
-    subject_name(r->s, subj_kind, i, r->subject, sizeof(r->subject));
+    snprintf(r->stream, sizeof(r->stream), "%s", stream);
+    snprintf(r->subject, sizeof(r->subject), "%s", subject);
     r->next_seq = start_seq > 0 ? start_seq : 1;
     r->idle_ns = 0;
     return cf_js_subscribe(&r->sub, r->s->js, r->stream, r->subject, r->next_seq,
@@ -646,10 +693,10 @@ static void *party_receiver(void *arg)
     struct net_thread *nt = arg;
     cf_secure *s = nt->s;
     party *pa = &s->parties[s->party_id][0];
-    char err[256];
+    char err[256], stream[128], subject[128];
     receiver rc = {.s = s};
-    if (recv_open(&rc, "SHARES", "shares", (int)s->party_id, s->start_seq[0], err, sizeof(err)) !=
-        CF_OK) {
+    slot_names(s, "SHARES", "shares", s->party_id, s->worker_id, stream, subject, sizeof(stream));
+    if (recv_open(&rc, stream, subject, s->start_seq[0], err, sizeof(err)) != CF_OK) {
         net_fail(s, "party input", err);
         cf_ring_close(pa->in.full_ring);
         return NULL;
@@ -780,8 +827,8 @@ static bool send_partials(cf_secure *s, const char *subject, uint8_t *frame, msg
                       .aux = l->part};
     cf_frame_seal(&h, frame);
     char msg_id[128];
-    snprintf(msg_id, sizeof(msg_id), "p%u.%" PRIu64 ".%u-%" PRIu64 ".%u", s->party_id, f->src_seq,
-             f->part, l->src_seq, l->part);
+    snprintf(msg_id, sizeof(msg_id), "p%u.%u.%" PRIu64 ".%u-%" PRIu64 ".%u", s->party_id,
+             s->worker_id, f->src_seq, f->part, l->src_seq, l->part);
     if (!publish(s, subject, frame, CF_FRAME_HDR_LEN + h.len, msg_id)) {
         return false;
     }
@@ -797,8 +844,9 @@ static void *party_sender(void *arg)
     struct net_thread *nt = arg;
     cf_secure *s = nt->s;
     party *pa = &s->parties[s->party_id][0];
-    char subject[128], msg_id[80];
-    subject_name(s, "partials", (int)s->party_id, subject, sizeof(subject));
+    char stream[128], subject[128], msg_id[80];
+    slot_names(s, "PARTIALS", "partials", s->party_id, s->worker_id, stream, subject,
+               sizeof(stream));
     uint8_t *frame = cf_malloc(CF_FRAME_HDR_LEN + FRAME_BYTES);
     bool ok = frame != NULL && 16 + (size_t)s->conf.pipeline_batch_max * MSG_ITEM <= FRAME_BYTES,
          closed = false;
@@ -839,7 +887,8 @@ static void *party_sender(void *arg)
         bytes += msgs_size(b);
     }
     if (ok && !atomic_load(&s->net_stop) && !atomic_load(&s->net_failed)) {
-        snprintf(msg_id, sizeof(msg_id), "p%u.end%" PRIu64, s->party_id, pa->cur_src_seq);
+        snprintf(msg_id, sizeof(msg_id), "p%u.%u.end%" PRIu64, s->party_id, s->worker_id,
+                 pa->cur_src_seq);
         publish_end(s, subject, (uint8_t)s->party_id, pa->cur_src_seq, msg_id);
     }
     cf_free(frame);
@@ -853,11 +902,12 @@ static void *combiner_receiver(void *arg)
 {
     struct net_thread *nt = arg;
     cf_secure *s = nt->s;
-    unsigned i = nt->i;
-    lane *l = &s->parties[i][0].out;
-    char err[256];
+    unsigned i = nt->i, wk = nt->w;
+    lane *l = &s->parties[i][wk].out;
+    char err[256], stream[128], subject[128];
     receiver rc = {.s = s};
-    if (recv_open(&rc, "PARTIALS", "partials", (int)i, s->start_seq[i], err, sizeof(err)) !=
+    slot_names(s, "PARTIALS", "partials", i, wk, stream, subject, sizeof(stream));
+    if (recv_open(&rc, stream, subject, s->start_seq[slot_index(s, i, wk)], err, sizeof(err)) !=
         CF_OK) {
         net_fail(s, "combiner input", err);
         atomic_store(&s->net_stop, true);
@@ -915,7 +965,10 @@ static void *groups_receiver(void *arg)
     cf_secure *s = nt->s;
     char err[256];
     receiver rc = {.s = s};
-    if (recv_open(&rc, "GROUPS", "groups", -1, 1, err, sizeof(err)) != CF_OK) {
+    char stream[128], subject[128];
+    stream_name(s, "GROUPS", -1, stream, sizeof(stream));
+    subject_name(s, "groups", -1, subject, sizeof(subject));
+    if (recv_open(&rc, stream, subject, 1, err, sizeof(err)) != CF_OK) {
         net_fail(s, "group names", err);
         return NULL;
     }
@@ -970,21 +1023,26 @@ static void *groups_receiver(void *arg)
 void cf__net_combiner_checkpoint(cf_secure *s, const party_msg *const *msgs)
 {
     uint64_t results_len = 0, late_len = 0, alerts_len = 0;
-    uint8_t tail[8 * CF_KEY_PARTIES_MAX];
+    uint8_t tail[8 * CF_KEY_PARTIES_MAX * CF_WORKERS_MAX];
+    unsigned nslots = s->k * s->dworkers;
     bool ok = cf__sink_flush(s) && outfile_sync(&s->results, &results_len) == CF_OK &&
               outfile_sync(&s->late, &late_len) == CF_OK &&
               outfile_sync(&s->alerts, &alerts_len) == CF_OK;
-    for (unsigned i = 0; i < s->k && ok; i++) {
-        const cursor *c = &s->cur[i][0];
-        /* A marker travels alone in its batch, so resuming after that batch loses nothing. */
-        ok = c->b != NULL && c->i == c->b->n && msgs[i]->first == msgs[0]->first;
-        for (int j = 0; ok && j < 8; j++) {
-            tail[8 * i + (unsigned)j] = (uint8_t)(c->b->stream_seq >> (8 * j));
+    for (unsigned w = 0; w < s->dworkers && ok; w++) {
+        for (unsigned i = 0; i < s->k && ok; i++) {
+            const cursor *c = &s->cur[i][w];
+            unsigned x = slot_index(s, i, w);
+            /* A marker travels alone in its batch: resuming after that batch loses nothing.
+             * msgs holds every slot's marker, worker by worker (combiner.c). */
+            ok = c->b != NULL && c->i == c->b->n && msgs[w * s->k + i]->first == msgs[0]->first;
+            for (int j = 0; ok && j < 8; j++) {
+                tail[8 * x + (unsigned)j] = (uint8_t)(c->b->stream_seq >> (8 * j));
+            }
         }
     }
     size_t len = 0;
     uint8_t *blob = ok ? cf__ckpt_encode(s, msgs[0]->first, alerts_len, s->st.alerts, results_len,
-                                         late_len, 0, 0, NULL, NULL, 0, tail, 8 * s->k, &len)
+                                         late_len, 0, 0, NULL, NULL, 0, tail, 8 * nslots, &len)
                        : NULL;
     if (blob == NULL || !write_state(s, blob, len)) {
         CF_LOG(CF_LOG_WARN, "combiner", "checkpoint at %llu skipped",
@@ -1030,12 +1088,9 @@ static cf_err read_password(const char *path, char *out, size_t n, char *errstr,
     return CF_OK;
 }
 
-static cf_err ensure(cf_secure *s, const char *kind, const char *subj_kind, int i, char *errstr,
+static cf_err ensure(cf_secure *s, const char *stream, const char *subject, char *errstr,
                      size_t errstr_size)
 {
-    char stream[128], subject[128];
-    stream_name(s, kind, i, stream, sizeof(stream));
-    subject_name(s, subj_kind, i, subject, sizeof(subject));
     return cf_js_ensure_stream(s->js, stream, subject, (int)s->conf.nats_replicas,
                                s->conf.nats_duplicate_window_s, errstr, errstr_size);
 }
@@ -1043,19 +1098,24 @@ static cf_err ensure(cf_secure *s, const char *kind, const char *subj_kind, int 
 static cf_err ensure_streams(cf_secure *s, char *errstr, size_t errstr_size)
 {
     cf_err err = CF_OK;
+    char stream[128], subject[128];
     for (unsigned i = 0; i < s->k && err == CF_OK; i++) {
-        bool shares = s->role == CF_ROLE_GATEWAY || (s->role == CF_ROLE_PARTY && s->party_id == i);
-        bool partials =
-            s->role == CF_ROLE_COMBINER || (s->role == CF_ROLE_PARTY && s->party_id == i);
-        if (shares) {
-            err = ensure(s, "SHARES", "shares", (int)i, errstr, errstr_size);
-        }
-        if (err == CF_OK && partials) {
-            err = ensure(s, "PARTIALS", "partials", (int)i, errstr, errstr_size);
+        for (unsigned w = 0; w < s->dworkers && err == CF_OK; w++) {
+            bool mine = s->role == CF_ROLE_PARTY && s->party_id == i && s->worker_id == w;
+            if (s->role == CF_ROLE_GATEWAY || mine) {
+                slot_names(s, "SHARES", "shares", i, w, stream, subject, sizeof(stream));
+                err = ensure(s, stream, subject, errstr, errstr_size);
+            }
+            if (err == CF_OK && (s->role == CF_ROLE_COMBINER || mine)) {
+                slot_names(s, "PARTIALS", "partials", i, w, stream, subject, sizeof(stream));
+                err = ensure(s, stream, subject, errstr, errstr_size);
+            }
         }
     }
     if (err == CF_OK && s->role != CF_ROLE_PARTY) {
-        err = ensure(s, "GROUPS", "groups", -1, errstr, errstr_size);
+        stream_name(s, "GROUPS", -1, stream, sizeof(stream));
+        subject_name(s, "groups", -1, subject, sizeof(subject));
+        err = ensure(s, stream, subject, errstr, errstr_size);
     }
     return err;
 }
@@ -1069,25 +1129,25 @@ static cf_err load_floors(cf_secure *s, char *errstr, size_t errstr_size)
     cf_err err = CF_OK;
     if (s->role == CF_ROLE_GATEWAY) {
         sodium_bin2hex(s->log_hex, sizeof(s->log_hex), s->ctx.log_id, sizeof(s->ctx.log_id));
-        for (unsigned i = 0; i < s->k && err == CF_OK; i++) {
-            stream_name(s, "SHARES", (int)i, stream, sizeof(stream));
-            subject_name(s, "shares", (int)i, subject, sizeof(subject));
+        for (unsigned x = 0; x < s->k * s->dworkers && err == CF_OK; x++) {
+            unsigned i = x / s->dworkers, w = x % s->dworkers;
+            slot_names(s, "SHARES", "shares", i, w, stream, subject, sizeof(stream));
             err = cf_js_last(s->js, stream, subject, &h, &found, errstr, errstr_size);
             if (err != CF_OK || !found) {
                 continue;
             }
-            s->has_floor[i] = true;
+            s->has_floor[i][w] = true;
             /* A shares frame holds the events [id, id + count), and a marker at its end
              * when aux is set (markers end frames); an end frame's id is the final index. */
             bool shares = h.type == CF_FRAME_SHARES;
-            s->ev_floor[i] = shares ? h.id + h.count : h.id;
-            s->mk_floor[i] = shares && h.aux == 0 ? h.id : s->ev_floor[i];
+            s->ev_floor[i][w] = shares ? h.id + h.count : h.id;
+            s->mk_floor[i][w] = shares && h.aux == 0 ? h.id : s->ev_floor[i][w];
         }
         return err;
     }
     if (s->role == CF_ROLE_PARTY) {
-        stream_name(s, "PARTIALS", (int)s->party_id, stream, sizeof(stream));
-        subject_name(s, "partials", (int)s->party_id, subject, sizeof(subject));
+        slot_names(s, "PARTIALS", "partials", s->party_id, s->worker_id, stream, subject,
+                   sizeof(stream));
         err = cf_js_last(s->js, stream, subject, &h, &found, errstr, errstr_size);
         if (err == CF_OK && found) {
             s->has_out_floor = true;
@@ -1104,7 +1164,7 @@ cf_err cf__net_open(cf_secure *s, resume_state *r, char *errstr, size_t errstr_s
     char name[64];
     snprintf(name, sizeof(name), "confide-%s", c->role);
     if (s->role == CF_ROLE_PARTY) {
-        snprintf(name, sizeof(name), "confide-party-%u", s->party_id);
+        snprintf(name, sizeof(name), "confide-party-%u", s->party_id); /* its inbox prefix */
     }
     cf_err err = cf__nats_connect(c, name, &s->js, errstr, errstr_size);
     /* A cluster that is still electing leaders (just started, or a node restarting) does
@@ -1124,17 +1184,17 @@ cf_err cf__net_open(cf_secure *s, resume_state *r, char *errstr, size_t errstr_s
     if (err != CF_OK || s->role == CF_ROLE_GATEWAY) {
         return err;
     }
-    for (unsigned i = 0; i <= CF_KEY_PARTIES_MAX; i++) {
+    for (unsigned i = 0; i < sizeof(s->start_seq) / sizeof(s->start_seq[0]); i++) {
         s->start_seq[i] = 1;
     }
     if ((err = read_state(s, r, errstr, errstr_size)) != CF_OK || r->blob == NULL) {
         return err;
     }
-    unsigned want = s->role == CF_ROLE_PARTY ? 1 : s->k;
+    unsigned want = s->role == CF_ROLE_PARTY ? 1 : s->k * s->dworkers;
     if (r->tail_len != 8 * (size_t)want || r->k != (s->role == CF_ROLE_PARTY ? 1u : 0u)) {
         return cf_err_set(CF_E_INVAL, errstr, errstr_size,
-                          "%s/%s.state was written for another number of parties", c->output_dir,
-                          s->role == CF_ROLE_PARTY ? "party-N" : "combiner");
+                          "%s/%s.state was written for another number of parties or workers",
+                          c->output_dir, s->role == CF_ROLE_PARTY ? "party-N" : "combiner");
     }
     for (unsigned i = 0; i < want; i++) {
         uint64_t seq = 0;
@@ -1148,11 +1208,12 @@ cf_err cf__net_open(cf_secure *s, resume_state *r, char *errstr, size_t errstr_s
     return CF_OK;
 }
 
-static bool spawn(cf_secure *s, unsigned slot, unsigned i, void *(*fn)(void *))
+static bool spawn(cf_secure *s, unsigned slot, unsigned i, unsigned w, void *(*fn)(void *))
 {
     struct net_thread *nt = &s->net[slot];
     nt->s = s;
     nt->i = i;
+    nt->w = w;
     nt->running = pthread_create(&nt->t, NULL, fn, nt) == 0;
     return nt->running;
 }
@@ -1170,17 +1231,17 @@ bool cf__net_start(cf_secure *s)
     bool ok = true;
     switch (s->role) {
     case CF_ROLE_GATEWAY:
-        for (unsigned i = 0; i < s->k; i++) {
-            ok &= spawn(s, i, i, gateway_sender);
+        for (unsigned x = 0; x < s->k * s->dworkers; x++) {
+            ok &= spawn(s, x, x / s->dworkers, x % s->dworkers, gateway_sender);
         }
-        return ok && spawn(s, s->k, 0, groups_sender);
+        return ok && spawn(s, s->k * s->dworkers, 0, 0, groups_sender);
     case CF_ROLE_PARTY:
-        return spawn(s, 0, 0, party_receiver) && spawn(s, 1, 0, party_sender);
+        return spawn(s, 0, 0, 0, party_receiver) && spawn(s, 1, 0, 0, party_sender);
     case CF_ROLE_COMBINER:
-        for (unsigned i = 0; i < s->k; i++) {
-            ok &= spawn(s, i, i, combiner_receiver);
+        for (unsigned x = 0; x < s->k * s->dworkers; x++) {
+            ok &= spawn(s, x, x / s->dworkers, x % s->dworkers, combiner_receiver);
         }
-        return ok && spawn(s, s->k, 0, groups_receiver);
+        return ok && spawn(s, s->k * s->dworkers, 0, 0, groups_receiver);
     default:
         return true;
     }
@@ -1191,8 +1252,8 @@ void cf__net_wait(cf_secure *s)
     if (s->role == CF_ROLE_PARTY) {
         join(s, 0); /* the input ended (or stop) */
     } else if (s->role == CF_ROLE_COMBINER) {
-        for (unsigned i = 0; i < s->k; i++) {
-            join(s, i);
+        for (unsigned x = 0; x < s->k * s->dworkers; x++) {
+            join(s, x);
         }
     }
 }
@@ -1201,18 +1262,19 @@ void cf__net_join(cf_secure *s)
 {
     switch (s->role) {
     case CF_ROLE_GATEWAY:
-        for (unsigned i = 0; i < s->k; i++) {
-            if (s->parties[i][0].in.full_ring != NULL) {
-                cf_ring_close(s->parties[i][0].in.full_ring);
+        for (unsigned x = 0; x < s->k * s->dworkers; x++) {
+            lane *l = &s->parties[x / s->dworkers][x % s->dworkers].in;
+            if (l->full_ring != NULL) {
+                cf_ring_close(l->full_ring);
             }
         }
-        for (unsigned i = 0; i < s->k; i++) {
-            join(s, i);
+        for (unsigned x = 0; x < s->k * s->dworkers; x++) {
+            join(s, x);
         }
         if (s->dict != NULL) {
             cf_ring_close(s->dict);
         }
-        join(s, s->k);
+        join(s, s->k * s->dworkers);
         break;
     case CF_ROLE_PARTY: {
         party *pa = &s->parties[s->party_id][0];
@@ -1228,8 +1290,8 @@ void cf__net_join(cf_secure *s)
         break;
     }
     case CF_ROLE_COMBINER:
-        for (unsigned i = 0; i < s->k; i++) {
-            join(s, i);
+        for (unsigned x = 0; x < s->k * s->dworkers; x++) {
+            join(s, x);
         }
         if (s->comb_started) {
             pthread_join(s->comb_thread, NULL);

@@ -65,6 +65,7 @@ struct cf_config {
     int64_t status_interval_ms;
     char role[16];
     int64_t party_id;
+    int64_t party_worker;
     char nats_servers[CF_CONF_STR_MAX];
     char nats_user[128];
     char nats_password_file[CF_CONF_STR_MAX];

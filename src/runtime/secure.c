@@ -618,8 +618,10 @@ static cf_err replay_log(cf_secure *s, uint64_t from_ckpt, char *errstr, size_t 
      * what their stream already has). */
     uint64_t from_send = from_ckpt;
     for (unsigned i = 0; i < s->k && s->role == CF_ROLE_GATEWAY; i++) {
-        uint64_t f = s->has_floor[i] ? s->ev_floor[i] : 0;
-        from_send = f < from_send ? f : from_send;
+        for (unsigned w = 0; w < s->dworkers; w++) {
+            uint64_t f = s->has_floor[i][w] ? s->ev_floor[i][w] : 0;
+            from_send = f < from_send ? f : from_send;
+        }
     }
     if (n == 0 || (s->rules == NULL && s->mode == PROT_NONE)) {
         return CF_OK;
@@ -800,11 +802,18 @@ cf_err cf__secure_create_observed(cf_secure **out, const cf_config *c, cf_observ
                               "window.idle_timeout_ms: must be 0 in a distributed run (a party "
                               "that replays after a restart must emit exactly what it did)");
         }
-        if (c->party_workers != 1) {
+        if (role == CF_ROLE_PARTY && c->party_worker >= c->party_workers) {
             return cf_err_set(CF_E_INVAL, errstr, errstr_size,
-                              "party.workers: %lld, but a distributed party runs one worker "
-                              "(party.workers applies to confide run)",
-                              (long long)c->party_workers);
+                              "party.worker: %lld, but there are %lld workers per party (0..%lld)",
+                              (long long)c->party_worker, (long long)c->party_workers,
+                              (long long)c->party_workers - 1);
+        }
+        if (c->debug_rescale_at[0] != '\0' || strcmp(c->autoscale_policy, "off") != 0) {
+            return cf_err_set(CF_E_INVAL, errstr, errstr_size,
+                              "%s: a distributed run has a fixed number of worker processes "
+                              "per party (party.workers); rescaling is embedded only",
+                              c->debug_rescale_at[0] != '\0' ? "debug.rescale_at"
+                                                             : "autoscale.policy");
         }
         if (role == CF_ROLE_PARTY && c->party_id >= c->parties) {
             return cf_err_set(CF_E_INVAL, errstr, errstr_size,
@@ -831,7 +840,10 @@ cf_err cf__secure_create_observed(cf_secure **out, const cf_config *c, cf_observ
     s->heads_fd = -1;
     s->results_csv = strcmp(c->results_format, "csv") == 0;
     s->k = mode == PROT_LSA ? (unsigned)c->parties : mode == PROT_PLAIN ? 1 : 0;
-    s->workers = (unsigned)c->party_workers;
+    /* Distributed, a party process is one worker: one window and one pair of lanes. */
+    s->workers = role == CF_ROLE_PARTY ? 1 : (unsigned)c->party_workers;
+    s->dworkers = (unsigned)c->party_workers;
+    s->worker_id = (unsigned)c->party_worker;
     atomic_store(&s->cur_workers, s->workers);
     s->gw_max_ts = INT64_MIN;
     for (unsigned i = 0; i < CF_KEY_PARTIES_MAX; i++) {

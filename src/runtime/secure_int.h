@@ -234,20 +234,25 @@ struct cf_secure {
     struct net_thread {
         struct cf_secure *s;
         unsigned i;
+        unsigned w; /* the worker slot of party i whose stream this thread carries */
         pthread_t t;
         bool running;
-    } net[CF_KEY_PARTIES_MAX + 1];
+    } net[CF_KEY_PARTIES_MAX * CF_WORKERS_MAX + 1];
+    unsigned dworkers;       /* distributed: worker processes per party (party.workers) */
+    unsigned worker_id;      /* distributed party: which of them this process is (party.worker) */
     atomic_bool net_stop;    /* stop without flushing (cf_secure_stop) */
     atomic_bool groups_stop; /* combiner: every party's stream ended */
     atomic_bool net_failed;  /* a frame could not be sent or read: the run fails */
     cursor cur[CF_KEY_PARTIES_MAX][CF_WORKERS_MAX]; /* combiner: read positions */
-    uint64_t start_seq[CF_KEY_PARTIES_MAX + 1];     /* party/combiner: resume at these sequences */
-    uint64_t end_index; /* gateway: events in the log when the input ended */
+    uint64_t start_seq[CF_KEY_PARTIES_MAX * CF_WORKERS_MAX + 1];
+        /* by i * dworkers + w */ /* party/combiner: resume at these sequences */
+    uint64_t end_index;           /* gateway: events in the log when the input ended */
     /* What a restarted sender already published (from its streams' last frames): the
      * gateway skips events below ev_floor and markers at or below mk_floor; a party skips
      * output batches at or before (out_seq, out_part). */
-    uint64_t ev_floor[CF_KEY_PARTIES_MAX], mk_floor[CF_KEY_PARTIES_MAX];
-    bool has_floor[CF_KEY_PARTIES_MAX];
+    uint64_t ev_floor[CF_KEY_PARTIES_MAX][CF_WORKERS_MAX],
+        mk_floor[CF_KEY_PARTIES_MAX][CF_WORKERS_MAX];
+    bool has_floor[CF_KEY_PARTIES_MAX][CF_WORKERS_MAX];
     uint64_t out_seq;
     uint32_t out_part;
     bool has_out_floor;

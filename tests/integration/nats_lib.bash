@@ -51,7 +51,8 @@ nats_start_node() { # DIR N: (re)starts node N, waits until it accepts connectio
 nats_start() {
     local dir=$1 parties=$2 nodes=$3 base
     base=$(nats_free_base)
-    bash "$SRC/scripts/nats-setup.sh" "$dir" --parties "$parties" --port "$base" --nodes "$nodes"
+    bash "$SRC/scripts/nats-setup.sh" "$dir" --parties "$parties" --port "$base" --nodes "$nodes" \
+        --workers "${NATS_WORKERS:-1}"
     NATS_URL=""
     for ((n = 1; n <= nodes; n++)); do
         nats_start_node "$dir" "$n"
