@@ -85,9 +85,6 @@ gateway() { # OUT [run options...]
     last=$!
     pids+=("$last")
 }
-wait_ok() { # PID LOG WHAT
-    wait "$1" || { cat "$2" >&2; fail "$3 exited with $?"; }
-}
 same() { # OUT
     cmp "$tmp/emb/results.ndjson" "$1/c/results.ndjson" || fail "$1: results differ"
     cmp "$tmp/emb/late.ndjson" "$1/c/late.ndjson" || fail "$1: late records differ"

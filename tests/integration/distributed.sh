@@ -63,13 +63,6 @@ gateway() { # OUT [run options...]
     last=$!
     pids+=("$last")
 }
-wait_ok() { # PID LOG WHAT
-    wait "$1" || { cat "$2" >&2; fail "$3 exited with $?"; }
-}
-wait_for() { # FILE SECONDS
-    for _ in $(seq $(($2 * 10))); do [ -e "$1" ] && return 0; sleep 0.1; done
-    fail "$1 did not appear"
-}
 same() { # OUT
     cmp "$tmp/emb/results.ndjson" "$1/c/results.ndjson" || fail "$1: results differ"
     cmp "$tmp/emb/late.ndjson" "$1/c/late.ndjson" || fail "$1: late records differ"

@@ -81,13 +81,6 @@ gateway() { # OUT [run options...]
     last=$!
     pids+=("$last")
 }
-wait_ok() { # PID LOG WHAT
-    wait "$1" || { cat "$2" >&2; fail "$3 exited with $?"; }
-}
-wait_for() { # FILE SECONDS
-    for _ in $(seq $(($2 * 10))); do [ -e "$1" ] && return 0; sleep 0.1; done
-    fail "$1 did not appear"
-}
 same() { # OUT
     cmp <(sort "$tmp/emb/results.ndjson") <(sort "$1/c/results.ndjson") || fail "$1: results differ"
     cmp <(sort "$tmp/emb/late.ndjson") <(sort "$1/c/late.ndjson") || fail "$1: late records differ"

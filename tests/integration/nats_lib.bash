@@ -85,6 +85,17 @@ split_keys() { # KEYDIR OUTDIR PARTIES
     done
 }
 
+# wait_ok PID LOG WHAT: waits for a role; its log and a failure when it did not exit 0.
+wait_ok() { # PID LOG WHAT
+    wait "$1" || { cat "$2" >&2; fail "$3 exited with $?"; }
+}
+
+# wait_for FILE SECONDS: until FILE exists (a role's state file: it reached a checkpoint).
+wait_for() { # FILE SECONDS
+    for _ in $(seq $(($2 * 10))); do [ -e "$1" ] && return 0; sleep 0.1; done
+    fail "$1 did not appear"
+}
+
 nats_test_init() {
     declare -gA NATS_PID=()
     pids=()
