@@ -33,6 +33,9 @@ int cli_load_configs(const char *cmd, cf_config *conf, int argc, char **argv);
 int cli_apply_option(const char *cmd, cf_config *conf, const char *key, int argc, char **argv,
                      int *i, char *set_key, size_t set_key_size);
 
+/* confide run, or (gateway) confide gateway: the same options, role=gateway (cmd_run.c). */
+int cf_cli_run(bool gateway, int argc, char **argv);
+
 /* confide audit report (cmd_report.c) */
 int cf_cli_report(int argc, char **argv);
 void cf_cli_report_usage(FILE *f);

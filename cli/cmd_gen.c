@@ -30,10 +30,12 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "opts.h"
 #include "confide/core.h"
 #include "confide/io.h"
 #include "confide/transport.h"
 
+#define GEN_DAYS_MAX_N 36500
 #define GEN_DAYS_MAX 36500u
 #define OUT_BUF_SIZE (1u << 20)
 #define LINE_RESERVE 8192u /* room for one encoded event (CF_RECORD_MAX and more) */
@@ -81,85 +83,29 @@ typedef struct gen_args {
     const char *nats_ca, *nats_user, *nats_password_file;
 } gen_args;
 
-static void usage(FILE *f)
-{
-    fprintf(f,
-            "usage: confide gen [options]\n\n"
-            "Generates card transactions with the Fraud-Detection-Handbook simulator (Le Borgne\n"
-            "et al. 2022, chapter 3.2): customers and terminals on a 100x100 grid, Poisson\n"
-            "daily counts, normal amounts and times, and fraud scenarios 1 (amount > 220),\n"
-            "2 (compromised terminals, 28 days) and 3 (compromised customers, 14 days, x5\n"
-            "amounts), plus currency, country, channel and type. Ground truth is kept in the\n"
-            "fraud and fraud_scenario fields. Events come out in event-time order.\n\n"
-            "  --seed N          PRNG seed (default 1); same seed, same stream\n"
-            "  --customers N     customers (default 5000)\n"
-            "  --terminals N     terminals (default 10000)\n"
-            "  --days N          days to simulate (default 1; %u with --count)\n"
-            "  --start DATE      first day, YYYY-MM-DD, UTC (default 2018-04-01)\n"
-            "  --format F        csv | ndjson (default csv)\n"
-            "  --nats SUBJECT    publish each line as one JetStream message on SUBJECT (the\n"
-            "                    CSV header first) instead of writing it; with\n"
-            "                    --nats-servers URLS (default nats://127.0.0.1:4222),\n"
-            "                    --nats-stream NAME (default CONFIDE_IN, created if missing),\n"
-            "                    --nats-ca FILE, --nats-user U, --nats-password-file F\n"
-            "                    (confide gateway --set input.nats_subject=SUBJECT reads it)\n"
-            "  --out FILE        write FILE (via FILE.tmp, renamed when complete);\n"
-            "                    default stdout\n"
-            "  --count N         stop after N events\n"
-            "  --rate N          write at N events/s on average, open loop (load tests)\n"
-            "  --shape S         steady | diurnal | burst | trace:FILE (default steady)\n"
-            "                      diurnal: rate*(1 + 0.8 sin(2 pi t/P)), P = 86400/speedup s\n"
-            "                      burst:   10x bursts of 1 s every 10 s, mean kept at rate\n"
-            "                      trace:   CSV \"step,count\", one hour per row compressed by\n"
-            "                               speedup; counts as given, or scaled to --rate\n"
-            "  --speedup X       time compression for diurnal and trace (default 1)\n"
-            "  --quiet           no summary line on stderr\n"
-            "  -h, --help        this help\n\n"
-            "Without --rate (and without a trace) lines are written as fast as possible.\n"
-            "Examples:\n"
-            "  confide gen --days 7 --out week.csv\n"
-            "  confide gen --count 1000000 --rate 50000 --shape burst | consumer\n"
-            "  confide gen --count 5000000 --shape trace:hourly.csv --speedup 3600 | consumer\n\n"
-            "Exit codes: 0 ok, 2 usage error, 3 runtime error (I/O, memory).\n",
-            GEN_DAYS_MAX);
-}
+#define STR_(x) #x
+#define STR(x) STR_(x)
 
-static int bad_value(const char *opt, const char *v, const char *want)
-{
-    fprintf(stderr, "confide gen: bad value '%s' for %s (expected %s)\n", v, opt, want);
-    return CF_EXIT_USAGE;
-}
+static const char gen_head[] =
+    "usage: confide gen [options]\n\n"
+    "Generates card transactions with the Fraud-Detection-Handbook simulator (Le Borgne\n"
+    "et al. 2022, chapter 3.2): customers and terminals on a 100x100 grid, Poisson\n"
+    "daily counts, normal amounts and times, and fraud scenarios 1 (amount > 220),\n"
+    "2 (compromised terminals, 28 days) and 3 (compromised customers, 14 days, x5\n"
+    "amounts), plus currency, country, channel and type. Ground truth is kept in the\n"
+    "fraud and fraud_scenario fields. Events come out in event-time order.\n\n";
+static const char gen_tail[] =
+    "\nWithout --rate (and without a trace) lines are written as fast as possible.\n"
+    "Examples:\n"
+    "  confide gen --days 7 --out week.csv\n"
+    "  confide gen --count 1000000 --rate 50000 --shape burst | consumer\n"
+    "  confide gen --count 5000000 --shape trace:hourly.csv --speedup 3600 | consumer\n\n"
+    "Exit codes: 0 ok, 2 usage error, 3 runtime error (I/O, memory).\n";
 
-static int parse_u64(const char *opt, const char *v, uint64_t min, uint64_t max, uint64_t *out)
+static int bad_value(const char *opt, const char *v, const char *want, char *err, size_t size)
 {
-    char want[96];
-    snprintf(want, sizeof(want), "an integer %llu..%llu", (unsigned long long)min,
-             (unsigned long long)max);
-    if (v[0] < '0' || v[0] > '9') {
-        return bad_value(opt, v, want);
-    }
-    char *end = NULL;
-    errno = 0;
-    unsigned long long x = strtoull(v, &end, 10);
-    if (errno != 0 || *end != '\0' || x < min || x > max) {
-        return bad_value(opt, v, want);
-    }
-    *out = x;
-    return CF_EXIT_OK;
-}
-
-static int parse_pos_double(const char *opt, const char *v, double max, double *out)
-{
-    char *end = NULL;
-    errno = 0;
-    double x = strtod(v, &end);
-    if (end == v || *end != '\0' || errno != 0 || !(x > 0 && x <= max)) {
-        char want[64];
-        snprintf(want, sizeof(want), "a number in (0, %g]", max);
-        return bad_value(opt, v, want);
-    }
-    *out = x;
-    return CF_EXIT_OK;
+    snprintf(err, size, "bad value '%s' for %s (expected %s)", v, opt, want);
+    return -1;
 }
 
 /* Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil). */
@@ -173,22 +119,38 @@ static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
     return era * 146097 + (int64_t)doe - 719468;
 }
 
-static int parse_date(const char *v, int64_t *us)
+/* --start DATE */
+static int parse_date(void *opaque, const char *v, char *err, size_t size)
 {
     static const unsigned mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    gen_args *a = opaque;
     unsigned y, m, d;
     char tail;
     if (strlen(v) != 10 || v[4] != '-' || v[7] != '-' ||
         sscanf(v, "%4u-%2u-%2u%c", &y, &m, &d, &tail) != 3 || y < 1970 || y > 9999 || m < 1 ||
         m > 12 || d < 1) {
-        return bad_value("--start", v, "a date YYYY-MM-DD from 1970");
+        return bad_value("--start", v, "a date YYYY-MM-DD from 1970", err, size);
     }
     bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
     if (d > mdays[m - 1] + (m == 2 && leap)) {
-        return bad_value("--start", v, "a valid calendar date");
+        return bad_value("--start", v, "a valid calendar date", err, size);
     }
-    *us = days_from_civil(y, m, d) * DAY_US;
-    return CF_EXIT_OK;
+    a->gen.start_us = days_from_civil(y, m, d) * DAY_US;
+    return 0;
+}
+
+/* --format csv|ndjson */
+static int parse_format(void *opaque, const char *v, char *err, size_t size)
+{
+    gen_args *a = opaque;
+    if (strcmp(v, "csv") == 0) {
+        a->fmt = CF_FMT_CSV;
+    } else if (strcmp(v, "ndjson") == 0) {
+        a->fmt = CF_FMT_NDJSON;
+    } else {
+        return bad_value("--format", v, "csv or ndjson", err, size);
+    }
+    return 0;
 }
 
 static int parse_args(int argc, char **argv, gen_args *a)
@@ -196,130 +158,143 @@ static int parse_args(int argc, char **argv, gen_args *a)
     cf_gen_opts_default(&a->gen);
     a->fmt = CF_FMT_CSV;
     a->speedup = 1.0;
-    for (int i = 1; i < argc; i++) {
-        const char *arg = argv[i];
-        if (strcmp(arg, "--quiet") == 0 || strcmp(arg, "-q") == 0) {
-            a->quiet = true;
-            continue;
-        }
-        if (strncmp(arg, "--", 2) != 0) {
-            fprintf(stderr, "confide gen: unexpected argument '%s' (see confide gen --help)\n",
-                    arg);
-            return CF_EXIT_USAGE;
-        }
-        /* --opt VALUE or --opt=VALUE */
-        char name[32];
-        const char *val = NULL;
-        const char *eq = strchr(arg, '=');
-        size_t nlen = eq != NULL ? (size_t)(eq - arg) : strlen(arg);
-        if (nlen >= sizeof(name)) {
-            nlen = sizeof(name) - 1;
-        }
-        memcpy(name, arg, nlen);
-        name[nlen] = '\0';
-        static const char *const with_value[] = {
-            "--seed",
-            "--customers",
-            "--terminals",
-            "--days",
-            "--start",
-            "--format",
-            "--out",
-            "--count",
-            "--rate",
-            "--shape",
-            "--speedup",
-            "--nats",
-            "--nats-servers",
-            "--nats-stream",
-            "--nats-ca",
-            "--nats-user",
-            "--nats-password-file",
-        };
-        bool known = false;
-        for (size_t k = 0; k < sizeof(with_value) / sizeof(with_value[0]); k++) {
-            known = known || strcmp(name, with_value[k]) == 0;
-        }
-        if (!known) {
-            fprintf(stderr, "confide gen: unknown option '%s' (see confide gen --help)\n", name);
-            return CF_EXIT_USAGE;
-        }
-        if (eq != NULL) {
-            val = eq + 1;
-        } else if (i + 1 < argc) {
-            val = argv[++i];
-        } else {
-            fprintf(stderr, "confide gen: %s needs a value\n", name);
-            return CF_EXIT_USAGE;
-        }
-        int rc = CF_EXIT_OK;
-        uint64_t u = 0;
-        if (strcmp(name, "--seed") == 0) {
-            rc = parse_u64(name, val, 0, UINT64_MAX, &a->gen.seed);
-        } else if (strcmp(name, "--customers") == 0) {
-            rc = parse_u64(name, val, 1, 10000000, &u);
-            a->gen.customers = (uint32_t)u;
-        } else if (strcmp(name, "--terminals") == 0) {
-            rc = parse_u64(name, val, 1, 10000000, &u);
-            a->gen.terminals = (uint32_t)u;
-        } else if (strcmp(name, "--days") == 0) {
-            rc = parse_u64(name, val, 1, GEN_DAYS_MAX, &u);
-            a->gen.days = (uint32_t)u;
-            a->days_given = true;
-        } else if (strcmp(name, "--start") == 0) {
-            rc = parse_date(val, &a->gen.start_us);
-        } else if (strcmp(name, "--format") == 0) {
-            if (strcmp(val, "csv") == 0) {
-                a->fmt = CF_FMT_CSV;
-            } else if (strcmp(val, "ndjson") == 0) {
-                a->fmt = CF_FMT_NDJSON;
-            } else {
-                rc = bad_value(name, val, "csv or ndjson");
-            }
-        } else if (strcmp(name, "--out") == 0) {
-            if (val[0] == '\0') {
-                rc = bad_value(name, val, "a file name");
-            }
-            a->out = val;
-        } else if (strcmp(name, "--count") == 0) {
-            rc = parse_u64(name, val, 1, UINT64_MAX, &a->count);
-        } else if (strcmp(name, "--rate") == 0) {
-            rc = parse_pos_double(name, val, 1e9, &a->rate);
-            a->rate_given = true;
-        } else if (strcmp(name, "--shape") == 0) {
-            a->shape = val;
-        } else if (strcmp(name, "--speedup") == 0) {
-            rc = parse_pos_double(name, val, 1e9, &a->speedup);
-        } else if (strcmp(name, "--nats") == 0) {
-            a->nats = val;
-        } else if (strcmp(name, "--nats-servers") == 0) {
-            a->nats_servers = val;
-        } else if (strcmp(name, "--nats-stream") == 0) {
-            a->nats_stream = val;
-        } else if (strcmp(name, "--nats-ca") == 0) {
-            a->nats_ca = val;
-        } else if (strcmp(name, "--nats-user") == 0) {
-            a->nats_user = val;
-        } else if (strcmp(name, "--nats-password-file") == 0) {
-            a->nats_password_file = val;
-        }
-        if (rc != CF_EXIT_OK) {
-            return rc;
-        }
+    const cli_opt opts[] = {
+        {.name = "seed",
+         .type = CLI_U64,
+         .u64 = &a->gen.seed,
+         .arg = "N",
+         .help = "PRNG seed (default 1); same seed, same stream"},
+        {.name = "customers",
+         .type = CLI_U32,
+         .u32 = &a->gen.customers,
+         .arg = "N",
+         .min = 1,
+         .max = 10000000,
+         .help = "customers (default 5000)"},
+        {.name = "terminals",
+         .type = CLI_U32,
+         .u32 = &a->gen.terminals,
+         .arg = "N",
+         .min = 1,
+         .max = 10000000,
+         .help = "terminals (default 10000)"},
+        {.name = "days",
+         .type = CLI_U32,
+         .u32 = &a->gen.days,
+         .arg = "N",
+         .min = 1,
+         .max = GEN_DAYS_MAX,
+         .given = &a->days_given,
+         .help = "days to simulate (default 1; " STR(GEN_DAYS_MAX_N) " with --count)"},
+        {.name = "start",
+         .type = CLI_FN,
+         .fn = parse_date,
+         .arg = "DATE",
+         .help = "first day, YYYY-MM-DD, UTC (default 2018-04-01)"},
+        {.name = "format",
+         .type = CLI_FN,
+         .fn = parse_format,
+         .arg = "F",
+         .help = "csv | ndjson (default csv)"},
+        {.name = "nats",
+         .type = CLI_STR,
+         .str = &a->nats,
+         .arg = "SUBJECT",
+         .help = "publish each line as one JetStream message on SUBJECT (the\n"
+                 "CSV header first) instead of writing it; with\n"
+                 "--nats-servers URLS (default nats://127.0.0.1:4222),\n"
+                 "--nats-stream NAME (default CONFIDE_IN, created if missing),\n"
+                 "--nats-ca FILE, --nats-user U, --nats-password-file F\n"
+                 "(confide gateway --set input.nats_subject=SUBJECT reads it)"},
+        {.name = "nats-servers",
+         .type = CLI_STR,
+         .str = &a->nats_servers,
+         .arg = "URLS",
+         .help = "NATS servers for --nats"},
+        {.name = "nats-stream",
+         .type = CLI_STR,
+         .str = &a->nats_stream,
+         .arg = "NAME",
+         .help = "JetStream stream for --nats"},
+        {.name = "nats-ca",
+         .type = CLI_STR,
+         .str = &a->nats_ca,
+         .arg = "FILE",
+         .help = "CA certificate for --nats over TLS"},
+        {.name = "nats-user",
+         .type = CLI_STR,
+         .str = &a->nats_user,
+         .arg = "U",
+         .help = "NATS user for --nats"},
+        {.name = "nats-password-file",
+         .type = CLI_STR,
+         .str = &a->nats_password_file,
+         .arg = "F",
+         .help = "its password, mode 0600"},
+        {.name = "out",
+         .type = CLI_STR,
+         .str = &a->out,
+         .arg = "FILE",
+         .help = "write FILE (via FILE.tmp, renamed when complete);\ndefault stdout"},
+        {.name = "count",
+         .type = CLI_U64,
+         .u64 = &a->count,
+         .arg = "N",
+         .min = 1,
+         .max = 18446744073709551615.0,
+         .help = "stop after N events"},
+        {.name = "rate",
+         .type = CLI_DBL,
+         .dbl = &a->rate,
+         .arg = "N",
+         .min = 1e-9,
+         .max = 1e9,
+         .given = &a->rate_given,
+         .help = "write at N events/s on average, open loop (load tests)"},
+        {.name = "shape",
+         .type = CLI_STR,
+         .str = &a->shape,
+         .arg = "S",
+         .help = "steady | diurnal | burst | trace:FILE (default steady)\n"
+                 "  diurnal: rate*(1 + 0.8 sin(2 pi t/P)), P = 86400/speedup s\n"
+                 "  burst:   10x bursts of 1 s every 10 s, mean kept at rate\n"
+                 "  trace:   CSV \"step,count\", one hour per row compressed by\n"
+                 "           speedup; counts as given, or scaled to --rate"},
+        {.name = "speedup",
+         .type = CLI_DBL,
+         .dbl = &a->speedup,
+         .arg = "X",
+         .min = 1e-9,
+         .max = 1e9,
+         .help = "time compression for diurnal and trace (default 1)"},
+        {.name = "quiet",
+         .short_name = 'q',
+         .type = CLI_FLAG,
+         .flag = &a->quiet,
+         .help = "no summary line on stderr"},
+    };
+    static const cli_conflict conflicts[] = {{"nats", "out"}};
+    cli_spec spec = {.prog = "confide gen",
+                     .head = gen_head,
+                     .tail = gen_tail,
+                     .opts = opts,
+                     .n_opts = CLI_N(opts),
+                     .conflicts = conflicts,
+                     .n_conflicts = CLI_N(conflicts),
+                     .ctx = a};
+    int rc = cli_parse(&spec, argc, argv);
+    if (rc != CLI_CONTINUE) {
+        return rc;
     }
     if (a->shape != NULL && !a->rate_given && strncmp(a->shape, "trace:", 6) != 0) {
         fprintf(stderr, "confide gen: --shape %s needs --rate (only a trace has its own rate)\n",
                 a->shape);
         return CF_EXIT_USAGE;
     }
-    if (a->nats != NULL && a->out != NULL) {
-        fprintf(stderr, "confide gen: --nats and --out contradict each other\n");
-        return CF_EXIT_USAGE;
-    }
     if (a->count > 0 && !a->days_given) {
         a->gen.days = GEN_DAYS_MAX; /* --count decides when to stop */
     }
-    return CF_EXIT_OK;
+    return CLI_CONTINUE;
 }
 
 /* Writes everything or fails; errors are reported here, once. */
@@ -463,14 +438,10 @@ static int nats_open(const gen_args *a, cf_js **js)
 
 static int gen_main(int argc, char **argv)
 {
-    if (cli_wants_help(argc, argv)) {
-        usage(stdout);
-        return CF_EXIT_OK;
-    }
     gen_args a;
     memset(&a, 0, sizeof(a));
     int rc = parse_args(argc, argv, &a);
-    if (rc != CF_EXIT_OK) {
+    if (rc != CLI_CONTINUE) {
         return rc;
     }
     char errstr[512];

@@ -10,53 +10,27 @@
 #include <sys/stat.h>
 
 #include "cli.h"
+#include "opts.h"
 #include "confide/keys.h"
 
-static void usage(FILE *f)
-{
-    fprintf(f, "usage: confide keygen --dir DIR --parties K [--epoch N] [--force]\n\n"
-               "Writes the keys of one deployment with K aggregation parties (2..8) into DIR\n"
-               "(created with mode 0700; secret files 0600, *.pub 0644):\n"
-               "  gateway.key    MAC master secret and the seeds of parties 1..K-1 (gateway)\n"
-               "  combiner.key   MAC master secret, to verify aggregates (combiner)\n"
-               "  auditor.key    seeds of parties 1..K-1, to attribute a failed MAC (auditor)\n"
-               "  party-<i>.key  seed of party i, i = 1..K-1 (party 0 needs no key)\n"
-               "  pseudonym.key  BLAKE2b key for group-key pseudonyms (gateway)\n"
-               "  data.key       XChaCha20-Poly1305 key of the audit log (gateway, auditor)\n"
-               "  signing.key    Ed25519 key signing the log's tree heads (gateway)\n"
-               "  signing.pub    its public key (anyone verifying the log)\n"
-               "  results.key    Ed25519 key signing released results (combiner)\n"
-               "  results.pub    its public key (anyone verifying results)\n"
-               "Key ids are random: they identify a key and say nothing about it.\n\n"
-               "options:\n"
-               "  --dir DIR      key directory (required)\n"
-               "  --parties K    number of parties, 2..8 (required)\n"
-               "  --epoch N      key epoch recorded in every file and result (default 1)\n"
-               "  --force        replace existing keys (rotation: see docs/security.md)\n"
-               "  -h, --help     this help\n\n"
-               "exit codes: 0 ok, 2 usage, 3 could not write or read back the keys\n");
-}
-
-static const char *need_value(int argc, char **argv, int *i)
-{
-    if (*i + 1 >= argc) {
-        fprintf(stderr, "confide keygen: %s needs a value\n", argv[*i]);
-        return NULL;
-    }
-    return argv[++*i];
-}
-
-static bool parse_u32(const char *s, unsigned long max, unsigned long *out)
-{
-    char *end = NULL;
-    errno = 0;
-    unsigned long v = strtoul(s, &end, 10);
-    if (s[0] == '\0' || s[0] == '-' || *end != '\0' || errno != 0 || v > max) {
-        return false;
-    }
-    *out = v;
-    return true;
-}
+static const char keygen_head[] =
+    "usage: confide keygen --dir DIR --parties K [--epoch N] [--force]\n\n"
+    "Writes the keys of one deployment with K aggregation parties (2..8) into DIR\n"
+    "(created with mode 0700; secret files 0600, *.pub 0644):\n"
+    "  gateway.key    MAC master secret and the seeds of parties 1..K-1 (gateway)\n"
+    "  combiner.key   MAC master secret, to verify aggregates (combiner)\n"
+    "  auditor.key    seeds of parties 1..K-1, to attribute a failed MAC (auditor)\n"
+    "  party-<i>.key  seed of party i, i = 1..K-1 (party 0 needs no key)\n"
+    "  pseudonym.key  BLAKE2b key for group-key pseudonyms (gateway)\n"
+    "  data.key       XChaCha20-Poly1305 key of the audit log (gateway, auditor)\n"
+    "  signing.key    Ed25519 key signing the log's tree heads (gateway)\n"
+    "  signing.pub    its public key (anyone verifying the log)\n"
+    "  results.key    Ed25519 key signing released results (combiner)\n"
+    "  results.pub    its public key (anyone verifying results)\n"
+    "Key ids are random: they identify a key and say nothing about it.\n\n"
+    "options:\n";
+static const char keygen_tail[] =
+    "\nexit codes: 0 ok, 2 usage, 3 could not write or read back the keys\n";
 
 /* Loads one written file back and prints its line of the report. */
 static int report(const char *dir, const char *name)
@@ -97,44 +71,40 @@ static int report(const char *dir, const char *name)
 static int keygen_main(int argc, char **argv)
 {
     const char *dir = NULL;
-    unsigned long parties = 0, epoch = 1;
-    bool have_parties = false;
-    int force = 0;
-    if (cli_wants_help(argc, argv)) {
-        usage(stdout);
-        return CF_EXIT_OK;
-    }
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = NULL;
-        if (strcmp(a, "--force") == 0) {
-            force = 1;
-        } else if (strcmp(a, "--dir") == 0) {
-            if ((dir = need_value(argc, argv, &i)) == NULL) {
-                return CF_EXIT_USAGE;
-            }
-        } else if (strcmp(a, "--parties") == 0) {
-            if ((v = need_value(argc, argv, &i)) == NULL) {
-                return CF_EXIT_USAGE;
-            }
-            if (!parse_u32(v, CF_KEY_PARTIES_MAX, &parties) || parties < CF_KEY_PARTIES_MIN) {
-                fprintf(stderr, "confide keygen: --parties must be %d..%d (got '%s')\n",
-                        CF_KEY_PARTIES_MIN, CF_KEY_PARTIES_MAX, v);
-                return CF_EXIT_USAGE;
-            }
-            have_parties = true;
-        } else if (strcmp(a, "--epoch") == 0) {
-            if ((v = need_value(argc, argv, &i)) == NULL) {
-                return CF_EXIT_USAGE;
-            }
-            if (!parse_u32(v, UINT32_MAX, &epoch)) {
-                fprintf(stderr, "confide keygen: --epoch must be 0..4294967295 (got '%s')\n", v);
-                return CF_EXIT_USAGE;
-            }
-        } else {
-            fprintf(stderr, "confide keygen: unknown option '%s' (see confide keygen --help)\n", a);
-            return CF_EXIT_USAGE;
-        }
+    uint32_t parties = 0, epoch = 1;
+    bool have_parties = false, force = false;
+    const cli_opt opts[] = {
+        {.name = "dir",
+         .type = CLI_STR,
+         .str = &dir,
+         .arg = "DIR",
+         .help = "key directory (required)"},
+        {.name = "parties",
+         .type = CLI_U32,
+         .u32 = &parties,
+         .arg = "K",
+         .min = CF_KEY_PARTIES_MIN,
+         .max = CF_KEY_PARTIES_MAX,
+         .given = &have_parties,
+         .help = "number of parties, 2..8 (required)"},
+        {.name = "epoch",
+         .type = CLI_U32,
+         .u32 = &epoch,
+         .arg = "N",
+         .help = "key epoch recorded in every file and result (default 1)"},
+        {.name = "force",
+         .type = CLI_FLAG,
+         .flag = &force,
+         .help = "replace existing keys (rotation: see docs/security.md)"},
+    };
+    cli_spec spec = {.prog = "confide keygen",
+                     .head = keygen_head,
+                     .tail = keygen_tail,
+                     .opts = opts,
+                     .n_opts = CLI_N(opts)};
+    int prc = cli_parse(&spec, argc, argv);
+    if (prc != CLI_CONTINUE) {
+        return prc;
     }
     if (dir == NULL || !have_parties) {
         fprintf(stderr, "confide keygen: %s is required (see confide keygen --help)\n",
@@ -142,22 +112,22 @@ static int keygen_main(int argc, char **argv)
         return CF_EXIT_USAGE;
     }
     char err[512] = "";
-    cf_err e = cf_keys_generate(dir, (unsigned)parties, (uint32_t)epoch, force, err, sizeof(err));
+    cf_err e = cf_keys_generate(dir, (unsigned)parties, epoch, force ? 1 : 0, err, sizeof(err));
     if (e != CF_OK) {
         fprintf(stderr, "confide keygen: %s\n", err[0] != '\0' ? err : cf_strerror(e));
         return e == CF_E_INVAL ? CF_EXIT_USAGE : CF_EXIT_RUNTIME;
     }
-    printf("confide keygen: wrote keys for %lu parties, epoch %lu, into %s (mode 0700):\n", parties,
-           epoch, dir);
+    printf("confide keygen: wrote keys for %u parties, epoch %u, into %s (mode 0700):\n",
+           (unsigned)parties, (unsigned)epoch, dir);
     const char *fixed[] = {"gateway.key", "combiner.key", "auditor.key"};
     for (size_t i = 0; i < 3; i++) {
         if (report(dir, fixed[i]) != 0) {
             return CF_EXIT_RUNTIME;
         }
     }
-    for (unsigned long i = 1; i < parties; i++) {
+    for (uint32_t i = 1; i < parties; i++) {
         char name[32];
-        snprintf(name, sizeof(name), "party-%lu.key", i);
+        snprintf(name, sizeof(name), "party-%u.key", (unsigned)i);
         if (report(dir, name) != 0) {
             return CF_EXIT_RUNTIME;
         }

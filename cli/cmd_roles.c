@@ -9,48 +9,12 @@
 #include <string.h>
 
 #include "cli.h"
+#include "opts.h"
 #include "confide/runtime.h"
-
-extern const cf_command cf_cmd_run;
-
-static void gateway_usage(FILE *f)
-{
-    fprintf(f,
-            "usage: confide gateway [confide run options]\n\n"
-            "The trusted gateway of a distributed run: reads the input, screens every event\n"
-            "against the rules (alerts.ndjson), appends it to the audit log, splits amounts\n"
-            "into shares and publishes them to JetStream (PREFIX.shares.I for party I, group\n"
-            "names to PREFIX.groups for the combiner). Takes every `confide run` option\n"
-            "(confide run --help) and the nats.* keys, e.g.\n\n"
-            "  confide gateway --config pipeline.yaml --input tx.csv --out gw --keys keys/gateway\n"
-            "                  --nats nats://127.0.0.1:4222 --set nats.user=gateway\n\n"
-            "Start the parties (confide party) and the combiner (confide combine) with the\n"
-            "same config; they may start before or after the gateway. A gateway restarted\n"
-            "into the same --out resumes from its audit log; nothing is published twice.\n\n"
-            "Exit codes: 0 ok, 2 usage or config error, 3 runtime error (e.g. the NATS\n"
-            "servers unreachable for 60 s).\n");
-}
 
 static int gateway_main(int argc, char **argv)
 {
-    if (cli_wants_help(argc, argv)) {
-        gateway_usage(stdout);
-        return CF_EXIT_OK;
-    }
-    char **args = calloc((size_t)argc + 3, sizeof(char *));
-    if (args == NULL) {
-        return CF_EXIT_RUNTIME;
-    }
-    char set[] = "--set", role[] = "role=gateway", name[] = "gateway";
-    args[0] = name;
-    for (int i = 1; i < argc; i++) {
-        args[i] = argv[i];
-    }
-    args[argc] = set; /* last, so that no --set role=... before it can change it */
-    args[argc + 1] = role;
-    int rc = cf_cmd_run.main(argc + 2, args);
-    free(args);
-    return rc;
+    return cf_cli_run(true, argc, argv);
 }
 
 const cf_command cf_cmd_gateway = {"gateway", "distributed: read, screen, audit, share out",
@@ -68,84 +32,110 @@ static void on_stop(int sig)
     }
 }
 
-static void service_usage(FILE *f, bool party)
-{
-    if (party) {
-        fprintf(f, "usage: confide party --id I [options]\n\n"
-                   "Aggregation party I of a distributed run: consumes its shares from\n"
-                   "PREFIX.shares.I, keeps its event-time windows and publishes partial sums\n"
-                   "to PREFIX.partials.I. Holds only its own key (keys dir: party-I.key; party\n"
-                   "0 needs none). Checkpoints its windows to OUT/party-I.state at the\n"
-                   "gateway's markers; a restart (after kill -9 too) resumes there.\n\n"
-                   "  --id I               which party, 0..parties-1        (party.id)\n");
-    } else {
-        fprintf(f, "usage: confide combine [options]\n\n"
-                   "The combiner of a distributed run: takes every party's partial sums in\n"
-                   "lockstep, checks their MACs and releases groups with count >= min_count to\n"
-                   "OUT/results.ndjson (late.ndjson, integrity alerts in alerts.ndjson). Holds\n"
-                   "only combiner.key. Checkpoints to OUT/combiner.state; a restart resumes.\n\n");
-    }
-    fprintf(f, "  --config FILE        the pipeline's YAML config (same file for every role)\n"
-               "  --out DIR            this role's output/state directory (output.dir)\n"
-               "  --keys DIR           this role's key directory         (keys.dir)\n"
-               "  --nats URLS          NATS servers, comma-separated     (nats.servers)\n"
-               "  --user NAME          NATS user of this role            (nats.user)\n"
-               "  --password-file F    its password, mode 0600           (nats.password_file)\n"
-               "  --set KEY=VALUE      any config key\n"
-               "  --json               print one JSON summary on stdout\n"
-               "  -h, --help           this help\n\n"
-               "Runs until the gateway's end of input has passed through; SIGINT/SIGTERM stop\n"
-               "at once without flushing (the state file says where to resume).\n"
-               "Exit codes: 0 ok, 2 usage or config error, 3 runtime error, 4 integrity "
-               "alert.\n");
-}
+static const char party_head[] =
+    "usage: confide party --id I [options]\n\n"
+    "Aggregation party I of a distributed run: consumes its shares from\n"
+    "PREFIX.shares.I, keeps its event-time windows and publishes partial sums\n"
+    "to PREFIX.partials.I. Holds only its own key (keys dir: party-I.key; party\n"
+    "0 needs none). Checkpoints its windows to OUT/party-I.state at the\n"
+    "gateway's markers; a restart (after kill -9 too) resumes there.\n\n";
+static const char combine_head[] =
+    "usage: confide combine [options]\n\n"
+    "The combiner of a distributed run: takes every party's partial sums in\n"
+    "lockstep, checks their MACs and releases groups with count >= min_count to\n"
+    "OUT/results.ndjson (late.ndjson, integrity alerts in alerts.ndjson). Holds\n"
+    "only combiner.key. Checkpoints to OUT/combiner.state; a restart resumes.\n\n";
+static const char service_tail[] =
+    "\nRuns until the gateway's end of input has passed through; SIGINT/SIGTERM stop\n"
+    "at once without flushing (the state file says where to resume).\n"
+    "Exit codes: 0 ok, 2 usage or config error, 3 runtime error, 4 integrity "
+    "alert.\n";
 
-static const struct {
-    const char *opt, *key;
-} service_opts[] = {
-    {"--out", "output.dir"},
-    {"--keys", "keys.dir"},
-    {"--nats", "nats.servers"},
-    {"--user", "nats.user"},
-    {"--password-file", "nats.password_file"},
-    {"--id", "party.id"},
-};
+typedef struct service_ctx {
+    cf_config *conf;
+    bool have_id;
+} service_ctx;
+
+/* --set KEY=VALUE; notes a party.id set this way (it counts as --id). */
+static int service_set(void *opaque, const char *kv, char *err, size_t err_size)
+{
+    service_ctx *c = opaque;
+    char key[128] = "";
+    if (cli_conf_set_kv(c->conf, kv, key, sizeof(key), err, err_size) != 0) {
+        return -1;
+    }
+    c->have_id |= strcmp(key, "party.id") == 0;
+    return 0;
+}
 
 static int service_args(const char *cmd, bool party, cf_config *conf, int argc, char **argv,
                         bool *json)
 {
     char errstr[512];
-    if (cli_load_configs(cmd, conf, argc, argv) != CF_EXIT_OK) {
-        return CF_EXIT_USAGE;
+    service_ctx ctx = {.conf = conf};
+    bool id_given = false;
+    const cli_opt opts[] = {
+        {.name = "id",
+         .type = CLI_CONF,
+         .arg = "I",
+         .key = "party.id",
+         .given = &id_given,
+         .help = "which party, 0..parties-1        (party.id)"},
+        {.name = "config",
+         .type = CLI_CONF_FILE,
+         .arg = "FILE",
+         .flags = CLI_REPEAT | CLI_FIRST,
+         .help = "the pipeline's YAML config (same file for every role)"},
+        {.name = "out",
+         .type = CLI_CONF,
+         .arg = "DIR",
+         .key = "output.dir",
+         .help = "this role's output/state directory (output.dir)"},
+        {.name = "keys",
+         .type = CLI_CONF,
+         .arg = "DIR",
+         .key = "keys.dir",
+         .help = "this role's key directory         (keys.dir)"},
+        {.name = "nats",
+         .type = CLI_CONF,
+         .arg = "URLS",
+         .key = "nats.servers",
+         .help = "NATS servers, comma-separated     (nats.servers)"},
+        {.name = "user",
+         .type = CLI_CONF,
+         .arg = "NAME",
+         .key = "nats.user",
+         .help = "NATS user of this role            (nats.user)"},
+        {.name = "password-file",
+         .type = CLI_CONF,
+         .arg = "F",
+         .key = "nats.password_file",
+         .help = "its password, mode 0600           (nats.password_file)"},
+        {.name = "set",
+         .type = CLI_FN,
+         .arg = "KEY=VALUE",
+         .fn = service_set,
+         .flags = CLI_REPEAT,
+         .help = "any config key (repeatable)"},
+        {.name = "json",
+         .type = CLI_FLAG,
+         .flag = json,
+         .help = "print one JSON summary on stdout"},
+    };
+    char prog[32];
+    snprintf(prog, sizeof(prog), "confide %s", cmd);
+    cli_spec spec = {.prog = prog,
+                     .head = party ? party_head : combine_head,
+                     .tail = service_tail,
+                     .opts = party ? opts : opts + 1,
+                     .n_opts = party ? CLI_N(opts) : CLI_N(opts) - 1,
+                     .conf = conf,
+                     .ctx = &ctx};
+    int rc = cli_parse(&spec, argc, argv);
+    if (rc != CLI_CONTINUE) {
+        return rc;
     }
-    bool have_id = false;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--json") == 0) {
-            *json = true;
-            continue;
-        }
-        if (strcmp(a, "--config") == 0) {
-            i++;
-            continue;
-        }
-        const char *key = NULL;
-        for (size_t k = 0; k < sizeof(service_opts) / sizeof(service_opts[0]); k++) {
-            if (strcmp(a, service_opts[k].opt) == 0 && (party || strcmp(a, "--id") != 0)) {
-                key = service_opts[k].key;
-            }
-        }
-        if (key == NULL && strcmp(a, "--set") != 0) {
-            fprintf(stderr, "confide %s: unknown option '%s' (see --help)\n", cmd, a);
-            return CF_EXIT_USAGE;
-        }
-        char set[128];
-        if (cli_apply_option(cmd, conf, key, argc, argv, &i, set, sizeof(set)) != CF_EXIT_OK) {
-            return CF_EXIT_USAGE;
-        }
-        have_id |= strcmp(set, "party.id") == 0;
-    }
-    if (party && !have_id) {
+    if (party && !id_given && !ctx.have_id) {
         fprintf(stderr, "confide party: --id I is required\n");
         return CF_EXIT_USAGE;
     }
@@ -153,7 +143,7 @@ static int service_args(const char *cmd, bool party, cf_config *conf, int argc, 
         CF_OK) {
         return CF_EXIT_USAGE;
     }
-    return CF_EXIT_OK;
+    return CLI_CONTINUE;
 }
 
 static void log_to_stderr(void *opaque, cf_log_level lvl, const char *ctx, const char *msg)
@@ -165,10 +155,6 @@ static void log_to_stderr(void *opaque, cf_log_level lvl, const char *ctx, const
 static int service_main(int argc, char **argv, bool party)
 {
     const char *cmd = party ? "party" : "combine";
-    if (cli_wants_help(argc, argv)) {
-        service_usage(stdout, party);
-        return CF_EXIT_OK;
-    }
     cf_log_set(log_to_stderr, (void *)cmd, CF_LOG_INFO);
     cf_config *conf = NULL;
     cf_service *sv = NULL;
@@ -178,9 +164,10 @@ static int service_main(int argc, char **argv, bool party)
         return CF_EXIT_RUNTIME;
     }
     int rc = service_args(cmd, party, conf, argc, argv, &json);
-    if (rc != CF_EXIT_OK) {
+    if (rc != CLI_CONTINUE) {
         goto done;
     }
+    rc = CF_EXIT_OK;
     cf_err err = cf_service_create(&sv, conf, errstr, sizeof(errstr));
     if (err != CF_OK) {
         fprintf(stderr, "confide %s: %s\n", cmd, errstr);

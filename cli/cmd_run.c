@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "opts.h"
 #include "confide/metrics.h"
 #include "confide/runtime.h"
 
@@ -49,67 +50,32 @@ static void log_to_stderr(void *opaque, cf_log_level lvl, const char *ctx, const
             msg);
 }
 
-static void usage(FILE *f)
-{
-    fprintf(f,
-            "usage: confide run [options]\n\n"
-            "Streams transactions through the embedded pipeline (source -> decode -> process ->\n"
-            "sink) and prints a summary. Options override the config file.\n\n"
-            "  --config FILE        YAML config (every key has a default; see docs/CONFIG.md)\n"
-            "  --input FILE|-       input file or - for stdin            (input.path)\n"
-            "  --format F           csv | ndjson | fdh                   (input.format)\n"
-            "  --rate N             pace open-loop at N events/s         (input.rate)\n"
-            "  --shape S            steady | diurnal | burst | trace:FILE (input.shape)\n"
-            "  --speedup X          time compression for diurnal/trace   (input.speedup)\n"
-            "  --out DIR            output directory: results, alerts, late, dead letters,\n"
-            "                       audit/ and keys/ unless set elsewhere (output.dir)\n"
-            "  --rules FILE         compliance rules (YAML)              (rules.file)\n"
-            "  --protect P          lsa | plain | none                   (protect)\n"
-            "  --parties K          aggregation parties for lsa, 2..8    (parties)\n"
-            "  --keys DIR           key directory (confide keygen)       (keys.dir)\n"
-            "  --audit DIR          audit log directory                  (audit.dir)\n"
-            "  --window-ms N        window length in ms                  (window.size_ms)\n"
-            "  --group-by LIST      e.g. merchant,country                (window.group_by)\n"
-            "  --batch MODE         adaptive | fixed:N                   (batch.mode)\n"
-            "  --slo-ms N           p99 latency objective in ms          (slo.p99_ms)\n"
-            "  --metrics HOST:PORT  serve the live console (/), /api/status, /metrics and\n"
-            "                       /healthz while running; port 0 picks a free port,\n"
-            "                       printed on stderr                    (metrics.listen)\n"
-            "  --metrics-hold       after the run, keep serving them (final counts and the\n"
-            "                       summary) until SIGINT/SIGTERM        (metrics.hold)\n"
-            "  --stats-json         print one JSON stats line (docs/metrics.md) on stderr per\n"
-            "                       status.interval_ms\n"
-            "  --no-status          no live status line on a terminal\n"
-            "  --resume             restart into an output whose audit log holds events even\n"
-            "                       when the input or config cannot be checked against it\n"
-            "                       (a stream); skips that many accepted records unchecked\n"
-            "  --fresh              keep an existing --out DIR aside (renamed DIR.prev-<time>)\n"
-            "                       and start a new one: new log, outputs and keys\n"
-            "  --set KEY=VALUE      set any config key\n"
-            "  --json               print exactly one JSON summary object on stdout\n"
-            "  --config-doc         print the config key reference (Markdown) and exit\n"
-            "  -h, --help           this help\n\n"
-            "Outputs (in --out DIR): results.ndjson, alerts.ndjson, late.ndjson,\n"
-            "dead_letter.ndjson, audit/ (verify with confide audit verify), keys/.\n"
-            "SIGHUP re-reads blocked-party lists; SIGINT/SIGTERM stop reading and drain.\n\n"
-            "Exit codes: 0 ok, 2 usage or config error, 3 runtime error, 4 integrity alert.\n");
-}
+static const char run_head[] =
+    "usage: confide run [options]\n\n"
+    "Streams transactions through the embedded pipeline (source -> decode -> process ->\n"
+    "sink) and prints a summary. Options override the config file.\n\n";
+static const char run_tail[] =
+    "\nOutputs (in --out DIR): results.ndjson, alerts.ndjson, late.ndjson,\n"
+    "dead_letter.ndjson, audit/ (verify with confide audit verify), keys/.\n"
+    "SIGHUP re-reads blocked-party lists; SIGINT/SIGTERM stop reading and drain.\n\n"
+    "Exit codes: 0 ok, 2 usage or config error, 3 runtime error, 4 integrity alert.\n";
 
-/* Option name -> config key. */
-static const struct {
-    const char *opt;
-    const char *key;
-} opt_keys[] = {
-    {"--input", "input.path"},         {"--format", "input.format"},
-    {"--rate", "input.rate"},          {"--shape", "input.shape"},
-    {"--speedup", "input.speedup"},    {"--out", "output.dir"},
-    {"--rules", "rules.file"},         {"--protect", "protect"},
-    {"--parties", "parties"},          {"--keys", "keys.dir"},
-    {"--audit", "audit.dir"},          {"--window-ms", "window.size_ms"},
-    {"--group-by", "window.group_by"}, {"--batch", "batch.mode"},
-    {"--slo-ms", "slo.p99_ms"},        {"--metrics", "metrics.listen"},
-    {"--nats", "nats.servers"},
-};
+static const char gateway_head[] =
+    "usage: confide gateway [confide run options]\n\n"
+    "The trusted gateway of a distributed run: reads the input, screens every event\n"
+    "against the rules (alerts.ndjson), appends it to the audit log, splits amounts\n"
+    "into shares and publishes them to JetStream (PREFIX.shares.I for party I, group\n"
+    "names to PREFIX.groups for the combiner). Takes every `confide run` option\n"
+    "(confide run --help) and the nats.* keys, e.g.\n\n"
+    "  confide gateway --config pipeline.yaml --input tx.csv --out gw --keys keys/gateway\n"
+    "                  --nats nats://127.0.0.1:4222 --set nats.user=gateway\n\n"
+    "Start the parties (confide party) and the combiner (confide combine) with the\n"
+    "same config; they may start before or after the gateway. A gateway restarted\n"
+    "into the same --out resumes from its audit log; nothing is published twice.\n\n"
+    "options (those of confide run):\n";
+static const char gateway_tail[] =
+    "\nExit codes: 0 ok, 2 usage or config error, 3 runtime error (e.g. the NATS\n"
+    "servers unreachable for 60 s).\n";
 
 typedef struct run_flags {
     bool json;
@@ -117,71 +83,114 @@ typedef struct run_flags {
     bool no_status;
     bool fresh;
     bool resume;
+    bool config_doc;
 } run_flags;
 
-static int apply_args(cf_config *conf, int argc, char **argv, run_flags *fl)
+#define CONF_OPT(n, a, k, h)                                                                       \
+    {                                                                                              \
+        .name = n, .type = CLI_CONF, .arg = a, .key = k, .help = h                                 \
+    }
+
+/* Parses the command line into @p conf and @p fl (config files first, so that options
+ * override them wherever they appear). Returns CLI_CONTINUE or the exit code. */
+static int parse_args(bool gateway, cf_config *conf, int argc, char **argv, run_flags *fl)
 {
+    const cli_opt opts[] = {
+        {.name = "config",
+         .type = CLI_CONF_FILE,
+         .arg = "FILE",
+         .flags = CLI_REPEAT | CLI_FIRST,
+         .help = "YAML config (every key has a default; see docs/CONFIG.md)"},
+        CONF_OPT("input", "FILE|-", "input.path",
+                 "input file or - for stdin            (input.path)"),
+        CONF_OPT("format", "F", "input.format",
+                 "csv | ndjson | fdh                   (input.format)"),
+        CONF_OPT("rate", "N", "input.rate", "pace open-loop at N events/s         (input.rate)"),
+        CONF_OPT("shape", "S", "input.shape",
+                 "steady | diurnal | burst | trace:FILE (input.shape)"),
+        CONF_OPT("speedup", "X", "input.speedup",
+                 "time compression for diurnal/trace   (input.speedup)"),
+        CONF_OPT("out", "DIR", "output.dir",
+                 "output directory: results, alerts, late, dead letters,\n"
+                 "audit/ and keys/ unless set elsewhere (output.dir)"),
+        CONF_OPT("rules", "FILE", "rules.file",
+                 "compliance rules (YAML)              (rules.file)"),
+        CONF_OPT("protect", "P", "protect", "lsa | plain | none                   (protect)"),
+        CONF_OPT("parties", "K", "parties", "aggregation parties for lsa, 2..8    (parties)"),
+        CONF_OPT("keys", "DIR", "keys.dir", "key directory (confide keygen)       (keys.dir)"),
+        CONF_OPT("audit", "DIR", "audit.dir", "audit log directory                  (audit.dir)"),
+        CONF_OPT("window-ms", "N", "window.size_ms",
+                 "window length in ms                  (window.size_ms)"),
+        CONF_OPT("group-by", "LIST", "window.group_by",
+                 "e.g. merchant,country                (window.group_by)"),
+        CONF_OPT("batch", "MODE", "batch.mode",
+                 "adaptive | fixed:N                   (batch.mode)"),
+        CONF_OPT("slo-ms", "N", "slo.p99_ms", "p99 latency objective in ms          (slo.p99_ms)"),
+        CONF_OPT("metrics", "HOST:PORT", "metrics.listen",
+                 "serve the live console (/), /api/status, /metrics and\n"
+                 "/healthz while running; port 0 picks a free port,\n"
+                 "printed on stderr                    (metrics.listen)"),
+        CONF_OPT("metrics-hold", NULL, "metrics.hold",
+                 "after the run, keep serving them (final counts and the\n"
+                 "summary) until SIGINT/SIGTERM        (metrics.hold)"),
+        CONF_OPT("nats", "URLS", "nats.servers",
+                 "NATS servers, comma-separated        (nats.servers)"),
+        {.name = "stats-json",
+         .type = CLI_FLAG,
+         .flag = &fl->stats_json,
+         .help = "print one JSON stats line (docs/metrics.md) on stderr per\nstatus.interval_ms"},
+        {.name = "no-status",
+         .type = CLI_FLAG,
+         .flag = &fl->no_status,
+         .help = "no live status line on a terminal"},
+        {.name = "resume",
+         .type = CLI_FLAG,
+         .flag = &fl->resume,
+         .help = "restart into an output whose audit log holds events even\n"
+                 "when the input or config cannot be checked against it\n"
+                 "(a stream); skips that many accepted records unchecked"},
+        {.name = "fresh",
+         .type = CLI_FLAG,
+         .flag = &fl->fresh,
+         .help = "keep an existing --out DIR aside (renamed DIR.prev-<time>)\n"
+                 "and start a new one: new log, outputs and keys"},
+        {.name = "set",
+         .type = CLI_CONF,
+         .arg = "KEY=VALUE",
+         .flags = CLI_REPEAT,
+         .help = "set any config key (repeatable)"},
+        {.name = "json",
+         .type = CLI_FLAG,
+         .flag = &fl->json,
+         .help = "print exactly one JSON summary object on stdout"},
+        {.name = "config-doc",
+         .type = CLI_FLAG,
+         .flag = &fl->config_doc,
+         .help = "print the config key reference (Markdown) and exit"},
+    };
+    static const cli_conflict conflicts[] = {{"fresh", "resume"}};
+    cli_spec spec = {.prog = gateway ? "confide gateway" : "confide run",
+                     .head = gateway ? gateway_head : run_head,
+                     .tail = gateway ? gateway_tail : run_tail,
+                     .opts = opts,
+                     .n_opts = CLI_N(opts),
+                     .conflicts = conflicts,
+                     .n_conflicts = CLI_N(conflicts),
+                     .conf = conf};
+    int rc = cli_parse(&spec, argc, argv);
     char errstr[512];
-    /* The config file first, so command-line options override it wherever they appear. */
-    if (cli_load_configs("run", conf, argc, argv) != CF_EXIT_OK) {
-        return CF_EXIT_USAGE;
+    if (rc == CLI_CONTINUE && fl->resume &&
+        cf_config_set(conf, "recovery.resume_any_input", "true", errstr, sizeof(errstr)) != CF_OK) {
+        fprintf(stderr, "%s: %s\n", spec.prog, errstr);
+        rc = CF_EXIT_USAGE;
     }
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--json") == 0) {
-            fl->json = true;
-            continue;
-        }
-        if (strcmp(a, "--stats-json") == 0) {
-            fl->stats_json = true;
-            continue;
-        }
-        if (strcmp(a, "--no-status") == 0) {
-            fl->no_status = true;
-            continue;
-        }
-        if (strcmp(a, "--metrics-hold") == 0) {
-            if (cf_config_set(conf, "metrics.hold", "true", errstr, sizeof(errstr)) != CF_OK) {
-                return CF_EXIT_USAGE;
-            }
-            continue;
-        }
-        if (strcmp(a, "--fresh") == 0 || strcmp(a, "--resume") == 0) {
-            bool fresh = a[2] == 'f';
-            if (fresh ? fl->fresh : fl->resume) {
-                fprintf(stderr, "confide run: %s given twice\n", a);
-                return CF_EXIT_USAGE;
-            }
-            *(fresh ? &fl->fresh : &fl->resume) = true;
-            if (fl->fresh && fl->resume) {
-                fprintf(stderr, "confide run: --fresh and --resume contradict each other\n");
-                return CF_EXIT_USAGE;
-            }
-            if (!fresh && cf_config_set(conf, "recovery.resume_any_input", "true", errstr,
-                                        sizeof(errstr)) != CF_OK) {
-                return CF_EXIT_USAGE;
-            }
-            continue;
-        }
-        if (strcmp(a, "--config") == 0) {
-            i++;
-            continue;
-        }
-        const char *key = NULL;
-        for (size_t k = 0; k < sizeof(opt_keys) / sizeof(opt_keys[0]); k++) {
-            if (strcmp(a, opt_keys[k].opt) == 0) {
-                key = opt_keys[k].key;
-            }
-        }
-        if (key == NULL && strcmp(a, "--set") != 0) {
-            fprintf(stderr, "confide run: unknown option '%s' (see --help)\n", a);
-            return CF_EXIT_USAGE;
-        }
-        if (cli_apply_option("run", conf, key, argc, argv, &i, NULL, 0) != CF_EXIT_OK) {
-            return CF_EXIT_USAGE;
-        }
+    /* The gateway's role last, so that no --set role=... can change it. */
+    if (rc == CLI_CONTINUE && gateway &&
+        cf_config_set(conf, "role", "gateway", errstr, sizeof(errstr)) != CF_OK) {
+        fprintf(stderr, "%s: %s\n", spec.prog, errstr);
+        rc = CF_EXIT_USAGE;
     }
-    return CF_EXIT_OK;
+    return rc;
 }
 
 static void print_human(const cf_summary *s)
@@ -318,18 +327,9 @@ static int keep_aside(cf_config *conf)
     return CF_EXIT_OK;
 }
 
-static int run_main(int argc, char **argv)
+int cf_cli_run(bool gateway, int argc, char **argv)
 {
-    if (cli_wants_help(argc, argv)) {
-        usage(stdout);
-        return CF_EXIT_OK;
-    }
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--config-doc") == 0) {
-            cf_config_write_doc(stdout);
-            return CF_EXIT_OK;
-        }
-    }
+    const char *prog = gateway ? "confide gateway" : "confide run";
     cf_config *conf = NULL;
     cf_pipeline *p = NULL;
     char errstr[512] = "";
@@ -337,10 +337,19 @@ static int run_main(int argc, char **argv)
     int rc;
     cf_log_set(log_to_stderr, NULL, CF_LOG_WARN);
     if (cf_config_create(&conf) != CF_OK) {
-        fprintf(stderr, "confide run: out of memory\n");
+        fprintf(stderr, "%s: out of memory\n", prog);
         return CF_EXIT_RUNTIME;
     }
-    rc = apply_args(conf, argc, argv, &fl);
+    rc = parse_args(gateway, conf, argc, argv, &fl);
+    if (rc == CLI_CONTINUE && fl.config_doc) {
+        cf_config_write_doc(stdout);
+        rc = CF_EXIT_OK;
+        goto done;
+    }
+    if (rc != CLI_CONTINUE) {
+        goto done;
+    }
+    rc = CF_EXIT_OK;
     char outdir[8] = "x", auditdir[8] = "x";
     cf_config_get(conf, "output.dir", outdir, sizeof(outdir));
     cf_config_get(conf, "audit.dir", auditdir, sizeof(auditdir));
@@ -356,7 +365,7 @@ static int run_main(int argc, char **argv)
         goto done;
     }
     if (cf_pipeline_create(&p, conf, errstr, sizeof(errstr)) != CF_OK) {
-        fprintf(stderr, "confide run: %s\n", errstr);
+        fprintf(stderr, "%s: %s\n", prog, errstr);
         rc = CF_EXIT_USAGE;
         goto done;
     }
@@ -377,7 +386,7 @@ static int run_main(int argc, char **argv)
     running = NULL;
     status_on_tty = false; /* the final status call cleared the line */
     if (err != CF_OK) {
-        fprintf(stderr, "confide run: %s\n", errstr);
+        fprintf(stderr, "%s: %s\n", prog, errstr);
         rc = err == CF_E_INVAL ? CF_EXIT_USAGE : CF_EXIT_RUNTIME;
     } else if (s.integrity_alerts > 0) {
         rc = CF_EXIT_INTEGRITY;
@@ -394,6 +403,11 @@ done:
     cf_pipeline_destroy(p);
     cf_config_destroy(conf);
     return rc;
+}
+
+static int run_main(int argc, char **argv)
+{
+    return cf_cli_run(false, argc, argv);
 }
 
 const cf_command cf_cmd_run = {"run", "stream transactions through the pipeline", run_main};
