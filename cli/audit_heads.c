@@ -23,6 +23,7 @@
 #include <sodium.h>
 
 #include "audit_heads.h"
+#include "opts.h"
 #include "confide/audit.h"
 #include "confide/core.h"
 #include "confide/keys.h"
@@ -207,38 +208,21 @@ done:
 
 /* ---- witness ------------------------------------------------------------------------------ */
 
-void cf_cli_witness_usage(FILE *f)
-{
-    fprintf(f,
-            "usage: confide audit witness --state DIR [--key FILE] --log-pub FILE\n"
-            "                             (--head FILE | --log DIR) [--log DIR | --proof FILE]\n"
-            "                             [--name NAME]\n"
-            "       confide audit witness --keygen --state DIR [--key FILE]\n\n"
-            "A witness keeps, per log, the last tree head it accepted, and cosigns a newer head\n"
-            "only when a consistency proof (RFC 9162) shows the log extends it (c2sp.org/\n"
-            "tlog-witness, tlog-cosignature). Readers who require its cosignature (`confide\n"
-            "audit verify --trusted-head STATE/<log id>.checkpoint --witness-pub WITNESS.pub`)\n"
-            "detect a truncated or rewritten log even when its own key re-signed it.\n\n"
-            "  --keygen        write the witness key pair: FILE (0600) and FILE with .pub for\n"
-            "                  .key (default STATE/witness.key and STATE/witness.pub)\n"
-            "  --state DIR     the witness's directory: the last cosigned checkpoint of every\n"
-            "                  log, STATE/<log id>.checkpoint (created 0700 if needed)\n"
-            "  --key FILE      the witness's secret key (default STATE/witness.key)\n"
-            "  --log-pub FILE  the log's signing.pub: heads it did not sign are refused\n"
-            "  --head FILE     the head to cosign: a checkpoint (as published with\n"
-            "                  audit.witness_dir) or a tree_heads.ndjson (its last line);\n"
-            "                  without it, the newest head of --log\n"
-            "  --log DIR       the log: the witness computes the consistency proof from its\n"
-            "                  last accepted head from the log's leaves\n"
-            "  --proof FILE    or: a consistency proof from its last accepted size to the\n"
-            "                  head's size (`confide audit consistency DIR --from M --to N\n"
-            "                  --json`), checked against the roots the witness holds\n"
-            "  --name NAME     the witness's name in its cosignatures (default confide-witness)\n\n"
-            "The first head of a log is accepted on its signature alone (trust on first use).\n"
-            "exit codes: 0 cosigned, 2 usage, 3 cannot read or write, 4 refused: inconsistent\n"
-            "            head (truncation or fork), a head of another log, or a bad signature;\n"
-            "            the witness's state is unchanged\n");
-}
+static const char witness_head[] =
+    "usage: confide audit witness --state DIR [--key FILE] --log-pub FILE\n"
+    "                             (--head FILE | --log DIR) [--log DIR | --proof FILE]\n"
+    "                             [--name NAME]\n"
+    "       confide audit witness --keygen --state DIR [--key FILE]\n\n"
+    "A witness keeps, per log, the last tree head it accepted, and cosigns a newer head\n"
+    "only when a consistency proof (RFC 9162) shows the log extends it (c2sp.org/\n"
+    "tlog-witness, tlog-cosignature). Readers who require its cosignature (`confide\n"
+    "audit verify --trusted-head STATE/<log id>.checkpoint --witness-pub WITNESS.pub`)\n"
+    "detect a truncated or rewritten log even when its own key re-signed it.\n\n";
+static const char witness_tail[] =
+    "\nThe first head of a log is accepted on its signature alone (trust on first use).\n"
+    "exit codes: 0 cosigned, 2 usage, 3 cannot read or write, 4 refused: inconsistent\n"
+    "            head (truncation or fork), a head of another log, or a bad signature;\n"
+    "            the witness's state is unchanged\n";
 
 /* Writes @p text to @p path atomically (temporary file, fsync, rename, directory fsync). */
 static int write_atomic(const char *dir, const char *path, const char *text, size_t len)
@@ -420,28 +404,68 @@ int cf_cli_witness(int argc, char **argv)
     const char *state = NULL, *log_pub = NULL, *head_file = NULL, *log = NULL, *key = NULL;
     const char *proof = NULL, *name = "confide-witness";
     bool keygen = false;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char **slot = strcmp(a, "--state") == 0     ? &state
-                            : strcmp(a, "--log-pub") == 0 ? &log_pub
-                            : strcmp(a, "--head") == 0    ? &head_file
-                            : strcmp(a, "--log") == 0     ? &log
-                            : strcmp(a, "--key") == 0     ? &key
-                            : strcmp(a, "--proof") == 0   ? &proof
-                            : strcmp(a, "--name") == 0    ? &name
-                                                          : NULL;
-        if (strcmp(a, "--keygen") == 0) {
-            keygen = true;
-        } else if (slot != NULL && i + 1 < argc) {
-            if (*slot != NULL && slot != &name) {
-                fprintf(stderr, "confide audit witness: %s given twice\n", a);
-                return CF_EXIT_USAGE;
-            }
-            *slot = argv[++i];
-        } else {
-            fprintf(stderr, "confide audit witness: unexpected argument '%s' (see --help)\n", a);
-            return CF_EXIT_USAGE;
-        }
+    const cli_opt opts[] = {
+        {.name = "keygen",
+         .type = CLI_FLAG,
+         .flag = &keygen,
+         .help = "write the witness key pair: FILE (0600) and FILE with .pub for\n"
+                 ".key (default STATE/witness.key and STATE/witness.pub)"},
+        {.name = "state",
+         .type = CLI_STR,
+         .str = &state,
+         .arg = "DIR",
+         .help = "the witness's directory: the last cosigned checkpoint of every\n"
+                 "log, STATE/<log id>.checkpoint (created 0700 if needed)"},
+        {.name = "key",
+         .type = CLI_STR,
+         .str = &key,
+         .arg = "FILE",
+         .help = "the witness's secret key (default STATE/witness.key)"},
+        {.name = "log-pub",
+         .type = CLI_STR,
+         .str = &log_pub,
+         .arg = "FILE",
+         .help = "the log's signing.pub: heads it did not sign are refused"},
+        {.name = "head",
+         .type = CLI_STR,
+         .str = &head_file,
+         .arg = "FILE",
+         .help = "the head to cosign: a checkpoint (as published with\n"
+                 "audit.witness_dir) or a tree_heads.ndjson (its last line);\n"
+                 "without it, the newest head of --log"},
+        {.name = "log",
+         .type = CLI_STR,
+         .str = &log,
+         .arg = "DIR",
+         .help = "the log: the witness computes the consistency proof from its\n"
+                 "last accepted head from the log's leaves"},
+        {.name = "proof",
+         .type = CLI_STR,
+         .str = &proof,
+         .arg = "FILE",
+         .help = "or: a consistency proof from its last accepted size to the\n"
+                 "head's size (`confide audit consistency DIR --from M --to N\n"
+                 "--json`), checked against the roots the witness holds"},
+        {.name = "name",
+         .type = CLI_STR,
+         .str = &name,
+         .arg = "NAME",
+         .help = "the witness's name in its cosignatures (default confide-witness)"},
+    };
+    static const cli_conflict conflicts[] = {
+        {"keygen", "log-pub"}, {"keygen", "head"}, {"keygen", "log"},
+        {"keygen", "proof"},   {"keygen", "name"},
+    };
+    cli_spec spec = {.prog = "confide audit witness",
+                     .head = witness_head,
+                     .tail = witness_tail,
+                     .opts = opts,
+                     .n_opts = CLI_N(opts),
+                     .conflicts = conflicts,
+                     .n_conflicts = CLI_N(conflicts)};
+    int prc = cli_parse(&spec, argc, argv);
+    if (prc != CLI_CONTINUE) {
+        return prc;
     }
     char err[512] = "";
     if (state == NULL) {

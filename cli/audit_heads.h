@@ -36,10 +36,8 @@ int cf_cli_read_consistency(const char *cmd, const char *file, uint64_t *m, uint
                             uint8_t *path, size_t *plen);
 /* confide audit witness */
 int cf_cli_witness(int argc, char **argv);
-void cf_cli_witness_usage(FILE *f);
 
 /* confide audit verify-results (cmd_verify_results.c) */
 int cf_cli_verify_results(int argc, char **argv);
-void cf_cli_verify_results_usage(FILE *f);
 
 #endif

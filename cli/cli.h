@@ -38,6 +38,5 @@ int cf_cli_run(bool gateway, int argc, char **argv);
 
 /* confide audit report (cmd_report.c) */
 int cf_cli_report(int argc, char **argv);
-void cf_cli_report_usage(FILE *f);
 
 #endif

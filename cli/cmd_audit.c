@@ -22,6 +22,7 @@
 
 #include "audit_heads.h"
 #include "cli.h"
+#include "opts.h"
 #include "confide/audit.h"
 #include "confide/core.h"
 #include "confide/io.h"
@@ -30,15 +31,6 @@
 #define H CF_AUDIT_HASH_LEN
 
 /* ---- small helpers ------------------------------------------------------------------------ */
-
-static const char *need_value(const char *cmd, int argc, char **argv, int *i)
-{
-    if (*i + 1 >= argc) {
-        fprintf(stderr, "confide audit %s: %s needs a value\n", cmd, argv[*i]);
-        return NULL;
-    }
-    return argv[++*i];
-}
 
 static bool parse_u64(const char *s, uint64_t *out)
 {
@@ -129,45 +121,28 @@ static int load_pub(const char *cmd, const char *keys, const char *log_dir, uint
 
 /* ---- verify -------------------------------------------------------------------------------- */
 
-static void verify_usage(FILE *f)
-{
-    fprintf(
-        f,
-        "usage: confide audit verify DIR [--keys KEYDIR | --pubkey FILE] [--old-keys KEYDIR]...\n"
-        "                            [--trusted-head FILE [--witness-pub FILE]] [--strict]\n"
-        "                            [--json]\n\n"
-        "Checks the audit log in DIR: every record's CRC; with KEYDIR/data.key it decrypts\n"
-        "and re-hashes every event and compares it with its stored leaf hash (without it,\n"
-        "the stored leaf hashes are checked against the roots); recomputes the root at every\n"
-        "signed tree head and checks its Ed25519 signature (KEYDIR/signing.pub, else the\n"
-        "copy in DIR); checks heads only grow, indexes have no gaps and event ids no\n"
-        "duplicates.\n\n"
-        "A log's own heads prove nothing against whoever can rewrite its directory: pass a\n"
-        "head kept elsewhere with --trusted-head (the last line of the run's\n"
-        "tree_heads.ndjson, or a witness's cosigned checkpoint) and the log must be a\n"
-        "consistent extension of it, or verify names the truncation or fork.\n\n"
-        "options:\n"
-        "  --keys KEYDIR  key directory with signing.pub and, for contents, data.key\n"
-        "  --pubkey FILE  pin the log's signing.pub (without --keys or --pubkey the key\n"
-        "                 stored in DIR is used and the result is unauthenticated)\n"
-        "  --trusted-head FILE  a checkpoint, or a tree_heads.ndjson (its last line)\n"
-        "  --witness-pub FILE   require a valid cosignature by the witness with this\n"
-        "                 witness.pub on the trusted head, and that head to be the log's\n"
-        "                 newest (else exit 1: newer heads are not witnessed yet)\n"
-        "  --strict       an unauthenticated result (no pinned key) fails (exit 1)\n"
-        "  --old-keys KEYDIR  keys of an earlier epoch (rotation; repeatable, up to 8):\n"
-        "                 records name the key id they were sealed or signed under\n"
-        "  --json         print {\"events\":N,\"leaves\":N,\"verdicts\":N,\"gaps\":N,\n"
-        "                 "
-        "\"duplicates\":N,\"sth_valid\":N,\"sth_invalid\":N,\"completeness\":X,...}\n"
-        "  -h, --help     this help\n\n"
-        "events counts events decrypted and re-hashed (null without data.key: contents not\n"
-        "checked). Verdicts are checked against the signed roots with or without data.key.\n"
-        "exit codes: 0 verified; 1 duplicates, an unsigned tail or (--strict) no pinned key;\n"
-        "            3 cannot read the log or keys, or the wrong data key; 4 integrity alert\n"
-        "            (names the first bad record: segment, byte offset, index, reason; or\n"
-        "            the truncation or fork against the trusted head)\n");
-}
+static const char verify_head[] =
+    "usage: confide audit verify DIR [--keys KEYDIR | --pubkey FILE] [--old-keys KEYDIR]...\n"
+    "                            [--trusted-head FILE [--witness-pub FILE]] [--strict]\n"
+    "                            [--json]\n\n"
+    "Checks the audit log in DIR: every record's CRC; with KEYDIR/data.key it decrypts\n"
+    "and re-hashes every event and compares it with its stored leaf hash (without it,\n"
+    "the stored leaf hashes are checked against the roots); recomputes the root at every\n"
+    "signed tree head and checks its Ed25519 signature (KEYDIR/signing.pub, else the\n"
+    "copy in DIR); checks heads only grow, indexes have no gaps and event ids no\n"
+    "duplicates.\n\n"
+    "A log's own heads prove nothing against whoever can rewrite its directory: pass a\n"
+    "head kept elsewhere with --trusted-head (the last line of the run's\n"
+    "tree_heads.ndjson, or a witness's cosigned checkpoint) and the log must be a\n"
+    "consistent extension of it, or verify names the truncation or fork.\n\n"
+    "options:\n";
+static const char verify_tail[] =
+    "\nevents counts events decrypted and re-hashed (null without data.key: contents not\n"
+    "checked). Verdicts are checked against the signed roots with or without data.key.\n"
+    "exit codes: 0 verified; 1 duplicates, an unsigned tail or (--strict) no pinned key;\n"
+    "            3 cannot read the log or keys, or the wrong data key; 4 integrity alert\n"
+    "            (names the first bad record: segment, byte offset, index, reason; or\n"
+    "            the truncation or fork against the trusted head)\n";
 
 static void print_completeness(FILE *f, double c)
 {
@@ -184,41 +159,59 @@ static int cmd_verify(int argc, char **argv)
     const char *older[8];
     size_t n_older = 0;
     bool json = false, strict = false;
-    for (int i = 1; i < argc; i++) {
-        const char **slot = strcmp(argv[i], "--pubkey") == 0         ? &pubkey
-                            : strcmp(argv[i], "--trusted-head") == 0 ? &trusted
-                            : strcmp(argv[i], "--witness-pub") == 0  ? &witness
-                                                                     : NULL;
-        if (strcmp(argv[i], "--json") == 0) {
-            json = true;
-        } else if (strcmp(argv[i], "--strict") == 0) {
-            strict = true;
-        } else if (slot != NULL) {
-            if ((*slot = need_value("verify", argc, argv, &i)) == NULL) {
-                return CF_EXIT_USAGE;
-            }
-        } else if (strcmp(argv[i], "--keys") == 0 || strcmp(argv[i], "--old-keys") == 0) {
-            bool old = argv[i][2] == 'o';
-            const char *v = need_value("verify", argc, argv, &i);
-            if (v == NULL) {
-                return CF_EXIT_USAGE;
-            }
-            if (!old) {
-                keys = v;
-            } else if (n_older == sizeof(older) / sizeof(older[0])) {
-                fprintf(stderr, "confide audit verify: at most 8 --old-keys\n");
-                return CF_EXIT_USAGE;
-            } else {
-                older[n_older++] = v;
-            }
-        } else if (argv[i][0] == '-' || dir != NULL) {
-            fprintf(stderr, "confide audit verify: unexpected argument '%s' (see --help)\n",
-                    argv[i]);
-            return CF_EXIT_USAGE;
-        } else {
-            dir = argv[i];
-        }
+    cli_list old_keys = {.v = older, .max = sizeof(older) / sizeof(older[0])};
+    const cli_opt opts[] = {
+        {.name = "keys",
+         .type = CLI_STR,
+         .str = &keys,
+         .arg = "KEYDIR",
+         .help = "key directory with signing.pub and, for contents, data.key"},
+        {.name = "pubkey",
+         .type = CLI_STR,
+         .str = &pubkey,
+         .arg = "FILE",
+         .help = "pin the log's signing.pub (without --keys or --pubkey the key\n"
+                 "stored in DIR is used and the result is unauthenticated)"},
+        {.name = "trusted-head",
+         .type = CLI_STR,
+         .str = &trusted,
+         .arg = "FILE",
+         .help = "a checkpoint, or a tree_heads.ndjson (its last line)"},
+        {.name = "witness-pub",
+         .type = CLI_STR,
+         .str = &witness,
+         .arg = "FILE",
+         .help = "require a valid cosignature by the witness with this\n"
+                 "witness.pub on the trusted head, and that head to be the log's\n"
+                 "newest (else exit 1: newer heads are not witnessed yet)"},
+        {.name = "strict",
+         .type = CLI_FLAG,
+         .flag = &strict,
+         .help = "an unauthenticated result (no pinned key) fails (exit 1)"},
+        {.name = "old-keys",
+         .type = CLI_LIST,
+         .list = &old_keys,
+         .arg = "KEYDIR",
+         .help = "keys of an earlier epoch (rotation; repeatable, up to 8):\n"
+                 "records name the key id they were sealed or signed under"},
+        {.name = "json",
+         .type = CLI_FLAG,
+         .flag = &json,
+         .help = "print {\"events\":N,\"leaves\":N,\"verdicts\":N,\"gaps\":N,\n"
+                 "\"duplicates\":N,\"sth_valid\":N,\"sth_invalid\":N,\"completeness\":X,...}"},
+    };
+    cli_spec spec = {.prog = "confide audit verify",
+                     .head = verify_head,
+                     .tail = verify_tail,
+                     .opts = opts,
+                     .n_opts = CLI_N(opts),
+                     .pos = &dir,
+                     .pos_max = 1};
+    int prc = cli_parse(&spec, argc, argv);
+    if (prc != CLI_CONTINUE) {
+        return prc;
     }
+    n_older = old_keys.n;
     if (dir == NULL) {
         fprintf(stderr, "confide audit verify: DIR is required (see --help)\n");
         return CF_EXIT_USAGE;
@@ -493,51 +486,46 @@ static const cf_audit_sth *sth_of_size(const loaded *l, uint64_t size)
     return NULL;
 }
 
-static void prove_usage(FILE *f)
-{
-    fprintf(
-        f,
-        "usage: confide audit prove DIR --index I [--size N] [--json]\n\n"
-        "Prints the RFC 9162 inclusion proof of leaf I in the tree of the first N leaves\n"
-        "(default: the size of the last signed tree head), with the signed head of that\n"
-        "size when the log has one (\"sth\"). Check it with `confide audit verify-proof`.\n\n"
-        "options:\n"
-        "  --index I   leaf (event) index, 0-based\n"
-        "  --size N    tree size, I < N <= leaves in the log\n"
-        "  --json      {\"leaf_index\":I,\"tree_size\":N,\"leaf_hash\":\"hex\",\"root\":\"hex\",\n"
-        "              \"path\":[\"hex\",...],\"sth\":{...}}\n"
-        "  -h, --help  this help\n");
-}
+static const char prove_head[] =
+    "usage: confide audit prove DIR --index I [--size N] [--json]\n\n"
+    "Prints the RFC 9162 inclusion proof of leaf I in the tree of the first N leaves\n"
+    "(default: the size of the last signed tree head), with the signed head of that\n"
+    "size when the log has one (\"sth\"). Check it with `confide audit verify-proof`.\n\n"
+    "options:\n";
 
 static int cmd_prove(int argc, char **argv)
 {
     const char *dir = NULL;
     uint64_t index = 0, size = 0;
     bool have_index = false, have_size = false, json = false;
-    for (int i = 1; i < argc; i++) {
-        const char *v;
-        if (strcmp(argv[i], "--json") == 0) {
-            json = true;
-        } else if (strcmp(argv[i], "--index") == 0 || strcmp(argv[i], "--size") == 0) {
-            bool is_index = argv[i][2] == 'i';
-            if ((v = need_value("prove", argc, argv, &i)) == NULL) {
-                return CF_EXIT_USAGE;
-            }
-            if (!parse_u64(v, is_index ? &index : &size)) {
-                fprintf(stderr,
-                        "confide audit prove: %s must be a non-negative integer (got "
-                        "'%s')\n",
-                        argv[i - 1], v);
-                return CF_EXIT_USAGE;
-            }
-            *(is_index ? &have_index : &have_size) = true;
-        } else if (argv[i][0] == '-' || dir != NULL) {
-            fprintf(stderr, "confide audit prove: unexpected argument '%s' (see --help)\n",
-                    argv[i]);
-            return CF_EXIT_USAGE;
-        } else {
-            dir = argv[i];
-        }
+    const cli_opt opts[] = {
+        {.name = "index",
+         .type = CLI_U64,
+         .u64 = &index,
+         .arg = "I",
+         .given = &have_index,
+         .help = "leaf (event) index, 0-based"},
+        {.name = "size",
+         .type = CLI_U64,
+         .u64 = &size,
+         .arg = "N",
+         .given = &have_size,
+         .help = "tree size, I < N <= leaves in the log"},
+        {.name = "json",
+         .type = CLI_FLAG,
+         .flag = &json,
+         .help = "{\"leaf_index\":I,\"tree_size\":N,\"leaf_hash\":\"hex\",\"root\":\"hex\",\n"
+                 "\"path\":[\"hex\",...],\"sth\":{...}}"},
+    };
+    cli_spec spec = {.prog = "confide audit prove",
+                     .head = prove_head,
+                     .opts = opts,
+                     .n_opts = CLI_N(opts),
+                     .pos = &dir,
+                     .pos_max = 1};
+    int prc = cli_parse(&spec, argc, argv);
+    if (prc != CLI_CONTINUE) {
+        return prc;
     }
     if (dir == NULL || !have_index) {
         fprintf(stderr, "confide audit prove: %s is required (see --help)\n",
@@ -594,49 +582,46 @@ static int cmd_prove(int argc, char **argv)
     return CF_EXIT_OK;
 }
 
-static void consistency_usage(FILE *f)
-{
-    fprintf(f, "usage: confide audit consistency DIR --from M --to N [--json]\n\n"
-               "Prints the RFC 9162 consistency proof that the tree of the first M leaves is a\n"
-               "prefix of the tree of the first N (0 < M <= N <= leaves), with the signed heads\n"
-               "of those sizes when the log has them (\"sth_from\", \"sth_to\").\n\n"
-               "options:\n"
-               "  --from M    older tree size\n"
-               "  --to N      newer tree size (default: the last signed head)\n"
-               "  --json      {\"from\":M,\"to\":N,\"root_from\":\"hex\",\"root_to\":\"hex\","
-               "\"path\":[...]}\n"
-               "  -h, --help  this help\n");
-}
+static const char consistency_head[] =
+    "usage: confide audit consistency DIR --from M --to N [--json]\n\n"
+    "Prints the RFC 9162 consistency proof that the tree of the first M leaves is a\n"
+    "prefix of the tree of the first N (0 < M <= N <= leaves), with the signed heads\n"
+    "of those sizes when the log has them (\"sth_from\", \"sth_to\").\n\n"
+    "options:\n";
 
 static int cmd_consistency(int argc, char **argv)
 {
     const char *dir = NULL;
     uint64_t m = 0, n = 0;
     bool have_m = false, have_n = false, json = false;
-    for (int i = 1; i < argc; i++) {
-        const char *v;
-        if (strcmp(argv[i], "--json") == 0) {
-            json = true;
-        } else if (strcmp(argv[i], "--from") == 0 || strcmp(argv[i], "--to") == 0) {
-            bool is_from = argv[i][2] == 'f';
-            if ((v = need_value("consistency", argc, argv, &i)) == NULL) {
-                return CF_EXIT_USAGE;
-            }
-            if (!parse_u64(v, is_from ? &m : &n)) {
-                fprintf(stderr,
-                        "confide audit consistency: %s must be a non-negative integer "
-                        "(got '%s')\n",
-                        argv[i - 1], v);
-                return CF_EXIT_USAGE;
-            }
-            *(is_from ? &have_m : &have_n) = true;
-        } else if (argv[i][0] == '-' || dir != NULL) {
-            fprintf(stderr, "confide audit consistency: unexpected argument '%s' (see --help)\n",
-                    argv[i]);
-            return CF_EXIT_USAGE;
-        } else {
-            dir = argv[i];
-        }
+    const cli_opt opts[] = {
+        {.name = "from",
+         .type = CLI_U64,
+         .u64 = &m,
+         .arg = "M",
+         .given = &have_m,
+         .help = "older tree size"},
+        {.name = "to",
+         .type = CLI_U64,
+         .u64 = &n,
+         .arg = "N",
+         .given = &have_n,
+         .help = "newer tree size (default: the last signed head)"},
+        {.name = "json",
+         .type = CLI_FLAG,
+         .flag = &json,
+         .help = "{\"from\":M,\"to\":N,\"root_from\":\"hex\",\"root_to\":\"hex\","
+                 "\"path\":[...]}"},
+    };
+    cli_spec spec = {.prog = "confide audit consistency",
+                     .head = consistency_head,
+                     .opts = opts,
+                     .n_opts = CLI_N(opts),
+                     .pos = &dir,
+                     .pos_max = 1};
+    int prc = cli_parse(&spec, argc, argv);
+    if (prc != CLI_CONTINUE) {
+        return prc;
     }
     if (dir == NULL || !have_m) {
         fprintf(stderr, "confide audit consistency: %s is required (see --help)\n",
@@ -827,23 +812,18 @@ static bool jsth(const jtext *t, const char *key, cf_audit_sth *s)
     return true;
 }
 
-static void verify_proof_usage(FILE *f)
-{
-    fprintf(f,
-            "usage: confide audit verify-proof FILE [--keys KEYDIR] [--log DIR]\n\n"
-            "Checks a proof written by `confide audit prove --json` or `confide audit\n"
-            "consistency --json` offline (FILE - reads stdin): recomputes the root(s) from the\n"
-            "leaf hash and path (RFC 9162 2.1.3.2 / 2.1.4.2) and compares. With --keys (or\n"
-            "--log), it also checks that the root is the one in a signed tree head of that size:\n"
-            "the head in the proof file, or else the log's, under KEYDIR/signing.pub (or the\n"
-            "copy in the log directory).\n\n"
-            "options:\n"
-            "  --keys KEYDIR  directory with the signer's signing.pub\n"
-            "  --log DIR      audit log to take the signed heads from\n"
-            "  -h, --help     this help\n\n"
-            "exit codes: 0 valid, 2 usage or malformed file, 3 cannot read, 4 proof or head\n"
-            "            does not verify\n");
-}
+static const char verify_proof_head[] =
+    "usage: confide audit verify-proof FILE [--keys KEYDIR] [--log DIR]\n\n"
+    "Checks a proof written by `confide audit prove --json` or `confide audit\n"
+    "consistency --json` offline (FILE - reads stdin): recomputes the root(s) from the\n"
+    "leaf hash and path (RFC 9162 2.1.3.2 / 2.1.4.2) and compares. With --keys (or\n"
+    "--log), it also checks that the root is the one in a signed tree head of that size:\n"
+    "the head in the proof file, or else the log's, under KEYDIR/signing.pub (or the\n"
+    "copy in the log directory).\n\n"
+    "options:\n";
+static const char verify_proof_tail[] =
+    "\nexit codes: 0 valid, 2 usage or malformed file, 3 cannot read, 4 proof or head\n"
+    "            does not verify\n";
 
 /* Checks that @p root of @p size is signed: by the head embedded in the file, else the log's. */
 static int check_signed(const char *what, uint64_t size, const uint8_t root[H],
@@ -879,22 +859,28 @@ static int check_signed(const char *what, uint64_t size, const uint8_t root[H],
 static int cmd_verify_proof(int argc, char **argv)
 {
     const char *file = NULL, *keys = NULL, *log_dir = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--keys") == 0) {
-            if ((keys = need_value("verify-proof", argc, argv, &i)) == NULL) {
-                return CF_EXIT_USAGE;
-            }
-        } else if (strcmp(argv[i], "--log") == 0) {
-            if ((log_dir = need_value("verify-proof", argc, argv, &i)) == NULL) {
-                return CF_EXIT_USAGE;
-            }
-        } else if ((argv[i][0] == '-' && argv[i][1] != '\0') || file != NULL) {
-            fprintf(stderr, "confide audit verify-proof: unexpected argument '%s' (see --help)\n",
-                    argv[i]);
-            return CF_EXIT_USAGE;
-        } else {
-            file = argv[i];
-        }
+    const cli_opt opts[] = {
+        {.name = "keys",
+         .type = CLI_STR,
+         .str = &keys,
+         .arg = "KEYDIR",
+         .help = "directory with the signer's signing.pub"},
+        {.name = "log",
+         .type = CLI_STR,
+         .str = &log_dir,
+         .arg = "DIR",
+         .help = "audit log to take the signed heads from"},
+    };
+    cli_spec spec = {.prog = "confide audit verify-proof",
+                     .head = verify_proof_head,
+                     .tail = verify_proof_tail,
+                     .opts = opts,
+                     .n_opts = CLI_N(opts),
+                     .pos = &file,
+                     .pos_max = 1};
+    int prc = cli_parse(&spec, argc, argv);
+    if (prc != CLI_CONTINUE) {
+        return prc;
     }
     if (file == NULL) {
         fprintf(stderr, "confide audit verify-proof: FILE is required (see --help)\n");
@@ -1031,30 +1017,29 @@ int cf_cli_read_consistency(const char *cmd, const char *file, uint64_t *m, uint
 
 /* ---- show ---------------------------------------------------------------------------------- */
 
-static void show_usage(FILE *f)
-{
-    fprintf(f, "usage: confide audit show DIR [--json]\n\n"
-               "Lists the segments of the log (name, bytes, records, events), the number of\n"
-               "signed heads and checkpoints, and the last signed tree head. Never prints event\n"
-               "contents and needs no keys.\n\n"
-               "options:\n"
-               "  --json      one JSON object\n"
-               "  -h, --help  this help\n");
-}
+static const char show_head[] =
+    "usage: confide audit show DIR [--json]\n\n"
+    "Lists the segments of the log (name, bytes, records, events), the number of\n"
+    "signed heads and checkpoints, and the last signed tree head. Never prints event\n"
+    "contents and needs no keys.\n\n"
+    "options:\n";
 
 static int cmd_show(int argc, char **argv)
 {
     const char *dir = NULL;
     bool json = false;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--json") == 0) {
-            json = true;
-        } else if (argv[i][0] == '-' || dir != NULL) {
-            fprintf(stderr, "confide audit show: unexpected argument '%s' (see --help)\n", argv[i]);
-            return CF_EXIT_USAGE;
-        } else {
-            dir = argv[i];
-        }
+    const cli_opt opts[] = {
+        {.name = "json", .type = CLI_FLAG, .flag = &json, .help = "one JSON object"},
+    };
+    cli_spec spec = {.prog = "confide audit show",
+                     .head = show_head,
+                     .opts = opts,
+                     .n_opts = CLI_N(opts),
+                     .pos = &dir,
+                     .pos_max = 1};
+    int prc = cli_parse(&spec, argc, argv);
+    if (prc != CLI_CONTINUE) {
+        return prc;
     }
     if (dir == NULL) {
         fprintf(stderr, "confide audit show: DIR is required (see --help)\n");
@@ -1185,26 +1170,17 @@ done:
 
 /* ---- append -------------------------------------------------------------------------------- */
 
-static void append_usage(FILE *f)
-{
-    fprintf(f,
-            "usage: confide audit append DIR --keys KEYDIR --input FILE [--format F]\n"
-            "                            [--batch N] [--fsync P] [--segment-mb S]\n\n"
-            "Archives an input file into the audit log in DIR (created if needed): decodes it,\n"
-            "appends the accepted events in batches, each followed by a signed tree head, and\n"
-            "prints the index range and the last head. Each event's seq is set to its log index;\n"
-            "verdicts are empty (no compliance rules run here). Rejected records are counted,\n"
-            "never printed. Uses KEYDIR/data.key and KEYDIR/signing.key.\n\n"
-            "options:\n"
-            "  --keys KEYDIR    key directory (confide keygen)\n"
-            "  --input FILE     input file (- for stdin)\n"
-            "  --format F       csv | ndjson | fdh (default: from the file name, else csv)\n"
-            "  --batch N        events per batch record, 1..65536 (default 1024)\n"
-            "  --fsync P        batch | interval:MS | none (default batch)\n"
-            "  --segment-mb S   segment size bound in MiB (default 64)\n"
-            "  -h, --help       this help\n\n"
-            "exit codes: 0 ok, 2 usage, 3 I/O or keys, 4 the existing log is damaged\n");
-}
+static const char append_head[] =
+    "usage: confide audit append DIR --keys KEYDIR --input FILE [--format F]\n"
+    "                            [--batch N] [--fsync P] [--segment-mb S]\n\n"
+    "Archives an input file into the audit log in DIR (created if needed): decodes it,\n"
+    "appends the accepted events in batches, each followed by a signed tree head, and\n"
+    "prints the index range and the last head. Each event's seq is set to its log index;\n"
+    "verdicts are empty (no compliance rules run here). Rejected records are counted,\n"
+    "never printed. Uses KEYDIR/data.key and KEYDIR/signing.key.\n\n"
+    "options:\n";
+static const char append_tail[] =
+    "\nexit codes: 0 ok, 2 usage, 3 I/O or keys, 4 the existing log is damaged\n";
 
 static cf_format guess_format(const char *path)
 {
@@ -1254,40 +1230,48 @@ static int cmd_append(int argc, char **argv)
 {
     const char *dir = NULL, *keys = NULL, *input = NULL, *fmt_s = NULL, *fsync_s = NULL;
     uint64_t batch = 1024, seg_mb = 64;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char **slot = NULL;
-        uint64_t *num = NULL;
-        if (strcmp(a, "--keys") == 0) {
-            slot = &keys;
-        } else if (strcmp(a, "--input") == 0) {
-            slot = &input;
-        } else if (strcmp(a, "--format") == 0) {
-            slot = &fmt_s;
-        } else if (strcmp(a, "--fsync") == 0) {
-            slot = &fsync_s;
-        } else if (strcmp(a, "--batch") == 0) {
-            num = &batch;
-        } else if (strcmp(a, "--segment-mb") == 0) {
-            num = &seg_mb;
-        } else if (a[0] == '-' || dir != NULL) {
-            fprintf(stderr, "confide audit append: unexpected argument '%s' (see --help)\n", a);
-            return CF_EXIT_USAGE;
-        } else {
-            dir = a;
-            continue;
-        }
-        const char *v = need_value("append", argc, argv, &i);
-        if (v == NULL) {
-            return CF_EXIT_USAGE;
-        }
-        if (slot != NULL) {
-            *slot = v;
-        } else if (!parse_u64(v, num)) {
-            fprintf(stderr, "confide audit append: %s must be a positive integer (got '%s')\n", a,
-                    v);
-            return CF_EXIT_USAGE;
-        }
+    const cli_opt copts[] = {
+        {.name = "keys",
+         .type = CLI_STR,
+         .str = &keys,
+         .arg = "KEYDIR",
+         .help = "key directory (confide keygen)"},
+        {.name = "input",
+         .type = CLI_STR,
+         .str = &input,
+         .arg = "FILE",
+         .help = "input file (- for stdin)"},
+        {.name = "format",
+         .type = CLI_STR,
+         .str = &fmt_s,
+         .arg = "F",
+         .help = "csv | ndjson | fdh (default: from the file name, else csv)"},
+        {.name = "batch",
+         .type = CLI_U64,
+         .u64 = &batch,
+         .arg = "N",
+         .help = "events per batch record, 1..65536 (default 1024)"},
+        {.name = "fsync",
+         .type = CLI_STR,
+         .str = &fsync_s,
+         .arg = "P",
+         .help = "batch | interval:MS | none (default batch)"},
+        {.name = "segment-mb",
+         .type = CLI_U64,
+         .u64 = &seg_mb,
+         .arg = "S",
+         .help = "segment size bound in MiB (default 64)"},
+    };
+    cli_spec spec = {.prog = "confide audit append",
+                     .head = append_head,
+                     .tail = append_tail,
+                     .opts = copts,
+                     .n_opts = CLI_N(copts),
+                     .pos = &dir,
+                     .pos_max = 1};
+    int prc = cli_parse(&spec, argc, argv);
+    if (prc != CLI_CONTINUE) {
+        return prc;
     }
     if (dir == NULL || keys == NULL || input == NULL) {
         fprintf(stderr, "confide audit append: %s is required (see --help)\n",
@@ -1444,21 +1428,20 @@ done:
 typedef struct {
     const char *name;
     int (*fn)(int, char **);
-    void (*usage)(FILE *);
     const char *summary;
 } sub;
 
 static const sub subs[] = {
-    {"verify", cmd_verify, verify_usage, "check CRCs, contents, roots, signatures, sequence"},
-    {"witness", cf_cli_witness, cf_cli_witness_usage, "cosign consistent heads of a log"},
-    {"verify-results", cf_cli_verify_results, cf_cli_verify_results_usage,
+    {"verify", cmd_verify, "check CRCs, contents, roots, signatures, sequence"},
+    {"witness", cf_cli_witness, "cosign consistent heads of a log"},
+    {"verify-results", cf_cli_verify_results,
      "check released results: signatures, and a recomputation from the log"},
-    {"prove", cmd_prove, prove_usage, "inclusion proof of one event"},
-    {"consistency", cmd_consistency, consistency_usage, "consistency proof between two sizes"},
-    {"verify-proof", cmd_verify_proof, verify_proof_usage, "check a proof file offline"},
-    {"show", cmd_show, show_usage, "segments, sizes, last signed head (no contents)"},
-    {"report", cf_cli_report, cf_cli_report_usage, "an auditor's report (HTML or Markdown)"},
-    {"append", cmd_append, append_usage, "archive an input file into a log"},
+    {"prove", cmd_prove, "inclusion proof of one event"},
+    {"consistency", cmd_consistency, "consistency proof between two sizes"},
+    {"verify-proof", cmd_verify_proof, "check a proof file offline"},
+    {"show", cmd_show, "segments, sizes, last signed head (no contents)"},
+    {"report", cf_cli_report, "an auditor's report (HTML or Markdown)"},
+    {"append", cmd_append, "archive an input file into a log"},
 };
 
 static void audit_usage(FILE *f)
@@ -1482,10 +1465,6 @@ static int audit_main(int argc, char **argv)
     }
     for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
         if (strcmp(argv[1], subs[i].name) == 0) {
-            if (cli_wants_help(argc - 1, argv + 1)) {
-                subs[i].usage(stdout);
-                return CF_EXIT_OK;
-            }
             return subs[i].fn(argc - 1, argv + 1);
         }
     }

@@ -31,6 +31,7 @@
 
 #include "audit_heads.h"
 #include "cli.h"
+#include "opts.h"
 #include "confide/audit.h"
 #include "confide/core.h"
 #include "confide/keys.h"
@@ -1138,43 +1139,22 @@ static void render(out *o, report *r, verdict v)
 
 /* ---- the command -------------------------------------------------------------------------- */
 
-void cf_cli_report_usage(FILE *f)
-{
-    fprintf(f,
-            "usage: confide audit report DIR --keys KEYDIR [--out report.html|report.md]\n"
-            "                            [--outputs OUT] [--trusted-head FILE]\n"
-            "                            [--old-keys KEYDIR]...\n\n"
-            "An auditor's report on the audit log in DIR: its size and the period it covers,\n"
-            "the verification (every CRC, decrypted contents with KEYDIR/data.key, every root\n"
-            "and signature, gaps, duplicates, completeness), consistency with a tree head kept\n"
-            "outside the log, signing keys by epoch and rotations, compliance verdicts by rule,\n"
-            "events per hour, what the run wrote beside the log (dead letters and late events\n"
-            "by reason, compliance and integrity alerts, released aggregates) and the commands\n"
-            "to re-verify it. No amounts, ids or event contents.\n\n"
-            "options:\n"
-            "  --keys KEYDIR       signing.pub (pinned) and, for contents, data.key\n"
-            "  --out FILE          write there: .html (one self-contained page, inline SVG,\n"
-            "                      no script) or .md; default: Markdown on stdout\n"
-            "  --format html|md    the format regardless of the file name\n"
-            "  --outputs OUT       the run's output directory (default: DIR's parent when it\n"
-            "                      holds tree_heads.ndjson)\n"
-            "  --trusted-head FILE a checkpoint or tree_heads.ndjson kept elsewhere (default:\n"
-            "                      OUT/tree_heads.ndjson)\n"
-            "  --old-keys KEYDIR   keys of an earlier epoch (rotation; repeatable, up to 8)\n"
-            "  -h, --help          this help\n\n"
-            "exit codes: 0 verified; 1 a check failed without evidence of tampering;\n"
-            "            2 usage; 3 cannot read the log, keys or write the report;\n"
-            "            4 integrity alert (the log, a trusted head, or the run's alerts)\n");
-}
-
-static const char *need(int argc, char **argv, int *i)
-{
-    if (*i + 1 >= argc) {
-        fprintf(stderr, "confide audit report: %s needs a value\n", argv[*i]);
-        return NULL;
-    }
-    return argv[++*i];
-}
+static const char report_head[] =
+    "usage: confide audit report DIR --keys KEYDIR [--out report.html|report.md]\n"
+    "                            [--outputs OUT] [--trusted-head FILE]\n"
+    "                            [--old-keys KEYDIR]...\n\n"
+    "An auditor's report on the audit log in DIR: its size and the period it covers,\n"
+    "the verification (every CRC, decrypted contents with KEYDIR/data.key, every root\n"
+    "and signature, gaps, duplicates, completeness), consistency with a tree head kept\n"
+    "outside the log, signing keys by epoch and rotations, compliance verdicts by rule,\n"
+    "events per hour, what the run wrote beside the log (dead letters and late events\n"
+    "by reason, compliance and integrity alerts, released aggregates) and the commands\n"
+    "to re-verify it. No amounts, ids or event contents.\n\n"
+    "options:\n";
+static const char report_tail[] =
+    "\nexit codes: 0 verified; 1 a check failed without evidence of tampering;\n"
+    "            2 usage; 3 cannot read the log, keys or write the report;\n"
+    "            4 integrity alert (the log, a trusted head, or the run's alerts)\n";
 
 int cf_cli_report(int argc, char **argv)
 {
@@ -1194,35 +1174,55 @@ int cf_cli_report(int argc, char **argv)
     size_t n_known = 0;
     char err[512] = "", outbuf[4096 + 16];
     FILE *f = NULL;
-    for (int i = 1; i < argc && rc == CF_EXIT_OK; i++) {
-        const char **slot = strcmp(argv[i], "--keys") == 0           ? &r->keys
-                            : strcmp(argv[i], "--out") == 0          ? &outfile
-                            : strcmp(argv[i], "--format") == 0       ? &format
-                            : strcmp(argv[i], "--outputs") == 0      ? &r->outputs
-                            : strcmp(argv[i], "--trusted-head") == 0 ? &r->trusted_path
-                                                                     : NULL;
-        if (slot != NULL) {
-            if ((*slot = need(argc, argv, &i)) == NULL) {
-                rc = CF_EXIT_USAGE;
-            }
-        } else if (strcmp(argv[i], "--old-keys") == 0) {
-            const char *v = need(argc, argv, &i);
-            if (v == NULL || n_older == MAX_OLD) {
-                if (v != NULL) {
-                    fprintf(stderr, "confide audit report: at most %d --old-keys\n", MAX_OLD);
-                }
-                rc = CF_EXIT_USAGE;
-            } else {
-                older[n_older++] = v;
-            }
-        } else if (argv[i][0] == '-' || r->dir != NULL) {
-            fprintf(stderr, "confide audit report: unexpected argument '%s' (see --help)\n",
-                    argv[i]);
-            rc = CF_EXIT_USAGE;
-        } else {
-            r->dir = argv[i];
-        }
+    cli_list old_keys = {.v = older, .max = MAX_OLD};
+    const cli_opt opts[] = {
+        {.name = "keys",
+         .type = CLI_STR,
+         .str = &r->keys,
+         .arg = "KEYDIR",
+         .help = "signing.pub (pinned) and, for contents, data.key"},
+        {.name = "out",
+         .type = CLI_STR,
+         .str = &outfile,
+         .arg = "FILE",
+         .help = "write there: .html (one self-contained page, inline SVG,\n"
+                 "no script) or .md; default: Markdown on stdout"},
+        {.name = "format",
+         .type = CLI_STR,
+         .str = &format,
+         .arg = "html|md",
+         .help = "the format regardless of the file name"},
+        {.name = "outputs",
+         .type = CLI_STR,
+         .str = &r->outputs,
+         .arg = "OUT",
+         .help = "the run's output directory (default: DIR's parent when it\n"
+                 "holds tree_heads.ndjson)"},
+        {.name = "trusted-head",
+         .type = CLI_STR,
+         .str = &r->trusted_path,
+         .arg = "FILE",
+         .help = "a checkpoint or tree_heads.ndjson kept elsewhere (default:\n"
+                 "OUT/tree_heads.ndjson)"},
+        {.name = "old-keys",
+         .type = CLI_LIST,
+         .list = &old_keys,
+         .arg = "KEYDIR",
+         .help = "keys of an earlier epoch (rotation; repeatable, up to 8)"},
+    };
+    cli_spec spec = {.prog = "confide audit report",
+                     .head = report_head,
+                     .tail = report_tail,
+                     .opts = opts,
+                     .n_opts = CLI_N(opts),
+                     .pos = &r->dir,
+                     .pos_max = 1};
+    rc = cli_parse(&spec, argc, argv);
+    if (rc != CLI_CONTINUE) {
+        goto done;
     }
+    rc = CF_EXIT_OK;
+    n_older = old_keys.n;
     if (rc != CF_EXIT_OK) {
         goto done;
     }

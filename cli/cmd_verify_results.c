@@ -21,6 +21,7 @@
 #include <sodium.h>
 
 #include "audit_heads.h"
+#include "opts.h"
 #include "cli.h"
 #include "confide/audit.h"
 #include "confide/core.h"
@@ -379,44 +380,49 @@ static int check_sig_file(const char *path, const uint8_t pk[32], char *last, si
     return rc;
 }
 
-void cf_cli_verify_results_usage(FILE *f)
-{
-    fprintf(f,
-            "usage: confide audit verify-results OUT_DIR --keys KEYDIR [--audit DIR] [--json]\n\n"
-            "Checks what a `confide run` released (OUT_DIR/results.ndjson, late.ndjson) against\n"
-            "its audit log: the combiner's signatures (results.sig.ndjson, under\n"
-            "KEYDIR/results.pub) must cover both files byte for byte, and a recomputation of\n"
-            "every window from the log's events (KEYDIR/data.key) with the signed parameters\n"
-            "must give exactly the released rows and late records: every logged event is\n"
-            "released, withheld below min_count, or late, and nothing is counted twice.\n\n"
-            "  --keys KEYDIR  results.pub and data.key\n"
-            "  --audit DIR    the audit log (default OUT_DIR/audit)\n"
-            "  --json         one JSON object with the counts\n\n"
-            "exit codes: 0 verified, 1 cannot be recomputed (idle timeouts), 2 usage, 3 cannot\n"
-            "            read files or keys, 4 integrity alert (a changed, missing, added or\n"
-            "            duplicated row, or a bad signature)\n");
-}
+static const char verify_results_head[] =
+    "usage: confide audit verify-results OUT_DIR --keys KEYDIR [--audit DIR] [--json]\n\n"
+    "Checks what a `confide run` released (OUT_DIR/results.ndjson, late.ndjson) against\n"
+    "its audit log: the combiner's signatures (results.sig.ndjson, under\n"
+    "KEYDIR/results.pub) must cover both files byte for byte, and a recomputation of\n"
+    "every window from the log's events (KEYDIR/data.key) with the signed parameters\n"
+    "must give exactly the released rows and late records: every logged event is\n"
+    "released, withheld below min_count, or late, and nothing is counted twice.\n\n";
+static const char verify_results_tail[] =
+    "\nexit codes: 0 verified, 1 cannot be recomputed (idle timeouts), 2 usage, 3 cannot\n"
+    "            read files or keys, 4 integrity alert (a changed, missing, added or\n"
+    "            duplicated row, or a bad signature)\n";
 
 int cf_cli_verify_results(int argc, char **argv)
 {
     const char *out = NULL, *keys = NULL, *audit = NULL;
     bool json = false;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--keys") == 0 && i + 1 < argc) {
-            keys = argv[++i];
-        } else if (strcmp(argv[i], "--audit") == 0 && i + 1 < argc) {
-            audit = argv[++i];
-        } else if (strcmp(argv[i], "--json") == 0) {
-            json = true;
-        } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-            cf_cli_verify_results_usage(stdout);
-            return CF_EXIT_OK;
-        } else if (argv[i][0] != '-' && out == NULL) {
-            out = argv[i];
-        } else {
-            fprintf(stderr, "confide audit verify-results: unexpected argument '%s'\n", argv[i]);
-            return CF_EXIT_USAGE;
-        }
+    const cli_opt opts[] = {
+        {.name = "keys",
+         .type = CLI_STR,
+         .str = &keys,
+         .arg = "KEYDIR",
+         .help = "results.pub and data.key"},
+        {.name = "audit",
+         .type = CLI_STR,
+         .str = &audit,
+         .arg = "DIR",
+         .help = "the audit log (default OUT_DIR/audit)"},
+        {.name = "json",
+         .type = CLI_FLAG,
+         .flag = &json,
+         .help = "one JSON object with the counts"},
+    };
+    cli_spec spec = {.prog = "confide audit verify-results",
+                     .head = verify_results_head,
+                     .tail = verify_results_tail,
+                     .opts = opts,
+                     .n_opts = CLI_N(opts),
+                     .pos = &out,
+                     .pos_max = 1};
+    int prc = cli_parse(&spec, argc, argv);
+    if (prc != CLI_CONTINUE) {
+        return prc;
     }
     if (out == NULL || keys == NULL) {
         fprintf(stderr, "confide audit verify-results: OUT_DIR and --keys KEYDIR are required\n");
