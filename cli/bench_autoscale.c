@@ -23,52 +23,22 @@
 #include "cli.h"
 #include "confide/core.h"
 #include "confide/scale.h"
-#include "scale_args.h"
+#include "opts.h"
 
 #define PROG "confide bench autoscale"
 #define MAX_POLICIES 8
 
-static void usage(FILE *f)
-{
-    fprintf(f,
-            "usage: confide bench autoscale --trace FILE [--json] [--policies LIST]\n"
-            "         [--compress X] [--worker-rate N] [--startup-s S] [--slo-ms MS]\n"
-            "         [--batch-max N] [--batch-cost-ms MS] [--max-workers N]\n"
-            "         [--static-workers N] [--forecaster NAME] [--train-points N]\n"
-            "         [--replay-points N] [--hysteresis X] [--target-util X]\n"
-            "         [--horizon N] [--down-delay-s S] [--cooldown-s S] [--seed S]\n"
-            "         [--step-s S] [--plot-dir DIR|none]\n\n"
-            "Replays a rate trace (the format of `confide forecast`) through a simulated pool of\n"
-            "workers under each policy and reports seconds in SLO violation, p99 latency,\n"
-            "worker-seconds and rescale actions. docs/autoscaling.md explains the model.\n\n"
-            "  --json              [{\"policy\",\"slo_violation_s\",\"p99_ms\",\"worker_s\","
-            "\"rescales\"}]\n"
-            "  --policies LIST     default static,reactive,ds2,predictive\n"
-            "  --compress X        an interval lasts interval/X simulated s (default 1)\n"
-            "  --worker-rate N     events/s a worker completes with full batches (default: the\n"
-            "                      replayed peak rate / 32, so the peak needs 32 busy workers)\n"
-            "  --startup-s S       worker start-up delay (default 20)\n"
-            "  --slo-ms MS         p99 latency SLO, judged per 1 s slice (default 500)\n"
-            "  --batch-max N       events per batch at most (default 256)\n"
-            "  --batch-cost-ms MS  fixed cost per batch (default: half an event's cost)\n"
-            "  --max-workers N     pool limit for every policy (default 64)\n"
-            "  --static-workers N  static's size (default: enough for the replayed peak at\n"
-            "                      70%% utilization, capped at --max-workers)\n"
-            "  --forecaster NAME   predictive's model: %s (default seasonal)\n"
-            "  --train-points N    intervals the forecaster is fitted on (default half)\n"
-            "  --replay-points N   intervals replayed after those (default: all the rest)\n"
-            "  --horizon N         predictive: intervals beyond the lead time (default 1)\n"
-            "  --hysteresis X      predictive: scale down only to <= (1 - X) x workers (0.5)\n"
-            "  --target-util X     ds2 and predictive utilization target (default 0.7)\n"
-            "  --down-delay-s S    ds2: scale-down delay; predictive: how much further ahead it\n"
-            "                      looks before scaling down (default 3 intervals)\n"
-            "  --cooldown-s S      reactive cooldown (default 3 intervals)\n"
-            "  --seed S            Poisson arrivals (default 1)\n"
-            "  --step-s S          seconds per step of a 'step' trace column (default 3600)\n"
-            "  --plot-dir DIR      PNG timelines autoscale-<trace>-<policy>.png (default\n"
-            "                      bench/results; 'none' to skip; needs gnuplot)\n",
-            "last, seasonal, ma, hw, lstm");
-}
+static const char autoscale_head[] =
+    "usage: confide bench autoscale --trace FILE [--json] [--policies LIST]\n"
+    "         [--compress X] [--worker-rate N] [--startup-s S] [--slo-ms MS]\n"
+    "         [--batch-max N] [--batch-cost-ms MS] [--max-workers N]\n"
+    "         [--static-workers N] [--forecaster NAME] [--train-points N]\n"
+    "         [--replay-points N] [--hysteresis X] [--target-util X]\n"
+    "         [--horizon N] [--down-delay-s S] [--cooldown-s S] [--seed S]\n"
+    "         [--step-s S] [--plot-dir DIR|none]\n\n"
+    "Replays a rate trace (the format of `confide forecast`) through a simulated pool of\n"
+    "workers under each policy and reports seconds in SLO violation, p99 latency,\n"
+    "worker-seconds and rescale actions. docs/autoscaling.md explains the model.\n\n";
 
 typedef struct {
     cf_sim_tick *t;
@@ -141,10 +111,6 @@ static int split_list(const char *s, char out[][32], int max)
 
 int cf_bench_autoscale(int argc, char **argv)
 {
-    if (cli_wants_help(argc, argv)) {
-        usage(stdout);
-        return CF_EXIT_OK;
-    }
     const char *trace = NULL, *policies = "static,reactive,ds2,predictive";
     /* Seasonal naive, not the most accurate model on average (Holt-Winters): it repeats the
      * last season's peaks instead of smoothing them, which is what provisioning needs; it
@@ -159,32 +125,159 @@ int cf_bench_autoscale(int argc, char **argv)
     so.startup_s = 20;
     cf_policy_opts po;
     cf_policy_opts_default(&po);
-    const sa_opt opts[] = {
-        {"--trace", SA_STR, &trace, 0, 0, NULL},
-        {"--policies", SA_STR, &policies, 0, 0, NULL},
-        {"--forecaster", SA_STR, &forecaster, 0, 0, NULL},
-        {"--plot-dir", SA_STR, &plot_dir, 0, 0, NULL},
-        {"--json", SA_FLAG, &json, 0, 0, NULL},
-        {"--compress", SA_DBL, &so.compress, 1e-6, 1e9, NULL},
-        {"--worker-rate", SA_DBL, &so.worker_rate, 1e-6, 1e12, &wr_given},
-        {"--startup-s", SA_DBL, &so.startup_s, 0, 1e7, NULL},
-        {"--slo-ms", SA_DBL, &so.slo_ms, 0.001, 3.6e6, NULL},
-        {"--batch-max", SA_U32, &so.batch_max, 1, 1e7, NULL},
-        {"--batch-cost-ms", SA_DBL, &batch_cost_ms, 0, 1e7, &bc_given},
-        {"--max-workers", SA_U32, &po.max_workers, 1, 100000, NULL},
-        {"--static-workers", SA_U32, &static_workers, 1, 100000, &sw_given},
-        {"--train-points", SA_U32, &train_points, 1, 1e7, &tp_given},
-        {"--replay-points", SA_U32, &replay_points, 1, 1e7, NULL},
-        {"--horizon", SA_U32, &po.horizon, 1, 256, NULL},
-        {"--hysteresis", SA_DBL, &po.down_hysteresis, 0, 0.99, NULL},
-        {"--target-util", SA_DBL, &po.target_util, 0.05, 1, NULL},
-        {"--down-delay-s", SA_DBL, &down_delay_s, 0, 1e9, &dd_given},
-        {"--cooldown-s", SA_DBL, &cooldown_s, 0, 1e9, &cd_given},
-        {"--seed", SA_U64, &so.seed, 0, 1.8446744073709552e19, NULL},
-        {"--step-s", SA_DBL, &step_s, 0.001, 86400, NULL},
+    const cli_opt opts[] = {
+        {.name = "trace", .type = CLI_STR, .str = &trace, .arg = "FILE", .help = "the rate trace"},
+        {.name = "json",
+         .type = CLI_FLAG,
+         .flag = &json,
+         .help = "[{\"policy\",\"slo_violation_s\",\"p99_ms\",\"worker_s\",\"rescales\"}]"},
+        {.name = "policies",
+         .type = CLI_STR,
+         .str = &policies,
+         .arg = "LIST",
+         .help = "default static,reactive,ds2,predictive"},
+        {.name = "compress",
+         .type = CLI_DBL,
+         .dbl = &so.compress,
+         .arg = "X",
+         .min = 1e-6,
+         .max = 1e9,
+         .help = "an interval lasts interval/X simulated s (default 1)"},
+        {.name = "worker-rate",
+         .type = CLI_DBL,
+         .dbl = &so.worker_rate,
+         .arg = "N",
+         .min = 1e-6,
+         .max = 1e12,
+         .given = &wr_given,
+         .help = "events/s a worker completes with full batches (default: the\n"
+                 "replayed peak rate / 32, so the peak needs 32 busy workers)"},
+        {.name = "startup-s",
+         .type = CLI_DBL,
+         .dbl = &so.startup_s,
+         .arg = "S",
+         .min = 0,
+         .max = 1e7,
+         .help = "worker start-up delay (default 20)"},
+        {.name = "slo-ms",
+         .type = CLI_DBL,
+         .dbl = &so.slo_ms,
+         .arg = "MS",
+         .min = 0.001,
+         .max = 3.6e6,
+         .help = "p99 latency SLO, judged per 1 s slice (default 500)"},
+        {.name = "batch-max",
+         .type = CLI_U32,
+         .u32 = &so.batch_max,
+         .arg = "N",
+         .min = 1,
+         .max = 1e7,
+         .help = "events per batch at most (default 256)"},
+        {.name = "batch-cost-ms",
+         .type = CLI_DBL,
+         .dbl = &batch_cost_ms,
+         .arg = "MS",
+         .min = 0,
+         .max = 1e7,
+         .given = &bc_given,
+         .help = "fixed cost per batch (default: half an event's cost)"},
+        {.name = "max-workers",
+         .type = CLI_U32,
+         .u32 = &po.max_workers,
+         .arg = "N",
+         .min = 1,
+         .max = 100000,
+         .help = "pool limit for every policy (default 64)"},
+        {.name = "static-workers",
+         .type = CLI_U32,
+         .u32 = &static_workers,
+         .arg = "N",
+         .min = 1,
+         .max = 100000,
+         .given = &sw_given,
+         .help = "static's size (default: enough for the replayed peak at\n"
+                 "70% utilization, capped at --max-workers)"},
+        {.name = "forecaster",
+         .type = CLI_STR,
+         .str = &forecaster,
+         .arg = "NAME",
+         .help = "predictive's model: last, seasonal, ma, hw, lstm (default seasonal)"},
+        {.name = "train-points",
+         .type = CLI_U32,
+         .u32 = &train_points,
+         .arg = "N",
+         .min = 1,
+         .max = 1e7,
+         .given = &tp_given,
+         .help = "intervals the forecaster is fitted on (default half)"},
+        {.name = "replay-points",
+         .type = CLI_U32,
+         .u32 = &replay_points,
+         .arg = "N",
+         .min = 1,
+         .max = 1e7,
+         .help = "intervals replayed after those (default: all the rest)"},
+        {.name = "horizon",
+         .type = CLI_U32,
+         .u32 = &po.horizon,
+         .arg = "N",
+         .min = 1,
+         .max = 256,
+         .help = "predictive: intervals beyond the lead time (default 1)"},
+        {.name = "hysteresis",
+         .type = CLI_DBL,
+         .dbl = &po.down_hysteresis,
+         .arg = "X",
+         .min = 0,
+         .max = 0.99,
+         .help = "predictive: scale down only to <= (1 - X) x workers (0.5)"},
+        {.name = "target-util",
+         .type = CLI_DBL,
+         .dbl = &po.target_util,
+         .arg = "X",
+         .min = 0.05,
+         .max = 1,
+         .help = "ds2 and predictive utilization target (default 0.7)"},
+        {.name = "down-delay-s",
+         .type = CLI_DBL,
+         .dbl = &down_delay_s,
+         .arg = "S",
+         .min = 0,
+         .max = 1e9,
+         .given = &dd_given,
+         .help = "ds2: scale-down delay; predictive: how much further ahead it\n"
+                 "looks before scaling down (default 3 intervals)"},
+        {.name = "cooldown-s",
+         .type = CLI_DBL,
+         .dbl = &cooldown_s,
+         .arg = "S",
+         .min = 0,
+         .max = 1e9,
+         .given = &cd_given,
+         .help = "reactive cooldown (default 3 intervals)"},
+        {.name = "seed",
+         .type = CLI_U64,
+         .u64 = &so.seed,
+         .arg = "S",
+         .help = "Poisson arrivals (default 1)"},
+        {.name = "step-s",
+         .type = CLI_DBL,
+         .dbl = &step_s,
+         .arg = "S",
+         .min = 0.001,
+         .max = 86400,
+         .help = "seconds per step of a 'step' trace column (default 3600)"},
+        {.name = "plot-dir",
+         .type = CLI_STR,
+         .str = &plot_dir,
+         .arg = "DIR",
+         .help = "PNG timelines autoscale-<trace>-<policy>.png (default\n"
+                 "bench/results; 'none' to skip; needs gnuplot)"},
     };
-    if (sa_parse(PROG, argc, argv, 1, opts, sizeof(opts) / sizeof(opts[0])) != 0) {
-        return CF_EXIT_USAGE;
+    cli_spec spec = {.prog = PROG, .head = autoscale_head, .opts = opts, .n_opts = CLI_N(opts)};
+    int prc = cli_parse(&spec, argc, argv);
+    if (prc != CLI_CONTINUE) {
+        return prc;
     }
     if (trace == NULL) {
         fprintf(stderr, PROG ": --trace FILE is required\n");

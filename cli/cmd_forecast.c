@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "opts.h"
 #include "confide/core.h"
 #include "confide/io.h"
 #include "confide/scale.h"
@@ -24,57 +25,32 @@
 #define PROG "confide forecast"
 #define FC_STEPS_MAX 4096
 
-static void usage(FILE *f)
-{
-    fprintf(
-        f,
-        "usage: confide forecast train   --trace FILE --out MODEL [--model NAME] [options]\n"
-        "       confide forecast eval    --trace FILE [--model NAME|all] [--test-points N]\n"
-        "                                [--horizon H] [--predictions OUT.csv] [--json]\n"
-        "                                [options]\n"
-        "       confide forecast predict --load MODEL --trace FILE [--steps N] [--json]\n"
-        "       confide forecast trace   --out FILE --interval-s S\n"
-        "                                (--arrivals FILE [--column N] |\n"
-        "                                 --shape steady|diurnal|burst --rate R --duration-s D\n"
-        "                                 [--speedup X] [--noise poisson|none] [--seed S])\n\n"
-        "Forecasts arrival rates: the next counts of a trace from its history. Models: last\n"
-        "(last value), seasonal (one season back), ma (moving average), hw (Holt-Winters,\n"
-        "additive), lstm (an LSTM trained by BPTT with Adam); default %s. Details and\n"
-        "results: docs/autoscaling.md.\n\n"
-        "A trace is a CSV with a header; column 1 a timestamp (RFC 3339, 'YYYY-MM-DD\n"
-        "HH:MM:SS' UTC, or epoch seconds; a column named 'step' counts --step-s steps,\n"
-        "default 3600), column 2 a count per interval. The interval is regular; absent\n"
-        "intervals count zero.\n\n"
-        "eval trains each model on everything before the last --test-points (default 100),\n"
-        "then forecasts each of those points from the true history before it (--horizon H:\n"
-        "H steps ahead, from the history up to H steps before). Prints model, smape (%%),\n"
-        "mae, rmse, train_s (and, in the table, the fitted parameters and the time per\n"
-        "forecast). --predictions writes one CSV for all models: model,ts,forecast,actual.\n\n"
-        "options:\n"
-        "  --model NAME       last | seasonal | ma | hw | lstm (eval: also all, the default)\n"
-        "  --window W         lstm input points (default 24)\n"
-        "  --horizon H        steps ahead (default 1); the lstm predicts H steps at once\n"
-        "  --hidden N         lstm hidden units, 2..128 (default 16)\n"
-        "  --layers N         lstm layers, 1..2 (default 1)\n"
-        "  --epochs N         lstm epochs at most (default 60; early stopping on a 20%%\n"
-        "                     validation split, patience 8)\n"
-        "  --lr X             Adam step size (default 0.003)\n"
-        "  --seed S           lstm weights and minibatch order (default 1)\n"
-        "  --season N         seasonal/hw season in points (default: detected)\n"
-        "  --step-s S         seconds per step of a 'step' column (default 3600)\n"
-        "  --json             JSON on stdout\n\n"
-        "trace options:\n"
-        "  --arrivals FILE    a CSV with one row per event (e.g. ULB's Time column)\n"
-        "  --column N         its timestamp column, 1-based (default 1)\n"
-        "  --shape S          an arrival schedule of `confide gen --shape` (same code)\n"
-        "  --rate R           mean events/s of the shape\n"
-        "  --duration-s D     length of the trace\n"
-        "  --speedup X        time compression of diurnal (period 86400/X s; default 1)\n"
-        "  --noise N          poisson (default: each count drawn from Poisson(count), as\n"
-        "                     observed arrivals would be) or none (the exact schedule)\n\n"
-        "exit codes: 0 ok, 2 usage or bad trace, 3 runtime error\n",
-        cf_forecast_default_model());
-}
+/* The usage before the options; %s: the default model. */
+static const char forecast_head[] =
+    "usage: confide forecast train   --trace FILE --out MODEL [--model NAME] [options]\n"
+    "       confide forecast eval    --trace FILE [--model NAME|all] [--test-points N]\n"
+    "                                [--horizon H] [--predictions OUT.csv] [--json]\n"
+    "                                [options]\n"
+    "       confide forecast predict --load MODEL --trace FILE [--steps N] [--json]\n"
+    "       confide forecast trace   --out FILE --interval-s S\n"
+    "                                (--arrivals FILE [--column N] |\n"
+    "                                 --shape steady|diurnal|burst --rate R --duration-s D\n"
+    "                                 [--speedup X] [--noise poisson|none] [--seed S])\n\n"
+    "Forecasts arrival rates: the next counts of a trace from its history. Models: last\n"
+    "(last value), seasonal (one season back), ma (moving average), hw (Holt-Winters,\n"
+    "additive), lstm (an LSTM trained by BPTT with Adam); default %s. Details and\n"
+    "results: docs/autoscaling.md.\n\n"
+    "A trace is a CSV with a header; column 1 a timestamp (RFC 3339, 'YYYY-MM-DD\n"
+    "HH:MM:SS' UTC, or epoch seconds; a column named 'step' counts --step-s steps,\n"
+    "default 3600), column 2 a count per interval. The interval is regular; absent\n"
+    "intervals count zero.\n\n"
+    "eval trains each model on everything before the last --test-points (default 100),\n"
+    "then forecasts each of those points from the true history before it (--horizon H:\n"
+    "H steps ahead, from the history up to H steps before). Prints model, smape (%%),\n"
+    "mae, rmse, train_s (and, in the table, the fitted parameters and the time per\n"
+    "forecast). --predictions writes one CSV for all models: model,ts,forecast,actual.\n\n"
+    "options (trace options from --arrivals on):\n";
+static const char forecast_tail[] = "\nexit codes: 0 ok, 2 usage or bad trace, 3 runtime error\n";
 
 typedef struct {
     const char *trace;
@@ -106,34 +82,166 @@ static int parse(int argc, char **argv, fargs *a)
     a->step_s = 3600;
     a->speedup = 1;
     a->noise = "poisson";
-    const sa_opt opts[] = {
-        {"--trace", SA_STR, &a->trace, 0, 0, NULL},
-        {"--model", SA_STR, &a->model, 0, 0, NULL},
-        {"--out", SA_STR, &a->out, 0, 0, NULL},
-        {"--predictions", SA_STR, &a->predictions, 0, 0, NULL},
-        {"--load", SA_STR, &a->load, 0, 0, NULL},
-        {"--arrivals", SA_STR, &a->arrivals, 0, 0, NULL},
-        {"--shape", SA_STR, &a->shape, 0, 0, NULL},
-        {"--noise", SA_STR, &a->noise, 0, 0, NULL},
-        {"--test-points", SA_U32, &a->test_points, 1, 1e7, NULL},
-        {"--steps", SA_U32, &a->steps, 1, FC_STEPS_MAX, NULL},
-        {"--column", SA_U32, &a->column, 1, 1000, NULL},
-        {"--step-s", SA_DBL, &a->step_s, 0.001, 86400, NULL},
-        {"--interval-s", SA_DBL, &a->interval_s, 0.001, 86400, NULL},
-        {"--rate", SA_DBL, &a->rate, 1e-6, 1e9, NULL},
-        {"--duration-s", SA_DBL, &a->duration_s, 0.001, 1e9, NULL},
-        {"--speedup", SA_DBL, &a->speedup, 1e-6, 1e9, NULL},
-        {"--json", SA_FLAG, &a->json, 0, 0, NULL},
-        {"--window", SA_U32, &a->fo.window, 2, 512, NULL},
-        {"--horizon", SA_U32, &a->fo.horizon, 1, 64, NULL},
-        {"--hidden", SA_U32, &a->fo.hidden, 2, 128, NULL},
-        {"--layers", SA_U32, &a->fo.layers, 1, 2, NULL},
-        {"--epochs", SA_U32, &a->fo.epochs_max, 1, 100000, NULL},
-        {"--lr", SA_DBL, &a->fo.lr, 1e-6, 0.5, NULL},
-        {"--seed", SA_U64, &a->fo.seed, 0, 1.8446744073709552e19, NULL},
-        {"--season", SA_U32, &a->fo.season, 2, 10000, NULL},
+    const cli_opt opts[] = {
+        {.name = "trace",
+         .type = CLI_STR,
+         .str = &a->trace,
+         .arg = "FILE",
+         .help = "the rate trace"},
+        {.name = "model",
+         .type = CLI_STR,
+         .str = &a->model,
+         .arg = "NAME",
+         .help = "last | seasonal | ma | hw | lstm (eval: also all, the default)"},
+        {.name = "out",
+         .type = CLI_STR,
+         .str = &a->out,
+         .arg = "FILE",
+         .help = "train: the model file; trace: the trace written"},
+        {.name = "load",
+         .type = CLI_STR,
+         .str = &a->load,
+         .arg = "MODEL",
+         .help = "predict: a model file written by train"},
+        {.name = "test-points",
+         .type = CLI_U32,
+         .u32 = &a->test_points,
+         .arg = "N",
+         .min = 1,
+         .max = 1e7,
+         .help = "eval: points forecast at the end of the trace (default 100)"},
+        {.name = "predictions",
+         .type = CLI_STR,
+         .str = &a->predictions,
+         .arg = "OUT.csv",
+         .help = "eval: every forecast as model,ts,forecast,actual"},
+        {.name = "steps",
+         .type = CLI_U32,
+         .u32 = &a->steps,
+         .arg = "N",
+         .min = 1,
+         .max = FC_STEPS_MAX,
+         .help = "predict: steps to forecast (default 1)"},
+        {.name = "window",
+         .type = CLI_U32,
+         .u32 = &a->fo.window,
+         .arg = "W",
+         .min = 2,
+         .max = 512,
+         .help = "lstm input points (default 24)"},
+        {.name = "horizon",
+         .type = CLI_U32,
+         .u32 = &a->fo.horizon,
+         .arg = "H",
+         .min = 1,
+         .max = 64,
+         .help = "steps ahead (default 1); the lstm predicts H steps at once"},
+        {.name = "hidden",
+         .type = CLI_U32,
+         .u32 = &a->fo.hidden,
+         .arg = "N",
+         .min = 2,
+         .max = 128,
+         .help = "lstm hidden units, 2..128 (default 16)"},
+        {.name = "layers",
+         .type = CLI_U32,
+         .u32 = &a->fo.layers,
+         .arg = "N",
+         .min = 1,
+         .max = 2,
+         .help = "lstm layers, 1..2 (default 1)"},
+        {.name = "epochs",
+         .type = CLI_U32,
+         .u32 = &a->fo.epochs_max,
+         .arg = "N",
+         .min = 1,
+         .max = 100000,
+         .help = "lstm epochs at most (default 60; early stopping on a 20%\n"
+                 "validation split, patience 8)"},
+        {.name = "lr",
+         .type = CLI_DBL,
+         .dbl = &a->fo.lr,
+         .arg = "X",
+         .min = 1e-6,
+         .max = 0.5,
+         .help = "Adam step size (default 0.003)"},
+        {.name = "seed",
+         .type = CLI_U64,
+         .u64 = &a->fo.seed,
+         .arg = "S",
+         .help = "lstm weights and minibatch order (default 1)"},
+        {.name = "season",
+         .type = CLI_U32,
+         .u32 = &a->fo.season,
+         .arg = "N",
+         .min = 2,
+         .max = 10000,
+         .help = "seasonal/hw season in points (default: detected)"},
+        {.name = "step-s",
+         .type = CLI_DBL,
+         .dbl = &a->step_s,
+         .arg = "S",
+         .min = 0.001,
+         .max = 86400,
+         .help = "seconds per step of a 'step' column (default 3600)"},
+        {.name = "json", .type = CLI_FLAG, .flag = &a->json, .help = "JSON on stdout"},
+        {.name = "arrivals",
+         .type = CLI_STR,
+         .str = &a->arrivals,
+         .arg = "FILE",
+         .help = "a CSV with one row per event (e.g. ULB's Time column)"},
+        {.name = "column",
+         .type = CLI_U32,
+         .u32 = &a->column,
+         .arg = "N",
+         .min = 1,
+         .max = 1000,
+         .help = "its timestamp column, 1-based (default 1)"},
+        {.name = "interval-s",
+         .type = CLI_DBL,
+         .dbl = &a->interval_s,
+         .arg = "S",
+         .min = 0.001,
+         .max = 86400,
+         .help = "the trace's interval"},
+        {.name = "shape",
+         .type = CLI_STR,
+         .str = &a->shape,
+         .arg = "S",
+         .help = "an arrival schedule of `confide gen --shape` (same code)"},
+        {.name = "rate",
+         .type = CLI_DBL,
+         .dbl = &a->rate,
+         .arg = "R",
+         .min = 1e-6,
+         .max = 1e9,
+         .help = "mean events/s of the shape"},
+        {.name = "duration-s",
+         .type = CLI_DBL,
+         .dbl = &a->duration_s,
+         .arg = "D",
+         .min = 0.001,
+         .max = 1e9,
+         .help = "length of the trace"},
+        {.name = "speedup",
+         .type = CLI_DBL,
+         .dbl = &a->speedup,
+         .arg = "X",
+         .min = 1e-6,
+         .max = 1e9,
+         .help = "time compression of diurnal (period 86400/X s; default 1)"},
+        {.name = "noise",
+         .type = CLI_STR,
+         .str = &a->noise,
+         .arg = "N",
+         .help = "poisson (default: each count drawn from Poisson(count), as\n"
+                 "observed arrivals would be) or none (the exact schedule)"},
     };
-    return sa_parse(PROG, argc, argv, 2, opts, sizeof(opts) / sizeof(opts[0]));
+    char head[sizeof(forecast_head) + 64];
+    snprintf(head, sizeof(head), forecast_head, cf_forecast_default_model());
+    cli_spec spec = {
+        .prog = PROG, .head = head, .tail = forecast_tail, .opts = opts, .n_opts = CLI_N(opts)};
+    return cli_parse(&spec, argc, argv);
 }
 
 static cf_trace *load_trace(const fargs *a)
@@ -495,16 +603,32 @@ out:
 
 static int forecast_main(int argc, char **argv)
 {
-    if (argc < 2 || cli_wants_help(argc, argv)) {
-        usage(argc < 2 ? stderr : stdout);
-        return argc < 2 ? CF_EXIT_USAGE : CF_EXIT_OK;
+    static const char *const subs[] = {"train", "eval", "predict", "trace"};
+    const char *sub = argc >= 2 ? argv[1] : "";
+    bool known = false;
+    for (size_t i = 0; i < CLI_N(subs); i++) {
+        known |= strcmp(sub, subs[i]) == 0;
     }
     fargs a;
     memset(&a, 0, sizeof(a));
-    if (parse(argc, argv, &a) != 0) {
+    if (!known && sub[0] != '-') {
+        if (argc < 2) {
+            fprintf(stderr, PROG ": a subcommand is required (train, eval, predict, trace; "
+                                 "see " PROG " --help)\n");
+        } else {
+            fprintf(stderr, PROG ": unknown subcommand '%s' (train, eval, predict, trace)\n", sub);
+        }
         return CF_EXIT_USAGE;
     }
-    const char *sub = argv[1];
+    /* The options are the same for every subcommand; without one, only --help is valid. */
+    int rc = parse(known ? argc - 1 : argc, known ? argv + 1 : argv, &a);
+    if (rc != CLI_CONTINUE) {
+        return rc;
+    }
+    if (!known) {
+        fprintf(stderr, PROG ": a subcommand is required (train, eval, predict, trace)\n");
+        return CF_EXIT_USAGE;
+    }
     if (strcmp(sub, "train") == 0) {
         return cmd_train(&a);
     }
