@@ -20,22 +20,21 @@
 
 #include "bench.h"
 #include "cli.h"
+#include "opts.h"
 #include "confide/audit.h"
 #include "confide/core.h"
 #include "confide/keys.h"
 
-static void usage(FILE *f)
-{
-    fprintf(f, "usage: confide bench audit [--json] [--events N] [--batch N] [--fsync P]\n"
-               "                           [--dir DIR] [--proofs N] [--keep]\n\n"
-               "Appends N synthetic events (default 1048576) in batches (default 1024) to a\n"
-               "fresh audit log with the given fsync policy (default batch: fdatasync per\n"
-               "batch), then verifies the whole log with the data key (decrypt, re-hash, roots,\n"
-               "signatures) and without it (hashes and roots), then times N inclusion proofs\n"
-               "(default 10000) at the full tree size. The log is written under DIR (default\n"
-               "/tmp) and removed (unless --keep). --json prints one object:\n"
-               "  {\"append_events_per_s\":X,\"verify_leaves_per_s\":X,\"prove_us\":X,...}\n");
-}
+static const char bench_audit_head[] =
+    "usage: confide bench audit [--json] [--events N] [--batch N] [--fsync P]\n"
+    "                           [--dir DIR] [--proofs N] [--keep]\n\n"
+    "Appends N synthetic events (default 1048576) in batches (default 1024) to a\n"
+    "fresh audit log with the given fsync policy (default batch: fdatasync per\n"
+    "batch), then verifies the whole log with the data key (decrypt, re-hash, roots,\n"
+    "signatures) and without it (hashes and roots), then times N inclusion proofs\n"
+    "(default 10000) at the full tree size. The log is written under DIR (default\n"
+    "/tmp) and removed (unless --keep). --json prints one object:\n"
+    "  {\"append_events_per_s\":X,\"verify_leaves_per_s\":X,\"prove_us\":X,...}\n\n";
 
 static const char *fs_name(const char *dir)
 {
@@ -77,61 +76,53 @@ static void rm_log(const char *dir)
     rmdir(dir);
 }
 
-static bool parse_pos(const char *s, uint64_t *out)
-{
-    char *end = NULL;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (s[0] == '\0' || s[0] == '-' || *end != '\0' || errno != 0 || v == 0) {
-        return false;
-    }
-    *out = v;
-    return true;
-}
-
 int cf_bench_audit(int argc, char **argv)
 {
     bool json = false, keep = false;
     uint64_t events = UINT64_C(1) << 20, batch = 1024, proofs = 10000;
     const char *base = "/tmp", *fsync_s = "batch";
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-            usage(stdout);
-            return CF_EXIT_OK;
-        }
-        if (strcmp(a, "--json") == 0) {
-            json = true;
-            continue;
-        }
-        if (strcmp(a, "--keep") == 0) {
-            keep = true;
-            continue;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "confide bench audit: unknown option or missing value '%s'\n", a);
-            return CF_EXIT_USAGE;
-        }
-        const char *v = argv[++i];
-        bool ok = true;
-        if (strcmp(a, "--events") == 0) {
-            ok = parse_pos(v, &events);
-        } else if (strcmp(a, "--batch") == 0) {
-            ok = parse_pos(v, &batch) && batch <= CF_AUDIT_BATCH_MAX;
-        } else if (strcmp(a, "--proofs") == 0) {
-            ok = parse_pos(v, &proofs);
-        } else if (strcmp(a, "--dir") == 0) {
-            base = v;
-        } else if (strcmp(a, "--fsync") == 0) {
-            fsync_s = v;
-        } else {
-            fprintf(stderr, "confide bench audit: unknown option '%s' (see --help)\n", a);
-            return CF_EXIT_USAGE;
-        }
-        if (!ok) {
-            fprintf(stderr, "confide bench audit: bad value for %s: '%s'\n", a, v);
-            return CF_EXIT_USAGE;
-        }
+    const cli_opt copts[] = {
+        {.name = "json", .type = CLI_FLAG, .flag = &json, .help = "one JSON object on stdout"},
+        {.name = "events",
+         .type = CLI_U64,
+         .u64 = &events,
+         .arg = "N",
+         .min = 1,
+         .max = 1e15,
+         .help = "events appended (default 1048576)"},
+        {.name = "batch",
+         .type = CLI_U64,
+         .u64 = &batch,
+         .arg = "N",
+         .min = 1,
+         .max = CF_AUDIT_BATCH_MAX,
+         .help = "events per batch record (default 1024)"},
+        {.name = "fsync",
+         .type = CLI_STR,
+         .str = &fsync_s,
+         .arg = "P",
+         .help = "batch | interval:MS | none (default batch)"},
+        {.name = "dir",
+         .type = CLI_STR,
+         .str = &base,
+         .arg = "DIR",
+         .help = "where the log is written (default /tmp)"},
+        {.name = "proofs",
+         .type = CLI_U64,
+         .u64 = &proofs,
+         .arg = "N",
+         .min = 1,
+         .max = 1e12,
+         .help = "inclusion proofs timed (default 10000)"},
+        {.name = "keep", .type = CLI_FLAG, .flag = &keep, .help = "keep the log"},
+    };
+    cli_spec spec = {.prog = "confide bench audit",
+                     .head = bench_audit_head,
+                     .opts = copts,
+                     .n_opts = CLI_N(copts)};
+    int prc = cli_parse(&spec, argc, argv);
+    if (prc != CLI_CONTINUE) {
+        return prc;
     }
     char err[512] = "";
     cf_audit_opts opts;

@@ -37,6 +37,7 @@
 
 #include "bench.h"
 #include "cli.h"
+#include "opts.h"
 #include "confide/batch.h"
 #include "confide/core.h"
 
@@ -122,26 +123,13 @@ typedef struct {
     double mean_batch;
 } result;
 
-static void usage(FILE *f)
-{
-    fprintf(f,
-            "usage: confide bench batching [--json] [--plot FILE] [--phase-s S] [--rates R,R,..]\n"
-            "                              [--modes M,M,..] [--slo-ms MS] [--count-max N]\n"
-            "                              [--linger-ms MS] [--dir DIR]\n\n"
-            "Paces a step load through one real stage (per batch: SHA-256 per event and over the\n"
-            "batch, Ed25519 signature, write + fdatasync) under each batching mode and reports,\n"
-            "per mode and phase, throughput, p99 latency, seconds in SLO violation and CPU.\n\n"
-            "  --json          one JSON object on stdout: {\"runs\":[...],...}\n"
-            "  --plot FILE     PNG of rate, batch size and p99 over time (default\n"
-            "                  bench/results/batching.png; needs gnuplot; 'none' to skip)\n"
-            "  --phase-s S     seconds per phase (default 4)\n"
-            "  --rates LIST    events/s per phase (default 50000,1000000,100000)\n"
-            "  --modes LIST    batching modes (default fixed:1,fixed:4096,adaptive)\n"
-            "  --slo-ms MS     p99 SLO (default 200)\n"
-            "  --count-max N   batch.count_max (default 16384)\n"
-            "  --linger-ms MS  batch.linger_ms (default 50)\n"
-            "  --dir DIR       where the fdatasync'd file goes (default $TMPDIR or /tmp)\n");
-}
+static const char bench_batching_head[] =
+    "usage: confide bench batching [--json] [--plot FILE] [--phase-s S] [--rates R,R,..]\n"
+    "                              [--modes M,M,..] [--slo-ms MS] [--count-max N]\n"
+    "                              [--linger-ms MS] [--dir DIR]\n\n"
+    "Paces a step load through one real stage (per batch: SHA-256 per event and over the\n"
+    "batch, Ed25519 signature, write + fdatasync) under each batching mode and reports,\n"
+    "per mode and phase, throughput, p99 latency, seconds in SLO violation and CPU.\n\n";
 
 static void phase_name(double rate, char *out, size_t n)
 {
@@ -602,17 +590,6 @@ static int parse_list(const char *s, char out[][32], int max)
     return *p == '\0' ? n : -1;
 }
 
-static bool parse_u32(const char *s, uint32_t lo, uint32_t hi, uint32_t *out)
-{
-    char *end = NULL;
-    unsigned long v = strtoul(s, &end, 10);
-    if (end == s || *end != '\0' || v < lo || v > hi) {
-        return false;
-    }
-    *out = (uint32_t)v;
-    return true;
-}
-
 int cf_bench_batching(int argc, char **argv)
 {
     bool json = false;
@@ -624,49 +601,68 @@ int cf_bench_batching(int argc, char **argv)
     uint32_t count_max = 16384;
     uint32_t linger_ms = 50;
     const char *dir = getenv("TMPDIR") != NULL ? getenv("TMPDIR") : "/tmp";
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-            usage(stdout);
-            return CF_EXIT_OK;
-        }
-        if (strcmp(a, "--json") == 0) {
-            json = true;
-            continue;
-        }
-        if (v == NULL) {
-            fprintf(stderr, "confide bench batching: %s needs a value (see --help)\n", a);
-            return CF_EXIT_USAGE;
-        }
-        i++;
-        bool ok = true;
-        if (strcmp(a, "--plot") == 0) {
-            plot_file = v;
-        } else if (strcmp(a, "--phase-s") == 0) {
-            char *end = NULL;
-            phase_s = strtod(v, &end);
-            ok = end != v && *end == '\0' && phase_s >= 0.5 && phase_s <= 60;
-        } else if (strcmp(a, "--rates") == 0) {
-            rates_s = v;
-        } else if (strcmp(a, "--modes") == 0) {
-            modes_s = v;
-        } else if (strcmp(a, "--slo-ms") == 0) {
-            ok = parse_u32(v, 1, 3600000, &slo_ms);
-        } else if (strcmp(a, "--count-max") == 0) {
-            ok = parse_u32(v, 1, 1u << 20, &count_max);
-        } else if (strcmp(a, "--linger-ms") == 0) {
-            ok = parse_u32(v, 0, 60000, &linger_ms);
-        } else if (strcmp(a, "--dir") == 0) {
-            dir = v;
-        } else {
-            fprintf(stderr, "confide bench batching: unknown option %s (see --help)\n", a);
-            return CF_EXIT_USAGE;
-        }
-        if (!ok) {
-            fprintf(stderr, "confide bench batching: bad value '%s' for %s\n", v, a);
-            return CF_EXIT_USAGE;
-        }
+    const cli_opt opts[] = {
+        {.name = "json",
+         .type = CLI_FLAG,
+         .flag = &json,
+         .help = "one JSON object on stdout: {\"runs\":[...],...}"},
+        {.name = "plot",
+         .type = CLI_STR,
+         .str = &plot_file,
+         .arg = "FILE",
+         .help = "PNG of rate, batch size and p99 over time (default\n"
+                 "bench/results/batching.png; needs gnuplot; 'none' to skip)"},
+        {.name = "phase-s",
+         .type = CLI_DBL,
+         .dbl = &phase_s,
+         .arg = "S",
+         .min = 0.5,
+         .max = 60,
+         .help = "seconds per phase (default 4)"},
+        {.name = "rates",
+         .type = CLI_STR,
+         .str = &rates_s,
+         .arg = "LIST",
+         .help = "events/s per phase (default 50000,1000000,100000)"},
+        {.name = "modes",
+         .type = CLI_STR,
+         .str = &modes_s,
+         .arg = "LIST",
+         .help = "batching modes (default fixed:1,fixed:4096,adaptive)"},
+        {.name = "slo-ms",
+         .type = CLI_U32,
+         .u32 = &slo_ms,
+         .arg = "MS",
+         .min = 1,
+         .max = 3600000,
+         .help = "p99 SLO (default 200)"},
+        {.name = "count-max",
+         .type = CLI_U32,
+         .u32 = &count_max,
+         .arg = "N",
+         .min = 1,
+         .max = 1u << 20,
+         .help = "batch.count_max (default 16384)"},
+        {.name = "linger-ms",
+         .type = CLI_U32,
+         .u32 = &linger_ms,
+         .arg = "MS",
+         .min = 0,
+         .max = 60000,
+         .help = "batch.linger_ms (default 50)"},
+        {.name = "dir",
+         .type = CLI_STR,
+         .str = &dir,
+         .arg = "DIR",
+         .help = "where the fdatasync'd file goes (default $TMPDIR or /tmp)"},
+    };
+    cli_spec spec = {.prog = "confide bench batching",
+                     .head = bench_batching_head,
+                     .opts = opts,
+                     .n_opts = CLI_N(opts)};
+    int prc = cli_parse(&spec, argc, argv);
+    if (prc != CLI_CONTINUE) {
+        return prc;
     }
     char rate_items[MAX_PHASES][32];
     char mode_items[MAX_MODES][32];

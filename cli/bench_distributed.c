@@ -29,6 +29,7 @@
 
 #include "bench.h"
 #include "cli.h"
+#include "opts.h"
 #include "confide/core.h"
 #include "confide/transport.h"
 
@@ -53,23 +54,15 @@ typedef struct result {
     bool ok;
 } result;
 
-static void usage(FILE *f)
-{
-    fprintf(f,
-            "usage: confide bench distributed [--events N] [--parties K] [--rate R]\n"
-            "                                 [--nodes LIST] [--quick] [--json]\n\n"
-            "Runs nats-server, the parties, the combiner and the gateway as separate\n"
-            "processes on this machine (1 node, then a 3-node R3 cluster) and measures the\n"
-            "end-to-end rate, the gateway's latency and CPU per event, next to the raw\n"
-            "JetStream rate of frames of the same size measured in the same run.\n\n"
-            "  --events N     events per unpaced run (default 500000)\n"
-            "  --parties K    aggregation parties (default 2)\n"
-            "  --rate R       also a paced run at R events/s on 1 node (default 89000; 0: none)\n"
-            "  --nodes LIST   cluster sizes to run, 1 and/or 3 (default 1,3)\n"
-            "  --quick        100000 events, paced 2 s (a smoke test)\n"
-            "  --json         one JSON array on stdout\n"
-            "Needs nats-server on PATH (scripts/setup.sh installs it).\n");
-}
+static const char bench_distributed_head[] =
+    "usage: confide bench distributed [--events N] [--parties K] [--rate R]\n"
+    "                                 [--nodes LIST] [--quick] [--json]\n\n"
+    "Runs nats-server, the parties, the combiner and the gateway as separate\n"
+    "processes on this machine (1 node, then a 3-node R3 cluster) and measures the\n"
+    "end-to-end rate, the gateway's latency and CPU per event, next to the raw\n"
+    "JetStream rate of frames of the same size measured in the same run.\n\n";
+static const char bench_distributed_tail[] =
+    "Needs nats-server on PATH (scripts/setup.sh installs it).\n";
 
 static pid_t spawn(char *const argv[], const char *out_path)
 {
@@ -371,32 +364,51 @@ int cf_bench_distributed(int argc, char **argv)
     double rate = 89000, paced_s = 5;
     int parties = 2;
     bool json = false, quick = false, want1 = true, want3 = true, keep = false;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--json") == 0) {
-            json = true;
-        } else if (strcmp(a, "--quick") == 0) {
-            quick = true;
-        } else if (strcmp(a, "--keep") == 0) {
-            keep = true;
-        } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-            usage(stdout);
-            return CF_EXIT_OK;
-        } else if (v != NULL && strcmp(a, "--events") == 0) {
-            events = strtoull(v, NULL, 10), i++;
-        } else if (v != NULL && strcmp(a, "--parties") == 0) {
-            parties = atoi(v), i++;
-        } else if (v != NULL && strcmp(a, "--rate") == 0) {
-            rate = strtod(v, NULL), i++;
-        } else if (v != NULL && strcmp(a, "--nodes") == 0) {
-            want1 = strchr(v, '1') != NULL;
-            want3 = strchr(v, '3') != NULL;
-            i++;
-        } else {
-            fprintf(stderr, "bench distributed: unexpected argument '%s' (see --help)\n", a);
-            return CF_EXIT_USAGE;
-        }
+    uint32_t nparties = 2;
+    const char *nodes_s = "1,3";
+    const cli_opt opts[] = {
+        {.name = "events",
+         .type = CLI_U64,
+         .u64 = &events,
+         .arg = "N",
+         .help = "events per unpaced run (default 500000)"},
+        {.name = "parties",
+         .type = CLI_U32,
+         .u32 = &nparties,
+         .arg = "K",
+         .help = "aggregation parties (default 2)"},
+        {.name = "rate",
+         .type = CLI_DBL,
+         .dbl = &rate,
+         .arg = "R",
+         .help = "also a paced run at R events/s on 1 node (default 89000; 0: none)"},
+        {.name = "nodes",
+         .type = CLI_STR,
+         .str = &nodes_s,
+         .arg = "LIST",
+         .help = "cluster sizes to run, 1 and/or 3 (default 1,3)"},
+        {.name = "quick",
+         .type = CLI_FLAG,
+         .flag = &quick,
+         .help = "100000 events, paced 2 s (a smoke test)"},
+        {.name = "keep",
+         .type = CLI_FLAG,
+         .flag = &keep,
+         .help = "keep the run's directory under /tmp"},
+        {.name = "json", .type = CLI_FLAG, .flag = &json, .help = "one JSON array on stdout"},
+    };
+    cli_spec spec = {.prog = "confide bench distributed",
+                     .head = bench_distributed_head,
+                     .tail = bench_distributed_tail,
+                     .opts = opts,
+                     .n_opts = CLI_N(opts)};
+    int prc = cli_parse(&spec, argc, argv);
+    if (prc != CLI_CONTINUE) {
+        return prc;
     }
+    parties = nparties > 8 ? 9 : (int)nparties;
+    want1 = strchr(nodes_s, '1') != NULL;
+    want3 = strchr(nodes_s, '3') != NULL;
     if (quick) {
         events = 100000;
         paced_s = 2;

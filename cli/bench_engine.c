@@ -20,6 +20,7 @@
 
 #include "bench.h"
 #include "cli.h"
+#include "opts.h"
 #include "confide/core.h"
 #include "confide/io.h"
 #include "confide/rules.h"
@@ -36,24 +37,11 @@ typedef struct opts {
     bool json;
 } opts;
 
-static void usage(FILE *f)
-{
-    fprintf(f,
-            "usage: confide bench engine [--events N] [--base N] [--size-ms MS] [--slide-ms MS]\n"
-            "                            [--rate R] [--group FIELDS] [--seed S] [--json]\n\n"
-            "  --events N      events through each timed loop (default 4000000)\n"
-            "  --base N        generated events replayed in rounds (default 200000)\n"
-            "  --size-ms MS    window size (default 1000)\n"
-            "  --slide-ms MS   window slide; 0 = tumbling (default 0)\n"
-            "  --rate R        event-time rate the generated stream is compressed to, events/s\n"
-            "                  (windows only; default 100000)\n"
-            "  --group FIELDS  group-by fields (default merchant)\n"
-            "  --seed S        generator seed (default 11)\n"
-            "  --json          one JSON object on stdout:\n"
-            "                  {\"windows_events_per_s\":X,\"rules_events_per_s\":X,"
-            "\"state_bytes_per_key\":X,...}\n\n"
-            "Throughput is per CPU second of the measuring thread (per core).\n");
-}
+static const char bench_engine_head[] =
+    "usage: confide bench engine [--events N] [--base N] [--size-ms MS] [--slide-ms MS]\n"
+    "                            [--rate R] [--group FIELDS] [--seed S] [--json]\n\n";
+static const char bench_engine_tail[] =
+    "\nThroughput is per CPU second of the measuring thread (per core).\n";
 
 static double thread_cpu_s(void)
 {
@@ -65,20 +53,6 @@ static double thread_cpu_s(void)
 static double wall_s(void)
 {
     return (double)cf_now_ns() / 1e9;
-}
-
-static bool parse_u64(const char *s, uint64_t *out)
-{
-    char *end = NULL;
-    if (s == NULL || *s < '0' || *s > '9') {
-        return false;
-    }
-    unsigned long long v = strtoull(s, &end, 10);
-    if (*end != '\0') {
-        return false;
-    }
-    *out = v;
-    return true;
 }
 
 /* ---- windows ---------------------------------------------------------------------------- */
@@ -268,37 +242,73 @@ int cf_bench_engine(int argc, char **argv)
               .rate = 100000.0,
               .group = "merchant",
               .json = false};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        uint64_t x = 0;
-        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-            usage(stdout);
-            return CF_EXIT_OK;
-        } else if (strcmp(a, "--json") == 0) {
-            o.json = true;
-            continue;
-        } else if (strcmp(a, "--group") == 0 && v != NULL) {
-            o.group = v;
-        } else if (strcmp(a, "--events") == 0 && parse_u64(v, &x) && x > 0) {
-            o.events = x;
-        } else if (strcmp(a, "--base") == 0 && parse_u64(v, &x) && x >= 1000 && x <= 5000000) {
-            o.base = (uint32_t)x;
-        } else if (strcmp(a, "--seed") == 0 && parse_u64(v, &x)) {
-            o.seed = x;
-        } else if (strcmp(a, "--size-ms") == 0 && parse_u64(v, &x) && x > 0 && x < 1000000000ULL) {
-            o.size_ms = (int64_t)x;
-        } else if (strcmp(a, "--slide-ms") == 0 && parse_u64(v, &x) && x < 1000000000ULL) {
-            o.slide_ms = (int64_t)x;
-        } else if (strcmp(a, "--rate") == 0 && parse_u64(v, &x) && x > 0) {
-            o.rate = (double)x;
-        } else {
-            fprintf(stderr, "confide bench engine: bad or incomplete option '%s'\n", a);
-            usage(stderr);
-            return CF_EXIT_USAGE;
-        }
-        i++;
+    uint64_t size_ms = 1000, slide_ms = 0, rate = 100000;
+    const cli_opt copts[] = {
+        {.name = "events",
+         .type = CLI_U64,
+         .u64 = &o.events,
+         .arg = "N",
+         .min = 1,
+         .max = 18446744073709551615.0,
+         .help = "events through each timed loop (default 4000000)"},
+        {.name = "base",
+         .type = CLI_U32,
+         .u32 = &o.base,
+         .arg = "N",
+         .min = 1000,
+         .max = 5000000,
+         .help = "generated events replayed in rounds (default 200000)"},
+        {.name = "size-ms",
+         .type = CLI_U64,
+         .u64 = &size_ms,
+         .arg = "MS",
+         .min = 1,
+         .max = 999999999,
+         .help = "window size (default 1000)"},
+        {.name = "slide-ms",
+         .type = CLI_U64,
+         .u64 = &slide_ms,
+         .arg = "MS",
+         .min = 0,
+         .max = 999999999,
+         .help = "window slide; 0 = tumbling (default 0)"},
+        {.name = "rate",
+         .type = CLI_U64,
+         .u64 = &rate,
+         .arg = "R",
+         .min = 1,
+         .max = 18446744073709551615.0,
+         .help = "event-time rate the generated stream is compressed to, events/s\n"
+                 "(windows only; default 100000)"},
+        {.name = "group",
+         .type = CLI_STR,
+         .str = &o.group,
+         .arg = "FIELDS",
+         .help = "group-by fields (default merchant)"},
+        {.name = "seed",
+         .type = CLI_U64,
+         .u64 = &o.seed,
+         .arg = "S",
+         .help = "generator seed (default 11)"},
+        {.name = "json",
+         .type = CLI_FLAG,
+         .flag = &o.json,
+         .help = "one JSON object on stdout:\n"
+                 "{\"windows_events_per_s\":X,\"rules_events_per_s\":X,"
+                 "\"state_bytes_per_key\":X,...}"},
+    };
+    cli_spec spec = {.prog = "confide bench engine",
+                     .head = bench_engine_head,
+                     .tail = bench_engine_tail,
+                     .opts = copts,
+                     .n_opts = CLI_N(copts)};
+    int prc = cli_parse(&spec, argc, argv);
+    if (prc != CLI_CONTINUE) {
+        return prc;
     }
+    o.size_ms = (int64_t)size_ms;
+    o.slide_ms = (int64_t)slide_ms;
+    o.rate = (double)rate;
     if (o.slide_ms > o.size_ms) {
         fprintf(stderr, "confide bench engine: --slide-ms must not exceed --size-ms\n");
         return CF_EXIT_USAGE;

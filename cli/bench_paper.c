@@ -38,6 +38,7 @@
 
 #include "bench.h"
 #include "cli.h"
+#include "opts.h"
 #include "confide/audit.h"
 #include "confide/core.h"
 #include "confide/io.h"
@@ -1226,57 +1227,15 @@ static void write_report(FILE *f, const opts *o, const machine *m, const result 
 
 /* ---- main ---- */
 
-static void usage(FILE *f)
-{
-    fprintf(
-        f,
-        "usage: confide bench paper [--quick] [--out DIR] [--input FILE [--format F]]\n"
-        "                           [--json] [options]\n\n"
-        "The paper's evaluation in one invocation on one input: confide, plain, he (Paillier\n"
-        "2048), tee-model (an SGX cost model), and the ablations no-batching, no-autoscale,\n"
-        "no-lsa, no-audit. For each: max events/s, p50/p99/p99.9 at 89,000 events/s, CPU us\n"
-        "per event, audit completeness, SLO-violation seconds on a burst trace. Writes\n"
-        "DIR/results.json, results.csv, latency_cdf.csv, report.md and PNG plots (gnuplot).\n"
-        "docs/paper.md explains every number. A run takes about 5 minutes (--quick: <1).\n\n"
-        "  --quick            200,000 events, 1 s runs, one run each, a 120 s trace (smoke test)\n"
-        "  --out DIR          output directory (default paper-results)\n"
-        "  --input FILE       read the input from FILE instead of generating it\n"
-        "  --format F         csv (default), ndjson or fdh, for --input\n"
-        "  --json             also print results.json on stdout\n"
-        "  --events N         generated events (default 3000000)\n"
-        "  --accounts A       distinct accounts of the generated input (default 20000)\n"
-        "  --merchants M      distinct merchants (default 40000)\n"
-        "  --rate R           paced rate, events/s (default 89000, the paper's)\n"
-        "  --paced-seconds S  length of each paced run (default 10)\n"
-        "  --max-seconds S    unpaced runs stop after S s (default 10)\n"
-        "  --max-runs N       unpaced runs per configuration; the fastest counts (default 2)\n"
-        "  --no-distributed   skip `distributed` (confide bench distributed --nodes 1, run\n"
-        "                     when nats-server is installed; never with --quick)\n"
-        "  --set KEY=VALUE    a config key (docs/CONFIG.md) for every configuration, after\n"
-        "                     the configuration's own settings (repeatable)\n"
-        "  --he-events N      events of he's unpaced run (default 2000)\n"
-        "  --no-batching-events N  events of no-batching's unpaced run (default 30000)\n"
-        "  --trace-seconds S  length of the burst trace (default 600)\n"
-        "  --tee-transition-cycles C  (default 8200)   --tee-epc-mib M  (default 90)\n"
-        "  --tee-page-cycles C        (default 40000)  --tee-pages-per-event P (default 2)\n");
-}
-
-static bool num_arg(const char *a, const char *name, const char *v, double lo, double hi,
-                    double *out)
-{
-    if (strcmp(a, name) != 0) {
-        return false;
-    }
-    char *end = NULL;
-    double x = v != NULL ? strtod(v, &end) : NAN;
-    if (v == NULL || end == v || *end != '\0' || !(x >= lo && x <= hi)) {
-        fprintf(stderr, PROG ": %s needs a number in [%g, %g]\n", name, lo, hi);
-        *out = NAN;
-        return true;
-    }
-    *out = x;
-    return true;
-}
+static const char paper_head[] =
+    "usage: confide bench paper [--quick] [--out DIR] [--input FILE [--format F]]\n"
+    "                           [--json] [options]\n\n"
+    "The paper's evaluation in one invocation on one input: confide, plain, he (Paillier\n"
+    "2048), tee-model (an SGX cost model), and the ablations no-batching, no-autoscale,\n"
+    "no-lsa, no-audit. For each: max events/s, p50/p99/p99.9 at 89,000 events/s, CPU us\n"
+    "per event, audit completeness, SLO-violation seconds on a burst trace. Writes\n"
+    "DIR/results.json, results.csv, latency_cdf.csv, report.md and PNG plots (gnuplot).\n"
+    "docs/paper.md explains every number. A run takes about 5 minutes (--quick: <1).\n\n";
 
 static char *read_file(const char *path, size_t *len)
 {
@@ -1316,81 +1275,172 @@ static size_t prefix(const opts *o, const char *buf, size_t len, uint64_t n)
     return cf_bench_prefix_len(buf, len, n);
 }
 
+/* --quick: the smoke test's sizes, applied before every other option (which override them). */
+static int quick_preset(void *opaque, const char *v, char *err, size_t size)
+{
+    opts *o = opaque;
+    (void)v, (void)err, (void)size;
+    o->quick = true;
+    o->events = 200000;
+    o->max_s = 1;
+    o->paced_s = 1;
+    o->he_events = 100;
+    o->slow_events = 2000;
+    o->sim_s = 120;
+    o->max_runs = 1;
+    return 0;
+}
+
+/* Returns CLI_CONTINUE or the exit code. */
 static int parse(int argc, char **argv, opts *o)
 {
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        double x = 0, max_runs = o->max_runs;
-        if (strcmp(a, "--quick") == 0) {
-            o->quick = true;
-            continue;
-        }
-        if (strcmp(a, "--json") == 0) {
-            o->json = true;
-            continue;
-        }
-        if (strcmp(a, "--no-distributed") == 0) {
-            o->no_distributed = true;
-            continue;
-        }
-        if (strcmp(a, "--set") == 0) {
-            if (v == NULL || o->n_sets == (int)(sizeof(o->sets) / sizeof(o->sets[0]))) {
-                fprintf(stderr, PROG ": --set needs KEY=VALUE (at most 16)\n");
-                return -1;
-            }
-            o->sets[o->n_sets++] = v;
-            i++;
-            continue;
-        }
-        if (strcmp(a, "--out") == 0 || strcmp(a, "--input") == 0 || strcmp(a, "--format") == 0) {
-            if (v == NULL) {
-                fprintf(stderr, PROG ": %s needs a value\n", a);
-                return -1;
-            }
-            *(a[2] == 'o' ? &o->out : a[2] == 'i' ? &o->input : &o->format) = v;
-            i++;
-            continue;
-        }
-        struct {
-            const char *name;
-            double lo, hi;
-            double *d;
-            uint64_t *u;
-        } nums[] = {
-            {"--events", 1, 1e9, NULL, &o->events},
-            {"--accounts", 1, 1e7, NULL, &o->accounts},
-            {"--merchants", 1, 1e7, NULL, &o->merchants},
-            {"--he-events", 1, 1e7, NULL, &o->he_events},
-            {"--no-batching-events", 1, 1e9, NULL, &o->slow_events},
-            {"--rate", 1, 1e9, &o->rate, NULL},
-            {"--paced-seconds", 0.1, 3600, &o->paced_s, NULL},
-            {"--max-seconds", 0.1, 3600, &o->max_s, NULL},
-            {"--trace-seconds", 20, 86400, &o->sim_s, NULL},
-            {"--max-runs", 1, 100, &max_runs, NULL},
-            {"--tee-transition-cycles", 0, 1e9, &o->tee.transition_cycles, NULL},
-            {"--tee-epc-mib", 1, 1e6, &o->tee.epc_mib, NULL},
-            {"--tee-page-cycles", 0, 1e9, &o->tee.page_swap_cycles, NULL},
-            {"--tee-pages-per-event", 0, 1e6, &o->tee.pages_per_event, NULL},
-        };
-        bool found = false;
-        for (size_t k = 0; k < sizeof(nums) / sizeof(nums[0]) && !found; k++) {
-            if (num_arg(a, nums[k].name, v, nums[k].lo, nums[k].hi, &x)) {
-                found = true;
-                if (isnan(x)) {
-                    return -1;
-                }
-                if (nums[k].d != NULL) {
-                    *nums[k].d = x;
-                } else {
-                    *nums[k].u = (uint64_t)x;
-                }
-                i++;
-            }
-        }
-        if (!found) {
-            fprintf(stderr, PROG ": unexpected argument '%s' (see --help)\n", a);
-            return -1;
-        }
+    cli_list sets = {.v = o->sets, .max = sizeof(o->sets) / sizeof(o->sets[0])};
+    uint32_t max_runs = 0;
+    bool max_runs_given = false;
+    const cli_opt copts[] = {
+        {.name = "quick",
+         .type = CLI_FN,
+         .fn = quick_preset,
+         .flags = CLI_FIRST,
+         .help = "200,000 events, 1 s runs, one run each, a 120 s trace (smoke test)"},
+        {.name = "out",
+         .type = CLI_STR,
+         .str = &o->out,
+         .arg = "DIR",
+         .help = "output directory (default paper-results)"},
+        {.name = "input",
+         .type = CLI_STR,
+         .str = &o->input,
+         .arg = "FILE",
+         .help = "read the input from FILE instead of generating it"},
+        {.name = "format",
+         .type = CLI_STR,
+         .str = &o->format,
+         .arg = "F",
+         .help = "csv (default), ndjson or fdh, for --input"},
+        {.name = "json",
+         .type = CLI_FLAG,
+         .flag = &o->json,
+         .help = "also print results.json on stdout"},
+        {.name = "events",
+         .type = CLI_U64,
+         .u64 = &o->events,
+         .arg = "N",
+         .min = 1,
+         .max = 1e9,
+         .help = "generated events (default 3000000)"},
+        {.name = "accounts",
+         .type = CLI_U64,
+         .u64 = &o->accounts,
+         .arg = "A",
+         .min = 1,
+         .max = 1e7,
+         .help = "distinct accounts of the generated input (default 20000)"},
+        {.name = "merchants",
+         .type = CLI_U64,
+         .u64 = &o->merchants,
+         .arg = "M",
+         .min = 1,
+         .max = 1e7,
+         .help = "distinct merchants (default 40000)"},
+        {.name = "rate",
+         .type = CLI_DBL,
+         .dbl = &o->rate,
+         .arg = "R",
+         .min = 1,
+         .max = 1e9,
+         .help = "paced rate, events/s (default 89000, the paper's)"},
+        {.name = "paced-seconds",
+         .type = CLI_DBL,
+         .dbl = &o->paced_s,
+         .arg = "S",
+         .min = 0.1,
+         .max = 3600,
+         .help = "length of each paced run (default 10)"},
+        {.name = "max-seconds",
+         .type = CLI_DBL,
+         .dbl = &o->max_s,
+         .arg = "S",
+         .min = 0.1,
+         .max = 3600,
+         .help = "unpaced runs stop after S s (default 10)"},
+        {.name = "max-runs",
+         .type = CLI_U32,
+         .u32 = &max_runs,
+         .given = &max_runs_given,
+         .arg = "N",
+         .min = 1,
+         .max = 100,
+         .help = "unpaced runs per configuration; the fastest counts (default 2)"},
+        {.name = "no-distributed",
+         .type = CLI_FLAG,
+         .flag = &o->no_distributed,
+         .help = "skip `distributed` (confide bench distributed --nodes 1, run\n"
+                 "when nats-server is installed; never with --quick)"},
+        {.name = "set",
+         .type = CLI_LIST,
+         .list = &sets,
+         .arg = "KEY=VALUE",
+         .help = "a config key (docs/CONFIG.md) for every configuration, after\n"
+                 "the configuration's own settings (repeatable, up to 16)"},
+        {.name = "he-events",
+         .type = CLI_U64,
+         .u64 = &o->he_events,
+         .arg = "N",
+         .min = 1,
+         .max = 1e7,
+         .help = "events of he's unpaced run (default 2000)"},
+        {.name = "no-batching-events",
+         .type = CLI_U64,
+         .u64 = &o->slow_events,
+         .arg = "N",
+         .min = 1,
+         .max = 1e9,
+         .help = "events of no-batching's unpaced run (default 30000)"},
+        {.name = "trace-seconds",
+         .type = CLI_DBL,
+         .dbl = &o->sim_s,
+         .arg = "S",
+         .min = 20,
+         .max = 86400,
+         .help = "length of the burst trace (default 600)"},
+        {.name = "tee-transition-cycles",
+         .type = CLI_DBL,
+         .dbl = &o->tee.transition_cycles,
+         .arg = "C",
+         .min = 0,
+         .max = 1e9,
+         .help = "tee-model: cycles per enclave transition (default 8200)"},
+        {.name = "tee-epc-mib",
+         .type = CLI_DBL,
+         .dbl = &o->tee.epc_mib,
+         .arg = "M",
+         .min = 1,
+         .max = 1e6,
+         .help = "tee-model: EPC size in MiB (default 90)"},
+        {.name = "tee-page-cycles",
+         .type = CLI_DBL,
+         .dbl = &o->tee.page_swap_cycles,
+         .arg = "C",
+         .min = 0,
+         .max = 1e9,
+         .help = "tee-model: cycles per EPC page swap (default 40000)"},
+        {.name = "tee-pages-per-event",
+         .type = CLI_DBL,
+         .dbl = &o->tee.pages_per_event,
+         .arg = "P",
+         .min = 0,
+         .max = 1e6,
+         .help = "tee-model: pages touched per event (default 2)"},
+    };
+    cli_spec spec = {
+        .prog = PROG, .head = paper_head, .opts = copts, .n_opts = CLI_N(copts), .ctx = o};
+    int rc = cli_parse(&spec, argc, argv);
+    if (rc != CLI_CONTINUE) {
+        return rc;
+    }
+    o->n_sets = (int)sets.n;
+    if (max_runs_given) {
         o->max_runs = (int)max_runs;
     }
     cf_config *probe = NULL;
@@ -1399,22 +1449,18 @@ static int parse(int argc, char **argv, opts *o)
     cf_config_destroy(probe);
     if (bad) {
         fprintf(stderr, PROG ": %s\n", err);
-        return -1;
+        return CF_EXIT_USAGE;
     }
     if (strcmp(o->format, "csv") != 0 && strcmp(o->format, "ndjson") != 0 &&
         strcmp(o->format, "fdh") != 0) {
         fprintf(stderr, PROG ": --format is csv, ndjson or fdh\n");
-        return -1;
+        return CF_EXIT_USAGE;
     }
-    return 0;
+    return CLI_CONTINUE;
 }
 
 int cf_bench_paper(int argc, char **argv)
 {
-    if (cli_wants_help(argc, argv)) {
-        usage(stdout);
-        return CF_EXIT_OK;
-    }
     opts o = {.out = "paper-results",
               .format = "csv",
               .events = 3000000,
@@ -1428,21 +1474,9 @@ int cf_bench_paper(int argc, char **argv)
               .sim_s = 600,
               .max_runs = 2,
               .tee = {8200, 2, 90, 40000, 2, 0}};
-    bool quick_given = false;
-    for (int i = 1; i < argc; i++) {
-        quick_given |= strcmp(argv[i], "--quick") == 0;
-    }
-    if (quick_given) {
-        o.events = 200000;
-        o.max_s = 1;
-        o.paced_s = 1;
-        o.he_events = 100;
-        o.slow_events = 2000;
-        o.sim_s = 120;
-        o.max_runs = 1;
-    }
-    if (parse(argc, argv, &o) != 0) {
-        return CF_EXIT_USAGE;
+    int prc = parse(argc, argv, &o);
+    if (prc != CLI_CONTINUE) {
+        return prc;
     }
     machine m;
     machine_info(&m);

@@ -10,17 +10,12 @@
 
 #include "bench.h"
 #include "cli.h"
+#include "opts.h"
 #include "confide/io.h"
 #include "confide/runtime.h"
 
-static void usage(FILE *f)
-{
-    fprintf(f, "usage: confide bench pipeline [--events N] [--rate R] [--seconds S] [--json]\n\n"
-               "  --events N   events for the throughput run (default 2000000)\n"
-               "  --rate R     paced rate for the latency run, events/s (default 100000)\n"
-               "  --seconds S  length of the paced run (default 5)\n"
-               "  --json       one JSON object on stdout\n");
-}
+static const char bench_pipeline_head[] =
+    "usage: confide bench pipeline [--events N] [--rate R] [--seconds S] [--json]\n\n";
 
 static int run_once(const char *buf, size_t len, double rate, cf_summary *s)
 {
@@ -54,23 +49,31 @@ int cf_bench_pipeline(int argc, char **argv)
     uint64_t events = 2000000;
     double rate = 100000, seconds = 5;
     bool json = false;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--json") == 0) {
-            json = true;
-        } else if (strcmp(argv[i], "--events") == 0 && i + 1 < argc) {
-            events = strtoull(argv[++i], NULL, 10);
-        } else if (strcmp(argv[i], "--rate") == 0 && i + 1 < argc) {
-            rate = strtod(argv[++i], NULL);
-        } else if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc) {
-            seconds = strtod(argv[++i], NULL);
-        } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-            usage(stdout);
-            return CF_EXIT_OK;
-        } else {
-            fprintf(stderr, "bench pipeline: bad option '%s'\n", argv[i]);
-            usage(stderr);
-            return CF_EXIT_USAGE;
-        }
+    const cli_opt opts[] = {
+        {.name = "events",
+         .type = CLI_U64,
+         .u64 = &events,
+         .arg = "N",
+         .help = "events for the throughput run (default 2000000)"},
+        {.name = "rate",
+         .type = CLI_DBL,
+         .dbl = &rate,
+         .arg = "R",
+         .help = "paced rate for the latency run, events/s (default 100000)"},
+        {.name = "seconds",
+         .type = CLI_DBL,
+         .dbl = &seconds,
+         .arg = "S",
+         .help = "length of the paced run (default 5)"},
+        {.name = "json", .type = CLI_FLAG, .flag = &json, .help = "one JSON object on stdout"},
+    };
+    cli_spec spec = {.prog = "confide bench pipeline",
+                     .head = bench_pipeline_head,
+                     .opts = opts,
+                     .n_opts = CLI_N(opts)};
+    int prc = cli_parse(&spec, argc, argv);
+    if (prc != CLI_CONTINUE) {
+        return prc;
     }
     if (events == 0 || rate <= 0 || seconds <= 0) {
         fprintf(stderr, "bench pipeline: --events, --rate and --seconds must be positive\n");

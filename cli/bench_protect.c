@@ -24,6 +24,7 @@
 
 #include "bench.h"
 #include "cli.h"
+#include "opts.h"
 #include "confide/core.h"
 #include "confide/keys.h"
 #include "confide/secagg.h"
@@ -271,98 +272,102 @@ static void remove_tree(const char *dir)
 /* Indexed by cf_paillier_engine. */
 static const char *const engine_names[3] = {"openssl", "gmp-sec", "gmp"};
 
-static void usage(FILE *f)
-{
-    fprintf(f, "usage: confide bench protect [--json] [--events N] [--paillier-events N]\n"
-               "                             [--parties K] [--merchants M] [--paillier-bits B]\n"
-               "                             [--paillier-engine openssl|gmp-sec|gmp]\n"
-               "                             [--paillier-pool N] [--pseudonym-cache SLOTS]\n\n"
-               "Per-event cost of protection for plain, lsa and paillier on the same generated\n"
-               "events: gateway (pseudonymize + protect) and every party (accumulate) per event,\n"
-               "the combiner per group; one thread, CPU time.\n"
-               "Defaults: --events 2000000 --paillier-events 300 --parties 2 --merchants 20000\n"
-               "          --paillier-bits 2048 --paillier-engine openssl --paillier-pool 0\n"
-               "          --pseudonym-cache 16384 (0: hash every id, no cache)\n"
-               "With --paillier-pool N a background thread precomputes r^n (off the critical\n"
-               "path, not off the CPU: its time is included, it runs on another core).\n");
-}
+static const char bench_protect_head[] =
+    "usage: confide bench protect [--json] [--events N] [--paillier-events N]\n"
+    "                             [--parties K] [--merchants M] [--paillier-bits B]\n"
+    "                             [--paillier-engine openssl|gmp-sec|gmp]\n"
+    "                             [--paillier-pool N] [--pseudonym-cache SLOTS]\n\n"
+    "Per-event cost of protection for plain, lsa and paillier on the same generated\n"
+    "events: gateway (pseudonymize + protect) and every party (accumulate) per event,\n"
+    "the combiner per group; one thread, CPU time.\n\n";
+static const char bench_protect_tail[] =
+    "\nWith --paillier-pool N a background thread precomputes r^n (off the critical\n"
+    "path, not off the CPU: its time is included, it runs on another core).\n";
 
-static bool parse_size(const char *s, size_t *out)
+/* --paillier-engine NAME */
+static int parse_engine(void *opaque, const char *v, char *err, size_t size)
 {
-    char *end = NULL;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (s[0] == '\0' || s[0] == '-' || *end != '\0' || v == 0) {
-        return false;
+    int *engine = opaque;
+    for (int e = 0; e < 3; e++) {
+        if (strcmp(v, engine_names[e]) == 0) {
+            *engine = e;
+            return 0;
+        }
     }
-    *out = (size_t)v;
-    return true;
+    snprintf(err, size, "--paillier-engine must be openssl, gmp-sec or gmp (got '%s')", v);
+    return -1;
 }
 
 int cf_bench_protect(int argc, char **argv)
 {
     bool json = false;
-    size_t n = 2000000, npai = 300, parties = 2, merchants = 20000, bits = 2048, pool = 0;
-    size_t cache_slots = 16384;
+    uint64_t n = 2000000, npai = 300, parties = 2, merchants = 20000, bits = 2048, pool = 0;
+    uint64_t cache_slots = 16384;
     int engine = CF_PAILLIER_OPENSSL;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        size_t *target = NULL;
-        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-            usage(stdout);
-            return CF_EXIT_OK;
-        } else if (strcmp(a, "--json") == 0) {
-            json = true;
-            continue;
-        } else if (strcmp(a, "--events") == 0) {
-            target = &n;
-        } else if (strcmp(a, "--paillier-events") == 0) {
-            target = &npai;
-        } else if (strcmp(a, "--parties") == 0) {
-            target = &parties;
-        } else if (strcmp(a, "--merchants") == 0) {
-            target = &merchants;
-        } else if (strcmp(a, "--paillier-bits") == 0) {
-            target = &bits;
-        } else if (strcmp(a, "--pseudonym-cache") == 0) {
-            if (i + 1 < argc && strcmp(argv[i + 1], "0") == 0) {
-                cache_slots = 0;
-                i++;
-                continue;
-            }
-            target = &cache_slots;
-        } else if (strcmp(a, "--paillier-pool") == 0) {
-            if (i + 1 < argc && strcmp(argv[i + 1], "0") == 0) {
-                pool = 0;
-                i++;
-                continue;
-            }
-            target = &pool;
-        } else if (strcmp(a, "--paillier-engine") == 0 && i + 1 < argc) {
-            const char *v = argv[++i];
-            engine = -1;
-            for (int e = 0; e < 3; e++) {
-                if (strcmp(v, engine_names[e]) == 0) {
-                    engine = e;
-                }
-            }
-            if (engine < 0) {
-                fprintf(stderr,
-                        "confide bench protect: --paillier-engine must be openssl, "
-                        "gmp-sec or gmp (got '%s')\n",
-                        v);
-                return CF_EXIT_USAGE;
-            }
-            continue;
-        } else {
-            fprintf(stderr, "confide bench protect: unknown option '%s'\n", a);
-            usage(stderr);
-            return CF_EXIT_USAGE;
-        }
-        if (i + 1 >= argc || !parse_size(argv[i + 1], target)) {
-            fprintf(stderr, "confide bench protect: %s needs a positive integer\n", a);
-            return CF_EXIT_USAGE;
-        }
-        i++;
+    const cli_opt opts[] = {
+        {.name = "json", .type = CLI_FLAG, .flag = &json, .help = "one JSON object on stdout"},
+        {.name = "events",
+         .type = CLI_U64,
+         .u64 = &n,
+         .arg = "N",
+         .min = 1,
+         .max = 1e12,
+         .help = "events (default 2000000)"},
+        {.name = "paillier-events",
+         .type = CLI_U64,
+         .u64 = &npai,
+         .arg = "N",
+         .min = 1,
+         .max = 1e12,
+         .help = "events through paillier (default 300)"},
+        {.name = "parties",
+         .type = CLI_U64,
+         .u64 = &parties,
+         .arg = "K",
+         .min = 2,
+         .max = 8,
+         .help = "aggregation parties (default 2)"},
+        {.name = "merchants",
+         .type = CLI_U64,
+         .u64 = &merchants,
+         .arg = "M",
+         .min = 1,
+         .max = 10000000,
+         .help = "distinct merchants (default 20000)"},
+        {.name = "paillier-bits",
+         .type = CLI_U64,
+         .u64 = &bits,
+         .arg = "B",
+         .min = 1,
+         .max = 65536,
+         .help = "Paillier modulus bits (default 2048)"},
+        {.name = "paillier-engine",
+         .type = CLI_FN,
+         .fn = parse_engine,
+         .arg = "E",
+         .help = "openssl | gmp-sec | gmp (default openssl)"},
+        {.name = "paillier-pool",
+         .type = CLI_U64,
+         .u64 = &pool,
+         .arg = "N",
+         .max = 1e9,
+         .help = "precomputed r^n values (default 0: none)"},
+        {.name = "pseudonym-cache",
+         .type = CLI_U64,
+         .u64 = &cache_slots,
+         .arg = "SLOTS",
+         .max = 1e9,
+         .help = "pseudonym cache slots (default 16384; 0: hash every id, no cache)"},
+    };
+    cli_spec spec = {.prog = "confide bench protect",
+                     .head = bench_protect_head,
+                     .tail = bench_protect_tail,
+                     .opts = opts,
+                     .n_opts = CLI_N(opts),
+                     .ctx = &engine};
+    int prc = cli_parse(&spec, argc, argv);
+    if (prc != CLI_CONTINUE) {
+        return prc;
     }
     if (parties < 2 || parties > 8 || merchants > 10000000 || npai > n) {
         fprintf(stderr, "confide bench protect: --parties must be 2..8, --merchants <= 1e7, "

@@ -19,6 +19,7 @@
 
 #include "bench.h"
 #include "cli.h"
+#include "opts.h"
 #include "confide/io.h"
 #include "confide/runtime.h"
 
@@ -36,22 +37,12 @@ const char cf_bench_rules_yaml[] =
     "  - {id: high_risk_country, type: high_risk_country,\n"
     "     countries: [IR, KP, SY, CU]}\n";
 
-static void usage(FILE *f)
-{
-    fprintf(f, "usage: confide bench run [--events N] [--accounts A] [--merchants M] [--rate R]\n"
-               "                         [--paced-seconds S] [--no-sweep] [--quick] [--json]\n\n"
-               "The whole `confide run` pipeline in process on one generated stream, in several\n"
-               "configurations side by side (decode only, full protection unpaced and paced,\n"
-               "fsync none, plain, none without rules) and a sweep of distinct accounts.\n\n"
-               "  --events N          events of the unpaced runs (default 2000000)\n"
-               "  --accounts A        distinct accounts (customers) (default 20000)\n"
-               "  --merchants M       distinct merchants (terminals) (default 40000)\n"
-               "  --rate R            paced rate, events/s (default 89000, the paper's)\n"
-               "  --paced-seconds S   length of the paced run (default 5)\n"
-               "  --no-sweep          skip the 10k / 100k / 1M accounts sweep\n"
-               "  --quick             100000 events, 1 s paced, sweep 10k and 100k (a smoke test)\n"
-               "  --json              one JSON array on stdout\n");
-}
+static const char bench_run_head[] =
+    "usage: confide bench run [--events N] [--accounts A] [--merchants M] [--rate R]\n"
+    "                         [--paced-seconds S] [--no-sweep] [--quick] [--json]\n\n"
+    "The whole `confide run` pipeline in process on one generated stream, in several\n"
+    "configurations side by side (decode only, full protection unpaced and paced,\n"
+    "fsync none, plain, none without rules) and a sweep of distinct accounts.\n\n";
 
 char *cf_bench_gen_csv(const char *prog, uint64_t n, uint32_t accounts, uint32_t merchants,
                        uint64_t seed, size_t *len_out)
@@ -190,33 +181,52 @@ int cf_bench_run(int argc, char **argv)
     uint64_t events = 2000000, accounts = 20000, merchants = 40000;
     double rate = 89000, paced_s = 5;
     bool json = false, sweep = true, quick = false;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--json") == 0) {
-            json = true;
-        } else if (strcmp(a, "--no-sweep") == 0) {
-            sweep = false;
-        } else if (strcmp(a, "--quick") == 0) {
-            quick = true;
-        } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-            usage(stdout);
-            return CF_EXIT_OK;
-        } else if (v != NULL && strcmp(a, "--events") == 0) {
-            events = strtoull(v, NULL, 10), i++;
-        } else if (v != NULL && strcmp(a, "--accounts") == 0) {
-            accounts = strtoull(v, NULL, 10), i++;
-        } else if (v != NULL && strcmp(a, "--merchants") == 0) {
-            merchants = strtoull(v, NULL, 10), i++;
-        } else if (v != NULL && strcmp(a, "--rate") == 0) {
-            rate = strtod(v, NULL), i++;
-        } else if (v != NULL && strcmp(a, "--paced-seconds") == 0) {
-            paced_s = strtod(v, NULL), i++;
-        } else {
-            fprintf(stderr, "bench run: unexpected argument '%s' (see --help)\n", a);
-            return CF_EXIT_USAGE;
-        }
+    bool no_sweep = false;
+    const cli_opt opts[] = {
+        {.name = "events",
+         .type = CLI_U64,
+         .u64 = &events,
+         .arg = "N",
+         .help = "events of the unpaced runs (default 2000000)"},
+        {.name = "accounts",
+         .type = CLI_U64,
+         .u64 = &accounts,
+         .arg = "A",
+         .max = UINT32_MAX,
+         .help = "distinct accounts (customers) (default 20000)"},
+        {.name = "merchants",
+         .type = CLI_U64,
+         .u64 = &merchants,
+         .arg = "M",
+         .max = UINT32_MAX,
+         .help = "distinct merchants (terminals) (default 40000)"},
+        {.name = "rate",
+         .type = CLI_DBL,
+         .dbl = &rate,
+         .arg = "R",
+         .help = "paced rate, events/s (default 89000, the paper's)"},
+        {.name = "paced-seconds",
+         .type = CLI_DBL,
+         .dbl = &paced_s,
+         .arg = "S",
+         .help = "length of the paced run (default 5)"},
+        {.name = "no-sweep",
+         .type = CLI_FLAG,
+         .flag = &no_sweep,
+         .help = "skip the 10k / 100k / 1M accounts sweep"},
+        {.name = "quick",
+         .type = CLI_FLAG,
+         .flag = &quick,
+         .help = "100000 events, 1 s paced, sweep 10k and 100k (a smoke test)"},
+        {.name = "json", .type = CLI_FLAG, .flag = &json, .help = "one JSON array on stdout"},
+    };
+    cli_spec spec = {
+        .prog = "confide bench run", .head = bench_run_head, .opts = opts, .n_opts = CLI_N(opts)};
+    int prc = cli_parse(&spec, argc, argv);
+    if (prc != CLI_CONTINUE) {
+        return prc;
     }
+    sweep = !no_sweep;
     if (quick) {
         events = 100000;
         paced_s = 1;

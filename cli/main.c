@@ -25,66 +25,6 @@ static const cf_command *const commands[] = {
 #undef X
 };
 
-int cli_load_configs(const char *cmd, cf_config *conf, int argc, char **argv)
-{
-    char errstr[512];
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--config") != 0) {
-            continue;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "confide %s: --config needs a file\n", cmd);
-            return CF_EXIT_USAGE;
-        }
-        if (cf_config_load_file(conf, argv[i + 1], errstr, sizeof(errstr)) != CF_OK) {
-            fprintf(stderr, "confide %s: %s\n", cmd, errstr);
-            return CF_EXIT_USAGE;
-        }
-    }
-    return CF_EXIT_OK;
-}
-
-int cli_apply_option(const char *cmd, cf_config *conf, const char *key, int argc, char **argv,
-                     int *i, char *set_key, size_t set_key_size)
-{
-    const char *a = argv[*i];
-    if (*i + 1 >= argc) {
-        fprintf(stderr, "confide %s: %s needs a value\n", cmd, a);
-        return CF_EXIT_USAGE;
-    }
-    const char *val = argv[++*i];
-    char kbuf[128], errstr[512];
-    if (key == NULL) {
-        const char *eq = strchr(val, '=');
-        if (eq == NULL || (size_t)(eq - val) >= sizeof(kbuf)) {
-            fprintf(stderr, "confide %s: --set needs KEY=VALUE\n", cmd);
-            return CF_EXIT_USAGE;
-        }
-        memcpy(kbuf, val, (size_t)(eq - val));
-        kbuf[eq - val] = '\0';
-        key = kbuf;
-        val = eq + 1;
-    }
-    if (set_key != NULL) {
-        snprintf(set_key, set_key_size, "%s", key);
-    }
-    if (cf_config_set(conf, key, val, errstr, sizeof(errstr)) != CF_OK) {
-        fprintf(stderr, "confide %s: %s: %s\n", cmd, a, errstr);
-        return CF_EXIT_USAGE;
-    }
-    return CF_EXIT_OK;
-}
-
-bool cli_wants_help(int argc, char **argv)
-{
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-            return true;
-        }
-    }
-    return false;
-}
-
 static void usage(FILE *f)
 {
     fprintf(f, "confide: confidential, auditable, low-latency stream processing for payments\n\n"
