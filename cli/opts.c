@@ -326,7 +326,7 @@ int cli_parse(const cli_spec *s, int argc, char **argv)
     lo[s->n_opts] = (struct option){"help", no_argument, NULL, 'h'};
     lo[s->n_opts + 1] = (struct option){NULL, 0, NULL, 0};
 
-    hit *hits = calloc((size_t)argc + 1, sizeof(*hits));
+    hit *hits = cf_calloc((size_t)argc + 1, sizeof(*hits));
     if (hits == NULL) {
         fprintf(stderr, "%s: out of memory\n", s->prog);
         return CF_EXIT_RUNTIME;
@@ -430,6 +430,6 @@ int cli_parse(const cli_spec *s, int argc, char **argv)
     if (s->n_pos != NULL) {
         *s->n_pos = npos;
     }
-    free(hits);
+    cf_free(hits);
     return rc;
 }
