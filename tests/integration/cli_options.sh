@@ -149,23 +149,22 @@ for c in $cmds; do
     esac
     n=$((n + 1))
 done
-expect 0 "$B" audit --help
-subs=$(awk '/^subcommands:/{on=1; next} on && /^  [a-z]/{print $1} on && /^$/{on=0}' "$tmp/out")
-[ "$(echo "$subs" | wc -w)" -ge 9 ] || fail "audit --help lists too few subcommands: $subs"
-for s in $subs; do
-    help_ok audit "$s"
-    grep -q -- "-h, --help" "$tmp/out" || fail "audit $s --help has no generated option table"
-    grep -q "confide audit $s" "$tmp/out" || fail "audit $s --help names another command"
-    n=$((n + 1))
-done
-expect 0 "$B" bench --help
-benches=$(awk '/^benchmarks:/{on=1; next} on && /^  [a-z]/{print $1} on && /^$/{on=0}' "$tmp/out")
-[ "$(echo "$benches" | wc -w)" -ge 9 ] || fail "bench --help lists too few benchmarks: $benches"
-for b in $benches; do
-    help_ok bench "$b"
-    grep -q -- "-h, --help" "$tmp/out" || fail "bench $b --help has no generated option table"
-    n=$((n + 1))
-done
+# every subcommand listed under HEADING in `confide CMD --help` (at least MIN of them)
+help_subs() { # CMD HEADING MIN
+    expect 0 "$B" "$1" --help
+    local subs
+    subs=$(awk -v h="$2:" '$0 == h {on=1; next} on && /^  [a-z]/{print $1} on && /^$/{on=0}' \
+        "$tmp/out")
+    [ "$(echo "$subs" | wc -w)" -ge "$3" ] || fail "$1 --help lists too few: $subs"
+    for s in $subs; do
+        help_ok "$1" "$s"
+        grep -q -- "-h, --help" "$tmp/out" || fail "$1 $s --help has no generated option table"
+        grep -q "confide $1 $s" "$tmp/out" || fail "$1 $s --help names another command"
+        n=$((n + 1))
+    done
+}
+help_subs audit subcommands 9
+help_subs bench benchmarks 9
 for s in train eval predict trace; do
     help_ok forecast "$s"
     n=$((n + 1))
