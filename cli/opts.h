@@ -11,6 +11,21 @@
  * Values are stored only after the whole command line is valid: options marked CLI_FIRST
  * (--config files, --quick presets) first, then the others in command-line order, so that a
  * later --set overrides an earlier option and explicit options override a preset.
+ *
+ * A command with one positional argument and two options:
+ *
+ *     const char *dir = NULL, *keys = NULL;
+ *     bool json = false;
+ *     const cli_opt opts[] = {
+ *         {.name = "keys", .type = CLI_STR, .str = &keys, .arg = "KEYDIR", .help = "..."},
+ *         {.name = "json", .type = CLI_FLAG, .flag = &json, .help = "one JSON object"},
+ *     };
+ *     cli_spec spec = {.prog = "confide audit show", .head = "usage: ...\n\noptions:\n",
+ *                      .opts = opts, .n_opts = CLI_N(opts), .pos = &dir, .pos_max = 1};
+ *     int rc = cli_parse(&spec, argc, argv);
+ *     if (rc != CLI_CONTINUE) {
+ *         return rc;
+ *     }
  */
 #ifndef CONFIDE_CLI_OPTS_H
 #define CONFIDE_CLI_OPTS_H
