@@ -1223,9 +1223,6 @@ int cf_cli_report(int argc, char **argv)
     }
     rc = CF_EXIT_OK;
     n_older = old_keys.n;
-    if (rc != CF_EXIT_OK) {
-        goto done;
-    }
     if (r->dir == NULL || r->keys == NULL) {
         fprintf(stderr, "confide audit report: DIR and --keys KEYDIR are required (see --help)\n");
         rc = CF_EXIT_USAGE;
