@@ -127,6 +127,15 @@ expect 2 "$B" gen --count 0
 err_has "--count"
 expect 2 "$B" audit show "$tmp/r1/audit" "$tmp/r2/audit"
 err_has "unexpected argument"
+expect 2 "$B" gen --count 3 --out=
+err_has "--out needs a non-empty value"
+# "-" is a positional argument (stdin), "--" ends the options, values may start with "-"
+"$B" audit prove "$tmp/r1/audit" --index 5 --json >"$tmp/proof.json"
+expect 0 "$B" audit verify-proof - <"$tmp/proof.json"
+grep -q "inclusion proof of leaf 5 .*: valid" "$tmp/out" || fail "verify-proof - read no proof"
+expect 0 "$B" audit show --json -- "$tmp/r1/audit"
+expect 2 "$B" bench paper --rate -5
+err_has "--rate '-5'"
 
 # ---- 5. --help everywhere -------------------------------------------------------------------
 help_ok() {
