@@ -208,6 +208,12 @@ err_has "wrong key"
 grep -Eq "[0-9a-f]{16}, not [0-9a-f]{16} \(wrong (data|signing) key\)" "$tmp/err" ||
     fail "audit verify with another deployment's keys does not name both key ids: $(cat "$tmp/err")"
 grep -q "INTEGRITY ALERT" "$tmp/err" && fail "a wrong key reported as an integrity alert"
+# the right signing key but another deployment's data key: the same, naming the data keys
+cp -r "$tmp/r1/keys" "$tmp/mixed"
+cp "$tmp/other/data.key" "$tmp/mixed/data.key"
+expect 3 "$B" audit verify "$tmp/r1/audit" --keys "$tmp/mixed"
+grep -Eq "data key [0-9a-f]{16}, not [0-9a-f]{16} \(wrong data key\)" "$tmp/err" ||
+    fail "a wrong data key is not named with both ids: $(cat "$tmp/err")"
 
 # one schema: compliance alerts say "kind" (integrity alerts are checked in secure_e2e.sh)
 cat >"$tmp/rules.yaml" <<'EOF'
