@@ -126,6 +126,11 @@ static int parse_args(bool gateway, cf_config *conf, int argc, char **argv, run_
         CONF_OPT("batch", "MODE", "batch.mode",
                  "adaptive | fixed:N                   (batch.mode)"),
         CONF_OPT("slo-ms", "N", "slo.p99_ms", "p99 latency objective in ms          (slo.p99_ms)"),
+        CONF_OPT("workers", "N", "party.workers",
+                 "workers per party, 1..16, by key group (party.workers)"),
+        CONF_OPT("autoscale", "POLICY", "autoscale.policy",
+                 "resize the workers while running: static | reactive |\n"
+                 "ds2 | predictive (docs/autoscaling.md) (autoscale.policy)"),
         CONF_OPT("metrics", "HOST:PORT", "metrics.listen",
                  "serve the live console (/), /api/status, /metrics and\n"
                  "/healthz while running; port 0 picks a free port,\n"

@@ -24,7 +24,7 @@ check() { # check NAME SUMMARY
     done
 }
 
-"$CONFIDE" run "${common[@]}" --out "$tmp/static" --set autoscale.policy=static \
+"$CONFIDE" run "${common[@]}" --out "$tmp/static" --autoscale=static \
     --set autoscale.max_workers=3 --set autoscale.interval_ms=50 --json >"$tmp/static.json" 2>/dev/null ||
     fail "static autoscale run"
 [ "$(jget '["workers"]' <"$tmp/static.json")" -eq 3 ] || fail "static: $(cat "$tmp/static.json")"

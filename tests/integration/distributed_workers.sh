@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Key-partitioned party workers as separate processes (party.workers: 2 per party here): the
 # gateway splits each party's shares by key group into one JetStream stream per worker,
-# every worker process (confide party --set party.worker=W) holds the windows of its key
+# every worker process (confide party --worker W) holds the windows of its key
 # groups only, and the combiner reads the k x W partial streams, aligned at checkpoints:
 #  1. the results, late records and alerts equal the embedded run's (one worker), after
 #     sorting (workers release in their own order);
@@ -60,14 +60,14 @@ PY
 
 worker() { # ID W OUT: party ID's worker W in the background; its pid in $last
     "$CONFIDE" party --config "$tmp/p.yaml" --id "$1" --out "$3/p$1w$2" --keys "$tmp/k/party$1" \
-        --user "party$1" --password-file "$NATS_PW/party$1" --set party.workers=$W \
-        --set party.worker="$2" >>"$3/p$1w$2.log" 2>&1 &
+        --user "party$1" --password-file "$NATS_PW/party$1" --workers $W \
+        --worker "$2" >>"$3/p$1w$2.log" 2>&1 &
     last=$!
     pids+=("$last")
 }
 combine() { # OUT
     "$CONFIDE" combine --config "$tmp/p.yaml" --out "$1/c" --keys "$tmp/k/combiner" \
-        --user combiner --password-file "$NATS_PW/combiner" --set party.workers=$W \
+        --user combiner --password-file "$NATS_PW/combiner" --workers $W \
         >>"$1/c.log" 2>&1 &
     last=$!
     pids+=("$last")
@@ -131,6 +131,6 @@ echo "ok: kill -9 of a worker process: results identical, log complete"
 
 # 3. Party 1's credentials do not read party 0's worker streams.
 expect 2 "$CONFIDE" party --config "$tmp/p.yaml" --id 0 --out "$tmp/x" --keys "$tmp/k/party0" \
-    --user party1 --password-file "$NATS_PW/party1" --set party.workers=$W --set party.worker=1
+    --user party1 --password-file "$NATS_PW/party1" --workers $W --worker 1
 grep -q "Permissions Violation" "$tmp/err" || fail "party1 read party 0's worker stream: $(cat "$tmp/err")"
 echo "ok: distributed_workers"
