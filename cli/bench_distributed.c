@@ -39,6 +39,7 @@ typedef struct cfg {
     const char *dir;
     const char *self;
     int parties;
+    int workers; /* worker processes per party (party.workers) */
     uint64_t events;
     int base_port;
     const pid_t *servers; /* their CPU is counted too */
@@ -47,6 +48,7 @@ typedef struct cfg {
 
 typedef struct result {
     int nodes;
+    int workers;
     double rate; /* 0: unpaced */
     double events_per_s, p50_ms, p99_ms, cpu_us;
     double raw_pub_per_s, raw_cons_per_s, raw_events_per_s;
@@ -55,7 +57,7 @@ typedef struct result {
 } result;
 
 static const char bench_distributed_head[] =
-    "usage: confide bench distributed [--events N] [--parties K] [--rate R]\n"
+    "usage: confide bench distributed [--events N] [--parties K] [--workers W] [--rate R]\n"
     "                                 [--nodes LIST] [--quick] [--json]\n\n"
     "Runs nats-server, the parties, the combiner and the gateway as separate\n"
     "processes on this machine (1 node, then a 3-node R3 cluster) and measures the\n"
@@ -215,22 +217,25 @@ static bool run_pipeline(const cfg *c, int nodes, double rate, const char *urls,
         return false;
     }
     fprintf(f,
-            "protect: lsa\nparties: %d\nwindow:\n  size_ms: 600000\n  group_by: merchant\n"
-            "audit:\n  fsync: batch\nnats:\n  servers: %s\n  replicas: %d\n"
+            "protect: lsa\nparties: %d\nparty:\n  workers: %d\nwindow:\n  size_ms: 600000\n"
+            "  group_by: merchant\naudit:\n  fsync: batch\nnats:\n  servers: %s\n  replicas: %d\n"
             "  prefix: b%s\n",
-            c->parties, urls, nodes, nodes == 1 ? (rate > 0 ? "p" : "u") : "c");
+            c->parties, c->workers, urls, nodes, nodes == 1 ? (rate > 0 ? "p" : "u") : "c");
     fclose(f);
     char self[600];
     snprintf(self, sizeof(self), "%s", c->self);
-    pid_t pids[10];
+    enum { ROLES_MAX = 8 * 16 + 1 };
+    pid_t pids[ROLES_MAX];
     int np = 0;
-    char outs[10][600], logs[10][600], ids[10][16];
-    for (int i = 0; i < c->parties; i++) {
-        snprintf(outs[np], sizeof(outs[np]), "%s/%s-p%d", c->dir, tag, i);
-        snprintf(logs[np], sizeof(logs[np]), "%s/%s-p%d.log", c->dir, tag, i);
+    static char outs[ROLES_MAX][600], logs[ROLES_MAX][600], ids[ROLES_MAX][16], wks[ROLES_MAX][16];
+    for (int x = 0; x < c->parties * c->workers; x++) {
+        int i = x / c->workers, w = x % c->workers;
+        snprintf(outs[np], sizeof(outs[np]), "%s/%s-p%dw%d", c->dir, tag, i, w);
+        snprintf(logs[np], sizeof(logs[np]), "%s/%s-p%dw%d.log", c->dir, tag, i, w);
         snprintf(ids[np], sizeof(ids[np]), "%d", i);
-        char *argv[] = {self,    "party",  "--config", conf, "--id", ids[np],
-                        "--out", outs[np], "--keys",   keys, NULL};
+        snprintf(wks[np], sizeof(wks[np]), "%d", w);
+        char *argv[] = {self,    "party", "--config", conf,     "--id", ids[np], "--worker",
+                        wks[np], "--out", outs[np],   "--keys", keys,   NULL};
         pids[np] = spawn(argv, logs[np]);
         np++;
     }
@@ -257,6 +262,7 @@ static bool run_pipeline(const cfg *c, int nodes, double rate, const char *urls,
     }
     double wall = (double)(cf_now_ns() - t0) / 1e9;
     r->nodes = nodes;
+    r->workers = c->workers;
     r->rate = rate;
     r->events_per_s = (double)c->events / wall;
     r->p50_ms = json_num(glog, "p50") / 1e3;
@@ -341,20 +347,22 @@ static void print(const result *r, bool json, bool first)
 {
     double ratio = r->raw_events_per_s > 0 ? r->events_per_s / r->raw_events_per_s : 0;
     if (json) {
-        printf("%s{\"nodes\":%d,\"rate\":%.0f,\"ok\":%s,\"events_per_s\":%.0f,\"p50_ms\":%.3f,"
+        printf("%s{\"nodes\":%d,\"workers\":%d,\"rate\":%.0f,\"ok\":%s,\"events_per_s\":%.0f,\"p50_"
+               "ms\":%.3f,"
                "\"p99_ms\":%.3f,\"cpu_us_per_event\":%.2f,\"raw_publish_events_per_s\":%.0f,"
                "\"raw_consume_events_per_s\":%.0f,\"raw_events_per_s\":%.0f,"
                "\"vs_raw\":%.3f,\"completeness\":%.6f}",
-               first ? "[" : ",\n ", r->nodes, r->rate, r->ok ? "true" : "false", r->events_per_s,
-               r->p50_ms, r->p99_ms, r->cpu_us, r->raw_pub_per_s, r->raw_cons_per_s,
-               r->raw_events_per_s, ratio, r->completeness);
+               first ? "[" : ",\n ", r->nodes, r->workers, r->rate, r->ok ? "true" : "false",
+               r->events_per_s, r->p50_ms, r->p99_ms, r->cpu_us, r->raw_pub_per_s,
+               r->raw_cons_per_s, r->raw_events_per_s, ratio, r->completeness);
     } else {
-        printf("nodes %d %-10s %9.0f events/s  gateway p50 %7.3f ms p99 %7.3f ms  cpu %6.2f "
+        printf("nodes %d workers %d %-10s %9.0f events/s  gateway p50 %7.3f ms p99 %7.3f ms  cpu "
+               "%6.2f "
                "us/event  raw JetStream %9.0f events/s (pub %0.f, consume %.0f)  %.2fx raw  "
                "completeness %.6f\n",
-               r->nodes, r->rate > 0 ? "paced" : "unpaced", r->events_per_s, r->p50_ms, r->p99_ms,
-               r->cpu_us, r->raw_events_per_s, r->raw_pub_per_s, r->raw_cons_per_s, ratio,
-               r->completeness);
+               r->nodes, r->workers, r->rate > 0 ? "paced" : "unpaced", r->events_per_s, r->p50_ms,
+               r->p99_ms, r->cpu_us, r->raw_events_per_s, r->raw_pub_per_s, r->raw_cons_per_s,
+               ratio, r->completeness);
     }
 }
 
@@ -364,7 +372,7 @@ int cf_bench_distributed(int argc, char **argv)
     double rate = 89000, paced_s = 5;
     int parties = 2;
     bool json = false, quick = false, want1 = true, want3 = true, keep = false;
-    uint32_t nparties = 2;
+    uint32_t nparties = 2, nworkers = 1;
     const char *nodes_s = "1,3";
     const cli_opt opts[] = {
         {.name = "events",
@@ -377,6 +385,13 @@ int cf_bench_distributed(int argc, char **argv)
          .u32 = &nparties,
          .arg = "K",
          .help = "aggregation parties (default 2)"},
+        {.name = "workers",
+         .type = CLI_U32,
+         .u32 = &nworkers,
+         .min = 1,
+         .max = 16,
+         .arg = "W",
+         .help = "worker processes per party, by key group (default 1)"},
         {.name = "rate",
          .type = CLI_DBL,
          .dbl = &rate,
@@ -431,6 +446,7 @@ int cf_bench_distributed(int argc, char **argv)
     cfg c = {.dir = dir,
              .self = self,
              .parties = parties,
+             .workers = (int)nworkers,
              .events = events,
              .base_port = 20000 + rand() % 20000};
     char input[600], keys[600], count[32], pcount[8], log[600];
