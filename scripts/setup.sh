@@ -24,6 +24,8 @@ PACKAGES=(
     chromium            # headless browser: the console and audit report tests
     chromium-driver     # WebDriver for chromium (optional browser automation)
     fonts-dejavu-core   # a font for headless chromium's screenshots
+    libpq-dev           # PostgreSQL client library: the output.postgres sink
+    postgresql          # PostgreSQL server: the sink's tests and benchmark (throwaway clusters)
 )
 
 missing=()

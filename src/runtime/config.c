@@ -222,6 +222,22 @@ static const conf_entry entries[] = {
      "SUBJECT.late and SUBJECT.alerts, in a stream named after nats.prefix (CONFIDE_OUT). "
      "Each message's id is a hash of the line, so a run that restarts after a crash "
      "publishes nothing twice. Empty: files only."},
+    {"output.postgres.conninfo", CONF_STR, "", 0, 0, NULL, OFF(pg_conninfo), SZ(pg_conninfo),
+     "Also write results, alerts and late records to PostgreSQL, exactly once across crashes: "
+     "a libpq connection string without a password (`host=db port=5432 dbname=pay "
+     "user=confide sslmode=verify-full`). Tables are created if missing (docs/schema.md, "
+     "PostgreSQL tables); each durable checkpoint's rows and the sink's position are written "
+     "in one transaction (docs/runtime.md, PostgreSQL sink). Needs output.dir and the audit "
+     "log. Empty: off."},
+    {"output.postgres.password_file", CONF_STR, "", 0, 0, NULL, OFF(pg_password_file),
+     SZ(pg_password_file),
+     "File holding the database password (mode 0600, refused otherwise). Empty: libpq's "
+     "PGPASSFILE or ~/.pgpass, or no password. A password in the conninfo is refused."},
+    {"output.postgres.schema", CONF_STR, "public", 0, 0, NULL, OFF(pg_schema), SZ(pg_schema),
+     "Schema of the sink's tables (created if missing): lower-case letters, digits, _."},
+    {"output.postgres.table_prefix", CONF_STR, "confide_", 0, 0, NULL, OFF(pg_table_prefix),
+     SZ(pg_table_prefix),
+     "Prefix of the table names: PREFIXresults, PREFIXalerts, PREFIXlate, PREFIXoffsets."},
     {"nats.max_ack_pending", CONF_INT, "256", 1, 1000000, NULL, OFF(nats_max_ack_pending), 0,
      "Frames a receiver may hold unacknowledged (flow control)."},
 };
@@ -420,6 +436,9 @@ static bool is_path_key(const char *key)
                                        "rules.file",    "audit.dir",          "audit.witness_dir",
                                        "nats.ca_file",  "nats.password_file", "nats.cert_file",
                                        "nats.key_file", "autoscale.model"};
+    if (strcmp(key, "output.postgres.password_file") == 0) {
+        return true;
+    }
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
         if (strcmp(key, keys[i]) == 0) {
             return true;
@@ -562,7 +581,8 @@ void cf_config_write_doc(FILE *f)
                "error naming the key and its line. Nested YAML mappings name keys with dots: "
                "`input: {format: csv}` sets `input.format`. Relative paths in a config file "
                "(input.path, output.dir, keys.dir, rules.file, audit.dir, audit.witness_dir, "
-               "nats.*_file) are resolved against the config file's folder; on the command "
+               "nats.*_file, output.postgres.password_file) are resolved against the config file's "
+               "folder; on the command "
                "line they are relative to the working directory.\n\n"
                "| key | type | default | range | meaning |\n|---|---|---|---|---|\n");
     static const char *const tn[] = {"string", "integer", "number", "boolean", "enum"};

@@ -80,6 +80,10 @@ struct cf_config {
     char input_nats_subject[128];
     char input_nats_stream[64];
     int64_t input_nats_idle_end_ms;
+    char pg_conninfo[CF_CONF_STR_MAX]; /* output.postgres.*: the PostgreSQL sink (pgsink.c) */
+    char pg_password_file[CF_CONF_STR_MAX];
+    char pg_schema[64];
+    char pg_table_prefix[64];
 };
 
 /** batch.count_max in effect: the key, or pipeline.batch_max when it is 0. */

@@ -54,6 +54,7 @@
 #include "confide/window.h"
 #include "observe.h"
 #include "outfile.h"
+#include "pgsink.h"
 #include "ressig.h"
 #include "secure.h"
 #include "secure_int.h"
@@ -418,6 +419,26 @@ static cf_err open_outputs(cf_secure *s, const struct resume_state *r, char *err
         }
     }
     return err;
+}
+
+/* output.postgres: the tables follow the files from the position recovery cut them back to
+ * (@p r: zero on a fresh log), under the audit log's id. */
+static cf_err open_pg(cf_secure *s, const resume_state *r, char *errstr, size_t errstr_size)
+{
+    if (!pgsink_enabled(&s->conf)) {
+        return CF_OK;
+    }
+    uint8_t id[CF_AUDIT_LOG_ID_LEN];
+    char hex[2 * CF_AUDIT_LOG_ID_LEN + 1] = "";
+    if (s->audit != NULL) {
+        cf_audit_log_id(s->audit, id);
+        sodium_bin2hex(hex, sizeof(hex), id, sizeof(id));
+    }
+    const char *paths[PG_KINDS] = {s->alerts.f != NULL ? s->alerts.path : NULL,
+                                   s->results.f != NULL ? s->results.path : NULL,
+                                   s->late.f != NULL ? s->late.path : NULL};
+    pgsink_pos pos = {r->index, {r->alerts_len, r->results_len, r->late_len}};
+    return pgsink_open(&s->pg, &s->conf, hex, paths, &pos, errstr, errstr_size);
 }
 
 static cf_err open_audit(cf_secure *s, char *errstr, size_t errstr_size)
@@ -822,6 +843,10 @@ cf_err cf__secure_create_observed(cf_secure **out, const cf_config *c, cf_observ
                               (long long)c->parties - 1);
         }
     }
+    cf_err pg_err = pgsink_enabled(c) ? pgsink_check_config(c, errstr, errstr_size) : CF_OK;
+    if (pg_err != CF_OK) {
+        return pg_err; /* before anything is created */
+    }
     if (mode == PROT_NONE && c->rules_file[0] == '\0' && !audit) {
         return CF_OK; /* nothing to do between decode and sink */
     }
@@ -918,7 +943,8 @@ cf_err cf__secure_create_observed(cf_secure **out, const cf_config *c, cf_observ
         (err = check_params_unchanged(s, errstr, errstr_size)) != CF_OK ||
         (err = open_outputs(s, s->resume_index > 0 || rs.blob != NULL ? &rs : NULL, errstr,
                             errstr_size)) != CF_OK ||
-        (err = cf__sink_open(s, errstr, errstr_size)) != CF_OK) {
+        (err = cf__sink_open(s, errstr, errstr_size)) != CF_OK ||
+        (err = open_pg(s, &rs, errstr, errstr_size)) != CF_OK) {
         goto fail;
     }
     if ((err = cf_ring_create(&s->ckpt_ring, 64)) != CF_OK) {
@@ -1292,6 +1318,12 @@ static void write_checkpoints(cf_secure *s)
         if (s->audit != NULL && cf_audit_checkpoint(s->audit, b->index, b->data, b->len) != CF_OK) {
             CF_LOG(CF_LOG_WARN, "audit", "checkpoint at %llu could not be written",
                    (unsigned long long)b->index);
+        } else if (s->pg != NULL) {
+            resume_state r = {.blob = b->data}; /* durable: the tables may follow */
+            if (cf__ckpt_parse(&r, b->len, NULL, 0) == CF_OK) {
+                pgsink_pos pos = {b->index, {r.alerts_len, r.results_len, r.late_len}};
+                pgsink_durable(s->pg, &pos);
+            }
         }
         sodium_memzero(b->data, b->len); /* window state of the parties: shares */
         cf_free(b->data);
@@ -1406,6 +1438,8 @@ static cf_err maybe_checkpoint(cf_secure *s, char *errstr, size_t errstr_size)
         if (err != CF_OK) {
             return cf_err_set(err, errstr, errstr_size, "checkpoint write failed");
         }
+        pgsink_pos pos = {index, {alerts_len, 0, 0}};
+        pgsink_durable(s->pg, &pos);
         if (s->mode == PROT_NONE) {
             return CF_OK;
         }
@@ -1439,6 +1473,9 @@ cf_err cf_secure_gateway(cf_secure *s, cf_batch *b, char *errstr, size_t errstr_
         return cf_err_set(CF_E_TRANSPORT, errstr, errstr_size,
                           "the JetStream transport failed (see the error above); a restart "
                           "resumes from the audit log");
+    }
+    if (pgsink_failed(s->pg, errstr, errstr_size)) {
+        return CF_E_TRANSPORT; /* named in errstr; the files and the log are intact */
     }
     cf_err err = ensure_scratch(s, b->cap);
     if (err != CF_OK) {
@@ -1498,6 +1535,9 @@ cf_err cf_secure_finish(cf_secure *s, cf_secure_stats *st, char *errstr, size_t 
     if (err == CF_OK) {
         err = e2 != CF_OK ? e2 : e3 != CF_OK ? e3 : e4 != CF_OK ? e4 : e5;
     }
+    if (err == CF_OK && s->pg != NULL) {
+        err = pgsink_finish(s->pg, s->end_index, errstr, errstr_size); /* the files are final */
+    }
     if (!cf__sink_flush(s) && err == CF_OK) {
         err = cf_err_set(CF_E_TRANSPORT, errstr, errstr_size,
                          "output.nats_subject: JetStream did not accept every output line (the "
@@ -1534,6 +1574,8 @@ void cf_secure_destroy(cf_secure *s)
     }
     cf__autoscale_stop(s);
     stop_threads(s);
+    pgsink_close(s->pg);
+    s->pg = NULL;
     cf__sink_close(s);
     cf__net_close(s);
     remove_ephemeral_keys(s);

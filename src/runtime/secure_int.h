@@ -21,6 +21,7 @@
 #include "confide/window.h"
 #include "observe.h"
 #include "outfile.h"
+#include "pgsink.h"
 #include "ressig.h"
 #include "secure.h"
 
@@ -262,6 +263,7 @@ struct cf_secure {
     cf_js *sink_js;
     bool sink_own;
     atomic_bool sink_failed;
+    pgsink *pg; /* output.postgres: the tables follow the files (pgsink.c); NULL: off */
 };
 
 /* ---- shared by the roles (secure.c gateway, party.c, combiner.c, distributed.c) ---- */
