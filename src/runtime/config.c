@@ -581,9 +581,9 @@ void cf_config_write_doc(FILE *f)
                "error naming the key and its line. Nested YAML mappings name keys with dots: "
                "`input: {format: csv}` sets `input.format`. Relative paths in a config file "
                "(input.path, output.dir, keys.dir, rules.file, audit.dir, audit.witness_dir, "
-               "nats.*_file, output.postgres.password_file) are resolved against the config file's "
-               "folder; on the command "
-               "line they are relative to the working directory.\n\n"
+               "nats.*_file, output.postgres.password_file) are resolved against the config "
+               "file's folder; on the command line they are relative to the working "
+               "directory.\n\n"
                "| key | type | default | range | meaning |\n|---|---|---|---|---|\n");
     static const char *const tn[] = {"string", "integer", "number", "boolean", "enum"};
     for (size_t i = 0; i < N_ENTRIES; i++) {
