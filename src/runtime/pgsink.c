@@ -565,7 +565,7 @@ static void *sink_main(void *arg)
                      "%s (the files and the audit log hold every line: the same command "
                      "resumes and catches the tables up)",
                      err);
-            CF_LOG(CF_LOG_ERROR, "output.postgres", "%s", err);
+            CF_LOG(CF_LOG_ERROR, "sink", "%s", err);
             break;
         }
         p->done = to;
