@@ -8,6 +8,8 @@
  *   plain             full with protect plain
  *   none_no_rules     protect none, no rules (audit and outputs only)
  *   accounts_<N>      full, unpaced, on a stream with N distinct accounts (the sweep)
+ *   full_pg, rows, rows_pg  with --pg CONNINFO: full plus the PostgreSQL sink; a row-heavy run
+ *                     (group by merchant, min_count 1) without and with it ("rows","rows_per_s")
  * Each prints {"name","events","events_per_s","cpu_us_per_event","p50_us","p99_us",
  * "p999_us","batch_mean"}. Input generation is not timed. Outputs go to a temporary
  * directory that is removed afterwards. No assertion on speed: this is a measurement.
@@ -126,9 +128,14 @@ typedef struct cfg {
     const char *fsync;
 } cfg;
 
+/* --pg CONNINFO: configurations named *_pg write to PostgreSQL, rows* group by merchant
+ * with min_count 1 (a row per merchant and window: the sink's throughput) */
+static const char *bench_pg;
+
 static int run_one(const cfg *c, const char *buf, size_t len, double rate, const char *tmp,
                    const char *rules_path, bool json, bool *first)
 {
+    bool pg = strstr(c->name, "_pg") != NULL, heavy = strncmp(c->name, "rows", 4) == 0;
     char err[512] = "", out[600], rate_s[32];
     cf_config *conf = NULL;
     cf_pipeline *p = NULL;
@@ -138,8 +145,13 @@ static int run_one(const cfg *c, const char *buf, size_t len, double rate, const
     if (cf_config_create(&conf) != CF_OK ||
         cf_config_set(conf, "protect", c->protect, err, sizeof(err)) != CF_OK ||
         cf_config_set(conf, "input.rate", rate_s, err, sizeof(err)) != CF_OK ||
-        cf_config_set(conf, "window.group_by", "country,channel", err, sizeof(err)) != CF_OK ||
-        cf_config_set(conf, "min_count", "10", err, sizeof(err)) != CF_OK ||
+        cf_config_set(conf, "window.group_by", heavy ? "merchant" : "country,channel", err,
+                      sizeof(err)) != CF_OK ||
+        cf_config_set(conf, "min_count", heavy ? "1" : "10", err, sizeof(err)) != CF_OK ||
+        (pg &&
+         (cf_config_set(conf, "output.postgres.conninfo", bench_pg, err, sizeof(err)) != CF_OK ||
+          cf_config_set(conf, "output.postgres.table_prefix", "confide_bench_", err, sizeof(err)) !=
+              CF_OK)) ||
         (c->audit && cf_config_set(conf, "output.dir", out, err, sizeof(err)) != CF_OK) ||
         (c->fsync != NULL &&
          cf_config_set(conf, "audit.fsync", c->fsync, err, sizeof(err)) != CF_OK) ||
@@ -155,17 +167,24 @@ static int run_one(const cfg *c, const char *buf, size_t len, double rate, const
         goto done;
     }
     double cpu_us = s.accepted > 0 ? 1e6 * s.cpu_s / (double)s.accepted : 0;
+    char rows[96] = "";
+    if (pg || heavy) {
+        uint64_t n = s.results + s.alerts + s.late;
+        snprintf(rows, sizeof(rows),
+                 json ? ",\"rows\":%llu,\"rows_per_s\":%.0f" : "  rows %llu (%.0f/s)",
+                 (unsigned long long)n, s.elapsed_s > 0 ? (double)n / s.elapsed_s : 0);
+    }
     if (json) {
         printf("%s\n  {\"name\":\"%s\",\"events\":%llu,\"events_per_s\":%.0f,"
                "\"cpu_us_per_event\":%.3f,\"p50_us\":%lld,\"p99_us\":%lld,\"p999_us\":%lld,"
-               "\"batch_mean\":%.1f}",
+               "\"batch_mean\":%.1f%s}",
                *first ? "[" : ",", c->name, (unsigned long long)s.accepted, s.events_per_s, cpu_us,
-               (long long)s.p50_us, (long long)s.p99_us, (long long)s.p999_us, s.batch_mean);
+               (long long)s.p50_us, (long long)s.p99_us, (long long)s.p999_us, s.batch_mean, rows);
     } else {
         printf("%-18s %9llu events %10.0f events/s %7.2f us cpu/event  p50 %7lld  p99 %8lld  "
-               "p999 %8lld us  batch %.0f\n",
+               "p999 %8lld us  batch %.0f%s\n",
                c->name, (unsigned long long)s.accepted, s.events_per_s, cpu_us, (long long)s.p50_us,
-               (long long)s.p99_us, (long long)s.p999_us, s.batch_mean);
+               (long long)s.p99_us, (long long)s.p999_us, s.batch_mean, rows);
     }
     fflush(stdout);
     *first = false;
@@ -219,6 +238,12 @@ int cf_bench_run(int argc, char **argv)
          .flag = &quick,
          .help = "100000 events, 1 s paced, sweep 10k and 100k (a smoke test)"},
         {.name = "json", .type = CLI_FLAG, .flag = &json, .help = "one JSON array on stdout"},
+        {.name = "pg",
+         .type = CLI_STR,
+         .str = &bench_pg,
+         .arg = "CONNINFO",
+         .help = "also full_pg, rows and rows_pg: the PostgreSQL sink (output.postgres.conninfo; "
+                 "the password from PGPASSFILE; tables confide_bench_*)"},
     };
     cli_spec spec = {
         .prog = "confide bench run", .head = bench_run_head, .opts = opts, .n_opts = CLI_N(opts)};
@@ -258,6 +283,9 @@ int cf_bench_run(int argc, char **argv)
         {"fsync_none", "lsa", true, true, false, "none"},
         {"plain", "plain", true, true, false, NULL},
         {"none_no_rules", "none", false, true, false, NULL},
+        {"full_pg", "lsa", true, true, false, NULL},
+        {"rows", "lsa", true, true, false, NULL},
+        {"rows_pg", "lsa", true, true, false, NULL},
     };
     bool first = true;
     int rc = CF_EXIT_OK;
@@ -268,6 +296,9 @@ int cf_bench_run(int argc, char **argv)
                (unsigned long long)merchants, rate, paced_s);
     }
     for (size_t i = 0; i < sizeof(cfgs) / sizeof(cfgs[0]) && rc == CF_EXIT_OK; i++) {
+        if (i >= 6 && bench_pg == NULL) {
+            continue;
+        }
         if (run_one(&cfgs[i], buf, cfgs[i].paced ? paced_len : len, rate, tmp, rules_path, json,
                     &first) != 0) {
             rc = CF_EXIT_RUNTIME;
