@@ -1,5 +1,7 @@
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cf_test.h"
 #include "confide/audit.h"
@@ -658,6 +660,71 @@ static void test_masks_bound_to_log_and_run(void)
     CHECK(memcmp(ctx[0][0], ctx[1][0], 16) != 0);           /* log ids differ */
     CHECK(memcmp(ctx[0][0] + 16, ctx[1][0] + 16, 16) != 0); /* run ids differ */
     free(csv);
+}
+
+/* output.postgres: settings that would leak the password or cannot be exactly once are
+ * refused before anything is created; a database that is down is a clear error naming the
+ * sink, not a crash (no server needed: nothing listens on port 1). */
+static void test_pg_sink_refusals(void)
+{
+    const char *root = cf_test_tmpdir();
+    char out[400], err[512] = "", pwf[400];
+    snprintf(out, sizeof(out), "%s/out", root);
+    struct {
+        const char *conninfo, *key, *value, *says;
+    } bad[] = {
+        {"host=127.0.0.1 user=u password=hunter2 dbname=d", NULL, NULL, "holds a password"},
+        {"postgresql://u:hunter2@127.0.0.1/d", NULL, NULL, "holds a password"},
+        {"host=127.0.0.1 dbname=d", "output.results_format", "csv", "results_format: ndjson"},
+        {"host=127.0.0.1 dbname=d", "audit.enabled", "false", "the audit log"},
+        {"host=127.0.0.1 dbname=d", "output.postgres.schema", "Pay-Ments", "lower-case"},
+        {"host=127.0.0.1 dbname=d", "output.postgres.table_prefix", "x;drop", "lower-case"},
+        {"host=127.0.0.1 dbname=d", "output.dir", "", "needs output.dir"},
+        {"host=127.0.0.1 dbname='d", NULL, NULL, "not a libpq connection string"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        cf_config *c = conf_new();
+        CHECK_OK(cf_config_set(c, "output.dir", out, err, sizeof(err)));
+        CHECK_OK(cf_config_set(c, "output.postgres.conninfo", bad[i].conninfo, err, sizeof(err)));
+        if (bad[i].key != NULL) {
+            CHECK_OK(cf_config_set(c, bad[i].key, bad[i].value, err, sizeof(err)));
+        }
+        cf_pipeline *p = NULL;
+        err[0] = '\0';
+        CHECK_EQ(cf_pipeline_create(&p, c, err, sizeof(err)), CF_E_INVAL);
+        CHECK(strstr(err, bad[i].says) != NULL);
+        CHECK(strstr(err, "hunter2") == NULL);
+        CHECK(access(out, F_OK) != 0); /* refused before the output directory exists */
+        cf_pipeline_destroy(p);
+        cf_config_destroy(c);
+    }
+    /* a password file others can read */
+    snprintf(pwf, sizeof(pwf), "%s/pw", root);
+    FILE *f = fopen(pwf, "w");
+    REQUIRE(f != NULL);
+    fputs("hunter2\n", f);
+    fclose(f);
+    chmod(pwf, 0644);
+    cf_config *c = conf_new();
+    CHECK_OK(cf_config_set(c, "output.dir", out, err, sizeof(err)));
+    CHECK_OK(cf_config_set(c, "output.postgres.conninfo",
+                           "host=127.0.0.1 port=1 dbname=d user=u connect_timeout=5", err,
+                           sizeof(err)));
+    CHECK_OK(cf_config_set(c, "output.postgres.password_file", pwf, err, sizeof(err)));
+    cf_pipeline *p = NULL;
+    CHECK_EQ(cf_pipeline_create(&p, c, err, sizeof(err)), CF_E_PERM);
+    CHECK(strstr(err, "output.postgres.password_file") != NULL);
+    cf_pipeline_destroy(p);
+    /* 0600, but the database is down */
+    chmod(pwf, 0600);
+    p = NULL;
+    cf_err e = cf_pipeline_create(&p, c, err, sizeof(err));
+    CHECK(e == CF_E_TRANSPORT);
+    CHECK(strstr(err, "output.postgres: cannot connect to the database") != NULL);
+    CHECK(strstr(err, "hunter2") == NULL);
+    CHECK(p == NULL);
+    cf_pipeline_destroy(p);
+    cf_config_destroy(c);
 }
 
 #include "cf_test_main.h"
