@@ -247,18 +247,36 @@ static cf_err connect_db(pgsink *p, const cf_config *c, char *errstr, size_t err
     if (err != CF_OK) {
         return err;
     }
-    /* dbname first: expanded as the conninfo; what follows fills in or overrides. */
-    const char *kw[6] = {"dbname", "fallback_application_name", NULL, NULL, NULL, NULL};
-    const char *val[6] = {c->pg_conninfo, "confide", NULL, NULL, NULL, NULL};
+    /* dbname first: expanded as the conninfo; what follows fills in or overrides, so the
+     * defaults below only go in when the conninfo does not set them. Keepalives: a server
+     * that vanishes mid-transaction is noticed within about a minute, not hours. */
+    static const char *const defaults[][2] = {{"connect_timeout", "10"},
+                                              {"keepalives_idle", "30"},
+                                              {"keepalives_interval", "10"},
+                                              {"keepalives_count", "3"},
+                                              {"tcp_user_timeout", "60000"}};
+    enum { NDEF = sizeof(defaults) / sizeof(defaults[0]) };
+    const char *kw[NDEF + 4] = {"dbname", "fallback_application_name"};
+    const char *val[NDEF + 4] = {c->pg_conninfo, "confide"};
     int n = 2;
-    if (strstr(c->pg_conninfo, "connect_timeout") == NULL) {
-        kw[n] = "connect_timeout";
-        val[n++] = "10";
+    PQconninfoOption *opts = PQconninfoParse(c->pg_conninfo, NULL);
+    for (size_t d = 0; d < NDEF; d++) {
+        bool given = false;
+        for (PQconninfoOption *o = opts; o != NULL && o->keyword != NULL; o++) {
+            given |= strcmp(o->keyword, defaults[d][0]) == 0 && o->val != NULL;
+        }
+        if (!given) {
+            kw[n] = defaults[d][0];
+            val[n++] = defaults[d][1];
+        }
     }
+    PQconninfoFree(opts);
     if (password[0] != '\0') {
         kw[n] = "password";
         val[n++] = password;
     }
+    kw[n] = NULL;
+    val[n] = NULL;
     p->conn = PQconnectdbParams(kw, val, 1);
     sodium_memzero(password, sizeof(password));
     if (p->conn == NULL) {
