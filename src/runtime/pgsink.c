@@ -42,6 +42,7 @@
 #include <sodium.h>
 
 #include "confide/core.h"
+#include "confide/metrics.h"
 #include "pgsink.h"
 
 #define PG_CHUNK (1u << 20)      /* file bytes read at a time */
@@ -69,6 +70,9 @@ struct pgsink {
     bool stop, failed;
     char err[700];
     uint64_t rows, txns; /* shipped by this process */
+    /* confide_pg_* (docs/metrics.md); NULL when not observed */
+    cf_counter *m_rows[PG_KINDS], *m_txns;
+    cf_gauge *m_events, *m_failed;
 };
 
 /* ---- errors ---- */
@@ -437,7 +441,7 @@ static cf_err step(pgsink *p, const pgsink_pos *to, bool first, char *errstr, si
 {
     char sql[PG_SQL_MAX];
     PGresult *r = NULL;
-    uint64_t db[PG_KINDS] = {0, 0, 0}, rows = 0;
+    uint64_t db[PG_KINDS] = {0, 0, 0}, rows[PG_KINDS] = {0, 0, 0};
     snprintf(sql, sizeof(sql),
              "BEGIN; SELECT alerts_pos, results_pos, late_pos FROM %s WHERE stream = '%s' "
              "FOR UPDATE",
@@ -486,7 +490,7 @@ static cf_err step(pgsink *p, const pgsink_pos *to, bool first, char *errstr, si
         p->copy_n = 0;
         for (int k = 0; k < PG_KINDS && err == CF_OK; k++) {
             if (from[k] < to->len[k]) {
-                err = copy_range(p, k, from[k], to->len[k], &rows, errstr, errstr_size);
+                err = copy_range(p, k, from[k], to->len[k], &rows[k], errstr, errstr_size);
             }
         }
         if (err == CF_OK && !copy_flush(p)) {
@@ -545,8 +549,17 @@ static cf_err step(pgsink *p, const pgsink_pos *to, bool first, char *errstr, si
         PQclear(PQexec(p->conn, "ROLLBACK"));
         return err;
     }
-    p->rows += rows;
+    for (int k = 0; k < PG_KINDS; k++) {
+        p->rows += rows[k];
+        if (p->m_rows[k] != NULL) {
+            cf_counter_add(p->m_rows[k], rows[k]);
+        }
+    }
     p->txns++;
+    if (p->m_txns != NULL) {
+        cf_counter_inc(p->m_txns);
+        cf_gauge_set(p->m_events, (double)to->events);
+    }
     return CF_OK;
 }
 
@@ -584,6 +597,9 @@ static void *sink_main(void *arg)
                      "resumes and catches the tables up)",
                      err);
             CF_LOG(CF_LOG_ERROR, "sink", "%s", err);
+            if (p->m_failed != NULL) {
+                cf_gauge_set(p->m_failed, 1);
+            }
             break;
         }
         p->done = to;
@@ -595,7 +611,35 @@ static void *sink_main(void *arg)
 
 /* ---- public (runtime-private) interface ---- */
 
-cf_err pgsink_open(pgsink **out, const cf_config *c, const char *stream,
+static cf_err register_metrics(pgsink *p, cf_metrics *m, char *errstr, size_t errstr_size)
+{
+    cf_err err = CF_OK;
+    for (int k = 0; k < PG_KINDS && err == CF_OK; k++) {
+        cf_label l[] = {{"table", kind_name[k]}};
+        err = cf_metrics_counter(m, "confide_pg_rows_total",
+                                 "Rows the PostgreSQL sink committed, by table.", l, 1,
+                                 &p->m_rows[k], errstr, errstr_size);
+    }
+    if (err == CF_OK) {
+        err = cf_metrics_counter(m, "confide_pg_transactions_total",
+                                 "Transactions the PostgreSQL sink committed.", NULL, 0, &p->m_txns,
+                                 errstr, errstr_size);
+    }
+    if (err == CF_OK) {
+        err = cf_metrics_gauge(m, "confide_pg_events_through",
+                               "Events whose outputs the PostgreSQL tables hold (the position of "
+                               "the last commit, an audit-log index).",
+                               NULL, 0, &p->m_events, errstr, errstr_size);
+    }
+    if (err == CF_OK) {
+        err = cf_metrics_gauge(m, "confide_pg_failed",
+                               "1 once the PostgreSQL sink failed (the run then stops).", NULL, 0,
+                               &p->m_failed, errstr, errstr_size);
+    }
+    return err;
+}
+
+cf_err pgsink_open(pgsink **out, const cf_config *c, cf_metrics *m, const char *stream,
                    const char *const paths[PG_KINDS], const pgsink_pos *recovered, char *errstr,
                    size_t errstr_size)
 {
@@ -639,6 +683,9 @@ cf_err pgsink_open(pgsink **out, const cf_config *c, const char *stream,
             err = cf_err_errno(errno, errstr, errstr_size, "output.postgres: cannot read %s",
                                paths[k]);
         }
+    }
+    if (err == CF_OK && m != NULL) {
+        err = register_metrics(p, m, errstr, errstr_size);
     }
     if (err == CF_OK) {
         err = connect_db(p, c, errstr, errstr_size);

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "confide/err.h"
+#include "confide/metrics.h"
 #include "runtime_int.h"
 
 /* The output files the sink mirrors, in the order of pgsink_pos.len. */
@@ -43,8 +44,9 @@ cf_err pgsink_check_config(const cf_config *c, char *errstr, size_t errstr_size)
  * @p paths between the database's position and them are inserted. Then starts the sink's
  * thread. @p paths[k] NULL: that output is not written in this run. A configuration error is
  * CF_E_INVAL; a database that is down or refuses the login CF_E_TRANSPORT or CF_E_AUTH.
+ * @p m (may be NULL): registers the confide_pg_* series (docs/metrics.md).
  */
-cf_err pgsink_open(pgsink **out, const cf_config *c, const char *stream,
+cf_err pgsink_open(pgsink **out, const cf_config *c, cf_metrics *m, const char *stream,
                    const char *const paths[PG_KINDS], const pgsink_pos *recovered, char *errstr,
                    size_t errstr_size);
 /** A checkpoint with these positions is durable in the audit log: the sink's thread ships

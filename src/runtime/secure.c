@@ -438,7 +438,8 @@ static cf_err open_pg(cf_secure *s, const resume_state *r, char *errstr, size_t 
                                    s->results.f != NULL ? s->results.path : NULL,
                                    s->late.f != NULL ? s->late.path : NULL};
     pgsink_pos pos = {r->index, {r->alerts_len, r->results_len, r->late_len}};
-    return pgsink_open(&s->pg, &s->conf, hex, paths, &pos, errstr, errstr_size);
+    return pgsink_open(&s->pg, &s->conf, s->ob != NULL ? s->ob->m : NULL, hex, paths, &pos, errstr,
+                       errstr_size);
 }
 
 static cf_err open_audit(cf_secure *s, char *errstr, size_t errstr_size)

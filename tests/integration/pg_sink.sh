@@ -168,6 +168,41 @@ check_db "$tmp/ref0"
 [ "$(wc -l <"$tmp/ref1/alerts.ndjson")" -gt 0 ] || fail "no alerts"
 echo "reference runs: $(wc -l <"$tmp/ref1/results.ndjson") results, $(wc -l <"$tmp/ref1/alerts.ndjson") alerts, $(wc -l <"$tmp/ref1/late.ndjson") late rows; tables equal the files"
 
+# ---- the sink's metrics (docs/metrics.md): a fresh run, scraped once it ended ----
+"$CONFIDE" run "${common[@]}" "${tumbling[@]}" --out "$tmp/m" --metrics 127.0.0.1:0 --metrics-hold \
+    --json >"$tmp/m.json" 2>"$tmp/m.err" &
+mpid=$!
+python3 - "$tmp" "$total" <<'PY' || fail "metrics of the sink (see above)"
+import re, sys, time, urllib.request
+tmp, total = sys.argv[1], int(sys.argv[2])
+for _ in range(6000):  # --metrics-hold: the final state is served once the summary is out
+    m = re.search(r"metrics at (http://[^ ]+)/metrics", open(tmp + "/m.err").read())
+    if m and open(tmp + "/m.json").read().strip():
+        break
+    time.sleep(0.02)
+else:
+    sys.exit("the run did not finish: " + open(tmp + "/m.err").read())
+body = urllib.request.urlopen(m.group(1) + "/metrics", timeout=10).read().decode()
+def value(series):
+    for line in body.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    sys.exit("series missing from the scrape: " + series)
+for kind in ("results", "alerts", "late"):
+    lines = sum(1 for _ in open(f"{tmp}/m/{kind}.ndjson"))
+    got = value('confide_pg_rows_total{table="%s"}' % kind)
+    if got != lines:
+        sys.exit(f"confide_pg_rows_total{{table={kind}}} = {got}, the file has {lines} lines")
+if value("confide_pg_events_through") != total or value("confide_pg_failed") != 0:
+    sys.exit("confide_pg_events_through / confide_pg_failed wrong")
+if value("confide_pg_transactions_total") < 2:
+    sys.exit("fewer transactions than checkpoints")
+PY
+kill -TERM "$mpid"
+{ wait "$mpid"; } 2>/dev/null || true
+check_db "$tmp/m"
+echo "metrics: confide_pg_rows_total by table = the files' lines, events_through = $total"
+
 # ---- a finished run again: the tables are past the last checkpoint, recovery cuts them ----
 for kind in results alerts late; do cp "$tmp/ref1.$kind.rows" "$tmp/first.$kind.rows"; done
 "$CONFIDE" run "${common[@]}" "${tumbling[@]}" --out "$tmp/ref1" --json >/dev/null 2>"$tmp/err" ||
