@@ -47,6 +47,7 @@ cleanup() {
     [ -n "${KEEP:-}" ] || rm -rf "$tmp"
 }
 trap cleanup EXIT
+trap 'exit 1' INT TERM # ctest timeouts too: the server is stopped
 . "$SRC/tests/integration/lib.bash"
 fail() { echo "FAIL (seed $SEED, trial ${trial:-0}): $*" >&2; exit 1; }
 
@@ -223,7 +224,7 @@ for trial in $(seq 1 "$TRIALS"); do
         # paced (~1 s) so that the kill lands mid-stream: at a random audit-log size
         "$CONFIDE" run "${args[@]}" --out "$out" --rate 4000 >/dev/null 2>&1 &
         pid=$!
-        kill_at_tree_size "$out/tree_heads.ndjson" "$pid" $((100 + RANDOM % (total - 400))) || true
+        kill_at_tree_size "$out/tree_heads.ndjson" "$pid" $((100 + RANDOM % (total - 400))) 2>/dev/null || true
         { wait "$pid"; } 2>/dev/null || true
     done
     s=$("$CONFIDE" run "${args[@]}" --out "$out" --json 2>"$tmp/err") || fail "restart failed: $(cat "$tmp/err")"
