@@ -315,6 +315,8 @@ static cf_err create_tables(pgsink *p, const cf_config *c, char *errstr, size_t 
     char sql[PG_SQL_MAX];
     snprintf(sql, sizeof(sql),
              "SET client_min_messages = warning;"
+             /* two runs starting at once: CREATE ... IF NOT EXISTS is not atomic */
+             "BEGIN; SELECT pg_advisory_xact_lock(hashtext('confide.pgsink.create'));"
              "CREATE SCHEMA IF NOT EXISTS %s;"
              "CREATE TABLE IF NOT EXISTS %s ("
              " stream text PRIMARY KEY, events_through bigint NOT NULL,"
@@ -338,10 +340,15 @@ static cf_err create_tables(pgsink *p, const cf_config *c, char *errstr, size_t 
              " line jsonb NOT NULL, PRIMARY KEY (stream, pos));"
              "CREATE TEMP TABLE IF NOT EXISTS confide_stage ("
              " kind smallint NOT NULL, pos bigint NOT NULL, line jsonb NOT NULL)"
-             " ON COMMIT DELETE ROWS",
+             " ON COMMIT DELETE ROWS; COMMIT",
              schema, p->offsets, p->table[PG_RESULTS], p->table[PG_ALERTS], p->table[PG_LATE]);
     PQfreemem(schema);
-    return exec(p, sql, PGRES_COMMAND_OK, NULL, "cannot create the tables", errstr, errstr_size);
+    cf_err err =
+        exec(p, sql, PGRES_COMMAND_OK, NULL, "cannot create the tables", errstr, errstr_size);
+    if (err != CF_OK) {
+        PQclear(PQexec(p->conn, "ROLLBACK"));
+    }
+    return err;
 }
 
 /* ---- one step: the database's position -> @p to, in one transaction ---- */
