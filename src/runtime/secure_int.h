@@ -246,8 +246,8 @@ struct cf_secure {
     atomic_bool net_failed;  /* a frame could not be sent or read: the run fails */
     cursor cur[CF_KEY_PARTIES_MAX][CF_WORKERS_MAX]; /* combiner: read positions */
     uint64_t start_seq[CF_KEY_PARTIES_MAX * CF_WORKERS_MAX + 1];
-        /* by i * dworkers + w */ /* party/combiner: resume at these sequences */
-    uint64_t end_index;           /* gateway: events in the log when the input ended */
+    /* by i * dworkers + w */ /* party/combiner: resume at these sequences */
+    uint64_t end_index;       /* gateway: events in the log when the input ended */
     /* What a restarted sender already published (from its streams' last frames): the
      * gateway skips events below ev_floor and markers at or below mk_floor; a party skips
      * output batches at or before (out_seq, out_part). */
