@@ -228,6 +228,31 @@ cf_err cf_audit_event_leaf_hash(const cf_event *ev, const uint8_t salt[CF_AUDIT_
                                 const void *verdict, size_t verdict_len,
                                 uint8_t out[CF_AUDIT_HASH_LEN]);
 
+/* ---- dead letters ------------------------------------------------------------------------ */
+
+/** Longest raw record kept in a dead-letter entry; longer ones are cut (raw_truncated). */
+#define CF_AUDIT_DEAD_RAW_MAX (256u << 10)
+/** Longest reason and source name kept in a dead-letter entry, bytes (cut beyond). */
+#define CF_AUDIT_DEAD_TEXT_MAX 255u
+
+/**
+ * A rejected input record kept in the audit log (record type 5, docs/audit.md 2.5): where it
+ * was (source, line, offset) and why (reason) in clear and authenticated by its leaf, its raw
+ * bytes encrypted under the data key like events. Every dead letter is a leaf of the Merkle
+ * tree with its own log index, so the log proves read = accepted + dead-lettered.
+ * Writing: every pointer is borrowed for the call. Reading (cf_audit_entry.dead): borrowed
+ * until the next cf_audit_reader_next; raw is NULL without the data key.
+ */
+typedef struct cf_audit_dead {
+    const char *source; /* NUL-terminated, may be NULL (""): the input's name */
+    uint64_t line;      /* 1-based line of the record's start (0: unknown) */
+    uint64_t offset;    /* byte offset of the record's first byte */
+    const char *reason; /* NUL-terminated, may be NULL (""); never holds record contents */
+    const void *raw;    /* the record as read */
+    size_t raw_len;
+    bool raw_truncated; /* the record was longer than the bytes kept */
+} cf_audit_dead;
+
 /* ---- the log writer ---------------------------------------------------------------------- */
 
 typedef enum {
@@ -259,6 +284,9 @@ typedef struct cf_audit_recovery {
     bool resigned; /* open appended a tree head for leaves no head covered */
     bool has_checkpoint;
     uint64_t checkpoint_index; /* the last checkpoint covers events [0, checkpoint_index) */
+    /* leaves of dead-letter records (cf_audit_append_dead); next_index - dead_letters are
+     * events */
+    uint64_t dead_letters;
 } cf_audit_recovery;
 
 /** An open log for appending. */
@@ -328,6 +356,21 @@ cf_err cf_audit_append_meta(cf_audit_log *log, const cf_event *events, uint32_t 
                             uint64_t *first_index, cf_audit_sth *sth_out);
 
 /**
+ * cf_audit_append_meta with dead letters: one dead-letter record holding @p dead (@p n_dead
+ * entries, 0..CF_AUDIT_BATCH_MAX; their leaves come first), then the batch record of @p n
+ * events (0..CF_AUDIT_BATCH_MAX; @p events may be NULL when 0), then one tree head, in one
+ * write, durable under the fsync policy before returning. At least one of @p n_dead and @p n
+ * must be non-zero. *first_index (may be NULL) is the index of the first event (or, with no
+ * events, the index after the dead letters); *first_dead (may be NULL) the index of the
+ * first dead letter. CF_E_INVAL for a bad argument (nothing is written).  @locality one
+ * writer thread
+ */
+cf_err cf_audit_append_dead(cf_audit_log *log, const cf_audit_dead *dead, uint32_t n_dead,
+                            const cf_event *events, uint32_t n, const cf_audit_bytes *verdicts,
+                            const cf_audit_bytes *meta, uint64_t *first_dead, uint64_t *first_index,
+                            cf_audit_sth *sth_out);
+
+/**
  * Writes a checkpoint: opaque operator/window @p state (encrypted with the data key) that
  * reflects exactly the events [0, @p index). index <= cf_audit_next_index. Durable under the
  * fsync policy before returning.
@@ -357,7 +400,9 @@ typedef enum {
     CF_AUDIT_REC_CHECKPOINT = 3,
     /* The first record of a log, written when it is created: its id, creation time and key
      * ids, signed. Readers consume it (cf_audit_reader_log_id) and never return it. */
-    CF_AUDIT_REC_HEADER = 4
+    CF_AUDIT_REC_HEADER = 4,
+    /* Rejected input records (cf_audit_append_dead): leaves of the tree, never events. */
+    CF_AUDIT_REC_DEAD = 5
 } cf_audit_rec_type;
 
 /** One record as the reader returns it. Every pointer is borrowed until the next call. */
@@ -365,8 +410,9 @@ typedef struct cf_audit_entry {
     cf_audit_rec_type type;
     const char *segment; /* file name, no directory */
     uint64_t offset;     /* byte offset of the record in its segment */
-    /* batch: events [index, index + count) (trimmed to from_index); sth: tree size;
-     * checkpoint: the index the state covers */
+    /* batch: events [index, index + count) (trimmed to from_index); dead: dead letters
+     * [index, index + count) (trimmed alike); sth: tree size; checkpoint: the index the state
+     * covers */
     uint64_t index;
     uint32_t count;
     const cf_event *events;              /* batch with a data key; NULL without one */
@@ -380,6 +426,9 @@ typedef struct cf_audit_entry {
     cf_audit_sth sth;     /* sth */
     const uint8_t *state; /* checkpoint with a data key: decrypted state */
     size_t state_len;
+    /* dead: count entries (raw NULL without a data key); leaf_hashes and commits as for a
+     * batch */
+    const cf_audit_dead *dead;
 } cf_audit_entry;
 
 typedef struct cf_audit_reader cf_audit_reader;
@@ -423,7 +472,7 @@ cf_err cf_audit_load_leaves(const char *dir, uint8_t **leaves, uint64_t *n, cf_a
 /** Result of cf_audit_verify. Plain data. */
 typedef struct cf_audit_report {
     uint64_t events;     /* events decrypted and re-hashed (0 without a data key) */
-    uint64_t leaves;     /* leaf hashes in the log */
+    uint64_t leaves;     /* leaf hashes in the log: events and dead letters */
     uint64_t verdicts;   /* verdicts present */
     uint64_t gaps;       /* missing index ranges between batch records */
     uint64_t duplicates; /* repeated event_id (with a data key) or repeated leaf hash */
@@ -449,6 +498,9 @@ typedef struct cf_audit_report {
     uint64_t bad_offset;
     uint64_t bad_index;
     char bad_reason[160];
+    /* dead letters (record type 5) whose leaf matched their commitment and reason, and with
+     * the data key whose raw record decrypted and re-hashed; leaves counts them too */
+    uint64_t dead_letters;
 } cf_audit_report;
 
 /** An Ed25519 public key with its key id (keys.h), for verifying across key rotations. */

@@ -188,6 +188,9 @@ typedef struct {
     const uint8_t *state_ct; /* ciphertext (state + tag) */
     size_t state_ct_len;
     const uint8_t *ckpt_sig; /* Ed25519 by the log's signing key (cf__audit_ckpt_message) */
+    /* dead letters (ct, ct_len, leaves, commits, nonce, key_id as for a batch) */
+    const uint8_t *info; /* count x clear entry (cf__dead_info_next) */
+    size_t info_len;
     /* log header */
     int64_t created_us;
     const uint8_t *sign_key_id; /* signing key of the log when it was created */
@@ -249,5 +252,56 @@ static inline void cf__verdict_next(const uint8_t **cur, cf_audit_bytes *v)
     v->len = len;
     *cur += 4 + (size_t)len;
 }
+
+/* ---- dead-letter records (type 5, dead.c) ---------------------------------------------- */
+
+/* Payload: nonce(24) || data key id(8) || log id(16) || ct_len u32 || ct || info_len u32 ||
+ * info || leaf[count][32] || commit[count][32]
+ *   info, per entry, in clear: line u64 | offset u64 | flags u8 (bit 0: raw truncated) |
+ *         reason_len u8 | reason | source_len u8 | source
+ *   plaintext, per entry: salt[16] | raw_len u32 | raw
+ *   commit = SHA-256("CFDEAD\0\1" || salt || raw_len || raw)
+ *   leaf   = SHA-256(0x00 || "CFDEAD\0\1" || commit || SHA-256(info entry))
+ *   AEAD additional data = header bytes 0..28 || log id || "CFDEAD\0\1" || SHA-256(info)
+ * The leaf's input (73 bytes) can never equal an event leaf's (65 bytes), and the domain tag
+ * separates the commitments and the additional data from those of batches. */
+#define CF__AUDIT_DEAD_DOMAIN_LEN 8
+extern const uint8_t cf__audit_dead_domain[CF__AUDIT_DEAD_DOMAIN_LEN];
+#define CF__AUDIT_DEAD_INFO_FIXED 19 /* line, offset, flags, two length bytes */
+#define CF__AUDIT_DEAD_INFO_MAX (CF__AUDIT_DEAD_INFO_FIXED + 2 * CF_AUDIT_DEAD_TEXT_MAX)
+#define CF__AUDIT_DEAD_PT_FIXED (CF_AUDIT_SALT_LEN + 4)
+#define CF__AUDIT_DEAD_AD_LEN                                                                      \
+    (CF__AUDIT_CRC_OFF + CF_AUDIT_LOG_ID_LEN + CF__AUDIT_DEAD_DOMAIN_LEN + CF_AUDIT_HASH_LEN)
+
+/* One clear entry of a dead-letter record's info region. */
+typedef struct {
+    uint64_t line, offset;
+    bool truncated;
+    const char *reason; /* not NUL-terminated */
+    size_t reason_len;
+    const char *source; /* not NUL-terminated */
+    size_t source_len;
+    const uint8_t *bytes; /* the whole entry, as hashed into the leaf */
+    size_t len;
+} cf__dead_info;
+/* Reads the entry at *cur (advances it); false when it runs past @p end or is malformed. */
+bool cf__dead_info_next(const uint8_t **cur, const uint8_t *end, cf__dead_info *d);
+/* Encodes the clear entry of @p d into @p out (room for CF__AUDIT_DEAD_INFO_MAX); returns
+ * its length. Reason and source are cut at CF_AUDIT_DEAD_TEXT_MAX bytes. */
+size_t cf__dead_info_encode(const cf_audit_dead *d, uint8_t *out);
+/* Reads one plaintext entry (salt || raw_len || raw) at @p pt; returns its length, or 0
+ * when it does not fit in @p left. */
+size_t cf__dead_pt_next(const uint8_t *pt, size_t left, const uint8_t **raw, size_t *raw_len);
+void cf__audit_dead_commit(cf__sha *s, const uint8_t *entry, size_t len,
+                           uint8_t out[CF_AUDIT_HASH_LEN]);
+void cf__audit_dead_leaf(cf__sha *s, const uint8_t commit[CF_AUDIT_HASH_LEN], const uint8_t *info,
+                         size_t info_len, uint8_t out[CF_AUDIT_HASH_LEN]);
+void cf__audit_dead_ad(const uint8_t *hdr, const uint8_t *log_id, const uint8_t *info,
+                       size_t info_len, uint8_t ad[CF__AUDIT_DEAD_AD_LEN]);
+cf__rec_status cf__audit_parse_dead(cf__rec *r);
+/* Opens a dead-letter record's ciphertext into @p pt (capacity >= r->ct_len). CF_E_AUTH when
+ * the tag does not verify. */
+cf_err cf__audit_dead_open(const cf__rec *r, const uint8_t key[CF__AUDIT_KEY_LEN], uint8_t *pt,
+                           size_t *pt_len);
 
 #endif

@@ -203,7 +203,7 @@ cf__rec_status cf__audit_rec_parse(const uint8_t *data, size_t len, size_t off, 
     if (r->h.version != CF__AUDIT_VERSION) {
         return CF__REC_BAD_VERSION;
     }
-    if (r->h.flags != 0 || r->h.type < CF_AUDIT_REC_BATCH || r->h.type > CF_AUDIT_REC_HEADER) {
+    if (r->h.flags != 0 || r->h.type < CF_AUDIT_REC_BATCH || r->h.type > CF_AUDIT_REC_DEAD) {
         return CF__REC_BAD_TYPE;
     }
     if (r->h.payload_len > len - off - CF__AUDIT_HDR_LEN) {
@@ -218,6 +218,8 @@ cf__rec_status cf__audit_rec_parse(const uint8_t *data, size_t len, size_t off, 
     switch (r->h.type) {
     case CF_AUDIT_REC_BATCH:
         return parse_batch(r);
+    case CF_AUDIT_REC_DEAD:
+        return cf__audit_parse_dead(r);
     case CF_AUDIT_REC_STH:
         if (r->h.count != 0 || r->h.payload_len != CF__AUDIT_STH_PAYLOAD) {
             return CF__REC_BAD_LAYOUT;

@@ -64,6 +64,13 @@ struct cf_audit_log {
     size_t lv_cap;
     uint8_t *salts; /* a batch's salts, drawn in one call (a getrandom per event cost 9%) */
     size_t salts_cap;
+    uint8_t *dpt; /* plaintext of dead letters (salt || raw per entry) */
+    size_t dpt_cap;
+    uint8_t *dinfo; /* their clear entries */
+    size_t dinfo_cap;
+    uint8_t *dlv; /* their leaves, then commitments */
+    size_t dlv_cap;
+    uint64_t dead_letters; /* leaves of dead-letter records */
     int64_t last_sync_ns;
     bool dirty;  /* written but not yet synced */
     bool broken; /* an I/O error happened: reopen */
@@ -293,30 +300,144 @@ cf_err cf_audit_append_meta(cf_audit_log *log, const cf_event *events, uint32_t 
                             const cf_audit_bytes *verdicts, const cf_audit_bytes *meta,
                             uint64_t *first_index, cf_audit_sth *sth_out)
 {
-    CF_ASSERT(log != NULL && (events != NULL || n == 0));
-    if (log->broken) {
-        return CF_E_STATE;
-    }
-    size_t mlen = meta != NULL ? meta->len : 0;
-    if (n == 0 || n > CF_AUDIT_BATCH_MAX || mlen > CF_AUDIT_META_MAX ||
-        (mlen > 0 && meta->data == NULL)) {
+    if (n == 0) {
         return CF_E_INVAL;
     }
-    /* Plaintext: salt || canonical encoding per event, back to back; each commitment and
-     * leaf is hashed as it is encoded and the frontier copy advanced, so nothing is encoded
-     * twice. lv holds the leaves, then the commitments. */
-    cf_err err =
-        ensure(&log->pt, &log->pt_cap, (size_t)n * (CF_AUDIT_SALT_LEN + CF_AUDIT_EVENT_ENC_MAX));
+    return cf_audit_append_dead(log, NULL, 0, events, n, verdicts, meta, NULL, first_index,
+                                sth_out);
+}
+
+/* Encodes the dead letters into log->dpt (plaintext), log->dinfo (clear entries) and
+ * log->dlv (leaves, then commitments), advancing log->scratch. */
+static cf_err encode_dead(cf_audit_log *log, const cf_audit_dead *dead, uint32_t n,
+                          size_t *pt_len_out, size_t *info_len_out)
+{
+    size_t pt_need = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        if (dead[i].raw_len > 0 && dead[i].raw == NULL) {
+            return CF_E_INVAL;
+        }
+        size_t rl =
+            dead[i].raw_len > CF_AUDIT_DEAD_RAW_MAX ? CF_AUDIT_DEAD_RAW_MAX : dead[i].raw_len;
+        pt_need += CF__AUDIT_DEAD_PT_FIXED + rl;
+    }
+    cf_err err = ensure(&log->dpt, &log->dpt_cap, pt_need);
     if (err == CF_OK) {
-        err = ensure(&log->lv, &log->lv_cap, 2 * (size_t)n * CF_AUDIT_HASH_LEN);
+        err = ensure(&log->dinfo, &log->dinfo_cap, (size_t)n * CF__AUDIT_DEAD_INFO_MAX);
     }
     if (err == CF_OK) {
-        err = ensure(&log->salts, &log->salts_cap, (size_t)n * CF_AUDIT_SALT_LEN);
+        err = ensure(&log->dlv, &log->dlv_cap, 2 * (size_t)n * CF_AUDIT_HASH_LEN);
     }
     if (err != CF_OK) {
         return err;
     }
+    size_t pt_len = 0, info_len = 0;
+    uint8_t *commits = log->dlv + (size_t)n * CF_AUDIT_HASH_LEN;
+    for (uint32_t i = 0; i < n; i++) {
+        const cf_audit_dead *d = &dead[i];
+        cf_audit_dead cut = *d;
+        if (cut.raw_len > CF_AUDIT_DEAD_RAW_MAX) {
+            cut.raw_len = CF_AUDIT_DEAD_RAW_MAX;
+            cut.raw_truncated = true;
+        }
+        uint8_t *e = log->dpt + pt_len;
+        randombytes_buf(e, CF_AUDIT_SALT_LEN);
+        cf__le32(e + CF_AUDIT_SALT_LEN, (uint32_t)cut.raw_len);
+        if (cut.raw_len > 0) {
+            memcpy(e + CF__AUDIT_DEAD_PT_FIXED, cut.raw, cut.raw_len);
+        }
+        size_t el = CF__AUDIT_DEAD_PT_FIXED + cut.raw_len;
+        uint8_t *info = log->dinfo + info_len;
+        size_t il = cf__dead_info_encode(&cut, info);
+        uint8_t *commit = commits + (size_t)i * CF_AUDIT_HASH_LEN;
+        uint8_t *leaf = log->dlv + (size_t)i * CF_AUDIT_HASH_LEN;
+        cf__audit_dead_commit(&log->sha, e, el, commit);
+        cf__audit_dead_leaf(&log->sha, commit, info, il, leaf);
+        cf__frontier_append(&log->scratch, &log->sha, leaf);
+        pt_len += el;
+        info_len += il;
+    }
+    *pt_len_out = pt_len;
+    *info_len_out = info_len;
+    return CF_OK;
+}
+
+/* Writes the dead-letter record (encoded by encode_dead) at @p hdr; returns its length. */
+static size_t build_dead(cf_audit_log *log, uint8_t *hdr, uint64_t index, uint32_t n, size_t pt_len,
+                         size_t info_len, size_t payload_len)
+{
+    uint8_t *payload = hdr + CF__AUDIT_HDR_LEN;
+    cf__audit_hdr h = {.type = CF_AUDIT_REC_DEAD,
+                       .index = index,
+                       .count = n,
+                       .payload_len = (uint32_t)payload_len};
+    cf__audit_hdr_encode(&h, NULL, hdr);
+    uint8_t *nonce = payload;
+    randombytes_buf(nonce, CF__AUDIT_NONCE_LEN);
+    memcpy(payload + CF__AUDIT_NONCE_LEN, log->data_key_id, CF_KEY_ID_LEN);
+    memcpy(payload + CF__AUDIT_LOGID_OFF, log->log_id, CF_AUDIT_LOG_ID_LEN);
+    size_t ct_len = pt_len + CF__AUDIT_TAG_LEN;
+    cf__le32(payload + CF__AUDIT_SEAL_PREFIX, (uint32_t)ct_len);
+    uint8_t *ct = payload + CF__AUDIT_SEAL_PREFIX + 4;
+    uint8_t *ip = ct + ct_len;
+    cf__le32(ip, (uint32_t)info_len);
+    memcpy(ip + 4, log->dinfo, info_len);
+    memcpy(ip + 4 + info_len, log->dlv, 2 * (size_t)n * CF_AUDIT_HASH_LEN);
+    uint8_t ad[CF__AUDIT_DEAD_AD_LEN];
+    cf__audit_dead_ad(hdr, log->log_id, ip + 4, info_len, ad);
+    unsigned long long clen = 0;
+    crypto_aead_xchacha20poly1305_ietf_encrypt(ct, &clen, log->dpt, pt_len, ad, sizeof(ad), NULL,
+                                               nonce, log->data_key);
+    CF_ASSERT(clen == ct_len);
+    cf__audit_hdr_seal(hdr, payload);
+    return CF__AUDIT_HDR_LEN + payload_len;
+}
+
+cf_err cf_audit_append_dead(cf_audit_log *log, const cf_audit_dead *dead, uint32_t n_dead,
+                            const cf_event *events, uint32_t n, const cf_audit_bytes *verdicts,
+                            const cf_audit_bytes *meta, uint64_t *first_dead, uint64_t *first_index,
+                            cf_audit_sth *sth_out)
+{
+    CF_ASSERT(log != NULL && (events != NULL || n == 0) && (dead != NULL || n_dead == 0));
+    if (log->broken) {
+        return CF_E_STATE;
+    }
+    size_t mlen = meta != NULL && n > 0 ? meta->len : 0;
+    if (n + (uint64_t)n_dead == 0 || n > CF_AUDIT_BATCH_MAX || n_dead > CF_AUDIT_BATCH_MAX ||
+        mlen > CF_AUDIT_META_MAX || (mlen > 0 && meta->data == NULL)) {
+        return CF_E_INVAL;
+    }
     log->scratch = log->f;
+    /* Dead letters first: their leaves precede the batch's events. */
+    size_t dpt_len = 0, dinfo_len = 0, dead_payload = 0;
+    cf_err err = CF_OK;
+    if (n_dead > 0) {
+        err = encode_dead(log, dead, n_dead, &dpt_len, &dinfo_len);
+        if (err != CF_OK) {
+            return err;
+        }
+        dead_payload = CF__AUDIT_SEAL_PREFIX + 4 + dpt_len + CF__AUDIT_TAG_LEN + 4 + dinfo_len +
+                       2 * (size_t)n_dead * CF_AUDIT_HASH_LEN;
+        if (dead_payload > CF__AUDIT_PAYLOAD_MAX) {
+            return CF_E_LIMIT;
+        }
+    }
+    /* Plaintext: salt || canonical encoding per event, back to back; each commitment and
+     * leaf is hashed as it is encoded and the frontier copy advanced, so nothing is encoded
+     * twice. lv holds the leaves, then the commitments. */
+    if (n > 0) {
+        err = ensure(&log->pt, &log->pt_cap,
+                     (size_t)n * (CF_AUDIT_SALT_LEN + CF_AUDIT_EVENT_ENC_MAX));
+        if (err == CF_OK) {
+            err = ensure(&log->lv, &log->lv_cap, 2 * (size_t)n * CF_AUDIT_HASH_LEN);
+        }
+        if (err == CF_OK) {
+            err = ensure(&log->salts, &log->salts_cap, (size_t)n * CF_AUDIT_SALT_LEN);
+        }
+        if (err != CF_OK) {
+            return err;
+        }
+    }
     size_t pt_len = 0;
     size_t vlen = 0;
     uint8_t *commits = log->lv + (size_t)n * CF_AUDIT_HASH_LEN;
@@ -346,13 +467,16 @@ cf_err cf_audit_append_meta(cf_audit_log *log, const cf_event *events, uint32_t 
         cf__frontier_append(&log->scratch, &log->sha, leaf);
     }
     size_t ct_len = pt_len + CF__AUDIT_TAG_LEN;
-    size_t payload_len = CF__AUDIT_SEAL_PREFIX + 4 + ct_len + 4 + vlen + 4 + mlen +
-                         2 * (size_t)n * CF_AUDIT_HASH_LEN;
+    size_t payload_len = n == 0 ? 0
+                                : CF__AUDIT_SEAL_PREFIX + 4 + ct_len + 4 + vlen + 4 + mlen +
+                                      2 * (size_t)n * CF_AUDIT_HASH_LEN;
     if (payload_len > CF__AUDIT_PAYLOAD_MAX) {
         return CF_E_LIMIT;
     }
+    size_t dead_rec = n_dead > 0 ? CF__AUDIT_HDR_LEN + dead_payload : 0;
+    size_t batch_rec = n > 0 ? CF__AUDIT_HDR_LEN + payload_len : 0;
     size_t sth_rec = CF__AUDIT_HDR_LEN + CF__AUDIT_STH_PAYLOAD;
-    size_t total = CF__AUDIT_HDR_LEN + payload_len + sth_rec;
+    size_t total = dead_rec + batch_rec + sth_rec;
     err = ensure(&log->buf, &log->buf_cap, total);
     if (err != CF_OK) {
         return err;
@@ -362,54 +486,62 @@ cf_err cf_audit_append_meta(cf_audit_log *log, const cf_event *events, uint32_t 
         return err;
     }
 
-    uint64_t first = log->f.n;
-    uint8_t *hdr = log->buf;
-    uint8_t *payload = hdr + CF__AUDIT_HDR_LEN;
-    cf__audit_hdr h = {.type = CF_AUDIT_REC_BATCH,
-                       .index = first,
-                       .count = n,
-                       .payload_len = (uint32_t)payload_len};
-    cf__audit_hdr_encode(&h, NULL, hdr);
+    uint64_t dfirst = log->f.n;
+    uint64_t first = dfirst + n_dead;
+    if (n_dead > 0) {
+        size_t dl = build_dead(log, log->buf, dfirst, n_dead, dpt_len, dinfo_len, dead_payload);
+        CF_ASSERT(dl == dead_rec);
+    }
+    if (n > 0) {
+        uint8_t *hdr = log->buf + dead_rec;
+        uint8_t *payload = hdr + CF__AUDIT_HDR_LEN;
+        cf__audit_hdr h = {.type = CF_AUDIT_REC_BATCH,
+                           .index = first,
+                           .count = n,
+                           .payload_len = (uint32_t)payload_len};
+        cf__audit_hdr_encode(&h, NULL, hdr);
 
-    uint8_t *nonce = payload;
-    randombytes_buf(nonce, CF__AUDIT_NONCE_LEN);
-    memcpy(payload + CF__AUDIT_NONCE_LEN, log->data_key_id, CF_KEY_ID_LEN);
-    memcpy(payload + CF__AUDIT_LOGID_OFF, log->log_id, CF_AUDIT_LOG_ID_LEN);
-    cf__le32(payload + CF__AUDIT_SEAL_PREFIX, (uint32_t)ct_len);
-    uint8_t *ct = payload + CF__AUDIT_SEAL_PREFIX + 4;
-    uint8_t *vp = ct + ct_len;
-    cf__le32(vp, (uint32_t)vlen);
-    vp += 4;
-    uint8_t *mp = vp + vlen;
-    uint8_t *leaves = mp + 4 + mlen;
+        uint8_t *nonce = payload;
+        randombytes_buf(nonce, CF__AUDIT_NONCE_LEN);
+        memcpy(payload + CF__AUDIT_NONCE_LEN, log->data_key_id, CF_KEY_ID_LEN);
+        memcpy(payload + CF__AUDIT_LOGID_OFF, log->log_id, CF_AUDIT_LOG_ID_LEN);
+        cf__le32(payload + CF__AUDIT_SEAL_PREFIX, (uint32_t)ct_len);
+        uint8_t *ct = payload + CF__AUDIT_SEAL_PREFIX + 4;
+        uint8_t *vp = ct + ct_len;
+        cf__le32(vp, (uint32_t)vlen);
+        vp += 4;
+        uint8_t *mp = vp + vlen;
+        uint8_t *leaves = mp + 4 + mlen;
 
-    for (uint32_t i = 0; i < n; i++) {
-        size_t vl = verdicts ? verdicts[i].len : 0;
-        cf__le32(vp, (uint32_t)vl);
-        if (vl > 0) {
-            memcpy(vp + 4, verdicts[i].data, vl);
+        for (uint32_t i = 0; i < n; i++) {
+            size_t vl = verdicts ? verdicts[i].len : 0;
+            cf__le32(vp, (uint32_t)vl);
+            if (vl > 0) {
+                memcpy(vp + 4, verdicts[i].data, vl);
+            }
+            vp += 4 + vl;
         }
-        vp += 4 + vl;
-    }
-    CF_ASSERT(vp == mp);
-    cf__le32(mp, (uint32_t)mlen);
-    if (mlen > 0) {
-        memcpy(mp + 4, meta->data, mlen);
-    }
-    memcpy(leaves, log->lv, 2 * (size_t)n * CF_AUDIT_HASH_LEN); /* leaves, then commitments */
+        CF_ASSERT(vp == mp);
+        cf__le32(mp, (uint32_t)mlen);
+        if (mlen > 0) {
+            memcpy(mp + 4, meta->data, mlen);
+        }
+        memcpy(leaves, log->lv, 2 * (size_t)n * CF_AUDIT_HASH_LEN); /* leaves, then commits */
 
-    uint8_t ad[CF__AUDIT_AD_MAX];
-    size_t adl = cf__audit_batch_ad(hdr, log->log_id, mp + 4, mlen, ad);
-    unsigned long long clen = 0;
-    crypto_aead_xchacha20poly1305_ietf_encrypt(ct, &clen, log->pt, pt_len, ad, adl, NULL, nonce,
-                                               log->data_key);
-    CF_ASSERT(clen == ct_len);
-    cf__audit_hdr_seal(hdr, payload);
+        uint8_t ad[CF__AUDIT_AD_MAX];
+        size_t adl = cf__audit_batch_ad(hdr, log->log_id, mp + 4, mlen, ad);
+        unsigned long long clen = 0;
+        crypto_aead_xchacha20poly1305_ietf_encrypt(ct, &clen, log->pt, pt_len, ad, adl, NULL, nonce,
+                                                   log->data_key);
+        CF_ASSERT(clen == ct_len);
+        cf__audit_hdr_seal(hdr, payload);
+        CF_DASSERT(cf__audit_crc32c(0, hdr, CF__AUDIT_HCRC_OFF) ==
+                   cf__rd32(hdr + CF__AUDIT_HCRC_OFF));
+    }
 
     cf_audit_sth sth;
-    size_t sl = build_sth(log, &log->scratch, CF__AUDIT_HDR_LEN + payload_len, &sth);
-    CF_ASSERT(CF__AUDIT_HDR_LEN + payload_len + sl == total);
-    CF_DASSERT(cf__audit_crc32c(0, hdr, CF__AUDIT_HCRC_OFF) == cf__rd32(hdr + CF__AUDIT_HCRC_OFF));
+    size_t sl = build_sth(log, &log->scratch, dead_rec + batch_rec, &sth);
+    CF_ASSERT(dead_rec + batch_rec + sl == total);
 
     log->dirty = true;
     err = write_all(log, log->fd, log->buf, total);
@@ -423,8 +555,12 @@ cf_err cf_audit_append_meta(cf_audit_log *log, const cf_event *events, uint32_t 
         return err;
     }
     log->f = log->scratch;
+    log->dead_letters += n_dead;
     log->has_sth = true;
     log->last_sth = sth;
+    if (first_dead != NULL) {
+        *first_dead = dfirst;
+    }
     if (first_index != NULL) {
         *first_index = first;
     }
@@ -599,6 +735,12 @@ static void log_free(cf_audit_log *log)
         sodium_memzero(log->salts, log->salts_cap);
     }
     cf_free(log->salts);
+    if (log->dpt != NULL) {
+        sodium_memzero(log->dpt, log->dpt_cap); /* raw records */
+    }
+    cf_free(log->dpt);
+    cf_free(log->dinfo);
+    cf_free(log->dlv);
     cf_free(log->dir);
     cf_free(log);
 }
@@ -678,12 +820,15 @@ static cf_err recover(cf_audit_log *log, cf_audit_recovery *rec, char *errstr, s
                 memcpy(log->log_id, r.log_id, CF_AUDIT_LOG_ID_LEN);
                 log->has_log_id = true;
             }
-            if (st == CF__REC_OK && r.h.type == CF_AUDIT_REC_BATCH && r.h.index != log->f.n) {
+            if (st == CF__REC_OK &&
+                (r.h.type == CF_AUDIT_REC_BATCH || r.h.type == CF_AUDIT_REC_DEAD) &&
+                r.h.index != log->f.n) {
                 err = cf_err_set(CF_E_CORRUPT, errstr, errstr_size,
-                                 "audit log %s: segment %s offset %zu: batch starts at index "
+                                 "audit log %s: segment %s offset %zu: %s starts at index "
                                  "%llu, expected %llu",
-                                 log->dir, sl.name[s], off, (unsigned long long)r.h.index,
-                                 (unsigned long long)log->f.n);
+                                 log->dir, sl.name[s], off,
+                                 r.h.type == CF_AUDIT_REC_BATCH ? "batch" : "dead-letter record",
+                                 (unsigned long long)r.h.index, (unsigned long long)log->f.n);
                 goto done;
             }
             if (st != CF__REC_OK) {
@@ -702,7 +847,11 @@ static cf_err recover(cf_audit_log *log, cf_audit_recovery *rec, char *errstr, s
                 break;
             }
             switch ((cf_audit_rec_type)r.h.type) {
+            case CF_AUDIT_REC_DEAD: /* its leaves are in the tree like events */
             case CF_AUDIT_REC_BATCH:
+                if (r.h.type == CF_AUDIT_REC_DEAD) {
+                    log->dead_letters += r.h.count;
+                }
                 for (uint32_t i = 0; i < r.h.count; i++) {
                     cf__frontier_append(&log->f, &log->sha, r.leaves + (size_t)i * 32);
                 }
@@ -928,6 +1077,7 @@ cf_err cf_audit_open_keys(cf_audit_log **out, const char *dir, const cf_key *dat
     }
     rec->has_checkpoint = log->has_ckpt;
     rec->checkpoint_index = log->ckpt_index;
+    rec->dead_letters = log->dead_letters;
     *out = log;
     return CF_OK;
 fail:

@@ -36,6 +36,10 @@ struct cf_audit_reader {
     size_t salt_cap;
     uint8_t *pt;
     size_t pt_cap;
+    cf_audit_dead *dd; /* the current dead-letter record's entries */
+    size_t dd_cap;
+    char *dtext; /* their reasons and sources, NUL-terminated */
+    size_t dtext_cap;
 };
 
 void cf_audit_reader_destroy(cf_audit_reader *r)
@@ -57,6 +61,8 @@ void cf_audit_reader_destroy(cf_audit_reader *r)
     cf_free(r->ev);
     cf_free(r->vd);
     cf_free(r->salt);
+    cf_free(r->dd);
+    cf_free(r->dtext);
     cf_free(r->dir);
     cf_free(r);
 }
@@ -181,6 +187,68 @@ static cf_err load_batch(cf_audit_reader *r, const cf__rec *rec, char *errstr, s
     return CF_OK;
 }
 
+/* Fills r->dd from a dead-letter record: position and reason always, the raw record
+ * decrypted when the reader has the data key. */
+static cf_err load_dead(cf_audit_reader *r, const cf__rec *rec, char *errstr, size_t errstr_size)
+{
+    uint32_t n = rec->h.count;
+    cf_err err = grow((void **)&r->dd, &r->dd_cap, n, sizeof(*r->dd));
+    if (err == CF_OK) {
+        err = grow((void **)&r->dtext, &r->dtext_cap, rec->info_len + 2 * (size_t)n, 1);
+    }
+    if (err == CF_OK && r->key != NULL) {
+        err = grow((void **)&r->pt, &r->pt_cap, rec->ct_len, 1);
+    }
+    if (err != CF_OK) {
+        return err;
+    }
+    size_t pt_len = 0;
+    if (r->key != NULL && cf__audit_dead_open(rec, r->key, r->pt, &pt_len) != CF_OK) {
+        char why[160];
+        return bad(r, rec->h.index,
+                   cf__audit_open_failure("dead letters", rec->key_id, r->key_id, why, sizeof(why)),
+                   errstr, errstr_size);
+    }
+    const uint8_t *cur = rec->info, *end = rec->info + rec->info_len;
+    char *t = r->dtext;
+    size_t off = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        cf__dead_info d;
+        if (!cf__dead_info_next(&cur, end, &d)) { /* the parser checked every entry */
+            return bad(r, rec->h.index + i, "malformed dead-letter entry", errstr, errstr_size);
+        }
+        cf_audit_dead *o = &r->dd[i];
+        memset(o, 0, sizeof(*o));
+        o->line = d.line;
+        o->offset = d.offset;
+        o->raw_truncated = d.truncated;
+        memcpy(t, d.reason, d.reason_len);
+        t[d.reason_len] = '\0';
+        o->reason = t;
+        t += d.reason_len + 1;
+        memcpy(t, d.source, d.source_len);
+        t[d.source_len] = '\0';
+        o->source = t;
+        t += d.source_len + 1;
+        if (r->key != NULL) {
+            const uint8_t *raw = NULL;
+            size_t rl = 0;
+            size_t used = cf__dead_pt_next(r->pt + off, pt_len - off, &raw, &rl);
+            if (used == 0) {
+                return bad(r, rec->h.index + i, "malformed dead-letter encoding", errstr,
+                           errstr_size);
+            }
+            o->raw = raw;
+            o->raw_len = rl;
+            off += used;
+        }
+    }
+    if (r->key != NULL && off != pt_len) {
+        return bad(r, rec->h.index, "trailing bytes after the dead letters", errstr, errstr_size);
+    }
+    return CF_OK;
+}
+
 cf_err cf_audit_reader_next(cf_audit_reader *r, cf_audit_entry *e, char *errstr, size_t errstr_size)
 {
     for (;;) {
@@ -263,6 +331,28 @@ cf_err cf_audit_reader_next(cf_audit_reader *r, cf_audit_entry *e, char *errstr,
             e->salts = r->key != NULL ? r->salt + (size_t)skip * CF_AUDIT_SALT_LEN : NULL;
             e->meta = rec.meta;
             e->meta_len = rec.meta_len;
+        } else if (rec.h.type == CF_AUDIT_REC_DEAD) {
+            if (rec.h.index != r->next_index) {
+                return bad(r, rec.h.index,
+                           "dead-letter index is not contiguous with the previous record", errstr,
+                           errstr_size);
+            }
+            r->next_index = rec.h.index + rec.h.count;
+            if (!r->started && rec.h.index + rec.h.count <= r->from) {
+                r->off = next_off;
+                continue;
+            }
+            r->started = true;
+            cf_err err = load_dead(r, &rec, errstr, errstr_size);
+            if (err != CF_OK) {
+                return err;
+            }
+            uint32_t skip = r->from > rec.h.index ? (uint32_t)(r->from - rec.h.index) : 0;
+            e->index = rec.h.index + skip;
+            e->count = rec.h.count - skip;
+            e->dead = r->dd + skip;
+            e->leaf_hashes = rec.leaves + (size_t)skip * CF_AUDIT_HASH_LEN;
+            e->commits = rec.commits + (size_t)skip * CF_AUDIT_HASH_LEN;
         } else if (!r->started) {
             r->off = next_off;
             continue;
@@ -324,7 +414,7 @@ cf_err cf_audit_load_leaves(const char *dir, uint8_t **leaves_out, uint64_t *n_o
     }
     cf_audit_entry e;
     while ((err = cf_audit_reader_next(r, &e, errstr, errstr_size)) == CF_OK) {
-        if (e.type == CF_AUDIT_REC_BATCH) {
+        if (e.type == CF_AUDIT_REC_BATCH || e.type == CF_AUDIT_REC_DEAD) {
             err = grow((void **)&leaves, &cap, (size_t)(n + e.count) * CF_AUDIT_HASH_LEN, 1);
             if (err != CF_OK) {
                 goto done;

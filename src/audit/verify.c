@@ -334,6 +334,101 @@ static void check_batch(vstate *v, const cf__rec *r, size_t off, const cf_audit_
     }
 }
 
+/* A dead-letter record: a contiguous run of leaves like a batch; every leaf is checked
+ * against its commitment and clear entry (position, reason), and with the data key the raw
+ * records are decrypted and their commitments recomputed. No duplicate check: the same bad
+ * line may well come twice. */
+static void check_dead(vstate *v, const cf__rec *r, size_t off, const cf_audit_verify_opts *o)
+{
+    cf_audit_report *rep = v->rep;
+    uint64_t idx = r->h.index;
+    uint32_t n = r->h.count;
+    v->last_batch_seg = v->seg;
+    v->last_batch_off = off;
+    if (idx != v->expected) {
+        if (idx > v->expected) {
+            rep->gaps++;
+            flag(v, off, idx, "index gap: leaves before this dead-letter record are missing");
+        } else {
+            rep->duplicates++;
+            flag(v, off, idx, "dead-letter record repeats indexes of an earlier record");
+        }
+        v->tree_ok = false;
+    }
+    if (idx + n > v->max_index) {
+        v->max_index = idx + n;
+    }
+    v->expected = idx + n;
+    rep->leaves += n;
+    const uint8_t *dec = NULL;
+    size_t dec_len = 0;
+    if (o->data_key != NULL) {
+        if (v->pt_cap < r->ct_len) {
+            uint8_t *np = cf_realloc(v->pt, r->ct_len);
+            if (np == NULL) {
+                flag(v, off, idx, "out of memory");
+                return;
+            }
+            v->pt = np;
+            v->pt_cap = r->ct_len;
+        }
+        const cf_key *dk = data_key_for(o, r->key_id);
+        if (cf__audit_dead_open(r, dk->bytes, v->pt, &dec_len) != CF_OK) {
+            char why[160];
+            flag(v, off, idx,
+                 cf__audit_open_failure("dead letters", r->key_id, dk->id, why, sizeof(why)));
+            v->bad_events += n;
+        } else {
+            dec = v->pt;
+        }
+    }
+    const uint8_t *cur = r->info, *end = r->info + r->info_len;
+    size_t eoff = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        const uint8_t *leaf = r->leaves + (size_t)i * CF_AUDIT_HASH_LEN;
+        const uint8_t *commit = r->commits + (size_t)i * CF_AUDIT_HASH_LEN;
+        cf__dead_info d;
+        bool good = cf__dead_info_next(&cur, end, &d); /* the parser checked the layout */
+        uint8_t h[CF_AUDIT_HASH_LEN];
+        if (good) {
+            cf__audit_dead_leaf(&v->sha, commit, d.bytes, d.len, h);
+            good = memcmp(h, leaf, CF_AUDIT_HASH_LEN) == 0;
+        }
+        if (!good) {
+            flag(v, off, idx + i,
+                 "stored dead-letter leaf does not match its commitment, position and reason");
+            v->bad_events++;
+        }
+        if (dec != NULL) {
+            const uint8_t *raw;
+            size_t rl;
+            size_t used = cf__dead_pt_next(dec + eoff, dec_len - eoff, &raw, &rl);
+            if (used == 0) {
+                flag(v, off, idx + i, "malformed dead-letter encoding");
+                v->bad_events += n - i;
+                dec = NULL;
+            } else {
+                cf__audit_dead_commit(&v->sha, dec + eoff, used, h);
+                if (memcmp(h, commit, CF_AUDIT_HASH_LEN) != 0) {
+                    flag(v, off, idx + i, "stored commitment does not match the dead letter");
+                    v->bad_events++;
+                    good = false;
+                }
+                eoff += used;
+            }
+        }
+        if (good && (o->data_key == NULL || dec != NULL)) {
+            rep->dead_letters++;
+        }
+        if (v->tree_ok) {
+            cf__frontier_append(&v->f, &v->sha, leaf);
+        }
+    }
+    if (dec != NULL && eoff != dec_len) {
+        flag(v, off, idx, "trailing bytes after the dead letters");
+    }
+}
+
 static void check_sth(vstate *v, const cf__rec *r, size_t off, const cf_audit_verify_opts *o)
 {
     cf_audit_report *rep = v->rep;
@@ -537,7 +632,8 @@ cf_err cf_audit_verify(const char *dir, const cf_audit_verify_opts *opts, cf_aud
                 /* With a sound header the record's extent is known: skip it and go on. */
                 bool skippable = st == CF__REC_BAD_CRC || st == CF__REC_BAD_LAYOUT;
                 uint64_t idx = skippable ? r.h.index : v.expected;
-                if (skippable && r.h.type == CF_AUDIT_REC_BATCH) {
+                if (skippable &&
+                    (r.h.type == CF_AUDIT_REC_BATCH || r.h.type == CF_AUDIT_REC_DEAD)) {
                     v.tree_ok = false;
                     v.bad_events += r.h.count;
                     if (r.h.index + r.h.count > v.max_index) {
@@ -560,6 +656,9 @@ cf_err cf_audit_verify(const char *dir, const cf_audit_verify_opts *opts, cf_aud
             switch ((cf_audit_rec_type)r.h.type) {
             case CF_AUDIT_REC_BATCH:
                 check_batch(&v, &r, off, &o);
+                break;
+            case CF_AUDIT_REC_DEAD:
+                check_dead(&v, &r, off, &o);
                 break;
             case CF_AUDIT_REC_STH:
                 check_sth(&v, &r, off, &o);

@@ -1908,4 +1908,313 @@ static void test_checkpoint_replayed(void)
     keys_free(&k);
 }
 
+/* ---- dead letters (record type 5) ------------------------------------------------------- */
+
+static const char dl_raw0[] = "1,2018-04-01T00:00:31Z,ACC\0 9,M1,57.16,EUR\xff";
+static const char *dl_reason(unsigned i)
+{
+    static const char *r[] = {"bad timestamp", "duplicate event_id", "amount overflow"};
+    return r[i % 3];
+}
+
+/* Dead letter @p i of the fixtures: position, reason, and raw bytes that hold a NUL and a
+ * byte that is not UTF-8 (the raw record is kept byte for byte). */
+static void make_dead(unsigned i, cf_audit_dead *d)
+{
+    memset(d, 0, sizeof(*d));
+    d->source = "in.csv";
+    d->line = 10 + i;
+    d->offset = 1000 + 37 * (uint64_t)i;
+    d->reason = dl_reason(i);
+    d->raw = dl_raw0;
+    d->raw_len = i % 4 == 3 ? 0 : sizeof(dl_raw0) - 1 - (i % 4);
+    d->raw_truncated = i % 5 == 4;
+}
+
+/* A log of: 3 events + 2 dead letters, 4 dead letters alone, 2 events + 1 dead letter.
+ * Leaves: D0 D1 E0 E1 E2 | D2 D3 D4 D5 | D6 E3 E4 -> 12 leaves, 5 events, 7 dead letters. */
+static int dead_log(keyset *k, const char *dir)
+{
+    char err[256];
+    cf_audit_log *log = NULL;
+    if (cf_audit_open_keys(&log, dir, k->data, k->sign, NULL, NULL, err, sizeof(err)) != CF_OK) {
+        return -1;
+    }
+    cf_event ev[3];
+    cf_audit_dead d[4];
+    int rc = 0;
+    uint64_t fd = 99, fi = 99;
+    cf_audit_sth sth;
+    for (unsigned i = 0; i < 3; i++) {
+        make_event(i, &ev[i]);
+    }
+    for (unsigned i = 0; i < 2; i++) {
+        make_dead(i, &d[i]);
+    }
+    rc |= cf_audit_append_dead(log, d, 2, ev, 3, NULL, NULL, &fd, &fi, &sth) != CF_OK;
+    rc |= fd != 0 || fi != 2 || sth.tree_size != 5;
+    for (unsigned i = 0; i < 4; i++) {
+        make_dead(2 + i, &d[i]);
+    }
+    rc |= cf_audit_append_dead(log, d, 4, NULL, 0, NULL, NULL, &fd, &fi, &sth) != CF_OK;
+    rc |= fd != 5 || fi != 9 || sth.tree_size != 9;
+    make_dead(6, &d[0]);
+    make_event(3, &ev[0]);
+    make_event(4, &ev[1]);
+    rc |= cf_audit_append_dead(log, d, 1, ev, 2, NULL, NULL, &fd, &fi, &sth) != CF_OK;
+    rc |= fd != 9 || fi != 10 || sth.tree_size != 12;
+    rc |= cf_audit_close(log) != CF_OK;
+    return rc;
+}
+
+static void test_dead_letter_roundtrip(void)
+{
+    keyset k;
+    REQUIRE(keys_make(&k) == 0);
+    char dir[300], err[256];
+    snprintf(dir, sizeof(dir), "%s/log", cf_test_tmpdir());
+    REQUIRE(dead_log(&k, dir) == 0);
+
+    /* Bad arguments write nothing. */
+    cf_audit_log *log = NULL;
+    cf_audit_recovery rec;
+    REQUIRE(cf_audit_open_keys(&log, dir, k.data, k.sign, NULL, &rec, err, sizeof(err)) == CF_OK);
+    CHECK_EQ(rec.next_index, 12);
+    CHECK_EQ(rec.dead_letters, 7);
+    CHECK(!rec.truncated && !rec.resigned);
+    CHECK_EQ(cf_audit_append_dead(log, NULL, 0, NULL, 0, NULL, NULL, NULL, NULL, NULL), CF_E_INVAL);
+    cf_audit_dead bad = {.reason = "x", .raw = NULL, .raw_len = 3};
+    CHECK_EQ(cf_audit_append_dead(log, &bad, 1, NULL, 0, NULL, NULL, NULL, NULL, NULL), CF_E_INVAL);
+    /* A long reason is cut at CF_AUDIT_DEAD_TEXT_MAX, a long record at CF_AUDIT_DEAD_RAW_MAX. */
+    char longr[400];
+    memset(longr, 'r', sizeof(longr) - 1);
+    longr[sizeof(longr) - 1] = '\0';
+    size_t big = CF_AUDIT_DEAD_RAW_MAX + 10;
+    char *raw = malloc(big);
+    REQUIRE(raw != NULL);
+    memset(raw, 'x', big);
+    cf_audit_dead lg = {.source = "s", .line = 1, .reason = longr, .raw = raw, .raw_len = big};
+    uint64_t fd = 0;
+    CHECK_OK(cf_audit_append_dead(log, &lg, 1, NULL, 0, NULL, NULL, &fd, NULL, NULL));
+    CHECK_EQ(fd, 12);
+    CHECK_EQ(cf_audit_next_index(log), 13);
+    free(raw);
+    CHECK_OK(cf_audit_close(log));
+
+    /* Read back with the key: types in order, positions, reasons and raw bytes. */
+    cf_audit_reader *r = NULL;
+    REQUIRE(cf_audit_reader_open(&r, dir, k.data, 0, err, sizeof(err)) == CF_OK);
+    cf_audit_entry e;
+    uint64_t next = 0, ev_seen = 0;
+    unsigned dl_seen = 0;
+    const char *types = "DBsDsDBsDs";
+    char got[16] = "";
+    size_t gl = 0;
+    while (cf_audit_reader_next(r, &e, err, sizeof(err)) == CF_OK) {
+        if (gl < sizeof(got) - 1) {
+            got[gl++] = e.type == CF_AUDIT_REC_DEAD    ? 'D'
+                        : e.type == CF_AUDIT_REC_BATCH ? 'B'
+                        : e.type == CF_AUDIT_REC_STH   ? 's'
+                                                       : '?';
+        }
+        if (e.type == CF_AUDIT_REC_BATCH) {
+            CHECK_EQ(e.index, next);
+            CHECK(e.dead == NULL);
+            for (uint32_t i = 0; i < e.count; i++) {
+                CHECK_EQ(e.events[i].event_id, 1000 + ev_seen + i);
+            }
+            ev_seen += e.count;
+            next += e.count;
+        } else if (e.type == CF_AUDIT_REC_DEAD) {
+            CHECK_EQ(e.index, next);
+            CHECK(e.events == NULL && e.dead != NULL);
+            for (uint32_t i = 0; i < e.count && dl_seen < 7; i++, dl_seen++) {
+                cf_audit_dead want;
+                make_dead(dl_seen, &want);
+                CHECK_EQ(e.dead[i].line, want.line);
+                CHECK_EQ(e.dead[i].offset, want.offset);
+                CHECK_STR(e.dead[i].reason, want.reason);
+                CHECK_STR(e.dead[i].source, "in.csv");
+                CHECK_EQ(e.dead[i].raw_len, want.raw_len);
+                CHECK(e.dead[i].raw != NULL && memcmp(e.dead[i].raw, want.raw, want.raw_len) == 0);
+                CHECK_EQ(e.dead[i].raw_truncated, want.raw_truncated);
+            }
+            if (e.index == 12) {
+                CHECK_EQ(strlen(e.dead[0].reason), CF_AUDIT_DEAD_TEXT_MAX);
+                CHECK_EQ(e.dead[0].raw_len, CF_AUDIT_DEAD_RAW_MAX);
+                CHECK(e.dead[0].raw_truncated);
+            }
+            next += e.count;
+        }
+    }
+    got[gl] = '\0';
+    CHECK(strncmp(got, types, strlen(types)) == 0);
+    CHECK_EQ(next, 13);
+    CHECK_EQ(ev_seen, 5);
+    CHECK_EQ(dl_seen, 7);
+    cf_audit_reader_destroy(r);
+
+    /* Without the key: positions and reasons, no raw bytes. From index 6: the record of
+     * dead letters 2..5 (indexes 5..8) is trimmed to start at 6. */
+    r = NULL;
+    REQUIRE(cf_audit_reader_open(&r, dir, NULL, 6, err, sizeof(err)) == CF_OK);
+    do {
+        REQUIRE(cf_audit_reader_next(r, &e, err, sizeof(err)) == CF_OK);
+    } while (e.type != CF_AUDIT_REC_DEAD);
+    CHECK_EQ(e.index, 6);
+    CHECK_EQ(e.count, 3);
+    CHECK_EQ(e.dead[0].line, 13);
+    CHECK_STR(e.dead[0].reason, dl_reason(3));
+    CHECK(e.dead[0].raw == NULL);
+    cf_audit_reader_destroy(r);
+
+    /* Verification counts events and dead letters apart, with and without the key. */
+    cf_audit_verify_opts vo = {.data_key = k.data, .public_key = k.pk};
+    cf_audit_report rep;
+    CHECK_OK(cf_audit_verify(dir, &vo, &rep, err, sizeof(err)));
+    CHECK(rep.ok && !rep.alert);
+    CHECK_EQ(rep.events, 5);
+    CHECK_EQ(rep.dead_letters, 8);
+    CHECK_EQ(rep.leaves, 13);
+    CHECK_EQ(rep.verdicts, 5);
+    CHECK_EQ(rep.duplicates, 0);
+    CHECK(rep.completeness == 1.0);
+    cf_audit_verify_opts vo2 = {.public_key = k.pk};
+    CHECK_OK(cf_audit_verify(dir, &vo2, &rep, err, sizeof(err)));
+    CHECK_EQ(rep.dead_letters, 8);
+    CHECK_EQ(rep.leaves, 13);
+
+    /* A dead letter has an inclusion proof like an event. */
+    uint8_t *leaves = NULL;
+    uint64_t n = 0;
+    cf_audit_sth *sths = NULL;
+    size_t ns = 0;
+    REQUIRE(cf_audit_load_leaves(dir, &leaves, &n, &sths, &ns, err, sizeof(err)) == CF_OK);
+    CHECK_EQ(n, 13);
+    cf_audit_prover *pv = NULL;
+    REQUIRE(cf_audit_prover_create(&pv, leaves, n) == CF_OK);
+    uint8_t path[CF_AUDIT_PROOF_MAX * 32];
+    size_t plen;
+    CHECK_OK(cf_audit_prover_inclusion(pv, 7, 13, path, &plen));
+    CHECK_OK(cf_audit_verify_inclusion(7, 13, leaves + 7 * 32, path, plen, sths[ns - 1].root));
+    cf_audit_prover_destroy(pv);
+    cf_free(leaves);
+    cf_free(sths);
+    keys_free(&k);
+}
+
+static void test_dead_letter_tamper(void)
+{
+    keyset k;
+    REQUIRE(keys_make(&k) == 0);
+    char dir[300], seg[400], err[256];
+    snprintf(dir, sizeof(dir), "%s/log", cf_test_tmpdir());
+    REQUIRE(dead_log(&k, dir) == 0);
+    snprintf(seg, sizeof(seg), "%s/00000000000000000000.seg", dir);
+    size_t len;
+    uint8_t *orig = slurp_bin(seg, &len);
+    REQUIRE(orig != NULL);
+    size_t offs[16];
+    /* header, dead, batch, sth, dead, sth, dead, batch, sth */
+    REQUIRE(record_offsets(orig, len, offs, 16) == 9);
+    REQUIRE(orig[offs[4] + 5] == CF_AUDIT_REC_DEAD);
+    cf_audit_verify_opts with = {.data_key = k.data, .public_key = k.pk};
+    cf_audit_verify_opts without = {.public_key = k.pk};
+    cf_audit_report rep;
+    /* Every byte of the dead-letter-only record: detected and attributed to it. */
+    size_t missed = 0;
+    for (size_t off = offs[4]; off < offs[5]; off++) {
+        flip_byte(seg, off);
+        cf_err rc = cf_audit_verify(dir, (off % 2) ? &with : &without, &rep, err, sizeof(err));
+        if (rc != CF_E_CORRUPT || !rep.alert || rep.bad_offset != offs[4]) {
+            missed++;
+            fprintf(stderr, "flip at %zu: rc %d offset %llu %s\n", off, rc,
+                    (unsigned long long)rep.bad_offset, rep.bad_reason);
+        }
+        flip_byte(seg, off);
+    }
+    CHECK_EQ(missed, 0);
+    CHECK_OK(cf_audit_verify(dir, &with, &rep, err, sizeof(err)));
+
+    uint8_t *d = malloc(len);
+    REQUIRE(d != NULL);
+    size_t dl = offs[4], p = dl + CF__AUDIT_HDR_LEN;
+    size_t ct_len = cf__rd32(orig + p + CF__AUDIT_SEAL_PREFIX);
+    size_t info = p + CF__AUDIT_SEAL_PREFIX + 4 + ct_len + 4; /* the first clear entry */
+    /* A forger changes a reason and fixes the CRCs: the leaf no longer matches, with or
+     * without the key. */
+    memcpy(d, orig, len);
+    d[info + 18] ^= 0x01;
+    reseal(d, dl);
+    write_bin(seg, d, len);
+    CHECK_EQ(cf_audit_verify(dir, &without, &rep, err, sizeof(err)), CF_E_CORRUPT);
+    CHECK(rep.alert && rep.bad_offset == dl);
+    CHECK(strstr(rep.bad_reason, "dead-letter leaf") != NULL);
+    /* ... a line number: the same. */
+    memcpy(d, orig, len);
+    d[info] ^= 0x04;
+    reseal(d, dl);
+    write_bin(seg, d, len);
+    CHECK_EQ(cf_audit_verify(dir, &with, &rep, err, sizeof(err)), CF_E_CORRUPT);
+    CHECK(rep.alert && rep.bad_offset == dl);
+    /* ... the ciphertext (the raw record): the AEAD tag fails with the key. */
+    memcpy(d, orig, len);
+    d[p + CF__AUDIT_SEAL_PREFIX + 4 + 3] ^= 0x80;
+    reseal(d, dl);
+    write_bin(seg, d, len);
+    CHECK_EQ(cf_audit_verify(dir, &with, &rep, err, sizeof(err)), CF_E_CORRUPT);
+    CHECK(rep.alert && rep.bad_offset == dl);
+    CHECK(strstr(rep.bad_reason, "tampered") != NULL);
+    /* ... the leaf and the commitment both rewritten to match a changed reason: the signed
+     * root of the next head no longer matches. */
+    memcpy(d, orig, len);
+    d[info + 18] ^= 0x01;
+    {
+        cf__rec rr; /* offsets from the original: the layout is unchanged */
+        REQUIRE(cf__audit_rec_parse(orig, len, dl, &rr) == CF__REC_OK);
+        cf__sha sh;
+        REQUIRE(cf__sha_init(&sh) == CF_OK);
+        cf__dead_info di;
+        const uint8_t *cur = d + info;
+        REQUIRE(cf__dead_info_next(&cur, d + info + 600, &di));
+        size_t leaf_off = (size_t)(rr.leaves - orig);
+        cf__audit_dead_leaf(&sh, d + (size_t)(rr.commits - orig), di.bytes, di.len, d + leaf_off);
+        cf__sha_free(&sh);
+    }
+    reseal(d, dl);
+    write_bin(seg, d, len);
+    CHECK_EQ(cf_audit_verify(dir, &without, &rep, err, sizeof(err)), CF_E_CORRUPT);
+    CHECK(rep.alert);
+    CHECK(strstr(rep.bad_reason, "root") != NULL);
+    /* ... the record type turned into a batch: refused (an event leaf can never equal a
+     * dead letter's). */
+    memcpy(d, orig, len);
+    d[dl + 5] = CF_AUDIT_REC_BATCH;
+    reseal(d, dl);
+    write_bin(seg, d, len);
+    CHECK_EQ(cf_audit_verify(dir, &with, &rep, err, sizeof(err)), CF_E_CORRUPT);
+    CHECK(rep.alert && rep.bad_offset == dl);
+    /* ... the record removed: a gap. */
+    memcpy(d, orig, dl);
+    memcpy(d + dl, orig + offs[5], len - offs[5]);
+    write_bin(seg, d, len - (offs[5] - dl));
+    CHECK_EQ(cf_audit_verify(dir, &without, &rep, err, sizeof(err)), CF_E_CORRUPT);
+    CHECK(rep.alert && rep.gaps > 0);
+    /* A dead-letter record torn by a crash after the events before it: cut, counts back. */
+    write_bin(seg, orig, offs[4] + 40);
+    cf_audit_log *log = NULL;
+    cf_audit_recovery rec;
+    CHECK_OK(cf_audit_open_keys(&log, dir, k.data, k.sign, NULL, &rec, err, sizeof(err)));
+    CHECK(rec.truncated);
+    CHECK_EQ(rec.next_index, 5);
+    CHECK_EQ(rec.dead_letters, 2);
+    cf_audit_close(log);
+    CHECK_OK(cf_audit_verify(dir, &with, &rep, err, sizeof(err)));
+    CHECK_EQ(rep.dead_letters, 2);
+    CHECK_EQ(rep.events, 3);
+    free(d);
+    free(orig);
+    keys_free(&k);
+}
+
 #include "cf_test_main.h"
