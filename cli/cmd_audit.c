@@ -1,5 +1,6 @@
 /*
- * confide audit: verify, prove, consistency, verify-proof, show and append (docs/audit.md).
+ * confide audit: verify, prove, consistency, verify-proof, show, dead-letters and append
+ * (docs/audit.md).
  *
  * Auditor-facing: every subcommand reads the log read-only except `append`, which archives
  * an input file into a log (the same writer `confide run` uses). Output never contains event
@@ -364,11 +365,12 @@ out:
         if (rep.decrypted) {
             snprintf(events, sizeof(events), "%" PRIu64, rep.events);
         }
-        printf("{\"events\":%s,\"leaves\":%" PRIu64 ",\"verdicts\":%" PRIu64 ",\"gaps\":%" PRIu64
-               ",\"duplicates\":%" PRIu64 ",\"sth_valid\":%" PRIu64 ",\"sth_invalid\":%" PRIu64
+        printf("{\"events\":%s,\"leaves\":%" PRIu64 ",\"dead_letters\":%" PRIu64
+               ",\"verdicts\":%" PRIu64 ",\"gaps\":%" PRIu64 ",\"duplicates\":%" PRIu64
+               ",\"sth_valid\":%" PRIu64 ",\"sth_invalid\":%" PRIu64
                ",\"log_id\":\"%s\",\"authenticated\":%s,\"trusted_head\":%s,\"completeness\":",
-               events, rep.leaves, rep.verdicts, rep.gaps, rep.duplicates, rep.sth_valid,
-               rep.sth_invalid, lid, pinned ? "true" : "false",
+               events, rep.leaves, rep.dead_letters, rep.verdicts, rep.gaps, rep.duplicates,
+               rep.sth_valid, rep.sth_invalid, lid, pinned ? "true" : "false",
                trusted == NULL ? "null"
                : hc.ok         ? "true"
                                : "false");
@@ -398,11 +400,11 @@ out:
         if (rep.decrypted) {
             snprintf(events, sizeof(events), "%" PRIu64 " events re-hashed", rep.events);
         }
-        printf("%s: log %s, %" PRIu64 " leaves, %s, %" PRIu64 " verdicts, %" PRIu64
-               " signed heads valid, %" PRIu64 " invalid, %" PRIu64 " gaps, %" PRIu64
-               " duplicates, %" PRIu64 " checkpoints, completeness ",
-               dir, lid[0] ? lid : "(empty)", rep.leaves, events, rep.verdicts, rep.sth_valid,
-               rep.sth_invalid, rep.gaps, rep.duplicates, rep.checkpoints);
+        printf("%s: log %s, %" PRIu64 " leaves, %s, %" PRIu64 " dead letters, %" PRIu64
+               " verdicts, %" PRIu64 " signed heads valid, %" PRIu64 " invalid, %" PRIu64
+               " gaps, %" PRIu64 " duplicates, %" PRIu64 " checkpoints, completeness ",
+               dir, lid[0] ? lid : "(empty)", rep.leaves, events, rep.dead_letters, rep.verdicts,
+               rep.sth_valid, rep.sth_invalid, rep.gaps, rep.duplicates, rep.checkpoints);
         print_completeness(stdout, rep.completeness);
         printf("\n");
     }
@@ -1058,7 +1060,7 @@ static int cmd_show(int argc, char **argv)
     } seginfo;
     seginfo *segs = NULL;
     size_t nseg = 0, cap = 0;
-    uint64_t events = 0, heads = 0, ckpts = 0, last_ckpt = 0;
+    uint64_t events = 0, dead = 0, heads = 0, ckpts = 0, last_ckpt = 0;
     bool have_sth = false;
     cf_audit_sth last;
     cf_audit_entry en;
@@ -1083,6 +1085,8 @@ static int cmd_show(int argc, char **argv)
         if (en.type == CF_AUDIT_REC_BATCH) {
             segs[nseg - 1].events += en.count;
             events += en.count;
+        } else if (en.type == CF_AUDIT_REC_DEAD) {
+            dead += en.count; /* rejected input records: leaves, not events */
         } else if (en.type == CF_AUDIT_REC_STH) {
             heads++;
             last = en.sth;
@@ -1135,8 +1139,9 @@ static int cmd_show(int argc, char **argv)
         }
     }
     if (json) {
-        printf("],\"events\":%" PRIu64 ",\"tree_heads\":%" PRIu64 ",\"checkpoints\":%" PRIu64,
-               events, heads, ckpts);
+        printf("],\"events\":%" PRIu64 ",\"dead_letters\":%" PRIu64 ",\"tree_heads\":%" PRIu64
+               ",\"checkpoints\":%" PRIu64,
+               events, dead, heads, ckpts);
         if (ckpts > 0) {
             printf(",\"last_checkpoint_index\":%" PRIu64, last_ckpt);
         }
@@ -1146,8 +1151,9 @@ static int cmd_show(int argc, char **argv)
         }
         printf("}\n");
     } else {
-        printf("events %" PRIu64 ", signed tree heads %" PRIu64 ", checkpoints %" PRIu64 "\n",
-               events, heads, ckpts);
+        printf("events %" PRIu64 ", dead letters %" PRIu64 ", signed tree heads %" PRIu64
+               ", checkpoints %" PRIu64 "\n",
+               events, dead, heads, ckpts);
         if (ckpts > 0) {
             printf("last checkpoint covers events [0, %" PRIu64 ")\n", last_ckpt);
         }
@@ -1165,6 +1171,123 @@ static int cmd_show(int argc, char **argv)
 done:
     cf_free(segs);
     cf_audit_reader_destroy(r);
+    return rc;
+}
+
+/* ---- dead-letters --------------------------------------------------------------------------- */
+
+static const char dead_letters_head[] =
+    "usage: confide audit dead-letters DIR [--keys KEYDIR]\n\n"
+    "Lists the rejected input records the audit log holds (record type 5, docs/audit.md\n"
+    "2.5), in input order, one JSON object per line:\n"
+    "  {\"index\":I,\"source\":S,\"line\":N,\"offset\":N,\"reason\":S,\"raw\":S,"
+    "\"raw_truncated\":B}\n"
+    "with the raw record as read (bytes that are not UTF-8 as \\u00XX), decrypted with\n"
+    "KEYDIR/data.key. Without --keys (or without data.key there) \"raw\" is null:\n"
+    "positions and reasons are in clear in the log. The raw records can hold account and\n"
+    "merchant ids and amounts: treat the output like the input. `confide audit verify`\n"
+    "proves that these records are in the signed tree.\n\n"
+    "exit codes: 0 ok, 2 usage, 3 cannot read the log or the key, 4 damaged log\n\n"
+    "options:\n";
+
+static int print_dead_entries(const cf_audit_entry *en, char **buf, size_t *cap)
+{
+    for (uint32_t i = 0; i < en->count; i++) {
+        const cf_audit_dead *d = &en->dead[i];
+        size_t need = 6 * (d->raw_len + 2 * CF_AUDIT_DEAD_TEXT_MAX) + 64;
+        if (need > *cap) {
+            char *nb = cf_realloc(*buf, need);
+            if (nb == NULL) {
+                return CF_EXIT_RUNTIME;
+            }
+            *buf = nb;
+            *cap = need;
+        }
+        char *q = *buf;
+        printf("{\"index\":%" PRIu64 ",\"source\":", en->index + i);
+        cf_json_quote(d->source, strlen(d->source), q, *cap);
+        fputs(q, stdout);
+        printf(",\"line\":%" PRIu64 ",\"offset\":%" PRIu64 ",\"reason\":", d->line, d->offset);
+        cf_json_quote(d->reason, strlen(d->reason), q, *cap);
+        fputs(q, stdout);
+        fputs(",\"raw\":", stdout);
+        if (d->raw != NULL) {
+            cf_json_quote(d->raw, d->raw_len, q, *cap);
+            fputs(q, stdout);
+        } else {
+            fputs("null", stdout);
+        }
+        printf(",\"raw_truncated\":%s}\n", d->raw_truncated ? "true" : "false");
+    }
+    return CF_EXIT_OK;
+}
+
+static int cmd_dead_letters(int argc, char **argv)
+{
+    const char *dir = NULL, *keys = NULL;
+    const cli_opt opts[] = {
+        {.name = "keys",
+         .type = CLI_STR,
+         .str = &keys,
+         .arg = "KEYDIR",
+         .help = "key directory holding data.key (for the raw records)"},
+    };
+    cli_spec spec = {.prog = "confide audit dead-letters",
+                     .head = dead_letters_head,
+                     .opts = opts,
+                     .n_opts = CLI_N(opts),
+                     .pos = &dir,
+                     .pos_max = 1};
+    int prc = cli_parse(&spec, argc, argv);
+    if (prc != CLI_CONTINUE) {
+        return prc;
+    }
+    if (dir == NULL) {
+        fprintf(stderr, "confide audit dead-letters: DIR is required (see --help)\n");
+        return CF_EXIT_USAGE;
+    }
+    char err[512] = "";
+    cf_key *dk = NULL;
+    if (keys != NULL) {
+        char p[4096];
+        snprintf(p, sizeof(p), "%s/data.key", keys);
+        if (access(p, F_OK) != 0) {
+            fprintf(stderr, "confide audit dead-letters: note: no %s: positions and reasons only\n",
+                    p);
+        } else if (cf_key_load(keys, "data.key", &dk, err, sizeof(err)) != CF_OK) {
+            fprintf(stderr, "confide audit dead-letters: %s\n", err);
+            return CF_EXIT_RUNTIME;
+        }
+    }
+    cf_audit_reader *r = NULL;
+    cf_err e = cf_audit_reader_open(&r, dir, dk, 0, err, sizeof(err));
+    if (e != CF_OK) {
+        fprintf(stderr, "confide audit dead-letters: %s\n", err[0] ? err : cf_strerror(e));
+        cf_key_destroy(dk);
+        return CF_EXIT_RUNTIME;
+    }
+    int rc = CF_EXIT_OK;
+    char *buf = NULL;
+    size_t cap = 0;
+    cf_audit_entry en;
+    while (rc == CF_EXIT_OK && (e = cf_audit_reader_next(r, &en, err, sizeof(err))) == CF_OK) {
+        if (en.type == CF_AUDIT_REC_DEAD) {
+            rc = print_dead_entries(&en, &buf, &cap);
+        }
+    }
+    if (rc == CF_EXIT_OK && e != CF_E_EOF) {
+        fprintf(stderr, "confide audit dead-letters: %s\n", err);
+        rc = e == CF_E_CORRUPT ? CF_EXIT_INTEGRITY : CF_EXIT_RUNTIME;
+    }
+    if (fflush(stdout) != 0 && rc == CF_EXIT_OK) {
+        rc = CF_EXIT_RUNTIME;
+    }
+    if (buf != NULL) {
+        sodium_memzero(buf, cap); /* raw records */
+    }
+    cf_free(buf);
+    cf_audit_reader_destroy(r);
+    cf_key_destroy(dk);
     return rc;
 }
 
@@ -1440,6 +1563,8 @@ static const sub subs[] = {
     {"consistency", cmd_consistency, "consistency proof between two sizes"},
     {"verify-proof", cmd_verify_proof, "check a proof file offline"},
     {"show", cmd_show, "segments, sizes, last signed head (no contents)"},
+    {"dead-letters", cmd_dead_letters,
+     "the rejected input records the log holds (raw with data.key)"},
     {"report", cf_cli_report, "an auditor's report (HTML or Markdown)"},
     {"append", cmd_append, "archive an input file into a log"},
 };

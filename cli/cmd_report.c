@@ -107,6 +107,7 @@ typedef struct report {
     uint64_t dead_total, late_total, alerts_total, results_total;
     bool have_dead, have_late, have_alerts, have_results;
     tally alert_rules;
+    uint64_t log_dead; /* dead letters the audit log holds (record type 5) */
     uint64_t integrity_total;
     integrity_line integrity[MAX_INTEGRITY];
     size_t n_integrity;
@@ -366,6 +367,10 @@ static void read_log(report *r, const cf_key *dk, const cf_audit_pubkey *known,
         }
         if (e.type == CF_AUDIT_REC_CHECKPOINT) {
             r->checkpoints++;
+            continue;
+        }
+        if (e.type == CF_AUDIT_REC_DEAD) {
+            r->log_dead += e.count; /* rejected input records: leaves, not events */
             continue;
         }
         r->batches++;
@@ -824,8 +829,11 @@ static void render(out *o, report *r, verdict v)
 
     o_h2(o, "The log");
     o_table_begin(o, "", "");
-    o_row_begin(o, "events (leaves)");
+    o_row_begin(o, "leaves (events and dead letters)");
     o_num(o, "leaves", r->vr.leaves);
+    o_row_end(o);
+    o_row_begin(o, "dead letters in the log");
+    o_num(o, "log_dead_letters", r->log_dead);
     o_row_end(o);
     o_row_begin(o, "events decrypted and re-hashed");
     if (r->vr.decrypted) {

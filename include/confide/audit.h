@@ -251,6 +251,9 @@ typedef struct cf_audit_dead {
     const void *raw;    /* the record as read */
     size_t raw_len;
     bool raw_truncated; /* the record was longer than the bytes kept */
+    /* writing only: how many of the appended batch's events precede it in the input
+     * (0..n, non-decreasing along the array): the log keeps input order */
+    uint32_t before;
 } cf_audit_dead;
 
 /* ---- the log writer ---------------------------------------------------------------------- */
@@ -356,18 +359,19 @@ cf_err cf_audit_append_meta(cf_audit_log *log, const cf_event *events, uint32_t 
                             uint64_t *first_index, cf_audit_sth *sth_out);
 
 /**
- * cf_audit_append_meta with dead letters: one dead-letter record holding @p dead (@p n_dead
- * entries, 0..CF_AUDIT_BATCH_MAX; their leaves come first), then the batch record of @p n
- * events (0..CF_AUDIT_BATCH_MAX; @p events may be NULL when 0), then one tree head, in one
- * write, durable under the fsync policy before returning. At least one of @p n_dead and @p n
- * must be non-zero. *first_index (may be NULL) is the index of the first event (or, with no
- * events, the index after the dead letters); *first_dead (may be NULL) the index of the
- * first dead letter. CF_E_INVAL for a bad argument (nothing is written).  @locality one
- * writer thread
+ * cf_audit_append_meta with dead letters: @p n events (0..CF_AUDIT_BATCH_MAX; @p events may be
+ * NULL when 0) and @p n_dead rejected input records (0..CF_AUDIT_BATCH_MAX; at least one of
+ * the two non-zero) in input order: each dead letter goes before the event its `before`
+ * names, so the log alternates batch records (with @p verdicts and @p meta each) and
+ * dead-letter records, and every leaf's index is its position among the records read. Then
+ * one tree head; all in one write, durable under the fsync policy before returning. Event i
+ * gets index *first_index + i + (the dead letters with before <= i): set ev.seq to it.
+ * *first_index (may be NULL) is the index of the first leaf written. CF_E_INVAL for a bad
+ * argument (nothing is written).  @locality one writer thread
  */
 cf_err cf_audit_append_dead(cf_audit_log *log, const cf_audit_dead *dead, uint32_t n_dead,
                             const cf_event *events, uint32_t n, const cf_audit_bytes *verdicts,
-                            const cf_audit_bytes *meta, uint64_t *first_dead, uint64_t *first_index,
+                            const cf_audit_bytes *meta, uint64_t *first_index,
                             cf_audit_sth *sth_out);
 
 /**

@@ -71,6 +71,11 @@ struct cf_audit_log {
     uint8_t *dlv; /* their leaves, then commitments */
     size_t dlv_cap;
     uint64_t dead_letters; /* leaves of dead-letter records */
+    uint8_t *offs;         /* an append's offsets: pt_off, dpt_off, dinfo_off point into it */
+    size_t offs_cap;
+    size_t *pt_off, *dpt_off, *dinfo_off;
+    uint8_t *pieces; /* an append's records, in input order */
+    size_t pieces_cap;
     int64_t last_sync_ns;
     bool dirty;  /* written but not yet synced */
     bool broken; /* an I/O error happened: reopen */
@@ -303,18 +308,24 @@ cf_err cf_audit_append_meta(cf_audit_log *log, const cf_event *events, uint32_t 
     if (n == 0) {
         return CF_E_INVAL;
     }
-    return cf_audit_append_dead(log, NULL, 0, events, n, verdicts, meta, NULL, first_index,
-                                sth_out);
+    return cf_audit_append_dead(log, NULL, 0, events, n, verdicts, meta, first_index, sth_out);
 }
 
-/* Encodes the dead letters into log->dpt (plaintext), log->dinfo (clear entries) and
- * log->dlv (leaves, then commitments), advancing log->scratch. */
-static cf_err encode_dead(cf_audit_log *log, const cf_audit_dead *dead, uint32_t n,
-                          size_t *pt_len_out, size_t *info_len_out)
+/* One record of an append: events [a, b) (a batch record) or dead letters [a, b). */
+typedef struct {
+    bool dead;
+    uint32_t a, b;
+    size_t payload_len;
+} piece;
+
+/* Encodes the dead letters into log->dpt (plaintext, entry k at dpt_off[k]), log->dinfo
+ * (clear entries at dinfo_off[k]) and log->dlv (leaves, then commitments). */
+static cf_err encode_dead(cf_audit_log *log, const cf_audit_dead *dead, uint32_t n, uint32_t n_ev)
 {
     size_t pt_need = 0;
     for (uint32_t i = 0; i < n; i++) {
-        if (dead[i].raw_len > 0 && dead[i].raw == NULL) {
+        if ((dead[i].raw_len > 0 && dead[i].raw == NULL) || dead[i].before > n_ev ||
+            (i > 0 && dead[i].before < dead[i - 1].before)) {
             return CF_E_INVAL;
         }
         size_t rl =
@@ -334,12 +345,13 @@ static cf_err encode_dead(cf_audit_log *log, const cf_audit_dead *dead, uint32_t
     size_t pt_len = 0, info_len = 0;
     uint8_t *commits = log->dlv + (size_t)n * CF_AUDIT_HASH_LEN;
     for (uint32_t i = 0; i < n; i++) {
-        const cf_audit_dead *d = &dead[i];
-        cf_audit_dead cut = *d;
+        cf_audit_dead cut = dead[i];
         if (cut.raw_len > CF_AUDIT_DEAD_RAW_MAX) {
             cut.raw_len = CF_AUDIT_DEAD_RAW_MAX;
             cut.raw_truncated = true;
         }
+        log->dpt_off[i] = pt_len;
+        log->dinfo_off[i] = info_len;
         uint8_t *e = log->dpt + pt_len;
         randombytes_buf(e, CF_AUDIT_SALT_LEN);
         cf__le32(e + CF_AUDIT_SALT_LEN, (uint32_t)cut.raw_len);
@@ -350,102 +362,39 @@ static cf_err encode_dead(cf_audit_log *log, const cf_audit_dead *dead, uint32_t
         uint8_t *info = log->dinfo + info_len;
         size_t il = cf__dead_info_encode(&cut, info);
         uint8_t *commit = commits + (size_t)i * CF_AUDIT_HASH_LEN;
-        uint8_t *leaf = log->dlv + (size_t)i * CF_AUDIT_HASH_LEN;
         cf__audit_dead_commit(&log->sha, e, el, commit);
-        cf__audit_dead_leaf(&log->sha, commit, info, il, leaf);
-        cf__frontier_append(&log->scratch, &log->sha, leaf);
+        cf__audit_dead_leaf(&log->sha, commit, info, il, log->dlv + (size_t)i * CF_AUDIT_HASH_LEN);
         pt_len += el;
         info_len += il;
     }
-    *pt_len_out = pt_len;
-    *info_len_out = info_len;
+    log->dpt_off[n] = pt_len;
+    log->dinfo_off[n] = info_len;
     return CF_OK;
 }
 
-/* Writes the dead-letter record (encoded by encode_dead) at @p hdr; returns its length. */
-static size_t build_dead(cf_audit_log *log, uint8_t *hdr, uint64_t index, uint32_t n, size_t pt_len,
-                         size_t info_len, size_t payload_len)
+/* Encodes the events into log->pt (salt || canonical encoding, event k at pt_off[k]) and
+ * log->lv (leaves, then commitments); each commitment and leaf is hashed as it is encoded,
+ * so nothing is encoded twice. */
+static cf_err encode_events(cf_audit_log *log, const cf_event *events, uint32_t n,
+                            const cf_audit_bytes *verdicts)
 {
-    uint8_t *payload = hdr + CF__AUDIT_HDR_LEN;
-    cf__audit_hdr h = {.type = CF_AUDIT_REC_DEAD,
-                       .index = index,
-                       .count = n,
-                       .payload_len = (uint32_t)payload_len};
-    cf__audit_hdr_encode(&h, NULL, hdr);
-    uint8_t *nonce = payload;
-    randombytes_buf(nonce, CF__AUDIT_NONCE_LEN);
-    memcpy(payload + CF__AUDIT_NONCE_LEN, log->data_key_id, CF_KEY_ID_LEN);
-    memcpy(payload + CF__AUDIT_LOGID_OFF, log->log_id, CF_AUDIT_LOG_ID_LEN);
-    size_t ct_len = pt_len + CF__AUDIT_TAG_LEN;
-    cf__le32(payload + CF__AUDIT_SEAL_PREFIX, (uint32_t)ct_len);
-    uint8_t *ct = payload + CF__AUDIT_SEAL_PREFIX + 4;
-    uint8_t *ip = ct + ct_len;
-    cf__le32(ip, (uint32_t)info_len);
-    memcpy(ip + 4, log->dinfo, info_len);
-    memcpy(ip + 4 + info_len, log->dlv, 2 * (size_t)n * CF_AUDIT_HASH_LEN);
-    uint8_t ad[CF__AUDIT_DEAD_AD_LEN];
-    cf__audit_dead_ad(hdr, log->log_id, ip + 4, info_len, ad);
-    unsigned long long clen = 0;
-    crypto_aead_xchacha20poly1305_ietf_encrypt(ct, &clen, log->dpt, pt_len, ad, sizeof(ad), NULL,
-                                               nonce, log->data_key);
-    CF_ASSERT(clen == ct_len);
-    cf__audit_hdr_seal(hdr, payload);
-    return CF__AUDIT_HDR_LEN + payload_len;
-}
-
-cf_err cf_audit_append_dead(cf_audit_log *log, const cf_audit_dead *dead, uint32_t n_dead,
-                            const cf_event *events, uint32_t n, const cf_audit_bytes *verdicts,
-                            const cf_audit_bytes *meta, uint64_t *first_dead, uint64_t *first_index,
-                            cf_audit_sth *sth_out)
-{
-    CF_ASSERT(log != NULL && (events != NULL || n == 0) && (dead != NULL || n_dead == 0));
-    if (log->broken) {
-        return CF_E_STATE;
+    cf_err err =
+        ensure(&log->pt, &log->pt_cap, (size_t)n * (CF_AUDIT_SALT_LEN + CF_AUDIT_EVENT_ENC_MAX));
+    if (err == CF_OK) {
+        err = ensure(&log->lv, &log->lv_cap, 2 * (size_t)n * CF_AUDIT_HASH_LEN);
     }
-    size_t mlen = meta != NULL && n > 0 ? meta->len : 0;
-    if (n + (uint64_t)n_dead == 0 || n > CF_AUDIT_BATCH_MAX || n_dead > CF_AUDIT_BATCH_MAX ||
-        mlen > CF_AUDIT_META_MAX || (mlen > 0 && meta->data == NULL)) {
-        return CF_E_INVAL;
+    if (err == CF_OK) {
+        err = ensure(&log->salts, &log->salts_cap, (size_t)n * CF_AUDIT_SALT_LEN);
     }
-    log->scratch = log->f;
-    /* Dead letters first: their leaves precede the batch's events. */
-    size_t dpt_len = 0, dinfo_len = 0, dead_payload = 0;
-    cf_err err = CF_OK;
-    if (n_dead > 0) {
-        err = encode_dead(log, dead, n_dead, &dpt_len, &dinfo_len);
-        if (err != CF_OK) {
-            return err;
-        }
-        dead_payload = CF__AUDIT_SEAL_PREFIX + 4 + dpt_len + CF__AUDIT_TAG_LEN + 4 + dinfo_len +
-                       2 * (size_t)n_dead * CF_AUDIT_HASH_LEN;
-        if (dead_payload > CF__AUDIT_PAYLOAD_MAX) {
-            return CF_E_LIMIT;
-        }
+    if (err != CF_OK) {
+        return err;
     }
-    /* Plaintext: salt || canonical encoding per event, back to back; each commitment and
-     * leaf is hashed as it is encoded and the frontier copy advanced, so nothing is encoded
-     * twice. lv holds the leaves, then the commitments. */
-    if (n > 0) {
-        err = ensure(&log->pt, &log->pt_cap,
-                     (size_t)n * (CF_AUDIT_SALT_LEN + CF_AUDIT_EVENT_ENC_MAX));
-        if (err == CF_OK) {
-            err = ensure(&log->lv, &log->lv_cap, 2 * (size_t)n * CF_AUDIT_HASH_LEN);
-        }
-        if (err == CF_OK) {
-            err = ensure(&log->salts, &log->salts_cap, (size_t)n * CF_AUDIT_SALT_LEN);
-        }
-        if (err != CF_OK) {
-            return err;
-        }
-    }
+    randombytes_buf(log->salts, (size_t)n * CF_AUDIT_SALT_LEN);
     size_t pt_len = 0;
-    size_t vlen = 0;
     uint8_t *commits = log->lv + (size_t)n * CF_AUDIT_HASH_LEN;
     for (uint32_t i = 0; i < n; i++) {
+        log->pt_off[i] = pt_len;
         uint8_t *salted = log->pt + pt_len;
-        if (i == 0) {
-            randombytes_buf(log->salts, (size_t)n * CF_AUDIT_SALT_LEN);
-        }
         memcpy(salted, log->salts + (size_t)i * CF_AUDIT_SALT_LEN, CF_AUDIT_SALT_LEN);
         size_t e =
             cf_audit_event_encode(&events[i], salted + CF_AUDIT_SALT_LEN, CF_AUDIT_EVENT_ENC_MAX);
@@ -459,24 +408,176 @@ cf_err cf_audit_append_dead(cf_audit_log *log, const cf_audit_dead *dead, uint32
         if (vl > CF_AUDIT_VERDICT_MAX || (vl > 0 && vd == NULL)) {
             return CF_E_INVAL;
         }
-        vlen += 4 + vl;
-        uint8_t *leaf = log->lv + (size_t)i * CF_AUDIT_HASH_LEN;
         uint8_t *commit = commits + (size_t)i * CF_AUDIT_HASH_LEN;
         cf__audit_commit(&log->sha, salted, e, commit);
-        cf__audit_leaf_of(&log->sha, commit, vd, vl, leaf);
-        cf__frontier_append(&log->scratch, &log->sha, leaf);
+        cf__audit_leaf_of(&log->sha, commit, vd, vl, log->lv + (size_t)i * CF_AUDIT_HASH_LEN);
     }
+    log->pt_off[n] = pt_len;
+    return CF_OK;
+}
+
+/* Writes the dead-letter record of entries [a, b) at @p hdr; returns its length. */
+static size_t build_dead(cf_audit_log *log, uint8_t *hdr, uint64_t index, const piece *pc,
+                         uint32_t n_dead)
+{
+    uint32_t a = pc->a, n = pc->b - pc->a;
+    uint8_t *payload = hdr + CF__AUDIT_HDR_LEN;
+    cf__audit_hdr h = {.type = CF_AUDIT_REC_DEAD,
+                       .index = index,
+                       .count = n,
+                       .payload_len = (uint32_t)pc->payload_len};
+    cf__audit_hdr_encode(&h, NULL, hdr);
+    uint8_t *nonce = payload;
+    randombytes_buf(nonce, CF__AUDIT_NONCE_LEN);
+    memcpy(payload + CF__AUDIT_NONCE_LEN, log->data_key_id, CF_KEY_ID_LEN);
+    memcpy(payload + CF__AUDIT_LOGID_OFF, log->log_id, CF_AUDIT_LOG_ID_LEN);
+    size_t pt_len = log->dpt_off[pc->b] - log->dpt_off[a];
+    size_t info_len = log->dinfo_off[pc->b] - log->dinfo_off[a];
     size_t ct_len = pt_len + CF__AUDIT_TAG_LEN;
-    size_t payload_len = n == 0 ? 0
-                                : CF__AUDIT_SEAL_PREFIX + 4 + ct_len + 4 + vlen + 4 + mlen +
-                                      2 * (size_t)n * CF_AUDIT_HASH_LEN;
-    if (payload_len > CF__AUDIT_PAYLOAD_MAX) {
-        return CF_E_LIMIT;
+    cf__le32(payload + CF__AUDIT_SEAL_PREFIX, (uint32_t)ct_len);
+    uint8_t *ct = payload + CF__AUDIT_SEAL_PREFIX + 4;
+    uint8_t *ip = ct + ct_len;
+    cf__le32(ip, (uint32_t)info_len);
+    memcpy(ip + 4, log->dinfo + log->dinfo_off[a], info_len);
+    uint8_t *lp = ip + 4 + info_len;
+    memcpy(lp, log->dlv + (size_t)a * CF_AUDIT_HASH_LEN, (size_t)n * CF_AUDIT_HASH_LEN);
+    memcpy(lp + (size_t)n * CF_AUDIT_HASH_LEN, log->dlv + ((size_t)n_dead + a) * CF_AUDIT_HASH_LEN,
+           (size_t)n * CF_AUDIT_HASH_LEN);
+    uint8_t ad[CF__AUDIT_DEAD_AD_LEN];
+    cf__audit_dead_ad(hdr, log->log_id, ip + 4, info_len, ad);
+    unsigned long long clen = 0;
+    crypto_aead_xchacha20poly1305_ietf_encrypt(ct, &clen, log->dpt + log->dpt_off[a], pt_len, ad,
+                                               sizeof(ad), NULL, nonce, log->data_key);
+    CF_ASSERT(clen == ct_len);
+    cf__audit_hdr_seal(hdr, payload);
+    return CF__AUDIT_HDR_LEN + pc->payload_len;
+}
+
+/* Writes the batch record of events [a, b) at @p hdr; returns its length. */
+static size_t build_batch(cf_audit_log *log, uint8_t *hdr, uint64_t index, const piece *pc,
+                          uint32_t n_ev, const cf_audit_bytes *verdicts, const cf_audit_bytes *meta,
+                          size_t mlen)
+{
+    uint32_t a = pc->a, n = pc->b - pc->a;
+    uint8_t *payload = hdr + CF__AUDIT_HDR_LEN;
+    cf__audit_hdr h = {.type = CF_AUDIT_REC_BATCH,
+                       .index = index,
+                       .count = n,
+                       .payload_len = (uint32_t)pc->payload_len};
+    cf__audit_hdr_encode(&h, NULL, hdr);
+    uint8_t *nonce = payload;
+    randombytes_buf(nonce, CF__AUDIT_NONCE_LEN);
+    memcpy(payload + CF__AUDIT_NONCE_LEN, log->data_key_id, CF_KEY_ID_LEN);
+    memcpy(payload + CF__AUDIT_LOGID_OFF, log->log_id, CF_AUDIT_LOG_ID_LEN);
+    size_t pt_len = log->pt_off[pc->b] - log->pt_off[a];
+    size_t ct_len = pt_len + CF__AUDIT_TAG_LEN;
+    cf__le32(payload + CF__AUDIT_SEAL_PREFIX, (uint32_t)ct_len);
+    uint8_t *ct = payload + CF__AUDIT_SEAL_PREFIX + 4;
+    uint8_t *vp = ct + ct_len;
+    uint8_t *vstart = vp + 4;
+    vp = vstart;
+    for (uint32_t i = a; i < pc->b; i++) {
+        size_t vl = verdicts ? verdicts[i].len : 0;
+        cf__le32(vp, (uint32_t)vl);
+        if (vl > 0) {
+            memcpy(vp + 4, verdicts[i].data, vl);
+        }
+        vp += 4 + vl;
     }
-    size_t dead_rec = n_dead > 0 ? CF__AUDIT_HDR_LEN + dead_payload : 0;
-    size_t batch_rec = n > 0 ? CF__AUDIT_HDR_LEN + payload_len : 0;
-    size_t sth_rec = CF__AUDIT_HDR_LEN + CF__AUDIT_STH_PAYLOAD;
-    size_t total = dead_rec + batch_rec + sth_rec;
+    cf__le32(vstart - 4, (uint32_t)(vp - vstart));
+    uint8_t *mp = vp;
+    cf__le32(mp, (uint32_t)mlen);
+    if (mlen > 0) {
+        memcpy(mp + 4, meta->data, mlen);
+    }
+    uint8_t *leaves = mp + 4 + mlen;
+    memcpy(leaves, log->lv + (size_t)a * CF_AUDIT_HASH_LEN, (size_t)n * CF_AUDIT_HASH_LEN);
+    memcpy(leaves + (size_t)n * CF_AUDIT_HASH_LEN, log->lv + ((size_t)n_ev + a) * CF_AUDIT_HASH_LEN,
+           (size_t)n * CF_AUDIT_HASH_LEN);
+    CF_ASSERT(leaves + 2 * (size_t)n * CF_AUDIT_HASH_LEN == payload + pc->payload_len);
+    uint8_t ad[CF__AUDIT_AD_MAX];
+    size_t adl = cf__audit_batch_ad(hdr, log->log_id, mp + 4, mlen, ad);
+    unsigned long long clen = 0;
+    crypto_aead_xchacha20poly1305_ietf_encrypt(ct, &clen, log->pt + log->pt_off[a], pt_len, ad, adl,
+                                               NULL, nonce, log->data_key);
+    CF_ASSERT(clen == ct_len);
+    cf__audit_hdr_seal(hdr, payload);
+    return CF__AUDIT_HDR_LEN + pc->payload_len;
+}
+
+cf_err cf_audit_append_dead(cf_audit_log *log, const cf_audit_dead *dead, uint32_t n_dead,
+                            const cf_event *events, uint32_t n, const cf_audit_bytes *verdicts,
+                            const cf_audit_bytes *meta, uint64_t *first_index,
+                            cf_audit_sth *sth_out)
+{
+    CF_ASSERT(log != NULL && (events != NULL || n == 0) && (dead != NULL || n_dead == 0));
+    if (log->broken) {
+        return CF_E_STATE;
+    }
+    size_t mlen = meta != NULL ? meta->len : 0;
+    if (n + (uint64_t)n_dead == 0 || n > CF_AUDIT_BATCH_MAX || n_dead > CF_AUDIT_BATCH_MAX ||
+        mlen > CF_AUDIT_META_MAX || (mlen > 0 && meta->data == NULL)) {
+        return CF_E_INVAL;
+    }
+    /* Offsets (events, then dead-letter plaintext and clear entries) and the pieces. */
+    cf_err err = ensure(&log->offs, &log->offs_cap,
+                        ((size_t)n + 1 + 2 * ((size_t)n_dead + 1)) * sizeof(size_t));
+    if (err == CF_OK) {
+        err = ensure(&log->pieces, &log->pieces_cap, (2 * (size_t)n_dead + 1) * sizeof(piece));
+    }
+    if (err != CF_OK) {
+        return err;
+    }
+    log->pt_off = (size_t *)(void *)log->offs;
+    log->dpt_off = log->pt_off + n + 1;
+    log->dinfo_off = log->dpt_off + n_dead + 1;
+    if ((n_dead > 0 && (err = encode_dead(log, dead, n_dead, n)) != CF_OK) ||
+        (n > 0 && (err = encode_events(log, events, n, verdicts)) != CF_OK)) {
+        return err;
+    }
+    /* Input order: the dead letters each before the event their `before` names. One record
+     * per run of events or of dead letters, their leaves appended in that order. */
+    piece *pcs = (piece *)(void *)log->pieces;
+    size_t np = 0, total = 0;
+    log->scratch = log->f;
+    for (uint32_t i = 0, j = 0; i < n || j < n_dead;) {
+        piece *pc = &pcs[np++];
+        if (j < n_dead && dead[j].before <= i) {
+            pc->dead = true;
+            pc->a = j;
+            while (j < n_dead && dead[j].before <= i) {
+                j++;
+            }
+            pc->b = j;
+            pc->payload_len = CF__AUDIT_SEAL_PREFIX + 4 + (log->dpt_off[j] - log->dpt_off[pc->a]) +
+                              CF__AUDIT_TAG_LEN + 4 + (log->dinfo_off[j] - log->dinfo_off[pc->a]) +
+                              2 * (size_t)(j - pc->a) * CF_AUDIT_HASH_LEN;
+            for (uint32_t k = pc->a; k < j; k++) {
+                cf__frontier_append(&log->scratch, &log->sha,
+                                    log->dlv + (size_t)k * CF_AUDIT_HASH_LEN);
+            }
+        } else {
+            pc->dead = false;
+            pc->a = i;
+            pc->b = j < n_dead ? dead[j].before : n;
+            size_t vlen = 0;
+            for (uint32_t k = i; k < pc->b; k++) {
+                vlen += 4 + (verdicts ? verdicts[k].len : 0);
+                cf__frontier_append(&log->scratch, &log->sha,
+                                    log->lv + (size_t)k * CF_AUDIT_HASH_LEN);
+            }
+            pc->payload_len = CF__AUDIT_SEAL_PREFIX + 4 + (log->pt_off[pc->b] - log->pt_off[i]) +
+                              CF__AUDIT_TAG_LEN + 4 + vlen + 4 + mlen +
+                              2 * (size_t)(pc->b - i) * CF_AUDIT_HASH_LEN;
+            i = pc->b;
+        }
+        if (pc->payload_len > CF__AUDIT_PAYLOAD_MAX) {
+            return CF_E_LIMIT;
+        }
+        total += CF__AUDIT_HDR_LEN + pc->payload_len;
+    }
+    size_t recs = total;
+    total += CF__AUDIT_HDR_LEN + CF__AUDIT_STH_PAYLOAD;
     err = ensure(&log->buf, &log->buf_cap, total);
     if (err != CF_OK) {
         return err;
@@ -485,63 +586,18 @@ cf_err cf_audit_append_dead(cf_audit_log *log, const cf_audit_dead *dead, uint32
     if (err != CF_OK) {
         return err;
     }
-
-    uint64_t dfirst = log->f.n;
-    uint64_t first = dfirst + n_dead;
-    if (n_dead > 0) {
-        size_t dl = build_dead(log, log->buf, dfirst, n_dead, dpt_len, dinfo_len, dead_payload);
-        CF_ASSERT(dl == dead_rec);
+    uint64_t first = log->f.n, index = first;
+    size_t off = 0;
+    for (size_t k = 0; k < np; k++) {
+        off += pcs[k].dead
+                   ? build_dead(log, log->buf + off, index, &pcs[k], n_dead)
+                   : build_batch(log, log->buf + off, index, &pcs[k], n, verdicts, meta, mlen);
+        index += pcs[k].b - pcs[k].a;
     }
-    if (n > 0) {
-        uint8_t *hdr = log->buf + dead_rec;
-        uint8_t *payload = hdr + CF__AUDIT_HDR_LEN;
-        cf__audit_hdr h = {.type = CF_AUDIT_REC_BATCH,
-                           .index = first,
-                           .count = n,
-                           .payload_len = (uint32_t)payload_len};
-        cf__audit_hdr_encode(&h, NULL, hdr);
-
-        uint8_t *nonce = payload;
-        randombytes_buf(nonce, CF__AUDIT_NONCE_LEN);
-        memcpy(payload + CF__AUDIT_NONCE_LEN, log->data_key_id, CF_KEY_ID_LEN);
-        memcpy(payload + CF__AUDIT_LOGID_OFF, log->log_id, CF_AUDIT_LOG_ID_LEN);
-        cf__le32(payload + CF__AUDIT_SEAL_PREFIX, (uint32_t)ct_len);
-        uint8_t *ct = payload + CF__AUDIT_SEAL_PREFIX + 4;
-        uint8_t *vp = ct + ct_len;
-        cf__le32(vp, (uint32_t)vlen);
-        vp += 4;
-        uint8_t *mp = vp + vlen;
-        uint8_t *leaves = mp + 4 + mlen;
-
-        for (uint32_t i = 0; i < n; i++) {
-            size_t vl = verdicts ? verdicts[i].len : 0;
-            cf__le32(vp, (uint32_t)vl);
-            if (vl > 0) {
-                memcpy(vp + 4, verdicts[i].data, vl);
-            }
-            vp += 4 + vl;
-        }
-        CF_ASSERT(vp == mp);
-        cf__le32(mp, (uint32_t)mlen);
-        if (mlen > 0) {
-            memcpy(mp + 4, meta->data, mlen);
-        }
-        memcpy(leaves, log->lv, 2 * (size_t)n * CF_AUDIT_HASH_LEN); /* leaves, then commits */
-
-        uint8_t ad[CF__AUDIT_AD_MAX];
-        size_t adl = cf__audit_batch_ad(hdr, log->log_id, mp + 4, mlen, ad);
-        unsigned long long clen = 0;
-        crypto_aead_xchacha20poly1305_ietf_encrypt(ct, &clen, log->pt, pt_len, ad, adl, NULL, nonce,
-                                                   log->data_key);
-        CF_ASSERT(clen == ct_len);
-        cf__audit_hdr_seal(hdr, payload);
-        CF_DASSERT(cf__audit_crc32c(0, hdr, CF__AUDIT_HCRC_OFF) ==
-                   cf__rd32(hdr + CF__AUDIT_HCRC_OFF));
-    }
-
+    CF_ASSERT(off == recs && index == log->scratch.n);
     cf_audit_sth sth;
-    size_t sl = build_sth(log, &log->scratch, dead_rec + batch_rec, &sth);
-    CF_ASSERT(dead_rec + batch_rec + sl == total);
+    size_t sl = build_sth(log, &log->scratch, recs, &sth);
+    CF_ASSERT(recs + sl == total);
 
     log->dirty = true;
     err = write_all(log, log->fd, log->buf, total);
@@ -558,9 +614,6 @@ cf_err cf_audit_append_dead(cf_audit_log *log, const cf_audit_dead *dead, uint32
     log->dead_letters += n_dead;
     log->has_sth = true;
     log->last_sth = sth;
-    if (first_dead != NULL) {
-        *first_dead = dfirst;
-    }
     if (first_index != NULL) {
         *first_index = first;
     }
@@ -741,6 +794,8 @@ static void log_free(cf_audit_log *log)
     cf_free(log->dpt);
     cf_free(log->dinfo);
     cf_free(log->dlv);
+    cf_free(log->offs);
+    cf_free(log->pieces);
     cf_free(log->dir);
     cf_free(log);
 }

@@ -401,16 +401,23 @@ static bool send_shares(cf_secure *s, unsigned i, unsigned wk, const char *subje
 {
     wbuf w = {frame + CF_FRAME_HDR_LEN, NULL};
     uint32_t events = 0;
+    const item_batch *f = held[0];
+    uint64_t id = f->ckpt ? f->ckpt_index : f->it[0].seq;
+    uint64_t end = id; /* one past the last event's log index */
     for (unsigned j = 0; j < nh; j++) {
         encode_shares(&w, held[j], i);
         events += held[j]->ckpt ? 0 : held[j]->n;
+        if (!held[j]->ckpt && held[j]->n > 0) {
+            end = held[j]->it[held[j]->n - 1].seq + 1;
+        }
     }
-    const item_batch *f = held[0];
     bool marker_last = held[nh - 1]->ckpt;
-    uint64_t id = f->ckpt ? f->ckpt_index : f->it[0].seq;
+    /* count: the span of log indexes [id, id + count) the frame's events reach, which a
+     * restarted gateway reads back as what the stream holds (load_floors). Dead letters
+     * take log indexes too, so the span can exceed the events. */
     cf_frame_hdr h = {.type = CF_FRAME_SHARES,
                       .sender = (uint8_t)i,
-                      .count = events,
+                      .count = (uint32_t)(end - id),
                       .id = id,
                       .len = (uint32_t)(w.p - frame - CF_FRAME_HDR_LEN),
                       .aux = marker_last ? 1u : 0u};

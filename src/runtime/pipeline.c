@@ -69,7 +69,17 @@ typedef struct pbatch {
     uint64_t bytes;       /* raw record bytes (batch.bytes_max) */
     int64_t first_add_ns; /* the first event went in: the linger clock starts */
     int64_t pushed_ns;    /* handed to the gateway */
+    /* Input records rejected since the previous batch, for the audit log: the gateway
+     * appends them before the batch's events (docs/audit.md, dead-letter records). Allocated
+     * on the first reject; raw bytes and reasons are copied into dead_data. */
+    cf_audit_dead *dead;
+    uint32_t n_dead;
+    char *dead_data;
+    size_t dead_used;
 } pbatch;
+
+#define DEAD_PER_BATCH 256u
+#define DEAD_DATA_SIZE (64u * 1024u) /* plus input.record_max: one record always fits */
 
 struct cf_pipeline {
     cf_config conf;
@@ -83,7 +93,10 @@ struct cf_pipeline {
     cf_secure *secure;
     uint64_t skip;      /* resume: accepted records the audit log already holds */
     uint64_t skip_done; /* decode: of those, skipped so far */
-    cf_dedup *dedup;    /* duplicate event ids (NULL: input.dedup_horizon_ms 0); decode thread */
+    uint64_t dead_skip; /* resume: rejected records the audit log already holds */
+    bool dead_audit;    /* rejected records go into the audit log */
+    char dead_source[CF_CONF_STR_MAX + 8]; /* the input's name in dead letters */
+    cf_dedup *dedup; /* duplicate event ids (NULL: input.dedup_horizon_ms 0); decode thread */
     uint64_t duplicates;
     cf_counter *m_dup, *m_dup_evicted;
     cf_gauge *m_dup_ids, *m_dup_full;
@@ -308,6 +321,13 @@ cf_err cf_pipeline_create(cf_pipeline **out, const cf_config *c, char *errstr, s
         goto fail;
     }
     p->skip = cf_secure_resume_skip(p->secure);
+    p->dead_skip = cf_secure_resume_dead(p->secure);
+    p->dead_audit = cf_secure_audits(p->secure);
+    if (p->conf.input_nats_subject[0] != '\0') {
+        snprintf(p->dead_source, sizeof(p->dead_source), "nats:%s", p->conf.input_nats_subject);
+    } else {
+        snprintf(p->dead_source, sizeof(p->dead_source), "%s", p->conf.input_path);
+    }
     cf__observe_configure(p->ob, &p->conf); /* the console's settings and /api/status */
     if (p->conf.metrics_listen[0] != '\0' &&
         (err = cf__observe_serve(p->ob, p->conf.metrics_listen, errstr, errstr_size)) != CF_OK) {
@@ -387,6 +407,8 @@ void cf_pipeline_destroy(cf_pipeline *p)
     if (p->batches != NULL) {
         for (size_t i = 0; i < p->n_batches; i++) {
             if (p->batches[i] != NULL) {
+                cf_free(p->batches[i]->dead);
+                cf_free(p->batches[i]->dead_data);
                 cf_free(p->batches[i]->b.ev);
                 cf_free(p->batches[i]);
             }
@@ -722,25 +744,6 @@ static cf_batch *take_batch(cf_pipeline *p)
     return b;
 }
 
-static void dead_letter(cf_pipeline *p, const cf_record *rec, const char *reason)
-{
-    p->dead_lettered++;
-    cf__observe_dead_letter(p->ob, reason);
-    if (p->dead_letter.f == NULL) {
-        return;
-    }
-    char line[CF_DEADLETTER_RAW_MAX * 6 + 512];
-    char src[CF_CONF_STR_MAX + 8];
-    if (p->conf.input_nats_subject[0] != '\0') {
-        snprintf(src, sizeof(src), "nats:%s", p->conf.input_nats_subject);
-    } else {
-        snprintf(src, sizeof(src), "%s", p->conf.input_path);
-    }
-    size_t n = cf_deadletter_format_ex(src, rec, reason, p->conf.output_dead_letter_raw, line,
-                                       sizeof(line));
-    outfile_write(&p->dead_letter, line, n);
-}
-
 /* The decode stage's open batch and the counts not yet added to the metrics. */
 typedef struct decode_state {
     cf_pipeline *p;
@@ -779,13 +782,93 @@ static void emit_batch(decode_state *d)
         return;
     }
     d->b = NULL;
-    if (b->b.n == 0) {
+    if (b->b.n == 0 && b->n_dead == 0) {
         cf_ring_push_wait(d->p->batch_free, &b->b);
         return;
     }
     decode_counts(d); /* before the gateway can count the batch as committed */
     b->pushed_ns = cf_now_ns();
     cf_ring_push_wait(d->p->batch_decoded, &b->b);
+}
+
+/* Takes an empty batch from the pool as the open batch. */
+static void open_batch(decode_state *d)
+{
+    d->b = (pbatch *)(void *)take_batch(d->p);
+    d->b->bytes = 0;
+    d->b->first_add_ns = 0;
+    d->b->n_dead = 0;
+    d->b->dead_used = 0;
+}
+
+/* Keeps a rejected record in the open batch for the audit log, unless the log already holds
+ * it (a resumed run reads the input again from the start and meets its rejects again, in
+ * the same order). A full dead-letter buffer sends the batch on. */
+static void keep_dead(decode_state *d, const cf_record *rec, const char *reason)
+{
+    cf_pipeline *p = d->p;
+    if (p->dead_skip > 0) {
+        p->dead_skip--;
+        return;
+    }
+    size_t raw_len = rec->len < CF_AUDIT_DEAD_RAW_MAX ? rec->len : CF_AUDIT_DEAD_RAW_MAX;
+    size_t rl = strlen(reason);
+    rl = rl > CF_AUDIT_DEAD_TEXT_MAX ? CF_AUDIT_DEAD_TEXT_MAX : rl;
+    size_t need = raw_len + rl + 1;
+    size_t cap = DEAD_DATA_SIZE + (size_t)p->conf.input_record_max + CF_AUDIT_DEAD_TEXT_MAX + 1;
+    if (d->b != NULL && (d->b->n_dead == DEAD_PER_BATCH || d->b->dead_used + need > cap)) {
+        emit_batch(d);
+    }
+    if (d->b == NULL) {
+        open_batch(d);
+    }
+    pbatch *b = d->b;
+    if (b->dead == NULL) {
+        b->dead = cf_calloc(DEAD_PER_BATCH, sizeof(*b->dead));
+        b->dead_data = cf_malloc(cap);
+        if (b->dead == NULL || b->dead_data == NULL) {
+            /* Fatal for the run: a dead letter the log does not hold breaks its counts. */
+            CF_LOG(CF_LOG_ERROR, "decode", "out of memory for dead letters");
+            atomic_store(&p->stop, true);
+            return;
+        }
+    }
+    if (b->b.n == 0 && b->n_dead == 0) {
+        b->first_add_ns = cf_now_ns(); /* the linger bounds how long a dead letter waits */
+    }
+    char *raw = b->dead_data + b->dead_used;
+    if (raw_len > 0) {
+        memcpy(raw, rec->data, raw_len);
+    }
+    char *why = raw + raw_len;
+    memcpy(why, reason, rl);
+    why[rl] = '\0';
+    b->dead_used += need;
+    b->dead[b->n_dead++] = (cf_audit_dead){.source = p->dead_source,
+                                           .line = rec->line,
+                                           .offset = rec->offset,
+                                           .reason = why,
+                                           .raw = raw,
+                                           .raw_len = raw_len,
+                                           .raw_truncated = rec->too_long || raw_len < rec->len,
+                                           .before = b->b.n}; /* keeps the input order */
+}
+
+static void dead_letter(decode_state *d, const cf_record *rec, const char *reason)
+{
+    cf_pipeline *p = d->p;
+    p->dead_lettered++;
+    cf__observe_dead_letter(p->ob, reason);
+    if (p->dead_audit) {
+        keep_dead(d, rec, reason);
+    }
+    if (p->dead_letter.f == NULL) {
+        return;
+    }
+    char line[CF_DEADLETTER_RAW_MAX * 6 + 512];
+    size_t n = cf_deadletter_format_ex(p->dead_source, rec, reason, p->conf.output_dead_letter_raw,
+                                       line, sizeof(line));
+    outfile_write(&p->dead_letter, line, n);
 }
 
 static int64_t linger_deadline(const decode_state *d)
@@ -831,9 +914,7 @@ static void decode_chunk(decode_state *d, cf_decoder *dec, chunk *c)
             emit_batch(d); /* batch.bytes_max is a bound: this record starts the next batch */
         }
         if (d->b == NULL) {
-            d->b = (pbatch *)(void *)take_batch(p);
-            d->b->bytes = 0;
-            d->b->first_add_ns = 0;
+            open_batch(d);
         }
         cf_batch *b = &d->b->b;
         cf_event *ev = &b->ev[b->n];
@@ -853,14 +934,14 @@ static void decode_chunk(decode_state *d, cf_decoder *dec, chunk *c)
         }
         p->read++;
         if (r == CF_DECODE_REJECT) {
-            dead_letter(p, rec, reason);
+            dead_letter(d, rec, reason);
             continue;
         }
         /* Before the resume skip: the skipped events rebuild the state they left. */
         if (p->dedup != NULL &&
             cf_dedup_check(p->dedup, ev->event_id, ev->ts_us) == CF_DEDUP_DUPLICATE) {
             p->duplicates++;
-            dead_letter(p, rec, "duplicate event_id");
+            dead_letter(d, rec, "duplicate event_id");
             continue;
         }
         p->accepted++;
@@ -871,7 +952,7 @@ static void decode_chunk(decode_state *d, cf_decoder *dec, chunk *c)
         }
         ev->ingest_ns = c->stamp_ns[i];
         ev->seq = d->seq++;
-        if (b->n++ == 0) {
+        if (b->n++ == 0 && d->b->n_dead == 0) {
             d->b->first_add_ns = cf_now_ns();
         }
         d->b->bytes += rec->len;
@@ -915,7 +996,7 @@ static void *decode_main(void *arg)
     for (;;) {
         void *item = NULL;
         cf_err e;
-        if (d.b == NULL || d.b->b.n == 0) {
+        if (d.b == NULL || (d.b->b.n == 0 && d.b->n_dead == 0)) {
             decode_counts(&d);
             e = cf_ring_pop_wait(p->chunk_full, &item) == CF_OK ? CF_OK : CF_E_STATE;
         } else {
@@ -965,14 +1046,14 @@ static void *process_main(void *arg)
             cf_secure_reload(p->secure);
         }
         if (p->secure != NULL && p->gateway_err == CF_OK) {
-            p->gateway_err =
-                cf_secure_gateway(p->secure, b, p->gateway_errstr, sizeof(p->gateway_errstr));
+            p->gateway_err = cf_secure_gateway(p->secure, b, pb->dead, pb->n_dead,
+                                               p->gateway_errstr, sizeof(p->gateway_errstr));
             if (p->gateway_err != CF_OK) {
                 atomic_store(&p->ob->unhealthy, true);
                 atomic_store(&p->stop, true);
             }
         }
-        if (p->gateway_err != CF_OK) {
+        if (p->gateway_err != CF_OK || b->n == 0) { /* failed, or dead letters only */
             cf_ring_push_wait(p->batch_free, b);
             continue;
         }

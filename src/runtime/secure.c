@@ -468,6 +468,9 @@ static cf_err open_audit(cf_secure *s, char *errstr, size_t errstr_size)
     }
     s->st.audit_first_index = rec.next_index;
     s->resume_index = rec.next_index;
+    s->resume_events = rec.next_index - rec.dead_letters;
+    s->resume_dead = rec.dead_letters;
+    s->st.dead_resumed = rec.dead_letters;
     if ((err = cf_key_load_signing_pub(s->st.keys_dir, s->sign_pk, NULL, NULL, errstr,
                                        errstr_size)) != CF_OK) {
         return err;
@@ -975,13 +978,13 @@ cf_err cf__secure_create_observed(cf_secure **out, const cf_config *c, cf_observ
     if ((err = replay_log(s, rs.index, errstr, errstr_size)) != CF_OK) {
         goto fail;
     }
-    s->st.resumed = s->resume_index;
+    s->st.resumed = s->resume_events;
     if (s->resume_index > 0) {
         CF_LOG(CF_LOG_WARN, "audit",
-               "resuming: %llu events are already in the audit log (checkpoint at %llu); the "
-               "first %llu accepted input records are skipped",
-               (unsigned long long)s->resume_index, (unsigned long long)rs.index,
-               (unsigned long long)s->resume_index);
+               "resuming: %llu events and %llu dead letters are already in the audit log "
+               "(checkpoint at %llu); the first %llu accepted input records are skipped",
+               (unsigned long long)s->resume_events, (unsigned long long)s->resume_dead,
+               (unsigned long long)rs.index, (unsigned long long)s->resume_events);
     }
     cf_free(rs.blob);
     *out = s;
@@ -1129,7 +1132,17 @@ static cf_err check_params_unchanged(cf_secure *s, char *errstr, size_t errstr_s
 
 uint64_t cf_secure_resume_skip(const cf_secure *s)
 {
-    return s != NULL ? s->resume_index : 0;
+    return s != NULL ? s->resume_events : 0;
+}
+
+uint64_t cf_secure_resume_dead(const cf_secure *s)
+{
+    return s != NULL ? s->resume_dead : 0;
+}
+
+bool cf_secure_audits(const cf_secure *s)
+{
+    return s != NULL && s->audit != NULL;
 }
 
 static cf_err ensure_scratch(cf_secure *s, uint32_t n)
@@ -1465,9 +1478,13 @@ void cf_secure_reload(cf_secure *s)
     }
 }
 
-cf_err cf_secure_gateway(cf_secure *s, cf_batch *b, char *errstr, size_t errstr_size)
+cf_err cf_secure_gateway(cf_secure *s, cf_batch *b, const cf_audit_dead *dead, uint32_t n_dead,
+                         char *errstr, size_t errstr_size)
 {
-    if (b->n == 0) {
+    if (s->audit == NULL) {
+        n_dead = 0; /* no log: the dead-letter file is all there is */
+    }
+    if (b->n == 0 && n_dead == 0) {
         return CF_OK;
     }
     if (atomic_load(&s->net_failed)) {
@@ -1485,25 +1502,38 @@ cf_err cf_secure_gateway(cf_secure *s, cf_batch *b, char *errstr, size_t errstr_
     screen(s, b);
     atomic_fetch_add_explicit(&s->gw_events, b->n, memory_order_relaxed);
     if (s->audit != NULL) {
-        uint64_t base = cf_audit_next_index(s->audit);
-        for (uint32_t i = 0; i < b->n; i++) {
-            b->ev[i].seq = base + i;
+        /* In input order: each dead letter takes the log index before the event it
+         * precedes, so an event's seq (= its log index) is its position among the records
+         * read, whatever the batching. */
+        uint64_t idx = cf_audit_next_index(s->audit);
+        uint64_t base = idx;
+        for (uint32_t i = 0, j = 0; i < b->n; i++) {
+            while (j < n_dead && dead[j].before <= i) {
+                idx++;
+                j++;
+            }
+            b->ev[i].seq = idx++;
         }
         uint64_t first = 0;
         cf_audit_sth sth;
         uint8_t meta[META_MAX];
         cf_audit_bytes mb = {.data = meta, .len = meta_encode(&s->ctx, meta)};
-        err = cf_audit_append_meta(s->audit, b->ev, b->n, s->verdicts, &mb, &first, &sth);
+        err = cf_audit_append_dead(s->audit, dead, n_dead, b->ev, b->n, s->verdicts, &mb, &first,
+                                   &sth);
         if (err != CF_OK) {
             char why[CF_CONF_STR_MAX + 128];
             return cf_err_set(err, errstr, errstr_size, "audit log append failed: %s",
                               err == CF_E_IO ? cf_audit_last_error(s->audit, why, sizeof(why))
                                              : cf_strerror(err));
         }
-        CF_ASSERT(first == base);
+        CF_ASSERT(first == base && cf_audit_next_index(s->audit) == base + b->n + n_dead);
         s->st.audited += b->n;
+        s->st.dead_audited += n_dead;
         write_tree_head(s, &sth);
         cf__observe_audit_head(s->ob, &sth);
+    }
+    if (b->n == 0) {
+        return CF_OK; /* dead letters only: nothing to protect, no checkpoint due */
     }
     if (s->mode != PROT_NONE &&
         (err = protect(s, b->ev, b->n, &s->ctx, errstr, errstr_size)) != CF_OK) {

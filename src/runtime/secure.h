@@ -5,6 +5,7 @@
 #ifndef CF_RUNTIME_SECURE_H
 #define CF_RUNTIME_SECURE_H
 
+#include "confide/audit.h"
 #include "confide/core.h"
 #include "confide/transport.h"
 #include "runtime_int.h"
@@ -31,9 +32,11 @@ typedef struct cf_secure_stats {
     uint64_t audit_first_index;
     char keys_dir[CF_CONF_STR_MAX + 16];
     char audit_dir[CF_CONF_STR_MAX + 16];
-    uint64_t resumed;  /* events already in the log at start (skipped from the input) */
-    uint64_t rescales; /* worker rescales applied by this run */
-    unsigned workers;  /* workers per party at the end */
+    uint64_t resumed;      /* events already in the log at start (skipped from the input) */
+    uint64_t rescales;     /* worker rescales applied by this run */
+    unsigned workers;      /* workers per party at the end */
+    uint64_t dead_audited; /* dead letters this run appended to the log */
+    uint64_t dead_resumed; /* dead letters already in the log at start (not appended again) */
 } cf_secure_stats;
 
 /**
@@ -44,6 +47,11 @@ typedef struct cf_secure_stats {
 cf_err cf_secure_create(cf_secure **out, const cf_config *c, char *errstr, size_t errstr_size);
 /** Accepted input records to skip because the audit log already holds them (resume). */
 uint64_t cf_secure_resume_skip(const cf_secure *s);
+/** Rejected input records the audit log already holds as dead letters (resume): the first
+ *  this many rejects of a resumed run are not appended again. */
+uint64_t cf_secure_resume_dead(const cf_secure *s);
+/** true when the gateway keeps an audit log (dead letters go into it). */
+bool cf_secure_audits(const cf_secure *s);
 /** A 64-bit hash of what the input said about @p ev (not its log index or ingest stamp). */
 uint64_t cf_secure_event_fingerprint(const cf_event *ev);
 /** The fingerprints of the events the audit log already holds (resume_skip of them):
@@ -51,8 +59,12 @@ uint64_t cf_secure_event_fingerprint(const cf_event *ev);
 cf_err cf_secure_logged_fingerprints(const cf_config *c, uint64_t **out, uint64_t *n, char *errstr,
                                      size_t errstr_size);
 /** Gateway: rules, audit append (assigns ev.seq = log index), protection and hand-off to the
- *  parties. The batch may be forwarded only after CF_OK.  @locality gateway thread */
-cf_err cf_secure_gateway(cf_secure *s, cf_batch *b, char *errstr, size_t errstr_size);
+ *  parties. The batch may be forwarded only after CF_OK. @p dead (@p n_dead entries, may be
+ *  0; borrowed) are the input records rejected since the previous batch: they go into the
+ *  audit log before the batch's events, in the same write (b->n may then be 0).
+ *  @locality gateway thread */
+cf_err cf_secure_gateway(cf_secure *s, cf_batch *b, const cf_audit_dead *dead, uint32_t n_dead,
+                         char *errstr, size_t errstr_size);
 /** Re-reads the blocked-party lists (SIGHUP). @locality gateway thread */
 void cf_secure_reload(cf_secure *s);
 /** End of input: parties flush their windows, the combiner drains; joins every thread and

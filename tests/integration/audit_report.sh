@@ -21,13 +21,16 @@ echo "900001,not-a-time,C1,T1,12.00,EUR,PAYMENT,BE,POS,0,0" >>"$tmp/d.csv"
     --set batch.linger_ms=2000 --json >"$tmp/summary.json" 2>/dev/null
 L=$tmp/o/audit K=$tmp/o/keys
 audited=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["audited"])' "$tmp/summary.json")
+leaves=$((audited + 1)) # the events and the one dead letter (docs/audit.md 2.5)
 
 # 1. good
 expect 0 "$B" audit report "$L" --keys "$K"
 grep -q '^\*\*Verdict: VERIFIED\*\*' "$tmp/out" || fail "no VERIFIED verdict"
-grep -q "^| events (leaves) | $audited |" "$tmp/out" || fail "leaves not $audited"
+grep -q "^| leaves (events and dead letters) | $leaves |" "$tmp/out" || fail "leaves not $leaves"
+grep -q "^| events decrypted and re-hashed | $audited |" "$tmp/out" || fail "events not $audited"
+grep -q "^| dead letters in the log | 1 |" "$tmp/out" || fail "the dead letter is not in the log"
 grep -q "^| dead-lettered records | 1 |" "$tmp/out" || fail "dead letters not found beside the log"
-grep -q "consistent: the log extends the head of size $audited" "$tmp/out" ||
+grep -q "consistent: the log extends the head of size $leaves" "$tmp/out" ||
     fail "tree_heads.ndjson not used as the trusted head"
 expect 0 "$B" audit report "$L" --keys "$K" --out "$tmp/r.html"
 [ "$(stat -c %a "$tmp/r.html")" = 600 ] || fail "report.html is not 0600"
@@ -66,7 +69,7 @@ open(path, "r+b").truncate(off)
 PY
 expect 0 "$B" audit verify "$tmp/cut/audit" --keys "$K"
 expect 4 "$B" audit report "$tmp/cut/audit" --keys "$tmp/cut/keys"
-grep -q "INCONSISTENT: the log does not extend the head of size $audited" "$tmp/out" ||
+grep -q "INCONSISTENT: the log does not extend the head of size $leaves" "$tmp/out" ||
     fail "truncation not reported"
 # ... and with a head given explicitly
 expect 4 "$B" audit report "$tmp/cut/audit" --keys "$K" --outputs "$tmp/o" \

@@ -214,8 +214,10 @@ checks = [
     ("late", t["late"], summary["late"]),
     ("integrity_alerts", t["integrity_alerts"], summary["integrity_alerts"]),
     ("batches", t["batches"], summary["batches"]),
-    ("audit tree size", status["audit"]["tree_size"], summary["audited"]),
-    ("audit head size", status["audit"]["head"]["tree_size"], summary["audited"]),
+    # leaves: every event and every dead letter (docs/audit.md 2.5)
+    ("audit tree size", status["audit"]["tree_size"], summary["audited"] + summary["dead_lettered"]),
+    ("audit head size", status["audit"]["head"]["tree_size"],
+     summary["audited"] + summary["dead_lettered"]),
     ("progress", status["progress"]["fraction"], 1),
     ("summary", status["summary"], summary),
 ]
@@ -246,7 +248,7 @@ mchecks = [
     (series("confide_results_total", outcome="withheld"), summary["suppressed"]),
     (sum(series("confide_late_events_total", reason=r) for r in
          ("state_limit", "beyond_lateness", "beyond_lateness_some_windows")), summary["late"]),
-    (series("confide_audit_tree_size"), summary["audited"]),
+    (series("confide_audit_tree_size"), summary["audited"] + summary["dead_lettered"]),
     (series("confide_audit_signed_head_timestamp_seconds"),
      status["audit"]["head"]["timestamp_us"] / 1e6),
 ]
@@ -326,7 +328,8 @@ if d.body.get("data-verdict") != "verified" or k.get("verdict") != "VERIFIED":
     sys.exit("verdict %r / %r" % (d.body.get("data-verdict"), k.get("verdict")))
 checks = [
     ("leaves", num("leaves"), verify["leaves"]),
-    ("leaves/summary", num("leaves"), summary["audited"]),
+    ("leaves/summary", num("leaves"), summary["audited"] + summary["dead_lettered"]),
+    ("dead letters in the log", num("log_dead_letters"), summary["dead_lettered"]),
     ("events", num("events"), verify["events"]),
     ("sth_valid", num("sth_valid"), verify["sth_valid"]),
     ("sth_invalid", num("sth_invalid"), 0),
@@ -334,7 +337,7 @@ checks = [
     ("duplicates", num("duplicates"), verify["duplicates"]),
     ("completeness", num("completeness"), verify["completeness"]),
     ("segments", num("segments"), verify["segments"]),
-    ("last head", num("last_head.tree_size"), summary["audited"]),
+    ("last head", num("last_head.tree_size"), summary["audited"] + summary["dead_lettered"]),
     ("verdict hits", sum(float(v) for x, v in k.items() if x.startswith("rules.")),
      summary["alerts"]),
     ("alerts.ndjson", num("alerts"), summary["alerts"]),

@@ -1931,8 +1931,8 @@ static void make_dead(unsigned i, cf_audit_dead *d)
     d->raw_truncated = i % 5 == 4;
 }
 
-/* A log of: 3 events + 2 dead letters, 4 dead letters alone, 2 events + 1 dead letter.
- * Leaves: D0 D1 E0 E1 E2 | D2 D3 D4 D5 | D6 E3 E4 -> 12 leaves, 5 events, 7 dead letters. */
+/* A log of, in input order: D0 E0 E1 D1 E2 | D2 D3 D4 D5 | E3 E4 D6 (three appends): 12
+ * leaves, 5 events, 7 dead letters. Records: header, D B D B head, D head, B D head. */
 static int dead_log(keyset *k, const char *dir)
 {
     char err[256];
@@ -1943,26 +1943,32 @@ static int dead_log(keyset *k, const char *dir)
     cf_event ev[3];
     cf_audit_dead d[4];
     int rc = 0;
-    uint64_t fd = 99, fi = 99;
+    uint64_t fi = 99;
     cf_audit_sth sth;
     for (unsigned i = 0; i < 3; i++) {
         make_event(i, &ev[i]);
+        ev[i].seq = i == 0 ? 1 : i == 1 ? 2 : 4;
     }
     for (unsigned i = 0; i < 2; i++) {
         make_dead(i, &d[i]);
     }
-    rc |= cf_audit_append_dead(log, d, 2, ev, 3, NULL, NULL, &fd, &fi, &sth) != CF_OK;
-    rc |= fd != 0 || fi != 2 || sth.tree_size != 5;
+    d[0].before = 0;
+    d[1].before = 2;
+    rc |= cf_audit_append_dead(log, d, 2, ev, 3, NULL, NULL, &fi, &sth) != CF_OK;
+    rc |= fi != 0 || sth.tree_size != 5;
     for (unsigned i = 0; i < 4; i++) {
         make_dead(2 + i, &d[i]);
     }
-    rc |= cf_audit_append_dead(log, d, 4, NULL, 0, NULL, NULL, &fd, &fi, &sth) != CF_OK;
-    rc |= fd != 5 || fi != 9 || sth.tree_size != 9;
+    rc |= cf_audit_append_dead(log, d, 4, NULL, 0, NULL, NULL, &fi, &sth) != CF_OK;
+    rc |= fi != 5 || sth.tree_size != 9;
     make_dead(6, &d[0]);
+    d[0].before = 2;
     make_event(3, &ev[0]);
     make_event(4, &ev[1]);
-    rc |= cf_audit_append_dead(log, d, 1, ev, 2, NULL, NULL, &fd, &fi, &sth) != CF_OK;
-    rc |= fd != 9 || fi != 10 || sth.tree_size != 12;
+    ev[0].seq = 9;
+    ev[1].seq = 10;
+    rc |= cf_audit_append_dead(log, d, 1, ev, 2, NULL, NULL, &fi, &sth) != CF_OK;
+    rc |= fi != 9 || sth.tree_size != 12;
     rc |= cf_audit_close(log) != CF_OK;
     return rc;
 }
@@ -1982,9 +1988,17 @@ static void test_dead_letter_roundtrip(void)
     CHECK_EQ(rec.next_index, 12);
     CHECK_EQ(rec.dead_letters, 7);
     CHECK(!rec.truncated && !rec.resigned);
-    CHECK_EQ(cf_audit_append_dead(log, NULL, 0, NULL, 0, NULL, NULL, NULL, NULL, NULL), CF_E_INVAL);
+    CHECK_EQ(cf_audit_append_dead(log, NULL, 0, NULL, 0, NULL, NULL, NULL, NULL), CF_E_INVAL);
     cf_audit_dead bad = {.reason = "x", .raw = NULL, .raw_len = 3};
-    CHECK_EQ(cf_audit_append_dead(log, &bad, 1, NULL, 0, NULL, NULL, NULL, NULL, NULL), CF_E_INVAL);
+    CHECK_EQ(cf_audit_append_dead(log, &bad, 1, NULL, 0, NULL, NULL, NULL, NULL), CF_E_INVAL);
+    /* out of input order, or after the last event */
+    cf_event e1;
+    make_event(99, &e1);
+    cf_audit_dead two[2] = {{.reason = "a", .before = 1}, {.reason = "b", .before = 0}};
+    CHECK_EQ(cf_audit_append_dead(log, two, 2, &e1, 1, NULL, NULL, NULL, NULL), CF_E_INVAL);
+    two[0].before = 2;
+    CHECK_EQ(cf_audit_append_dead(log, two, 1, &e1, 1, NULL, NULL, NULL, NULL), CF_E_INVAL);
+    CHECK_EQ(cf_audit_next_index(log), 12);
     /* A long reason is cut at CF_AUDIT_DEAD_TEXT_MAX, a long record at CF_AUDIT_DEAD_RAW_MAX. */
     char longr[400];
     memset(longr, 'r', sizeof(longr) - 1);
@@ -1995,7 +2009,7 @@ static void test_dead_letter_roundtrip(void)
     memset(raw, 'x', big);
     cf_audit_dead lg = {.source = "s", .line = 1, .reason = longr, .raw = raw, .raw_len = big};
     uint64_t fd = 0;
-    CHECK_OK(cf_audit_append_dead(log, &lg, 1, NULL, 0, NULL, NULL, &fd, NULL, NULL));
+    CHECK_OK(cf_audit_append_dead(log, &lg, 1, NULL, 0, NULL, NULL, &fd, NULL));
     CHECK_EQ(fd, 12);
     CHECK_EQ(cf_audit_next_index(log), 13);
     free(raw);
@@ -2007,7 +2021,7 @@ static void test_dead_letter_roundtrip(void)
     cf_audit_entry e;
     uint64_t next = 0, ev_seen = 0;
     unsigned dl_seen = 0;
-    const char *types = "DBsDsDBsDs";
+    const char *types = "DBDBsDsBDs";
     char got[16] = "";
     size_t gl = 0;
     while (cf_audit_reader_next(r, &e, err, sizeof(err)) == CF_OK) {
@@ -2022,6 +2036,7 @@ static void test_dead_letter_roundtrip(void)
             CHECK(e.dead == NULL);
             for (uint32_t i = 0; i < e.count; i++) {
                 CHECK_EQ(e.events[i].event_id, 1000 + ev_seen + i);
+                CHECK_EQ(e.events[i].seq, e.index + i); /* leaf index = position read */
             }
             ev_seen += e.count;
             next += e.count;
@@ -2115,18 +2130,18 @@ static void test_dead_letter_tamper(void)
     uint8_t *orig = slurp_bin(seg, &len);
     REQUIRE(orig != NULL);
     size_t offs[16];
-    /* header, dead, batch, sth, dead, sth, dead, batch, sth */
-    REQUIRE(record_offsets(orig, len, offs, 16) == 9);
-    REQUIRE(orig[offs[4] + 5] == CF_AUDIT_REC_DEAD);
+    /* header, dead, batch, dead, batch, sth, dead, sth, batch, dead, sth */
+    REQUIRE(record_offsets(orig, len, offs, 16) == 11);
+    REQUIRE(orig[offs[6] + 5] == CF_AUDIT_REC_DEAD);
     cf_audit_verify_opts with = {.data_key = k.data, .public_key = k.pk};
     cf_audit_verify_opts without = {.public_key = k.pk};
     cf_audit_report rep;
     /* Every byte of the dead-letter-only record: detected and attributed to it. */
     size_t missed = 0;
-    for (size_t off = offs[4]; off < offs[5]; off++) {
+    for (size_t off = offs[6]; off < offs[7]; off++) {
         flip_byte(seg, off);
         cf_err rc = cf_audit_verify(dir, (off % 2) ? &with : &without, &rep, err, sizeof(err));
-        if (rc != CF_E_CORRUPT || !rep.alert || rep.bad_offset != offs[4]) {
+        if (rc != CF_E_CORRUPT || !rep.alert || rep.bad_offset != offs[6]) {
             missed++;
             fprintf(stderr, "flip at %zu: rc %d offset %llu %s\n", off, rc,
                     (unsigned long long)rep.bad_offset, rep.bad_reason);
@@ -2138,7 +2153,7 @@ static void test_dead_letter_tamper(void)
 
     uint8_t *d = malloc(len);
     REQUIRE(d != NULL);
-    size_t dl = offs[4], p = dl + CF__AUDIT_HDR_LEN;
+    size_t dl = offs[6], p = dl + CF__AUDIT_HDR_LEN;
     size_t ct_len = cf__rd32(orig + p + CF__AUDIT_SEAL_PREFIX);
     size_t info = p + CF__AUDIT_SEAL_PREFIX + 4 + ct_len + 4; /* the first clear entry */
     /* A forger changes a reason and fixes the CRCs: the leaf no longer matches, with or
@@ -2196,12 +2211,12 @@ static void test_dead_letter_tamper(void)
     CHECK(rep.alert && rep.bad_offset == dl);
     /* ... the record removed: a gap. */
     memcpy(d, orig, dl);
-    memcpy(d + dl, orig + offs[5], len - offs[5]);
-    write_bin(seg, d, len - (offs[5] - dl));
+    memcpy(d + dl, orig + offs[7], len - offs[7]);
+    write_bin(seg, d, len - (offs[7] - dl));
     CHECK_EQ(cf_audit_verify(dir, &without, &rep, err, sizeof(err)), CF_E_CORRUPT);
     CHECK(rep.alert && rep.gaps > 0);
     /* A dead-letter record torn by a crash after the events before it: cut, counts back. */
-    write_bin(seg, orig, offs[4] + 40);
+    write_bin(seg, orig, offs[6] + 40);
     cf_audit_log *log = NULL;
     cf_audit_recovery rec;
     CHECK_OK(cf_audit_open_keys(&log, dir, k.data, k.sign, NULL, &rec, err, sizeof(err)));
