@@ -134,6 +134,69 @@ void cf_pacer_destroy(cf_pacer *p);
 /** Offset in ns from the start at which the next event is due (non-decreasing). */
 int64_t cf_pacer_next_ns(cf_pacer *p);
 
+/* ---- conversion to one reporting currency (convert.to, convert.rates_file) ------------- */
+
+/**
+ * One row of a rates file: 1 unit of @p from is num / 10^scale units of @p to, for event times
+ * in [valid_from_us, valid_to_us). Exact: the rate is the decimal text as written, never a
+ * floating-point number. Plain data.
+ */
+typedef struct cf_fx_rate {
+    char from[4];
+    char to[4];
+    uint64_t num;  /* at most 18 significant digits */
+    uint8_t scale; /* fraction digits, 0..18 */
+    int64_t valid_from_us;
+    int64_t valid_to_us; /* exclusive; INT64_MAX when the row leaves it empty */
+    uint32_t line;       /* in the rates file (0 for the identity rate) */
+} cf_fx_rate;
+
+/** Bytes of cf_fx_rate_encode. */
+#define CF_FX_RATE_ENC_LEN 38
+/** Longest "no rate for XXX at <RFC 3339>" reason, NUL included. */
+#define CF_FX_REASON_MAX 64
+
+typedef struct cf_fx cf_fx;
+/**
+ * Loads a rates file for conversion to @p to (an ISO 4217 code): CSV with the header
+ * from_currency,to_currency,rate,valid_from,valid_to (any order, extra columns ignored); rate an
+ * exact positive decimal (no sign, no exponent, at most 18 digits); valid_from and valid_to RFC
+ * 3339 UTC (valid_to may be empty: open-ended); rows for another to_currency are skipped.
+ * Periods of one currency must not overlap. Errors (CF_E_PARSE, CF_E_IO) name the file and
+ * the line. Returns owned *out (cf_fx_destroy). Threads: the table is read-only once loaded.
+ */
+cf_err cf_fx_load(cf_fx **out, const char *path, const char *to, char *errstr, size_t errstr_size);
+/** As cf_fx_load from @p len bytes of @p text; @p name names it in errors. */
+cf_err cf_fx_parse(cf_fx **out, const char *name, const char *text, size_t len, const char *to,
+                   char *errstr, size_t errstr_size);
+void cf_fx_destroy(cf_fx *fx);
+/** The reporting currency. */
+const char *cf_fx_target(const cf_fx *fx);
+/** Rows used for conversion (rows for other targets skipped). */
+size_t cf_fx_count(const cf_fx *fx);
+/** SHA-256 of the rates file's bytes: pins the table in the signed results parameters. */
+void cf_fx_digest(const cf_fx *fx, uint8_t out[32]);
+/**
+ * The rate for an amount in @p currency at event time @p ts_us: the row whose period holds
+ * it, the identity rate (1, no row) when @p currency is the target, NULL when there is none.
+ * Borrowed from @p fx.
+ */
+const cf_fx_rate *cf_fx_find(const cf_fx *fx, const char *currency, int64_t ts_us);
+/**
+ * @p amount_minor (minor units of r->from) in minor units of r->to, exactly:
+ * amount x num x 10^(e_to - e_from) / 10^scale in 128-bit integers, rounded half to even at
+ * the target's minor unit (ISO 4217 exponents: JPY 0, EUR 2, KWD 3). CF_E_OVERFLOW when an
+ * intermediate or the result does not fit (int64), CF_E_INVAL for an unknown currency.
+ */
+cf_err cf_fx_convert(const cf_fx_rate *r, int64_t amount_minor, int64_t *out);
+/** "no rate for XXX at 2018-04-01T00:00:00.000000Z" (the dead-letter reason). */
+size_t cf_fx_no_rate_reason(const char *currency, int64_t ts_us, char *buf, size_t size);
+/** Fixed little-endian encoding of a rate, CF_FX_RATE_ENC_LEN bytes (from, to, num, scale,
+ *  valid_from, valid_to; not the line), for the audit log's batch metadata. */
+void cf_fx_rate_encode(const cf_fx_rate *r, uint8_t out[CF_FX_RATE_ENC_LEN]);
+/** Decodes cf_fx_rate_encode; false when the bytes are not a valid rate. */
+bool cf_fx_rate_decode(const uint8_t in[CF_FX_RATE_ENC_LEN], cf_fx_rate *r);
+
 #ifdef __cplusplus
 }
 #endif

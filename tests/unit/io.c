@@ -1574,4 +1574,210 @@ static void test_mutation_robustness(void)
     CHECK(rejects > 1000);
 }
 
+/* ---- conversion to one reporting currency (cf_fx) ------------------------------------------ */
+
+static cf_fx_rate fx_rate(const char *from, const char *to, uint64_t num, uint8_t scale)
+{
+    cf_fx_rate r;
+    memset(&r, 0, sizeof(r));
+    memcpy(r.from, from, 4);
+    memcpy(r.to, to, 4);
+    r.num = num;
+    r.scale = scale;
+    r.valid_from_us = INT64_MIN;
+    r.valid_to_us = INT64_MAX;
+    return r;
+}
+
+static int64_t fx_conv(const char *from, const char *to, uint64_t num, uint8_t scale, int64_t a)
+{
+    cf_fx_rate r = fx_rate(from, to, num, scale);
+    int64_t out = INT64_C(0x5a5a5a5a);
+    CHECK_OK(cf_fx_convert(&r, a, &out));
+    return out;
+}
+
+/* Half to even at the target's minor unit, symmetric for negative amounts, with the ISO 4217
+ * exponents of both currencies (JPY 0, EUR 2, KWD 3). */
+static void test_fx_rounding_half_even(void)
+{
+    /* USD -> EUR at 0.5: 1 cent is half a cent. */
+    CHECK_EQ(fx_conv("USD", "EUR", 5, 1, 1), 0);
+    CHECK_EQ(fx_conv("USD", "EUR", 5, 1, 3), 2);
+    CHECK_EQ(fx_conv("USD", "EUR", 5, 1, 5), 2);
+    CHECK_EQ(fx_conv("USD", "EUR", 5, 1, 7), 4);
+    CHECK_EQ(fx_conv("USD", "EUR", 5, 1, -1), 0);
+    CHECK_EQ(fx_conv("USD", "EUR", 5, 1, -3), -2);
+    CHECK_EQ(fx_conv("USD", "EUR", 5, 1, -5), -2);
+    /* just above and below a half */
+    CHECK_EQ(fx_conv("USD", "EUR", 5000001, 7, 1), 1);
+    CHECK_EQ(fx_conv("USD", "EUR", 4999999, 7, 1), 0);
+    /* EUR (2) -> JPY (0) at 1: 1.50 EUR = 1.5 JPY -> 2; 2.50 -> 2; 2.51 -> 3 */
+    CHECK_EQ(fx_conv("EUR", "JPY", 1, 0, 150), 2);
+    CHECK_EQ(fx_conv("EUR", "JPY", 1, 0, 250), 2);
+    CHECK_EQ(fx_conv("EUR", "JPY", 1, 0, 251), 3);
+    CHECK_EQ(fx_conv("EUR", "JPY", 1, 0, -250), -2);
+    /* KWD (3) -> EUR (2): 1.005 KWD at 1 = 100.5 cents -> 100; 1.015 -> 102 */
+    CHECK_EQ(fx_conv("KWD", "EUR", 1, 0, 1005), 100);
+    CHECK_EQ(fx_conv("KWD", "EUR", 1, 0, 1015), 102);
+    /* JPY (0) -> KWD (3): 150 JPY at 0.002 = 0.300 KWD = 300 fils, exact */
+    CHECK_EQ(fx_conv("JPY", "KWD", 2, 3, 150), 300);
+    /* EUR -> USD at 1.0834: 150.00 EUR = 162.51 USD exactly */
+    CHECK_EQ(fx_conv("EUR", "USD", 10834, 4, 15000), 16251);
+    /* identity */
+    CHECK_EQ(fx_conv("EUR", "EUR", 1, 0, 12345), 12345);
+}
+
+static void test_fx_overflow_limits(void)
+{
+    CHECK_EQ(fx_conv("EUR", "USD", 1, 0, INT64_MAX), INT64_MAX);
+    CHECK_EQ(fx_conv("EUR", "USD", 1, 0, INT64_MIN), INT64_MIN);
+    CHECK_EQ(fx_conv("EUR", "USD", 5, 1, INT64_MAX), INT64_C(4611686018427387904)); /* .5 up */
+    CHECK_EQ(fx_conv("EUR", "USD", 5, 1, INT64_MIN), INT64_C(-4611686018427387904));
+    CHECK_EQ(fx_conv("EUR", "USD", UINT64_C(999999999999999999), 18, INT64_MAX),
+             INT64_C(9223372036854775798));
+    CHECK_EQ(fx_conv("KWD", "JPY", 1, 0, INT64_MAX), INT64_C(9223372036854776));
+    cf_fx_rate r = fx_rate("EUR", "USD", 2, 0);
+    int64_t out = 7;
+    CHECK_EQ(cf_fx_convert(&r, INT64_MAX, &out), CF_E_OVERFLOW);
+    CHECK_EQ(cf_fx_convert(&r, INT64_MIN, &out), CF_E_OVERFLOW);
+    CHECK_EQ(cf_fx_convert(&r, INT64_MAX / 2 + 1, &out), CF_E_OVERFLOW);
+    CHECK_OK(cf_fx_convert(&r, INT64_MAX / 2, &out));
+    CHECK_EQ(out, INT64_MAX - 1);
+    CHECK_OK(cf_fx_convert(&r, INT64_MIN / 2, &out));
+    CHECK_EQ(out, INT64_MIN); /* -2^63 fits, +2^63 does not */
+    /* the 10^(e_to - e_from) step: JPY -> KWD multiplies by 1000 */
+    r = fx_rate("JPY", "KWD", UINT64_C(999999999999999999), 0);
+    CHECK_EQ(cf_fx_convert(&r, INT64_MAX, &out), CF_E_OVERFLOW);
+    r = fx_rate("JPY", "KWD", 1, 0);
+    CHECK_EQ(cf_fx_convert(&r, INT64_MAX / 1000 + 1, &out), CF_E_OVERFLOW);
+    CHECK_OK(cf_fx_convert(&r, INT64_MAX / 1000, &out));
+    CHECK_EQ(out, INT64_MAX / 1000 * 1000);
+    CHECK_EQ(out % 1000, 0);
+    r = fx_rate("XYZ", "EUR", 1, 0);
+    CHECK_EQ(cf_fx_convert(&r, 1, &out), CF_E_INVAL);
+}
+
+static const char fx_file[] = "from_currency,to_currency,rate,valid_from,valid_to\n"
+                              "USD,EUR,0.8,2018-04-01T00:00:00Z,2018-04-02T00:00:00Z\n"
+                              "USD,EUR,0.9,2018-04-02T00:00:00Z,\n"
+                              "JPY,EUR,0.0075,2018-04-01T00:00:00Z,2018-04-01T12:00:00Z\n"
+                              "JPY,EUR,0.0076,2018-04-01T13:00:00Z,2018-04-03T00:00:00Z\n"
+                              "USD,GBP,0.7,2018-04-01T00:00:00Z,2018-04-02T00:00:00Z\n";
+
+static void test_fx_validity_boundaries(void)
+{
+    char err[256];
+    cf_fx *fx = NULL;
+    REQUIRE(cf_fx_parse(&fx, "r.csv", fx_file, strlen(fx_file), "EUR", err, sizeof(err)) == CF_OK);
+    CHECK_EQ(cf_fx_count(fx), 4); /* the GBP row is for another target */
+    CHECK_STR(cf_fx_target(fx), "EUR");
+    const int64_t d1 = INT64_C(1522540800000000); /* 2018-04-01T00:00:00Z */
+    const int64_t h = INT64_C(3600000000);
+    const cf_fx_rate *r = cf_fx_find(fx, "USD", d1);
+    REQUIRE(r != NULL);
+    CHECK_EQ(r->num, 8);
+    CHECK_EQ(r->line, 2);
+    CHECK(cf_fx_find(fx, "USD", d1 - 1) == NULL); /* before the first period */
+    r = cf_fx_find(fx, "USD", d1 + 24 * h - 1);   /* the last microsecond of the first */
+    REQUIRE(r != NULL);
+    CHECK_EQ(r->line, 2);
+    r = cf_fx_find(fx, "USD", d1 + 24 * h); /* valid_to is exclusive: the next row */
+    REQUIRE(r != NULL);
+    CHECK_EQ(r->line, 3);
+    r = cf_fx_find(fx, "USD", INT64_C(253402300799000000)); /* open-ended */
+    REQUIRE(r != NULL);
+    CHECK_EQ(r->line, 3);
+    CHECK(cf_fx_find(fx, "JPY", d1 + 12 * h) == NULL); /* a gap between two periods */
+    CHECK(cf_fx_find(fx, "JPY", d1 + 13 * h - 1) == NULL);
+    r = cf_fx_find(fx, "JPY", d1 + 13 * h);
+    REQUIRE(r != NULL);
+    CHECK_EQ(r->num, 76);
+    CHECK_EQ(r->scale, 4);
+    CHECK(cf_fx_find(fx, "GBP", d1) == NULL);
+    CHECK(cf_fx_find(fx, "KWD", d1) == NULL);
+    r = cf_fx_find(fx, "EUR", 0); /* the target itself: identity */
+    REQUIRE(r != NULL);
+    CHECK_EQ(r->num, 1);
+    CHECK_EQ(r->scale, 0);
+    /* the reason a dead letter gets */
+    char why[CF_FX_REASON_MAX];
+    cf_fx_no_rate_reason("KWD", d1 + 1, why, sizeof(why));
+    CHECK_STR(why, "no rate for KWD at 2018-04-01T00:00:00.000001Z");
+    /* the encoding recorded in the audit log */
+    uint8_t enc[CF_FX_RATE_ENC_LEN];
+    cf_fx_rate back;
+    r = cf_fx_find(fx, "USD", d1);
+    cf_fx_rate_encode(r, enc);
+    CHECK(cf_fx_rate_decode(enc, &back));
+    CHECK(memcmp(back.from, "USD", 4) == 0 && memcmp(back.to, "EUR", 4) == 0);
+    CHECK(back.num == r->num && back.scale == r->scale && back.valid_from_us == r->valid_from_us &&
+          back.valid_to_us == r->valid_to_us);
+    enc[14] = 19;
+    CHECK(!cf_fx_rate_decode(enc, &back));
+    cf_fx_destroy(fx);
+}
+
+static void test_fx_rates_file_errors(void)
+{
+    static const struct {
+        const char *text, *want;
+    } cases[] = {
+        {"from_currency,to_currency,rate,valid_from\n", "line 1: bad header: no column valid_to"},
+        {"from_currency,to_currency,rate,valid_from,valid_to\n"
+         "USD,EUR,1e3,2018-04-01T00:00:00Z,\n",
+         "r.csv line 2: rate '1e3'"},
+        {"from_currency,to_currency,rate,valid_from,valid_to\n"
+         "USD,EUR,-1,2018-04-01T00:00:00Z,\n",
+         "line 2: rate"},
+        {"from_currency,to_currency,rate,valid_from,valid_to\n"
+         "USD,EUR,0,2018-04-01T00:00:00Z,\n",
+         "line 2: rate"},
+        {"from_currency,to_currency,rate,valid_from,valid_to\n"
+         "USD,EUR,1.0000000000000000001,2018-04-01T00:00:00Z,\n",
+         "line 2: rate"},
+        {"from_currency,to_currency,rate,valid_from,valid_to\n\n"
+         "XXY,EUR,1,2018-04-01T00:00:00Z,\n",
+         "line 3: from_currency 'XXY'"},
+        {"from_currency,to_currency,rate,valid_from,valid_to\n"
+         "USD,EUR,1,2018-04-01 00:00:00,\n",
+         "line 2: valid_from"},
+        {"from_currency,to_currency,rate,valid_from,valid_to\n"
+         "USD,EUR,1,2018-04-02T00:00:00Z,2018-04-01T00:00:00Z\n",
+         "line 2: valid_to is not after valid_from"},
+        {"from_currency,to_currency,rate,valid_from,valid_to\n"
+         "USD,EUR,1,2018-04-01T00:00:00Z,2018-04-03T00:00:00Z\n"
+         "GBP,EUR,1,2018-04-01T00:00:00Z,\n"
+         "USD,EUR,1,2018-04-02T00:00:00Z,\n",
+         "line 4: the period of this USD rate overlaps line 2's"},
+        {"from_currency,to_currency,rate,valid_from,valid_to\n"
+         "EUR,EUR,1,2018-04-01T00:00:00Z,\n",
+         "line 2: from_currency equals to_currency"},
+        {"from_currency,to_currency,rate,valid_from,valid_to\n"
+         "\"USD\",EUR,1,2018-04-01T00:00:00Z,\n",
+         "line 2: quoted fields"},
+        {"from_currency,to_currency,rate,valid_from,valid_to\nUSD,EUR\n", "line 2: too few"},
+        {"", "line 1: no header"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char err[256] = "";
+        cf_fx *fx = NULL;
+        cf_err e = cf_fx_parse(&fx, "r.csv", cases[i].text, strlen(cases[i].text), "EUR", err,
+                               sizeof(err));
+        CHECK_EQ(e, CF_E_PARSE);
+        CHECK(fx == NULL);
+        if (strstr(err, cases[i].want) == NULL) {
+            fprintf(stderr, "case %zu: '%s' lacks '%s'\n", i, err, cases[i].want);
+            CHECK(false);
+        }
+    }
+    char err[256] = "";
+    cf_fx *fx = NULL;
+    CHECK_EQ(cf_fx_parse(&fx, "r.csv", fx_file, strlen(fx_file), "EURO", err, sizeof(err)),
+             CF_E_INVAL);
+    CHECK(strstr(err, "convert.to") != NULL);
+    CHECK(cf_fx_load(&fx, "/nonexistent/rates.csv", "EUR", err, sizeof(err)) != CF_OK);
+    CHECK(strstr(err, "/nonexistent/rates.csv") != NULL);
+}
+
 #include "cf_test_main.h"
