@@ -25,6 +25,7 @@
 #include "cli.h"
 #include "confide/audit.h"
 #include "confide/core.h"
+#include "confide/io.h"
 #include "confide/keys.h"
 #include "confide/window.h"
 
@@ -182,6 +183,45 @@ static void on_late(void *opaque, const cf_window_late *l)
     rc->late_events++;
 }
 
+/* convert.to: the rates a batch recorded in its metadata (entries of type 2, docs/audit.md:
+ * the runtime's META_FX_RATE), and the event as the windows saw it: its amount converted
+ * with the recorded rate whose currency and period match, its currency the reporting one.
+ * false when the batch recorded no such rate. */
+#define FX_META_RATE 2
+#define FX_BATCH_MAX 128
+static size_t batch_rates(const cf_audit_entry *e, cf_fx_rate *out)
+{
+    size_t n = 0;
+    const uint8_t *p = e->meta, *end = e->meta + e->meta_len;
+    while (p != NULL && end - p >= 2 && end - p >= 2 + p[1] && n < FX_BATCH_MAX) {
+        if (p[0] == FX_META_RATE && p[1] == CF_FX_RATE_ENC_LEN &&
+            cf_fx_rate_decode(p + 2, &out[n])) {
+            n++;
+        }
+        p += 2 + p[1];
+    }
+    return n;
+}
+
+static bool fx_convert_event(const char *target, const cf_fx_rate *rates, size_t n, cf_event *ev)
+{
+    if (strcmp(ev->currency, target) == 0) {
+        return true;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const cf_fx_rate *r = &rates[i];
+        if (memcmp(r->from, ev->currency, 4) == 0 && memcmp(r->to, target, 4) == 0 &&
+            ev->ts_us >= r->valid_from_us && ev->ts_us < r->valid_to_us) {
+            if (cf_fx_convert(r, ev->amount_minor, &ev->amount_minor) != CF_OK) {
+                return false;
+            }
+            memcpy(ev->currency, target, 4);
+            return true;
+        }
+    }
+    return false;
+}
+
 static int recompute_log(const char *audit, const cf_key *dk, const char *params, recompute *rc,
                          uint64_t *events, uint64_t *dead)
 {
@@ -198,6 +238,8 @@ static int recompute_log(const char *audit, const cf_key *dk, const char *params
     }
     jnum(params, "memory_mb", &mem_mb);
     jnum(params, "key_epoch", &epoch);
+    char target[8] = "";
+    jstr(params, "convert_to", target, sizeof(target)); /* absent: no conversion */
     if (idle_ms > 0) {
         fprintf(stderr,
                 "confide audit verify-results: window.idle_timeout_ms was %lld: watermarks "
@@ -240,22 +282,36 @@ static int recompute_log(const char *audit, const cf_key *dk, const char *params
     cf_audit_entry e;
     cf_err re;
     int code = CF_EXIT_OK;
+    cf_fx_rate rates[FX_BATCH_MAX];
     while ((re = cf_audit_reader_next(rd, &e, err, sizeof(err))) == CF_OK) {
         if (e.type == CF_AUDIT_REC_DEAD) {
             *dead += e.count; /* rejected input records: log indexes, never in a window */
         }
+        size_t nr = e.type == CF_AUDIT_REC_BATCH && target[0] != '\0' ? batch_rates(&e, rates) : 0;
         for (uint32_t i = 0; e.type == CF_AUDIT_REC_BATCH && i < e.count; i++) {
+            cf_event ev = e.events[i];
+            if (target[0] != '\0' && !fx_convert_event(target, rates, nr, &ev)) {
+                fprintf(stderr,
+                        "confide audit verify-results: INTEGRITY ALERT: the event at log index "
+                        "%" PRIu64 " (%s) has no recorded rate to %s\n",
+                        ev.seq, ev.currency, target);
+                code = CF_EXIT_INTEGRITY;
+                break;
+            }
             uint8_t key[CF_WINDOW_GROUP_KEY_MAX];
-            size_t kl = cf_window_group_key(mask, &e.events[i], key, sizeof(key));
-            cf_window_plain v = {.sum_minor = e.events[i].amount_minor};
-            if (cf_window_add(w, key, kl, e.events[i].ts_us, e.events[i].seq, &v) == CF_E_LIMIT) {
+            size_t kl = cf_window_group_key(mask, &ev, key, sizeof(key));
+            cf_window_plain v = {.sum_minor = ev.amount_minor};
+            if (cf_window_add(w, key, kl, ev.ts_us, ev.seq, &v) == CF_E_LIMIT) {
                 fprintf(stderr, "confide audit verify-results: note: window state limit reached "
                                 "while recomputing (raise window.memory_mb)\n");
             }
             (*events)++;
         }
+        if (code != CF_EXIT_OK) {
+            break;
+        }
     }
-    if (re != CF_E_EOF) {
+    if (code == CF_EXIT_OK && re != CF_E_EOF) {
         fprintf(stderr, "confide audit verify-results: %s\n", err);
         code = re == CF_E_CORRUPT ? CF_EXIT_INTEGRITY : CF_EXIT_RUNTIME;
     }

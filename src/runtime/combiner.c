@@ -172,7 +172,9 @@ static int attribute(cf_secure *s, const party_msg *m, const cf_sa_vec *partials
             break;
         }
         for (uint32_t i = 0; i < e.count; i++) {
-            const cf_event *ev = &e.events[i];
+            cf_event cv; /* convert.to: grouped on the reporting currency */
+            bool conv_ok;
+            const cf_event *ev = fx_event(s->fx, &e.events[i], &cv, &conv_ok);
             if (ev->seq > m->last) {
                 done = true;
                 break;

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <yaml.h>
 
+#include "confide/io.h"
 #include "runtime_int.h"
 
 #define CONF_FILE_MAX (1 << 20)
@@ -93,6 +94,17 @@ static const conf_entry entries[] = {
      "Release a (window, group) aggregate only when it counts at least this many events "
      "(k-anonymity: below 10 a released row can be a single payment's exact amount, group "
      "and minute; a lower value is warned about)."},
+    {"convert.to", CONF_STR, "", 0, 0, NULL, OFF(convert_to), SZ(convert_to),
+     "Reporting currency (an ISO 4217 code): every amount is converted into it with "
+     "convert.rates_file before it is aggregated, so results group on and carry this currency "
+     "(exact integer arithmetic, half to even at its minor unit). Empty: off, every aggregate "
+     "is per currency (docs/schema.md, Conversion)."},
+    {"convert.rates_file", CONF_STR, "", 0, 0, NULL, OFF(convert_rates_file),
+     SZ(convert_rates_file),
+     "Rates for convert.to: CSV with the header from_currency,to_currency,rate,valid_from,"
+     "valid_to (rate an exact decimal, validity RFC 3339 UTC, valid_to exclusive or empty). An "
+     "event with no rate for its currency and time is dead-lettered (\"no rate for XXX at "
+     "TIME\"); the rates each batch used are recorded in the audit log."},
     {"keys.dir", CONF_STR, "", 0, 0, NULL, OFF(keys_dir), SZ(keys_dir),
      "Key directory (confide keygen). Empty: OUTPUT/keys, created with fresh keys on the "
      "first run."},
@@ -306,6 +318,11 @@ static cf_err set_entry(cf_config *c, const conf_entry *e, const char *v, const 
             return cf_err_set(CF_E_INVAL, errstr, errstr_size, "%s%s: '%s' is not one of %s",
                               e->key, where, v, e->choices);
         }
+        if (e->offset == OFF(convert_to) && v[0] != '\0' &&
+            (strlen(v) != 3 || !cf_currency_valid(v, 3) || cf_currency_exponent(v) < 0)) {
+            return cf_err_set(CF_E_INVAL, errstr, errstr_size,
+                              "%s%s: '%s' is not an ISO 4217 currency code", e->key, where, v);
+        }
         if (e->offset == OFF(batch_mode) && !batch_mode_ok(v)) {
             return cf_err_set(CF_E_INVAL, errstr, errstr_size,
                               "%s%s: '%s' is not adaptive or fixed:N (N a positive integer)",
@@ -360,6 +377,24 @@ static cf_err set_entry(cf_config *c, const conf_entry *e, const char *v, const 
     }
     }
     return CF_E_INVAL;
+}
+
+cf_err cf__config_fx(const cf_config *c, struct cf_fx **out, char *errstr, size_t errstr_size)
+{
+    *out = NULL;
+    if (c->convert_to[0] == '\0' && c->convert_rates_file[0] == '\0') {
+        return CF_OK;
+    }
+    if (c->convert_to[0] == '\0') {
+        return cf_err_set(CF_E_INVAL, errstr, errstr_size,
+                          "convert.to: required with convert.rates_file (the reporting currency)");
+    }
+    if (c->convert_rates_file[0] == '\0') {
+        return cf_err_set(CF_E_INVAL, errstr, errstr_size,
+                          "convert.rates_file: required with convert.to (the rates to %s)",
+                          c->convert_to);
+    }
+    return cf_fx_load(out, c->convert_rates_file, c->convert_to, errstr, errstr_size);
 }
 
 cf_err cf_config_create(cf_config **out)
@@ -432,13 +467,19 @@ cf_err cf_config_get(const cf_config *c, const char *key, char *buf, size_t size
  * the file's folder (as Prometheus does for rule files), so a config works from anywhere. */
 static bool is_path_key(const char *key)
 {
-    static const char *const keys[] = {"input.path",    "output.dir",         "keys.dir",
-                                       "rules.file",    "audit.dir",          "audit.witness_dir",
-                                       "nats.ca_file",  "nats.password_file", "nats.cert_file",
-                                       "nats.key_file", "autoscale.model"};
-    if (strcmp(key, "output.postgres.password_file") == 0) {
-        return true;
-    }
+    static const char *const keys[] = {"input.path",
+                                       "output.dir",
+                                       "keys.dir",
+                                       "rules.file",
+                                       "audit.dir",
+                                       "audit.witness_dir",
+                                       "nats.ca_file",
+                                       "nats.password_file",
+                                       "nats.cert_file",
+                                       "nats.key_file",
+                                       "autoscale.model",
+                                       "convert.rates_file",
+                                       "output.postgres.password_file"};
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
         if (strcmp(key, keys[i]) == 0) {
             return true;

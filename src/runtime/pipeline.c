@@ -96,6 +96,7 @@ struct cf_pipeline {
     uint64_t dead_skip; /* resume: rejected records the audit log already holds */
     bool dead_audit;    /* rejected records go into the audit log */
     char dead_source[CF_CONF_STR_MAX + 8]; /* the input's name in dead letters */
+    cf_fx *fx;       /* convert.to: an event without a rate is dead-lettered (read-only) */
     cf_dedup *dedup; /* duplicate event ids (NULL: input.dedup_horizon_ms 0); decode thread */
     uint64_t duplicates;
     cf_counter *m_dup, *m_dup_evicted;
@@ -308,7 +309,8 @@ cf_err cf_pipeline_create(cf_pipeline **out, const cf_config *c, char *errstr, s
         goto fail;
     }
     if ((err = observe_setup(p, errstr, errstr_size)) != CF_OK ||
-        (err = dedup_setup(p, errstr, errstr_size)) != CF_OK) {
+        (err = dedup_setup(p, errstr, errstr_size)) != CF_OK ||
+        (err = cf__config_fx(&p->conf, &p->fx, errstr, errstr_size)) != CF_OK) {
         goto fail;
     }
     /* before anything opens the log or the outputs: a refusal changes nothing */
@@ -422,6 +424,7 @@ void cf_pipeline_destroy(cf_pipeline *p)
     cf_ring_destroy(p->batch_out);
     cf_hist_destroy(p->latency);
     cf_dedup_destroy(p->dedup);
+    cf_fx_destroy(p->fx);
     cf_secure_destroy(p->secure); /* holds metric handles: before the registry */
     outfile_abandon(&p->dead_letter);
     cf_batch_ctl_destroy(p->ctl);
@@ -902,6 +905,24 @@ static bool batch_due(const decode_state *d)
     return b->b.n >= target && !hold_for_gateway(d);
 }
 
+/* convert.to: false (with the dead-letter reason) when @p ev has no rate for its currency
+ * and time, or its amount does not fit once converted. The gateway converts with the same
+ * table (secure.c), so an event accepted here always converts there. */
+static bool fx_convertible(const cf_fx *fx, const cf_event *ev, char *reason, size_t size)
+{
+    const cf_fx_rate *r = cf_fx_find(fx, ev->currency, ev->ts_us);
+    int64_t out;
+    if (r == NULL) {
+        cf_fx_no_rate_reason(ev->currency, ev->ts_us, reason, size);
+        return false;
+    }
+    if (cf_fx_convert(r, ev->amount_minor, &out) != CF_OK) {
+        snprintf(reason, size, "amount overflow in %s", cf_fx_target(fx));
+        return false;
+    }
+    return true;
+}
+
 /* Decodes the records of @p c from *pos into the open batch, emitting every batch that is
  * due. */
 static void decode_chunk(decode_state *d, cf_decoder *dec, chunk *c)
@@ -933,7 +954,8 @@ static void decode_chunk(decode_state *d, cf_decoder *dec, chunk *c)
             continue;
         }
         p->read++;
-        if (r == CF_DECODE_REJECT) {
+        if (r == CF_DECODE_REJECT ||
+            (p->fx != NULL && !fx_convertible(p->fx, ev, reason, sizeof(reason)))) {
             dead_letter(d, rec, reason);
             continue;
         }
@@ -1203,7 +1225,8 @@ static cf_err check_resumed_input(cf_pipeline *p, char *errstr, size_t errstr_si
         cf_event ev;
         char reason[160];
         if (rec.too_long ||
-            cf_decoder_decode(dec, &rec, &ev, reason, sizeof(reason)) != CF_DECODE_EVENT) {
+            cf_decoder_decode(dec, &rec, &ev, reason, sizeof(reason)) != CF_DECODE_EVENT ||
+            (p->fx != NULL && !fx_convertible(p->fx, &ev, reason, sizeof(reason)))) {
             continue;
         }
         if (dd != NULL && cf_dedup_check(dd, ev.event_id, ev.ts_us) == CF_DEDUP_DUPLICATE) {

@@ -84,7 +84,15 @@ struct cf_config {
     char pg_password_file[CF_CONF_STR_MAX];
     char pg_schema[64];
     char pg_table_prefix[64];
+    char convert_to[8]; /* "": no conversion */
+    char convert_rates_file[CF_CONF_STR_MAX];
 };
+
+struct cf_fx;
+/** The rates of convert.to / convert.rates_file (*out NULL when conversion is off). Errors
+ *  name the key, or the rates file and its line. */
+cf_err cf__config_fx(const struct cf_config *c, struct cf_fx **out, char *errstr,
+                     size_t errstr_size);
 
 /** batch.count_max in effect: the key, or pipeline.batch_max when it is 0. */
 static inline uint32_t cf__config_batch_count(const struct cf_config *c)

@@ -361,15 +361,26 @@ static cf_err open_output(outfile *o, const char *dir, const char *name, const u
 static void result_params(const cf_secure *s, char *out, size_t size)
 {
     const cf_config *c = &s->conf;
+    /* convert.to: the reporting currency and the rates file's digest (a resumed run with
+     * other rates would mix two conversions; verify-results converts with them) */
+    char fx[128] = "";
+    if (s->fx != NULL) {
+        uint8_t d[32];
+        char hex[65];
+        cf_fx_digest(s->fx, d);
+        sodium_bin2hex(hex, sizeof(hex), d, sizeof(d));
+        snprintf(fx, sizeof(fx), "\"convert_to\":\"%s\",\"rates_sha256\":\"%s\",",
+                 cf_fx_target(s->fx), hex);
+    }
     snprintf(out, size,
              "{\"protect\":\"%s\",\"window_size_ms\":%lld,\"window_slide_ms\":%lld,"
              "\"max_delay_ms\":%lld,\"lateness_ms\":%lld,\"idle_timeout_ms\":%lld,"
              "\"group_by\":\"%s\",\"min_count\":%lld,\"memory_mb\":%lld,\"format\":\"%s\","
-             "\"key_epoch\":%u}",
+             "%s\"key_epoch\":%u}",
              c->protect, (long long)c->window_size_ms, (long long)c->window_slide_ms,
              (long long)c->window_max_delay_ms, (long long)c->window_lateness_ms,
              (long long)c->window_idle_timeout_ms, c->window_group_by, (long long)c->min_count,
-             (long long)c->window_memory_mb, s->results_csv ? "csv" : "ndjson",
+             (long long)c->window_memory_mb, s->results_csv ? "csv" : "ndjson", fx,
              s->comb_key != NULL ? (unsigned)s->comb_key->epoch : 0u);
 }
 
@@ -938,6 +949,9 @@ cf_err cf__secure_create_observed(cf_secure **out, const cf_config *c, cf_observ
         (err = cf_rules_load_file(&s->rules, c->rules_file, errstr, errstr_size)) != CF_OK) {
         goto fail;
     }
+    if (role != CF_ROLE_PARTY && (err = cf__config_fx(c, &s->fx, errstr, errstr_size)) != CF_OK) {
+        goto fail;
+    }
     if (audit && (err = open_audit(s, errstr, errstr_size)) != CF_OK) {
         goto fail;
     }
@@ -1217,6 +1231,12 @@ static cf_err announce(cf_secure *s, const uint8_t *gk, size_t gk_len,
  * group's name the first time it is seen. */
 static cf_err announce_event(cf_secure *s, const cf_event *ev, uint8_t *pseudo)
 {
+    cf_event cv;
+    if (s->fx != NULL && strcmp(ev->currency, cf_fx_target(s->fx)) != 0) {
+        cv = *ev; /* convert.to: the group's currency is the reporting currency */
+        memcpy(cv.currency, cf_fx_target(s->fx), 4);
+        ev = &cv;
+    }
     uint8_t gk[CF_WINDOW_GROUP_KEY_MAX];
     uint8_t p[CF_SA_PSEUDO_LEN];
     size_t gk_len = cf_window_group_key(s->group_mask, ev, gk, sizeof(gk));
@@ -1242,7 +1262,13 @@ static cf_err protect(cf_secure *s, const cf_event *events, uint32_t n, const cf
         cf_sa_gateway_bind(s->gw, ctx);
     }
     for (uint32_t i = 0; i < n; i++) {
-        const cf_event *ev = &events[i];
+        cf_event cv;
+        bool ok;
+        const cf_event *ev = fx_event(s->fx, &events[i], &cv, &ok);
+        if (!ok) { /* the decode stage dead-letters these: a bug if we get here */
+            return cf_err_set(CF_E_STATE, errstr, errstr_size, "event %llu has no %s rate",
+                              (unsigned long long)ev->event_id, cf_fx_target(s->fx));
+        }
         party_item it = {.ts_us = ev->ts_us, .seq = ev->seq, .prior_max_us = s->gw_max_ts};
         if (ev->ts_us > s->gw_max_ts) {
             s->gw_max_ts = ev->ts_us;
@@ -1478,6 +1504,40 @@ void cf_secure_reload(cf_secure *s)
     }
 }
 
+/* convert.to: appends a META_FX_RATE entry for every distinct rate the batch's events use
+ * (not the identity), so the log records the rate each event was converted with. */
+static cf_err meta_rates(cf_secure *s, const cf_batch *b, uint8_t *meta, size_t *len, char *errstr,
+                         size_t errstr_size)
+{
+    const cf_fx_rate *used[META_FX_MAX];
+    size_t n = 0;
+    for (uint32_t i = 0; i < b->n; i++) {
+        const cf_fx_rate *r = cf_fx_find(s->fx, b->ev[i].currency, b->ev[i].ts_us);
+        if (r == NULL || r->line == 0) {
+            continue; /* the target itself (identity); no rate is dead-lettered before */
+        }
+        size_t k = 0;
+        while (k < n && used[k] != r) {
+            k++;
+        }
+        if (k < n) {
+            continue;
+        }
+        if (n == META_FX_MAX) {
+            return cf_err_set(CF_E_LIMIT, errstr, errstr_size,
+                              "a batch uses more than %d distinct exchange rates (the audit log "
+                              "records each): lower pipeline.batch_max",
+                              (int)META_FX_MAX);
+        }
+        used[n++] = r;
+        meta[*len] = META_FX_RATE;
+        meta[*len + 1] = CF_FX_RATE_ENC_LEN;
+        cf_fx_rate_encode(r, meta + *len + 2);
+        *len += 2 + CF_FX_RATE_ENC_LEN;
+    }
+    return CF_OK;
+}
+
 cf_err cf_secure_gateway(cf_secure *s, cf_batch *b, const cf_audit_dead *dead, uint32_t n_dead,
                          char *errstr, size_t errstr_size)
 {
@@ -1516,8 +1576,12 @@ cf_err cf_secure_gateway(cf_secure *s, cf_batch *b, const cf_audit_dead *dead, u
         }
         uint64_t first = 0;
         cf_audit_sth sth;
-        uint8_t meta[META_MAX];
+        uint8_t meta[CF_AUDIT_META_MAX];
         cf_audit_bytes mb = {.data = meta, .len = meta_encode(&s->ctx, meta)};
+        if (s->fx != NULL &&
+            (err = meta_rates(s, b, meta, &mb.len, errstr, errstr_size)) != CF_OK) {
+            return err;
+        }
         err = cf_audit_append_dead(s->audit, dead, n_dead, b->ev, b->n, s->verdicts, &mb, &first,
                                    &sth);
         if (err != CF_OK) {
@@ -1654,6 +1718,7 @@ void cf_secure_destroy(cf_secure *s)
     outfile_abandon(&s->late);
     ressig_close(&s->rsig);
     cf_rules_destroy(s->rules);
+    cf_fx_destroy(s->fx);
     cf_sa_gateway_destroy(s->gw);
     cf_sa_combiner_destroy(s->comb);
     cf_sa_auditor_destroy(s->auditor);

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "confide/audit.h"
+#include "confide/io.h"
 #include "confide/keys.h"
 #include "confide/metrics.h"
 #include "confide/rules.h"
@@ -179,8 +180,9 @@ struct cf_secure {
     cf_sa_combiner *comb;
     cf_sa_auditor *auditor;      /* from auditor.key: regenerates seeded partials */
     cf_sa_pseudo *attrib_pseudo; /* the combiner thread's own pseudonymizer */
-    cf_sa_ctx ctx;               /* this run's mask context: log id and a fresh run id */
-    cf_key *data_key;            /* to read the audit log back for attribution */
+    cf_fx *fx; /* convert.to: amounts and group currency in the reporting currency (read-only) */
+    cf_sa_ctx ctx;    /* this run's mask context: log id and a fresh run id */
+    cf_key *data_key; /* to read the audit log back for attribution */
     cf_rules *rules;
     cf_audit_log *audit;
     outfile alerts, results, late;
@@ -277,8 +279,11 @@ struct cf_secure {
  * regenerates the right partials; events protected after a restart get the new run's id,
  * so an index re-assigned to another event never gets the mask of the first.
  */
-enum { META_MASK_CTX = 1 };
+enum { META_MASK_CTX = 1, META_FX_RATE = 2 };
 #define META_MAX 64
+/* META_FX_RATE (convert.to): one entry per distinct rate the batch's events were converted
+ * with (cf_fx_rate_encode), so the log itself says how every released sum was formed. */
+#define META_FX_MAX ((CF_AUDIT_META_MAX - META_MAX) / (2 + CF_FX_RATE_ENC_LEN))
 
 static inline size_t meta_encode(const cf_sa_ctx *ctx, uint8_t buf[META_MAX])
 {
@@ -299,6 +304,22 @@ static inline bool meta_ctx(const cf_audit_entry *e, cf_sa_ctx *out)
         p += 2 + p[1];
     }
     return false;
+}
+
+/* An event as the windows see it under convert.to: the amount in the reporting currency
+ * and that currency in the group key. The gateway dead-letters events without a rate, so
+ * @p ev always converts (false would be a bug). @p fx NULL: @p ev itself. */
+static inline const cf_event *fx_event(const cf_fx *fx, const cf_event *ev, cf_event *tmp, bool *ok)
+{
+    *ok = true;
+    if (fx == NULL) {
+        return ev;
+    }
+    *tmp = *ev;
+    const cf_fx_rate *r = cf_fx_find(fx, ev->currency, ev->ts_us);
+    *ok = r != NULL && cf_fx_convert(r, ev->amount_minor, &tmp->amount_minor) == CF_OK;
+    memcpy(tmp->currency, cf_fx_target(fx), 4);
+    return tmp;
 }
 
 static inline uint64_t key_hash(const uint8_t k[CF_SA_PSEUDO_LEN])
