@@ -152,7 +152,7 @@ typedef struct cf_fx_rate {
 } cf_fx_rate;
 
 /** Bytes of cf_fx_rate_encode. */
-#define CF_FX_RATE_ENC_LEN 38
+#define CF_FX_RATE_ENC_LEN 31
 /** Longest "no rate for XXX at <RFC 3339>" reason, NUL included. */
 #define CF_FX_REASON_MAX 64
 

@@ -174,7 +174,6 @@ void cf_fx_rate_encode(const cf_fx_rate *r, uint8_t out[CF_FX_RATE_ENC_LEN])
         out[23 + i] = (uint8_t)((uint64_t)r->valid_to_us >> (8 * i));
     }
     out[14] = r->scale;
-    memset(out + 31, 0, CF_FX_RATE_ENC_LEN - 31);
 }
 
 bool cf_fx_rate_decode(const uint8_t in[CF_FX_RATE_ENC_LEN], cf_fx_rate *r)
