@@ -108,6 +108,7 @@ typedef struct report {
     bool have_dead, have_late, have_alerts, have_results;
     tally alert_rules;
     uint64_t log_dead; /* dead letters the audit log holds (record type 5) */
+    tally log_dead_by; /* ... by reason (cut at the first ':', like the file's) */
     uint64_t integrity_total;
     integrity_line integrity[MAX_INTEGRITY];
     size_t n_integrity;
@@ -169,12 +170,15 @@ static void fmt_hour(int64_t hour, char *buf, size_t size, bool hourly, bool shr
     }
 }
 
-/* A bounded label from free text: up to the first ':', lower case, words joined by '_'. */
+/* A bounded label from free text: up to the first ':' (or " at ", which starts the time of
+ * "no rate for XXX at TIME"), lower case, words joined by '_'. */
 static void reason_label(const char *s, size_t len, char *out, size_t size)
 {
     size_t j = 0;
     bool sep = false;
-    for (size_t i = 0; i < len && s[i] != ':' && j + 2 < size; i++) {
+    for (size_t i = 0;
+         i < len && s[i] != ':' && j + 2 < size && !(len - i >= 4 && memcmp(s + i, " at ", 4) == 0);
+         i++) {
         char ch = s[i];
         if (ch >= 'A' && ch <= 'Z') {
             ch = (char)(ch - 'A' + 'a');
@@ -371,6 +375,11 @@ static void read_log(report *r, const cf_key *dk, const cf_audit_pubkey *known,
         }
         if (e.type == CF_AUDIT_REC_DEAD) {
             r->log_dead += e.count; /* rejected input records: leaves, not events */
+            for (uint32_t i = 0; i < e.count; i++) {
+                char label[64];
+                reason_label(e.dead[i].reason, strlen(e.dead[i].reason), label, sizeof(label));
+                tally_add(&r->log_dead_by, label, 1);
+            }
             continue;
         }
         r->batches++;
@@ -835,6 +844,18 @@ static void render(out *o, report *r, verdict v)
     o_row_begin(o, "dead letters in the log");
     o_num(o, "log_dead_letters", r->log_dead);
     o_row_end(o);
+    o_row_begin(o, "dead letters in the log by reason");
+    if (r->log_dead == 0) {
+        o_text(o, "none");
+    } else {
+        for (size_t i = 0; i < r->log_dead_by.n; i++) {
+            char key[96];
+            snprintf(key, sizeof(key), "log_dead.%s", r->log_dead_by.c[i].name);
+            fprintf(f, "%s%s ", i ? ", " : "", r->log_dead_by.c[i].name);
+            o_num(o, key, r->log_dead_by.c[i].n);
+        }
+    }
+    o_row_end(o);
     o_row_begin(o, "events decrypted and re-hashed");
     if (r->vr.decrypted) {
         o_num(o, "events", r->vr.events);
@@ -1071,6 +1092,15 @@ static void render(out *o, report *r, verdict v)
         o_table_end(o);
         fputs(h ? "<h3>Dead letters by reason</h3>\n" : "### Dead letters by reason\n\n", f);
         o_tally(o, "dead", "reason", "records", &r->dead);
+        if (r->log_dead != r->dead_total) {
+            fprintf(f, h ? "<p class=\"muted\">" : "");
+            fprintf(f,
+                    "dead_letter.ndjson has %" PRIu64 " records, the audit log %" PRIu64
+                    " dead letters (a log written before dead-letter records, a run without the "
+                    "log, or outputs of another run)",
+                    r->dead_total, r->log_dead);
+            fputs(h ? "</p>\n" : "\n\n", f);
+        }
         fputs(h ? "<h3>Late events by reason</h3>\n" : "### Late events by reason\n\n", f);
         o_tally(o, "late", "reason", "events", &r->late);
         fputs(h ? "<h3>Compliance alerts by rule</h3>\n" : "### Compliance alerts by rule\n\n", f);
