@@ -20,6 +20,10 @@
  * feeds the end-to-end latency into the controller's live p99 window, once per batch.
  * Metrics, the /metrics server and the status thread live in observe.c.
  *
+ * Dead letters (docs/audit.md 2.5): every rejected record also travels with the batch it
+ * precedes, so the gateway keeps it in the audit log in input order; a resumed run skips as
+ * many rejects as the log holds (cf_secure_resume_dead), as it skips the logged events.
+ *
  * Duplicates (docs/runtime.md): the decode stage owns a cf_dedup and sends an event whose
  * event_id was accepted within input.dedup_horizon_ms to the dead-letter output like a
  * malformed record, before it is counted as accepted. Its state is rebuilt on a restart by
@@ -70,8 +74,8 @@ typedef struct pbatch {
     int64_t first_add_ns; /* the first event went in: the linger clock starts */
     int64_t pushed_ns;    /* handed to the gateway */
     /* Input records rejected since the previous batch, for the audit log: the gateway
-     * appends them before the batch's events (docs/audit.md, dead-letter records). Allocated
-     * on the first reject; raw bytes and reasons are copied into dead_data. */
+     * appends them in input order among the batch's events (cf_audit_dead.before; docs/audit.md
+     * 2.5). Allocated on the first reject; raw bytes and reasons are copied into dead_data. */
     cf_audit_dead *dead;
     uint32_t n_dead;
     char *dead_data;
@@ -830,6 +834,10 @@ static void keep_dead(decode_state *d, const cf_record *rec, const char *reason)
         b->dead = cf_calloc(DEAD_PER_BATCH, sizeof(*b->dead));
         b->dead_data = cf_malloc(cap);
         if (b->dead == NULL || b->dead_data == NULL) {
+            cf_free(b->dead);
+            cf_free(b->dead_data);
+            b->dead = NULL;
+            b->dead_data = NULL;
             /* Fatal for the run: a dead letter the log does not hold breaks its counts. */
             CF_LOG(CF_LOG_ERROR, "decode", "out of memory for dead letters");
             atomic_store(&p->stop, true);
