@@ -44,7 +44,8 @@ static const char combine_head[] =
     "The combiner of a distributed run: takes every party's partial sums in\n"
     "lockstep, checks their MACs and releases groups with count >= min_count to\n"
     "OUT/results.ndjson (late.ndjson, integrity alerts in alerts.ndjson). Holds\n"
-    "only combiner.key. Checkpoints to OUT/combiner.state; a restart resumes.\n\n";
+    "combiner.key and results.key (it signs OUT/results.sig.ndjson). Checkpoints to\n"
+    "OUT/combiner.state; a restart resumes.\n\n";
 static const char service_tail[] =
     "\nRuns until the gateway's end of input has passed through; SIGINT/SIGTERM stop\n"
     "at once without flushing (the state file says where to resume).\n"

@@ -481,6 +481,24 @@ static void *gateway_sender(void *arg)
     return NULL;
 }
 
+/* The combiner signs what it releases (results.sig.ndjson) for the log it came from: a
+ * GROUPS frame with aux GROUPS_HELLO names the log (payload: its id), one with GROUPS_END
+ * the log index the input ended at (id), so its last signature covers every event. */
+#define GROUPS_HELLO 1u
+#define GROUPS_END 2u
+
+static void publish_groups_meta(cf_secure *s, const char *subject, uint32_t aux, uint64_t id)
+{
+    uint8_t frame[CF_FRAME_HDR_LEN + CF_SA_ID_LEN];
+    size_t len = aux == GROUPS_HELLO ? CF_SA_ID_LEN : 0;
+    memcpy(frame + CF_FRAME_HDR_LEN, s->ctx.log_id, CF_SA_ID_LEN);
+    cf_frame_hdr h = {.type = CF_FRAME_GROUPS, .id = id, .len = (uint32_t)len, .aux = aux};
+    cf_frame_seal(&h, frame);
+    char msg_id[96];
+    snprintf(msg_id, sizeof(msg_id), "%s.g%u.%" PRIu64, s->log_hex, aux, id);
+    publish(s, subject, frame, CF_FRAME_HDR_LEN + len, msg_id);
+}
+
 /* Gateway: group names -> PREFIX.groups (only the combiner may read it). */
 static void *groups_sender(void *arg)
 {
@@ -488,6 +506,7 @@ static void *groups_sender(void *arg)
     cf_secure *s = nt->s;
     char subject[128];
     subject_name(s, "groups", -1, subject, sizeof(subject));
+    publish_groups_meta(s, subject, GROUPS_HELLO, 0);
     /* an entry: pseudonym, currency, length, text (never longer than a group's text) */
     const size_t entry_max = CF_SA_PSEUDO_LEN + 6 + CF_WINDOW_GROUP_TEXT_MAX;
     uint8_t *frame = cf_malloc(CF_FRAME_HDR_LEN + FRAME_BYTES);
@@ -532,6 +551,9 @@ static void *groups_sender(void *arg)
         } else if (frame == NULL) {
             net_fail(s, "groups", "out of memory");
         }
+    }
+    if (!atomic_load(&s->net_failed) && !atomic_load(&s->net_stop)) {
+        publish_groups_meta(s, subject, GROUPS_END, s->end_index);
     }
     cf_free(frame);
     return NULL;
@@ -994,6 +1016,13 @@ static void *groups_receiver(void *arg)
             }
             break;
         }
+        if (h.aux == GROUPS_HELLO && h.len == CF_SA_ID_LEN) {
+            memcpy(s->comb_log_id, m.data + CF_FRAME_HDR_LEN, CF_SA_ID_LEN);
+            atomic_store(&s->comb_have_log, true);
+        } else if (h.aux == GROUPS_END) {
+            atomic_store(&s->comb_end_index, h.id);
+            atomic_store(&s->comb_have_end, true);
+        }
         rbuf r = {m.data + CF_FRAME_HDR_LEN, m.data + m.len, false};
         for (uint32_t i = 0; i < h.count && !r.bad; i++) {
             uint8_t key[CF_SA_PSEUDO_LEN];
@@ -1027,14 +1056,48 @@ static void *groups_receiver(void *arg)
     return NULL;
 }
 
+bool cf__net_combiner_signer(cf_secure *s)
+{
+    static atomic_bool warned;
+    if (s->rsig.on) {
+        return true;
+    }
+    if (!atomic_load(&s->comb_have_log)) {
+        return false; /* the gateway's hello has not been read yet */
+    }
+    uint64_t rl = 0, ll = 0;
+    char err[256], params[sizeof(s->rsig.params)];
+    snprintf(params, sizeof(params), "%s", s->rsig.params);
+    cf_err e = outfile_sync(&s->results, &rl);
+    if (e == CF_OK) {
+        e = outfile_sync(&s->late, &ll);
+    }
+    if (e == CF_OK) {
+        bool resume = s->comb_resumed && s->comb_sig_len > 0;
+        e = ressig_open(&s->rsig, s->st.keys_dir, s->conf.output_dir, s->comb_log_id, params,
+                        resume, resume ? s->comb_sig_len : 0, resume ? s->comb_sig_seq : 0,
+                        s->results.tmp, rl, s->late.tmp, ll, err, sizeof(err));
+    } else {
+        snprintf(err, sizeof(err), "cannot sync the outputs");
+    }
+    if (e != CF_OK && !atomic_exchange(&warned, true)) {
+        CF_LOG(CF_LOG_ERROR, "combiner", "results are not signed: %s", err);
+    }
+    return e == CF_OK;
+}
+
 void cf__net_combiner_checkpoint(cf_secure *s, const party_msg *const *msgs)
 {
-    uint64_t results_len = 0, late_len = 0, alerts_len = 0;
+    uint64_t results_len = 0, late_len = 0, alerts_len = 0, sig_len = 0, sig_seq = 0;
     uint8_t tail[8 * CF_KEY_PARTIES_MAX * CF_WORKERS_MAX];
     unsigned nslots = s->k * s->dworkers;
+    if (cf__net_combiner_signer(s)) {
+        ressig_sign(&s->rsig, msgs[0]->first); /* covers what this checkpoint records */
+    }
     bool ok = cf__sink_flush(s) && outfile_sync(&s->results, &results_len) == CF_OK &&
               outfile_sync(&s->late, &late_len) == CF_OK &&
-              outfile_sync(&s->alerts, &alerts_len) == CF_OK;
+              outfile_sync(&s->alerts, &alerts_len) == CF_OK &&
+              ressig_position(&s->rsig, &sig_len, &sig_seq) == CF_OK;
     for (unsigned w = 0; w < s->dworkers && ok; w++) {
         for (unsigned i = 0; i < s->k && ok; i++) {
             const cursor *c = &s->cur[i][w];
@@ -1048,9 +1111,10 @@ void cf__net_combiner_checkpoint(cf_secure *s, const party_msg *const *msgs)
         }
     }
     size_t len = 0;
-    uint8_t *blob = ok ? cf__ckpt_encode(s, msgs[0]->first, alerts_len, s->st.alerts, results_len,
-                                         late_len, 0, 0, NULL, NULL, 0, tail, 8 * nslots, &len)
-                       : NULL;
+    uint8_t *blob =
+        ok ? cf__ckpt_encode(s, msgs[0]->first, alerts_len, s->st.alerts, results_len, late_len,
+                             sig_len, sig_seq, NULL, NULL, 0, tail, 8 * nslots, &len)
+           : NULL;
     if (blob == NULL || !write_state(s, blob, len)) {
         CF_LOG(CF_LOG_WARN, "combiner", "checkpoint at %llu skipped",
                (unsigned long long)msgs[0]->first);
@@ -1303,6 +1367,14 @@ void cf__net_join(cf_secure *s)
         if (s->comb_started) {
             pthread_join(s->comb_thread, NULL);
             s->comb_started = false;
+        }
+        /* The gateway's end frame on the groups stream follows its last names: wait a while
+         * for it (the last signature covers every event up to it). */
+        for (int i = 0; i < 300 && !atomic_load(&s->comb_have_end) && !atomic_load(&s->net_stop) &&
+                        !atomic_load(&s->net_failed);
+             i++) {
+            struct timespec ts = {0, 100000000};
+            nanosleep(&ts, NULL);
         }
         atomic_store(&s->groups_stop, true);
         join(s, s->k);

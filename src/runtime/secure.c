@@ -157,6 +157,7 @@ static cf_err check_params_unchanged(cf_secure *s, char *errstr, size_t errstr_s
 static cf_err announce_event(cf_secure *s, const cf_event *ev, uint8_t *pseudo);
 static void send_markers(cf_secure *s, uint64_t index, uint64_t alerts_len, uint64_t alerts);
 static cf_err parse_rescale_plan(cf_secure *s, const char *spec, char *errstr, size_t errstr_size);
+static bool remember_signature(cf_secure *s, const resume_state *r);
 
 static cf_err ensure_keys(cf_secure *s, char *errstr, size_t errstr_size)
 {
@@ -234,7 +235,12 @@ static cf_err open_combiner_crypto(cf_secure *s, char *errstr, size_t errstr_siz
         return err;
     }
     if (s->role == CF_ROLE_COMBINER) {
-        return CF_OK;
+        /* It signs what it releases (results.sig.ndjson) once the gateway names the log:
+         * the key must be there from the start, not missed at the first checkpoint. */
+        cf_key *rk = NULL;
+        err = cf_key_load(dir, "results.key", &rk, errstr, errstr_size);
+        cf_key_destroy(rk);
+        return err;
     }
     cf_key *aud_key = NULL;
     if ((err = cf_key_load(dir, "auditor.key", &aud_key, errstr, errstr_size)) != CF_OK ||
@@ -958,6 +964,7 @@ cf_err cf__secure_create_observed(cf_secure **out, const cf_config *c, cf_observ
     init_mask_ctx(s);
     if ((err = load_resume_state(s, &rs, errstr, errstr_size)) != CF_OK ||
         (role != CF_ROLE_ALL && (err = cf__net_open(s, &rs, errstr, errstr_size)) != CF_OK) ||
+        (role == CF_ROLE_COMBINER && !remember_signature(s, &rs)) ||
         (err = check_params_unchanged(s, errstr, errstr_size)) != CF_OK ||
         (err = open_outputs(s, s->resume_index > 0 || rs.blob != NULL ? &rs : NULL, errstr,
                             errstr_size)) != CF_OK ||
@@ -1007,6 +1014,15 @@ fail:
     cf_free(rs.blob);
     cf_secure_destroy(s);
     return err;
+}
+
+/* A restarted combiner continues its results.sig.ndjson where its state file says. */
+static bool remember_signature(cf_secure *s, const resume_state *r)
+{
+    s->comb_resumed = r->blob != NULL;
+    s->comb_sig_len = r->sig_len;
+    s->comb_sig_seq = r->sig_seq;
+    return true;
 }
 
 /* debug.rescale_at: "INDEX:WORKERS,..." in increasing index order. */
@@ -1615,6 +1631,10 @@ cf_err cf_secure_finish(cf_secure *s, cf_secure_stats *st, char *errstr, size_t 
     }
     cf__autoscale_stop(s);
     stop_threads(s);
+    if (s->role == CF_ROLE_COMBINER && atomic_load(&s->comb_have_end) &&
+        cf__net_combiner_signer(s)) {
+        ressig_sign(&s->rsig, atomic_load(&s->comb_end_index)); /* every released row */
+    }
     if (s->audit != NULL) {
         ressig_sign(&s->rsig, cf_audit_next_index(s->audit)); /* covers every released row */
         err = cf_audit_close(s->audit);

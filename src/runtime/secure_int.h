@@ -264,6 +264,13 @@ struct cf_secure {
     char log_hex[2 * CF_SA_ID_LEN + 1]; /* gateway: the log id in message ids */
     /* output.nats_subject: the output lines also go to JetStream (natssink in
      * distributed.c); sink_js is s->js in a distributed role, its own connection embedded */
+    /* Combiner: the gateway's log (its hello) and where its input ended, for the signatures
+     * over results (ressig); written by the groups receiver, read by the combiner. */
+    uint8_t comb_log_id[CF_SA_ID_LEN];
+    atomic_bool comb_have_log, comb_have_end;
+    atomic_uint_fast64_t comb_end_index;
+    uint64_t comb_sig_len, comb_sig_seq; /* restored from the state file */
+    bool comb_resumed;
     cf_js *sink_js;
     bool sink_own;
     atomic_bool sink_failed;
@@ -438,6 +445,9 @@ void cf__net_close(cf_secure *s);
 /* Combiner: every party reached a checkpoint marker; make results durable and record the
  * read positions (state file). */
 void cf__net_combiner_checkpoint(cf_secure *s, const party_msg *const *msgs);
+/* Combiner: opens the signer over results once the gateway's hello named the log (true when
+ * it is open). @locality combiner thread, or after it ended */
+bool cf__net_combiner_signer(cf_secure *s);
 /* A distributed party or combiner: block until its input ended (or stop was asked). */
 void cf__net_wait(cf_secure *s);
 /* output.nats_subject: connect (embedded) and create the output stream. */

@@ -71,6 +71,9 @@ same() { # OUT
         fail "$1: audit verify"
     python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["ok"] and d["completeness"]==1.0 and d["events"]==20000, d' \
         "$tmp/verify.json" || fail "$1: audit log incomplete"
+    # The combiner signed what it released; an auditor recomputes it from the gateway's log.
+    "$CONFIDE" audit verify-results "$1/c" --audit "$1/g/audit" --keys "$tmp/keys" \
+        --json >"$tmp/vr.json" || fail "$1: verify-results: $(cat "$tmp/vr.json")"
 }
 
 # 1. A clean distributed run equals the embedded run.
@@ -83,7 +86,14 @@ for i in $(seq 0 $((K - 1))); do eval "wait_ok \$p$i $o/p$i.log party$i"; done
 wait_ok "$c" "$o/c.log" combiner
 same "$o"
 [ ! -e "$o/p0/alerts.ndjson" ] && [ ! -e "$o/p0/results.ndjson" ] || fail "a party wrote outputs"
-echo "ok: distributed run equals the embedded run"
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["ok"] and d["released_rows"] > 20 and d["differences"] == 0, d' \
+    "$tmp/vr.json" || fail "verify-results checked nothing: $(cat "$tmp/vr.json")"
+# A changed released row no longer matches the combiner's signature.
+cp -a "$o/c" "$tmp/forged"
+sed -i '1s/"count":\([0-9]*\)/"count":9\1/' "$tmp/forged/results.ndjson"
+cmp -s "$o/c/results.ndjson" "$tmp/forged/results.ndjson" && fail "the forgery changed nothing"
+expect 4 "$CONFIDE" audit verify-results "$tmp/forged" --audit "$o/g/audit" --keys "$tmp/keys"
+echo "ok: distributed run equals the embedded run; its signed results verify, a forged row does not"
 
 # 2. Faults: one pipeline per stream set, so start from empty streams.
 nats_stop

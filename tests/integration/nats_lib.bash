@@ -78,7 +78,7 @@ split_keys() { # KEYDIR OUTDIR PARTIES
     local k=$1 o=$2 parties=$3 i
     mkdir -p -m 700 "$o/gateway" "$o/combiner"
     cp -p "$k"/{gateway,pseudonym,data,signing}.key "$k/signing.pub" "$o/gateway/"
-    cp -p "$k/combiner.key" "$o/combiner/"
+    cp -p "$k/combiner.key" "$k/results.key" "$o/combiner/"
     for ((i = 0; i < parties; i++)); do
         mkdir -p -m 700 "$o/party$i"
         [ "$i" -eq 0 ] || cp -p "$k/party-$i.key" "$o/party$i/"
