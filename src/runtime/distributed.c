@@ -1377,7 +1377,7 @@ void cf__net_join(cf_secure *s)
             nanosleep(&ts, NULL);
         }
         atomic_store(&s->groups_stop, true);
-        join(s, s->k);
+        join(s, s->k * s->dworkers); /* the groups receiver */
         break;
     default:
         break;
