@@ -8,10 +8,13 @@
  * config; larger files are refused before parsing.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <yaml.h>
 
 #include "confide/io.h"
@@ -655,4 +658,38 @@ void cf_config_write_doc(FILE *f)
         }
         fputs(" |\n", f);
     }
+}
+
+cf_err cf__read_password_file(const char *key, const char *path, char *out, size_t n, char *errstr,
+                              size_t errstr_size)
+{
+    out[0] = '\0';
+    if (path[0] == '\0') {
+        return CF_OK;
+    }
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        cf_err e = cf_err_errno(errno, errstr, errstr_size, "%s: cannot read %s", key, path);
+        if (fd >= 0) {
+            close(fd);
+        }
+        return e;
+    }
+    if ((st.st_mode & 077) != 0) {
+        close(fd);
+        return cf_err_set(CF_E_PERM, errstr, errstr_size,
+                          "%s: %s is readable by others (mode %03o): chmod 600 it", key, path,
+                          (unsigned)(st.st_mode & 0777));
+    }
+    ssize_t r = read(fd, out, n - 1);
+    close(fd);
+    if (r < 0) {
+        return cf_err_errno(errno, errstr, errstr_size, "%s: %s", key, path);
+    }
+    out[r] = '\0';
+    while (r > 0 && (out[r - 1] == '\n' || out[r - 1] == '\r')) {
+        out[--r] = '\0';
+    }
+    return CF_OK;
 }

@@ -1124,41 +1124,6 @@ void cf__net_combiner_checkpoint(cf_secure *s, const party_msg *const *msgs)
 
 /* ---- lifecycle ---- */
 
-static cf_err read_password(const char *path, char *out, size_t n, char *errstr, size_t errstr_size)
-{
-    out[0] = '\0';
-    if (path[0] == '\0') {
-        return CF_OK;
-    }
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    struct stat st;
-    if (fd < 0 || fstat(fd, &st) != 0) {
-        cf_err e =
-            cf_err_errno(errno, errstr, errstr_size, "nats.password_file: cannot read %s", path);
-        if (fd >= 0) {
-            close(fd);
-        }
-        return e;
-    }
-    if ((st.st_mode & 077) != 0) {
-        close(fd);
-        return cf_err_set(CF_E_PERM, errstr, errstr_size,
-                          "nats.password_file: %s is readable by others (mode %03o): chmod "
-                          "600 it",
-                          path, (unsigned)(st.st_mode & 0777));
-    }
-    ssize_t r = read(fd, out, n - 1);
-    close(fd);
-    if (r < 0) {
-        return cf_err_errno(errno, errstr, errstr_size, "nats.password_file: %s", path);
-    }
-    out[r] = '\0';
-    while (r > 0 && (out[r - 1] == '\n' || out[r - 1] == '\r')) {
-        out[--r] = '\0';
-    }
-    return CF_OK;
-}
-
 static cf_err ensure(cf_secure *s, const char *stream, const char *subject, char *errstr,
                      size_t errstr_size)
 {
@@ -1468,8 +1433,8 @@ cf_err cf__nats_connect(const cf_config *c, const char *name, cf_js **out, char 
                         size_t errstr_size)
 {
     char password[256], inbox[96];
-    cf_err err =
-        read_password(c->nats_password_file, password, sizeof(password), errstr, errstr_size);
+    cf_err err = cf__read_password_file("nats.password_file", c->nats_password_file, password,
+                                        sizeof(password), errstr, errstr_size);
     if (err != CF_OK) {
         return err;
     }

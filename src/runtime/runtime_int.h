@@ -118,4 +118,9 @@ typedef struct conf_entry {
     const char *doc;
 } conf_entry;
 
+/* Reads a password file (config key @p key names it in errors): refused unless 0600-like
+ * (no group or other access); trailing newlines dropped. An empty path gives "". */
+cf_err cf__read_password_file(const char *key, const char *path, char *out, size_t n, char *errstr,
+                              size_t errstr_size);
+
 #endif
