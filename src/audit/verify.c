@@ -215,7 +215,9 @@ static void check_log_id(vstate *v, const cf__rec *r, size_t off)
     }
 }
 
-static void check_batch(vstate *v, const cf__rec *r, size_t off, const cf_audit_verify_opts *o)
+/* A record holding the leaves [index, index + count): they must follow the leaves before. */
+static void check_leaf_run(vstate *v, const cf__rec *r, size_t off, const char *gap_msg,
+                           const char *dup_msg)
 {
     cf_audit_report *rep = v->rep;
     uint64_t idx = r->h.index;
@@ -225,10 +227,10 @@ static void check_batch(vstate *v, const cf__rec *r, size_t off, const cf_audit_
     if (idx != v->expected) {
         if (idx > v->expected) {
             rep->gaps++;
-            flag(v, off, idx, "index gap: events before this batch are missing");
+            flag(v, off, idx, gap_msg);
         } else {
             rep->duplicates++;
-            flag(v, off, idx, "batch repeats indexes of an earlier batch");
+            flag(v, off, idx, dup_msg);
         }
         v->tree_ok = false;
     }
@@ -237,6 +239,15 @@ static void check_batch(vstate *v, const cf__rec *r, size_t off, const cf_audit_
     }
     v->expected = idx + n;
     rep->leaves += n;
+}
+
+static void check_batch(vstate *v, const cf__rec *r, size_t off, const cf_audit_verify_opts *o)
+{
+    cf_audit_report *rep = v->rep;
+    uint64_t idx = r->h.index;
+    uint32_t n = r->h.count;
+    check_leaf_run(v, r, off, "index gap: events before this batch are missing",
+                   "batch repeats indexes of an earlier batch");
     rep->verdicts += n; /* the parser checked that every event has a verdict entry */
 
     const uint8_t *dec = NULL;
@@ -343,23 +354,8 @@ static void check_dead(vstate *v, const cf__rec *r, size_t off, const cf_audit_v
     cf_audit_report *rep = v->rep;
     uint64_t idx = r->h.index;
     uint32_t n = r->h.count;
-    v->last_batch_seg = v->seg;
-    v->last_batch_off = off;
-    if (idx != v->expected) {
-        if (idx > v->expected) {
-            rep->gaps++;
-            flag(v, off, idx, "index gap: leaves before this dead-letter record are missing");
-        } else {
-            rep->duplicates++;
-            flag(v, off, idx, "dead-letter record repeats indexes of an earlier record");
-        }
-        v->tree_ok = false;
-    }
-    if (idx + n > v->max_index) {
-        v->max_index = idx + n;
-    }
-    v->expected = idx + n;
-    rep->leaves += n;
+    check_leaf_run(v, r, off, "index gap: leaves before this dead-letter record are missing",
+                   "dead-letter record repeats indexes of an earlier record");
     const uint8_t *dec = NULL;
     size_t dec_len = 0;
     if (o->data_key != NULL) {
