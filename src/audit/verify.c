@@ -241,6 +241,23 @@ static void check_leaf_run(vstate *v, const cf__rec *r, size_t off, const char *
     rep->leaves += n;
 }
 
+/* Room for a record's plaintext (the reused decryption buffer); false (flagged) when out of
+ * memory. */
+static bool grow_pt(vstate *v, const cf__rec *r, size_t off)
+{
+    if (v->pt_cap >= r->ct_len) {
+        return true;
+    }
+    uint8_t *np = cf_realloc(v->pt, r->ct_len);
+    if (np == NULL) {
+        flag(v, off, r->h.index, "out of memory");
+        return false;
+    }
+    v->pt = np;
+    v->pt_cap = r->ct_len;
+    return true;
+}
+
 static void check_batch(vstate *v, const cf__rec *r, size_t off, const cf_audit_verify_opts *o)
 {
     cf_audit_report *rep = v->rep;
@@ -253,14 +270,8 @@ static void check_batch(vstate *v, const cf__rec *r, size_t off, const cf_audit_
     const uint8_t *dec = NULL;
     size_t dec_len = 0;
     if (o->data_key != NULL) {
-        if (v->pt_cap < r->ct_len) {
-            uint8_t *np = cf_realloc(v->pt, r->ct_len);
-            if (np == NULL) {
-                flag(v, off, idx, "out of memory");
-                return;
-            }
-            v->pt = np;
-            v->pt_cap = r->ct_len;
+        if (!grow_pt(v, r, off)) {
+            return;
         }
         const cf_key *dk = data_key_for(o, r->key_id);
         if (cf__audit_batch_open(r, dk->bytes, v->pt, &dec_len) != CF_OK) {
@@ -359,14 +370,8 @@ static void check_dead(vstate *v, const cf__rec *r, size_t off, const cf_audit_v
     const uint8_t *dec = NULL;
     size_t dec_len = 0;
     if (o->data_key != NULL) {
-        if (v->pt_cap < r->ct_len) {
-            uint8_t *np = cf_realloc(v->pt, r->ct_len);
-            if (np == NULL) {
-                flag(v, off, idx, "out of memory");
-                return;
-            }
-            v->pt = np;
-            v->pt_cap = r->ct_len;
+        if (!grow_pt(v, r, off)) {
+            return;
         }
         const cf_key *dk = data_key_for(o, r->key_id);
         if (cf__audit_dead_open(r, dk->bytes, v->pt, &dec_len) != CF_OK) {
