@@ -416,21 +416,30 @@ static cf_err encode_events(cf_audit_log *log, const cf_event *events, uint32_t 
     return CF_OK;
 }
 
+/* The header of a sealed record (batch or dead letters) for piece @p pc at @p hdr, then the
+ * start of its payload: a fresh nonce, the data key's id and the log id. Returns the payload
+ * (its nonce first). */
+static uint8_t *seal_start(cf_audit_log *log, uint8_t *hdr, uint8_t type, uint64_t index,
+                           const piece *pc)
+{
+    uint8_t *payload = hdr + CF__AUDIT_HDR_LEN;
+    cf__audit_hdr h = {.type = type,
+                       .index = index,
+                       .count = pc->b - pc->a,
+                       .payload_len = (uint32_t)pc->payload_len};
+    cf__audit_hdr_encode(&h, NULL, hdr);
+    randombytes_buf(payload, CF__AUDIT_NONCE_LEN);
+    memcpy(payload + CF__AUDIT_NONCE_LEN, log->data_key_id, CF_KEY_ID_LEN);
+    memcpy(payload + CF__AUDIT_LOGID_OFF, log->log_id, CF_AUDIT_LOG_ID_LEN);
+    return payload;
+}
+
 /* Writes the dead-letter record of entries [a, b) at @p hdr; returns its length. */
 static size_t build_dead(cf_audit_log *log, uint8_t *hdr, uint64_t index, const piece *pc,
                          uint32_t n_dead)
 {
     uint32_t a = pc->a, n = pc->b - pc->a;
-    uint8_t *payload = hdr + CF__AUDIT_HDR_LEN;
-    cf__audit_hdr h = {.type = CF_AUDIT_REC_DEAD,
-                       .index = index,
-                       .count = n,
-                       .payload_len = (uint32_t)pc->payload_len};
-    cf__audit_hdr_encode(&h, NULL, hdr);
-    uint8_t *nonce = payload;
-    randombytes_buf(nonce, CF__AUDIT_NONCE_LEN);
-    memcpy(payload + CF__AUDIT_NONCE_LEN, log->data_key_id, CF_KEY_ID_LEN);
-    memcpy(payload + CF__AUDIT_LOGID_OFF, log->log_id, CF_AUDIT_LOG_ID_LEN);
+    uint8_t *payload = seal_start(log, hdr, CF_AUDIT_REC_DEAD, index, pc), *nonce = payload;
     size_t pt_len = log->dpt_off[pc->b] - log->dpt_off[a];
     size_t info_len = log->dinfo_off[pc->b] - log->dinfo_off[a];
     size_t ct_len = pt_len + CF__AUDIT_TAG_LEN;
@@ -459,16 +468,7 @@ static size_t build_batch(cf_audit_log *log, uint8_t *hdr, uint64_t index, const
                           size_t mlen)
 {
     uint32_t a = pc->a, n = pc->b - pc->a;
-    uint8_t *payload = hdr + CF__AUDIT_HDR_LEN;
-    cf__audit_hdr h = {.type = CF_AUDIT_REC_BATCH,
-                       .index = index,
-                       .count = n,
-                       .payload_len = (uint32_t)pc->payload_len};
-    cf__audit_hdr_encode(&h, NULL, hdr);
-    uint8_t *nonce = payload;
-    randombytes_buf(nonce, CF__AUDIT_NONCE_LEN);
-    memcpy(payload + CF__AUDIT_NONCE_LEN, log->data_key_id, CF_KEY_ID_LEN);
-    memcpy(payload + CF__AUDIT_LOGID_OFF, log->log_id, CF_AUDIT_LOG_ID_LEN);
+    uint8_t *payload = seal_start(log, hdr, CF_AUDIT_REC_BATCH, index, pc), *nonce = payload;
     size_t pt_len = log->pt_off[pc->b] - log->pt_off[a];
     size_t ct_len = pt_len + CF__AUDIT_TAG_LEN;
     cf__le32(payload + CF__AUDIT_SEAL_PREFIX, (uint32_t)ct_len);

@@ -258,6 +258,28 @@ static bool grow_pt(vstate *v, const cf__rec *r, size_t off)
     return true;
 }
 
+typedef cf_err (*record_opener)(const cf__rec *r, const uint8_t *key, uint8_t *pt, size_t *pt_len);
+
+/* Decrypts a batch or dead-letter record with the data key that sealed it: *dec is the
+ * plaintext, or NULL (flagged, its leaves counted bad) when it does not open. False only when
+ * out of memory. */
+static bool open_record(vstate *v, const cf__rec *r, size_t off, const cf_audit_verify_opts *o,
+                        record_opener open, const char *what, const uint8_t **dec, size_t *dec_len)
+{
+    if (!grow_pt(v, r, off)) {
+        return false;
+    }
+    const cf_key *dk = data_key_for(o, r->key_id);
+    if (open(r, dk->bytes, v->pt, dec_len) != CF_OK) {
+        char why[160];
+        flag(v, off, r->h.index, cf__audit_open_failure(what, r->key_id, dk->id, why, sizeof(why)));
+        v->bad_events += r->h.count;
+        return true;
+    }
+    *dec = v->pt;
+    return true;
+}
+
 static void check_batch(vstate *v, const cf__rec *r, size_t off, const cf_audit_verify_opts *o)
 {
     cf_audit_report *rep = v->rep;
@@ -267,21 +289,11 @@ static void check_batch(vstate *v, const cf__rec *r, size_t off, const cf_audit_
                    "batch repeats indexes of an earlier batch");
     rep->verdicts += n; /* the parser checked that every event has a verdict entry */
 
-    const uint8_t *dec = NULL;
     size_t dec_len = 0;
-    if (o->data_key != NULL) {
-        if (!grow_pt(v, r, off)) {
-            return;
-        }
-        const cf_key *dk = data_key_for(o, r->key_id);
-        if (cf__audit_batch_open(r, dk->bytes, v->pt, &dec_len) != CF_OK) {
-            char why[160];
-            flag(v, off, idx,
-                 cf__audit_open_failure("events", r->key_id, dk->id, why, sizeof(why)));
-            v->bad_events += n;
-        } else {
-            dec = v->pt;
-        }
+    const uint8_t *dec = NULL;
+    if (o->data_key != NULL &&
+        !open_record(v, r, off, o, cf__audit_batch_open, "events", &dec, &dec_len)) {
+        return;
     }
     const uint8_t *vcur = r->verdicts;
     size_t eoff = 0;
@@ -367,21 +379,11 @@ static void check_dead(vstate *v, const cf__rec *r, size_t off, const cf_audit_v
     uint32_t n = r->h.count;
     check_leaf_run(v, r, off, "index gap: leaves before this dead-letter record are missing",
                    "dead-letter record repeats indexes of an earlier record");
-    const uint8_t *dec = NULL;
     size_t dec_len = 0;
-    if (o->data_key != NULL) {
-        if (!grow_pt(v, r, off)) {
-            return;
-        }
-        const cf_key *dk = data_key_for(o, r->key_id);
-        if (cf__audit_dead_open(r, dk->bytes, v->pt, &dec_len) != CF_OK) {
-            char why[160];
-            flag(v, off, idx,
-                 cf__audit_open_failure("dead letters", r->key_id, dk->id, why, sizeof(why)));
-            v->bad_events += n;
-        } else {
-            dec = v->pt;
-        }
+    const uint8_t *dec = NULL;
+    if (o->data_key != NULL &&
+        !open_record(v, r, off, o, cf__audit_dead_open, "dead letters", &dec, &dec_len)) {
+        return;
     }
     const uint8_t *cur = r->info, *end = r->info + r->info_len;
     size_t eoff = 0;
