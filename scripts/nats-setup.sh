@@ -8,7 +8,8 @@
 # Roles and what they may do (docs/distributed.md):
 #   gateway   publish PREFIX.shares.* and PREFIX.groups; create those streams
 #   partyI    read PREFIX.shares.I only; publish PREFIX.partials.I only (with --workers W,
-#             its W worker processes read PREFIX.shares.I.w and publish PREFIX.partials.I.w)
+#             worker w >= 1 reads PREFIX.shares.I.w and publishes PREFIX.partials.I.w);
+#             publish and read PREFIX.handover.I.> (window state moved by a rescale)
 #   combiner  read PREFIX.partials.* and PREFIX.groups; publish nothing
 #   admin     everything (operators, `nats` CLI); not used by confide
 #   producer  publish PREFIX.in (the gateway's input.nats_subject, `confide gen --nats`)
@@ -16,7 +17,7 @@
 #   (with output.nats_subject OUT: the gateway may publish OUT.alerts, the combiner
 #   OUT.results, OUT.late and OUT.alerts; --out-subject, default PREFIX.out)
 # Usage: scripts/nats-setup.sh DIR [--parties K] [--port P] [--nodes N] [--prefix confide]
-#                              [--out-subject SUBJECT] [--workers W (party.workers)]
+#                              [--out-subject SUBJECT] [--workers W (most per party)]
 #        then: nats-server -c DIR/node1.conf   (and node2, node3 for --nodes 3)
 set -euo pipefail
 
@@ -91,11 +92,12 @@ api_consume() { # stream -> create/delete/info its ephemeral consumers, ack its 
     printf '"$JS.ACK.%s.>", ' "$1"
 }
 
-# The shares/partials streams of party I: one, or one per worker (_I_W) with --workers.
+# The shares/partials streams of party I's workers: worker 0's is ..._I, worker W's ..._I_W;
+# --workers is the most a party may have (a rescale activates idle ones).
 slot_streams() { # KIND I
     local w
-    if [ "$workers" -eq 1 ]; then echo "${up}_$1_$2"; return; fi
-    for ((w = 0; w < workers; w++)); do echo "${up}_$1_$2_$w"; done
+    echo "${up}_$1_$2"
+    for ((w = 1; w < workers; w++)); do echo "${up}_$1_$2_$w"; done
 }
 
 users_block() {
@@ -114,8 +116,9 @@ users_block() {
         party=""
         for st in $(slot_streams SHARES "$i"); do party+=$(api_stream "$st")$(api_consume "$st"); done
         for st in $(slot_streams PARTIALS "$i"); do party+=$(api_stream "$st")$(api_last "$st"); done
+        party+=$(api_stream "${up}_HANDOVER_$i")$(api_consume "${up}_HANDOVER_$i")
         echo "    { user: party$i, password: \"$(pw party$i)\", permissions: {"
-        echo "        publish: { allow: [\"$prefix.partials.$i\", \"$prefix.partials.$i.*\", \"\$JS.API.INFO\", ${party%, }] }"
+        echo "        publish: { allow: [\"$prefix.partials.$i\", \"$prefix.partials.$i.*\", \"$prefix.handover.$i.>\", \"\$JS.API.INFO\", ${party%, }] }"
         echo "        subscribe: { allow: [\"_INBOX.confide-party-$i.>\"] } } }"
     done
     for ((i = 0; i < parties; i++)); do

@@ -42,7 +42,8 @@ typedef enum {
     CF_FRAME_SHARES = 1,   /* gateway -> party: events' shares (or a checkpoint marker) */
     CF_FRAME_PARTIALS = 2, /* party -> combiner: partial window sums, late events, markers */
     CF_FRAME_GROUPS = 3,   /* gateway -> combiner: display names of pseudonymous groups */
-    CF_FRAME_END = 4       /* end of a finite input: flush */
+    CF_FRAME_END = 4,      /* end of a finite input: flush */
+    CF_FRAME_STATE = 5     /* party worker -> its party's workers: window state at a rescale */
 } cf_frame_type;
 
 typedef struct cf_frame_hdr {

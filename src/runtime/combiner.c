@@ -284,7 +284,7 @@ static bool party_states(cf_secure *s, const party_msg *const *msgs, unsigned nw
 static void complete_checkpoint(cf_secure *s, const party_msg *const *msgs, unsigned nw)
 {
     if (s->role == CF_ROLE_COMBINER) {
-        cf__net_combiner_checkpoint(s, msgs);
+        cf__net_combiner_checkpoint(s, msgs, nw);
         return;
     }
     uint64_t results_len = 0, late_len = 0, sig_len = 0, sig_seq = 0;
@@ -566,10 +566,19 @@ static unsigned pass_barrier(cf_secure *s, slot_view *v, unsigned nw)
     if (to == 0 || to == nw) {
         return nw;
     }
+    if (s->role == CF_ROLE_COMBINER && to > nw && !cf__net_combiner_grow(s, to)) {
+        atomic_store(&s->net_failed, true); /* reported; a restart resumes at the checkpoint */
+        atomic_store(&s->net_stop, true);
+        return nw;
+    }
     /* Retired workers send nothing more; their lanes wait, empty, for a later rescale. */
     for (unsigned w = 0; w < CF_WORKERS_MAX; w++) {
         for (unsigned i = 0; i < s->k && w >= to; i++) {
             cursor *c = &s->cur[i][w];
+            if (c->b != NULL && s->role == CF_ROLE_COMBINER) {
+                /* distributed: where its stream goes on if the slot is activated again */
+                s->start_seq[i * CF_WORKERS_MAX + w] = c->b->stream_seq + 1;
+            }
             if (c->b != NULL) {
                 cf_ring_push_wait(s->parties[i][w].out.free_ring, c->b);
             }
@@ -635,5 +644,6 @@ void *cf__combiner_main(void *arg)
     }
     drain_dict(s);
     cf_free(seen.v);
+    atomic_store(&s->comb_done, true);
     return NULL;
 }

@@ -68,25 +68,42 @@ static void subject_name(const cf_secure *s, const char *kind, int i, char *out,
     }
 }
 
-/* The stream and subject of party @p i's worker @p w (shares or partials): with one worker
- * per party the names above; with several, one stream per worker, PREFIX.shares.I.W. */
+/* The stream and subject of party @p i's worker @p w (shares or partials): worker 0 has the
+ * names above, worker W >= 1 its own stream, PREFIX.shares.I.W; the names do not depend on
+ * how many workers there are, so a rescale only adds or idles streams. */
 static void slot_names(const cf_secure *s, const char *kind, const char *subj_kind, unsigned i,
                        unsigned w, char *stream, char *subject, size_t n)
 {
     stream_name(s, kind, (int)i, stream, n);
     subject_name(s, subj_kind, (int)i, subject, n);
-    if (s->dworkers > 1) {
+    if (w > 0) {
         size_t ls = strlen(stream), lj = strlen(subject);
         snprintf(stream + ls, n - ls, "_%u", w);
         snprintf(subject + lj, n - lj, ".%u", w);
     }
 }
 
-/* Index of (party, worker) in start_seq and the combiner's state. */
-static unsigned slot_index(const cf_secure *s, unsigned i, unsigned w)
+/* Party I's rescale handovers: PREFIX.handover.I.<marker index>, read by party I only. */
+static void handover_names(const cf_secure *s, uint64_t index, char *stream, char *subject,
+                           size_t n)
 {
-    return i * s->dworkers + w;
+    stream_name(s, "HANDOVER", (int)s->party_id, stream, n);
+    subject_name(s, "handover", (int)s->party_id, subject, n);
+    size_t l = strlen(subject);
+    if (index == UINT64_MAX) {
+        snprintf(subject + l, n - l, ".>");
+    } else {
+        snprintf(subject + l, n - l, ".%" PRIu64, index);
+    }
 }
+
+/* Index of (party, worker) in start_seq, the combiner's state and s->net; the groups
+ * thread comes after every slot. */
+static unsigned slot_index(unsigned i, unsigned w)
+{
+    return i * CF_WORKERS_MAX + w;
+}
+#define GROUPS_THREAD (CF_KEY_PARTIES_MAX * CF_WORKERS_MAX)
 
 /* ---- little-endian codec ---- */
 
@@ -170,14 +187,17 @@ static void rbytes(rbuf *r, void *d, size_t n)
  * a sender that falls behind packs what has queued up into one frame, so the round trip
  * of a publish is paid per frame, not per batch. A checkpoint marker always ends a frame
  * (a receiver that resumes after that frame's sequence must not skip anything).
- * shares:   per sub-batch: u8 flags (1 marker, 2 sharded) | log id 16 | run id 16 | u32 n |
+ * shares:   per sub-batch: u8 flags (1 marker, 2 sharded, 4 rescale, 8 activate, 16 barrier
+ *           only) | log id 16 | run id 16 | u32 n |
  *           [sharded: stream max event time i64] |
  *           events: n x (pseudonym 16 | ts i64 | seq u64 | [sharded: prior max ts i64] |
  *                        [share 6 x u64, party 0 only])
- *           marker: checkpoint index u64 | alerts length u64 | alerts u64
+ *           marker: checkpoint index u64 | alerts length u64 | alerts u64 |
+ *                   [rescale: workers before u8 | workers after u8]
  * partials: per sub-batch: input seq u64 | part u32 | u32 n |
  *           n x (type u8 | update u8 | pseudonym 16 | start i64 | end i64 | count u64 |
- *                first u64 | last u64 | reason u32 | value CF_SA_VALUE_SIZE)
+ *                first u64 | last u64 | reason u32 (marker: workers after it) |
+ *                value CF_SA_VALUE_SIZE)
  * groups:   n x (pseudonym 16 | currency 4 | text length u16 | text)
  * end:      empty (the frame id is the sender's final position) */
 
@@ -186,16 +206,26 @@ static void rbytes(rbuf *r, void *d, size_t n)
 
 #define SHARES_CKPT 1u
 #define SHARES_SHARDED 2u /* the stream's event time rides along (party.workers > 1) */
+#define SHARES_RESCALE 4u /* a marker that rescales the party (docs/distributed.md) */
+#define SHARES_ACTIVATE 8u
+#define SHARES_BARRIER 16u /* a rescale marker that is no checkpoint */
+#define SHARES_FLAGS 31u
 
 static size_t shares_size(const item_batch *b, unsigned to)
 {
     size_t item = SHARE_ITEM + (to == 0 ? sizeof(cf_sa_vec) : 0) + (b->sharded ? 8 : 0);
-    return 1 + 2 * CF_SA_ID_LEN + 4 + (b->ckpt ? 24 : (b->sharded ? 8 : 0) + (size_t)b->n * item);
+    return 1 + 2 * CF_SA_ID_LEN + 4 +
+           (b->ckpt ? 24 + (b->rescale_to != 0 ? 2 : 0)
+                    : (b->sharded ? 8 : 0) + (size_t)b->n * item);
 }
 
 static void encode_shares(wbuf *w, const item_batch *b, unsigned to)
 {
-    w8(w, (uint8_t)((b->ckpt ? SHARES_CKPT : 0) | (!b->ckpt && b->sharded ? SHARES_SHARDED : 0)));
+    bool rescale = b->ckpt && b->rescale_to != 0;
+    w8(w,
+       (uint8_t)((b->ckpt ? SHARES_CKPT : 0) | (!b->ckpt && b->sharded ? SHARES_SHARDED : 0) |
+                 (rescale ? SHARES_RESCALE : 0) | (rescale && b->activate ? SHARES_ACTIVATE : 0) |
+                 (rescale && b->barrier_only ? SHARES_BARRIER : 0)));
     wbytes(w, b->ctx.log_id, CF_SA_ID_LEN);
     wbytes(w, b->ctx.run_id, CF_SA_ID_LEN);
     w32(w, b->ckpt ? 0 : b->n);
@@ -206,6 +236,10 @@ static void encode_shares(wbuf *w, const item_batch *b, unsigned to)
         w64(w, b->ckpt_index);
         w64(w, b->ckpt_alerts_len);
         w64(w, b->ckpt_alerts);
+        if (rescale) {
+            w8(w, (uint8_t)b->rescale_from);
+            w8(w, (uint8_t)b->rescale_to);
+        }
         return;
     }
     for (uint32_t i = 0; i < b->n; i++) {
@@ -234,20 +268,31 @@ static bool decode_shares(rbuf *r, unsigned to, item_batch *b)
     b->ckpt = (flags & SHARES_CKPT) != 0;
     b->sharded = (flags & SHARES_SHARDED) != 0;
     b->rescale_to = 0;
-    b->barrier_only = false;
+    b->rescale_from = 0;
+    b->barrier_only = (flags & SHARES_BARRIER) != 0;
+    b->activate = (flags & SHARES_ACTIVATE) != 0;
     rbytes(r, b->ctx.log_id, CF_SA_ID_LEN);
     rbytes(r, b->ctx.run_id, CF_SA_ID_LEN);
     uint32_t count = r32(r);
     b->max_us = b->sharded ? (int64_t)r64(r) : INT64_MIN;
     b->n = 0;
-    if (flags > (SHARES_CKPT | SHARES_SHARDED) || (b->ckpt && b->sharded)) {
+    bool rescale = (flags & SHARES_RESCALE) != 0;
+    if (flags > SHARES_FLAGS || (b->ckpt && b->sharded) ||
+        ((flags & (SHARES_ACTIVATE | SHARES_BARRIER)) != 0 && !rescale) || (rescale && !b->ckpt)) {
         return false;
     }
     if (b->ckpt) {
         b->ckpt_index = r64(r);
         b->ckpt_alerts_len = r64(r);
         b->ckpt_alerts = r64(r);
-        return !r->bad && count == 0;
+        if (rescale) {
+            b->rescale_from = r8(r);
+            b->rescale_to = r8(r);
+        }
+        bool counts =
+            !rescale || (b->rescale_from >= 1 && b->rescale_to >= 1 &&
+                         b->rescale_from <= CF_WORKERS_MAX && b->rescale_to <= CF_WORKERS_MAX);
+        return !r->bad && count == 0 && counts;
     }
     if (count > b->cap) {
         return false; /* pipeline.batch_max differs between the roles */
@@ -292,7 +337,8 @@ static void encode_msgs(wbuf *w, const msg_batch *b)
         w64(w, m->count);
         w64(w, m->first);
         w64(w, m->last);
-        w32(w, m->reason);
+        /* a marker's reason field carries the workers after it (a rescale; 0: unchanged) */
+        w32(w, m->type == MSG_CKPT ? m->workers : m->reason);
         wbytes(w, m->value, CF_SA_VALUE_SIZE);
     }
 }
@@ -321,6 +367,13 @@ static bool decode_msgs(rbuf *r, msg_batch *b)
         rbytes(r, m->value, CF_SA_VALUE_SIZE);
         if (m->type < MSG_RESULT || m->type > MSG_CKPT) {
             return false;
+        }
+        if (m->type == MSG_CKPT) {
+            m->workers = m->reason;
+            m->reason = 0;
+            if (m->workers > CF_WORKERS_MAX) {
+                return false;
+            }
         }
     }
     b->n = count;
@@ -563,7 +616,7 @@ static void *groups_sender(void *arg)
 
 static void state_path(const cf_secure *s, char *out, size_t n)
 {
-    if (s->role == CF_ROLE_PARTY && s->dworkers > 1) {
+    if (s->role == CF_ROLE_PARTY && s->worker_id > 0) {
         snprintf(out, n, "%s/party-%u-%u.state", s->conf.output_dir, s->party_id, s->worker_id);
     } else if (s->role == CF_ROLE_PARTY) {
         snprintf(out, n, "%s/party-%u.state", s->conf.output_dir, s->party_id);
@@ -730,7 +783,7 @@ static void *party_receiver(void *arg)
         cf_ring_close(pa->in.full_ring);
         return NULL;
     }
-    while (!atomic_load(&s->net_stop)) {
+    while (!atomic_load(&s->net_stop) && !atomic_load(&s->retired)) {
         cf_js_msg m;
         cf_err e = recv_next(&rc, &m);
         if (e == CF_E_FULL) {
@@ -785,18 +838,31 @@ static void *party_receiver(void *arg)
     return NULL;
 }
 
+/* A party's state file ends with the stream sequence of the frame it reflects and the
+ * party's workers at that point. */
+#define PARTY_TAIL 12
+static void party_tail(uint8_t tail[PARTY_TAIL], uint64_t seq, uint32_t nworkers)
+{
+    for (int j = 0; j < 8; j++) {
+        tail[j] = (uint8_t)(seq >> (8 * j));
+    }
+    for (int j = 0; j < 4; j++) {
+        tail[8 + j] = (uint8_t)(nworkers >> (8 * j));
+    }
+}
+
 /* After the batch that carries a checkpoint marker is published: the party's state file. */
 static void party_commit(cf_secure *s, const msg_batch *b)
 {
     for (uint32_t i = 0; i < b->n; i++) {
         party_msg *m = &b->m[i];
-        if (m->type != MSG_CKPT || m->snap == NULL) {
+        if (m->type != MSG_CKPT || m->snap == NULL || m->workers != 0) {
+            /* At a rescale marker the state changes hands after the snapshot: a restart
+             * replays from the checkpoint before it and hands over again. */
             continue;
         }
-        uint8_t tail[8];
-        for (int j = 0; j < 8; j++) {
-            tail[j] = (uint8_t)(b->src_seq >> (8 * j));
-        }
+        uint8_t tail[PARTY_TAIL];
+        party_tail(tail, b->src_seq, m->reason);
         const uint8_t *snaps[1] = {m->snap};
         size_t lens[1] = {m->snap_len}, len = 0;
         uint8_t *blob = cf__ckpt_encode(s, m->first, 0, 0, 0, 0, 0, 0, snaps, lens, 1, tail,
@@ -915,13 +981,263 @@ static void *party_sender(void *arg)
         held[nh++] = b;
         bytes += msgs_size(b);
     }
-    if (ok && !atomic_load(&s->net_stop) && !atomic_load(&s->net_failed)) {
+    if (ok && !atomic_load(&s->net_stop) && !atomic_load(&s->net_failed) &&
+        !atomic_load(&s->retired)) { /* a retired worker's slot may be activated again */
         snprintf(msg_id, sizeof(msg_id), "p%u.%u.end%" PRIu64, s->party_id, s->worker_id,
                  pa->cur_src_seq);
         publish_end(s, subject, (uint8_t)s->party_id, pa->cur_src_seq, msg_id);
     }
     cf_free(frame);
     return NULL;
+}
+
+/* ---- rescaling a distributed party (docs/distributed.md, "Rescaling worker processes") ----
+ * At a rescale marker every worker of the party publishes its window state on
+ * PREFIX.handover.I.<marker index> (party I's own stream, in chunks under a frame each);
+ * every worker that stays, and every worker the marker activates, reads all of them there,
+ * merges them and keeps its own key groups. A worker that restarts replays the marker and
+ * publishes the same chunks again: message ids drop them within the duplicate window, and
+ * a reader takes the first copy of each chunk after it. */
+
+#define HANDOVER_CHUNK (512 * 1024)
+#define HANDOVER_HDR 20 /* worker u32 | chunk u32 | chunks u32 | total length u64 */
+#define HANDOVER_WAIT_S 600
+
+static void put32(uint8_t *p, uint32_t v)
+{
+    for (int j = 0; j < 4; j++) {
+        p[j] = (uint8_t)(v >> (8 * j));
+    }
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static bool handover_publish(cf_secure *s, uint64_t index, const uint8_t *snap, size_t len)
+{
+    char stream[128], subject[128], msg_id[96];
+    handover_names(s, index, stream, subject, sizeof(stream));
+    uint32_t chunks = len == 0 ? 1 : (uint32_t)((len + HANDOVER_CHUNK - 1) / HANDOVER_CHUNK);
+    uint8_t *frame = cf_malloc(CF_FRAME_HDR_LEN + HANDOVER_HDR + HANDOVER_CHUNK);
+    bool ok = frame != NULL;
+    for (uint32_t c = 0; ok && c < chunks; c++) {
+        size_t off = (size_t)c * HANDOVER_CHUNK,
+               n = len - off < HANDOVER_CHUNK ? len - off : HANDOVER_CHUNK;
+        uint8_t *p = frame + CF_FRAME_HDR_LEN;
+        put32(p, s->worker_id);
+        put32(p + 4, c);
+        put32(p + 8, chunks);
+        put32(p + 12, (uint32_t)len);
+        put32(p + 16, (uint32_t)((uint64_t)len >> 32));
+        memcpy(p + HANDOVER_HDR, snap + off, n);
+        cf_frame_hdr h = {.type = CF_FRAME_STATE,
+                          .sender = (uint8_t)s->party_id,
+                          .count = c,
+                          .id = index,
+                          .len = (uint32_t)(HANDOVER_HDR + n),
+                          .aux = s->worker_id};
+        cf_frame_seal(&h, frame);
+        snprintf(msg_id, sizeof(msg_id), "h%u.%u.%" PRIu64 ".%u", s->party_id, s->worker_id, index,
+                 c);
+        ok = publish(s, subject, frame, CF_FRAME_HDR_LEN + h.len, msg_id);
+        sodium_memzero(p + HANDOVER_HDR, n);
+    }
+    cf_free(frame);
+    return ok;
+}
+
+typedef struct handover_buf {
+    uint8_t *data;
+    size_t len;
+    uint32_t chunks, got;
+    uint8_t *have; /* by chunk */
+} handover_buf;
+
+/* One chunk into its worker's buffer; false when the frame is not a chunk of this handover. */
+static bool handover_take(cf_secure *s, uint64_t index, unsigned from, handover_buf *b,
+                          const cf_js_msg *m, unsigned *complete)
+{
+    char err[128];
+    cf_frame_hdr h;
+    if (cf_frame_open(m->data, m->len, &h, err, sizeof(err)) != CF_OK || h.type != CF_FRAME_STATE ||
+        h.sender != s->party_id || h.id != index || h.len < HANDOVER_HDR) {
+        return false;
+    }
+    const uint8_t *p = m->data + CF_FRAME_HDR_LEN;
+    uint32_t w = get32(p), c = get32(p + 4), chunks = get32(p + 8);
+    uint64_t total = (uint64_t)get32(p + 12) | (uint64_t)get32(p + 16) << 32;
+    size_t n = h.len - HANDOVER_HDR;
+    if (w >= from || chunks == 0 || c >= chunks || total > (uint64_t)chunks * HANDOVER_CHUNK ||
+        (size_t)c * HANDOVER_CHUNK + n > total) {
+        return false;
+    }
+    handover_buf *hb = &b[w];
+    if (hb->have == NULL) {
+        hb->data = cf_malloc(total > 0 ? total : 1);
+        hb->have = cf_calloc(chunks, 1);
+        if (hb->data == NULL || hb->have == NULL) {
+            return false;
+        }
+        hb->len = total;
+        hb->chunks = chunks;
+    }
+    if (hb->chunks != chunks || hb->len != total) {
+        return false;
+    }
+    if (!hb->have[c]) {
+        memcpy(hb->data + (size_t)c * HANDOVER_CHUNK, p + HANDOVER_HDR, n);
+        hb->have[c] = 1;
+        *complete += ++hb->got == chunks;
+    }
+    return true;
+}
+
+/* Waits until the states of all @p from workers at marker @p index are in @p b. */
+static bool handover_gather(cf_secure *s, uint64_t index, unsigned from, handover_buf *b)
+{
+    char stream[128], subject[128], err[256];
+    handover_names(s, index, stream, subject, sizeof(stream));
+    cf_js_sub *sub = NULL;
+    if (cf_js_subscribe(&sub, s->js, stream, subject, 1, 256, err, sizeof(err)) != CF_OK) {
+        net_fail(s, "rescale handover", err);
+        return false;
+    }
+    unsigned complete = 0;
+    int64_t give_up = cf_now_ns() + (int64_t)HANDOVER_WAIT_S * 1000000000LL;
+    bool ok = true;
+    while (ok && complete < from) {
+        cf_js_msg m;
+        cf_err e = cf_js_next(sub, &m, RECV_WAIT_MS);
+        if (atomic_load(&s->net_stop) || e == CF_E_TRANSPORT || cf_now_ns() > give_up) {
+            net_fail(s, "rescale handover",
+                     e == CF_E_TRANSPORT ? "connection lost"
+                                         : "the other workers' states did not arrive");
+            ok = false;
+        } else if (e == CF_OK) {
+            ok = handover_take(s, index, from, b, &m, &complete);
+            if (!ok) {
+                net_fail(s, "rescale handover", "a state chunk was refused (one config for all?)");
+            }
+            cf_js_ack(&m);
+        }
+    }
+    cf_js_unsubscribe(sub);
+    return ok;
+}
+
+typedef struct slot_owner {
+    unsigned w, n;
+} slot_owner;
+
+static bool owns_slot(void *opaque, const uint8_t *key, size_t len)
+{
+    const slot_owner *o = opaque;
+    return len == CF_SA_PSEUDO_LEN && key_owner(key, o->n) == o->w;
+}
+
+/* Takes this worker's key groups among @p to workers from the @p from states in @p b. */
+static bool handover_restore(party *pa, handover_buf *b, unsigned from, unsigned to)
+{
+    char err[256];
+    const uint8_t *bufs[CF_WORKERS_MAX];
+    size_t lens[CF_WORKERS_MAX];
+    for (unsigned w = 0; w < from; w++) {
+        bufs[w] = b[w].data;
+        lens[w] = b[w].len;
+    }
+    uint8_t *merged = NULL;
+    size_t merged_len = 0;
+    slot_owner o = {pa->s->worker_id, to};
+    cf_window_destroy(pa->win);
+    pa->win = NULL;
+    cf_err e = cf_window_snapshot_merge(bufs, lens, from, &merged, &merged_len, err, sizeof(err));
+    if (e == CF_OK && (e = cf__party_open_window(pa, err, sizeof(err))) == CF_OK) {
+        e = cf_window_restore_filtered(pa->win, merged, merged_len, owns_slot, &o, err,
+                                       sizeof(err));
+    }
+    if (merged != NULL) {
+        sodium_memzero(merged, merged_len);
+        cf_free(merged);
+    }
+    if (e != CF_OK) {
+        net_fail(pa->s, "rescale handover", err);
+    }
+    return e == CF_OK;
+}
+
+bool cf__net_party_rescale(party *pa, unsigned from, unsigned to, uint64_t index, bool activate)
+{
+    cf_secure *s = pa->s;
+    handover_buf b[CF_WORKERS_MAX];
+    memset(b, 0, sizeof(b));
+    bool ok = true;
+    if (!activate) {
+        uint8_t *snap = NULL;
+        size_t len = 0;
+        ok = cf_window_snapshot(pa->win, &snap, &len) == CF_OK &&
+             handover_publish(s, index, snap, len);
+        if (snap != NULL) {
+            sodium_memzero(snap, len);
+            cf_free(snap);
+        }
+    }
+    bool stays = s->worker_id < to;
+    /* a retiring worker only gives: the others take its key groups */
+    ok = ok && (!stays || handover_gather(s, index, from, b));
+    ok = ok && (!stays || handover_restore(pa, b, from, to));
+    for (unsigned w = 0; w < from; w++) {
+        if (b[w].data != NULL) {
+            sodium_memzero(b[w].data, b[w].len);
+        }
+        cf_free(b[w].data);
+        cf_free(b[w].have);
+    }
+    if (!ok) {
+        atomic_store(&s->net_stop, true); /* a restart replays the marker */
+        return false;
+    }
+    CF_LOG(CF_LOG_INFO, "party", "party %u worker %u: %s at index %llu (%u -> %u workers)",
+           s->party_id, s->worker_id, stays ? (activate ? "activated" : "rescaled") : "retired",
+           (unsigned long long)index, from, to);
+    s->dnworkers = to;
+    if (!stays) {
+        cf_window_destroy(pa->win);
+        pa->win = NULL;
+        s->retire_seq = pa->cur_src_seq;
+        s->retire_index = index;
+        atomic_store(&s->retired, true);
+    }
+    return stays;
+}
+
+/* A retired worker's state file: no windows, and its stream's position after the marker, so
+ * that a process started for the slot later waits there for the marker that activates it. */
+static void write_retired_state(cf_secure *s)
+{
+    char err[256];
+    cf_window *w = NULL;
+    cf_window_conf wc = s->wconf;
+    uint8_t *snap = NULL, *blob = NULL;
+    size_t snap_len = 0, len = 0;
+    uint8_t tail[PARTY_TAIL];
+    party_tail(tail, s->retire_seq, s->dnworkers);
+    if (cf_window_create(&w, &wc, err, sizeof(err)) == CF_OK &&
+        cf_window_snapshot(w, &snap, &snap_len) == CF_OK) {
+        const uint8_t *snaps[1] = {snap};
+        size_t lens[1] = {snap_len};
+        blob = cf__ckpt_encode(s, s->retire_index, 0, 0, 0, 0, 0, 0, snaps, lens, 1, tail,
+                               sizeof(tail), &len);
+    }
+    if (blob == NULL || !write_state(s, blob, len)) {
+        CF_LOG(CF_LOG_WARN, "party",
+               "retired worker's state not written: a process started for "
+               "its slot replays its stream from the last checkpoint");
+    }
+    cf_free(blob);
+    cf_free(snap);
+    cf_window_destroy(w);
 }
 
 /* ---- combiner ---- */
@@ -936,14 +1252,16 @@ static void *combiner_receiver(void *arg)
     char err[256], stream[128], subject[128];
     receiver rc = {.s = s};
     slot_names(s, "PARTIALS", "partials", i, wk, stream, subject, sizeof(stream));
-    if (recv_open(&rc, stream, subject, s->start_seq[slot_index(s, i, wk)], err, sizeof(err)) !=
+    if (recv_open(&rc, stream, subject, s->start_seq[slot_index(i, wk)], err, sizeof(err)) !=
         CF_OK) {
         net_fail(s, "combiner input", err);
         atomic_store(&s->net_stop, true);
         cf_ring_close(l->full_ring);
         return NULL;
     }
-    while (!atomic_load(&s->net_stop)) {
+    /* A retired worker's stream ends without an end frame: its receiver stops with the
+     * combiner. */
+    while (!atomic_load(&s->net_stop) && !atomic_load(&s->comb_done)) {
         cf_js_msg m;
         cf_err e = recv_next(&rc, &m);
         if (e == CF_E_FULL) {
@@ -1086,11 +1404,16 @@ bool cf__net_combiner_signer(cf_secure *s)
     return e == CF_OK;
 }
 
-void cf__net_combiner_checkpoint(cf_secure *s, const party_msg *const *msgs)
+/* The combiner's state file ends with the workers per party after the checkpoint (u32) and
+ * the read position of every slot (i * CF_WORKERS_MAX + w): a slot that is idle now keeps
+ * where its retired worker's stream ended, for a later rescale that activates it again. */
+#define COMB_TAIL(k) (4 + 8 * (size_t)(k)*CF_WORKERS_MAX)
+
+void cf__net_combiner_checkpoint(cf_secure *s, const party_msg *const *msgs, unsigned nw)
 {
     uint64_t results_len = 0, late_len = 0, alerts_len = 0, sig_len = 0, sig_seq = 0;
-    uint8_t tail[8 * CF_KEY_PARTIES_MAX * CF_WORKERS_MAX];
-    unsigned nslots = s->k * s->dworkers;
+    uint8_t tail[COMB_TAIL(CF_KEY_PARTIES_MAX)];
+    unsigned after = msgs[0]->workers != 0 ? msgs[0]->workers : nw;
     if (cf__net_combiner_signer(s)) {
         ressig_sign(&s->rsig, msgs[0]->first); /* covers what this checkpoint records */
     }
@@ -1098,22 +1421,29 @@ void cf__net_combiner_checkpoint(cf_secure *s, const party_msg *const *msgs)
               outfile_sync(&s->late, &late_len) == CF_OK &&
               outfile_sync(&s->alerts, &alerts_len) == CF_OK &&
               ressig_position(&s->rsig, &sig_len, &sig_seq) == CF_OK;
-    for (unsigned w = 0; w < s->dworkers && ok; w++) {
+    for (int j = 0; j < 4; j++) {
+        tail[j] = (uint8_t)(after >> (8 * j));
+    }
+    for (unsigned w = 0; w < CF_WORKERS_MAX && ok; w++) {
         for (unsigned i = 0; i < s->k && ok; i++) {
             const cursor *c = &s->cur[i][w];
-            unsigned x = slot_index(s, i, w);
-            /* A marker travels alone in its batch: resuming after that batch loses nothing.
-             * msgs holds every slot's marker, worker by worker (combiner.c). */
-            ok = c->b != NULL && c->i == c->b->n && msgs[w * s->k + i]->first == msgs[0]->first;
+            unsigned x = slot_index(i, w);
+            uint64_t pos = s->start_seq[x] - 1; /* an idle slot: where it stopped */
+            if (w < nw) {
+                /* A marker travels alone in its batch: resuming after that batch loses
+                 * nothing. msgs holds every slot's marker, worker by worker (combiner.c). */
+                ok = c->b != NULL && c->i == c->b->n && msgs[w * s->k + i]->first == msgs[0]->first;
+                pos = ok ? c->b->stream_seq : 0;
+            }
             for (int j = 0; ok && j < 8; j++) {
-                tail[8 * x + (unsigned)j] = (uint8_t)(c->b->stream_seq >> (8 * j));
+                tail[4 + 8 * x + (unsigned)j] = (uint8_t)(pos >> (8 * j));
             }
         }
     }
     size_t len = 0;
     uint8_t *blob =
         ok ? cf__ckpt_encode(s, msgs[0]->first, alerts_len, s->st.alerts, results_len, late_len,
-                             sig_len, sig_seq, NULL, NULL, 0, tail, 8 * nslots, &len)
+                             sig_len, sig_seq, NULL, NULL, 0, tail, COMB_TAIL(s->k), &len)
            : NULL;
     if (blob == NULL || !write_state(s, blob, len)) {
         CF_LOG(CF_LOG_WARN, "combiner", "checkpoint at %llu skipped",
@@ -1129,6 +1459,13 @@ static cf_err ensure(cf_secure *s, const char *stream, const char *subject, char
 {
     return cf_js_ensure_stream(s->js, stream, subject, (int)s->conf.nats_replicas,
                                s->conf.nats_duplicate_window_s, errstr, errstr_size);
+}
+
+static cf_err ensure_handover(cf_secure *s, char *errstr, size_t errstr_size)
+{
+    char stream[128], subject[128];
+    handover_names(s, UINT64_MAX, stream, subject, sizeof(stream));
+    return ensure(s, stream, subject, errstr, errstr_size);
 }
 
 static cf_err ensure_streams(cf_secure *s, char *errstr, size_t errstr_size)
@@ -1148,12 +1485,35 @@ static cf_err ensure_streams(cf_secure *s, char *errstr, size_t errstr_size)
             }
         }
     }
+    if (err == CF_OK && s->role == CF_ROLE_PARTY) {
+        err = ensure_handover(s, errstr, errstr_size);
+    }
     if (err == CF_OK && s->role != CF_ROLE_PARTY) {
         stream_name(s, "GROUPS", -1, stream, sizeof(stream));
         subject_name(s, "groups", -1, subject, sizeof(subject));
         err = ensure(s, stream, subject, errstr, errstr_size);
     }
     return err;
+}
+
+/* What party @p i's worker @p w's shares stream already holds (see already_sent). */
+static cf_err load_floor(cf_secure *s, unsigned i, unsigned w, char *errstr, size_t errstr_size)
+{
+    char stream[128], subject[128];
+    cf_frame_hdr h;
+    bool found = false;
+    slot_names(s, "SHARES", "shares", i, w, stream, subject, sizeof(stream));
+    cf_err err = cf_js_last(s->js, stream, subject, &h, &found, errstr, errstr_size);
+    if (err != CF_OK || !found) {
+        return err;
+    }
+    s->has_floor[i][w] = true;
+    /* A shares frame holds the events [id, id + count), and a marker at its end when aux is
+     * set (markers end frames); an end frame's id is the final index. */
+    bool shares = h.type == CF_FRAME_SHARES;
+    s->ev_floor[i][w] = shares ? h.id + h.count : h.id;
+    s->mk_floor[i][w] = shares && h.aux == 0 ? h.id : s->ev_floor[i][w];
+    return CF_OK;
 }
 
 /* What this role's output streams already hold (see already_sent). */
@@ -1166,18 +1526,7 @@ static cf_err load_floors(cf_secure *s, char *errstr, size_t errstr_size)
     if (s->role == CF_ROLE_GATEWAY) {
         sodium_bin2hex(s->log_hex, sizeof(s->log_hex), s->ctx.log_id, sizeof(s->ctx.log_id));
         for (unsigned x = 0; x < s->k * s->dworkers && err == CF_OK; x++) {
-            unsigned i = x / s->dworkers, w = x % s->dworkers;
-            slot_names(s, "SHARES", "shares", i, w, stream, subject, sizeof(stream));
-            err = cf_js_last(s->js, stream, subject, &h, &found, errstr, errstr_size);
-            if (err != CF_OK || !found) {
-                continue;
-            }
-            s->has_floor[i][w] = true;
-            /* A shares frame holds the events [id, id + count), and a marker at its end
-             * when aux is set (markers end frames); an end frame's id is the final index. */
-            bool shares = h.type == CF_FRAME_SHARES;
-            s->ev_floor[i][w] = shares ? h.id + h.count : h.id;
-            s->mk_floor[i][w] = shares && h.aux == 0 ? h.id : s->ev_floor[i][w];
+            err = load_floor(s, x / s->dworkers, x % s->dworkers, errstr, errstr_size);
         }
         return err;
     }
@@ -1226,18 +1575,30 @@ cf_err cf__net_open(cf_secure *s, resume_state *r, char *errstr, size_t errstr_s
     if ((err = read_state(s, r, errstr, errstr_size)) != CF_OK || r->blob == NULL) {
         return err;
     }
-    unsigned want = s->role == CF_ROLE_PARTY ? 1 : s->k * s->dworkers;
-    if (r->tail_len != 8 * (size_t)want || r->k != (s->role == CF_ROLE_PARTY ? 1u : 0u)) {
-        return cf_err_set(CF_E_INVAL, errstr, errstr_size,
-                          "%s/%s.state was written for another number of parties or workers",
-                          c->output_dir, s->role == CF_ROLE_PARTY ? "party-N" : "combiner");
+    bool is_party = s->role == CF_ROLE_PARTY;
+    size_t want = is_party ? PARTY_TAIL : COMB_TAIL(s->k);
+    uint32_t nw = 0;
+    const uint8_t *t = r->tail + (is_party ? 8 : 0);
+    for (int j = 0; r->tail_len == want && j < 4; j++) {
+        nw |= (uint32_t)t[j] << (8 * j);
     }
-    for (unsigned i = 0; i < want; i++) {
+    if (r->tail_len != want || r->k != (is_party ? 1u : 0u) || nw < 1 || nw > CF_WORKERS_MAX) {
+        return cf_err_set(CF_E_INVAL, errstr, errstr_size,
+                          "%s/%s.state was written for another number of parties", c->output_dir,
+                          is_party ? "party-N" : "combiner");
+    }
+    const uint8_t *seqs = is_party ? r->tail : r->tail + 4;
+    for (unsigned x = 0; x < (is_party ? 1u : s->k * CF_WORKERS_MAX); x++) {
         uint64_t seq = 0;
         for (int j = 0; j < 8; j++) {
-            seq |= (uint64_t)r->tail[8 * i + (unsigned)j] << (8 * j);
+            seq |= (uint64_t)seqs[8 * x + (unsigned)j] << (8 * j);
         }
-        s->start_seq[i] = seq + 1;
+        s->start_seq[x] = seq + 1;
+    }
+    if (is_party) {
+        s->dnworkers = nw;
+    } else {
+        s->workers = s->dworkers = nw; /* the slots in use after the checkpoint */
     }
     CF_LOG(CF_LOG_INFO, s->role == CF_ROLE_PARTY ? "party" : "combiner",
            "resuming from the checkpoint at event %llu", (unsigned long long)r->index);
@@ -1262,25 +1623,77 @@ static void join(cf_secure *s, unsigned slot)
     }
 }
 
-bool cf__net_start(cf_secure *s)
+/* Starts @p fn for every party's workers [from, to). */
+static bool spawn_slots(cf_secure *s, unsigned from, unsigned to, void *(*fn)(void *))
 {
     bool ok = true;
+    for (unsigned i = 0; i < s->k; i++) {
+        for (unsigned w = from; w < to; w++) {
+            ok &= spawn(s, slot_index(i, w), i, w, fn);
+        }
+    }
+    return ok;
+}
+
+static void join_slots(cf_secure *s)
+{
+    for (unsigned i = 0; i < s->k; i++) {
+        for (unsigned w = 0; w < s->dworkers; w++) {
+            join(s, slot_index(i, w));
+        }
+    }
+}
+
+bool cf__net_start(cf_secure *s)
+{
     switch (s->role) {
     case CF_ROLE_GATEWAY:
-        for (unsigned x = 0; x < s->k * s->dworkers; x++) {
-            ok &= spawn(s, x, x / s->dworkers, x % s->dworkers, gateway_sender);
-        }
-        return ok && spawn(s, s->k * s->dworkers, 0, 0, groups_sender);
+        return spawn_slots(s, 0, s->dworkers, gateway_sender) &&
+               spawn(s, GROUPS_THREAD, 0, 0, groups_sender);
     case CF_ROLE_PARTY:
         return spawn(s, 0, 0, 0, party_receiver) && spawn(s, 1, 0, 0, party_sender);
     case CF_ROLE_COMBINER:
-        for (unsigned x = 0; x < s->k * s->dworkers; x++) {
-            ok &= spawn(s, x, x / s->dworkers, x % s->dworkers, combiner_receiver);
-        }
-        return ok && spawn(s, s->k * s->dworkers, 0, 0, groups_receiver);
+        return spawn_slots(s, 0, s->dworkers, combiner_receiver) &&
+               spawn(s, GROUPS_THREAD, 0, 0, groups_receiver);
     default:
         return true;
     }
+}
+
+bool cf__net_gateway_grow(cf_secure *s, unsigned to)
+{
+    char err[256], stream[128], subject[128];
+    for (unsigned w = s->dworkers; w < to; w++) {
+        for (unsigned i = 0; i < s->k; i++) {
+            slot_names(s, "SHARES", "shares", i, w, stream, subject, sizeof(stream));
+            if (ensure(s, stream, subject, err, sizeof(err)) != CF_OK ||
+                load_floor(s, i, w, err, sizeof(err)) != CF_OK) {
+                net_fail(s, stream, err);
+                return false;
+            }
+        }
+    }
+    bool ok = to <= s->dworkers || spawn_slots(s, s->dworkers, to, gateway_sender);
+    s->dworkers = to > s->dworkers ? to : s->dworkers;
+    return ok;
+}
+
+bool cf__net_combiner_grow(cf_secure *s, unsigned to)
+{
+    char err[256], stream[128], subject[128];
+    for (unsigned w = s->dworkers; w < to; w++) {
+        for (unsigned i = 0; i < s->k; i++) {
+            slot_names(s, "PARTIALS", "partials", i, w, stream, subject, sizeof(stream));
+            if (cf__worker_lanes(s, i, w) != CF_OK ||
+                ensure(s, stream, subject, err, sizeof(err)) != CF_OK) {
+                net_fail(s, stream, "cannot add a worker's stream or queue");
+                return false;
+            }
+        }
+    }
+    bool ok = to <= s->dworkers || spawn_slots(s, s->dworkers, to, combiner_receiver);
+    s->dworkers = to > s->dworkers ? to : s->dworkers;
+    return ok;
 }
 
 void cf__net_wait(cf_secure *s)
@@ -1288,9 +1701,12 @@ void cf__net_wait(cf_secure *s)
     if (s->role == CF_ROLE_PARTY) {
         join(s, 0); /* the input ended (or stop) */
     } else if (s->role == CF_ROLE_COMBINER) {
-        for (unsigned x = 0; x < s->k * s->dworkers; x++) {
-            join(s, x);
+        /* The combiner thread first: it adds receivers at rescales, until it is done. */
+        if (s->comb_started) {
+            pthread_join(s->comb_thread, NULL);
+            s->comb_started = false;
         }
+        join_slots(s);
     }
 }
 
@@ -1298,23 +1714,23 @@ void cf__net_join(cf_secure *s)
 {
     switch (s->role) {
     case CF_ROLE_GATEWAY:
-        for (unsigned x = 0; x < s->k * s->dworkers; x++) {
-            lane *l = &s->parties[x / s->dworkers][x % s->dworkers].in;
-            if (l->full_ring != NULL) {
-                cf_ring_close(l->full_ring);
+        for (unsigned i = 0; i < s->k; i++) {
+            for (unsigned w = 0; w < s->dworkers; w++) {
+                lane *l = &s->parties[i][w].in;
+                if (l->full_ring != NULL) {
+                    cf_ring_close(l->full_ring);
+                }
             }
         }
-        for (unsigned x = 0; x < s->k * s->dworkers; x++) {
-            join(s, x);
-        }
+        join_slots(s);
         if (s->dict != NULL) {
             cf_ring_close(s->dict);
         }
-        join(s, s->k * s->dworkers);
+        join(s, GROUPS_THREAD);
         break;
     case CF_ROLE_PARTY: {
         party *pa = &s->parties[s->party_id][0];
-        join(s, 0); /* ends at the end-of-input frame, a failure or a stop */
+        join(s, 0); /* ends at the end-of-input frame, a failure, a stop or retirement */
         if (pa->in.full_ring != NULL) {
             cf_ring_close(pa->in.full_ring);
         }
@@ -1323,16 +1739,18 @@ void cf__net_join(cf_secure *s)
             pa->started = false;
         }
         join(s, 1);
+        if (atomic_load(&s->retired) && !atomic_load(&s->net_stop)) {
+            write_retired_state(s);
+        }
         break;
     }
     case CF_ROLE_COMBINER:
-        for (unsigned x = 0; x < s->k * s->dworkers; x++) {
-            join(s, x);
-        }
         if (s->comb_started) {
+            /* before the receivers: those of retired workers stop when it is done */
             pthread_join(s->comb_thread, NULL);
             s->comb_started = false;
         }
+        join_slots(s);
         /* The gateway's end frame on the groups stream follows its last names: wait a while
          * for it (the last signature covers every event up to it). */
         for (int i = 0; i < 300 && !atomic_load(&s->comb_have_end) && !atomic_load(&s->net_stop) &&
@@ -1342,7 +1760,7 @@ void cf__net_join(cf_secure *s)
             nanosleep(&ts, NULL);
         }
         atomic_store(&s->groups_stop, true);
-        join(s, s->k * s->dworkers); /* the groups receiver */
+        join(s, GROUPS_THREAD); /* the groups receiver */
         break;
     default:
         break;

@@ -141,6 +141,7 @@ static void party_checkpoint(party *pa, const item_batch *ib)
     m->start_us = (int64_t)ib->ckpt_alerts;
     m->workers = ib->rescale_to;
     m->update = ib->barrier_only;
+    m->reason = pa->s->role == CF_ROLE_PARTY ? pa->s->dnworkers : pa->nworkers;
     if (ib->barrier_only) {
         return;
     }
@@ -307,17 +308,23 @@ void *cf__party_main(void *arg)
             if (pa->index == 0 && pa->worker == 0 && pa->s->m_watermark != NULL) {
                 watermark_gauges(pa);
             }
-            if (ib->ckpt) {
+            if (ib->ckpt && !ib->activate) {
                 party_checkpoint(pa, ib);
             }
-            unsigned rescale_to = ib->ckpt ? ib->rescale_to : 0;
+            unsigned rescale_to = ib->ckpt ? ib->rescale_to : 0, from = ib->rescale_from;
+            uint64_t index = ib->ckpt_index;
+            bool activate = ib->activate;
             uint32_t n = ib->n;
             cf_ring_push_wait(pa->in.free_ring, item);
             party_flush_out(pa);
             atomic_fetch_add_explicit(&pa->processed, n, memory_order_relaxed);
             atomic_fetch_add_explicit(&pa->busy_ns, (uint64_t)(cf_now_ns() - t0),
                                       memory_order_relaxed);
-            if (rescale_to != 0 && !party_rescale(pa, rescale_to)) {
+            if (rescale_to != 0 && pa->s->role == CF_ROLE_PARTY &&
+                !cf__net_party_rescale(pa, from, rescale_to, index, activate)) {
+                break; /* retired: its key groups went to the other processes */
+            }
+            if (rescale_to != 0 && pa->s->role != CF_ROLE_PARTY && !party_rescale(pa, rescale_to)) {
                 return NULL; /* retired: its key groups went to the others */
             }
             continue;
@@ -330,7 +337,7 @@ void *cf__party_main(void *arg)
             party_flush_out(pa);
         }
     }
-    if (!atomic_load(&pa->s->net_stop)) {
+    if (!atomic_load(&pa->s->net_stop) && pa->win != NULL) {
         cf_window_flush(pa->win); /* end of input, not a stop: every window is complete */
     }
     party_flush_out(pa);

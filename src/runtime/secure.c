@@ -844,18 +844,16 @@ cf_err cf__secure_create_observed(cf_secure **out, const cf_config *c, cf_observ
                               "window.idle_timeout_ms: must be 0 in a distributed run (a party "
                               "that replays after a restart must emit exactly what it did)");
         }
-        if (role == CF_ROLE_PARTY && c->party_worker >= c->party_workers) {
+        if (role == CF_ROLE_PARTY && c->party_worker >= CF_WORKERS_MAX) {
+            /* party.worker >= party.workers: a standby that a rescale activates */
             return cf_err_set(CF_E_INVAL, errstr, errstr_size,
-                              "party.worker: %lld, but there are %lld workers per party (0..%lld)",
-                              (long long)c->party_worker, (long long)c->party_workers,
-                              (long long)c->party_workers - 1);
+                              "party.worker: %lld, but a party has at most %d workers (0..%d)",
+                              (long long)c->party_worker, CF_WORKERS_MAX, CF_WORKERS_MAX - 1);
         }
-        if (c->debug_rescale_at[0] != '\0' || strcmp(c->autoscale_policy, "off") != 0) {
+        if (strcmp(c->autoscale_policy, "off") != 0) {
             return cf_err_set(CF_E_INVAL, errstr, errstr_size,
-                              "%s: a distributed run has a fixed number of worker processes "
-                              "per party (party.workers); rescaling is embedded only",
-                              c->debug_rescale_at[0] != '\0' ? "debug.rescale_at"
-                                                             : "autoscale.policy");
+                              "autoscale.policy: a distributed run is scaled by `confide "
+                              "autoscale` (it starts the worker processes), not by a role");
         }
         if (role == CF_ROLE_PARTY && c->party_id >= c->parties) {
             return cf_err_set(CF_E_INVAL, errstr, errstr_size,
@@ -890,6 +888,7 @@ cf_err cf__secure_create_observed(cf_secure **out, const cf_config *c, cf_observ
     s->workers = role == CF_ROLE_PARTY ? 1 : (unsigned)c->party_workers;
     s->dworkers = (unsigned)c->party_workers;
     s->worker_id = (unsigned)c->party_worker;
+    s->dnworkers = s->dworkers;
     atomic_store(&s->cur_workers, s->workers);
     s->gw_max_ts = INT64_MIN;
     for (unsigned i = 0; i < CF_KEY_PARTIES_MAX; i++) {
@@ -1400,7 +1399,21 @@ static void send_markers_rescale(cf_secure *s, uint64_t index, uint64_t alerts_l
             m->ckpt_alerts_len = alerts_len;
             m->ckpt_alerts = alerts;
             m->rescale_to = rescale_to;
+            m->rescale_from = s->workers;
             m->barrier_only = barrier_only;
+            cf_ring_push_wait(s->parties[i][w].in.full_ring, m);
+        }
+        /* Distributed, an added worker is a process that waits on its own stream: this
+         * marker tells it where its key groups start (embedded, the last worker at the
+         * marker starts its thread). */
+        for (unsigned w = s->workers; w < rescale_to && s->role == CF_ROLE_GATEWAY; w++) {
+            item_batch *m = take_items(&s->parties[i][w].in);
+            m->ckpt = true;
+            m->ckpt_index = index;
+            m->rescale_to = rescale_to;
+            m->rescale_from = s->workers;
+            m->barrier_only = true;
+            m->activate = true;
             cf_ring_push_wait(s->parties[i][w].in.full_ring, m);
         }
     }
@@ -1429,7 +1442,8 @@ static unsigned rescale_wanted(cf_secure *s, uint64_t index)
     while (s->plan_next < s->nplan && index >= s->plan[s->plan_next].at) {
         want = s->plan[s->plan_next++].to;
     }
-    if (want == 0 || want == s->workers || s->role != CF_ROLE_ALL || s->mode == PROT_NONE) {
+    bool parties = s->role == CF_ROLE_ALL || s->role == CF_ROLE_GATEWAY;
+    if (want == 0 || want == s->workers || !parties || s->mode == PROT_NONE) {
         return 0;
     }
     for (unsigned i = 0; i < s->k; i++) {
@@ -1441,6 +1455,11 @@ static unsigned rescale_wanted(cf_secure *s, uint64_t index)
             }
         }
     }
+    if (s->role == CF_ROLE_GATEWAY && !cf__net_gateway_grow(s, want)) {
+        CF_LOG(CF_LOG_ERROR, "party", "cannot add streams for %u workers: staying at %u", want,
+               s->workers);
+        return 0;
+    }
     return want;
 }
 
@@ -1449,8 +1468,8 @@ cf_err cf_secure_rescale(cf_secure *s, unsigned workers)
     if (workers < 1 || workers > CF_WORKERS_MAX) {
         return CF_E_INVAL;
     }
-    if (s->role != CF_ROLE_ALL || s->mode == PROT_NONE) {
-        return CF_E_STATE; /* no party workers in this process */
+    if ((s->role != CF_ROLE_ALL && s->role != CF_ROLE_GATEWAY) || s->mode == PROT_NONE) {
+        return CF_E_STATE; /* no party workers, or no gateway that routes to them */
     }
     atomic_store(&s->want_workers, workers);
     return CF_OK;

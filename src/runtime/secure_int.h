@@ -62,6 +62,10 @@ typedef struct item_batch {
     int64_t max_us;       /* the largest event time of the stream after this batch */
     uint32_t rescale_to;  /* a marker that also rescales the party to this many workers */
     bool barrier_only;    /* a rescale marker that is no checkpoint (nothing to log) */
+    /* Distributed: the workers before the rescale, and whether this marker activates a
+     * worker process added by it (it takes its key groups from the others' handover). */
+    uint32_t rescale_from;
+    bool activate;
 } item_batch;
 
 typedef enum { MSG_RESULT = 1, MSG_LATE = 2, MSG_CKPT = 3 } msg_type;
@@ -77,7 +81,8 @@ typedef struct party_msg {
     uint8_t value[CF_SA_VALUE_SIZE];
     /* MSG_CKPT: first = checkpoint index, count = alerts length; snapshot owned by the msg;
      * workers: the party's workers after the marker (a rescale), 0 when unchanged;
-     * update: a rescale barrier that is no checkpoint (no snapshot) */
+     * update: a rescale barrier that is no checkpoint (no snapshot);
+     * reason: the party's workers while it was taken (a distributed party's state file) */
     uint8_t *snap;
     size_t snap_len;
     uint32_t workers;
@@ -245,6 +250,11 @@ struct cf_secure {
     } net[CF_KEY_PARTIES_MAX * CF_WORKERS_MAX + 1];
     unsigned dworkers;       /* distributed: worker processes per party (party.workers) */
     unsigned worker_id;      /* distributed party: which of them this process is (party.worker) */
+    unsigned dnworkers;      /* distributed party: the party's workers now (rescales change it) */
+    atomic_bool retired;     /* distributed party: a rescale took its key groups away */
+    uint64_t retire_seq;     /* ... at the shares frame of this stream sequence */
+    uint64_t retire_index;   /* ... at the marker of this log index */
+    atomic_bool comb_done;   /* combiner: released everything; idle receivers may stop */
     atomic_bool net_stop;    /* stop without flushing (cf_secure_stop) */
     atomic_bool groups_stop; /* combiner: every party's stream ended */
     atomic_bool net_failed;  /* a frame could not be sent or read: the run fails */
@@ -368,6 +378,8 @@ static inline item_batch *take_items(lane *l)
     b->max_us = INT64_MIN;
     b->rescale_to = 0;
     b->barrier_only = false;
+    b->rescale_from = 0;
+    b->activate = false;
     return b;
 }
 
@@ -442,12 +454,22 @@ bool cf__net_start(cf_secure *s);
  * (then an end-of-input frame). Party/combiner: waits until the input ended. Idempotent. */
 void cf__net_join(cf_secure *s);
 void cf__net_close(cf_secure *s);
-/* Combiner: every party reached a checkpoint marker; make results durable and record the
- * read positions (state file). */
-void cf__net_combiner_checkpoint(cf_secure *s, const party_msg *const *msgs);
+/* Combiner: every party's @p nw workers reached a checkpoint marker; make results durable
+ * and record the read positions (state file). */
+void cf__net_combiner_checkpoint(cf_secure *s, const party_msg *const *msgs, unsigned nw);
 /* Combiner: opens the signer over results once the gateway's hello named the log (true when
  * it is open). @locality combiner thread, or after it ended */
 bool cf__net_combiner_signer(cf_secure *s);
+/* Gateway: streams and senders for workers [dworkers, @p to) of every party (a rescale
+ * beyond the slots it had). @locality gateway thread */
+bool cf__net_gateway_grow(cf_secure *s, unsigned to);
+/* Combiner: receivers for the added slots of a rescale. @locality combiner thread */
+bool cf__net_combiner_grow(cf_secure *s, unsigned to);
+/* A distributed party worker at a rescale marker (@p activate: the marker that starts an
+ * added worker): hands its window state to the party's other workers through JetStream and
+ * takes its key groups among @p to workers from all @p from states. Returns false when this
+ * worker retires. @locality party worker thread */
+bool cf__net_party_rescale(party *pa, unsigned from, unsigned to, uint64_t index, bool activate);
 /* A distributed party or combiner: block until its input ended (or stop was asked). */
 void cf__net_wait(cf_secure *s);
 /* output.nats_subject: connect (embedded) and create the output stream. */

@@ -77,7 +77,7 @@ cf_err cf_frame_open(const uint8_t *d, size_t len, cf_frame_hdr *h, char *errstr
     if (crc != get32(d + 28)) {
         return cf_err_set(CF_E_CORRUPT, errstr, errstr_size, "frame CRC mismatch");
     }
-    if (h->type < CF_FRAME_SHARES || h->type > CF_FRAME_END) {
+    if (h->type < CF_FRAME_SHARES || h->type > CF_FRAME_STATE) {
         return cf_err_set(CF_E_CORRUPT, errstr, errstr_size, "unknown frame type %u", h->type);
     }
     return CF_OK;

@@ -121,7 +121,7 @@ rm -rf "$tmp/ns/store1"
 nats_start_node "$tmp/ns" 1
 o=$tmp/run2 && mkdir -p "$o"
 start_all "$o" --rate 4000
-wait_for "$o/p1w0/party-1-0.state" 20
+wait_for "$o/p1w0/party-1.state" 20
 kill -9 "$p1w0"; wait "$p1w0" 2>/dev/null || true
 worker 1 0 "$o"; p1w0=$last
 wait_all "$o"
