@@ -13,7 +13,8 @@
 #include "confide/runtime.h"
 
 #define CF_COMMANDS(X)                                                                             \
-    X(run) X(gateway) X(party) X(combine) X(gen) X(keygen) X(audit) X(bench) X(forecast)
+    X(run)                                                                                         \
+    X(gateway) X(party) X(combine) X(autoscale) X(gen) X(keygen) X(audit) X(bench) X(forecast)
 
 #define X(n) extern const cf_command cf_cmd_##n __attribute__((weak));
 CF_COMMANDS(X)

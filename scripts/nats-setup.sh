@@ -11,6 +11,8 @@
 #             worker w >= 1 reads PREFIX.shares.I.w and publishes PREFIX.partials.I.w);
 #             publish and read PREFIX.handover.I.> (window state moved by a rescale)
 #   combiner  read PREFIX.partials.* and PREFIX.groups; publish nothing
+#   autoscale read PREFIX.stats.> (the roles' live statistics); request
+#             PREFIX.control.rescale (the gateway answers); `confide autoscale`
 #   admin     everything (operators, `nats` CLI); not used by confide
 #   producer  publish PREFIX.in (the gateway's input.nats_subject, `confide gen --nats`)
 #             into CONFIDE_IN; the gateway may read it
@@ -22,7 +24,7 @@
 set -euo pipefail
 
 usage() {
-    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 dir=""
@@ -72,7 +74,7 @@ if [ ! -f "$dir/tls/server.pem" ]; then
 fi
 
 # ---- one password per role ----
-users=(gateway combiner admin producer)
+users=(gateway combiner admin producer autoscale)
 for ((i = 0; i < parties; i++)); do users+=("party$i"); done
 for u in "${users[@]}"; do
     [ -f "$dir/pw/$u" ] || openssl rand -hex 24 >"$dir/pw/$u"
@@ -110,15 +112,15 @@ users_block() {
     gw_pub+=$(api_stream "${up}_GROUPS")$(api_stream "${up}_OUT")
     gw_pub+=$(api_stream "${up}_IN")$(api_consume "${up}_IN")
     echo "    { user: gateway, password: \"$(pw gateway)\", permissions: {"
-    echo "        publish: { allow: [\"$prefix.shares.*\", \"$prefix.shares.*.*\", \"$prefix.groups\", \"$out.alerts\", \"\$JS.API.INFO\", ${gw_pub%, }] }"
-    echo "        subscribe: { allow: [\"_INBOX.confide-gateway.>\"] } } }"
+    echo "        publish: { allow: [\"$prefix.shares.*\", \"$prefix.shares.*.*\", \"$prefix.groups\", \"$out.alerts\", \"$prefix.stats.gateway\", \"_INBOX.confide-autoscale.>\", \"\$JS.API.INFO\", ${gw_pub%, }] }"
+    echo "        subscribe: { allow: [\"_INBOX.confide-gateway.>\", \"$prefix.control.rescale\"] } } }"
     for ((i = 0; i < parties; i++)); do
         party=""
         for st in $(slot_streams SHARES "$i"); do party+=$(api_stream "$st")$(api_consume "$st"); done
         for st in $(slot_streams PARTIALS "$i"); do party+=$(api_stream "$st")$(api_last "$st"); done
         party+=$(api_stream "${up}_HANDOVER_$i")$(api_consume "${up}_HANDOVER_$i")
         echo "    { user: party$i, password: \"$(pw party$i)\", permissions: {"
-        echo "        publish: { allow: [\"$prefix.partials.$i\", \"$prefix.partials.$i.*\", \"$prefix.handover.$i.>\", \"\$JS.API.INFO\", ${party%, }] }"
+        echo "        publish: { allow: [\"$prefix.partials.$i\", \"$prefix.partials.$i.*\", \"$prefix.handover.$i.>\", \"$prefix.stats.$i.>\", \"\$JS.API.INFO\", ${party%, }] }"
         echo "        subscribe: { allow: [\"_INBOX.confide-party-$i.>\"] } } }"
     done
     for ((i = 0; i < parties; i++)); do
@@ -133,6 +135,9 @@ users_block() {
     echo "    { user: producer, password: \"$(pw producer)\", permissions: {"
     echo "        publish: { allow: [\"$prefix.in\", \"\$JS.API.INFO\", $(api_stream "${up}_IN")\"\$JS.API.STREAM.INFO.${up}_IN\"] }"
     echo "        subscribe: { allow: [\"_INBOX.confide-gen.>\"] } } }"
+    echo "    { user: autoscale, password: \"$(pw autoscale)\", permissions: {"
+    echo "        publish: { allow: [\"$prefix.control.rescale\"] }"
+    echo "        subscribe: { allow: [\"$prefix.stats.>\", \"_INBOX.confide-autoscale.>\"] } } }"
     echo "    { user: admin, password: \"$(pw admin)\" }"
 }
 

@@ -165,6 +165,36 @@ cf_err cf_service_run(cf_service *sv, cf_summary *out, bool *stopped, char *errs
 void cf_service_stop(cf_service *sv);
 void cf_service_destroy(cf_service *sv);
 
+/* ---- the distributed autoscaler (`confide autoscale`, docs/autoscaling.md) --------------- */
+
+/**
+ * Watches a distributed run through core NATS: the gateway's PREFIX.stats.gateway (events
+ * accepted, workers per party) and every party-0 worker's PREFIX.stats.0.W (events taken,
+ * busy time), and runs the autoscale.policy on them every autoscale.interval_ms, exactly as
+ * the embedded autoscaler does. The caller starts worker processes and then asks the
+ * gateway for the new count (cf_scaler_request); added processes wait on their streams
+ * until the rescale marker activates them, retired ones end by themselves.
+ */
+typedef struct cf_scaler cf_scaler;
+typedef struct cf_scaler_step {
+    bool seen;            /**< the gateway reported in this interval */
+    bool decided;         /**< false: the first interval only set the baselines */
+    uint32_t ready;       /**< workers per party now (the gateway's) */
+    uint32_t want;        /**< the policy's decision, clamped to autoscale.min/max_workers */
+    double arrived_per_s; /**< events accepted per second in the interval */
+    double worker_rate;   /**< events per busy worker-second (0: not measured) */
+    double busy_fraction; /**< party 0's workers' busy time / (workers x interval) */
+} cf_scaler_step;
+cf_err cf_scaler_create(cf_scaler **out, const cf_config *c, char *errstr, size_t errstr_size);
+/** Collects one interval's statistics and decides. */
+cf_err cf_scaler_step_run(cf_scaler *a, cf_scaler_step *st, char *errstr, size_t errstr_size);
+/** Asks the gateway (PREFIX.control.rescale) for @p workers per party; CF_E_STATE with the
+ *  gateway's reason when it refuses. */
+cf_err cf_scaler_request(cf_scaler *a, unsigned workers, char *errstr, size_t errstr_size);
+/** Seconds since the gateway last reported (a finished run stops reporting). */
+double cf_scaler_gateway_silent_s(const cf_scaler *a);
+void cf_scaler_destroy(cf_scaler *a);
+
 /** The --json summary object (one line, trailing newline) into buf. Returns length. */
 size_t cf_summary_to_json(const cf_summary *s, char *buf, size_t size);
 

@@ -134,6 +134,21 @@ cf_err cf_js_ack(cf_js_msg *m);
 void cf_js_release(cf_js_msg *m);
 void cf_js_unsubscribe(cf_js_sub *s);
 
+/* ---- core NATS (no stream: control requests and live statistics) ---- */
+
+/** Subscribes to core NATS @p subject; read with cf_js_next (stream_seq 0), no acks. */
+cf_err cf_nats_subscribe(cf_js_sub **out, cf_js *js, const char *subject, char *errstr,
+                         size_t errstr_size);
+/** The subject a message came on. */
+const char *cf_js_msg_subject(const cf_js_msg *m);
+/** Publishes without persistence or acknowledgement. */
+cf_err cf_nats_publish(cf_js *js, const char *subject, const void *data, size_t len);
+/** Answers request @p m (its reply subject) and releases it. */
+cf_err cf_nats_respond(cf_js *js, cf_js_msg *m, const void *data, size_t len);
+/** A request: the answer as text in @p reply (NUL-terminated, cut to fit). */
+cf_err cf_nats_request(cf_js *js, const char *subject, const void *data, size_t len, char *reply,
+                       size_t reply_size, int64_t timeout_ms, char *errstr, size_t errstr_size);
+
 #ifdef __cplusplus
 }
 #endif

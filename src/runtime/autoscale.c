@@ -97,8 +97,8 @@ static void *autoscale_main(void *arg)
     return NULL;
 }
 
-static cf_err make_policy(struct cf_autoscaler *a, const cf_config *c, char *errstr,
-                          size_t errstr_size)
+cf_err cf__autoscale_policy(const cf_config *c, cf_policy **policy, cf_forecaster **fc,
+                            char *errstr, size_t errstr_size)
 {
     cf_policy_opts o;
     cf_policy_opts_default(&o);
@@ -121,11 +121,11 @@ static cf_err make_policy(struct cf_autoscaler *a, const cf_config *c, char *err
                               "autoscale.model: the predictive policy needs a model (confide "
                               "forecast train --trace FILE --out MODEL)");
         }
-        if ((err = cf_forecaster_load(&a->fc, c->autoscale_model, errstr, errstr_size)) != CF_OK) {
+        if ((err = cf_forecaster_load(fc, c->autoscale_model, errstr, errstr_size)) != CF_OK) {
             return err;
         }
     }
-    return cf_policy_create(&a->policy, c->autoscale_policy, &o, a->fc, errstr, errstr_size);
+    return cf_policy_create(policy, c->autoscale_policy, &o, *fc, errstr, errstr_size);
 }
 
 cf_err cf__autoscale_start(cf_secure *s, char *errstr, size_t errstr_size)
@@ -151,7 +151,7 @@ cf_err cf__autoscale_start(cf_secure *s, char *errstr, size_t errstr_size)
     }
     a->s = s;
     a->last_ns = cf_now_ns();
-    cf_err err = make_policy(a, c, errstr, errstr_size);
+    cf_err err = cf__autoscale_policy(c, &a->policy, &a->fc, errstr, errstr_size);
     if (err == CF_OK && s->ob != NULL) {
         err = cf_metrics_gauge(s->ob->m, "confide_desired_workers",
                                "Workers per party the autoscaler wants (autoscale.policy); with "

@@ -104,6 +104,7 @@ static unsigned slot_index(unsigned i, unsigned w)
     return i * CF_WORKERS_MAX + w;
 }
 #define GROUPS_THREAD (CF_KEY_PARTIES_MAX * CF_WORKERS_MAX)
+#define CONTROL_THREAD (GROUPS_THREAD + 1)
 
 /* ---- little-endian codec ---- */
 
@@ -534,6 +535,81 @@ static void *gateway_sender(void *arg)
     return NULL;
 }
 
+/* ---- control and live statistics (core NATS; `confide autoscale`, docs/autoscaling.md) ---- */
+
+#define STATS_PERIOD_NS 1000000000LL
+
+/* Party I's worker W: PREFIX.stats.I.W "processed N busy_ns N workers N" (its totals). */
+static void party_stats(cf_secure *s, int64_t *next)
+{
+    int64_t now = cf_now_ns();
+    if (now < *next) {
+        return;
+    }
+    *next = now + STATS_PERIOD_NS;
+    const party *pa = &s->parties[s->party_id][0];
+    char subject[160], line[160];
+    subject_name(s, "stats", (int)s->party_id, subject, sizeof(subject));
+    size_t l = strlen(subject);
+    snprintf(subject + l, sizeof(subject) - l, ".%u", s->worker_id);
+    int n = snprintf(line, sizeof(line), "processed %" PRIu64 " busy_ns %" PRIu64 " workers %u",
+                     (uint64_t)atomic_load(&pa->processed), (uint64_t)atomic_load(&pa->busy_ns),
+                     s->dnworkers);
+    cf_nats_publish(s->js, subject, line, (size_t)n);
+}
+
+/* Gateway: rescale requests on PREFIX.control.rescale (payload: the workers per party; the
+ * answer "ok N" or the reason it was refused), and PREFIX.stats.gateway once a second:
+ * "accepted N workers N". */
+static void *gateway_control(void *arg)
+{
+    struct net_thread *nt = arg;
+    cf_secure *s = nt->s;
+    char subject[160], stats[160], err[256], line[160];
+    subject_name(s, "control.rescale", -1, subject, sizeof(subject));
+    subject_name(s, "stats.gateway", -1, stats, sizeof(stats));
+    cf_js_sub *sub = NULL;
+    if (cf_nats_subscribe(&sub, s->js, subject, err, sizeof(err)) != CF_OK) {
+        CF_LOG(CF_LOG_WARN, "distributed", "no rescale requests: %s", err);
+    }
+    int64_t next = 0;
+    while (!atomic_load(&s->net_stop) && !atomic_load(&s->ctl_stop)) {
+        cf_js_msg m;
+        if (sub == NULL || cf_js_next(sub, &m, RECV_WAIT_MS) != CF_OK) {
+            if (sub == NULL) {
+                struct timespec ts = {0, RECV_WAIT_MS * 1000000L};
+                nanosleep(&ts, NULL);
+            }
+        } else {
+            unsigned want = 0;
+            char req[16];
+            size_t n = m.len < sizeof(req) - 1 ? m.len : sizeof(req) - 1;
+            memcpy(req, m.data, n);
+            req[n] = '\0';
+            bool number = sscanf(req, "%u", &want) == 1;
+            cf_err e = number ? cf_secure_rescale(s, want) : CF_E_INVAL;
+            int len = e == CF_OK ? snprintf(line, sizeof(line), "ok %u", want)
+                                 : snprintf(line, sizeof(line), "refused: %s",
+                                            e == CF_E_INVAL ? "workers must be 1..16"
+                                                            : "no party workers to rescale");
+            if (e == CF_OK) {
+                CF_LOG(CF_LOG_INFO, "distributed", "rescale to %u workers per party requested",
+                       want);
+            }
+            cf_nats_respond(s->js, &m, line, (size_t)len);
+        }
+        int64_t now = cf_now_ns();
+        if (now >= next) {
+            next = now + STATS_PERIOD_NS;
+            int n = snprintf(line, sizeof(line), "accepted %" PRIu64 " workers %u",
+                             (uint64_t)atomic_load(&s->gw_events), atomic_load(&s->cur_workers));
+            cf_nats_publish(s->js, stats, line, (size_t)n);
+        }
+    }
+    cf_js_unsubscribe(sub);
+    return NULL;
+}
+
 /* The combiner signs what it releases (results.sig.ndjson) for the log it came from: a
  * GROUPS frame with aux GROUPS_HELLO names the log (payload: its id), one with GROUPS_END
  * the log index the input ended at (id), so its last signature covers every event. */
@@ -783,7 +859,9 @@ static void *party_receiver(void *arg)
         cf_ring_close(pa->in.full_ring);
         return NULL;
     }
+    int64_t stats_next = 0;
     while (!atomic_load(&s->net_stop) && !atomic_load(&s->retired)) {
+        party_stats(s, &stats_next);
         cf_js_msg m;
         cf_err e = recv_next(&rc, &m);
         if (e == CF_E_FULL) {
@@ -1649,7 +1727,8 @@ bool cf__net_start(cf_secure *s)
     switch (s->role) {
     case CF_ROLE_GATEWAY:
         return spawn_slots(s, 0, s->dworkers, gateway_sender) &&
-               spawn(s, GROUPS_THREAD, 0, 0, groups_sender);
+               spawn(s, GROUPS_THREAD, 0, 0, groups_sender) &&
+               spawn(s, CONTROL_THREAD, 0, 0, gateway_control);
     case CF_ROLE_PARTY:
         return spawn(s, 0, 0, 0, party_receiver) && spawn(s, 1, 0, 0, party_sender);
     case CF_ROLE_COMBINER:
@@ -1727,6 +1806,8 @@ void cf__net_join(cf_secure *s)
             cf_ring_close(s->dict);
         }
         join(s, GROUPS_THREAD);
+        atomic_store(&s->ctl_stop, true);
+        join(s, CONTROL_THREAD);
         break;
     case CF_ROLE_PARTY: {
         party *pa = &s->parties[s->party_id][0];

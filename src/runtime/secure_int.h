@@ -17,6 +17,7 @@
 #include "confide/keys.h"
 #include "confide/metrics.h"
 #include "confide/rules.h"
+#include "confide/scale.h"
 #include "confide/secagg.h"
 #include "confide/transport.h"
 #include "confide/window.h"
@@ -247,7 +248,7 @@ struct cf_secure {
         unsigned w; /* the worker slot of party i whose stream this thread carries */
         pthread_t t;
         bool running;
-    } net[CF_KEY_PARTIES_MAX * CF_WORKERS_MAX + 1];
+    } net[CF_KEY_PARTIES_MAX * CF_WORKERS_MAX + 2];
     unsigned dworkers;       /* distributed: worker processes per party (party.workers) */
     unsigned worker_id;      /* distributed party: which of them this process is (party.worker) */
     unsigned dnworkers;      /* distributed party: the party's workers now (rescales change it) */
@@ -255,6 +256,7 @@ struct cf_secure {
     uint64_t retire_seq;     /* ... at the shares frame of this stream sequence */
     uint64_t retire_index;   /* ... at the marker of this log index */
     atomic_bool comb_done;   /* combiner: released everything; idle receivers may stop */
+    atomic_bool ctl_stop;    /* gateway: its control thread ends (the input was published) */
     atomic_bool net_stop;    /* stop without flushing (cf_secure_stop) */
     atomic_bool groups_stop; /* combiner: every party's stream ended */
     atomic_bool net_failed;  /* a frame could not be sent or read: the run fails */
@@ -413,6 +415,10 @@ cf_err cf__worker_lanes(cf_secure *s, unsigned i, unsigned w);
 /* autoscale.c: autoscale.policy drives cf_secure_rescale from the workers' busy time. */
 cf_err cf__autoscale_start(cf_secure *s, char *errstr, size_t errstr_size);
 void cf__autoscale_stop(cf_secure *s);
+/* The policy autoscale.* describes (and its forecaster for predictive, else NULL); the
+ * embedded autoscaler and `confide autoscale` (scaler.c) share it. */
+cf_err cf__autoscale_policy(const cf_config *c, cf_policy **policy, cf_forecaster **fc,
+                            char *errstr, size_t errstr_size);
 
 /* combiner.c */
 void *cf__combiner_main(void *arg);

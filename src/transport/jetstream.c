@@ -376,3 +376,62 @@ void cf_js_unsubscribe(cf_js_sub *cs)
     natsSubscription_Destroy(cs->sub);
     cf_free(cs);
 }
+
+/* ---- core NATS: control requests and live statistics (not persisted) ---- */
+
+cf_err cf_nats_subscribe(cf_js_sub **out, cf_js *j, const char *subject, char *errstr,
+                         size_t errstr_size)
+{
+    *out = NULL;
+    cf_js_sub *cs = cf_calloc(1, sizeof(*cs));
+    if (cs == NULL) {
+        return CF_E_NOMEM;
+    }
+    natsStatus s = natsConnection_SubscribeSync(&cs->sub, j->nc, subject);
+    if (s != NATS_OK) {
+        cf_free(cs);
+        char what[200];
+        snprintf(what, sizeof(what), "cannot subscribe to %s", subject);
+        return nats_fail_conn(j->nc, s, 0, errstr, errstr_size, what);
+    }
+    *out = cs;
+    return CF_OK;
+}
+
+cf_err cf_nats_publish(cf_js *j, const char *subject, const void *data, size_t len)
+{
+    natsStatus s = natsConnection_Publish(j->nc, subject, data, (int)len);
+    return s == NATS_OK ? CF_OK : CF_E_TRANSPORT;
+}
+
+cf_err cf_nats_respond(cf_js *j, cf_js_msg *m, const void *data, size_t len)
+{
+    const char *reply = natsMsg_GetReply(m->impl);
+    cf_err e = reply != NULL && reply[0] != '\0' ? cf_nats_publish(j, reply, data, len) : CF_OK;
+    cf_js_release(m);
+    return e;
+}
+
+cf_err cf_nats_request(cf_js *j, const char *subject, const void *data, size_t len, char *reply,
+                       size_t reply_size, int64_t timeout_ms, char *errstr, size_t errstr_size)
+{
+    natsMsg *m = NULL;
+    natsStatus s = natsConnection_Request(&m, j->nc, subject, data, (int)len, timeout_ms);
+    if (s != NATS_OK) {
+        char what[200];
+        snprintf(what, sizeof(what), "no answer on %s", subject);
+        return nats_fail_conn(j->nc, s, 0, errstr, errstr_size, what);
+    }
+    int n = natsMsg_GetDataLength(m);
+    size_t c = n < 0 ? 0 : (size_t)n < reply_size ? (size_t)n : reply_size - 1;
+    memcpy(reply, natsMsg_GetData(m), c);
+    reply[c] = '\0';
+    natsMsg_Destroy(m);
+    return CF_OK;
+}
+
+const char *cf_js_msg_subject(const cf_js_msg *m)
+{
+    const char *s = m->impl != NULL ? natsMsg_GetSubject(m->impl) : NULL;
+    return s != NULL ? s : "";
+}
