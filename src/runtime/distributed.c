@@ -1539,6 +1539,23 @@ static cf_err ensure(cf_secure *s, const char *stream, const char *subject, char
                                s->conf.nats_duplicate_window_s, errstr, errstr_size);
 }
 
+/* ensure, asking again for a while when the cluster does not answer (a rescale while a
+ * node restarts or the machine is busy). */
+static cf_err ensure_patient(cf_secure *s, const char *stream, const char *subject, char *errstr,
+                             size_t errstr_size)
+{
+    cf_err err = CF_E_TRANSPORT;
+    for (int attempt = 0; attempt <= 60 && err == CF_E_TRANSPORT && !atomic_load(&s->net_stop);
+         attempt++) {
+        if (attempt > 0) {
+            struct timespec ts = {0, 250000000};
+            nanosleep(&ts, NULL);
+        }
+        err = ensure(s, stream, subject, errstr, errstr_size);
+    }
+    return err;
+}
+
 static cf_err ensure_handover(cf_secure *s, char *errstr, size_t errstr_size)
 {
     char stream[128], subject[128];
@@ -1739,14 +1756,30 @@ bool cf__net_start(cf_secure *s)
     }
 }
 
+cf_err cf__net_gateway_floors(cf_secure *s, unsigned to, char *errstr, size_t errstr_size)
+{
+    char stream[128], subject[128];
+    cf_err err = CF_OK;
+    for (unsigned w = s->dworkers; w < to && err == CF_OK; w++) {
+        for (unsigned i = 0; i < s->k && err == CF_OK; i++) {
+            slot_names(s, "SHARES", "shares", i, w, stream, subject, sizeof(stream));
+            if ((err = ensure_patient(s, stream, subject, errstr, errstr_size)) == CF_OK) {
+                err = load_floor(s, i, w, errstr, errstr_size);
+            }
+        }
+    }
+    return err;
+}
+
 bool cf__net_gateway_grow(cf_secure *s, unsigned to)
 {
     char err[256], stream[128], subject[128];
     for (unsigned w = s->dworkers; w < to; w++) {
         for (unsigned i = 0; i < s->k; i++) {
             slot_names(s, "SHARES", "shares", i, w, stream, subject, sizeof(stream));
-            if (ensure(s, stream, subject, err, sizeof(err)) != CF_OK ||
-                load_floor(s, i, w, err, sizeof(err)) != CF_OK) {
+            /* A stream added live holds nothing of this process's; replaying, it may. */
+            if (ensure_patient(s, stream, subject, err, sizeof(err)) != CF_OK ||
+                (s->replaying && load_floor(s, i, w, err, sizeof(err)) != CF_OK)) {
                 net_fail(s, stream, err);
                 return false;
             }
@@ -1763,9 +1796,12 @@ bool cf__net_combiner_grow(cf_secure *s, unsigned to)
     for (unsigned w = s->dworkers; w < to; w++) {
         for (unsigned i = 0; i < s->k; i++) {
             slot_names(s, "PARTIALS", "partials", i, w, stream, subject, sizeof(stream));
-            if (cf__worker_lanes(s, i, w) != CF_OK ||
-                ensure(s, stream, subject, err, sizeof(err)) != CF_OK) {
-                net_fail(s, stream, "cannot add a worker's stream or queue");
+            if (cf__worker_lanes(s, i, w) != CF_OK) {
+                net_fail(s, stream, "no memory for an added worker's queue");
+                return false;
+            }
+            if (ensure_patient(s, stream, subject, err, sizeof(err)) != CF_OK) {
+                net_fail(s, stream, err);
                 return false;
             }
         }

@@ -157,6 +157,9 @@ static cf_err check_params_unchanged(cf_secure *s, char *errstr, size_t errstr_s
 static cf_err announce_event(cf_secure *s, const cf_event *ev, uint8_t *pseudo);
 static void send_markers(cf_secure *s, uint64_t index, uint64_t alerts_len, uint64_t alerts);
 static cf_err parse_rescale_plan(cf_secure *s, const char *spec, char *errstr, size_t errstr_size);
+static bool make_room(cf_secure *s, unsigned want);
+static bool redo_rescales(cf_secure *s, uint64_t index, bool ckpt);
+static cf_err load_rescales(cf_secure *s, char *errstr, size_t errstr_size);
 static bool remember_signature(cf_secure *s, const resume_state *r);
 
 static cf_err ensure_keys(cf_secure *s, char *errstr, size_t errstr_size)
@@ -659,8 +662,18 @@ static cf_err replay_log(cf_secure *s, uint64_t from_ckpt, char *errstr, size_t 
      * got: republish from the least any stream holds, markers where they were (senders skip
      * what their stream already has). */
     uint64_t from_send = from_ckpt;
+    unsigned slots = s->dworkers; /* and the streams its recorded rescales used */
+    for (unsigned r = 0; r < s->nredo; r++) {
+        slots = s->redo[r].to > slots ? s->redo[r].to : slots;
+    }
+    cf_err ferr = s->role == CF_ROLE_GATEWAY && slots > s->dworkers
+                      ? cf__net_gateway_floors(s, slots, errstr, errstr_size)
+                      : CF_OK;
+    if (ferr != CF_OK) {
+        return ferr;
+    }
     for (unsigned i = 0; i < s->k && s->role == CF_ROLE_GATEWAY; i++) {
-        for (unsigned w = 0; w < s->dworkers; w++) {
+        for (unsigned w = 0; w < slots; w++) {
             uint64_t f = s->has_floor[i][w] ? s->ev_floor[i][w] : 0;
             from_send = f < from_send ? f : from_send;
         }
@@ -680,12 +693,16 @@ static cf_err replay_log(cf_secure *s, uint64_t from_ckpt, char *errstr, size_t 
     while (err == CF_OK) {
         cf_audit_entry e;
         err = cf_audit_reader_next(rd, &e, errstr, errstr_size);
-        if (err == CF_OK && e.type == CF_AUDIT_REC_CHECKPOINT && s->role == CF_ROLE_GATEWAY &&
-            e.index >= from_send) {
+        bool gw = s->role == CF_ROLE_GATEWAY;
+        if (err == CF_OK && gw && e.type == CF_AUDIT_REC_CHECKPOINT &&
+            !redo_rescales(s, e.index, true) && e.index >= from_send) {
             send_markers(s, e.index, 0, 0);
         }
         if (err != CF_OK || e.type != CF_AUDIT_REC_BATCH) {
             continue;
+        }
+        if (gw) {
+            redo_rescales(s, e.index, false);
         }
         for (uint32_t i = 0; i < e.count && s->rules != NULL; i++) {
             cf_verdict v;
@@ -729,6 +746,7 @@ static cf_err replay_log(cf_secure *s, uint64_t from_ckpt, char *errstr, size_t 
     }
     if (err == CF_E_EOF) {
         err = CF_OK;
+        redo_rescales(s, UINT64_MAX, false);
     }
     cf_audit_reader_destroy(rd);
     cf_key_destroy(data_key);
@@ -962,6 +980,7 @@ cf_err cf__secure_create_observed(cf_secure **out, const cf_config *c, cf_observ
     }
     init_mask_ctx(s);
     if ((err = load_resume_state(s, &rs, errstr, errstr_size)) != CF_OK ||
+        (err = load_rescales(s, errstr, errstr_size)) != CF_OK ||
         (role != CF_ROLE_ALL && (err = cf__net_open(s, &rs, errstr, errstr_size)) != CF_OK) ||
         (role == CF_ROLE_COMBINER && !remember_signature(s, &rs)) ||
         (err = check_params_unchanged(s, errstr, errstr_size)) != CF_OK ||
@@ -995,7 +1014,10 @@ cf_err cf__secure_create_observed(cf_secure **out, const cf_config *c, cf_observ
     if ((err = cf__autoscale_start(s, errstr, errstr_size)) != CF_OK) {
         goto fail;
     }
-    if ((err = replay_log(s, rs.index, errstr, errstr_size)) != CF_OK) {
+    s->replaying = true;
+    err = replay_log(s, rs.index, errstr, errstr_size);
+    s->replaying = false;
+    if (err != CF_OK) {
         goto fail;
     }
     s->st.resumed = s->resume_events;
@@ -1446,21 +1468,118 @@ static unsigned rescale_wanted(cf_secure *s, uint64_t index)
     if (want == 0 || want == s->workers || !parties || s->mode == PROT_NONE) {
         return 0;
     }
+    return make_room(s, want) ? want : 0;
+}
+
+/* Lanes (and, distributed, streams and senders) for @p want workers per party. */
+static bool make_room(cf_secure *s, unsigned want)
+{
     for (unsigned i = 0; i < s->k; i++) {
         for (unsigned w = s->workers; w < want; w++) {
             if (cf__worker_lanes(s, i, w) != CF_OK) {
                 CF_LOG(CF_LOG_ERROR, "party", "no memory for %u workers: staying at %u", want,
                        s->workers);
-                return 0;
+                return false;
             }
         }
     }
     if (s->role == CF_ROLE_GATEWAY && !cf__net_gateway_grow(s, want)) {
         CF_LOG(CF_LOG_ERROR, "party", "cannot add streams for %u workers: staying at %u", want,
                s->workers);
-        return 0;
+        return false;
     }
-    return want;
+    return true;
+}
+
+static void rescales_path(const cf_secure *s, char *out, size_t n)
+{
+    snprintf(out, n, "%s/rescales.log", s->conf.output_dir);
+}
+
+/* Distributed gateway: the rescale is on disk before its markers go out (a restart makes
+ * it again at the same index). False: it could not be written, so it is not made. */
+static bool record_rescale(cf_secure *s, uint64_t index, unsigned to, bool barrier)
+{
+    if (s->role != CF_ROLE_GATEWAY || s->replaying) {
+        return true;
+    }
+    char path[CF_CONF_STR_MAX + 32], line[64];
+    rescales_path(s, path, sizeof(path));
+    int n = snprintf(line, sizeof(line), "%llu %u %d\n", (unsigned long long)index, to, barrier);
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    bool ok = fd >= 0 && write(fd, line, (size_t)n) == n && fdatasync(fd) == 0;
+    if (fd >= 0) {
+        ok = close(fd) == 0 && ok;
+    }
+    if (!ok) {
+        CF_LOG(CF_LOG_ERROR, "party", "cannot record the rescale in %s: staying at %u workers",
+               path, s->workers);
+    }
+    return ok;
+}
+
+/* A restarted distributed gateway: the rescales of the run so far, to make again while it
+ * replays its log; a fresh log starts a fresh list. */
+static cf_err load_rescales(cf_secure *s, char *errstr, size_t errstr_size)
+{
+    char path[CF_CONF_STR_MAX + 32];
+    rescales_path(s, path, sizeof(path));
+    if (s->role != CF_ROLE_GATEWAY) {
+        return CF_OK;
+    }
+    if (s->resume_index == 0) {
+        return unlink(path) == 0 || errno == ENOENT
+                   ? CF_OK
+                   : cf_err_errno(errno, errstr, errstr_size, "cannot remove %s", path);
+    }
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        return errno == ENOENT ? CF_OK
+                               : cf_err_errno(errno, errstr, errstr_size, "cannot open %s", path);
+    }
+    unsigned long long at;
+    unsigned to;
+    int barrier;
+    cf_err err = CF_OK;
+    while (err == CF_OK && fscanf(f, "%llu %u %d", &at, &to, &barrier) == 3) {
+        if (s->nredo == sizeof(s->redo) / sizeof(s->redo[0]) || to < 1 || to > CF_WORKERS_MAX ||
+            (s->nredo > 0 && at < s->redo[s->nredo - 1].at)) {
+            err =
+                cf_err_set(CF_E_CORRUPT, errstr, errstr_size,
+                           "%s: line %u is not a rescale after the one before", path, s->nredo + 1);
+            break;
+        }
+        s->redo[s->nredo++] = (struct redo_rescale){at, to, barrier != 0};
+    }
+    fclose(f);
+    /* debug.rescale_at steps already made are not made twice */
+    while (s->nredo > 0 && s->plan_next < s->nplan &&
+           s->plan[s->plan_next].at <= s->redo[s->nredo - 1].at) {
+        s->plan_next++;
+    }
+    return err;
+}
+
+/* Replaying: makes the recorded rescales at or before @p index again (their markers go
+ * where the streams lack them; the senders skip the rest). With @p ckpt, @p index is a
+ * checkpoint record's: a rescale recorded there travels in that checkpoint's marker, as
+ * it did. Returns whether a marker at @p index was sent. */
+static bool redo_rescales(cf_secure *s, uint64_t index, bool ckpt)
+{
+    bool sent = false;
+    while (s->redo_next < s->nredo && s->redo[s->redo_next].at <= index) {
+        const struct redo_rescale *r = &s->redo[s->redo_next];
+        if (ckpt && r->at == index && r->barrier) {
+            break; /* made after the checkpoint's own marker, before the next events */
+        }
+        s->redo_next++;
+        if (r->to == s->workers || !make_room(s, r->to)) {
+            continue;
+        }
+        sent |= r->at == index && ckpt;
+        send_markers_rescale(s, r->at, 0, 0, r->to, r->barrier);
+    }
+    return sent;
 }
 
 cf_err cf_secure_rescale(cf_secure *s, unsigned workers)
@@ -1482,7 +1601,11 @@ static cf_err maybe_checkpoint(cf_secure *s, char *errstr, size_t errstr_size)
 {
     uint64_t index = s->audit != NULL ? cf_audit_next_index(s->audit) : atomic_load(&s->gw_events);
     unsigned rescale_to = rescale_wanted(s, index);
-    if (rescale_to != 0 && (s->audit == NULL || index == s->last_ckpt_index)) {
+    bool barrier = s->audit == NULL || index == s->last_ckpt_index;
+    if (rescale_to != 0 && !record_rescale(s, index, rescale_to, barrier)) {
+        rescale_to = 0;
+    }
+    if (rescale_to != 0 && barrier) {
         /* Nothing to log (or logged at this index already): the marker only rescales. */
         send_markers_rescale(s, index, 0, 0, rescale_to, true);
         return CF_OK;

@@ -208,6 +208,16 @@ struct cf_secure {
         unsigned to;
     } plan[8];
     unsigned nplan, plan_next;
+    /* Distributed gateway: the rescales it made (OUT/rescales.log, written before their
+     * markers go out), made again at the same log indexes when a restart replays the log,
+     * so every stream gets the same markers and events the same workers. */
+    struct redo_rescale {
+        uint64_t at;
+        unsigned to;
+        bool barrier; /* a marker that was no checkpoint */
+    } redo[256];
+    unsigned nredo, redo_next;
+    bool replaying;
     cf_ring *dict;
     pset announced;
     pmap names;
@@ -469,6 +479,9 @@ bool cf__net_combiner_signer(cf_secure *s);
 /* Gateway: streams and senders for workers [dworkers, @p to) of every party (a rescale
  * beyond the slots it had). @locality gateway thread */
 bool cf__net_gateway_grow(cf_secure *s, unsigned to);
+/* Gateway restarting after rescales: what the streams of workers [dworkers, @p to) hold,
+ * before its log is replayed (no senders yet). */
+cf_err cf__net_gateway_floors(cf_secure *s, unsigned to, char *errstr, size_t errstr_size);
 /* Combiner: receivers for the added slots of a rescale. @locality combiner thread */
 bool cf__net_combiner_grow(cf_secure *s, unsigned to);
 /* A distributed party worker at a rescale marker (@p activate: the marker that starts an

@@ -9,6 +9,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include <nats/nats.h>
 
@@ -202,6 +203,13 @@ cf_err cf_js_ensure_stream(cf_js *j, const char *name, const char *subject, int 
     s = js_AddStream(&si, j->js, &cfg, NULL, &jerr);
     if (s == NATS_OK || jerr == JSStreamNameExistErr) {
         jsStreamInfo_Destroy(si); /* created, or by another role at the same time */
+        if (s != NATS_OK) {
+            /* nats-server 2.9.10 lists a stream before its store exists, and a request on it
+             * then (a message get, as a restarted sender makes) crashes the server: give the
+             * other role's creation time to finish. */
+            struct timespec ts = {0, 500000000};
+            nanosleep(&ts, NULL);
+        }
         return CF_OK;
     }
     char what[160];

@@ -9,7 +9,8 @@
 #     sorting; the audit log is complete; verify-results recomputes the combiner's output;
 #  2. the same with worker 0 of party 1 killed (kill -9) after the second rescale and
 #     restarted without a state file: it replays both handovers (its own states again,
-#     de-duplicated) and the results are still identical.
+#     de-duplicated) and the results are still identical;
+#  3. the same with the gateway killed (kill -9) after its second rescale and restarted.
 set -euo pipefail
 CONFIDE=$1
 SRC=$2
@@ -147,4 +148,30 @@ same "$o"
 [ "$(grep -c "rescaled at index [0-9]* (1 -> 3 workers)" "$o/p1w0.log")" -eq 2 ] ||
     fail "the restarted worker did not replay the first handover"
 echo "ok: kill -9 of a worker after two rescales: handovers replayed, results identical"
+
+# 3. The gateway killed (kill -9) after its second rescale and restarted: it makes the
+#    recorded rescales again at the same indexes while it replays its log (the streams
+#    already hold those markers, so nothing is sent twice) and the third one live.
+nats_stop
+rm -rf "$tmp/ns/store1"
+nats_start_node "$tmp/ns" 1
+o=$tmp/run3 && mkdir -p "$o"
+start_all "$o" --rate 4000
+for _ in $(seq 1 600); do
+    [ -e "$o/g/rescales.log" ] && [ "$(wc -l <"$o/g/rescales.log")" -ge 2 ] && break
+    sleep 0.1
+done
+[ "$(wc -l <"$o/g/rescales.log")" -eq 2 ] || fail "the gateway did not record two rescales"
+kill -9 "$g"; wait "$g" 2>/dev/null || true
+"$CONFIDE" gateway --config "$tmp/p.yaml" --input "$tmp/tx.csv" --out "$o/g" \
+    --keys "$tmp/k/gateway" --no-status --set nats.user=gateway \
+    --set nats.password_file="$NATS_PW/gateway" \
+    --set debug.rescale_at=5000:3,11000:2,17000:3 --rate 4000 >>"$o/g.log" 2>&1 &
+g=$!
+pids+=("$g")
+reactivate_worker2 "$o"
+wait_all "$o"
+same "$o"
+[ "$(wc -l <"$o/g/rescales.log")" -eq 3 ] || fail "rescales.log: $(cat "$o/g/rescales.log")"
+echo "ok: kill -9 of the gateway after two rescales: results identical, log complete"
 echo "ok: distributed_rescale"
