@@ -86,14 +86,15 @@ static int service_args(const char *cmd, bool party, cf_config *conf, int argc, 
          .type = CLI_CONF,
          .arg = "W",
          .key = "party.worker",
-         .help = "which of its worker processes, 0..workers-1\n"
-                 "(party.worker; docs/distributed.md)"},
+         .help = "which of its worker processes, 0..15 (party.worker);\n"
+                 "one the gateway does not use yet waits until a rescale\n"
+                 "activates it (docs/distributed.md)"},
         {.name = "workers",
          .type = CLI_CONF,
          .arg = "N",
          .key = "party.workers",
-         .help = "worker processes per party (party.workers;\n"
-                 "every role of the pipeline: the same)"},
+         .help = "worker processes per party at the start\n"
+                 "(party.workers; rescales change it)"},
         {.name = "config",
          .type = CLI_CONF_FILE,
          .arg = "FILE",
