@@ -161,7 +161,7 @@ for _ in $(seq 1 600); do
     [ -e "$o/g/rescales.log" ] && [ "$(wc -l <"$o/g/rescales.log")" -ge 2 ] && break
     sleep 0.1
 done
-[ "$(wc -l <"$o/g/rescales.log")" -eq 2 ] || fail "the gateway did not record two rescales"
+[ "$(wc -l <"$o/g/rescales.log")" -ge 2 ] || { tail -n 20 "$o/g.log" >&2; fail "the gateway did not record two rescales"; }
 kill -9 "$g"; wait "$g" 2>/dev/null || true
 "$CONFIDE" gateway --config "$tmp/p.yaml" --input "$tmp/tx.csv" --out "$o/g" \
     --keys "$tmp/k/gateway" --no-status --set nats.user=gateway \
