@@ -44,17 +44,7 @@ nats:
   servers: $NATS_URL
   ca_file: $NATS_CA
 EOF
-python3 - "$tmp/tx.csv" <<'PY'
-import random, sys
-p = sys.argv[1]
-lines = open(p).read().splitlines(True)
-head, rows = lines[0], lines[1:]
-random.seed(5)
-for i in range(7, len(rows) - 300, 25):
-    j = i + random.randint(20, 280)
-    rows[i], rows[j] = rows[j], rows[i]
-open(p, "w").write(head + "".join(rows))
-PY
+shuffle_near "$tmp/tx.csv" 5
 
 "$CONFIDE" run --config "$tmp/p.yaml" --input "$tmp/tx.csv" --out "$tmp/emb" --keys "$tmp/keys" \
     --no-status >/dev/null 2>"$tmp/emb.err" || { cat "$tmp/emb.err" >&2; fail "embedded run"; }
@@ -101,15 +91,7 @@ wait_all() { # OUT
     wait_ok "$c" "$1/c.log" combiner
 }
 same() { # OUT
-    cmp <(sort "$tmp/emb/results.ndjson") <(sort "$1/c/results.ndjson") || fail "$1: results differ"
-    cmp <(sort "$tmp/emb/late.ndjson") <(sort "$1/c/late.ndjson") || fail "$1: late records differ"
-    cmp "$tmp/emb/alerts.ndjson" "$1/g/alerts.ndjson" || fail "$1: compliance alerts differ"
-    "$CONFIDE" audit verify "$1/g/audit" --keys "$tmp/k/gateway" --json >"$tmp/verify.json" ||
-        fail "$1: audit verify"
-    python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["ok"] and d["completeness"]==1.0, d' \
-        "$tmp/verify.json" || fail "$1: audit log incomplete"
-    "$CONFIDE" audit verify-results "$1/c" --audit "$1/g/audit" --keys "$tmp/keys" \
-        >"$tmp/vr.out" 2>&1 || { cat "$tmp/vr.out" >&2; fail "$1: verify-results"; }
+    same_as_embedded "$tmp/emb" "$1" "$tmp/k/gateway" "$tmp/keys"
     for i in $(seq 0 $((K - 1))); do
         grep -q "activated at index [0-9]* (1 -> 3 workers)" "$1/p${i}w1.log" ||
             fail "$1: worker $i.1 was not activated"

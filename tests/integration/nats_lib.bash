@@ -109,3 +109,38 @@ nats_test_cleanup() {
     nats_stop
     if [ -n "${KEEP:-}" ]; then echo "kept $tmp" >&2; else rm -rf "$tmp"; fi
 }
+
+# shuffle_near CSV SEED: swaps rows with rows 20..280 further on (header kept), so that
+# events arrive out of order and lateness and late records are exercised.
+shuffle_near() {
+    python3 - "$1" "$2" <<'PY'
+import random, sys
+p = sys.argv[1]
+lines = open(p).read().splitlines(True)
+head, rows = lines[0], lines[1:]
+random.seed(int(sys.argv[2]))
+for i in range(7, len(rows) - 300, 25):
+    j = i + random.randint(20, 280)
+    rows[i], rows[j] = rows[j], rows[i]
+open(p, "w").write(head + "".join(rows))
+PY
+}
+
+# same_as_embedded EMB OUT GWKEYS [KEYS]: the distributed run under OUT (combiner in OUT/c,
+# gateway in OUT/g) released what the embedded run in EMB did: results and late records
+# (sorted: workers release in their own order), alerts, a complete audit log; with KEYS
+# (the full key directory) verify-results recomputes the combiner's signed output too.
+same_as_embedded() {
+    local emb=$1 out=$2
+    cmp <(sort "$emb/results.ndjson") <(sort "$out/c/results.ndjson") || fail "$out: results differ"
+    cmp <(sort "$emb/late.ndjson") <(sort "$out/c/late.ndjson") || fail "$out: late records differ"
+    cmp "$emb/alerts.ndjson" "$out/g/alerts.ndjson" || fail "$out: compliance alerts differ"
+    "$CONFIDE" audit verify "$out/g/audit" --keys "$3" --json >"$tmp/verify.json" ||
+        fail "$out: audit verify"
+    python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["ok"] and d["completeness"]==1.0, d' \
+        "$tmp/verify.json" || fail "$out: audit log incomplete"
+    if [ -n "${4:-}" ]; then
+        "$CONFIDE" audit verify-results "$out/c" --audit "$out/g/audit" --keys "$4" \
+            >"$tmp/vr.out" 2>&1 || { cat "$tmp/vr.out" >&2; fail "$out: verify-results"; }
+    fi
+}
