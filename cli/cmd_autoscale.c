@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -78,10 +79,22 @@ typedef struct procs {
     unsigned failed;
 } procs;
 
+static void reap(procs *ps, bool block);
+
 static bool start_worker(procs *ps, const char *tmpl, unsigned party, unsigned worker)
 {
+    /* A process for a slot that is not active is one that retires: it ends once it has
+     * handed its state over, and the new one must then wait at the activation (it takes
+     * the slot's stream position from the retired one's state file). */
+    for (int i = 0; i < 600 && ps->pid[party][worker] > 0; i++) {
+        struct timespec ts = {0, 100000000};
+        nanosleep(&ts, NULL);
+        reap(ps, false);
+    }
     if (ps->pid[party][worker] > 0) {
-        return true; /* still running (it may have retired and not ended yet: then it ends) */
+        fprintf(stderr, "confide autoscale: party %u worker %u did not end after retiring\n", party,
+                worker);
+        return false;
     }
     char cmd[4096];
     expand(tmpl, party, worker, cmd, sizeof(cmd));

@@ -1567,8 +1567,11 @@ static cf_err ensure_streams(cf_secure *s, char *errstr, size_t errstr_size)
 {
     cf_err err = CF_OK;
     char stream[128], subject[128];
+    /* a party worker's own slot, also one beyond party.workers (a standby) */
+    unsigned slots =
+        s->role == CF_ROLE_PARTY && s->worker_id >= s->dworkers ? s->worker_id + 1 : s->dworkers;
     for (unsigned i = 0; i < s->k && err == CF_OK; i++) {
-        for (unsigned w = 0; w < s->dworkers && err == CF_OK; w++) {
+        for (unsigned w = 0; w < slots && err == CF_OK; w++) {
             bool mine = s->role == CF_ROLE_PARTY && s->party_id == i && s->worker_id == w;
             if (s->role == CF_ROLE_GATEWAY || mine) {
                 slot_names(s, "SHARES", "shares", i, w, stream, subject, sizeof(stream));

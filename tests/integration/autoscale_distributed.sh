@@ -6,7 +6,9 @@
 #  1. the results, late records and alerts equal the embedded run's, the audit log is
 #     complete and verify-results passes;
 #  2. the added workers were activated by the rescale, and /metrics carried
-#     confide_desired_replicas 3 while it ran.
+#     confide_desired_replicas 3 while it ran;
+#  3. (4. below) ds2 with the workers mostly idle scales 3 processes per party down: the
+#     retired ones end by themselves, results identical.
 set -euo pipefail
 CONFIDE=$1
 SRC=$2
@@ -17,7 +19,7 @@ nats_test_init
 K=2
 NATS_WORKERS=3 nats_start "$tmp/ns" $K 1
 
-"$CONFIDE" gen --seed 10 --count 24000 --out "$tmp/tx.csv" --quiet
+"$CONFIDE" gen --seed 10 --count 12000 --out "$tmp/tx.csv" --quiet
 "$CONFIDE" keygen --dir "$tmp/keys" --parties $K >/dev/null
 split_keys "$tmp/keys" "$tmp/k" $K
 cat >"$tmp/p.yaml" <<EOF
@@ -90,5 +92,45 @@ for i in $(seq 0 $((K - 1))); do
 done
 grep -q "party 1 worker 2 ended (ok)" "$o/a.log" || fail "autoscale did not wait for its workers"
 echo "ok: confide autoscale scaled a distributed run 1 -> 3 workers per party; results identical"
+
+# 4. ds2 scales down: 3 workers per party at a rate one handles; the retired processes end
+#    by themselves and the results stay identical.
+nats_stop
+rm -rf "$tmp/ns/store1"
+nats_start_node "$tmp/ns" 1
+o=$tmp/down && mkdir -p "$o"
+for i in $(seq 0 $((K - 1))); do
+    for w in 0 1 2; do
+        "$CONFIDE" party --config "$tmp/p.yaml" --id "$i" --worker "$w" --out "$o/p${i}w$w" \
+            --keys "$tmp/k/party$i" --user "party$i" --password-file "$NATS_PW/party$i" \
+            >>"$o/p${i}w$w.log" 2>&1 &
+        eval "p${i}w$w=$!"
+        pids+=("$!")
+    done
+done
+"$CONFIDE" combine --config "$tmp/p.yaml" --out "$o/c" --keys "$tmp/k/combiner" --workers 3 \
+    --user combiner --password-file "$NATS_PW/combiner" >>"$o/c.log" 2>&1 &
+c=$!
+pids+=("$c")
+"$CONFIDE" autoscale --config "$tmp/p.yaml" --policy ds2 --party-cmd "$pcmd" \
+    --user autoscale --password-file "$NATS_PW/autoscale" --until-idle 3 \
+    --set autoscale.target_util=100 --set autoscale.cooldown_ms=600 >>"$o/a.log" 2>&1 &
+a=$!
+pids+=("$a")
+sleep 1
+"$CONFIDE" gateway --config "$tmp/p.yaml" --input "$tmp/tx.csv" --out "$o/g" \
+    --keys "$tmp/k/gateway" --no-status --set nats.user=gateway --set party.workers=3 \
+    --set nats.password_file="$NATS_PW/gateway" --rate 2500 >>"$o/g.log" 2>&1 &
+g=$!
+pids+=("$g")
+wait_ok "$g" "$o/g.log" gateway
+wait_ok "$a" "$o/a.log" autoscale
+for i in $(seq 0 $((K - 1))); do
+    for w in 0 1 2; do eval "wait_ok \$p${i}w$w $o/p${i}w$w.log party$i.$w"; done
+done
+wait_ok "$c" "$o/c.log" combiner
+same_as_embedded "$tmp/emb" "$o" "$tmp/k/gateway" "$tmp/keys"
+grep -q "retired at index" "$o/p0w2.log" || { cat "$o/a.log" >&2; fail "ds2 did not scale down"; }
+echo "ok: ds2 scaled 3 worker processes per party down; retired ones ended; results identical"
 
 echo "ok: autoscale_distributed"

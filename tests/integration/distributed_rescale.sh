@@ -22,7 +22,7 @@ K=2
 W=3
 NATS_WORKERS=$W nats_start "$tmp/ns" $K 1
 
-"$CONFIDE" gen --seed 9 --count 24000 --out "$tmp/tx.csv" --quiet
+"$CONFIDE" gen --seed 9 --count 12000 --out "$tmp/tx.csv" --quiet
 "$CONFIDE" keygen --dir "$tmp/keys" --parties $K >/dev/null
 split_keys "$tmp/keys" "$tmp/k" $K
 cat >"$tmp/p.yaml" <<EOF
@@ -37,7 +37,7 @@ window:
   max_delay_ms: 60000
   lateness_ms: 300000
 audit:
-  checkpoint_events: 2048
+  checkpoint_events: 1024
 pipeline:
   batch_max: 256
 nats:
@@ -71,11 +71,11 @@ start_all() { # OUT [gateway options...]
     "$CONFIDE" gateway --config "$tmp/p.yaml" --input "$tmp/tx.csv" --out "$o/g" \
         --keys "$tmp/k/gateway" --no-status --set nats.user=gateway \
         --set nats.password_file="$NATS_PW/gateway" \
-        --set debug.rescale_at=5000:3,11000:2,17000:3 "$@" >>"$o/g.log" 2>&1 &
+        --set debug.rescale_at=2500:3,5500:2,8500:3 "$@" >>"$o/g.log" 2>&1 &
     g=$!
     pids+=("$g")
 }
-reactivate_worker2() { # OUT: worker 2 retired near 11000; a new process takes its slot again
+reactivate_worker2() { # OUT: worker 2 retired near 5500; a new process takes its slot again
     local o=$1 i
     for i in $(seq 0 $((K - 1))); do
         eval "wait_ok \$p${i}w2 $o/p${i}w2.log party$i.2"
@@ -102,7 +102,7 @@ same() { # OUT
 
 # 1. 1 -> 3 -> 2 -> 3 workers per party while the events flow.
 o=$tmp/run1 && mkdir -p "$o"
-start_all "$o" --rate 6000
+start_all "$o" --rate 3000
 reactivate_worker2 "$o"
 wait_all "$o"
 same "$o"
@@ -115,7 +115,7 @@ nats_start_node "$tmp/ns" 1
 o=$tmp/run2 && mkdir -p "$o"
 # No checkpoints but the rescales' (which a party never records): the restarted worker has
 # no state file and replays both handovers from its stream's start.
-start_all "$o" --rate 4000 --set audit.checkpoint_events=10000000
+start_all "$o" --rate 2000 --set audit.checkpoint_events=10000000
 wait_for_line() { # FILE PATTERN SECONDS
     for _ in $(seq 1 $(($3 * 10))); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
     fail "$1: no '$2' within $3 s"
@@ -138,7 +138,7 @@ nats_stop
 rm -rf "$tmp/ns/store1"
 nats_start_node "$tmp/ns" 1
 o=$tmp/run3 && mkdir -p "$o"
-start_all "$o" --rate 4000
+start_all "$o" --rate 2000
 for _ in $(seq 1 600); do
     [ -e "$o/g/rescales.log" ] && [ "$(wc -l <"$o/g/rescales.log")" -ge 2 ] && break
     sleep 0.1
@@ -148,7 +148,7 @@ kill -9 "$g"; wait "$g" 2>/dev/null || true
 "$CONFIDE" gateway --config "$tmp/p.yaml" --input "$tmp/tx.csv" --out "$o/g" \
     --keys "$tmp/k/gateway" --no-status --set nats.user=gateway \
     --set nats.password_file="$NATS_PW/gateway" \
-    --set debug.rescale_at=5000:3,11000:2,17000:3 --rate 4000 >>"$o/g.log" 2>&1 &
+    --set debug.rescale_at=2500:3,5500:2,8500:3 --rate 2000 >>"$o/g.log" 2>&1 &
 g=$!
 pids+=("$g")
 reactivate_worker2 "$o"
