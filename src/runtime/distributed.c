@@ -465,7 +465,15 @@ static bool send_shares(cf_secure *s, unsigned i, unsigned wk, const char *subje
             end = held[j]->it[held[j]->n - 1].seq + 1;
         }
     }
-    bool marker_last = held[nh - 1]->ckpt;
+    const item_batch *last = held[nh - 1];
+    bool marker_last = last->ckpt;
+    if (marker_last && last->ckpt_index > end) {
+        /* The span reaches the marker: a restarted gateway must not send it again, and the
+         * log indexes between this stream's last event and it went to other workers. */
+        end = last->ckpt_index;
+    }
+    /* Two markers at one index (a checkpoint, then a rescale without one) need two ids. */
+    char kind = !marker_last ? 'e' : !last->barrier_only ? 'm' : last->activate ? 'a' : 'r';
     /* count: the span of log indexes [id, id + count) the frame's events reach, which a
      * restarted gateway reads back as what the stream holds (load_floors). Dead letters
      * take log indexes too, so the span can exceed the events. */
@@ -478,7 +486,7 @@ static bool send_shares(cf_secure *s, unsigned i, unsigned wk, const char *subje
     cf_frame_seal(&h, frame);
     char msg_id[128];
     snprintf(msg_id, sizeof(msg_id), "%s.s%u.%u.%" PRIu64 ".%u.%c", s->log_hex, i, wk, id, events,
-             marker_last ? 'm' : 'e');
+             kind);
     return publish(s, subject, frame, CF_FRAME_HDR_LEN + h.len, msg_id);
 }
 
