@@ -13,15 +13,19 @@
  * "rescales"}]; and per policy a PNG timeline (rate, forecast, workers, p99) drawn by
  * gnuplot into --plot-dir (default bench/results; 'none' to skip).
  */
+#include <errno.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "bench.h"
 #include "cli.h"
 #include "confide/core.h"
+#include "confide/runtime.h"
 #include "confide/scale.h"
 #include "opts.h"
 
@@ -35,10 +39,14 @@ static const char autoscale_head[] =
     "         [--static-workers N] [--forecaster NAME] [--train-points N]\n"
     "         [--replay-points N] [--hysteresis X] [--target-util X]\n"
     "         [--horizon N] [--down-delay-s S] [--cooldown-s S] [--seed S]\n"
-    "         [--step-s S] [--plot-dir DIR|none]\n\n"
+    "         [--step-s S] [--plot-dir DIR|none]\n"
+    "       confide bench autoscale --live --trace FILE [--speedup X] [--json]\n"
+    "         [--worker-delay-us US] [--peak-workers N] [--keep-dir DIR] [...]\n\n"
     "Replays a rate trace (the format of `confide forecast`) through a simulated pool of\n"
     "workers under each policy and reports seconds in SLO violation, p99 latency,\n"
-    "worker-seconds and rescale actions. docs/autoscaling.md explains the model.\n\n";
+    "worker-seconds and rescale actions. docs/autoscaling.md explains the model.\n"
+    "With --live, each policy drives the real pipeline instead: confide run in process\n"
+    "with autoscale.policy, its input paced along the compressed trace.\n\n";
 
 typedef struct {
     cf_sim_tick *t;
@@ -109,6 +117,245 @@ static int split_list(const char *s, char out[][32], int max)
     return *s == '\0' ? n : -1;
 }
 
+/* ---- --live: the real pipeline, paced along the trace --------------------------------------- */
+
+typedef struct live_opts {
+    double interval_s;   /* one trace interval in wall time */
+    double delay_us;     /* debug.worker_delay_us */
+    double peak_workers; /* busy workers the replayed peak needs */
+    double slo_ms;
+    uint32_t max_workers, static_workers, initial_workers;
+    double target_util;
+    const char *forecaster;
+    uint64_t seed;
+    const char *keep; /* keep the run directories here (NULL: a temporary one, removed) */
+} live_opts;
+
+typedef struct live_row {
+    cf_summary s;
+    bool ok;
+} live_row;
+
+static int write_counts(const char *path, const double *c, size_t n)
+{
+    FILE *f = fopen(path, "w");
+    if (f == NULL) {
+        return -1;
+    }
+    bool ok = fputs("step,count\n", f) >= 0;
+    for (size_t i = 0; i < n && ok; i++) {
+        ok = fprintf(f, "%zu,%.0f\n", i + 1, c[i]) > 0;
+    }
+    return fclose(f) == 0 && ok ? 0 : -1;
+}
+
+static int set_conf(cf_config *c, const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int set_conf(cf_config *c, const char *key, const char *fmt, ...)
+{
+    char v[1200], err[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(v, sizeof(v), fmt, ap);
+    va_end(ap);
+    if (cf_config_set(c, key, v, err, sizeof(err)) != CF_OK) {
+        fprintf(stderr, PROG ": %s=%s: %s\n", key, v, err);
+        return -1;
+    }
+    return 0;
+}
+
+/* One policy: confide run in process, its input paced along replay.csv. */
+static int live_run(const char *dir, const char *policy, const live_opts *lo, double mean_rate,
+                    const char *buf, size_t len, live_row *row)
+{
+    char out[1100], err[512] = "";
+    snprintf(out, sizeof(out), "%s/%s", dir, policy);
+    cf_config *c = NULL;
+    cf_pipeline *p = NULL;
+    int rc = -1;
+    long long interval_ms = llround(lo->interval_s * 1e3);
+    bool stat = strcmp(policy, "static") == 0;
+    if (cf_config_create(&c) != CF_OK || set_conf(c, "output.dir", "%s", out) ||
+        set_conf(c, "audit.fsync", "none") || set_conf(c, "window.group_by", "merchant") ||
+        set_conf(c, "window.size_ms", "60000") ||
+        set_conf(c, "input.shape", "trace:%s/replay.csv", dir) ||
+        set_conf(c, "input.rate", "%.6f", mean_rate) ||
+        set_conf(c, "input.speedup", "%.9g", 3600.0 / lo->interval_s) ||
+        set_conf(c, "batch.mode", "fixed:256") || set_conf(c, "batch.linger_ms", "20") ||
+        set_conf(c, "slo.p99_ms", "%.0f", lo->slo_ms) ||
+        set_conf(c, "debug.worker_delay_us", "%.0f", lo->delay_us) ||
+        set_conf(c, "party.workers", "%u", stat ? lo->static_workers : lo->initial_workers) ||
+        set_conf(c, "autoscale.policy", "%s", policy) ||
+        set_conf(c, "autoscale.interval_ms", "%lld", interval_ms) ||
+        set_conf(c, "autoscale.cooldown_ms", "%lld", 3 * interval_ms) ||
+        set_conf(c, "autoscale.target_util", "%.0f", lo->target_util * 100) ||
+        set_conf(c, "autoscale.max_workers", "%u", stat ? lo->static_workers : lo->max_workers) ||
+        (strcmp(policy, "predictive") == 0 && set_conf(c, "autoscale.model", "%s/model", dir))) {
+        goto done;
+    }
+    if (cf_pipeline_create(&p, c, err, sizeof(err)) != CF_OK) {
+        fprintf(stderr, PROG ": %s: %s\n", policy, err);
+        goto done;
+    }
+    cf_pipeline_set_input_buffer(p, buf, len);
+    if (cf_pipeline_run(p, &row->s, err, sizeof(err)) != CF_OK) {
+        fprintf(stderr, PROG ": %s: %s\n", policy, err);
+        goto done;
+    }
+    row->ok = true;
+    rc = 0;
+done:
+    cf_pipeline_destroy(p);
+    cf_config_destroy(c);
+    return rc;
+}
+
+static int live_bench(const char *trace, const double *y, size_t train, size_t n,
+                      double trace_interval_s, char names[][32], int np, const live_opts *lo0,
+                      bool json)
+{
+    live_opts lo = *lo0;
+    int rc = CF_EXIT_RUNTIME;
+    char dir[1024] = "", cmd[1200], err[512];
+    live_row rows[MAX_POLICIES];
+    memset(rows, 0, sizeof(rows));
+    double *c = calloc(n, sizeof(*c));
+    char *buf = NULL;
+    cf_forecaster *fc = NULL;
+    if (c == NULL) {
+        fprintf(stderr, PROG ": out of memory\n");
+        return CF_EXIT_RUNTIME;
+    }
+    if (lo.keep != NULL) {
+        snprintf(dir, sizeof(dir), "%s", lo.keep);
+        if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+            fprintf(stderr, PROG ": mkdir %s: %s\n", dir, strerror(errno));
+            goto out;
+        }
+    } else {
+        const char *t = getenv("TMPDIR");
+        snprintf(dir, sizeof(dir), "%s/confide-live-XXXXXX", t != NULL ? t : "/tmp");
+        if (mkdtemp(dir) == NULL) {
+            fprintf(stderr, PROG ": mkdtemp: %s\n", strerror(errno));
+            goto out;
+        }
+    }
+    /* Scale the counts so that the replayed peak interval needs peak_workers busy workers,
+     * each worth 1e6 / delay_us events/s; round to whole events. */
+    double peak = 0, total = 0;
+    for (size_t i = train; i < n; i++) {
+        peak = y[i] > peak ? y[i] : peak;
+    }
+    double worker_rate = 1e6 / lo.delay_us;
+    double scale = peak > 0 ? lo.peak_workers * worker_rate * lo.interval_s / peak : 0;
+    for (size_t i = 0; i < n; i++) {
+        c[i] = round(y[i] * scale);
+        total += i >= train ? c[i] : 0;
+    }
+    if (total < 1) {
+        fprintf(stderr, PROG ": the replayed part of %s has no events\n", trace);
+        rc = CF_EXIT_USAGE;
+        goto out;
+    }
+    double peak_rate = lo.peak_workers * worker_rate;
+    double mean_rate = total / ((double)(n - train) * lo.interval_s);
+    double first_rate = c[train] / lo.interval_s;
+    lo.static_workers = (uint32_t)ceil(peak_rate / (worker_rate * lo.target_util));
+    lo.static_workers = lo.static_workers > lo.max_workers ? lo.max_workers : lo.static_workers;
+    lo.initial_workers = (uint32_t)ceil(first_rate / (worker_rate * lo.target_util));
+    lo.initial_workers = lo.initial_workers < 1 ? 1 : lo.initial_workers;
+    lo.initial_workers = lo.initial_workers > lo.max_workers ? lo.max_workers : lo.initial_workers;
+    char path[1100];
+    snprintf(path, sizeof(path), "%s/replay.csv", dir);
+    if (write_counts(path, c + train, n - train) != 0) {
+        fprintf(stderr, PROG ": cannot write %s\n", path);
+        goto out;
+    }
+    snprintf(path, sizeof(path), "%s/train.csv", dir);
+    if (write_counts(path, c, train) != 0) {
+        fprintf(stderr, PROG ": cannot write %s\n", path);
+        goto out;
+    }
+    /* The predictive policy's model: what `confide forecast train --trace train.csv --model
+     * F --out model` makes, over events per decision interval. */
+    for (int k = 0; k < np; k++) {
+        if (strcmp(names[k], "predictive") != 0) {
+            continue;
+        }
+        cf_forecast_opts fo;
+        cf_forecast_opts_default(&fo);
+        snprintf(path, sizeof(path), "%s/model", dir);
+        if (cf_forecaster_create(&fc, lo.forecaster, &fo, err, sizeof(err)) != CF_OK ||
+            cf_forecaster_fit(fc, c, train, err, sizeof(err)) != CF_OK ||
+            cf_forecaster_save(fc, path, err, sizeof(err)) != CF_OK) {
+            fprintf(stderr, PROG ": forecaster %s: %s\n", lo.forecaster, err);
+            rc = CF_EXIT_USAGE;
+            goto out;
+        }
+    }
+    size_t len = 0;
+    buf = cf_bench_gen_csv(PROG, (uint64_t)total, 20000, 40000, lo.seed, &len);
+    if (buf == NULL) {
+        goto out;
+    }
+    if (!json) {
+        char desc[256] = "";
+        if (fc != NULL) {
+            cf_forecaster_describe(fc, desc, sizeof(desc));
+        }
+        printf("live: trace %s: replaying %zu of %zu intervals (forecaster fitted on the first "
+               "%zu), %.3f wall s each: %.0f s per policy\n",
+               trace, n - train, n, train, lo.interval_s, (double)(n - train) * lo.interval_s);
+        printf("live: %.0f events (mean %.0f/s, peak %.0f/s = %.1f busy workers), worker hold "
+               "%.0f us/event (%.0f events/s per worker), SLO p99 %.0f ms, workers 1..%u, "
+               "static %u, start %u%s%s\n",
+               total, mean_rate, peak_rate, lo.peak_workers, lo.delay_us, worker_rate, lo.slo_ms,
+               lo.max_workers, lo.static_workers, lo.initial_workers, desc[0] ? ", model " : "",
+               desc);
+        printf("%-11s %15s %10s %10s %11s %9s %11s %9s %9s\n", "policy", "slo_violation_s",
+               "p99_ms", "p50_ms", "worker_s", "mean_w", "rescales", "events", "wall_s");
+        fflush(stdout);
+    }
+    (void)trace_interval_s;
+    for (int k = 0; k < np; k++) {
+        if (live_run(dir, names[k], &lo, mean_rate, buf, len, &rows[k]) != 0) {
+            goto out;
+        }
+        const cf_summary *s = &rows[k].s;
+        if (!json) {
+            printf("%-11s %15.1f %10.1f %10.1f %11.1f %9.2f %11llu %9llu %9.1f\n", names[k],
+                   s->slo_violation_s, (double)s->p99_us / 1e3, (double)s->p50_us / 1e3,
+                   s->worker_s, s->elapsed_s > 0 ? s->worker_s / s->elapsed_s : 0,
+                   (unsigned long long)s->rescales, (unsigned long long)s->accepted, s->elapsed_s);
+            fflush(stdout);
+        }
+    }
+    if (json) {
+        printf("[");
+        for (int k = 0; k < np; k++) {
+            const cf_summary *s = &rows[k].s;
+            printf("%s{\"policy\":\"%s\",\"slo_violation_s\":%.1f,\"p99_ms\":%.3f,"
+                   "\"worker_s\":%.1f,\"rescales\":%llu}",
+                   k ? "," : "", names[k], s->slo_violation_s, (double)s->p99_us / 1e3, s->worker_s,
+                   (unsigned long long)s->rescales);
+        }
+        printf("]\n");
+    }
+    rc = CF_EXIT_OK;
+out:
+    if (lo.keep == NULL && dir[0] != '\0' && strstr(dir, "confide-live-") != NULL) {
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+        if (system(cmd) != 0) {
+            fprintf(stderr, PROG ": could not remove %s\n", dir);
+        }
+    }
+    cf_forecaster_destroy(fc);
+    free(buf);
+    free(c);
+    return rc;
+}
+
 int cf_bench_autoscale(int argc, char **argv)
 {
     const char *trace = NULL, *policies = "static,reactive,ds2,predictive";
@@ -117,7 +364,9 @@ int cf_bench_autoscale(int argc, char **argv)
      * gave the fewest SLO violations on every trace in docs/autoscaling.md. */
     const char *forecaster = "seasonal", *plot_dir = "bench/results";
     bool json = false, wr_given = false, bc_given = false, sw_given = false, tp_given = false;
-    bool dd_given = false, cd_given = false;
+    bool dd_given = false, cd_given = false, live = false, sp_given = false;
+    double speedup = 0, delay_us = 1000, peak_workers = 10;
+    const char *keep_dir = NULL;
     double step_s = 3600, batch_cost_ms = 0, down_delay_s = 0, cooldown_s = 0;
     uint32_t train_points = 0, static_workers = 0, replay_points = 0;
     cf_sim_opts so;
@@ -267,6 +516,40 @@ int cf_bench_autoscale(int argc, char **argv)
          .min = 0.001,
          .max = 86400,
          .help = "seconds per step of a 'step' trace column (default 3600)"},
+        {.name = "live",
+         .type = CLI_FLAG,
+         .flag = &live,
+         .help = "run the real pipeline (confide run in process) per policy, its\n"
+                 "input paced along the compressed trace (docs/autoscaling.md)"},
+        {.name = "speedup",
+         .type = CLI_DBL,
+         .dbl = &speedup,
+         .arg = "X",
+         .min = 1e-6,
+         .max = 1e9,
+         .given = &sp_given,
+         .help = "--live: a trace interval lasts interval/X wall s (default:\n"
+                 "0.5 s per interval)"},
+        {.name = "worker-delay-us",
+         .type = CLI_DBL,
+         .dbl = &delay_us,
+         .arg = "US",
+         .min = 1,
+         .max = 1e6,
+         .help = "--live: each party worker holds every event this long\n"
+                 "(debug.worker_delay_us; default 1000)"},
+        {.name = "peak-workers",
+         .type = CLI_DBL,
+         .dbl = &peak_workers,
+         .arg = "N",
+         .min = 0.1,
+         .max = 16,
+         .help = "--live: busy workers the replayed peak needs (default 10)"},
+        {.name = "keep-dir",
+         .type = CLI_STR,
+         .str = &keep_dir,
+         .arg = "DIR",
+         .help = "--live: keep the traces, model and run outputs here"},
         {.name = "plot-dir",
          .type = CLI_STR,
          .str = &plot_dir,
@@ -311,6 +594,31 @@ int cf_bench_autoscale(int argc, char **argv)
         return CF_EXIT_USAGE;
     }
     double interval_s = (double)cf_trace_interval_ms(t) / 1e3;
+    if (live) {
+        live_opts lo = {
+            .interval_s = sp_given ? interval_s / speedup : 0.5,
+            .delay_us = delay_us,
+            .peak_workers = peak_workers,
+            .slo_ms = so.slo_ms,
+            .max_workers = po.max_workers > 16 ? 16 : po.max_workers,
+            .target_util = po.target_util,
+            .forecaster = forecaster,
+            .seed = so.seed,
+            .keep = keep_dir,
+        };
+        lo.interval_s = round(lo.interval_s * 1e3) / 1e3; /* autoscale.interval_ms */
+        if (lo.interval_s < 0.05 || lo.interval_s > 3600) {
+            fprintf(stderr,
+                    PROG ": --live: an interval would last %.3f s; --speedup must make it "
+                         "0.05..3600 s\n",
+                    lo.interval_s);
+            cf_trace_destroy(t);
+            return CF_EXIT_USAGE;
+        }
+        rc = live_bench(trace, y, train, n, interval_s, names, np, &lo, json);
+        cf_trace_destroy(t);
+        return rc;
+    }
     double row_s = interval_s / so.compress;
     double peak = 0;
     for (size_t i = train; i < n; i++) {

@@ -76,6 +76,13 @@ typedef struct cf_summary {
     /* Party workers (party.workers) at the end, and rescales applied (autoscale, API). */
     uint32_t workers;
     uint64_t rescales;
+    /* Worker-seconds: workers per party integrated over the run's wall time (multiply by the
+     * parties for threads); 0 without party workers (protect none). */
+    double worker_s;
+    /* Seconds of wall time, in 1 s buckets from the start, whose p99 end-to-end latency
+     * (nearest rank, events delivered in the bucket) was above slo.p99_ms, or that delivered
+     * nothing while an event waited past it; the last, partial bucket counts its length. */
+    double slo_violation_s;
 } cf_summary;
 
 /**

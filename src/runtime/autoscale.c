@@ -76,6 +76,14 @@ static void decide(struct cf_autoscaler *a)
     }
 }
 
+void cf__autoscale_worker_delay(const cf_secure *s, uint32_t n)
+{
+    int64_t ns = s->conf.debug_worker_delay_us * 1000 * (int64_t)n;
+    struct timespec ts = {.tv_sec = (time_t)(ns / 1000000000), .tv_nsec = (long)(ns % 1000000000)};
+    while (ns > 0 && nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
 static void *autoscale_main(void *arg)
 {
     struct cf_autoscaler *a = arg;
@@ -110,10 +118,13 @@ cf_err cf__autoscale_policy(const cf_config *c, cf_policy **policy, cf_forecaste
     o.up_util = o.target_util + 0.1 < 1 ? o.target_util + 0.1 : 0.95;
     o.down_util = o.target_util - 0.3 > 0.05 ? o.target_util - 0.3 : 0.05;
     o.cooldown_s = cooldown;
-    o.stabilization_s = cooldown;
+    /* ds2 ignores metrics for one interval after a rescale (the interval it happened in), as
+     * confide bench autoscale's simulation does; longer only with a shorter cooldown. */
+    double interval = (double)c->autoscale_interval_ms / 1000;
+    o.stabilization_s = cooldown < interval ? cooldown : interval;
     o.down_delay_s = cooldown;
-    o.lead_s = (double)c->autoscale_interval_ms / 1000;
-    o.catchup_s = 10 * (double)c->autoscale_interval_ms / 1000;
+    o.lead_s = interval;
+    o.catchup_s = 10 * interval;
     cf_err err;
     if (strcmp(c->autoscale_policy, "predictive") == 0) {
         if (c->autoscale_model[0] == '\0') {

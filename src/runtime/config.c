@@ -184,6 +184,11 @@ static const conf_entry entries[] = {
     {"autoscale.model", CONF_STR, "", 0, 0, NULL, OFF(autoscale_model), SZ(autoscale_model),
      "predictive: a model from `confide forecast train` over a trace of events per "
      "autoscale.interval_ms."},
+    {"debug.worker_delay_us", CONF_INT, "0", 0, 1000000, NULL, OFF(debug_worker_delay_us), 0,
+     "Benchmarks: every party worker holds each event this many microseconds more (a sleep, "
+     "no CPU), an I/O-bound per-event cost that makes the workers the bottleneck and their "
+     "capacity grow with their number on a small machine (confide bench autoscale --live). "
+     "0: off."},
     {"debug.rescale_at", CONF_STR, "", 0, 0, NULL, OFF(debug_rescale_at), SZ(debug_rescale_at),
      "Fault injection for tests: rescale the party workers at log indexes, e.g. "
      "\"1000:3,5000:2\" (at index 1000 to 3 workers, at 5000 to 2). Empty: off."},

@@ -109,7 +109,12 @@ cf_err cf__observe_create(cf_observe **out, char *errstr, size_t errstr_size)
                                 errstr, errstr_size)) ||
         (err = cf_metrics_gauge(o->m, "confide_batch_linger_seconds",
                                 "How long a partial batch may wait for more events.", gw, 1,
-                                &o->batch_linger, errstr, errstr_size))) {
+                                &o->batch_linger, errstr, errstr_size)) ||
+        (err = cf_metrics_counter(o->m, "confide_slo_violation_seconds_total",
+                                  "Whole seconds of wall time whose p99 event latency was above "
+                                  "slo.p99_ms (or that delivered nothing while an event waited "
+                                  "past it).",
+                                  NULL, 0, &o->slo_violation, errstr, errstr_size))) {
         goto fail;
     }
     cf_metrics_set_health(o->m, health, o);
@@ -224,8 +229,72 @@ void cf__observe_batch(cf_observe *o, uint32_t n, int64_t service_ns)
     cf_counter_add(o->gateway_committed, n);
 }
 
+/*
+ * The SLO in 1 s buckets of wall time from the run's start. A bucket violates when the p99
+ * (nearest rank) of the events delivered in it is above slo.p99_ms: with n events of which
+ * `over` are above, p99 is the value of rank ceil(0.99 n), above the SLO exactly when over >
+ * n - ceil(0.99 n). A bucket that delivered nothing violates when an event waited past the SLO
+ * during it: the next batch's oldest event was due (ingest + SLO) before the bucket ended.
+ */
+static void slo_close(cf_observe *o, int64_t oldest_ingest_ns)
+{
+    bool bad;
+    if (o->slo_n > 0) {
+        uint64_t rank = (o->slo_n * 99 + 99) / 100;
+        bad = o->slo_over > o->slo_n - rank;
+    } else {
+        int64_t end = o->t0_ns + (o->slo_sec + 1) * INT64_C(1000000000);
+        bad = oldest_ingest_ns != INT64_MAX && oldest_ingest_ns + o->slo_us * 1000 < end;
+    }
+    if (bad) {
+        o->slo_bad++;
+        cf_counter_inc(o->slo_violation);
+    }
+    o->slo_sec++;
+    o->slo_n = o->slo_over = 0;
+}
+
+static void slo_batch(cf_observe *o, const cf_batch *b, int64_t now_ns)
+{
+    if (o->slo_us <= 0 || o->t0_ns == 0 || b->n == 0) {
+        return;
+    }
+    int64_t sec = (now_ns - o->t0_ns) / INT64_C(1000000000);
+    int64_t oldest = INT64_MAX;
+    for (uint32_t i = 0; i < b->n; i++) {
+        oldest = b->ev[i].ingest_ns < oldest ? b->ev[i].ingest_ns : oldest;
+    }
+    while (o->slo_sec < sec) {
+        slo_close(o, oldest);
+    }
+    for (uint32_t i = 0; i < b->n; i++) {
+        o->slo_over += now_ns - b->ev[i].ingest_ns > o->slo_us * 1000;
+    }
+    o->slo_n += b->n;
+}
+
+double cf__observe_slo_seconds(cf_observe *o, int64_t now_ns)
+{
+    if (o->slo_us <= 0 || o->t0_ns == 0) {
+        return 0;
+    }
+    int64_t sec = (now_ns - o->t0_ns) / INT64_C(1000000000);
+    while (o->slo_sec < sec) {
+        slo_close(o, INT64_MAX); /* nothing was waiting: every event was delivered */
+    }
+    double bad = (double)o->slo_bad;
+    if (o->slo_n > 0) {
+        uint64_t rank = (o->slo_n * 99 + 99) / 100;
+        if (o->slo_over > o->slo_n - rank) {
+            bad += (double)(now_ns - o->t0_ns - sec * INT64_C(1000000000)) / 1e9;
+        }
+    }
+    return bad;
+}
+
 void cf__observe_sink(cf_observe *o, cf_batch_ctl *ctl, const cf_batch *b, int64_t now_ns)
 {
+    slo_batch(o, b, now_ns);
     enum { NB = 64 };
     uint64_t cnt[NB + 1];
     int64_t sum[NB + 1];
@@ -545,6 +614,7 @@ void cf__observe_configure(cf_observe *o, const struct cf_config *c)
     snprintf(k->protect, sizeof(k->protect), "%s", c->protect);
     snprintf(k->batch_mode, sizeof(k->batch_mode), "%s", c->batch_mode);
     k->slo_p99_ms = c->slo_p99_ms;
+    o->slo_us = c->slo_p99_ms * 1000;
     k->queue_capacity = c->pipeline_ring_batches;
     k->min_count = c->min_count;
     k->parties = strcmp(c->protect, "lsa") == 0 ? c->parties : strcmp(c->protect, "plain") == 0;

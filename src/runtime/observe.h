@@ -112,6 +112,13 @@ typedef struct cf_observe {
     cf_gauge *audit_tree_size, *audit_head_ts;
 
     ob_console con; /* the console's own state (/api/status) */
+
+    /* slo.p99_ms judged per 1 s of wall time since t0_ns (sink thread; read after it ends) */
+    int64_t slo_us;
+    int64_t slo_sec;           /* the bucket being filled */
+    uint64_t slo_n, slo_over;  /* events delivered in it, of which above slo_us */
+    uint64_t slo_bad;          /* closed buckets that violated */
+    cf_counter *slo_violation; /* confide_slo_violation_seconds_total */
 } cf_observe;
 
 /** Creates the registry and registers the pipeline's own series. */
@@ -132,6 +139,9 @@ void cf__observe_batch(cf_observe *o, uint32_t n, int64_t service_ns);
 /** The sink's per-batch latency accounting: the histogram (per bucket, not per event) and
  *  the controller's live-p99 window (the batch's oldest event, for all of its events). */
 void cf__observe_sink(cf_observe *o, cf_batch_ctl *ctl, const cf_batch *b, int64_t now_ns);
+/** Seconds in SLO violation (cf_summary.slo_violation_s) up to @p now_ns, once the sink
+ *  has ended. */
+double cf__observe_slo_seconds(cf_observe *o, int64_t now_ns);
 /** Starts the status thread when a callback is installed. */
 cf_err cf__observe_status_start(cf_observe *o);
 /** Stops it after one final callback. Idempotent. */

@@ -305,6 +305,7 @@ void *cf__party_main(void *arg)
                 pa->part = 0;
             }
             party_absorb(pa, ib);
+            cf__autoscale_worker_delay(pa->s, ib->n);
             if (pa->index == 0 && pa->worker == 0 && pa->s->m_watermark != NULL) {
                 watermark_gauges(pa);
             }

@@ -1307,6 +1307,7 @@ cf_err cf_pipeline_run(cf_pipeline *p, cf_summary *out, char *errstr, size_t err
         out->windows = st.windows;
         out->workers = st.workers;
         out->rescales = st.rescales;
+        out->worker_s = st.workers_mean; /* x elapsed_s below */
         out->results = st.results;
         out->suppressed = st.suppressed;
         out->integrity_alerts = st.integrity_alerts;
@@ -1334,6 +1335,8 @@ cf_err cf_pipeline_run(cf_pipeline *p, cf_summary *out, char *errstr, size_t err
     out->batches = p->batches_done;
     out->elapsed_s = (double)(t1 - t0) / 1e9;
     out->events_per_s = out->elapsed_s > 0 ? (double)p->accepted / out->elapsed_s : 0;
+    out->worker_s *= out->elapsed_s;
+    out->slo_violation_s = cf__observe_slo_seconds(p->ob, t1);
     out->cpu_s = cf_cpu_s() - cpu0;
     out->p50_us = cf_hist_percentile(p->latency, 50, 1);
     out->p99_us = cf_hist_percentile(p->latency, 99, 1);
@@ -1361,7 +1364,8 @@ size_t cf_summary_to_json(const cf_summary *s, char *buf, size_t size)
         "\"windows\":%llu,\"results\":%llu,\"suppressed\":%llu,"
         "\"integrity_alerts\":%llu,\"audited\":%llu,\"resumed\":%llu,\"batches\":%llu,"
         "\"batch_mean\":%.2f,\"batch_max\":%u,\"batch_target\":%u,"
-        "\"batch_target_changes\":%llu,\"duplicates\":%llu,\"workers\":%u,\"rescales\":%llu}\n",
+        "\"batch_target_changes\":%llu,\"duplicates\":%llu,\"workers\":%u,\"rescales\":%llu,"
+        "\"worker_s\":%.3f,\"slo_violation_s\":%.3f}\n",
         (unsigned long long)s->read, (unsigned long long)s->accepted,
         (unsigned long long)s->dead_lettered, s->elapsed_s, s->events_per_s, (long long)s->p50_us,
         (long long)s->p99_us, (long long)s->p999_us, (long long)s->max_us, s->cpu_s,
@@ -1370,6 +1374,7 @@ size_t cf_summary_to_json(const cf_summary *s, char *buf, size_t size)
         (unsigned long long)s->integrity_alerts, (unsigned long long)s->audited,
         (unsigned long long)s->resumed, (unsigned long long)s->batches, s->batch_mean,
         s->batch_max_seen, s->batch_target, (unsigned long long)s->batch_target_changes,
-        (unsigned long long)s->duplicates, s->workers, (unsigned long long)s->rescales);
+        (unsigned long long)s->duplicates, s->workers, (unsigned long long)s->rescales, s->worker_s,
+        s->slo_violation_s);
     return n < 0 || (size_t)n >= size ? 0 : (size_t)n;
 }

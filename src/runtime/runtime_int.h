@@ -56,6 +56,7 @@ struct cf_config {
     int64_t autoscale_cooldown_ms;
     char autoscale_model[CF_CONF_STR_MAX];
     bool autoscale_act;
+    int64_t debug_worker_delay_us; /* a party worker holds each event this long (benches) */
     char batch_mode[32];
     int64_t batch_count_max; /* 0: pipeline.batch_max (see cf__config_batch_count) */
     int64_t batch_bytes_max;

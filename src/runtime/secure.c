@@ -340,10 +340,16 @@ cf_err cf__worker_lanes(cf_secure *s, unsigned i, unsigned w)
     bool windows = s->role == CF_ROLE_ALL || (s->role == CF_ROLE_PARTY && s->party_id == i);
     bool in = windows || s->role == CF_ROLE_GATEWAY;
     bool out = windows || s->role == CF_ROLE_COMBINER;
-    pa->s = s;
-    pa->index = i;
-    pa->worker = w;
-    pa->nworkers = s->workers;
+    if (pa->s == NULL) {
+        /* First use only. The gateway calls this again for the lanes of workers a rescale
+         * adds, and such a worker may still run, retired by an earlier rescale whose marker it
+         * has not reached: its nworkers must stay what it is (rescale_coordinate sets a new
+         * thread's), or it counts the deposits of that marker against the wrong number. */
+        pa->s = s;
+        pa->index = i;
+        pa->worker = w;
+        pa->nworkers = s->workers;
+    }
     if (windows && s->mode == PROT_LSA && pa->sa == NULL) {
         char why[256];
         err = cf_sa_party_create(&pa->sa, i, s->party_keys[i], &s->sa_opts, why, sizeof(why));
@@ -908,6 +914,7 @@ cf_err cf__secure_create_observed(cf_secure **out, const cf_config *c, cf_observ
     s->worker_id = (unsigned)c->party_worker;
     s->dnworkers = s->dworkers;
     atomic_store(&s->cur_workers, s->workers);
+    s->wk_t0_ns = s->wk_t_ns = cf_now_ns();
     s->gw_max_ts = INT64_MIN;
     for (unsigned i = 0; i < CF_KEY_PARTIES_MAX; i++) {
         pthread_mutex_init(&s->xchg[i].mu, NULL);
@@ -1442,6 +1449,9 @@ static void send_markers_rescale(cf_secure *s, uint64_t index, uint64_t alerts_l
     if (rescale_to != 0) {
         CF_LOG(CF_LOG_INFO, "party", "rescaling from %u to %u workers per party at index %llu",
                s->workers, rescale_to, (unsigned long long)index);
+        int64_t now = cf_now_ns();
+        s->wk_ns += (double)s->workers * (double)(now - s->wk_t_ns);
+        s->wk_t_ns = now;
         s->workers = rescale_to;
         s->st.rescales++;
         atomic_store(&s->cur_workers, rescale_to);
@@ -1807,6 +1817,10 @@ cf_err cf_secure_finish(cf_secure *s, cf_secure_stats *st, char *errstr, size_t 
     }
     s->st.late = atomic_load(&s->late_count);
     s->st.workers = s->mode != PROT_NONE ? s->workers : 0;
+    int64_t now = cf_now_ns();
+    double span = (double)(now - s->wk_t0_ns);
+    double wk = s->wk_ns + (double)s->st.workers * (double)(now - s->wk_t_ns);
+    s->st.workers_mean = span > 0 ? wk / span : (double)s->st.workers;
     *st = s->st;
     return err;
 }

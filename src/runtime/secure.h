@@ -37,6 +37,7 @@ typedef struct cf_secure_stats {
     unsigned workers;      /* workers per party at the end */
     uint64_t dead_audited; /* dead letters this run appended to the log */
     uint64_t dead_resumed; /* dead letters already in the log at start (not appended again) */
+    double workers_mean;   /* workers per party, time-weighted over the run (0: none) */
 } cf_secure_stats;
 
 /**

@@ -200,6 +200,8 @@ struct cf_secure {
     int64_t gw_max_ts;                /* gateway: the largest event time sent so far */
     atomic_uint_fast64_t gw_events;   /* gateway: events accepted (the log index without a log) */
     atomic_uint cur_workers;          /* s->workers for other threads (the autoscaler) */
+    int64_t wk_t0_ns, wk_t_ns;        /* worker-seconds: since, and s->workers since (gateway) */
+    double wk_ns;                     /* workers x ns up to wk_t_ns */
     struct cf_autoscaler *autoscaler; /* autoscale.policy: its thread (autoscale.c) */
     rescale_xchg xchg[CF_KEY_PARTIES_MAX];
     cf_window_conf wconf; /* how every worker's windows are made */
@@ -429,6 +431,8 @@ void cf__autoscale_stop(cf_secure *s);
  * embedded autoscaler and `confide autoscale` (scaler.c) share it. */
 cf_err cf__autoscale_policy(const cf_config *c, cf_policy **policy, cf_forecaster **fc,
                             char *errstr, size_t errstr_size);
+/** debug.worker_delay_us: holds the calling party worker n x that long (a sleep). */
+void cf__autoscale_worker_delay(const cf_secure *s, uint32_t n);
 
 /* combiner.c */
 void *cf__combiner_main(void *arg);
