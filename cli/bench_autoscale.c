@@ -131,11 +131,6 @@ typedef struct live_opts {
     const char *keep; /* keep the run directories here (NULL: a temporary one, removed) */
 } live_opts;
 
-typedef struct live_row {
-    cf_summary s;
-    bool ok;
-} live_row;
-
 static int write_counts(const char *path, const double *c, size_t n)
 {
     FILE *f = fopen(path, "w");
@@ -167,7 +162,7 @@ static int set_conf(cf_config *c, const char *key, const char *fmt, ...)
 
 /* One policy: confide run in process, its input paced along replay.csv. */
 static int live_run(const char *dir, const char *policy, const live_opts *lo, double mean_rate,
-                    const char *buf, size_t len, live_row *row)
+                    const char *buf, size_t len, cf_summary *sum)
 {
     char out[1100], err[512] = "";
     snprintf(out, sizeof(out), "%s/%s", dir, policy);
@@ -199,11 +194,10 @@ static int live_run(const char *dir, const char *policy, const live_opts *lo, do
         goto done;
     }
     cf_pipeline_set_input_buffer(p, buf, len);
-    if (cf_pipeline_run(p, &row->s, err, sizeof(err)) != CF_OK) {
+    if (cf_pipeline_run(p, sum, err, sizeof(err)) != CF_OK) {
         fprintf(stderr, PROG ": %s: %s\n", policy, err);
         goto done;
     }
-    row->ok = true;
     rc = 0;
 done:
     cf_pipeline_destroy(p);
@@ -211,14 +205,13 @@ done:
     return rc;
 }
 
-static int live_bench(const char *trace, const double *y, size_t train, size_t n,
-                      double trace_interval_s, char names[][32], int np, const live_opts *lo0,
-                      bool json)
+static int live_bench(const char *trace, const double *y, size_t train, size_t n, char names[][32],
+                      int np, const live_opts *lo0, bool json)
 {
     live_opts lo = *lo0;
     int rc = CF_EXIT_RUNTIME;
     char dir[1024] = "", cmd[1200], err[512];
-    live_row rows[MAX_POLICIES];
+    cf_summary rows[MAX_POLICIES];
     memset(rows, 0, sizeof(rows));
     double *c = calloc(n, sizeof(*c));
     char *buf = NULL;
@@ -317,12 +310,11 @@ static int live_bench(const char *trace, const double *y, size_t train, size_t n
                "p99_ms", "p50_ms", "worker_s", "mean_w", "rescales", "events", "wall_s");
         fflush(stdout);
     }
-    (void)trace_interval_s;
     for (int k = 0; k < np; k++) {
         if (live_run(dir, names[k], &lo, mean_rate, buf, len, &rows[k]) != 0) {
             goto out;
         }
-        const cf_summary *s = &rows[k].s;
+        const cf_summary *s = &rows[k];
         if (!json) {
             printf("%-11s %15.1f %10.1f %10.1f %11.1f %9.2f %11llu %9llu %9.1f\n", names[k],
                    s->slo_violation_s, (double)s->p99_us / 1e3, (double)s->p50_us / 1e3,
@@ -334,7 +326,7 @@ static int live_bench(const char *trace, const double *y, size_t train, size_t n
     if (json) {
         printf("[");
         for (int k = 0; k < np; k++) {
-            const cf_summary *s = &rows[k].s;
+            const cf_summary *s = &rows[k];
             printf("%s{\"policy\":\"%s\",\"slo_violation_s\":%.1f,\"p99_ms\":%.3f,"
                    "\"worker_s\":%.1f,\"rescales\":%llu}",
                    k ? "," : "", names[k], s->slo_violation_s, (double)s->p99_us / 1e3, s->worker_s,
@@ -520,7 +512,9 @@ int cf_bench_autoscale(int argc, char **argv)
          .type = CLI_FLAG,
          .flag = &live,
          .help = "run the real pipeline (confide run in process) per policy, its\n"
-                 "input paced along the compressed trace (docs/autoscaling.md)"},
+                 "input paced along the compressed trace (docs/autoscaling.md);\n"
+                 "the simulator's --compress, --worker-rate, --startup-s,\n"
+                 "--batch-*, --static-workers and policy tuning are not used"},
         {.name = "speedup",
          .type = CLI_DBL,
          .dbl = &speedup,
@@ -615,7 +609,7 @@ int cf_bench_autoscale(int argc, char **argv)
             cf_trace_destroy(t);
             return CF_EXIT_USAGE;
         }
-        rc = live_bench(trace, y, train, n, interval_s, names, np, &lo, json);
+        rc = live_bench(trace, y, train, n, names, np, &lo, json);
         cf_trace_destroy(t);
         return rc;
     }
