@@ -140,6 +140,7 @@ static int autoscale_main(int argc, char **argv)
     scaler_ctx ctx = {.conf = conf};
     const char *party_cmd = NULL;
     double until_idle = 10;
+    uint32_t request_n = 0;
     const cli_opt opts[] = {
         {.name = "config",
          .type = CLI_CONF_FILE,
@@ -156,6 +157,14 @@ static int autoscale_main(int argc, char **argv)
          .str = &party_cmd,
          .arg = "CMD",
          .help = "starts party {party}'s worker {worker} (below)"},
+        {.name = "request",
+         .type = CLI_U32,
+         .u32 = &request_n,
+         .arg = "N",
+         .min = 1,
+         .max = 16,
+         .help = "only ask the gateway for N workers per party, and\n"
+                 "exit (an orchestrator started the processes)"},
         {.name = "until-idle",
          .type = CLI_DBL,
          .dbl = &until_idle,
@@ -201,6 +210,13 @@ static int autoscale_main(int argc, char **argv)
     memset(&ps, 0, sizeof(ps));
     char errstr[512] = "", act[8] = "", listen[256] = "", parties[8] = "";
     if (rc != CLI_CONTINUE) {
+        goto done;
+    }
+    if (request_n > 0) {
+        rc = cf_rescale_request(conf, request_n, errstr, sizeof(errstr)) == CF_OK ? CF_EXIT_OK
+                                                                                  : CF_EXIT_RUNTIME;
+        fprintf(stderr, "confide autoscale: %s\n",
+                rc == CF_EXIT_OK ? "the gateway accepted the rescale" : errstr);
         goto done;
     }
     cf_config_get(conf, "autoscale.act", act, sizeof(act));

@@ -198,6 +198,9 @@ cf_err cf_scaler_step_run(cf_scaler *a, cf_scaler_step *st, char *errstr, size_t
 /** Asks the gateway (PREFIX.control.rescale) for @p workers per party; CF_E_STATE with the
  *  gateway's reason when it refuses. */
 cf_err cf_scaler_request(cf_scaler *a, unsigned workers, char *errstr, size_t errstr_size);
+/** One request to the gateway of the run @p c names (nats.*), as cf_scaler_request: for an
+ *  orchestrator that starts the worker processes itself (confide autoscale --request N). */
+cf_err cf_rescale_request(const cf_config *c, unsigned workers, char *errstr, size_t errstr_size);
 /** Seconds since the gateway last reported (a finished run stops reporting). */
 double cf_scaler_gateway_silent_s(const cf_scaler *a);
 void cf_scaler_destroy(cf_scaler *a);

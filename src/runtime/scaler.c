@@ -182,12 +182,13 @@ cf_err cf_scaler_step_run(cf_scaler *a, cf_scaler_step *st, char *errstr, size_t
     return CF_OK;
 }
 
-cf_err cf_scaler_request(cf_scaler *a, unsigned workers, char *errstr, size_t errstr_size)
+static cf_err request(cf_js *js, const char *control, unsigned workers, char *errstr,
+                      size_t errstr_size)
 {
     char req[16], reply[160];
     int n = snprintf(req, sizeof(req), "%u", workers);
-    cf_err e = cf_nats_request(a->js, a->control, req, (size_t)n, reply, sizeof(reply), 5000,
-                               errstr, errstr_size);
+    cf_err e = cf_nats_request(js, control, req, (size_t)n, reply, sizeof(reply), 5000, errstr,
+                               errstr_size);
     if (e != CF_OK) {
         return e;
     }
@@ -195,6 +196,24 @@ cf_err cf_scaler_request(cf_scaler *a, unsigned workers, char *errstr, size_t er
         return cf_err_set(CF_E_STATE, errstr, errstr_size, "the gateway %s", reply);
     }
     return CF_OK;
+}
+
+cf_err cf_scaler_request(cf_scaler *a, unsigned workers, char *errstr, size_t errstr_size)
+{
+    return request(a->js, a->control, workers, errstr, errstr_size);
+}
+
+cf_err cf_rescale_request(const cf_config *c, unsigned workers, char *errstr, size_t errstr_size)
+{
+    char control[160];
+    snprintf(control, sizeof(control), "%s.control.rescale", c->nats_prefix);
+    cf_js *js = NULL;
+    cf_err e = cf__nats_connect(c, "confide-autoscale", &js, errstr, errstr_size);
+    if (e == CF_OK) {
+        e = request(js, control, workers, errstr, errstr_size);
+    }
+    cf_js_close(js);
+    return e;
 }
 
 void cf_scaler_destroy(cf_scaler *a)

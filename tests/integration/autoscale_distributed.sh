@@ -133,4 +133,8 @@ same_as_embedded "$tmp/emb" "$o" "$tmp/k/gateway" "$tmp/keys"
 grep -q "retired at index" "$o/p0w2.log" || { cat "$o/a.log" >&2; fail "ds2 did not scale down"; }
 echo "ok: ds2 scaled 3 worker processes per party down; retired ones ended; results identical"
 
+# 5. --request with no gateway listening: a clear error, exit 3.
+expect 3 "$CONFIDE" autoscale --config "$tmp/p.yaml" --request 2 --user autoscale \
+    --password-file "$NATS_PW/autoscale"
+grep -q "no answer on confide.control.rescale" "$tmp/err" || fail "request error: $(cat "$tmp/err")"
 echo "ok: autoscale_distributed"
