@@ -109,7 +109,7 @@ users_block() {
             gw_pub+=$(api_stream "$st")$(api_last "$st")
         done
     done
-    gw_pub+=$(api_stream "${up}_GROUPS")$(api_stream "${up}_OUT")
+    gw_pub+=$(api_stream "${up}_GROUPS")$(api_last "${up}_GROUPS")$(api_stream "${up}_OUT")
     gw_pub+=$(api_stream "${up}_IN")$(api_consume "${up}_IN")
     echo "    { user: gateway, password: \"$(pw gateway)\", permissions: {"
     echo "        publish: { allow: [\"$prefix.shares.*\", \"$prefix.shares.*.*\", \"$prefix.groups\", \"$out.alerts\", \"$prefix.stats.gateway\", \"_INBOX.confide-autoscale.>\", \"\$JS.API.INFO\", ${gw_pub%, }] }"

@@ -21,6 +21,7 @@
 #ifndef CONFIDE_TRANSPORT_H
 #define CONFIDE_TRANSPORT_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -119,6 +120,32 @@ cf_err cf_js_publish_async(cf_js *js, const char *subject, const void *data, siz
 /** Waits until every asynchronous publish is acknowledged: CF_OK, or CF_E_TRANSPORT with
  *  *failed (when not NULL) the number refused or timed out since the last flush. */
 cf_err cf_js_flush(cf_js *js, uint64_t *failed);
+/** An ordered asynchronous publisher: the frames of one stream that this process alone
+ *  publishes to (one subject), up to @p window of them in flight. Each frame names the stream
+ *  sequence it must follow (Nats-Expected-Last-Sequence), so the stream can only ever hold a
+ *  prefix of the frames in the order they were sent, whatever fails: a frame refused or
+ *  unanswered makes every later one refused too; the publisher then takes back what is in
+ *  flight, asks the stream for its last message and sends again from the frame after it
+ *  (its message id names it), retrying for @p retry_ms. @p stored is called from the
+ *  caller's thread, in order, once per frame: with true when the stream holds it, with
+ *  false for frames abandoned at cf_js_pub_close. @p stop (may be NULL) ends waits. */
+typedef struct cf_js_pub cf_js_pub;
+typedef void (*cf_js_stored_fn)(void *ctx, void *tag, bool stored);
+cf_err cf_js_pub_open(cf_js_pub **out, cf_js *js, const char *stream, const char *subject,
+                      unsigned window, int64_t retry_ms, cf_js_stored_fn stored, void *ctx,
+                      const atomic_bool *stop, char *errstr, size_t errstr_size);
+/** Queues a copy of @p len bytes under message id @p msg_id (unique within the stream's
+ *  duplicate window) and publishes it; waits while @p window frames are in flight. */
+cf_err cf_js_pub_send(cf_js_pub *p, const void *data, size_t len, const char *msg_id, void *tag,
+                      char *errstr, size_t errstr_size);
+/** Waits until the stream holds every frame sent. */
+cf_err cf_js_pub_flush(cf_js_pub *p, char *errstr, size_t errstr_size);
+/** Frames sent and not yet known stored (0 when the oldest failed: send or flush next).
+ *  Hands back what the stream acknowledged meanwhile (the stored callback). */
+unsigned cf_js_pub_inflight(cf_js_pub *p);
+/** Abandons what is in flight (stored(ctx, tag, false) for each) and frees @p p. */
+void cf_js_pub_close(cf_js_pub *p);
+
 /** Consumes @p subject of stream @p stream from sequence @p start_seq (1 = the beginning),
  *  explicit acks, at most @p max_ack_pending unacknowledged. */
 cf_err cf_js_subscribe(cf_js_sub **out, cf_js *js, const char *stream, const char *subject,

@@ -414,13 +414,68 @@ static bool publish(cf_secure *s, const char *subject, const uint8_t *frame, siz
     }
 }
 
-static bool publish_end(cf_secure *s, const char *subject, uint8_t sender, uint64_t id,
-                        const char *msg_id)
+/* Frames in flight per stream (cf_js_pub): a sender does not wait for each frame's ack, yet
+ * the stream holds its frames in order whatever fails. */
+#define PUB_WINDOW 8
+/* Frames in flight above which a sender keeps filling its frame rather than sending a
+ * small one: the time an ack takes batches what arrives meanwhile, as a synchronous
+ * publish did, while full frames still go out back to back. */
+#define PUB_HOLD 2
+#define HOLD_WAIT_NS 1000000
+
+/* How long a sender waits for its lane: long when it holds nothing, briefly while it
+ * holds a frame back, not at all when it would send what it holds anyway. */
+static int64_t sender_wait(cf_js_pub *p, unsigned held)
+{
+    return held == 0 ? 100000000 : (cf_js_pub_inflight(p) >= PUB_HOLD ? HOLD_WAIT_NS : 0);
+}
+
+static cf_js_pub *pub_open(cf_secure *s, const char *stream, const char *subject,
+                           cf_js_stored_fn stored)
+{
+    char err[256];
+    cf_js_pub *p = NULL;
+    int64_t give_up = cf_now_ns() + (int64_t)PUBLISH_RETRY_S * 1000000000LL;
+    while (cf_js_pub_open(&p, s->js, stream, subject, PUB_WINDOW, PUBLISH_RETRY_S * 1000LL, stored,
+                          s, &s->net_stop, err, sizeof(err)) == CF_E_TRANSPORT &&
+           cf_now_ns() < give_up && !atomic_load(&s->net_stop)) {
+        struct timespec ts = {0, 100000000};
+        nanosleep(&ts, NULL);
+    }
+    if (p == NULL) {
+        net_fail(s, "cannot publish frames", err);
+    }
+    return p;
+}
+
+static bool pub_send(cf_secure *s, cf_js_pub *p, const uint8_t *frame, size_t len,
+                     const char *msg_id, void *tag)
+{
+    char err[256];
+    cf_err e =
+        p != NULL ? cf_js_pub_send(p, frame, len, msg_id, tag, err, sizeof(err)) : CF_E_STATE;
+    if (e != CF_OK && p != NULL && !atomic_load(&s->net_stop)) {
+        net_fail(s, "cannot publish a frame", err);
+    }
+    return e == CF_OK;
+}
+
+static bool pub_flush(cf_secure *s, cf_js_pub *p)
+{
+    char err[256];
+    cf_err e = p != NULL ? cf_js_pub_flush(p, err, sizeof(err)) : CF_E_STATE;
+    if (e != CF_OK && p != NULL && !atomic_load(&s->net_stop)) {
+        net_fail(s, "cannot publish a frame", err);
+    }
+    return e == CF_OK;
+}
+
+static bool publish_end(cf_secure *s, cf_js_pub *p, uint8_t sender, uint64_t id, const char *msg_id)
 {
     uint8_t frame[CF_FRAME_HDR_LEN];
     cf_frame_hdr h = {.type = CF_FRAME_END, .sender = sender, .id = id};
     cf_frame_seal(&h, frame);
-    return publish(s, subject, frame, sizeof(frame), msg_id);
+    return pub_send(s, p, frame, sizeof(frame), msg_id, NULL) && pub_flush(s, p);
 }
 
 /* A restarted gateway replays its log from the last checkpoint: what party @p i's stream
@@ -440,17 +495,17 @@ static bool already_sent(const cf_secure *s, unsigned i, unsigned w, const item_
 #define FRAME_BATCHES 16
 #define FRAME_BYTES (900 * 1024) /* under nats-server's default max_payload (1 MiB) */
 
-/* Pops the next item: waits when @p wait, else only takes what is there. */
-static void *lane_next(cf_ring *r, bool wait, bool *closed)
+/* Pops the next item: waits up to @p wait_ns, or only takes what is there (0). */
+static void *lane_next(cf_ring *r, int64_t wait_ns, bool *closed)
 {
     void *item = NULL;
     cf_err err =
-        wait ? cf_ring_pop_until(r, &item, cf_now_ns() + 100000000) : cf_ring_pop(r, &item);
+        wait_ns > 0 ? cf_ring_pop_until(r, &item, cf_now_ns() + wait_ns) : cf_ring_pop(r, &item);
     *closed = err == CF_E_STATE;
     return err == CF_OK ? item : NULL;
 }
 
-static bool send_shares(cf_secure *s, unsigned i, unsigned wk, const char *subject, uint8_t *frame,
+static bool send_shares(cf_secure *s, unsigned i, unsigned wk, cf_js_pub *p, uint8_t *frame,
                         item_batch **held, unsigned nh)
 {
     wbuf w = {frame + CF_FRAME_HDR_LEN, NULL};
@@ -487,7 +542,7 @@ static bool send_shares(cf_secure *s, unsigned i, unsigned wk, const char *subje
     char msg_id[128];
     snprintf(msg_id, sizeof(msg_id), "%s.s%u.%u.%" PRIu64 ".%u.%c", s->log_hex, i, wk, id, events,
              kind);
-    return publish(s, subject, frame, CF_FRAME_HDR_LEN + h.len, msg_id);
+    return pub_send(s, p, frame, CF_FRAME_HDR_LEN + h.len, msg_id, NULL);
 }
 
 /* Gateway: the lane of party I's worker W -> PREFIX.shares.I (.W); then an end-of-input
@@ -501,16 +556,19 @@ static void *gateway_sender(void *arg)
     char stream[128], subject[128], msg_id[96];
     slot_names(s, "SHARES", "shares", i, wk, stream, subject, sizeof(subject));
     uint8_t *frame = cf_malloc(CF_FRAME_HDR_LEN + FRAME_BYTES);
-    bool ok = frame != NULL, closed = false;
+    cf_js_pub *pub = frame != NULL ? pub_open(s, stream, subject, NULL) : NULL;
+    bool ok = pub != NULL, closed = false;
     item_batch *held[FRAME_BATCHES];
     unsigned nh = 0;
     size_t bytes = 0;
     while (!closed || nh > 0) {
-        item_batch *b = closed ? NULL : lane_next(l->full_ring, nh == 0, &closed);
+        item_batch *b = closed ? NULL : lane_next(l->full_ring, sender_wait(pub, nh), &closed);
         bool fits = b != NULL && nh < FRAME_BATCHES && bytes + shares_size(b, i) <= FRAME_BYTES;
-        if (nh > 0 && (b == NULL || !fits || held[nh - 1]->ckpt)) {
+        bool hold = b == NULL && !closed && nh > 0 && nh < FRAME_BATCHES && !held[nh - 1]->ckpt &&
+                    cf_js_pub_inflight(pub) >= PUB_HOLD;
+        if (nh > 0 && !hold && (b == NULL || !fits || held[nh - 1]->ckpt)) {
             if (ok && !atomic_load(&s->net_failed)) {
-                ok = send_shares(s, i, wk, subject, frame, held, nh);
+                ok = send_shares(s, i, wk, pub, frame, held, nh);
             }
             for (unsigned j = 0; j < nh; j++) {
                 cf_ring_push_wait(l->free_ring, held[j]);
@@ -537,8 +595,9 @@ static void *gateway_sender(void *arg)
     }
     if (ok && !atomic_load(&s->net_failed) && !atomic_load(&s->net_stop)) {
         snprintf(msg_id, sizeof(msg_id), "%s.s%u.%u.end%" PRIu64, s->log_hex, i, wk, s->end_index);
-        publish_end(s, subject, (uint8_t)i, s->end_index, msg_id);
+        publish_end(s, pub, (uint8_t)i, s->end_index, msg_id);
     }
+    cf_js_pub_close(pub);
     cf_free(frame);
     return NULL;
 }
@@ -624,7 +683,7 @@ static void *gateway_control(void *arg)
 #define GROUPS_HELLO 1u
 #define GROUPS_END 2u
 
-static void publish_groups_meta(cf_secure *s, const char *subject, uint32_t aux, uint64_t id)
+static void publish_groups_meta(cf_secure *s, cf_js_pub *p, uint32_t aux, uint64_t id)
 {
     uint8_t frame[CF_FRAME_HDR_LEN + CF_SA_ID_LEN];
     size_t len = aux == GROUPS_HELLO ? CF_SA_ID_LEN : 0;
@@ -633,7 +692,7 @@ static void publish_groups_meta(cf_secure *s, const char *subject, uint32_t aux,
     cf_frame_seal(&h, frame);
     char msg_id[96];
     snprintf(msg_id, sizeof(msg_id), "%s.g%u.%" PRIu64, s->log_hex, aux, id);
-    publish(s, subject, frame, CF_FRAME_HDR_LEN + len, msg_id);
+    pub_send(s, p, frame, CF_FRAME_HDR_LEN + len, msg_id, NULL);
 }
 
 /* Gateway: group names -> PREFIX.groups (only the combiner may read it). */
@@ -641,25 +700,29 @@ static void *groups_sender(void *arg)
 {
     struct net_thread *nt = arg;
     cf_secure *s = nt->s;
-    char subject[128];
+    char stream[128], subject[128];
+    stream_name(s, "GROUPS", -1, stream, sizeof(stream));
     subject_name(s, "groups", -1, subject, sizeof(subject));
-    publish_groups_meta(s, subject, GROUPS_HELLO, 0);
     /* an entry: pseudonym, currency, length, text (never longer than a group's text) */
     const size_t entry_max = CF_SA_PSEUDO_LEN + 6 + CF_WINDOW_GROUP_TEXT_MAX;
     uint8_t *frame = cf_malloc(CF_FRAME_HDR_LEN + FRAME_BYTES);
+    cf_js_pub *pub = frame != NULL ? pub_open(s, stream, subject, NULL) : NULL;
+    if (frame == NULL) {
+        net_fail(s, "groups", "out of memory");
+    }
+    publish_groups_meta(s, pub, GROUPS_HELLO, 0);
     bool closed = false;
-    while (!closed) {
+    wbuf w = {frame != NULL ? frame + CF_FRAME_HDR_LEN : NULL, NULL};
+    uint32_t n = 0;
+    while (!closed || n > 0) {
         void *item = NULL;
-        cf_err err = cf_ring_pop_until(s->dict, &item, cf_now_ns() + 100000000);
-        if (err == CF_E_STATE) {
-            break;
-        }
-        if (err != CF_OK) {
-            continue;
-        }
-        wbuf w = {frame != NULL ? frame + CF_FRAME_HDR_LEN : NULL, NULL};
-        uint32_t n = 0;
-        while (item != NULL) {
+        int64_t wait =
+            n == 0 ? 100000000 : (cf_js_pub_inflight(pub) >= PUB_HOLD ? HOLD_WAIT_NS : 0);
+        cf_err err = closed ? CF_E_STATE
+                            : (wait > 0 ? cf_ring_pop_until(s->dict, &item, cf_now_ns() + wait)
+                                        : cf_ring_pop(s->dict, &item));
+        closed = err == CF_E_STATE;
+        if (item != NULL) {
             dict_entry *d = item;
             if (w.p != NULL) {
                 size_t tl = strlen(d->text);
@@ -672,26 +735,33 @@ static void *groups_sender(void *arg)
                 n++;
             }
             cf_free(d);
-            item = NULL;
-            size_t used = w.p != NULL ? (size_t)(w.p - frame - CF_FRAME_HDR_LEN) : 0;
-            if (n < GROUPS_PER_FRAME && used + entry_max <= FRAME_BYTES) {
-                err = cf_ring_pop(s->dict, &item);
-                closed = err == CF_E_STATE;
-            }
         }
-        if (frame != NULL && n > 0 && !atomic_load(&s->net_failed)) {
-            size_t len = (size_t)(w.p - frame - CF_FRAME_HDR_LEN);
-            cf_frame_hdr h = {.type = CF_FRAME_GROUPS, .count = n, .id = 0, .len = (uint32_t)len};
+        size_t used = w.p != NULL ? (size_t)(w.p - frame - CF_FRAME_HDR_LEN) : 0;
+        bool full = n >= GROUPS_PER_FRAME || used + entry_max > FRAME_BYTES;
+        bool hold = !closed && cf_js_pub_inflight(pub) >= PUB_HOLD;
+        if (n == 0 || (item != NULL && !full) || (item == NULL && !full && hold)) {
+            continue;
+        }
+        if (!atomic_load(&s->net_failed)) {
+            cf_frame_hdr h = {.type = CF_FRAME_GROUPS, .count = n, .id = 0, .len = (uint32_t)used};
             cf_frame_seal(&h, frame);
-            /* Names are idempotent: a copy after a restart only repeats one. */
-            publish(s, subject, frame, CF_FRAME_HDR_LEN + len, NULL);
-        } else if (frame == NULL) {
-            net_fail(s, "groups", "out of memory");
+            /* Names are idempotent: the id is the content's, so a copy after a restart is
+             * dropped and new names never are. */
+            uint8_t hash[16];
+            char msg_id[128];
+            int k = snprintf(msg_id, sizeof(msg_id), "%s.n", s->log_hex);
+            crypto_generichash(hash, sizeof(hash), frame + CF_FRAME_HDR_LEN, used, NULL, 0);
+            sodium_bin2hex(msg_id + k, sizeof(msg_id) - (size_t)k, hash, sizeof(hash));
+            pub_send(s, pub, frame, CF_FRAME_HDR_LEN + used, msg_id, NULL);
         }
+        w.p = frame + CF_FRAME_HDR_LEN;
+        n = 0;
     }
     if (!atomic_load(&s->net_failed) && !atomic_load(&s->net_stop)) {
-        publish_groups_meta(s, subject, GROUPS_END, s->end_index);
+        publish_groups_meta(s, pub, GROUPS_END, s->end_index);
+        pub_flush(s, pub);
     }
+    cf_js_pub_close(pub);
     cf_free(frame);
     return NULL;
 }
@@ -937,9 +1007,40 @@ static void party_tail(uint8_t tail[PARTY_TAIL], uint64_t seq, uint32_t nworkers
     }
 }
 
-/* After the batch that carries a checkpoint marker is published: the party's state file. */
-static void party_commit(cf_secure *s, const msg_batch *b)
+/* A state file to write once the frame that carries its marker is in the stream. */
+typedef struct party_state {
+    uint8_t *blob;
+    size_t len;
+    uint64_t index;
+} party_state;
+
+static void party_state_write(cf_secure *s, party_state *ps, bool stored)
 {
+    if (ps == NULL) {
+        return;
+    }
+    if (stored && (ps->blob == NULL || !write_state(s, ps->blob, ps->len))) {
+        CF_LOG(CF_LOG_WARN, "party", "checkpoint at %llu not written: a restart replays more",
+               (unsigned long long)ps->index);
+    }
+    if (ps->blob != NULL) {
+        sodium_memzero(ps->blob, ps->len); /* the window snapshot: shares */
+    }
+    cf_free(ps->blob);
+    cf_free(ps);
+}
+
+/* The ordered publisher's callback: the frame with this state's marker is stored. */
+static void party_stored(void *ctx, void *tag, bool stored)
+{
+    party_state_write(ctx, tag, stored);
+}
+
+/* The state file of batch @p b's checkpoint marker (NULL when it has none), into @p prev's
+ * place when there is one (a later checkpoint supersedes it). */
+static party_state *party_state_take(cf_secure *s, const msg_batch *b, party_state *prev)
+{
+    party_state *ps = prev;
     for (uint32_t i = 0; i < b->n; i++) {
         party_msg *m = &b->m[i];
         if (m->type != MSG_CKPT || m->snap == NULL || m->workers != 0) {
@@ -953,18 +1054,33 @@ static void party_commit(cf_secure *s, const msg_batch *b)
         size_t lens[1] = {m->snap_len}, len = 0;
         uint8_t *blob = cf__ckpt_encode(s, m->first, 0, 0, 0, 0, 0, 0, snaps, lens, 1, tail,
                                         sizeof(tail), &len);
-        if (blob == NULL || !write_state(s, blob, len)) {
-            CF_LOG(CF_LOG_WARN, "party", "checkpoint at %llu not written: a restart replays more",
-                   (unsigned long long)m->first);
-        }
-        if (blob != NULL) {
-            sodium_memzero(blob, len);
-        }
-        cf_free(blob);
         sodium_memzero(m->snap, m->snap_len);
         cf_free(m->snap);
         m->snap = NULL;
+        if (ps == NULL && (ps = cf_calloc(1, sizeof(*ps))) == NULL) {
+            if (blob != NULL) {
+                sodium_memzero(blob, len);
+            }
+            cf_free(blob);
+            CF_LOG(CF_LOG_WARN, "party", "checkpoint at %llu not written: a restart replays more",
+                   (unsigned long long)m->first);
+            continue;
+        }
+        if (ps->blob != NULL) {
+            sodium_memzero(ps->blob, ps->len);
+            cf_free(ps->blob);
+        }
+        ps->blob = blob;
+        ps->len = len;
+        ps->index = m->first;
     }
+    return ps;
+}
+
+/* A batch published before a crash whose state file may not be: write it now. */
+static void party_commit(cf_secure *s, const msg_batch *b)
+{
+    party_state_write(s, party_state_take(s, b, NULL), true);
 }
 
 static void drop_snaps(msg_batch *b)
@@ -988,9 +1104,9 @@ static bool has_marker(const msg_batch *b)
     return false;
 }
 
-/* One frame of the held batches; their checkpoints are committed once it is in the stream. */
-static bool send_partials(cf_secure *s, const char *subject, uint8_t *frame, msg_batch **held,
-                          unsigned nh)
+/* One frame of the held batches; their checkpoints are committed once it is in the stream
+ * (party_stored). */
+static bool send_partials(cf_secure *s, cf_js_pub *p, uint8_t *frame, msg_batch **held, unsigned nh)
 {
     wbuf w = {frame + CF_FRAME_HDR_LEN, NULL};
     uint32_t msgs = 0;
@@ -1010,11 +1126,13 @@ static bool send_partials(cf_secure *s, const char *subject, uint8_t *frame, msg
     char msg_id[128];
     snprintf(msg_id, sizeof(msg_id), "p%u.%u.%" PRIu64 ".%u-%" PRIu64 ".%u", s->party_id,
              s->worker_id, f->src_seq, f->part, l->src_seq, l->part);
-    if (!publish(s, subject, frame, CF_FRAME_HDR_LEN + h.len, msg_id)) {
-        return false;
-    }
+    party_state *ps = NULL;
     for (unsigned j = 0; j < nh; j++) {
-        party_commit(s, held[j]);
+        ps = party_state_take(s, held[j], ps);
+    }
+    if (!pub_send(s, p, frame, CF_FRAME_HDR_LEN + h.len, msg_id, ps)) {
+        party_state_write(s, ps, false);
+        return false;
     }
     return true;
 }
@@ -1029,7 +1147,8 @@ static void *party_sender(void *arg)
     slot_names(s, "PARTIALS", "partials", s->party_id, s->worker_id, stream, subject,
                sizeof(stream));
     uint8_t *frame = cf_malloc(CF_FRAME_HDR_LEN + FRAME_BYTES);
-    bool ok = frame != NULL && 16 + (size_t)s->conf.pipeline_batch_max * MSG_ITEM <= FRAME_BYTES,
+    cf_js_pub *pub = frame != NULL ? pub_open(s, stream, subject, party_stored) : NULL;
+    bool ok = pub != NULL && 16 + (size_t)s->conf.pipeline_batch_max * MSG_ITEM <= FRAME_BYTES,
          closed = false;
     if (frame != NULL && !ok) {
         net_fail(s, "partials", "pipeline.batch_max is too large for a frame (at most 8192)");
@@ -1038,11 +1157,13 @@ static void *party_sender(void *arg)
     unsigned nh = 0;
     size_t bytes = 0;
     while (!closed || nh > 0) {
-        msg_batch *b = closed ? NULL : lane_next(pa->out.full_ring, nh == 0, &closed);
+        msg_batch *b = closed ? NULL : lane_next(pa->out.full_ring, sender_wait(pub, nh), &closed);
         bool fits = b != NULL && nh < FRAME_BATCHES && bytes + msgs_size(b) <= FRAME_BYTES;
-        if (nh > 0 && (b == NULL || !fits || has_marker(held[nh - 1]))) {
+        bool hold = b == NULL && !closed && nh > 0 && nh < FRAME_BATCHES &&
+                    !has_marker(held[nh - 1]) && cf_js_pub_inflight(pub) >= PUB_HOLD;
+        if (nh > 0 && !hold && (b == NULL || !fits || has_marker(held[nh - 1]))) {
             if (ok && !atomic_load(&s->net_stop)) {
-                ok = send_partials(s, subject, frame, held, nh);
+                ok = send_partials(s, pub, frame, held, nh);
             }
             for (unsigned j = 0; j < nh; j++) {
                 drop_snaps(held[j]);
@@ -1071,8 +1192,11 @@ static void *party_sender(void *arg)
         !atomic_load(&s->retired)) { /* a retired worker's slot may be activated again */
         snprintf(msg_id, sizeof(msg_id), "p%u.%u.end%" PRIu64, s->party_id, s->worker_id,
                  pa->cur_src_seq);
-        publish_end(s, subject, (uint8_t)s->party_id, pa->cur_src_seq, msg_id);
+        publish_end(s, pub, (uint8_t)s->party_id, pa->cur_src_seq, msg_id);
+    } else if (ok && !atomic_load(&s->net_stop) && !atomic_load(&s->net_failed)) {
+        pub_flush(s, pub); /* the frames in flight and their state files */
     }
+    cf_js_pub_close(pub);
     cf_free(frame);
     return NULL;
 }

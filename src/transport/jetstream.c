@@ -12,6 +12,8 @@
 #include <time.h>
 
 #include <nats/nats.h>
+#include <pthread.h>
+#include <sodium.h>
 
 #include "confide/core.h"
 #include "confide/transport.h"
@@ -442,4 +444,393 @@ const char *cf_js_msg_subject(const cf_js_msg *m)
 {
     const char *s = m->impl != NULL ? natsMsg_GetSubject(m->impl) : NULL;
     return s != NULL ? s : "";
+}
+
+/* ---- ordered asynchronous publisher ----
+ * Frames in flight sit in a ring, oldest first; the ack handler (a libnats thread) marks
+ * them stored or refused, the caller's thread hands them back in order. Every frame but
+ * the first on an empty stream carries the sequence the stream must end at before it
+ * (Nats-Expected-Last-Sequence; nats-server checks it after de-duplication and, in a
+ * cluster, against the proposals it has queued), so a frame is stored only if all before
+ * it are: the stream holds a prefix of what was sent, in order. The first frame on an empty
+ * stream cannot say "after nothing" (0 means no check) and goes synchronously. */
+
+enum { PUB_FREE, PUB_FLIGHT, PUB_STORED, PUB_REFUSED };
+
+typedef struct pub_entry {
+    uint8_t *data;
+    size_t len, cap;
+    char msg_id[160];
+    void *tag;
+    int state;
+    int64_t sent_ns;
+} pub_entry;
+
+struct cf_js_pub {
+    cf_js *j;
+    jsCtx *js;
+    char stream[128], subject[256];
+    pub_entry *e;
+    unsigned cap, head, n;
+    uint64_t last_seq; /* where the stream ends once every frame in flight is stored */
+    int64_t retry_ns, timeout_ns;
+    cf_js_stored_fn fn;
+    void *ctx;
+    const atomic_bool *stop;
+    bool async; /* js_PublishAsyncGetPendingList crashes before the first async publish */
+    bool dup;   /* a frame the stream already had: those after it are refused, silently resent */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+};
+
+#define PUB_ACK_TIMEOUT_MS 5000
+#define PUB_WAIT_NS 20000000
+
+static void on_pub_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
+{
+    (void)js;
+    (void)pae;
+    cf_js_pub *p = closure;
+    const char *id = NULL;
+    if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &id) == NATS_OK && id != NULL) {
+        pthread_mutex_lock(&p->mu);
+        for (unsigned k = 0; k < p->n; k++) {
+            pub_entry *e = &p->e[(p->head + k) % p->cap];
+            if (e->state == PUB_FLIGHT && strcmp(e->msg_id, id) == 0) {
+                e->state = pa != NULL ? PUB_STORED : PUB_REFUSED;
+                p->dup |= pa != NULL && pa->Duplicate;
+                break;
+            }
+        }
+        pthread_cond_broadcast(&p->cv);
+        pthread_mutex_unlock(&p->mu);
+    }
+    natsMsg_Destroy(msg);
+}
+
+static bool pub_stopped(const cf_js_pub *p)
+{
+    return p->stop != NULL && atomic_load(p->stop);
+}
+
+/* The last message of the stream: its sequence (0: none) and message id. */
+static cf_err pub_last(cf_js_pub *p, uint64_t *seq, char *id, size_t id_size, char *errstr,
+                       size_t errstr_size)
+{
+    *seq = 0;
+    id[0] = '\0';
+    natsMsg *m = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_GetLastMsg(&m, p->j->js, p->stream, p->subject, NULL, &jerr);
+    if (s == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr) {
+        return CF_OK;
+    }
+    if (s != NATS_OK) {
+        return nats_fail_conn(p->j->nc, s, jerr, errstr, errstr_size, "last message");
+    }
+    const char *v = NULL;
+    *seq = natsMsg_GetSequence(m);
+    if (natsMsgHeader_Get(m, "Nats-Msg-Id", &v) == NATS_OK && v != NULL) {
+        snprintf(id, id_size, "%s", v);
+    }
+    natsMsg_Destroy(m);
+    return CF_OK;
+}
+
+/* Publishes entry @p e after everything sent before it. */
+static void pub_submit(cf_js_pub *p, pub_entry *e)
+{
+    natsMsg *m = NULL;
+    natsStatus s = natsMsg_Create(&m, p->subject, NULL, (const char *)e->data, (int)e->len);
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MsgId = e->msg_id;
+    po.MaxWait = PUB_ACK_TIMEOUT_MS;
+    e->sent_ns = cf_now_ns();
+    if (s == NATS_OK && p->last_seq == 0) {
+        jsPubAck *pa = NULL;
+        jsErrCode jerr = 0;
+        s = js_PublishMsg(&pa, p->js, m, &po, &jerr);
+        pthread_mutex_lock(&p->mu);
+        e->state = s == NATS_OK ? PUB_STORED : PUB_REFUSED;
+        p->last_seq = s == NATS_OK ? pa->Sequence : 0;
+        pthread_mutex_unlock(&p->mu);
+        jsPubAck_Destroy(pa);
+    } else if (s == NATS_OK) {
+        po.ExpectLastSeq = p->last_seq;
+        pthread_mutex_lock(&p->mu);
+        e->state = PUB_FLIGHT; /* before the ack can arrive */
+        pthread_mutex_unlock(&p->mu);
+        p->async = true;
+        s = js_PublishMsgAsync(p->js, &m, &po);
+        if (s != NATS_OK) {
+            pthread_mutex_lock(&p->mu);
+            e->state = PUB_REFUSED;
+            pthread_mutex_unlock(&p->mu);
+        }
+        p->last_seq++;
+    } else {
+        e->state = PUB_REFUSED;
+    }
+    natsMsg_Destroy(m);
+}
+
+/* Hands back the stored frames at the head, in order. True when the head failed (refused,
+ * or unanswered for PUB_ACK_TIMEOUT_MS). */
+static bool pub_reap(cf_js_pub *p)
+{
+    pthread_mutex_lock(&p->mu);
+    while (p->n > 0 && p->e[p->head].state == PUB_STORED) {
+        pub_entry *e = &p->e[p->head];
+        e->state = PUB_FREE;
+        void *tag = e->tag;
+        p->head = (p->head + 1) % p->cap;
+        p->n--;
+        pthread_mutex_unlock(&p->mu);
+        if (p->fn != NULL) {
+            p->fn(p->ctx, tag, true);
+        }
+        pthread_mutex_lock(&p->mu);
+    }
+    const pub_entry *h = p->n > 0 ? &p->e[p->head] : NULL;
+    bool failed = h != NULL && (h->state == PUB_REFUSED ||
+                                (h->state == PUB_FLIGHT &&
+                                 cf_now_ns() - h->sent_ns > (int64_t)PUB_ACK_TIMEOUT_MS * 1000000));
+    pthread_mutex_unlock(&p->mu);
+    return failed;
+}
+
+/* After a failure: take back what is in flight, find where the stream ends and send again
+ * from the first frame it does not hold. */
+static cf_err pub_recover(cf_js_pub *p, char *errstr, size_t errstr_size)
+{
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MaxWait = 500;
+    natsMsgList pending = {0};
+    if (p->async) {
+        js_PublishAsyncComplete(p->js, &po); /* late acks still count */
+        if (js_PublishAsyncGetPendingList(&pending, p->js) == NATS_OK) {
+            natsMsgList_Destroy(&pending); /* their acks, if any come, are dropped */
+        }
+    }
+    pub_reap(p);
+    uint64_t seq = 0;
+    char last[160];
+    cf_err err = pub_last(p, &seq, last, sizeof(last), errstr, errstr_size);
+    if (err != CF_OK) {
+        pthread_mutex_lock(&p->mu);
+        for (unsigned k = 0; k < p->n; k++) {
+            p->e[(p->head + k) % p->cap].state = PUB_REFUSED;
+        }
+        pthread_mutex_unlock(&p->mu);
+        return err;
+    }
+    /* The stream holds a prefix of the frames: up to the one its last message names. */
+    pthread_mutex_lock(&p->mu);
+    for (unsigned k = 0; k < p->n; k++) {
+        pub_entry *e = &p->e[(p->head + k) % p->cap];
+        e->state = PUB_REFUSED;
+        if (last[0] != '\0' && strcmp(e->msg_id, last) == 0) {
+            for (unsigned q = 0; q <= k; q++) {
+                p->e[(p->head + q) % p->cap].state = PUB_STORED;
+            }
+        }
+    }
+    pthread_mutex_unlock(&p->mu);
+    pub_reap(p);
+    p->last_seq = seq;
+    for (unsigned k = 0; k < p->n; k++) {
+        pub_submit(p, &p->e[(p->head + k) % p->cap]);
+    }
+    return CF_OK;
+}
+
+/* Reaps; on a failure recovers, for up to retry_ns without progress. */
+static cf_err pub_progress(cf_js_pub *p, int64_t *give_up, char *errstr, size_t errstr_size)
+{
+    for (int attempt = 0; pub_reap(p); attempt++) {
+        if (pub_stopped(p)) {
+            return cf_err_set(CF_E_STATE, errstr, errstr_size, "stopped");
+        }
+        if (*give_up == 0) {
+            *give_up = cf_now_ns() + p->retry_ns;
+            pthread_mutex_lock(&p->mu);
+            bool dup = p->dup;
+            p->dup = false;
+            pthread_mutex_unlock(&p->mu);
+            if (!dup) {
+                CF_LOG(CF_LOG_WARN, "transport", "publish to %s failed; sending again", p->subject);
+            }
+        }
+        cf_err err = pub_recover(p, errstr, errstr_size);
+        if (err == CF_OK && !pub_reap(p)) {
+            break;
+        }
+        if (cf_now_ns() > *give_up) {
+            if (err == CF_OK) {
+                err = cf_err_set(CF_E_TRANSPORT, errstr, errstr_size,
+                                 "publish to %s: no acknowledgement", p->subject);
+            }
+            return err;
+        }
+        struct timespec ts = {0, 100000000};
+        nanosleep(&ts, NULL);
+        (void)attempt;
+    }
+    return CF_OK;
+}
+
+static void pub_wait(cf_js_pub *p)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_nsec += PUB_WAIT_NS;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&p->mu);
+    if (p->n > 0 && p->e[p->head].state == PUB_FLIGHT) {
+        pthread_cond_timedwait(&p->cv, &p->mu, &until);
+    }
+    pthread_mutex_unlock(&p->mu);
+}
+
+cf_err cf_js_pub_open(cf_js_pub **out, cf_js *j, const char *stream, const char *subject,
+                      unsigned window, int64_t retry_ms, cf_js_stored_fn stored, void *ctx,
+                      const atomic_bool *stop, char *errstr, size_t errstr_size)
+{
+    *out = NULL;
+    cf_js_pub *p = cf_calloc(1, sizeof(*p));
+    if (p == NULL) {
+        return CF_E_NOMEM;
+    }
+    p->cap = window > 0 ? window : 1;
+    p->e = cf_calloc(p->cap, sizeof(*p->e));
+    if (p->e == NULL) {
+        cf_free(p);
+        return CF_E_NOMEM;
+    }
+    p->j = j;
+    snprintf(p->stream, sizeof(p->stream), "%s", stream);
+    snprintf(p->subject, sizeof(p->subject), "%s", subject);
+    p->retry_ns = (retry_ms > 0 ? retry_ms : 60000) * 1000000LL;
+    p->fn = stored;
+    p->ctx = ctx;
+    p->stop = stop;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.Wait = j->timeout_ms;
+    jo.PublishAsync.MaxPending = 2 * (int64_t)p->cap + 2; /* never stalls: the ring bounds it */
+    jo.PublishAsync.AckHandler = on_pub_ack;
+    jo.PublishAsync.AckHandlerClosure = p;
+    natsStatus s = natsConnection_JetStream(&p->js, j->nc, &jo);
+    char id[160];
+    cf_err err = s == NATS_OK ? pub_last(p, &p->last_seq, id, sizeof(id), errstr, errstr_size)
+                              : nats_fail(s, 0, errstr, errstr_size, "no JetStream context");
+    if (err != CF_OK) {
+        cf_js_pub_close(p);
+        return err;
+    }
+    *out = p;
+    return CF_OK;
+}
+
+cf_err cf_js_pub_send(cf_js_pub *p, const void *data, size_t len, const char *msg_id, void *tag,
+                      char *errstr, size_t errstr_size)
+{
+    int64_t give_up = 0;
+    for (;;) {
+        cf_err err = pub_progress(p, &give_up, errstr, errstr_size);
+        if (err != CF_OK) {
+            return err;
+        }
+        if (p->n < p->cap) {
+            break;
+        }
+        if (pub_stopped(p)) {
+            return cf_err_set(CF_E_STATE, errstr, errstr_size, "stopped");
+        }
+        pub_wait(p);
+    }
+    pub_entry *e = &p->e[(p->head + p->n) % p->cap];
+    if (e->cap < len) {
+        uint8_t *d = cf_realloc(e->data, len);
+        if (d == NULL) {
+            return CF_E_NOMEM;
+        }
+        e->data = d;
+        e->cap = len;
+    }
+    memcpy(e->data, data, len);
+    e->len = len;
+    snprintf(e->msg_id, sizeof(e->msg_id), "%s", msg_id);
+    e->tag = tag;
+    pthread_mutex_lock(&p->mu);
+    e->state = PUB_FLIGHT;
+    p->n++;
+    pthread_mutex_unlock(&p->mu);
+    pub_submit(p, e);
+    pub_reap(p);
+    return CF_OK;
+}
+
+cf_err cf_js_pub_flush(cf_js_pub *p, char *errstr, size_t errstr_size)
+{
+    int64_t give_up = 0;
+    for (;;) {
+        cf_err err = pub_progress(p, &give_up, errstr, errstr_size);
+        if (err != CF_OK || p->n == 0) {
+            return err;
+        }
+        if (pub_stopped(p)) {
+            return cf_err_set(CF_E_STATE, errstr, errstr_size, "stopped");
+        }
+        pub_wait(p);
+    }
+}
+
+unsigned cf_js_pub_inflight(cf_js_pub *p)
+{
+    if (p == NULL || pub_reap(p)) {
+        return 0; /* a failure: the next send or flush recovers */
+    }
+    return p->n;
+}
+
+void cf_js_pub_close(cf_js_pub *p)
+{
+    if (p == NULL) {
+        return;
+    }
+    if (p->js != NULL && p->async) {
+        natsMsgList pending = {0};
+        if (js_PublishAsyncGetPendingList(&pending, p->js) == NATS_OK) {
+            natsMsgList_Destroy(&pending);
+        }
+    }
+    /* No more acks can reach the entries: the pending list is gone. */
+    pthread_mutex_lock(&p->mu);
+    unsigned n = p->n;
+    pthread_mutex_unlock(&p->mu);
+    for (unsigned k = 0; k < n; k++) {
+        pub_entry *e = &p->e[(p->head + k) % p->cap];
+        if (p->fn != NULL) {
+            p->fn(p->ctx, e->tag, e->state == PUB_STORED);
+        }
+    }
+    jsCtx_Destroy(p->js);
+    for (unsigned k = 0; k < p->cap; k++) {
+        if (p->e[k].data != NULL) {
+            sodium_memzero(p->e[k].data, p->e[k].cap);
+        }
+        cf_free(p->e[k].data);
+    }
+    cf_free(p->e);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->cv);
+    cf_free(p);
 }
