@@ -448,12 +448,15 @@ const char *cf_js_msg_subject(const cf_js_msg *m)
 
 /* ---- ordered asynchronous publisher ----
  * Frames in flight sit in a ring, oldest first; the ack handler (a libnats thread) marks
- * them stored or refused, the caller's thread hands them back in order. Every frame but
- * the first on an empty stream carries the sequence the stream must end at before it
- * (Nats-Expected-Last-Sequence; nats-server checks it after de-duplication and, in a
- * cluster, against the proposals it has queued), so a frame is stored only if all before
- * it are: the stream holds a prefix of what was sent, in order. The first frame on an empty
- * stream cannot say "after nothing" (0 means no check) and goes synchronously. */
+ * them stored or refused, the caller's thread hands them back in order. Every frame names
+ * what the stream must end with before it: the sequence (Nats-Expected-Last-Sequence) and
+ * the previous frame's message id (Nats-Expected-Last-Msg-Id; nats-server checks both after
+ * de-duplication, in order, also in a cluster). A frame is thus stored only if the one
+ * before it is the stream's last message: the stream holds a prefix of what was sent, in
+ * order, even if some other message slips in (the sequence alone would let a later frame
+ * take a refused one's place). The server keeps the last message id in memory only, so the
+ * first frame after opening or recovering names the sequence alone; the first frame on an
+ * empty stream cannot name anything (0 means no check) and goes synchronously. */
 
 enum { PUB_FREE, PUB_FLIGHT, PUB_STORED, PUB_REFUSED };
 
@@ -473,6 +476,8 @@ struct cf_js_pub {
     pub_entry *e;
     unsigned cap, head, n;
     uint64_t last_seq; /* where the stream ends once every frame in flight is stored */
+    char last_id[160]; /* and the message id it ends with */
+    bool chain;        /* the server knows last_id: the next frame may name it */
     int64_t retry_ns, timeout_ns;
     cf_js_stored_fn fn;
     void *ctx;
@@ -554,10 +559,12 @@ static void pub_submit(cf_js_pub *p, pub_entry *e)
         pthread_mutex_lock(&p->mu);
         e->state = s == NATS_OK ? PUB_STORED : PUB_REFUSED;
         p->last_seq = s == NATS_OK ? pa->Sequence : 0;
+        p->chain = s == NATS_OK;
         pthread_mutex_unlock(&p->mu);
         jsPubAck_Destroy(pa);
     } else if (s == NATS_OK) {
         po.ExpectLastSeq = p->last_seq;
+        po.ExpectLastMsgId = p->chain ? p->last_id : NULL;
         pthread_mutex_lock(&p->mu);
         e->state = PUB_FLIGHT; /* before the ack can arrive */
         pthread_mutex_unlock(&p->mu);
@@ -569,9 +576,11 @@ static void pub_submit(cf_js_pub *p, pub_entry *e)
             pthread_mutex_unlock(&p->mu);
         }
         p->last_seq++;
+        p->chain = true;
     } else {
         e->state = PUB_REFUSED;
     }
+    snprintf(p->last_id, sizeof(p->last_id), "%s", e->msg_id);
     natsMsg_Destroy(m);
 }
 
@@ -640,6 +649,8 @@ static cf_err pub_recover(cf_js_pub *p, char *errstr, size_t errstr_size)
     pthread_mutex_unlock(&p->mu);
     pub_reap(p);
     p->last_seq = seq;
+    snprintf(p->last_id, sizeof(p->last_id), "%s", last);
+    p->chain = false;
     for (unsigned k = 0; k < p->n; k++) {
         pub_submit(p, &p->e[(p->head + k) % p->cap]);
     }
@@ -728,8 +739,8 @@ cf_err cf_js_pub_open(cf_js_pub **out, cf_js *j, const char *stream, const char 
     jo.PublishAsync.AckHandler = on_pub_ack;
     jo.PublishAsync.AckHandlerClosure = p;
     natsStatus s = natsConnection_JetStream(&p->js, j->nc, &jo);
-    char id[160];
-    cf_err err = s == NATS_OK ? pub_last(p, &p->last_seq, id, sizeof(id), errstr, errstr_size)
+    cf_err err = s == NATS_OK ? pub_last(p, &p->last_seq, p->last_id, sizeof(p->last_id), errstr,
+                                         errstr_size)
                               : nats_fail(s, 0, errstr, errstr_size, "no JetStream context");
     if (err != CF_OK) {
         cf_js_pub_close(p);

@@ -317,4 +317,105 @@ static void test_nats_output_sink(void)
     CHECK_EQ(system(cmd), 0);
 }
 
+/* The ordered publisher's stored callback: records tags in the order it is called. */
+typedef struct stored_log {
+    uintptr_t tags[256];
+    unsigned n, dropped;
+} stored_log;
+
+static void on_stored(void *ctx, void *tag, bool stored)
+{
+    stored_log *l = ctx;
+    if (!stored) {
+        l->dropped++;
+    } else if (l->n < 256) {
+        l->tags[l->n++] = (uintptr_t)tag;
+    }
+}
+
+/* Frame ids of @p stream in stream order (-1 for a message that is no frame). */
+static unsigned stream_ids(cf_js *js, const char *stream, const char *subject, long *ids,
+                           unsigned cap)
+{
+    char err[256];
+    cf_js_sub *sub = NULL;
+    unsigned n = 0;
+    if (cf_js_subscribe(&sub, js, stream, subject, 1, 1024, err, sizeof(err)) != CF_OK) {
+        return 0;
+    }
+    cf_js_msg m;
+    while (n < cap && cf_js_next(sub, &m, 500) == CF_OK) {
+        cf_frame_hdr h;
+        ids[n++] = cf_frame_open(m.data, m.len, &h, err, sizeof(err)) == CF_OK ? (long)h.id : -1;
+        cf_js_ack(&m);
+    }
+    cf_js_unsubscribe(sub);
+    return n;
+}
+
+static void pub_frames(cf_js_pub *p, unsigned from, unsigned to)
+{
+    char err[256], id[32];
+    uint8_t buf[256];
+    for (unsigned i = from; i < to; i++) {
+        size_t n = make_frame(buf, "ordered", i, 0);
+        snprintf(id, sizeof(id), "o%u", i);
+        CHECK_OK(cf_js_pub_send(p, buf, n, id, (void *)(uintptr_t)(i + 1), err, sizeof(err)));
+    }
+}
+
+/* Frames published asynchronously reach the stream once each and in order, also when
+ * another message slips in between (every frame in flight after it is refused and sent
+ * again after it) and when a restarted publisher sends frames the stream already has. */
+static void test_jetstream_ordered_publisher(void)
+{
+    char store[] = "/tmp/cf-js-test-XXXXXX", url[64], err[256];
+    pid_t pid = -1;
+    cf_js *js = server_start(&pid, store, url, sizeof(url));
+    REQUIRE(js != NULL);
+    CHECK_OK(cf_js_ensure_stream(js, "T_ORD", "t.ord", 1, 60, err, sizeof(err)));
+    stored_log log = {0};
+    cf_js_pub *p = NULL;
+    CHECK_OK(
+        cf_js_pub_open(&p, js, "T_ORD", "t.ord", 4, 5000, on_stored, &log, NULL, err, sizeof(err)));
+    REQUIRE(p != NULL);
+    pub_frames(p, 0, 40);
+    CHECK_OK(cf_js_pub_flush(p, err, sizeof(err)));
+    CHECK_EQ(cf_js_pub_inflight(p), 0);
+    /* Another message lands: the frames sent after it expect the stream to end elsewhere. */
+    uint8_t buf[256];
+    size_t n = make_frame(buf, "foreign", 1000, 0);
+    CHECK_OK(cf_js_publish(js, "t.ord", buf, n, "foreign", NULL, err, sizeof(err)));
+    pub_frames(p, 40, 80);
+    CHECK_OK(cf_js_pub_flush(p, err, sizeof(err)));
+    cf_js_pub_close(p);
+    CHECK_EQ(log.n, 80);
+    CHECK_EQ(log.dropped, 0);
+    for (unsigned i = 0; i < log.n; i++) {
+        CHECK_EQ(log.tags[i], i + 1);
+    }
+    /* A restarted publisher repeats its last 5 frames (duplicates) and goes on. */
+    stored_log log2 = {0};
+    CHECK_OK(cf_js_pub_open(&p, js, "T_ORD", "t.ord", 4, 5000, on_stored, &log2, NULL, err,
+                            sizeof(err)));
+    REQUIRE(p != NULL);
+    pub_frames(p, 75, 100);
+    CHECK_OK(cf_js_pub_flush(p, err, sizeof(err)));
+    cf_js_pub_close(p);
+    CHECK_EQ(log2.n, 25);
+    long ids[256];
+    unsigned got = stream_ids(js, "T_ORD", "t.ord", ids, 256);
+    CHECK_EQ(got, 101);
+    for (unsigned i = 0, want = 0; i < got; i++) {
+        if (ids[i] == 1000) {
+            CHECK_EQ(want, 40); /* where it came in: before all frames sent after it */
+            continue;
+        }
+        CHECK_EQ(ids[i], (long)want);
+        want++;
+    }
+    cf_js_close(js);
+    server_stop(pid, store);
+}
+
 #include "cf_test_main.h"
