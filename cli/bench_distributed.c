@@ -51,6 +51,8 @@ typedef struct result {
     int workers;
     double rate; /* 0: unpaced */
     double events_per_s, p50_ms, p99_ms, cpu_us;
+    /* CPU seconds by role over the run: gateway, parties (all), combiner, nats-server(s) */
+    double cpu_gateway_s, cpu_parties_s, cpu_combiner_s, cpu_servers_s;
     double raw_pub_per_s, raw_cons_per_s, raw_events_per_s;
     double completeness; /* `confide audit verify` on the gateway's log; -1: not verified */
     bool ok;
@@ -80,12 +82,24 @@ static pid_t spawn(char *const argv[], const char *out_path)
     return pid;
 }
 
-static int wait_ok(pid_t pid)
+/* Waits for @p pid; adds the CPU seconds it used to *cpu when not NULL. */
+static int wait_cpu(pid_t pid, double *cpu)
 {
     int st = 0;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+    struct rusage ru;
+    memset(&ru, 0, sizeof(ru));
+    while (wait4(pid, &st, 0, &ru) < 0 && errno == EINTR) {
+    }
+    if (cpu != NULL) {
+        *cpu += (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+                (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
     }
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static int wait_ok(pid_t pid)
+{
+    return wait_cpu(pid, NULL);
 }
 
 static bool port_open(int port)
@@ -253,21 +267,24 @@ static bool run_pipeline(const cfg *c, int nodes, double rate, const char *urls,
     char *gargv[] = {self,          "gateway", "--config", conf,     "--input",
                      input,         "--out",   gout,       "--keys", keys,
                      "--no-status", "--json",  "--rate",   ratebuf,  NULL};
-    double cpu0 = cpu_children() + servers_cpu(c);
+    double cpu0 = cpu_children(), srv0 = servers_cpu(c);
     int64_t t0 = cf_now_ns();
     pid_t g = spawn(gargv, glog);
-    bool ok = g > 0 && wait_ok(g) == 0;
+    r->cpu_gateway_s = r->cpu_parties_s = r->cpu_combiner_s = 0;
+    bool ok = g > 0 && wait_cpu(g, &r->cpu_gateway_s) == 0;
     for (int i = 0; i < np; i++) {
-        ok &= pids[i] > 0 && wait_ok(pids[i]) == 0;
+        ok &= pids[i] > 0 &&
+              wait_cpu(pids[i], i < np - 1 ? &r->cpu_parties_s : &r->cpu_combiner_s) == 0;
     }
     double wall = (double)(cf_now_ns() - t0) / 1e9;
+    r->cpu_servers_s = servers_cpu(c) - srv0;
     r->nodes = nodes;
     r->workers = c->workers;
     r->rate = rate;
     r->events_per_s = (double)c->events / wall;
     r->p50_ms = json_num(glog, "p50") / 1e3;
     r->p99_ms = json_num(glog, "p99") / 1e3;
-    r->cpu_us = (cpu_children() + servers_cpu(c) - cpu0) * 1e6 / (double)c->events;
+    r->cpu_us = (cpu_children() - cpu0 + r->cpu_servers_s) * 1e6 / (double)c->events;
     r->completeness = -1;
     if (ok) {
         /* Every event in the log exactly once, verified as an auditor would. */
@@ -287,7 +304,8 @@ static bool run_pipeline(const cfg *c, int nodes, double rate, const char *urls,
 }
 
 /* Frames of the size the gateway sends (1024 events of party 0's shares), published with
- * ack to one stream and consumed back with acks, through the same transport code. */
+ * ack to one stream and consumed back with acks, through the same transport code as the
+ * roles (the ordered asynchronous publisher, the same window). */
 static void raw_rate(const char *urls, int nodes, uint64_t events, result *r)
 {
     char err[256];
@@ -305,8 +323,13 @@ static void raw_rate(const char *urls, int nodes, uint64_t events, result *r)
     uint8_t *frame = calloc(1, len);
     uint64_t frames = events / per > 0 ? events / per : 1;
     const char *subj = nodes == 1 ? "raw1" : "raw3";
+    cf_js_pub *pub = NULL;
+    if (cf_js_pub_open(&pub, js, nodes == 1 ? "RAW1" : "RAW3", subj, 8, 60000, NULL, NULL, NULL,
+                       err, sizeof(err)) != CF_OK) {
+        fprintf(stderr, "bench distributed: raw: %s\n", err);
+    }
     int64_t t0 = cf_now_ns();
-    for (uint64_t i = 0; i < frames && frame != NULL; i++) {
+    for (uint64_t i = 0; i < frames && frame != NULL && pub != NULL; i++) {
         cf_frame_hdr h = {.type = CF_FRAME_SHARES,
                           .count = per,
                           .id = i,
@@ -314,10 +337,14 @@ static void raw_rate(const char *urls, int nodes, uint64_t events, result *r)
         cf_frame_seal(&h, frame);
         char id[32];
         snprintf(id, sizeof(id), "r%llu", (unsigned long long)i);
-        if (cf_js_publish(js, subj, frame, len, id, NULL, err, sizeof(err)) != CF_OK) {
+        if (cf_js_pub_send(pub, frame, len, id, NULL, err, sizeof(err)) != CF_OK) {
             break;
         }
     }
+    if (pub != NULL && cf_js_pub_flush(pub, err, sizeof(err)) != CF_OK) {
+        fprintf(stderr, "bench distributed: raw: %s\n", err);
+    }
+    cf_js_pub_close(pub);
     double tpub = (double)(cf_now_ns() - t0) / 1e9;
     cf_js_sub *sub = NULL;
     uint64_t got = 0;
@@ -351,18 +378,22 @@ static void print(const result *r, bool json, bool first)
                "ms\":%.3f,"
                "\"p99_ms\":%.3f,\"cpu_us_per_event\":%.2f,\"raw_publish_events_per_s\":%.0f,"
                "\"raw_consume_events_per_s\":%.0f,\"raw_events_per_s\":%.0f,"
-               "\"vs_raw\":%.3f,\"completeness\":%.6f}",
+               "\"vs_raw\":%.3f,\"completeness\":%.6f,\"cpu_s\":{\"gateway\":%.3f,"
+               "\"parties\":%.3f,\"combiner\":%.3f,\"nats_server\":%.3f}}",
                first ? "[" : ",\n ", r->nodes, r->workers, r->rate, r->ok ? "true" : "false",
                r->events_per_s, r->p50_ms, r->p99_ms, r->cpu_us, r->raw_pub_per_s,
-               r->raw_cons_per_s, r->raw_events_per_s, ratio, r->completeness);
+               r->raw_cons_per_s, r->raw_events_per_s, ratio, r->completeness, r->cpu_gateway_s,
+               r->cpu_parties_s, r->cpu_combiner_s, r->cpu_servers_s);
     } else {
         printf("nodes %d workers %d %-10s %9.0f events/s  gateway p50 %7.3f ms p99 %7.3f ms  cpu "
                "%6.2f "
                "us/event  raw JetStream %9.0f events/s (pub %0.f, consume %.0f)  %.2fx raw  "
-               "completeness %.6f\n",
+               "completeness %.6f\n  cpu s: gateway %.3f, parties %.3f, combiner %.3f, "
+               "nats-server %.3f\n",
                r->nodes, r->workers, r->rate > 0 ? "paced" : "unpaced", r->events_per_s, r->p50_ms,
                r->p99_ms, r->cpu_us, r->raw_events_per_s, r->raw_pub_per_s, r->raw_cons_per_s,
-               ratio, r->completeness);
+               ratio, r->completeness, r->cpu_gateway_s, r->cpu_parties_s, r->cpu_combiner_s,
+               r->cpu_servers_s);
     }
 }
 
