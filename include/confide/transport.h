@@ -35,7 +35,7 @@ extern "C" {
 /* ---- frames ---- */
 
 #define CF_FRAME_MAGIC 0x54464643u /* "CFFT" little-endian */
-#define CF_FRAME_VERSION 1
+#define CF_FRAME_VERSION 2         /* 2: varint deltas in shares and partials (distributed.c) */
 #define CF_FRAME_HDR_LEN 32
 
 /** What a frame carries (the runtime defines each payload). */

@@ -183,6 +183,49 @@ static void rbytes(rbuf *r, void *d, size_t n)
     }
 }
 
+/* Varints (7 bits a byte, low first) and zigzag deltas: event times, log indexes and
+ * window bounds move little from one item to the next, so a frame carries their
+ * differences in 1-3 bytes instead of 8. Deltas wrap in uint64, so any value round-trips. */
+#define VAR_MAX 10
+
+static void wvar(wbuf *w, uint64_t v)
+{
+    while (v >= 0x80) {
+        *w->p++ = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    *w->p++ = (uint8_t)v;
+}
+
+static void wdelta(wbuf *w, uint64_t v, uint64_t prev)
+{
+    uint64_t d = v - prev;
+    wvar(w, (d << 1) ^ (0 - (d >> 63))); /* zigzag: small negative differences stay small */
+}
+
+static uint64_t rvar(rbuf *r)
+{
+    uint64_t v = 0;
+    for (unsigned shift = 0; shift < 64; shift += 7) {
+        if (!need(r, 1)) {
+            return 0;
+        }
+        uint8_t c = *r->p++;
+        v |= (uint64_t)(c & 0x7f) << shift;
+        if ((c & 0x80) == 0) {
+            return v;
+        }
+    }
+    r->bad = true; /* longer than 10 bytes */
+    return 0;
+}
+
+static uint64_t rdelta(rbuf *r, uint64_t prev)
+{
+    uint64_t z = rvar(r);
+    return prev + ((z >> 1) ^ (0 - (z & 1)));
+}
+
 /* ---- payloads ----
  * A shares or partials frame carries one or more of the sender's batches (sub-batches):
  * a sender that falls behind packs what has queued up into one frame, so the round trip
@@ -191,19 +234,22 @@ static void rbytes(rbuf *r, void *d, size_t n)
  * shares:   per sub-batch: u8 flags (1 marker, 2 sharded, 4 rescale, 8 activate, 16 barrier
  *           only) | log id 16 | run id 16 | u32 n |
  *           [sharded: stream max event time i64] |
- *           events: n x (pseudonym 16 | ts i64 | seq u64 | [sharded: prior max ts i64] |
+ *           events: n x (pseudonym 16 | ts Δ | seq Δ | [sharded: prior max ts Δ] |
  *                        [share 6 x u64, party 0 only])
  *           marker: checkpoint index u64 | alerts length u64 | alerts u64 |
  *                   [rescale: workers before u8 | workers after u8]
  * partials: per sub-batch: input seq u64 | part u32 | u32 n |
- *           n x (type u8 | update u8 | pseudonym 16 | start i64 | end i64 | count u64 |
- *                first u64 | last u64 | reason u32 (marker: workers after it) |
- *                value CF_SA_VALUE_SIZE)
+ *           n x (type u8 (+ 128 update) | pseudonym 16 | start Δ | end - start Δ |
+ *                count var | first Δ | last - first Δ | reason var (marker: workers
+ *                after it) | value CF_SA_VALUE_SIZE)
+ *           (var: a varint; Δ: a zigzag varint of the difference to the previous item's
+ *           value, 0 before the first; frame version 2)
  * groups:   n x (pseudonym 16 | currency 4 | text length u16 | text)
  * end:      empty (the frame id is the sender's final position) */
 
-#define SHARE_ITEM (CF_SA_PSEUDO_LEN + 16)
-#define MSG_ITEM (2 + CF_SA_PSEUDO_LEN + 6 * 8 + 4 + CF_SA_VALUE_SIZE)
+/* The most an item can take (frames are sized by these bounds). */
+#define SHARE_ITEM (CF_SA_PSEUDO_LEN + 2 * VAR_MAX)
+#define MSG_ITEM (1 + CF_SA_PSEUDO_LEN + 5 * VAR_MAX + 5 + CF_SA_VALUE_SIZE)
 
 #define SHARES_CKPT 1u
 #define SHARES_SHARDED 2u /* the stream's event time rides along (party.workers > 1) */
@@ -214,7 +260,7 @@ static void rbytes(rbuf *r, void *d, size_t n)
 
 static size_t shares_size(const item_batch *b, unsigned to)
 {
-    size_t item = SHARE_ITEM + (to == 0 ? sizeof(cf_sa_vec) : 0) + (b->sharded ? 8 : 0);
+    size_t item = SHARE_ITEM + (to == 0 ? sizeof(cf_sa_vec) : 0) + (b->sharded ? VAR_MAX : 0);
     return 1 + 2 * CF_SA_ID_LEN + 4 +
            (b->ckpt ? 24 + (b->rescale_to != 0 ? 2 : 0)
                     : (b->sharded ? 8 : 0) + (size_t)b->n * item);
@@ -243,13 +289,17 @@ static void encode_shares(wbuf *w, const item_batch *b, unsigned to)
         }
         return;
     }
+    uint64_t ts = 0, seq = 0, prior = 0;
     for (uint32_t i = 0; i < b->n; i++) {
         const party_item *it = &b->it[i];
         wbytes(w, it->key, CF_SA_PSEUDO_LEN);
-        w64(w, (uint64_t)it->ts_us);
-        w64(w, it->seq);
+        wdelta(w, (uint64_t)it->ts_us, ts);
+        wdelta(w, it->seq, seq);
+        ts = (uint64_t)it->ts_us;
+        seq = it->seq;
         if (b->sharded) {
-            w64(w, (uint64_t)it->prior_max_us);
+            wdelta(w, (uint64_t)it->prior_max_us, prior);
+            prior = (uint64_t)it->prior_max_us;
         }
         if (to == 0) { /* parties >= 1 regenerate theirs from their seeds */
             for (int d = 0; d < CF_SA_DIM_MAX; d++) {
@@ -298,12 +348,13 @@ static bool decode_shares(rbuf *r, unsigned to, item_batch *b)
     if (count > b->cap) {
         return false; /* pipeline.batch_max differs between the roles */
     }
+    uint64_t ts = 0, seq = 0, prior = 0;
     for (uint32_t i = 0; i < count && !r->bad; i++) {
         party_item *it = &b->it[i];
         rbytes(r, it->key, CF_SA_PSEUDO_LEN);
-        it->ts_us = (int64_t)r64(r);
-        it->seq = r64(r);
-        it->prior_max_us = b->sharded ? (int64_t)r64(r) : INT64_MIN;
+        it->ts_us = (int64_t)(ts = rdelta(r, ts));
+        it->seq = seq = rdelta(r, seq);
+        it->prior_max_us = b->sharded ? (int64_t)(prior = rdelta(r, prior)) : INT64_MIN;
         memset(&it->share, 0, sizeof(it->share));
         if (to == 0) {
             for (int k = 0; k < CF_SA_DIM_MAX; k++) {
@@ -328,18 +379,20 @@ static void encode_msgs(wbuf *w, const msg_batch *b)
     w64(w, b->src_seq);
     w32(w, b->part);
     w32(w, b->n);
+    uint64_t start = 0, first = 0;
     for (uint32_t i = 0; i < b->n; i++) {
         const party_msg *m = &b->m[i];
-        w8(w, m->type);
-        w8(w, m->update ? 1 : 0);
+        w8(w, (uint8_t)(m->type | (m->update ? 0x80 : 0)));
         wbytes(w, m->key, CF_SA_PSEUDO_LEN);
-        w64(w, (uint64_t)m->start_us);
-        w64(w, (uint64_t)m->end_us);
-        w64(w, m->count);
-        w64(w, m->first);
-        w64(w, m->last);
+        wdelta(w, (uint64_t)m->start_us, start);
+        wdelta(w, (uint64_t)m->end_us, (uint64_t)m->start_us);
+        wvar(w, m->count);
+        wdelta(w, m->first, first);
+        wdelta(w, m->last, m->first);
+        start = (uint64_t)m->start_us;
+        first = m->first;
         /* a marker's reason field carries the workers after it (a rescale; 0: unchanged) */
-        w32(w, m->type == MSG_CKPT ? m->workers : m->reason);
+        wvar(w, m->type == MSG_CKPT ? m->workers : m->reason);
         wbytes(w, m->value, CF_SA_VALUE_SIZE);
     }
 }
@@ -353,18 +406,24 @@ static bool decode_msgs(rbuf *r, msg_batch *b)
     if (r->bad || count > b->cap) {
         return false;
     }
+    uint64_t start = 0, first = 0;
     for (uint32_t i = 0; i < count && !r->bad; i++) {
         party_msg *m = &b->m[i];
         memset(m, 0, sizeof(*m));
-        m->type = r8(r);
-        m->update = r8(r) != 0;
+        uint8_t t = r8(r);
+        m->type = t & 0x7f;
+        m->update = (t & 0x80) != 0;
         rbytes(r, m->key, CF_SA_PSEUDO_LEN);
-        m->start_us = (int64_t)r64(r);
-        m->end_us = (int64_t)r64(r);
-        m->count = r64(r);
-        m->first = r64(r);
-        m->last = r64(r);
-        m->reason = r32(r);
+        m->start_us = (int64_t)(start = rdelta(r, start));
+        m->end_us = (int64_t)rdelta(r, start);
+        m->count = rvar(r);
+        m->first = first = rdelta(r, first);
+        m->last = rdelta(r, first);
+        uint64_t reason = rvar(r);
+        if (reason > UINT32_MAX) {
+            return false;
+        }
+        m->reason = (uint32_t)reason;
         rbytes(r, m->value, CF_SA_VALUE_SIZE);
         if (m->type < MSG_RESULT || m->type > MSG_CKPT) {
             return false;
@@ -420,7 +479,7 @@ static bool publish(cf_secure *s, const char *subject, const uint8_t *frame, siz
 /* Frames in flight above which a sender keeps filling its frame rather than sending a
  * small one: the time an ack takes batches what arrives meanwhile, as a synchronous
  * publish did, while full frames still go out back to back. */
-#define PUB_HOLD 2
+#define PUB_HOLD 1
 #define HOLD_WAIT_NS 1000000
 
 /* How long a sender waits for its lane: long when it holds nothing, briefly while it
@@ -493,7 +552,8 @@ static bool already_sent(const cf_secure *s, unsigned i, unsigned w, const item_
 }
 
 #define FRAME_BATCHES 16
-#define FRAME_BYTES (900 * 1024) /* under nats-server's default max_payload (1 MiB) */
+/* under nats-server's default max_payload (1 MiB) with the headers (message ids) */
+#define FRAME_BYTES (1000 * 1024)
 
 /* Pops the next item: waits up to @p wait_ns, or only takes what is there (0). */
 static void *lane_next(cf_ring *r, int64_t wait_ns, bool *closed)
