@@ -755,6 +755,10 @@ static void publish_groups_meta(cf_secure *s, cf_js_pub *p, uint32_t aux, uint64
     pub_send(s, p, frame, CF_FRAME_HDR_LEN + len, msg_id, NULL);
 }
 
+/* Names wait up to this long for more to share their frame: the combiner needs a group's
+ * name only when it releases one of its windows, long after its first event. */
+#define GROUPS_LINGER_NS 20000000
+
 /* Gateway: group names -> PREFIX.groups (only the combiner may read it). */
 static void *groups_sender(void *arg)
 {
@@ -774,10 +778,14 @@ static void *groups_sender(void *arg)
     bool closed = false;
     wbuf w = {frame != NULL ? frame + CF_FRAME_HDR_LEN : NULL, NULL};
     uint32_t n = 0;
+    int64_t since = 0; /* when the frame's first name came */
     while (!closed || n > 0) {
         void *item = NULL;
-        int64_t wait =
-            n == 0 ? 100000000 : (cf_js_pub_inflight(pub) >= PUB_HOLD ? HOLD_WAIT_NS : 0);
+        int64_t linger = since + GROUPS_LINGER_NS - cf_now_ns();
+        int64_t wait = n == 0 ? 100000000 : (linger > 0 ? linger : 0);
+        if (n > 0 && wait == 0 && cf_js_pub_inflight(pub) >= PUB_HOLD) {
+            wait = HOLD_WAIT_NS;
+        }
         cf_err err = closed ? CF_E_STATE
                             : (wait > 0 ? cf_ring_pop_until(s->dict, &item, cf_now_ns() + wait)
                                         : cf_ring_pop(s->dict, &item));
@@ -792,13 +800,14 @@ static void *groups_sender(void *arg)
                 w8(&w, (uint8_t)(tl & 0xff));
                 w8(&w, (uint8_t)(tl >> 8));
                 wbytes(&w, d->text, tl);
-                n++;
+                since = n++ == 0 ? cf_now_ns() : since;
             }
             cf_free(d);
         }
         size_t used = w.p != NULL ? (size_t)(w.p - frame - CF_FRAME_HDR_LEN) : 0;
         bool full = n >= GROUPS_PER_FRAME || used + entry_max > FRAME_BYTES;
-        bool hold = !closed && cf_js_pub_inflight(pub) >= PUB_HOLD;
+        bool hold = !closed &&
+                    (cf_now_ns() - since < GROUPS_LINGER_NS || cf_js_pub_inflight(pub) >= PUB_HOLD);
         if (n == 0 || (item != NULL && !full) || (item == NULL && !full && hold)) {
             continue;
         }
