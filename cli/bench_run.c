@@ -7,6 +7,10 @@
  *   fsync_none        full with audit.fsync=none
  *   plain             full with protect plain
  *   none_no_rules     protect none, no rules (audit and outputs only)
+ *   paced_fixed_<N>, paced_adaptive   full_paced with batch.mode fixed:N (16, 64, 256, 1024)
+ *                     and adaptive, one after another (issue 11: adaptive's p99 within 2x of
+ *                     the best fixed size at that load, in one run); then a row "batch_check"
+ *                     {"name","best_fixed","best_fixed_p99_us","adaptive_p99_us","ratio"}
  *   accounts_<N>      full, unpaced, on a stream with N distinct accounts (the sweep)
  *   full_pg, rows, rows_pg  with --pg CONNINFO: full plus the PostgreSQL sink; a row-heavy run
  *                     (group by merchant, min_count 1) without and with it ("rows","rows_per_s")
@@ -41,10 +45,13 @@ const char cf_bench_rules_yaml[] =
 
 static const char bench_run_head[] =
     "usage: confide bench run [--events N] [--accounts A] [--merchants M] [--rate R]\n"
-    "                         [--paced-seconds S] [--no-sweep] [--quick] [--json]\n\n"
+    "                         [--paced-seconds S] [--no-sweep] [--no-batch-sweep] [--quick]\n"
+    "                         [--json]\n\n"
     "The whole `confide run` pipeline in process on one generated stream, in several\n"
     "configurations side by side (decode only, full protection unpaced and paced,\n"
-    "fsync none, plain, none without rules) and a sweep of distinct accounts.\n\n";
+    "fsync none, plain, none without rules), the paced run with fixed batch sizes\n"
+    "16/64/256/1024 against adaptive (batch_check: adaptive's p99 over the best fixed\n"
+    "size's), and a sweep of distinct accounts.\n\n";
 
 char *cf_bench_gen_csv(const char *prog, uint64_t n, uint32_t accounts, uint32_t merchants,
                        uint64_t seed, size_t *len_out)
@@ -126,6 +133,7 @@ typedef struct cfg {
     const char *protect;
     bool rules, audit, paced;
     const char *fsync;
+    const char *batch; /* batch.mode; NULL: the default (adaptive) */
 } cfg;
 
 /* --pg CONNINFO: configurations named *_pg write to PostgreSQL, rows* group by merchant
@@ -133,7 +141,7 @@ typedef struct cfg {
 static const char *bench_pg;
 
 static int run_one(const cfg *c, const char *buf, size_t len, double rate, const char *tmp,
-                   const char *rules_path, bool json, bool *first)
+                   const char *rules_path, bool json, bool *first, int64_t *p99_out)
 {
     bool pg = strstr(c->name, "_pg") != NULL, heavy = strncmp(c->name, "rows", 4) == 0;
     char err[512] = "", out[600], rate_s[32];
@@ -156,6 +164,8 @@ static int run_one(const cfg *c, const char *buf, size_t len, double rate, const
         (c->fsync != NULL &&
          cf_config_set(conf, "audit.fsync", c->fsync, err, sizeof(err)) != CF_OK) ||
         (c->rules && cf_config_set(conf, "rules.file", rules_path, err, sizeof(err)) != CF_OK) ||
+        (c->batch != NULL &&
+         cf_config_set(conf, "batch.mode", c->batch, err, sizeof(err)) != CF_OK) ||
         cf_pipeline_create(&p, conf, err, sizeof(err)) != CF_OK) {
         fprintf(stderr, "bench run: %s: %s\n", c->name, err);
         goto done;
@@ -188,6 +198,9 @@ static int run_one(const cfg *c, const char *buf, size_t len, double rate, const
     }
     fflush(stdout);
     *first = false;
+    if (p99_out != NULL) {
+        *p99_out = s.p99_us;
+    }
     rc = 0;
 done:
     cf_pipeline_destroy(p);
@@ -195,12 +208,53 @@ done:
     return rc;
 }
 
+/* The paced run with fixed batch sizes and adaptive, one after another in this invocation,
+ * and how adaptive's p99 compares with the best fixed size's (issue 11: within 2x). */
+static int batch_sweep(const char *buf, size_t len, double rate, const char *tmp,
+                       const char *rules_path, bool json, bool *first)
+{
+    static const char *const sizes[] = {"16", "64", "256", "1024"};
+    int64_t best = 0, adaptive = 0;
+    const char *best_n = "";
+    for (size_t i = 0; i <= sizeof(sizes) / sizeof(sizes[0]); i++) {
+        bool fixed = i < sizeof(sizes) / sizeof(sizes[0]);
+        char name[32], mode[32];
+        snprintf(name, sizeof(name), fixed ? "paced_fixed_%s" : "paced_adaptive",
+                 fixed ? sizes[i] : "");
+        snprintf(mode, sizeof(mode), "fixed:%s", fixed ? sizes[i] : "");
+        cfg c = {name, "lsa", true, true, true, NULL, fixed ? mode : "adaptive"};
+        int64_t p99 = 0;
+        if (run_one(&c, buf, len, rate, tmp, rules_path, json, first, &p99) != 0) {
+            return CF_EXIT_RUNTIME;
+        }
+        if (!fixed) {
+            adaptive = p99;
+        } else if (best == 0 || p99 < best) {
+            best = p99;
+            best_n = sizes[i];
+        }
+    }
+    double ratio = best > 0 ? (double)adaptive / (double)best : 0;
+    if (json) {
+        printf(",\n  {\"name\":\"batch_check\",\"best_fixed\":%s,\"best_fixed_p99_us\":%lld,"
+               "\"adaptive_p99_us\":%lld,\"ratio\":%.2f}",
+               best_n, (long long)best, (long long)adaptive, ratio);
+    } else {
+        printf("batch_check        adaptive p99 %lld us = %.2fx the best fixed size's (fixed:%s, "
+               "%lld us)%s\n",
+               (long long)adaptive, ratio, best_n, (long long)best,
+               ratio <= 2.0 ? "" : ": more than 2x");
+    }
+    fflush(stdout);
+    return CF_EXIT_OK;
+}
+
 int cf_bench_run(int argc, char **argv)
 {
     uint64_t events = 2000000, accounts = 20000, merchants = 40000;
     double rate = 89000, paced_s = 5;
     bool json = false, sweep = true, quick = false;
-    bool no_sweep = false;
+    bool no_sweep = false, no_batch_sweep = false;
     const cli_opt opts[] = {
         {.name = "events",
          .type = CLI_U64,
@@ -233,6 +287,10 @@ int cf_bench_run(int argc, char **argv)
          .type = CLI_FLAG,
          .flag = &no_sweep,
          .help = "skip the 10k / 100k / 1M accounts sweep"},
+        {.name = "no-batch-sweep",
+         .type = CLI_FLAG,
+         .flag = &no_batch_sweep,
+         .help = "skip the paced fixed 16/64/256/1024 vs adaptive rows"},
         {.name = "quick",
          .type = CLI_FLAG,
          .flag = &quick,
@@ -277,15 +335,15 @@ int cf_bench_run(int argc, char **argv)
     }
     size_t paced_len = cf_bench_prefix_len(buf, len, (uint64_t)(rate * paced_s));
     const cfg cfgs[] = {
-        {"decode_only", "none", false, false, false, NULL},
-        {"full", "lsa", true, true, false, NULL},
-        {"full_paced", "lsa", true, true, true, NULL},
-        {"fsync_none", "lsa", true, true, false, "none"},
-        {"plain", "plain", true, true, false, NULL},
-        {"none_no_rules", "none", false, true, false, NULL},
-        {"full_pg", "lsa", true, true, false, NULL},
-        {"rows", "lsa", true, true, false, NULL},
-        {"rows_pg", "lsa", true, true, false, NULL},
+        {"decode_only", "none", false, false, false, NULL, NULL},
+        {"full", "lsa", true, true, false, NULL, NULL},
+        {"full_paced", "lsa", true, true, true, NULL, NULL},
+        {"fsync_none", "lsa", true, true, false, "none", NULL},
+        {"plain", "plain", true, true, false, NULL, NULL},
+        {"none_no_rules", "none", false, true, false, NULL, NULL},
+        {"full_pg", "lsa", true, true, false, NULL, NULL},
+        {"rows", "lsa", true, true, false, NULL, NULL},
+        {"rows_pg", "lsa", true, true, false, NULL, NULL},
     };
     bool first = true;
     int rc = CF_EXIT_OK;
@@ -300,9 +358,12 @@ int cf_bench_run(int argc, char **argv)
             continue;
         }
         if (run_one(&cfgs[i], buf, cfgs[i].paced ? paced_len : len, rate, tmp, rules_path, json,
-                    &first) != 0) {
+                    &first, NULL) != 0) {
             rc = CF_EXIT_RUNTIME;
         }
+    }
+    if (!no_batch_sweep && rc == CF_EXIT_OK) {
+        rc = batch_sweep(buf, paced_len, rate, tmp, rules_path, json, &first);
     }
     free(buf);
     static const uint64_t sweep_accounts[] = {10000, 100000, 1000000};
@@ -310,10 +371,10 @@ int cf_bench_run(int argc, char **argv)
     for (size_t i = 0; i < n_sweep && rc == CF_EXIT_OK; i++) {
         char name[32];
         snprintf(name, sizeof(name), "accounts_%llu", (unsigned long long)sweep_accounts[i]);
-        cfg c = {name, "lsa", true, true, false, NULL};
+        cfg c = {name, "lsa", true, true, false, NULL, NULL};
         buf = cf_bench_gen_csv("bench run", events, (uint32_t)sweep_accounts[i],
                                (uint32_t)merchants, 5, &len);
-        if (buf == NULL || run_one(&c, buf, len, rate, tmp, rules_path, json, &first) != 0) {
+        if (buf == NULL || run_one(&c, buf, len, rate, tmp, rules_path, json, &first, NULL) != 0) {
             rc = CF_EXIT_RUNTIME;
         }
         free(buf);

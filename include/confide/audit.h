@@ -393,6 +393,24 @@ cf_err cf_audit_last_checkpoint(cf_audit_log *log, uint64_t *index, void **state
 /** Flushes to stable storage now (fdatasync), whatever the policy. */
 cf_err cf_audit_sync(cf_audit_log *log);
 
+/**
+ * Group commit. With @p on, cf_audit_append_dead (and its wrappers) no longer sync under the
+ * fsync policy: each append leaves a ticket (cf_audit_written right after it) and
+ * cf_audit_commit(ticket), which may run on another thread while the writer keeps appending,
+ * applies the policy to everything written up to at least that ticket, with one fdatasync
+ * for all the appends before it. Checkpoints still sync before they return. Set before the
+ * first append; a failed commit makes every later call fail (CF_E_STATE).
+ */
+void cf_audit_set_group_commit(cf_audit_log *log, bool on);
+/** Bytes written so far (the ticket of the last append). Any thread. */
+uint64_t cf_audit_written(const cf_audit_log *log);
+/**
+ * Makes every record written up to @p ticket durable per the fsync policy (batch: one
+ * fdatasync unless an earlier commit covered it; interval: at most one per interval; none:
+ * nothing). Any thread; a no-op when group commit is off (appends synced themselves).
+ */
+cf_err cf_audit_commit(cf_audit_log *log, uint64_t ticket);
+
 /** Last signed tree head (CF_E_NOTFOUND for an empty log). */
 cf_err cf_audit_last_sth(const cf_audit_log *log, cf_audit_sth *out);
 

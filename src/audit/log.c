@@ -16,10 +16,19 @@
  *   it would drop durable records. Cost: one sequential read of the log.
  * - Buffers grow to the largest batch seen and are reused: no allocation on the steady path.
  * - Keys live in sodium_malloc memory, wiped on close.
- * Threads: a cf_audit_log is used by one thread at a time.
+ * - Group commit (cf_audit_set_group_commit): appends and checkpoints are written but not
+ *   synced by the writer; each leaves a ticket (cf_audit_written: bytes written so far) and
+ *   cf_audit_commit, from another thread, makes every ticket up to the one asked for durable
+ *   with one fdatasync, while the writer goes on appending (one fdatasync covers everything
+ *   written before it starts). The sync state (fd swap on rollover, synced position, last
+ *   sync time) is then guarded by sync_mu; a failed sync breaks the writer (sync_failed).
+ * Threads: a cf_audit_log is used by one thread at a time, except cf_audit_commit and
+ * cf_audit_written in group-commit mode.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/file.h>
@@ -79,6 +88,12 @@ struct cf_audit_log {
     int64_t last_sync_ns;
     bool dirty;  /* written but not yet synced */
     bool broken; /* an I/O error happened: reopen */
+    /* group commit (design note): the writer leaves syncs to cf_audit_commit */
+    bool group;
+    pthread_mutex_t sync_mu;  /* group: fd swaps, synced, last_sync_ns, dirty */
+    _Atomic uint64_t written; /* bytes written (all segments): the tickets */
+    _Atomic uint64_t synced;  /* of those, durable */
+    atomic_bool sync_failed;  /* a cf_audit_commit failed: the writer is broken */
 };
 
 void cf_audit_opts_default(cf_audit_opts *o)
@@ -179,28 +194,68 @@ static cf_err write_all(cf_audit_log *log, int fd, const uint8_t *p, size_t len)
     return CF_OK;
 }
 
-static cf_err do_sync(cf_audit_log *log)
+static void sync_lock(cf_audit_log *log)
 {
-    if (log->fd >= 0 && log->dirty) {
+    if (log->group) {
+        pthread_mutex_lock(&log->sync_mu);
+    }
+}
+
+static void sync_unlock(cf_audit_log *log)
+{
+    if (log->group) {
+        pthread_mutex_unlock(&log->sync_mu);
+    }
+}
+
+/* With sync_mu held in group mode. Everything written before the call is durable after. */
+static cf_err do_sync_locked(cf_audit_log *log)
+{
+    uint64_t w = atomic_load_explicit(&log->written, memory_order_acquire);
+    if (log->fd >= 0 && (log->dirty || atomic_load(&log->synced) < w)) {
         if (fdatasync(log->fd) != 0) {
             log->last_errno = errno;
-            log->broken = true;
+            if (log->group) {
+                atomic_store(&log->sync_failed, true); /* the writer sees it on its next call */
+            } else {
+                log->broken = true;
+            }
             return cf_err_errno(errno, NULL, 0, "fdatasync");
         }
     }
+    atomic_store_explicit(&log->synced, w, memory_order_release);
     log->dirty = false;
     log->last_sync_ns = cf_now_ns();
     return CF_OK;
 }
 
-static cf_err policy_sync(cf_audit_log *log)
+static cf_err do_sync(cf_audit_log *log)
+{
+    sync_lock(log);
+    cf_err err = do_sync_locked(log);
+    sync_unlock(log);
+    if (err != CF_OK) {
+        log->broken = true; /* the writer's thread */
+    }
+    return err;
+}
+
+/* After a write of @p len bytes: the writer's new ticket. */
+static void wrote(cf_audit_log *log, size_t len)
+{
+    log->seg_bytes += len;
+    atomic_store_explicit(&log->written, atomic_load(&log->written) + len, memory_order_release);
+}
+
+/* The fsync policy after a write; sync_mu held in group mode. */
+static cf_err policy_sync_locked(cf_audit_log *log)
 {
     switch (log->opts.fsync) {
     case CF_AUDIT_FSYNC_BATCH:
-        return do_sync(log);
+        return do_sync_locked(log);
     case CF_AUDIT_FSYNC_INTERVAL:
         if (cf_now_ns() - log->last_sync_ns >= (int64_t)log->opts.fsync_interval_ms * 1000000) {
-            return do_sync(log);
+            return do_sync_locked(log);
         }
         return CF_OK;
     case CF_AUDIT_FSYNC_NONE:
@@ -209,12 +264,55 @@ static cf_err policy_sync(cf_audit_log *log)
     return CF_OK;
 }
 
+static cf_err policy_sync(cf_audit_log *log)
+{
+    sync_lock(log);
+    cf_err err = policy_sync_locked(log);
+    sync_unlock(log);
+    if (err != CF_OK) {
+        log->broken = true;
+    }
+    return err;
+}
+
 cf_err cf_audit_sync(cf_audit_log *log)
 {
-    if (log->broken) {
+    if (log->broken || atomic_load(&log->sync_failed)) {
         return CF_E_STATE;
     }
     return do_sync(log);
+}
+
+void cf_audit_set_group_commit(cf_audit_log *log, bool on)
+{
+    log->group = on;
+}
+
+uint64_t cf_audit_written(const cf_audit_log *log)
+{
+    return atomic_load_explicit(&log->written, memory_order_acquire);
+}
+
+cf_err cf_audit_commit(cf_audit_log *log, uint64_t ticket)
+{
+    if (!log->group) {
+        return CF_OK; /* the append synced under the policy already */
+    }
+    if (atomic_load(&log->sync_failed)) {
+        return CF_E_STATE;
+    }
+    if (log->opts.fsync == CF_AUDIT_FSYNC_NONE ||
+        atomic_load_explicit(&log->synced, memory_order_acquire) >= ticket) {
+        return CF_OK;
+    }
+    pthread_mutex_lock(&log->sync_mu);
+    cf_err err = CF_OK;
+    if (atomic_load_explicit(&log->synced, memory_order_acquire) < ticket) {
+        /* Another commit may have covered it while we waited for the lock. */
+        err = policy_sync_locked(log);
+    }
+    pthread_mutex_unlock(&log->sync_mu);
+    return err;
 }
 
 /* Opens DIR/name for appending; creates it (and syncs the directory) when @p create. */
@@ -256,16 +354,19 @@ static cf_err prepare_segment(cf_audit_log *log, size_t bytes)
          strtoull(log->seg_name, NULL, 10) == log->f.n)) {
         return CF_OK;
     }
+    /* Group commit: no cf_audit_commit may sync the old fd while it is swapped. */
+    sync_lock(log);
+    cf_err err = CF_OK;
     if (log->fd >= 0) {
         /* The old segment must be complete on disk before records appear in the next one. */
-        cf_err err = do_sync(log);
-        if (err != CF_OK) {
-            return err;
-        }
+        err = do_sync_locked(log);
     }
-    char name[32];
-    cf__audit_seg_name(log->f.n, name);
-    cf_err err = open_segment(log, name, true, NULL, 0);
+    if (err == CF_OK) {
+        char name[32];
+        cf__audit_seg_name(log->f.n, name);
+        err = open_segment(log, name, true, NULL, 0);
+    }
+    sync_unlock(log);
     if (err != CF_OK) {
         log->broken = true;
     }
@@ -511,7 +612,7 @@ cf_err cf_audit_append_dead(cf_audit_log *log, const cf_audit_dead *dead, uint32
                             cf_audit_sth *sth_out)
 {
     CF_ASSERT(log != NULL && (events != NULL || n == 0) && (dead != NULL || n_dead == 0));
-    if (log->broken) {
+    if (log->broken || atomic_load(&log->sync_failed)) {
         return CF_E_STATE;
     }
     size_t mlen = meta != NULL ? meta->len : 0;
@@ -599,14 +700,16 @@ cf_err cf_audit_append_dead(cf_audit_log *log, const cf_audit_dead *dead, uint32
     size_t sl = build_sth(log, &log->scratch, recs, &sth);
     CF_ASSERT(recs + sl == total);
 
-    log->dirty = true;
+    if (!log->group) {
+        log->dirty = true;
+    }
     err = write_all(log, log->fd, log->buf, total);
     if (err != CF_OK) {
         log->broken = true;
         return err;
     }
-    log->seg_bytes += total;
-    err = policy_sync(log);
+    wrote(log, total);
+    err = log->group ? CF_OK : policy_sync(log); /* group: cf_audit_commit syncs it */
     if (err != CF_OK) {
         return err;
     }
@@ -626,7 +729,7 @@ cf_err cf_audit_append_dead(cf_audit_log *log, const cf_audit_dead *dead, uint32
 cf_err cf_audit_checkpoint(cf_audit_log *log, uint64_t index, const void *state, size_t len)
 {
     CF_ASSERT(log != NULL && (state != NULL || len == 0));
-    if (log->broken) {
+    if (log->broken || atomic_load(&log->sync_failed)) {
         return CF_E_STATE;
     }
     if (index > log->f.n || len > CF_AUDIT_STATE_MAX) {
@@ -672,14 +775,16 @@ cf_err cf_audit_checkpoint(cf_audit_log *log, uint64_t index, const void *state,
     crypto_sign_detached(payload + CF__AUDIT_SEAL_PREFIX + clen, NULL, msg, ml, log->sign_sk);
     cf__audit_hdr_seal(hdr, payload);
     uint64_t off = log->seg_bytes;
-    log->dirty = true;
+    if (!log->group) {
+        log->dirty = true;
+    }
     err = write_all(log, log->fd, log->buf, total);
     if (err != CF_OK) {
         log->broken = true;
         return err;
     }
-    log->seg_bytes += total;
-    err = policy_sync(log);
+    wrote(log, total);
+    err = policy_sync(log); /* also in group mode: a checkpoint is durable when it returns */
     if (err != CF_OK) {
         return err;
     }
@@ -774,6 +879,7 @@ static void log_free(cf_audit_log *log)
         sodium_free(log->sign_sk);
     }
     cf__sha_free(&log->sha);
+    pthread_mutex_destroy(&log->sync_mu);
     /* The buffers held event plaintext (amounts, account ids). */
     if (log->pt != NULL) {
         sodium_memzero(log->pt, log->pt_cap);
@@ -1042,6 +1148,7 @@ cf_err cf_audit_open_keys(cf_audit_log **out, const char *dir, const cf_key *dat
     }
     log->fd = -1;
     log->dir_fd = -1;
+    pthread_mutex_init(&log->sync_mu, NULL);
     if (opts != NULL) {
         log->opts = *opts;
     } else {

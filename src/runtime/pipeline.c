@@ -80,6 +80,7 @@ typedef struct pbatch {
     uint32_t n_dead;
     char *dead_data;
     size_t dead_used;
+    cf_secure_gwbatch gw; /* the gateway's write step -> the commit stage */
 } pbatch;
 
 #define DEAD_PER_BATCH 256u
@@ -107,6 +108,8 @@ struct cf_pipeline {
     cf_gauge *m_dup_ids, *m_dup_full;
     cf_err gateway_err;
     char gateway_errstr[256];
+    cf_err commit_err; /* the commit stage's (a failed sync or forward) */
+    char commit_errstr[256];
 
     size_t n_chunks;
     size_t n_batches;
@@ -326,6 +329,9 @@ cf_err cf_pipeline_create(cf_pipeline **out, const cf_config *c, char *errstr, s
         CF_OK) {
         goto fail;
     }
+    if (p->secure != NULL) {
+        cf_secure_group_commit(p->secure); /* the commit stage syncs groups of batches */
+    }
     p->skip = cf_secure_resume_skip(p->secure);
     p->dead_skip = cf_secure_resume_dead(p->secure);
     p->dead_audit = cf_secure_audits(p->secure);
@@ -415,6 +421,7 @@ void cf_pipeline_destroy(cf_pipeline *p)
             if (p->batches[i] != NULL) {
                 cf_free(p->batches[i]->dead);
                 cf_free(p->batches[i]->dead_data);
+                cf_secure_gwbatch_free(&p->batches[i]->gw);
                 cf_free(p->batches[i]->b.ev);
                 cf_free(p->batches[i]);
             }
@@ -1054,12 +1061,13 @@ static void *decode_main(void *arg)
     return NULL;
 }
 
-/* ---- process ---- */
+/* ---- process: the gateway's write step ---- */
 
-/* The gateway's per-batch work between decode and sink: compliance, audit, protection
- * (secure.c). A batch reaches the sink only when all of it is done; if any of it fails the
- * run stops and nothing more is forwarded. The thread owns the batch controller: each batch's
- * service time and backlog wait go into it, and its new target and linger out to decode. */
+/* The gateway's per-batch work between decode and commit (secure.c): the compliance rules
+ * and the audit write, without waiting for the disk; the commit stage makes groups of
+ * batches durable and forwards them. If any of it fails the run stops and nothing more is
+ * forwarded. The thread owns the batch controller: each batch's service time and backlog wait
+ * go into it, and its new target and linger out to decode. */
 static void *process_main(void *arg)
 {
     cf_pipeline *p = arg;
@@ -1075,26 +1083,31 @@ static void *process_main(void *arg)
         if (p->secure != NULL && atomic_exchange(&p->reload, false)) {
             cf_secure_reload(p->secure);
         }
+        pb->gw.audited = false;
         if (p->secure != NULL && p->gateway_err == CF_OK) {
-            p->gateway_err = cf_secure_gateway(p->secure, b, pb->dead, pb->n_dead,
-                                               p->gateway_errstr, sizeof(p->gateway_errstr));
+            p->gateway_err = cf_secure_gateway_write(p->secure, b, pb->dead, pb->n_dead, &pb->gw,
+                                                     p->gateway_errstr, sizeof(p->gateway_errstr));
             if (p->gateway_err != CF_OK) {
                 atomic_store(&p->ob->unhealthy, true);
                 atomic_store(&p->stop, true);
             }
         }
-        if (p->gateway_err != CF_OK || b->n == 0) { /* failed, or dead letters only */
-            cf_ring_push_wait(p->batch_free, b);
+        if (p->gateway_err != CF_OK || (b->n == 0 && !pb->gw.audited)) {
+            cf_ring_push_wait(p->batch_free, b); /* failed, or nothing to commit */
             continue;
         }
         uint32_t n = b->n;
         uint64_t bytes = pb->bytes;
-        int64_t first = b->ev[0].ingest_ns, last = b->ev[n - 1].ingest_ns;
+        int64_t first = n > 0 ? b->ev[0].ingest_ns : 0, last = n > 0 ? b->ev[n - 1].ingest_ns : 0;
         int64_t queued = backlog ? t0 - pb->pushed_ns : 0;
-        int64_t t1 = cf_now_ns();
-        cf__observe_batch(p->ob, n, t1 - t0); /* counted before the sink can see it */
+        if (n > 0) {
+            cf__observe_batch(p->ob, n, cf_now_ns() - t0); /* counted before the sink sees it */
+        }
         cf_ring_push_wait(p->batch_out, b);
-        /* The controller's service time includes the hand-off: when the sink is the
+        if (n == 0) {
+            continue; /* dead letters only: not a batch for the controller */
+        }
+        /* The controller's service time includes the hand-off: when the commit stage is the
          * bottleneck, its per-batch cost shows here and batches grow to amortize it. */
         int64_t t2 = cf_now_ns();
         cf_batch_ctl_observe(p->ctl, t2, n, bytes, t2 - t0, queued, first, last);
@@ -1108,26 +1121,69 @@ static void *process_main(void *arg)
     return NULL;
 }
 
-/* ---- sink ---- */
+/* ---- commit: durable, then forwarded (and the sink) ---- */
 
-static void *sink_main(void *arg)
+#define COMMIT_GROUP_MAX 64u /* batches made durable by one fdatasync, at most */
+
+/* What happens to a durable batch at the end of the pipeline: latency, metrics, the hook. */
+static void sink_batch(cf_pipeline *p, cf_batch *b)
+{
+    int64_t now = cf_now_ns();
+    for (uint32_t i = 0; i < b->n; i++) {
+        int64_t us = (now - b->ev[i].ingest_ns) / 1000;
+        cf_hist_record(p->latency, us < 1 ? 1 : us);
+    }
+    cf__observe_sink(p->ob, p->ctl, b, now);
+    p->batches_done++;
+    if (p->sink_hook != NULL) {
+        p->sink_hook(p->sink_opaque, b);
+    }
+}
+
+/* Group commit: takes every batch the write step has written (up to COMMIT_GROUP_MAX), makes
+ * them durable with one fdatasync while the write step goes on with the next ones, then
+ * forwards each in order (alerts, tree head, shares to the parties, checkpoint markers) and
+ * ends it (the sink's latency). Nothing is forwarded before its audit record is durable. */
+static void *commit_main(void *arg)
 {
     cf_pipeline *p = arg;
     cf_thread_low_latency();
     void *item;
+    pbatch *group[COMMIT_GROUP_MAX];
     while (cf_ring_pop_wait(p->batch_out, &item) == CF_OK) {
-        cf_batch *b = item;
-        int64_t now = cf_now_ns();
-        for (uint32_t i = 0; i < b->n; i++) {
-            int64_t us = (now - b->ev[i].ingest_ns) / 1000;
-            cf_hist_record(p->latency, us < 1 ? 1 : us);
+        uint32_t ng = 0;
+        group[ng++] = (pbatch *)item;
+        while (ng < COMMIT_GROUP_MAX && cf_ring_pop(p->batch_out, &item) == CF_OK) {
+            group[ng++] = (pbatch *)item;
         }
-        cf__observe_sink(p->ob, p->ctl, b, now);
-        p->batches_done++;
-        if (p->sink_hook != NULL) {
-            p->sink_hook(p->sink_opaque, b);
+        cf_err err = CF_OK;
+        char errstr[256] = "";
+        if (p->secure != NULL) {
+            uint64_t ticket = 0;
+            for (uint32_t k = 0; k < ng; k++) {
+                if (group[k]->gw.audited && group[k]->gw.ticket > ticket) {
+                    ticket = group[k]->gw.ticket;
+                }
+            }
+            err = cf_secure_gateway_durable(p->secure, ticket, errstr, sizeof(errstr));
         }
-        cf_ring_push_wait(p->batch_free, b);
+        for (uint32_t k = 0; k < ng; k++) {
+            cf_batch *b = &group[k]->b;
+            if (err == CF_OK && p->secure != NULL) {
+                err =
+                    cf_secure_gateway_forward(p->secure, b, &group[k]->gw, errstr, sizeof(errstr));
+            }
+            if (err == CF_OK && b->n > 0) {
+                sink_batch(p, b);
+            }
+            cf_ring_push_wait(p->batch_free, b);
+        }
+        if (err != CF_OK && p->commit_err == CF_OK) {
+            p->commit_err = err; /* nothing more is forwarded */
+            snprintf(p->commit_errstr, sizeof(p->commit_errstr), "%s", errstr);
+            atomic_store(&p->ob->unhealthy, true);
+            atomic_store(&p->stop, true);
+        }
     }
     return NULL;
 }
@@ -1286,7 +1342,7 @@ cf_err cf_pipeline_run(cf_pipeline *p, cf_summary *out, char *errstr, size_t err
         return cf_err_set(CF_E_NOMEM, errstr, errstr_size, "cannot start the status thread");
     }
     pthread_t th[4];
-    void *(*mains[4])(void *) = {sink_main, process_main, decode_main, source_main};
+    void *(*mains[4])(void *) = {commit_main, process_main, decode_main, source_main};
     int started = 0;
     for (; started < 4; started++) {
         if (pthread_create(&th[started], NULL, mains[started], p) != 0) {
@@ -1319,6 +1375,10 @@ cf_err cf_pipeline_run(cf_pipeline *p, cf_summary *out, char *errstr, size_t err
     err = secure_err;
     if (err == CF_OK) {
         err = outfile_commit(&p->dead_letter, errstr, errstr_size);
+    }
+    if (p->commit_err != CF_OK) {
+        cf_err_set(p->commit_err, errstr, errstr_size, "%s", p->commit_errstr);
+        err = p->commit_err;
     }
     if (p->gateway_err != CF_OK) {
         cf_err_set(p->gateway_err, errstr, errstr_size, "%s", p->gateway_errstr);

@@ -1220,9 +1220,33 @@ static cf_err ensure_scratch(cf_secure *s, uint32_t n)
     return CF_OK;
 }
 
-static void screen(cf_secure *s, cf_batch *b)
+void cf_secure_gwbatch_free(cf_secure_gwbatch *g)
+{
+    cf_free(g->hits);
+    memset(g, 0, sizeof(*g));
+}
+
+static cf_err keep_hit(cf_secure_gwbatch *g, uint32_t ev, const cf_rule_hit *hit)
+{
+    if (g->n_hits == g->hits_cap) {
+        uint32_t cap = g->hits_cap ? 2 * g->hits_cap : 64;
+        cf_secure_hit *nh = cf_realloc(g->hits, (size_t)cap * sizeof(*nh));
+        if (nh == NULL) {
+            return CF_E_NOMEM;
+        }
+        g->hits = nh;
+        g->hits_cap = cap;
+    }
+    g->hits[g->n_hits++] = (cf_secure_hit){.ev = ev, .hit = *hit};
+    return CF_OK;
+}
+
+/* The rules over the batch: verdicts for the audit log; the hits are kept in @p g and their
+ * alerts written once the batch is durable (write_alerts). */
+static cf_err screen(cf_secure *s, cf_batch *b, cf_secure_gwbatch *g)
 {
     static const uint8_t pass[2] = {1, 0}; /* cf_verdict_encode of "no hits" */
+    g->n_hits = 0;
     for (uint32_t i = 0; i < b->n; i++) {
         s->verdicts[i].data = pass;
         s->verdicts[i].len = sizeof(pass);
@@ -1238,13 +1262,25 @@ static void screen(cf_secure *s, cf_batch *b)
         s->verdicts[i].data = vb;
         s->verdicts[i].len = cf_verdict_encode(s->rules, &v, vb, CF_VERDICT_ENCODED_MAX);
         for (uint32_t h = 0; h < v.n; h++) {
-            char line[1024];
-            size_t n = cf_rules_alert_ndjson(s->rules, &b->ev[i], &v.hits[h], line, sizeof(line));
-            outfile_write(&s->alerts, line, n);
-            cf__sink_put(s, "alerts", line, n);
-            s->st.alerts++;
-            count_alert(s, &v.hits[h]);
+            if (keep_hit(g, i, &v.hits[h]) != CF_OK) {
+                return CF_E_NOMEM;
+            }
         }
+    }
+    return CF_OK;
+}
+
+/* The alerts of the hits screen kept, in event order. */
+static void write_alerts(cf_secure *s, const cf_batch *b, const cf_secure_gwbatch *g)
+{
+    for (uint32_t k = 0; k < g->n_hits; k++) {
+        const cf_secure_hit *h = &g->hits[k];
+        char line[1024];
+        size_t n = cf_rules_alert_ndjson(s->rules, &b->ev[h->ev], &h->hit, line, sizeof(line));
+        outfile_write(&s->alerts, line, n);
+        cf__sink_put(s, "alerts", line, n);
+        s->st.alerts++;
+        count_alert(s, &h->hit);
     }
 }
 
@@ -1607,9 +1643,8 @@ cf_err cf_secure_rescale(cf_secure *s, unsigned workers)
 /* Every audit.checkpoint_events events, asks for a checkpoint at the current log index:
  * with parties, a marker travels behind the last batch and the combiner assembles the
  * state; without, the gateway's own positions are all there is. @locality gateway thread */
-static cf_err maybe_checkpoint(cf_secure *s, char *errstr, size_t errstr_size)
+static cf_err maybe_checkpoint(cf_secure *s, uint64_t index, char *errstr, size_t errstr_size)
 {
-    uint64_t index = s->audit != NULL ? cf_audit_next_index(s->audit) : atomic_load(&s->gw_events);
     unsigned rescale_to = rescale_wanted(s, index);
     bool barrier = s->audit == NULL || index == s->last_ckpt_index;
     if (rescale_to != 0 && !record_rescale(s, index, rescale_to, barrier)) {
@@ -1641,6 +1676,21 @@ static cf_err maybe_checkpoint(cf_secure *s, char *errstr, size_t errstr_size)
         size_t len = 0;
         uint8_t *blob = cf__ckpt_encode(s, index, alerts_len, s->st.alerts, 0, 0, 0, 0, NULL, NULL,
                                         0, NULL, 0, &len);
+        if (s->group_commit && blob != NULL) {
+            /* The log has one writer (the gateway's write step): it writes the checkpoint
+             * with the next batch, as it writes the combiner's (write_checkpoints). */
+            ckpt_blob *cb = cf_malloc(sizeof(*cb));
+            if (cb == NULL) {
+                cf_free(blob);
+                return cf_err_set(CF_E_NOMEM, errstr, errstr_size, "checkpoint: out of memory");
+            }
+            *cb = (ckpt_blob){.data = blob, .len = len, .index = index};
+            cf_ring_push_wait(s->ckpt_ring, cb);
+            if (s->mode == PROT_NONE) {
+                return CF_OK;
+            }
+            goto markers;
+        }
         cf_err err = blob != NULL ? cf_audit_checkpoint(s->audit, index, blob, len) : CF_E_NOMEM;
         cf_free(blob);
         if (err != CF_OK) {
@@ -1652,6 +1702,7 @@ static cf_err maybe_checkpoint(cf_secure *s, char *errstr, size_t errstr_size)
             return CF_OK;
         }
     }
+markers:;
     /* Distributed, the gateway keeps its own positions (above) and a marker says only
      * where: a replayed marker must equal the original in every party's stream. */
     bool own = s->role == CF_ROLE_GATEWAY;
@@ -1706,9 +1757,20 @@ static cf_err meta_rates(cf_secure *s, const cf_batch *b, uint8_t *meta, size_t 
     return CF_OK;
 }
 
-cf_err cf_secure_gateway(cf_secure *s, cf_batch *b, const cf_audit_dead *dead, uint32_t n_dead,
-                         char *errstr, size_t errstr_size)
+void cf_secure_group_commit(cf_secure *s)
 {
+    if (s->audit != NULL) {
+        cf_audit_set_group_commit(s->audit, true);
+    }
+    s->group_commit = true;
+}
+
+cf_err cf_secure_gateway_write(cf_secure *s, cf_batch *b, const cf_audit_dead *dead,
+                               uint32_t n_dead, cf_secure_gwbatch *g, char *errstr,
+                               size_t errstr_size)
+{
+    g->audited = false;
+    g->n_hits = 0;
     if (s->audit == NULL) {
         n_dead = 0; /* no log: the dead-letter file is all there is */
     }
@@ -1724,11 +1786,14 @@ cf_err cf_secure_gateway(cf_secure *s, cf_batch *b, const cf_audit_dead *dead, u
         return CF_E_TRANSPORT; /* named in errstr; the files and the log are intact */
     }
     cf_err err = ensure_scratch(s, b->cap);
+    if (err == CF_OK) {
+        err = screen(s, b, g);
+    }
     if (err != CF_OK) {
         return cf_err_set(err, errstr, errstr_size, "out of memory");
     }
-    screen(s, b);
     atomic_fetch_add_explicit(&s->gw_events, b->n, memory_order_relaxed);
+    g->end_index = atomic_load(&s->gw_events);
     if (s->audit != NULL) {
         /* In input order: each dead letter takes the log index before the event it
          * precedes, so an event's seq (= its log index) is its position among the records
@@ -1743,7 +1808,6 @@ cf_err cf_secure_gateway(cf_secure *s, cf_batch *b, const cf_audit_dead *dead, u
             b->ev[i].seq = idx++;
         }
         uint64_t first = 0;
-        cf_audit_sth sth;
         uint8_t meta[CF_AUDIT_META_MAX];
         cf_audit_bytes mb = {.data = meta, .len = meta_encode(&s->ctx, meta)};
         if (s->fx != NULL &&
@@ -1751,7 +1815,7 @@ cf_err cf_secure_gateway(cf_secure *s, cf_batch *b, const cf_audit_dead *dead, u
             return err;
         }
         err = cf_audit_append_dead(s->audit, dead, n_dead, b->ev, b->n, s->verdicts, &mb, &first,
-                                   &sth);
+                                   &g->sth);
         if (err != CF_OK) {
             char why[CF_CONF_STR_MAX + 128];
             return cf_err_set(err, errstr, errstr_size, "audit log append failed: %s",
@@ -1761,8 +1825,38 @@ cf_err cf_secure_gateway(cf_secure *s, cf_batch *b, const cf_audit_dead *dead, u
         CF_ASSERT(first == base && cf_audit_next_index(s->audit) == base + b->n + n_dead);
         s->st.audited += b->n;
         s->st.dead_audited += n_dead;
-        write_tree_head(s, &sth);
-        cf__observe_audit_head(s->ob, &sth);
+        g->audited = true;
+        g->ticket = cf_audit_written(s->audit);
+        g->end_index = cf_audit_next_index(s->audit);
+        if (s->group_commit) {
+            write_checkpoints(s); /* the log's one writer writes them */
+        }
+    }
+    return CF_OK;
+}
+
+cf_err cf_secure_gateway_durable(cf_secure *s, uint64_t ticket, char *errstr, size_t errstr_size)
+{
+    if (s->audit == NULL) {
+        return CF_OK;
+    }
+    cf_err err = cf_audit_commit(s->audit, ticket);
+    if (err != CF_OK) {
+        char why[CF_CONF_STR_MAX + 128];
+        return cf_err_set(err, errstr, errstr_size, "audit log sync failed: %s",
+                          cf_audit_last_error(s->audit, why, sizeof(why)));
+    }
+    return CF_OK;
+}
+
+cf_err cf_secure_gateway_forward(cf_secure *s, cf_batch *b, const cf_secure_gwbatch *g,
+                                 char *errstr, size_t errstr_size)
+{
+    cf_err err;
+    write_alerts(s, b, g);
+    if (g->audited) {
+        write_tree_head(s, &g->sth);
+        cf__observe_audit_head(s->ob, &g->sth);
     }
     if (b->n == 0) {
         return CF_OK; /* dead letters only: nothing to protect, no checkpoint due */
@@ -1771,8 +1865,23 @@ cf_err cf_secure_gateway(cf_secure *s, cf_batch *b, const cf_audit_dead *dead, u
         (err = protect(s, b->ev, b->n, &s->ctx, errstr, errstr_size)) != CF_OK) {
         return err;
     }
-    write_checkpoints(s);
-    return maybe_checkpoint(s, errstr, errstr_size);
+    if (!s->group_commit) {
+        write_checkpoints(s);
+    }
+    return maybe_checkpoint(s, g->end_index, errstr, errstr_size);
+}
+
+cf_err cf_secure_gateway(cf_secure *s, cf_batch *b, const cf_audit_dead *dead, uint32_t n_dead,
+                         char *errstr, size_t errstr_size)
+{
+    cf_err err = cf_secure_gateway_write(s, b, dead, n_dead, &s->gw_sync, errstr, errstr_size);
+    if (err == CF_OK && (b->n > 0 || s->gw_sync.audited)) {
+        err = cf_secure_gateway_durable(s, s->gw_sync.ticket, errstr, errstr_size);
+        if (err == CF_OK) {
+            err = cf_secure_gateway_forward(s, b, &s->gw_sync, errstr, errstr_size);
+        }
+    }
+    return err;
 }
 
 cf_err cf_secure_finish(cf_secure *s, cf_secure_stats *st, char *errstr, size_t errstr_size)
@@ -1783,6 +1892,9 @@ cf_err cf_secure_finish(cf_secure *s, cf_secure_stats *st, char *errstr, size_t 
     }
     cf__autoscale_stop(s);
     stop_threads(s);
+    if (s->group_commit && s->audit != NULL) {
+        write_checkpoints(s); /* asked for after the write step's last batch */
+    }
     if (s->role == CF_ROLE_COMBINER && atomic_load(&s->comb_have_end) &&
         cf__net_combiner_signer(s)) {
         ressig_sign(&s->rsig, atomic_load(&s->comb_end_index)); /* every released row */
@@ -1843,6 +1955,7 @@ void cf_secure_destroy(cf_secure *s)
     if (s->role != CF_ROLE_ALL) {
         atomic_store(&s->net_stop, true); /* finished already, or failed: nothing more out */
     }
+    cf_secure_gwbatch_free(&s->gw_sync);
     cf__autoscale_stop(s);
     stop_threads(s);
     pgsink_close(s->pg);

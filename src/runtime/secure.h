@@ -7,6 +7,7 @@
 
 #include "confide/audit.h"
 #include "confide/core.h"
+#include "confide/rules.h"
 #include "confide/transport.h"
 #include "runtime_int.h"
 
@@ -66,6 +67,45 @@ cf_err cf_secure_logged_fingerprints(const cf_config *c, uint64_t **out, uint64_
  *  @locality gateway thread */
 cf_err cf_secure_gateway(cf_secure *s, cf_batch *b, const cf_audit_dead *dead, uint32_t n_dead,
                          char *errstr, size_t errstr_size);
+
+/** A rule that fired for an event of a batch: its alert is written at forward. */
+typedef struct cf_secure_hit {
+    uint32_t ev; /* index in the batch */
+    cf_rule_hit hit;
+} cf_secure_hit;
+
+/** What the gateway's write step leaves for its forward step (group commit). Lives with the
+ *  batch; reused from batch to batch; free with cf_secure_gwbatch_free. */
+typedef struct cf_secure_gwbatch {
+    bool audited;       /* an audit record was written: sth is its signed head */
+    cf_audit_sth sth;   /* its head, published (tree_heads.ndjson) once durable */
+    uint64_t ticket;    /* cf_audit_written right after it: cf_secure_gateway_durable */
+    uint64_t end_index; /* the log index after the batch (its checkpoint index) */
+    cf_secure_hit *hits;
+    uint32_t n_hits, hits_cap;
+} cf_secure_gwbatch;
+
+void cf_secure_gwbatch_free(cf_secure_gwbatch *g);
+
+/**
+ * Group commit (the embedded pipeline): the gateway's work split in three, so that the audit
+ * fsync of one group of batches overlaps the rules and the audit write of the next.
+ * cf_secure_group_commit switches the audit log to group commit (before the first batch);
+ * cf_secure_gateway_write (gateway thread) runs the rules (verdicts into the log; alerts are
+ * kept for later) and writes the batch and its signed tree head to the log without syncing;
+ * cf_secure_gateway_durable (commit thread) makes every batch written up to @p ticket durable
+ * with one fdatasync; cf_secure_gateway_forward (commit thread, only after durable) writes the
+ * batch's alerts and tree head, hands its shares to the parties and asks for checkpoints.
+ * Checkpoint records are written by the write step (the log has one writer).
+ * cf_secure_gateway is the three in a row.
+ */
+void cf_secure_group_commit(cf_secure *s);
+cf_err cf_secure_gateway_write(cf_secure *s, cf_batch *b, const cf_audit_dead *dead,
+                               uint32_t n_dead, cf_secure_gwbatch *g, char *errstr,
+                               size_t errstr_size);
+cf_err cf_secure_gateway_durable(cf_secure *s, uint64_t ticket, char *errstr, size_t errstr_size);
+cf_err cf_secure_gateway_forward(cf_secure *s, cf_batch *b, const cf_secure_gwbatch *g,
+                                 char *errstr, size_t errstr_size);
 /** Re-reads the blocked-party lists (SIGHUP). @locality gateway thread */
 void cf_secure_reload(cf_secure *s);
 /** End of input: parties flush their windows, the combiner drains; joins every thread and
