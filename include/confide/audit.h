@@ -410,6 +410,9 @@ uint64_t cf_audit_written(const cf_audit_log *log);
  * nothing). Any thread; a no-op when group commit is off (appends synced themselves).
  */
 cf_err cf_audit_commit(cf_audit_log *log, uint64_t ticket);
+/** true when the record(s) up to @p ticket are as durable as the fsync policy asks (always
+ *  for none and interval, and when group commit is off). Any thread. */
+bool cf_audit_is_durable(const cf_audit_log *log, uint64_t ticket);
 
 /** Last signed tree head (CF_E_NOTFOUND for an empty log). */
 cf_err cf_audit_last_sth(const cf_audit_log *log, cf_audit_sth *out);

@@ -304,4 +304,7 @@ cf__rec_status cf__audit_parse_dead(cf__rec *r);
 cf_err cf__audit_dead_open(const cf__rec *r, const uint8_t key[CF__AUDIT_KEY_LEN], uint8_t *pt,
                            size_t *pt_len);
 
+/* fdatasync calls made by the writer and cf_audit_commit so far (tests: one per group). */
+uint64_t cf__audit_sync_count(const cf_audit_log *log);
+
 #endif

@@ -94,6 +94,7 @@ struct cf_audit_log {
     _Atomic uint64_t written; /* bytes written (all segments): the tickets */
     _Atomic uint64_t synced;  /* of those, durable */
     atomic_bool sync_failed;  /* a cf_audit_commit failed: the writer is broken */
+    _Atomic uint64_t syncs;   /* fdatasync calls (cf__audit_sync_count) */
 };
 
 void cf_audit_opts_default(cf_audit_opts *o)
@@ -213,6 +214,7 @@ static cf_err do_sync_locked(cf_audit_log *log)
 {
     uint64_t w = atomic_load_explicit(&log->written, memory_order_acquire);
     if (log->fd >= 0 && (log->dirty || atomic_load(&log->synced) < w)) {
+        atomic_fetch_add_explicit(&log->syncs, 1, memory_order_relaxed);
         if (fdatasync(log->fd) != 0) {
             log->last_errno = errno;
             if (log->group) {
@@ -291,6 +293,17 @@ void cf_audit_set_group_commit(cf_audit_log *log, bool on)
 uint64_t cf_audit_written(const cf_audit_log *log)
 {
     return atomic_load_explicit(&log->written, memory_order_acquire);
+}
+
+bool cf_audit_is_durable(const cf_audit_log *log, uint64_t ticket)
+{
+    return !log->group || log->opts.fsync != CF_AUDIT_FSYNC_BATCH ||
+           atomic_load_explicit(&log->synced, memory_order_acquire) >= ticket;
+}
+
+uint64_t cf__audit_sync_count(const cf_audit_log *log)
+{
+    return atomic_load_explicit(&log->syncs, memory_order_relaxed);
 }
 
 cf_err cf_audit_commit(cf_audit_log *log, uint64_t ticket)

@@ -451,14 +451,20 @@ typedef struct source_state {
     cf_pacer *pacer;
     int64_t start_ns;
     uint64_t blocked_ns;
-    uint64_t consumed; /* input bytes split into records so far */
+    uint64_t consumed;  /* input bytes split into records so far */
+    int64_t last_stamp; /* paced: the latest stamp in the current chunk */
+    int64_t last_flush; /* paced: when the last chunk was handed on */
 } source_state;
 
 static void flush_chunk(source_state *s)
 {
     if (s->cur != NULL && s->cur->n > 0) {
+        if (s->pacer != NULL && s->last_stamp > cf_now_ns()) {
+            cf_sleep_until_ns(s->last_stamp); /* never hand a record on before its stamp */
+        }
         cf_ring_push_wait(s->p->chunk_full, s->cur);
         s->cur = NULL;
+        s->last_flush = s->last_stamp;
     }
 }
 
@@ -480,7 +486,37 @@ static chunk *current_chunk(source_state *s)
     return s->cur;
 }
 
-#define PACE_TICK_NS 100000 /* at most 0.1 ms added to a paced record's latency */
+#define PACE_TICK_NS 100000 /* paced: at most one hand-off per 0.1 ms */
+
+/*
+ * Paced input (input.rate): when the record stamped @p stamp comes, the chunk held so far
+ * leaves if decode would not wait for this record anyway: the batch controller's linger,
+ * counted from the chunk's first stamp, ends before it. A record is never handed on before
+ * its stamp (flush_chunk sleeps until the chunk's last one), but the source does not wake
+ * for every record, nor on a timer grid: it hands on a chunk when it holds a batch's worth
+ * (the controller's target, emit_record) or when the linger of its first record ends, and
+ * never more often than every PACE_TICK_NS (a tiny target, as at start, would otherwise mean
+ * a hand-off per record). So the source and decode wake about once per batch instead of once
+ * per record or per 0.1 ms tick: a wake-up costs more CPU than an event on this VM (issue 11),
+ * and the latency is that of a batch leaving when its last event arrives, as decode sends it.
+ */
+static void pace_record(source_state *s, int64_t stamp)
+{
+    chunk *c = s->cur;
+    if (c == NULL || c->n == 0) {
+        return;
+    }
+    int64_t due = c->stamp_ns[0] + atomic_load_explicit(&s->p->ob->linger_ns, memory_order_relaxed);
+    if (due < s->last_flush + PACE_TICK_NS) {
+        due = s->last_flush + PACE_TICK_NS;
+    }
+    if (stamp > due) {
+        if (due > s->last_stamp) {
+            s->last_stamp = due; /* decode would hold the partial batch until then */
+        }
+        flush_chunk(s);
+    }
+}
 
 /* Copies one record into the current chunk with its stamp, pacing if asked to. */
 static void emit_record(source_state *s, const cf_record *rec)
@@ -488,16 +524,7 @@ static void emit_record(source_state *s, const cf_record *rec)
     int64_t stamp;
     if (s->pacer != NULL) {
         stamp = s->start_ns + cf_pacer_next_ns(s->pacer);
-        if (stamp > cf_now_ns()) {
-            /* Hand over what is ready before sleeping, so earlier events are not held. A
-             * record is never taken before its arrival stamp, but the source wakes on a
-             * PACE_TICK_NS grid and takes everything that arrived by then, as a reader of
-             * a socket takes what one read returns: one wake-up (and one hand-off) per
-             * record would cost more CPU than the record (issue 11). */
-            flush_chunk(s);
-            int64_t off = stamp - s->start_ns;
-            cf_sleep_until_ns(s->start_ns + (off + PACE_TICK_NS - 1) / PACE_TICK_NS * PACE_TICK_NS);
-        }
+        pace_record(s, stamp);
     } else {
         stamp = cf_now_ns();
     }
@@ -513,6 +540,13 @@ static void emit_record(source_state *s, const cf_record *rec)
     c->used += rec->len;
     c->stamp_ns[c->n] = stamp;
     c->n++;
+    if (s->pacer != NULL) {
+        s->last_stamp = stamp;
+        if (c->n >= atomic_load_explicit(&s->p->ob->target, memory_order_relaxed) &&
+            stamp >= s->last_flush + PACE_TICK_NS) {
+            flush_chunk(s); /* a batch's worth: it leaves when its last record arrives */
+        }
+    }
 }
 
 /* Splits buf[0..len) into records; returns bytes consumed. */
@@ -990,7 +1024,10 @@ static void decode_chunk(decode_state *d, cf_decoder *dec, chunk *c)
         ev->ingest_ns = c->stamp_ns[i];
         ev->seq = d->seq++;
         if (b->n++ == 0 && d->b->n_dead == 0) {
-            d->b->first_add_ns = cf_now_ns();
+            /* The linger counts from the event's arrival (its stamp; paced: when it was due),
+             * not from when decode got to it: a batch the source held does not wait twice. */
+            int64_t now = cf_now_ns();
+            d->b->first_add_ns = ev->ingest_ns < now ? ev->ingest_ns : now;
         }
         d->b->bytes += rec->len;
         if (batch_due(d)) {

@@ -1853,6 +1853,13 @@ cf_err cf_secure_gateway_forward(cf_secure *s, cf_batch *b, const cf_secure_gwba
                                  char *errstr, size_t errstr_size)
 {
     cf_err err;
+    if (g->audited && !cf_audit_is_durable(s->audit, g->ticket)) {
+        /* the guarantee: nothing is forwarded before its audit record is durable */
+        return cf_err_set(CF_E_STATE, errstr, errstr_size,
+                          "internal error: batch at log index %llu forwarded before it was "
+                          "durable",
+                          (unsigned long long)g->end_index);
+    }
     write_alerts(s, b, g);
     if (g->audited) {
         write_tree_head(s, &g->sth);
