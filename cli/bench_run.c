@@ -11,6 +11,9 @@
  *                     and adaptive, one after another (issue 11: adaptive's p99 within 2x of
  *                     the best fixed size at that load, in one run); then a row "batch_check"
  *                     {"name","best_fixed","best_fixed_p99_us","adaptive_p99_us","ratio"}
+ *   fsync_floor       the disk alone: 2000 appends of 4 KiB, each followed by fdatasync, in the
+ *                     output directory {"name","syncs","p50_us","p99_us","p999_us"}: every
+ *                     audited event waits for at least one, so its p99 bounds the paced p99
  *   accounts_<N>      full, unpaced, on a stream with N distinct accounts (the sweep)
  *   full_pg, rows, rows_pg  with --pg CONNINFO: full plus the PostgreSQL sink; a row-heavy run
  *                     (group by merchant, min_count 1) without and with it ("rows","rows_per_s")
@@ -18,6 +21,7 @@
  * "p999_us","batch_mean"}. Input generation is not timed. Outputs go to a temporary
  * directory that is removed afterwards. No assertion on speed: this is a measurement.
  */
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,7 +55,8 @@ static const char bench_run_head[] =
     "configurations side by side (decode only, full protection unpaced and paced,\n"
     "fsync none, plain, none without rules), the paced run with fixed batch sizes\n"
     "16/64/256/1024 against adaptive (batch_check: adaptive's p99 over the best fixed\n"
-    "size's), and a sweep of distinct accounts.\n\n";
+    "size's), the disk's own fdatasync latency (fsync_floor), and a sweep of distinct\n"
+    "accounts.\n\n";
 
 char *cf_bench_gen_csv(const char *prog, uint64_t n, uint32_t accounts, uint32_t merchants,
                        uint64_t seed, size_t *len_out)
@@ -206,6 +211,56 @@ done:
     cf_pipeline_destroy(p);
     cf_config_destroy(conf);
     return rc;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* What one fdatasync after a small append costs on this disk now: the floor under the
+ * latency of every audited event (fsync per batch), measured in the same invocation. */
+static int fsync_floor(const char *tmp, bool json, bool *first)
+{
+    enum { N = 2000, SZ = 4096 };
+    char path[600];
+    snprintf(path, sizeof(path), "%s/fsync_floor", tmp);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
+    int64_t *lat = malloc(N * sizeof(int64_t));
+    static char buf[SZ];
+    int rc = fd >= 0 && lat != NULL ? 0 : 1;
+    for (int i = 0; i < N && rc == 0; i++) {
+        int64_t t0 = cf_now_ns();
+        if (write(fd, buf, SZ) != SZ || fdatasync(fd) != 0) {
+            rc = 1;
+        }
+        lat[i] = (cf_now_ns() - t0) / 1000;
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    unlink(path);
+    if (rc != 0) {
+        perror("bench run: fsync_floor");
+        free(lat);
+        return CF_EXIT_RUNTIME;
+    }
+    qsort(lat, N, sizeof(int64_t), cmp_i64);
+    long long p50 = lat[N / 2], p99 = lat[N * 99 / 100], p999 = lat[N * 999 / 1000];
+    if (json) {
+        printf("%s\n  {\"name\":\"fsync_floor\",\"syncs\":%d,\"p50_us\":%lld,\"p99_us\":%lld,"
+               "\"p999_us\":%lld}",
+               *first ? "[" : ",", N, p50, p99, p999);
+    } else {
+        printf("%-18s %9d syncs of 4 KiB appends                            p50 %7lld  p99 %8lld  "
+               "p999 %8lld us\n",
+               "fsync_floor", N, p50, p99, p999);
+    }
+    fflush(stdout);
+    *first = false;
+    free(lat);
+    return CF_EXIT_OK;
 }
 
 /* The paced run with fixed batch sizes and adaptive, one after another in this invocation,
@@ -364,6 +419,9 @@ int cf_bench_run(int argc, char **argv)
     }
     if (!no_batch_sweep && rc == CF_EXIT_OK) {
         rc = batch_sweep(buf, paced_len, rate, tmp, rules_path, json, &first);
+    }
+    if (rc == CF_EXIT_OK) {
+        rc = fsync_floor(tmp, json, &first);
     }
     free(buf);
     static const uint64_t sweep_accounts[] = {10000, 100000, 1000000};

@@ -10,7 +10,10 @@ rows = json.loads(sys.argv[1])
 names = [r["name"] for r in rows]
 assert names == ["decode_only", "full", "full_paced", "fsync_none", "plain", "none_no_rules",
                  "paced_fixed_16", "paced_fixed_64", "paced_fixed_256", "paced_fixed_1024",
-                 "paced_adaptive", "batch_check"], names
+                 "paced_adaptive", "batch_check", "fsync_floor"], names
+floor = rows.pop()
+assert set(floor) == {"name", "syncs", "p50_us", "p99_us", "p999_us"}, floor
+assert floor["syncs"] == 2000 and 0 < floor["p50_us"] <= floor["p99_us"] <= floor["p999_us"], floor
 check = rows.pop()
 assert set(check) == {"name", "best_fixed", "best_fixed_p99_us", "adaptive_p99_us", "ratio"}, check
 fixed = {r["name"]: r["p99_us"] for r in rows if r["name"].startswith("paced_fixed_")}
