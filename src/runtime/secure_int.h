@@ -236,6 +236,7 @@ struct cf_secure {
     cf_ring *ckpt_ring;        /* combiner -> gateway: checkpoint blobs to write */
     bool group_commit;         /* cf_secure_group_commit: the log syncs in groups (pipeline.c) */
     cf_secure_gwbatch gw_sync; /* cf_secure_gateway's (one batch at a time) */
+    unsigned heads_deferred;   /* group commit: batches in a row written without a head */
     uint64_t last_ckpt_index;  /* gateway: index of the last checkpoint requested */
     uint64_t resume_index;     /* leaves already in the log when the run started */
     uint64_t resume_events;    /* of those, events (accepted input records to skip) */

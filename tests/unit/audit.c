@@ -2367,4 +2367,60 @@ static void test_group_commit_concurrent(void)
     keys_free(&k);
 }
 
+/* One signed head per group: an append after cf_audit_defer_head writes no head, the next
+ * append's head covers both; a log that ends on a deferred head does not verify until it is
+ * reopened (recovery signs the uncovered leaves). */
+static void test_group_commit_deferred_head(void)
+{
+    keyset k;
+    REQUIRE(keys_make(&k) == 0);
+    char dir[300], err[256];
+    snprintf(dir, sizeof(dir), "%s/log", cf_test_tmpdir());
+    cf_audit_log *log = NULL;
+    REQUIRE(cf_audit_open_keys(&log, dir, k.data, k.sign, NULL, NULL, err, sizeof(err)) == CF_OK);
+    cf_audit_set_group_commit(log, true);
+    cf_event ev[4];
+    for (int i = 0; i < 4; i++) {
+        make_event((uint64_t)i, &ev[i]);
+    }
+    cf_audit_sth sth, last;
+    uint64_t fi = 0;
+    CHECK_OK(cf_audit_append(log, ev, 2, NULL, &fi, &sth));
+    CHECK_EQ(sth.tree_size, 2);
+    uint64_t t1 = cf_audit_written(log);
+    cf_audit_defer_head(log);
+    CHECK_OK(cf_audit_append(log, ev + 2, 1, NULL, &fi, &sth));
+    CHECK_EQ(sth.tree_size, 0); /* no head */
+    CHECK_OK(cf_audit_last_sth(log, &last));
+    CHECK_EQ(last.tree_size, 2);
+    /* The deferred append wrote no head record: less than the signed one after it. */
+    uint64_t t2 = cf_audit_written(log);
+    CHECK_OK(cf_audit_append(log, ev + 3, 1, NULL, &fi, &sth));
+    CHECK_EQ(sth.tree_size, 4); /* covers the deferred batch too */
+    CHECK_OK(cf_audit_sth_verify(&sth, k.pk));
+    CHECK(cf_audit_written(log) - t2 > t2 - t1);
+    CHECK_OK(cf_audit_commit(log, cf_audit_written(log)));
+    cf_audit_verify_opts vo = {.data_key = k.data, .public_key = k.pk};
+    cf_audit_report rep;
+    CHECK_OK(cf_audit_verify(dir, &vo, &rep, err, sizeof(err)));
+    CHECK_EQ(rep.sth_valid, 2);
+    CHECK_EQ(rep.events, 4);
+    /* Ends on a deferred head: the last leaf is not covered. */
+    make_event(4, &ev[0]);
+    cf_audit_defer_head(log);
+    CHECK_OK(cf_audit_append(log, ev, 1, NULL, &fi, &sth));
+    CHECK_OK(cf_audit_close(log));
+    CHECK_EQ(cf_audit_verify(dir, &vo, &rep, err, sizeof(err)), CF_E_CORRUPT);
+    cf_audit_recovery rec;
+    log = NULL;
+    REQUIRE(cf_audit_open_keys(&log, dir, k.data, k.sign, NULL, &rec, err, sizeof(err)) == CF_OK);
+    CHECK(rec.resigned);
+    CHECK_EQ(rec.next_index, 5);
+    CHECK_OK(cf_audit_close(log));
+    CHECK_OK(cf_audit_verify(dir, &vo, &rep, err, sizeof(err)));
+    CHECK_EQ(rep.events, 5);
+    CHECK(rep.completeness == 1.0);
+    keys_free(&k);
+}
+
 #include "cf_test_main.h"
