@@ -233,14 +233,16 @@ struct cf_secure {
 
     cf_secure_stats st;
     atomic_uint_fast64_t late_count;
-    cf_ring *ckpt_ring;        /* combiner -> gateway: checkpoint blobs to write */
-    bool group_commit;         /* cf_secure_group_commit: the log syncs in groups (pipeline.c) */
+    cf_ring *ckpt_ring;       /* combiner -> gateway: checkpoint blobs to write */
+    uint64_t last_ckpt_index; /* gateway: index of the last checkpoint requested */
+    uint64_t resume_index;    /* leaves already in the log when the run started */
+    uint64_t resume_events;   /* of those, events (accepted input records to skip) */
+    uint64_t resume_dead;     /* of those, dead letters (rejected input records to skip) */
+
+    /* Group commit (cf_secure_group_commit, pipeline.c): the log syncs in groups. */
+    bool group_commit;
     cf_secure_gwbatch gw_sync; /* cf_secure_gateway's (one batch at a time) */
-    unsigned heads_deferred;   /* group commit: batches in a row written without a head */
-    uint64_t last_ckpt_index;  /* gateway: index of the last checkpoint requested */
-    uint64_t resume_index;     /* leaves already in the log when the run started */
-    uint64_t resume_events;    /* of those, events (accepted input records to skip) */
-    uint64_t resume_dead;      /* of those, dead letters (rejected input records to skip) */
+    unsigned heads_deferred;   /* batches in a row written without a signed head */
     bool ephemeral_keys;
     int heads_fd; /* OUT/tree_heads.ndjson, -1 when there is no output directory */
     uint8_t sign_pk[CF_KEY_SIGN_PK_LEN]; /* the log's signing key: names it in checkpoints */
