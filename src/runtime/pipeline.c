@@ -1100,11 +1100,6 @@ static void *decode_main(void *arg)
 
 /* ---- process: the gateway's write step ---- */
 
-/* The gateway's per-batch work between decode and commit (secure.c): the compliance rules
- * and the audit write, without waiting for the disk; the commit stage makes groups of
- * batches durable and forwards them. If any of it fails the run stops and nothing more is
- * forwarded. The thread owns the batch controller: each batch's service time and backlog wait
- * go into it, and its new target and linger out to decode. */
 /* CPU time of the whole process (every stage's thread), ns. */
 static int64_t process_cpu_ns(void)
 {
@@ -1115,6 +1110,11 @@ static int64_t process_cpu_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* The gateway's per-batch work between decode and commit (secure.c): the compliance rules
+ * and the audit write, without waiting for the disk; the commit stage makes groups of
+ * batches durable and forwards them. If any of it fails the run stops and nothing more is
+ * forwarded. The thread owns the batch controller: each batch's service time and backlog wait
+ * go into it, and its new target and linger out to decode. */
 static void *process_main(void *arg)
 {
     cf_pipeline *p = arg;
@@ -1232,11 +1232,7 @@ static void *commit_main(void *arg)
             pend[np++] = (pbatch *)item;
         }
         uint32_t ready = 0; /* batches [0, ready) are covered by a head */
-        uint64_t ticket = 0;
         for (uint32_t k = 0; k < np; k++) {
-            if (pend[k]->gw.audited && pend[k]->gw.ticket > ticket) {
-                ticket = pend[k]->gw.ticket;
-            }
             if (covered(pend[k])) {
                 ready = k + 1;
             }
@@ -1244,12 +1240,10 @@ static void *commit_main(void *arg)
         if (ready == 0 && np < COMMIT_PENDING_MAX && err == CF_OK) {
             continue; /* the head comes with a later batch */
         }
-        if (ready > 0) {
-            ticket = pend[ready - 1]->gw.audited ? pend[ready - 1]->gw.ticket : 0;
-            for (uint32_t k = 0; k < ready; k++) {
-                if (pend[k]->gw.audited && pend[k]->gw.ticket > ticket) {
-                    ticket = pend[k]->gw.ticket;
-                }
+        uint64_t ticket = 0; /* the newest record among them: one fdatasync for all */
+        for (uint32_t k = 0; k < ready; k++) {
+            if (pend[k]->gw.audited && pend[k]->gw.ticket > ticket) {
+                ticket = pend[k]->gw.ticket;
             }
         }
         if (err == CF_OK && p->secure != NULL && ready > 0) {
