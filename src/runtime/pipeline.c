@@ -1151,6 +1151,16 @@ static void *process_main(void *arg)
         uint64_t bytes = pb->bytes;
         int64_t first = n > 0 ? b->ev[0].ingest_ns : 0, last = n > 0 ? b->ev[n - 1].ingest_ns : 0;
         int64_t queued = backlog ? t0 - pb->pushed_ns : 0;
+        /* A full batch whose newest event arrived long before the gateway took it waited in
+         * a queue upstream: the source running behind its schedule (a paced run starved of
+         * CPU by other tenants), or the chunk ring under a flood. The ring wait above does not
+         * see that queue; the newest event's age does (the controller's q: its backlog rules
+         * then grow batches instead of paying per-batch costs on every few events). A batch
+         * cut by its linger is not counted: its newest event waited for more input, not in a
+         * queue. */
+        if (n > 0 && n >= cf_batch_ctl_target(p->ctl) && t0 - last > queued) {
+            queued = t0 - last;
+        }
         if (n > 0) {
             cf__observe_batch(p->ob, n, cf_now_ns() - t0); /* counted before the sink sees it */
         }
