@@ -402,13 +402,6 @@ cf_err cf_audit_sync(cf_audit_log *log);
  * first append; a failed commit makes every later call fail (CF_E_STATE).
  */
 void cf_audit_set_group_commit(cf_audit_log *log, bool on);
-/**
- * The next append writes no signed tree head (its sth_out comes back zeroed, tree_size 0):
- * a later append's head covers its leaves. Group commit signs one head per group this way.
- * A log whose last leaves no head covers is re-signed when it is opened again
- * (cf_audit_recovery.resigned); `confide audit verify` wants every leaf covered at the end.
- */
-void cf_audit_defer_head(cf_audit_log *log);
 /** Bytes written so far (the ticket of the last append). Any thread. */
 uint64_t cf_audit_written(const cf_audit_log *log);
 /**

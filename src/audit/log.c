@@ -95,7 +95,6 @@ struct cf_audit_log {
     _Atomic uint64_t synced;  /* of those, durable */
     atomic_bool sync_failed;  /* a cf_audit_commit failed: the writer is broken */
     _Atomic uint64_t syncs;   /* fdatasync calls (cf__audit_sync_count) */
-    bool defer_head;          /* cf_audit_defer_head: the next append signs no head */
 };
 
 void cf_audit_opts_default(cf_audit_opts *o)
@@ -289,11 +288,6 @@ cf_err cf_audit_sync(cf_audit_log *log)
 void cf_audit_set_group_commit(cf_audit_log *log, bool on)
 {
     log->group = on;
-}
-
-void cf_audit_defer_head(cf_audit_log *log)
-{
-    log->defer_head = true;
 }
 
 uint64_t cf_audit_written(const cf_audit_log *log)
@@ -697,11 +691,7 @@ cf_err cf_audit_append_dead(cf_audit_log *log, const cf_audit_dead *dead, uint32
         total += CF__AUDIT_HDR_LEN + pc->payload_len;
     }
     size_t recs = total;
-    bool head = !log->defer_head; /* a deferred head: a later append's covers these leaves */
-    log->defer_head = false;
-    if (head) {
-        total += CF__AUDIT_HDR_LEN + CF__AUDIT_STH_PAYLOAD;
-    }
+    total += CF__AUDIT_HDR_LEN + CF__AUDIT_STH_PAYLOAD;
     err = ensure(&log->buf, &log->buf_cap, total);
     if (err != CF_OK) {
         return err;
@@ -720,11 +710,8 @@ cf_err cf_audit_append_dead(cf_audit_log *log, const cf_audit_dead *dead, uint32
     }
     CF_ASSERT(off == recs && index == log->scratch.n);
     cf_audit_sth sth;
-    memset(&sth, 0, sizeof(sth));
-    if (head) {
-        size_t sl = build_sth(log, &log->scratch, recs, &sth);
-        CF_ASSERT(recs + sl == total);
-    }
+    size_t sl = build_sth(log, &log->scratch, recs, &sth);
+    CF_ASSERT(recs + sl == total);
 
     if (!log->group) {
         log->dirty = true;
@@ -741,10 +728,8 @@ cf_err cf_audit_append_dead(cf_audit_log *log, const cf_audit_dead *dead, uint32
     }
     log->f = log->scratch;
     log->dead_letters += n_dead;
-    if (head) {
-        log->has_sth = true;
-        log->last_sth = sth;
-    }
+    log->has_sth = true;
+    log->last_sth = sth;
     if (first_index != NULL) {
         *first_index = first;
     }

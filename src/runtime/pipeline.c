@@ -1132,9 +1132,6 @@ static void *process_main(void *arg)
             cf_secure_reload(p->secure);
         }
         pb->gw.audited = false;
-        /* One signed head per group: with another batch right behind this one, that one's
-         * head covers both (the commit stage forwards neither before it is durable). */
-        pb->gw.head_optional = cf_ring_size(p->batch_decoded) > 0;
         if (p->secure != NULL && p->gateway_err == CF_OK) {
             p->gateway_err = cf_secure_gateway_write(p->secure, b, pb->dead, pb->n_dead, &pb->gw,
                                                      p->gateway_errstr, sizeof(p->gateway_errstr));
@@ -1194,7 +1191,7 @@ static void *process_main(void *arg)
 
 /* ---- commit: durable, then forwarded (and the sink) ---- */
 
-#define COMMIT_PENDING_MAX 64u /* > CF_SECURE_HEAD_DEFER_MAX: a head is always in reach */
+#define COMMIT_GROUP_MAX 64u /* batches made durable by one fdatasync, at most */
 
 /* What happens to a durable batch at the end of the pipeline: latency, metrics, the hook. */
 static void sink_batch(cf_pipeline *p, cf_batch *b)
@@ -1211,82 +1208,50 @@ static void sink_batch(cf_pipeline *p, cf_batch *b)
     }
 }
 
-/* A batch whose signed head covers it and every batch before it (or that needs none). */
-static bool covered(const pbatch *pb)
-{
-    return !pb->gw.audited || pb->gw.has_head;
-}
-
-/*
- * Group commit: takes every batch the write step has written (up to COMMIT_PENDING_MAX),
- * makes them durable with one fdatasync while the write step goes on with the next ones, then
+/* Group commit: takes every batch the write step has written (up to COMMIT_GROUP_MAX), makes
+ * them durable with one fdatasync while the write step goes on with the next ones, then
  * forwards each in order (alerts, tree head, shares to the parties, checkpoint markers) and
- * ends it (the sink's latency). The write step signs one head per group (a batch with another
- * right behind it leaves its head to that one's), so only the batches up to the last one with
- * a head are made durable and forwarded; the rest wait for their head, which the write step
- * writes at most CF_SECURE_HEAD_DEFER_MAX batches later, and always when it runs out of input.
- * Nothing is forwarded before its audit record and a head that covers it are durable.
- */
+ * ends it (the sink's latency). Nothing is forwarded before its audit record is durable. */
 static void *commit_main(void *arg)
 {
     cf_pipeline *p = arg;
     cf_thread_low_latency();
     void *item;
-    pbatch *pend[COMMIT_PENDING_MAX];
-    uint32_t np = 0;
+    pbatch *group[COMMIT_GROUP_MAX];
     cf_err err = CF_OK;
     char errstr[256] = "";
     while (cf_ring_pop_wait(p->batch_out, &item) == CF_OK) {
-        pend[np++] = (pbatch *)item;
-        while (np < COMMIT_PENDING_MAX && cf_ring_pop(p->batch_out, &item) == CF_OK) {
-            pend[np++] = (pbatch *)item;
-        }
-        uint32_t ready = 0; /* batches [0, ready) are covered by a head */
-        for (uint32_t k = 0; k < np; k++) {
-            if (covered(pend[k])) {
-                ready = k + 1;
-            }
-        }
-        if (ready == 0 && np < COMMIT_PENDING_MAX && err == CF_OK) {
-            continue; /* the head comes with a later batch */
+        uint32_t ng = 0;
+        group[ng++] = (pbatch *)item;
+        while (ng < COMMIT_GROUP_MAX && cf_ring_pop(p->batch_out, &item) == CF_OK) {
+            group[ng++] = (pbatch *)item;
         }
         uint64_t ticket = 0; /* the newest record among them: one fdatasync for all */
-        for (uint32_t k = 0; k < ready; k++) {
-            if (pend[k]->gw.audited && pend[k]->gw.ticket > ticket) {
-                ticket = pend[k]->gw.ticket;
+        for (uint32_t k = 0; k < ng; k++) {
+            if (group[k]->gw.audited && group[k]->gw.ticket > ticket) {
+                ticket = group[k]->gw.ticket;
             }
         }
-        if (err == CF_OK && p->secure != NULL && ready > 0) {
+        if (err == CF_OK && p->secure != NULL) {
             err = cf_secure_gateway_durable(p->secure, ticket, errstr, sizeof(errstr));
         }
-        if (err == CF_OK && ready == 0) {
-            err = cf_err_set(CF_E_STATE, errstr, sizeof(errstr),
-                             "internal error: %u audited batches without a signed head", np);
-        }
-        uint32_t done = err == CF_OK ? ready : np; /* after a failure: drop, never forward */
-        for (uint32_t k = 0; k < done; k++) {
-            cf_batch *b = &pend[k]->b;
+        for (uint32_t k = 0; k < ng; k++) {
+            cf_batch *b = &group[k]->b;
             if (err == CF_OK && p->secure != NULL) {
-                err = cf_secure_gateway_forward(p->secure, b, &pend[k]->gw, errstr, sizeof(errstr));
+                err =
+                    cf_secure_gateway_forward(p->secure, b, &group[k]->gw, errstr, sizeof(errstr));
             }
             if (err == CF_OK && b->n > 0) {
                 sink_batch(p, b);
             }
-            cf_ring_push_wait(p->batch_free, b);
+            cf_ring_push_wait(p->batch_free, b); /* after a failure: dropped, never forwarded */
         }
-        memmove(pend, pend + done, (np - done) * sizeof(pend[0]));
-        np -= done;
         if (err != CF_OK && p->commit_err == CF_OK) {
             p->commit_err = err; /* nothing more is forwarded */
             snprintf(p->commit_errstr, sizeof(p->commit_errstr), "%s", errstr);
             atomic_store(&p->ob->unhealthy, true);
             atomic_store(&p->stop, true);
         }
-    }
-    /* The write step stopped (end of input, or a failure after writing batches whose head
-     * never came): what is left was never covered by a durable head, and is not forwarded. */
-    for (uint32_t k = 0; k < np; k++) {
-        cf_ring_push_wait(p->batch_free, &pend[k]->b);
     }
     return NULL;
 }

@@ -1770,7 +1770,6 @@ cf_err cf_secure_gateway_write(cf_secure *s, cf_batch *b, const cf_audit_dead *d
                                size_t errstr_size)
 {
     g->audited = false;
-    g->has_head = false;
     g->n_hits = 0;
     if (s->audit == NULL) {
         n_dead = 0; /* no log: the dead-letter file is all there is */
@@ -1815,11 +1814,6 @@ cf_err cf_secure_gateway_write(cf_secure *s, cf_batch *b, const cf_audit_dead *d
             (err = meta_rates(s, b, meta, &mb.len, errstr, errstr_size)) != CF_OK) {
             return err;
         }
-        bool defer =
-            s->group_commit && g->head_optional && s->heads_deferred < CF_SECURE_HEAD_DEFER_MAX;
-        if (defer) {
-            cf_audit_defer_head(s->audit); /* the next batch's head covers this one */
-        }
         err = cf_audit_append_dead(s->audit, dead, n_dead, b->ev, b->n, s->verdicts, &mb, &first,
                                    &g->sth);
         if (err != CF_OK) {
@@ -1832,8 +1826,6 @@ cf_err cf_secure_gateway_write(cf_secure *s, cf_batch *b, const cf_audit_dead *d
         s->st.audited += b->n;
         s->st.dead_audited += n_dead;
         g->audited = true;
-        g->has_head = !defer;
-        s->heads_deferred = defer ? s->heads_deferred + 1 : 0;
         g->ticket = cf_audit_written(s->audit);
         g->end_index = cf_audit_next_index(s->audit);
         if (s->group_commit) {
@@ -1869,7 +1861,7 @@ cf_err cf_secure_gateway_forward(cf_secure *s, cf_batch *b, const cf_secure_gwba
                           (unsigned long long)g->end_index);
     }
     write_alerts(s, b, g);
-    if (g->has_head) {
+    if (g->audited) {
         write_tree_head(s, &g->sth);
         cf__observe_audit_head(s->ob, &g->sth);
     }

@@ -77,11 +77,7 @@ typedef struct cf_secure_hit {
 /** What the gateway's write step leaves for its forward step (group commit). Lives with the
  *  batch; reused from batch to batch; free with cf_secure_gwbatch_free. */
 typedef struct cf_secure_gwbatch {
-    /* in: another batch follows at once, so this one may leave its signed head to that
-     * one's (one head per group; at most CF_SECURE_HEAD_DEFER_MAX in a row) */
-    bool head_optional;
-    bool audited;       /* an audit record was written */
-    bool has_head;      /* ... with a signed head (sth), which covers every batch before */
+    bool audited;       /* an audit record was written: sth is its signed head */
     cf_audit_sth sth;   /* its head, published (tree_heads.ndjson) once durable */
     uint64_t ticket;    /* cf_audit_written right after it: cf_secure_gateway_durable */
     uint64_t end_index; /* the log index after the batch (its checkpoint index) */
@@ -90,9 +86,6 @@ typedef struct cf_secure_gwbatch {
 } cf_secure_gwbatch;
 
 void cf_secure_gwbatch_free(cf_secure_gwbatch *g);
-
-/** Batches in a row that may leave their signed head to a later one (group commit). */
-#define CF_SECURE_HEAD_DEFER_MAX 16u
 
 /**
  * Group commit (the embedded pipeline): the gateway's work split in three, so that the audit
@@ -103,8 +96,6 @@ void cf_secure_gwbatch_free(cf_secure_gwbatch *g);
  * cf_secure_gateway_durable (commit thread) makes every batch written up to @p ticket durable
  * with one fdatasync; cf_secure_gateway_forward (commit thread, only after durable) writes the
  * batch's alerts and tree head, hands its shares to the parties and asks for checkpoints.
- * With head_optional a batch's signed head is left to the next batch's: the commit stage then
- * forwards a batch only once a head that covers it is written and durable (has_head).
  * Checkpoint records are written by the write step (the log has one writer).
  * cf_secure_gateway is the three in a row.
  */

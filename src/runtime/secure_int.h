@@ -242,7 +242,6 @@ struct cf_secure {
     /* Group commit (cf_secure_group_commit, pipeline.c): the log syncs in groups. */
     bool group_commit;
     cf_secure_gwbatch gw_sync; /* cf_secure_gateway's (one batch at a time) */
-    unsigned heads_deferred;   /* batches in a row written without a signed head */
     bool ephemeral_keys;
     int heads_fd; /* OUT/tree_heads.ndjson, -1 when there is no output directory */
     uint8_t sign_pk[CF_KEY_SIGN_PK_LEN]; /* the log's signing key: names it in checkpoints */
