@@ -125,7 +125,9 @@ for trial in $(seq 1 "$TRIALS"); do
     out="$tmp/t$trial"
     for attempt in $(seq 1 12); do
         rm -rf "$out"
-        "$B" run "${args[@]}" --out "$out" --rate 3000 >/dev/null 2>&1 &
+        # ~2.6 s of input: the run must outlast the start of the python poller below, which
+        # takes over a second on a loaded 2-core box (at 3000/s the run could finish first)
+        "$B" run "${args[@]}" --out "$out" --rate 1500 >/dev/null 2>&1 &
         pid=$!
         at=$((200 + RANDOM % (total - 400)))
         kill_at_tree_size "$out/tree_heads.ndjson" "$pid" "$at" || true
