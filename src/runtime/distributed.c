@@ -924,8 +924,22 @@ static cf_err recv_open(receiver *r, const char *stream, const char *subject, ui
     snprintf(r->subject, sizeof(r->subject), "%s", subject);
     r->next_seq = start_seq > 0 ? start_seq : 1;
     r->idle_ns = 0;
-    return cf_js_subscribe(&r->sub, r->s->js, r->stream, r->subject, r->next_seq,
-                           (int)r->s->conf.nats_max_ack_pending, err, errsz);
+    /* A cluster electing a leader (a node just stopped or back) does not answer for a
+     * while: ask again for a minute, as a resubscription does; a refusal is final. */
+    cf_err e = CF_E_TRANSPORT;
+    for (int attempt = 0; e == CF_E_TRANSPORT && attempt <= 240 && !atomic_load(&r->s->net_stop);
+         attempt++) {
+        if (attempt > 0) {
+            struct timespec ts = {0, 250000000};
+            nanosleep(&ts, NULL);
+        }
+        e = cf_js_subscribe(&r->sub, r->s->js, r->stream, r->subject, r->next_seq,
+                            (int)r->s->conf.nats_max_ack_pending, err, errsz);
+        if (e == CF_E_TRANSPORT && attempt == 0) {
+            CF_LOG(CF_LOG_WARN, "distributed", "%s: %s; asking again", r->stream, err);
+        }
+    }
+    return e;
 }
 
 static void recv_resubscribe(receiver *r, const char *why)
