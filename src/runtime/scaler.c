@@ -101,17 +101,12 @@ static void take(cf_scaler *a, const cf_js_msg *m, const char *subject)
         !field(line, "processed", &x) || !field(line, "busy_ns", &y)) {
         return;
     }
-    /* A restarted process counts from 0 again: what it reports then is all new. */
-    bool restarted = a->w_seen[worker] && (x < a->w_processed[worker] || y < a->w_busy[worker]);
-    if (a->w_seen[worker]) {
-        a->processed += restarted ? x : x - a->w_processed[worker];
-        a->busy_ns += restarted ? y : y - a->w_busy[worker];
-    } else if (!a->have_base) {
-        a->processed += x; /* the first report: the events it took before we listened */
-    } else {
-        a->processed += x; /* a worker added since: everything it did is new */
-        a->busy_ns += y;
-    }
+    /* Totals since the worker started: add what is new since its last report (all of it
+     * for a worker not heard before, or restarted and counting from 0 again). The first
+     * decision takes its baselines from these sums, so what came before it never counts. */
+    bool again = a->w_seen[worker] && x >= a->w_processed[worker] && y >= a->w_busy[worker];
+    a->processed += x - (again ? a->w_processed[worker] : 0);
+    a->busy_ns += y - (again ? a->w_busy[worker] : 0);
     a->w_seen[worker] = true;
     a->w_processed[worker] = x;
     a->w_busy[worker] = y;
