@@ -7,7 +7,8 @@
 #     complete and verify-results passes;
 #  2. the added workers were activated by the rescale, and /metrics carried
 #     confide_desired_replicas 3 while it ran;
-#  3. (4. below) ds2 with the workers mostly idle scales 3 processes per party down: the
+#  3. a party's user asking the gateway to rescale is refused by the server;
+#  4. ds2 with the workers mostly idle scales 3 processes per party down: the
 #     retired ones end by themselves, results identical.
 set -euo pipefail
 CONFIDE=$1
@@ -67,7 +68,7 @@ pids+=("$a")
 sleep 1 # it subscribes before the gateway reports
 "$CONFIDE" gateway --config "$tmp/p.yaml" --input "$tmp/tx.csv" --out "$o/g" \
     --keys "$tmp/k/gateway" --no-status --set nats.user=gateway \
-    --set nats.password_file="$NATS_PW/gateway" --rate 3000 >>"$o/g.log" 2>&1 &
+    --set nats.password_file="$NATS_PW/gateway" --rate 2000 >>"$o/g.log" 2>&1 &
 g=$!
 pids+=("$g")
 
@@ -75,6 +76,14 @@ pids+=("$g")
 for _ in $(seq 1 100); do grep -q "> 3 workers per party wanted" "$o/a.log" 2>/dev/null && break; sleep 0.1; done
 curl -sf "http://127.0.0.1:$port/metrics" >"$tmp/m.txt" || fail "no /metrics from confide autoscale"
 grep -q '^confide_desired_replicas 3$' "$tmp/m.txt" || fail "desired replicas: $(grep desired "$tmp/m.txt")"
+
+# 3. Once the gateway took the autoscaler's request (so it listens, and the run goes on for
+#    seconds more), party0's credentials ask for 2 workers: the server refuses, and the
+#    gateway's rescales.log never gets a 2 (checked below). Only the autoscale user may.
+wait_for "$o/g/rescales.log" 30
+expect 3 "$CONFIDE" autoscale --config "$tmp/p.yaml" --request 2 --user party0 \
+    --password-file "$NATS_PW/party0"
+grep -q "Permissions Violation" "$tmp/err" || fail "party0's rescale request: $(cat "$tmp/err")"
 
 wait_ok "$g" "$o/g.log" gateway
 wait_ok "$a" "$o/a.log" autoscale
@@ -91,7 +100,10 @@ for i in $(seq 0 $((K - 1))); do
     done
 done
 grep -q "party 1 worker 2 ended (ok)" "$o/a.log" || fail "autoscale did not wait for its workers"
+! awk '$2 == 2' "$o/g/rescales.log" | grep -q . || fail "the gateway took party0's request"
+[ "$(awk '$2 == 3' "$o/g/rescales.log" | wc -l)" -eq 1 ] || fail "rescales: $(cat "$o/g/rescales.log")"
 echo "ok: confide autoscale scaled a distributed run 1 -> 3 workers per party; results identical"
+echo "ok: party0's credentials cannot request a rescale"
 
 # 4. ds2 scales down: 3 workers per party at a rate one handles; the retired processes end
 #    by themselves and the results stay identical.
