@@ -39,7 +39,8 @@ typedef struct cfg {
     const char *dir;
     const char *self;
     int parties;
-    int workers; /* worker processes per party (party.workers) */
+    int workers;          /* worker processes per party (party.workers) */
+    const char *group_by; /* window.group_by */
     uint64_t events;
     int base_port;
     const pid_t *servers; /* their CPU is counted too */
@@ -47,6 +48,7 @@ typedef struct cfg {
 } cfg;
 
 typedef struct result {
+    const char *group_by;
     int nodes;
     int workers;
     double rate; /* 0: unpaced */
@@ -60,7 +62,7 @@ typedef struct result {
 
 static const char bench_distributed_head[] =
     "usage: confide bench distributed [--events N] [--parties K] [--workers W] [--rate R]\n"
-    "                                 [--nodes LIST] [--quick] [--json]\n\n"
+    "                                 [--nodes LIST] [--group-by FIELDS] [--quick] [--json]\n\n"
     "Runs nats-server, the parties, the combiner and the gateway as separate\n"
     "processes on this machine (1 node, then a 3-node R3 cluster) and measures the\n"
     "end-to-end rate, the gateway's latency and CPU per event, next to the raw\n"
@@ -232,9 +234,10 @@ static bool run_pipeline(const cfg *c, int nodes, double rate, const char *urls,
     }
     fprintf(f,
             "protect: lsa\nparties: %d\nparty:\n  workers: %d\nwindow:\n  size_ms: 600000\n"
-            "  group_by: merchant\naudit:\n  fsync: batch\nnats:\n  servers: %s\n  replicas: %d\n"
+            "  group_by: %s\naudit:\n  fsync: batch\nnats:\n  servers: %s\n  replicas: %d\n"
             "  prefix: b%s\n",
-            c->parties, c->workers, urls, nodes, nodes == 1 ? (rate > 0 ? "p" : "u") : "c");
+            c->parties, c->workers, c->group_by, urls, nodes,
+            nodes == 1 ? (rate > 0 ? "p" : "u") : "c");
     fclose(f);
     char self[600];
     snprintf(self, sizeof(self), "%s", c->self);
@@ -279,6 +282,7 @@ static bool run_pipeline(const cfg *c, int nodes, double rate, const char *urls,
     double wall = (double)(cf_now_ns() - t0) / 1e9;
     r->cpu_servers_s = servers_cpu(c) - srv0;
     r->nodes = nodes;
+    r->group_by = c->group_by;
     r->workers = c->workers;
     r->rate = rate;
     r->events_per_s = (double)c->events / wall;
@@ -374,16 +378,17 @@ static void print(const result *r, bool json, bool first)
 {
     double ratio = r->raw_events_per_s > 0 ? r->events_per_s / r->raw_events_per_s : 0;
     if (json) {
-        printf("%s{\"nodes\":%d,\"workers\":%d,\"rate\":%.0f,\"ok\":%s,\"events_per_s\":%.0f,\"p50_"
+        printf("%s{\"group_by\":\"%s\",\"nodes\":%d,\"workers\":%d,\"rate\":%.0f,\"ok\":%s,"
+               "\"events_per_s\":%.0f,\"p50_"
                "ms\":%.3f,"
                "\"p99_ms\":%.3f,\"cpu_us_per_event\":%.2f,\"raw_publish_events_per_s\":%.0f,"
                "\"raw_consume_events_per_s\":%.0f,\"raw_events_per_s\":%.0f,"
                "\"vs_raw\":%.3f,\"completeness\":%.6f,\"cpu_s\":{\"gateway\":%.3f,"
                "\"parties\":%.3f,\"combiner\":%.3f,\"nats_server\":%.3f}}",
-               first ? "[" : ",\n ", r->nodes, r->workers, r->rate, r->ok ? "true" : "false",
-               r->events_per_s, r->p50_ms, r->p99_ms, r->cpu_us, r->raw_pub_per_s,
-               r->raw_cons_per_s, r->raw_events_per_s, ratio, r->completeness, r->cpu_gateway_s,
-               r->cpu_parties_s, r->cpu_combiner_s, r->cpu_servers_s);
+               first ? "[" : ",\n ", r->group_by != NULL ? r->group_by : "", r->nodes, r->workers,
+               r->rate, r->ok ? "true" : "false", r->events_per_s, r->p50_ms, r->p99_ms, r->cpu_us,
+               r->raw_pub_per_s, r->raw_cons_per_s, r->raw_events_per_s, ratio, r->completeness,
+               r->cpu_gateway_s, r->cpu_parties_s, r->cpu_combiner_s, r->cpu_servers_s);
     } else {
         printf("nodes %d workers %d %-10s %9.0f events/s  gateway p50 %7.3f ms p99 %7.3f ms  cpu "
                "%6.2f "
@@ -405,6 +410,7 @@ int cf_bench_distributed(int argc, char **argv)
     bool json = false, quick = false, want1 = true, want3 = true, keep = false;
     uint32_t nparties = 2, nworkers = 1;
     const char *nodes_s = "1,3";
+    const char *group_by = "country,channel";
     const cli_opt opts[] = {
         {.name = "events",
          .type = CLI_U64,
@@ -433,6 +439,12 @@ int cf_bench_distributed(int argc, char **argv)
          .str = &nodes_s,
          .arg = "LIST",
          .help = "cluster sizes to run, 1 and/or 3 (default 1,3)"},
+        {.name = "group-by",
+         .type = CLI_STR,
+         .str = &group_by,
+         .arg = "FIELDS",
+         .help = "window.group_by of the run (default country,channel, as examples/confide.yaml;\n"
+                 "merchant: about one group per event, nearly all below min_count)"},
         {.name = "quick",
          .type = CLI_FLAG,
          .flag = &quick,
@@ -459,8 +471,10 @@ int cf_bench_distributed(int argc, char **argv)
         events = 100000;
         paced_s = 2;
     }
-    if (parties < 2 || parties > 8 || events < 1000) {
-        fprintf(stderr, "bench distributed: --parties 2..8, --events >= 1000\n");
+    if (parties < 2 || parties > 8 || events < 1000 || group_by[0] == '\0' ||
+        strspn(group_by, "abcdefghijklmnopqrstuvwxyz_,") != strlen(group_by)) {
+        fprintf(stderr, "bench distributed: --parties 2..8, --events >= 1000, --group-by "
+                        "field names separated by commas\n");
         return CF_EXIT_USAGE;
     }
     if (system("command -v nats-server >/dev/null 2>&1") != 0) {
@@ -478,6 +492,7 @@ int cf_bench_distributed(int argc, char **argv)
              .self = self,
              .parties = parties,
              .workers = (int)nworkers,
+             .group_by = group_by,
              .events = events,
              .base_port = 20000 + rand() % 20000};
     char input[600], keys[600], count[32], pcount[8], log[600];

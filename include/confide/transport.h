@@ -35,7 +35,9 @@ extern "C" {
 /* ---- frames ---- */
 
 #define CF_FRAME_MAGIC 0x54464643u /* "CFFT" little-endian */
-#define CF_FRAME_VERSION 2         /* 2: varint deltas in shares and partials (distributed.c) */
+#define CF_FRAME_VERSION                                                                           \
+    3 /* 2: varint deltas in shares and partials (distributed.c); 3:                               \
+         partials carry key and shares only where they have them */
 #define CF_FRAME_HDR_LEN 32
 
 /** What a frame carries (the runtime defines each payload). */

@@ -99,6 +99,8 @@ void cf__audit_hdr_decode(const uint8_t in[CF__AUDIT_HDR_LEN], cf__audit_hdr *h)
 typedef struct {
     EVP_MD *md;
     EVP_MD_CTX *ctx;
+    bool has_empty;
+    uint8_t empty[CF_AUDIT_HASH_LEN]; /* SHA-256 of no bytes: most events have no verdict */
 } cf__sha;
 cf_err cf__sha_init(cf__sha *s);
 void cf__sha_free(cf__sha *s);

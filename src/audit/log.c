@@ -71,7 +71,7 @@ struct cf_audit_log {
     size_t pt_cap;
     uint8_t *lv; /* leaf hashes of a batch */
     size_t lv_cap;
-    uint8_t *salts; /* a batch's salts, drawn in one call (a getrandom per event cost 9%) */
+    uint8_t *salts; /* a batch's salts, from one seed (a getrandom per event cost 9%) */
     size_t salts_cap;
     uint8_t *dpt; /* plaintext of dead letters (salt || raw per entry) */
     size_t dpt_cap;
@@ -503,7 +503,12 @@ static cf_err encode_events(cf_audit_log *log, const cf_event *events, uint32_t 
     if (err != CF_OK) {
         return err;
     }
-    randombytes_buf(log->salts, (size_t)n * CF_AUDIT_SALT_LEN);
+    /* One 32-byte draw from the kernel per batch, expanded with ChaCha20: a getrandom of
+     * the whole batch's salts cost 5% of the gateway (a syscall and kernel ChaCha). */
+    uint8_t seed[randombytes_SEEDBYTES];
+    randombytes_buf(seed, sizeof(seed));
+    randombytes_buf_deterministic(log->salts, (size_t)n * CF_AUDIT_SALT_LEN, seed);
+    sodium_memzero(seed, sizeof(seed));
     size_t pt_len = 0;
     uint8_t *commits = log->lv + (size_t)n * CF_AUDIT_HASH_LEN;
     for (uint32_t i = 0; i < n; i++) {

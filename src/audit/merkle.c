@@ -27,6 +27,9 @@ cf_err cf__sha_init(cf__sha *s)
         cf__sha_free(s);
         return CF_E_CRYPTO;
     }
+    s->has_empty = false;
+    cf__audit_commit(s, (const uint8_t *)"", 0, s->empty);
+    s->has_empty = true;
     return CF_OK;
 }
 
@@ -95,7 +98,11 @@ void cf__audit_leaf_of(cf__sha *s, const uint8_t commit[CF_AUDIT_HASH_LEN], cons
                        size_t verdict_len, uint8_t out[CF_AUDIT_HASH_LEN])
 {
     uint8_t vh[CF_AUDIT_HASH_LEN];
-    cf__audit_commit(s, verdict_len > 0 ? verdict : (const void *)"", verdict_len, vh);
+    if (verdict_len == 0 && s->has_empty) {
+        memcpy(vh, s->empty, sizeof(vh));
+    } else {
+        cf__audit_commit(s, verdict_len > 0 ? verdict : (const void *)"", verdict_len, vh);
+    }
     sha_begin(s, 0x00);
     sha_update(s, commit, CF_AUDIT_HASH_LEN);
     sha_update(s, vh, CF_AUDIT_HASH_LEN);
@@ -106,7 +113,7 @@ void cf__audit_leaf_of(cf__sha *s, const uint8_t commit[CF_AUDIT_HASH_LEN], cons
 static void oneshot(uint8_t prefix, const void *a, size_t alen, const void *b, size_t blen,
                     uint8_t out[CF_AUDIT_HASH_LEN])
 {
-    cf__sha s = {(EVP_MD *)EVP_sha256(), EVP_MD_CTX_new()};
+    cf__sha s = {.md = (EVP_MD *)EVP_sha256(), .ctx = EVP_MD_CTX_new()};
     CF_ASSERT(s.ctx != NULL);
     sha_begin(&s, prefix);
     sha_update(&s, a, alen);

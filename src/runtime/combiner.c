@@ -338,6 +338,11 @@ static bool same_group(const party_msg *a, const party_msg *b)
 static void release(cf_secure *s, const party_msg *const *msgs)
 {
     const party_msg *m = msgs[0];
+    if (m->type == MSG_SUPPRESSED) {
+        s->st.suppressed++; /* every party counted fewer than min_count events */
+        cf__observe_result(s->ob, false);
+        return;
+    }
     cf_window_row row = {.window_start_us = m->start_us,
                          .window_end_us = m->end_us,
                          .first_index = m->first,
@@ -363,12 +368,9 @@ static void release(cf_secure *s, const party_msg *const *msgs)
             integrity_alert(s, m, "aggregate cannot be decoded");
             return;
         }
-        if (!res.released) {
-            s->st.suppressed++; /* verified, but below min_count: the values stay hidden */
-            cf__observe_result(s->ob, false);
-            return;
-        }
-        if ((uint64_t)res.v[CF_SA_C_COUNT] != m->count) {
+        /* The parties counted min_count or more (smaller groups come as MSG_SUPPRESSED):
+         * a verified count below it, or any other, means their counts were not honest. */
+        if (!res.released || (uint64_t)res.v[CF_SA_C_COUNT] != m->count) {
             integrity_alert(s, m, "secure count disagrees with the parties' event count");
             return;
         }
@@ -380,11 +382,6 @@ static void release(cf_secure *s, const party_msg *const *msgs)
     } else {
         cf_window_plain v;
         memcpy(&v, m->value, sizeof(v));
-        if (m->count < (uint64_t)s->conf.min_count) {
-            s->st.suppressed++;
-            cf__observe_result(s->ob, false);
-            return;
-        }
         row.count = m->count;
         row.sum_minor = v.sum_minor;
         row.sum_valid = v.overflow == 0;

@@ -156,6 +156,9 @@ static const conf_entry entries[] = {
     {"debug.tamper_party", CONF_INT, "-1", -1, 7, NULL, OFF(debug_tamper_party), 0,
      "Fault injection for tests: party I alters its first partial sum, which the combiner "
      "must catch. -1: off."},
+    {"debug.hide_party", CONF_INT, "-1", -1, 7, NULL, OFF(debug_hide_party), 0,
+     "Fault injection for tests: party I reports its first group of min_count or more events "
+     "as below min_count (hiding it), which the combiner must catch. -1: off."},
     {"party.workers", CONF_INT, "1", 1, 16, NULL, OFF(party_workers), 0,
      "Workers per party, each owning a range of the 128 key groups: threads in confide run "
      "(changed while running by cf_pipeline_rescale or autoscale.policy), worker processes "

@@ -383,7 +383,9 @@ static void encode_msgs(wbuf *w, const msg_batch *b)
     for (uint32_t i = 0; i < b->n; i++) {
         const party_msg *m = &b->m[i];
         w8(w, (uint8_t)(m->type | (m->update ? 0x80 : 0)));
-        wbytes(w, m->key, CF_SA_PSEUDO_LEN);
+        if (m->type != MSG_SUPPRESSED) {
+            wbytes(w, m->key, CF_SA_PSEUDO_LEN);
+        }
         wdelta(w, (uint64_t)m->start_us, start);
         wdelta(w, (uint64_t)m->end_us, (uint64_t)m->start_us);
         wvar(w, m->count);
@@ -393,7 +395,9 @@ static void encode_msgs(wbuf *w, const msg_batch *b)
         first = m->first;
         /* a marker's reason field carries the workers after it (a rescale; 0: unchanged) */
         wvar(w, m->type == MSG_CKPT ? m->workers : m->reason);
-        wbytes(w, m->value, CF_SA_VALUE_SIZE);
+        if (m->type == MSG_RESULT) {
+            wbytes(w, m->value, CF_SA_VALUE_SIZE);
+        }
     }
 }
 
@@ -413,7 +417,9 @@ static bool decode_msgs(rbuf *r, msg_batch *b)
         uint8_t t = r8(r);
         m->type = t & 0x7f;
         m->update = (t & 0x80) != 0;
-        rbytes(r, m->key, CF_SA_PSEUDO_LEN);
+        if (m->type != MSG_SUPPRESSED) {
+            rbytes(r, m->key, CF_SA_PSEUDO_LEN);
+        }
         m->start_us = (int64_t)(start = rdelta(r, start));
         m->end_us = (int64_t)rdelta(r, start);
         m->count = rvar(r);
@@ -424,8 +430,10 @@ static bool decode_msgs(rbuf *r, msg_batch *b)
             return false;
         }
         m->reason = (uint32_t)reason;
-        rbytes(r, m->value, CF_SA_VALUE_SIZE);
-        if (m->type < MSG_RESULT || m->type > MSG_CKPT) {
+        if (m->type == MSG_RESULT) {
+            rbytes(r, m->value, CF_SA_VALUE_SIZE);
+        }
+        if (m->type < MSG_RESULT || m->type > MSG_SUPPRESSED) {
             return false;
         }
         if (m->type == MSG_CKPT) {

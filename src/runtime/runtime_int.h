@@ -46,6 +46,7 @@ struct cf_config {
     char window_group_by[128];
     int64_t window_memory_mb;
     int64_t debug_tamper_party;
+    int64_t debug_hide_party;
     int64_t party_workers;
     char debug_rescale_at[128];
     char autoscale_policy[16];

@@ -69,7 +69,8 @@ typedef struct item_batch {
     bool activate;
 } item_batch;
 
-typedef enum { MSG_RESULT = 1, MSG_LATE = 2, MSG_CKPT = 3 } msg_type;
+/* MSG_SUPPRESSED: a group below min_count (window, count, indexes; no key, no value) */
+typedef enum { MSG_RESULT = 1, MSG_LATE = 2, MSG_CKPT = 3, MSG_SUPPRESSED = 4 } msg_type;
 
 typedef struct party_msg {
     uint8_t type;
@@ -129,6 +130,7 @@ typedef struct party {
     uint64_t cur_src_seq; /* distributed: the input frame being processed */
     uint32_t part;        /* output batches produced from it so far */
     bool tampered;
+    bool hid; /* debug.hide_party done */
     uint64_t limit_hits;
     /* What the autoscaler measures (DS2's true processing rate): events taken and the time
      * spent on them; this worker writes, the autoscaler reads. */

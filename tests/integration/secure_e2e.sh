@@ -133,6 +133,16 @@ grep -q '"party":2,' "$tmp/tamper/alerts.ndjson" || fail "alert does not name pa
 [ "$(wc -l <"$tmp/tamper/results.ndjson")" -eq $(($(wc -l <"$tmp/lsa/results.ndjson") - 1)) ] ||
     fail "the tampered group was not withheld (or others were lost)"
 
+# A dishonest party that calls a large group small (it sends no shares for it): the other
+# parties' records disagree, an integrity alert is raised and nothing else is lost.
+rc=0
+run "$tmp/hide" --set debug.hide_party=1 >"$tmp/h.json" 2>"$tmp/h.err" || rc=$?
+[ "$rc" -eq 4 ] || fail "hiding a group: exit $rc, want 4"
+grep -q '"details":"parties disagree' "$tmp/hide/alerts.ndjson" ||
+    fail "no disagreement alert: $(grep integrity "$tmp/hide/alerts.ndjson")"
+[ "$(wc -l <"$tmp/hide/results.ndjson")" -eq $(($(wc -l <"$tmp/lsa/results.ndjson") - 1)) ] ||
+    fail "the hidden group was released (or others were lost)"
+
 # min_count: groups below it are withheld and counted.
 s=$(run "$tmp/minc" --set min_count=5)
 [ "$(echo "$s" | jget '["suppressed"]')" -gt 0 ] || fail "nothing withheld at min_count 5"
