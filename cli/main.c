@@ -4,7 +4,6 @@
  * shows them. The references are weak so the tool links while a command's module is still
  * being built; a command whose file is absent is simply not offered.
  */
-#include <malloc.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -55,11 +54,6 @@ int main(int argc, char **argv)
     /* Keys and shares live in this process's memory: never write them to a core file. */
     struct rlimit no_core = {0, 0};
     setrlimit(RLIMIT_CORE, &no_core);
-    /* Frames and batches of tens to hundreds of KiB are allocated and freed all the time:
-     * keep freed memory in the heap instead of giving it back and faulting it in again
-     * (page faults were 13% of the gateway's CPU on a paravirtualised VM). */
-    mallopt(M_MMAP_THRESHOLD, 32 << 20);
-    mallopt(M_TRIM_THRESHOLD, 256 << 20);
     if (cf_init() != CF_OK) {
         fprintf(stderr, "confide: cannot initialize libsodium\n");
         return CF_EXIT_RUNTIME;

@@ -234,8 +234,10 @@ static uint64_t rdelta(rbuf *r, uint64_t prev)
  * shares:   per sub-batch: u8 flags (1 marker, 2 sharded, 4 rescale, 8 activate, 16 barrier
  *           only) | log id 16 | run id 16 | u32 n |
  *           [sharded: stream max event time i64] |
- *           events: n x (pseudonym 16 | ts Δ | seq Δ | [sharded: prior max ts Δ] |
+ *           events: n x (key | ts Δ | seq Δ | [sharded: prior max ts Δ] |
  *                        [share 6 x u64, party 0 only])
+ *           key: var d | [d = 0: pseudonym 16] (d >= 1: the pseudonym of the event d
+ *                before in this sub-batch; frame version 3)
  *           marker: checkpoint index u64 | alerts length u64 | alerts u64 |
  *                   [rescale: workers before u8 | workers after u8]
  * partials: per sub-batch: input seq u64 | part u32 | u32 n |
@@ -248,7 +250,7 @@ static uint64_t rdelta(rbuf *r, uint64_t prev)
  * end:      empty (the frame id is the sender's final position) */
 
 /* The most an item can take (frames are sized by these bounds). */
-#define SHARE_ITEM (CF_SA_PSEUDO_LEN + 2 * VAR_MAX)
+#define SHARE_ITEM (VAR_MAX + CF_SA_PSEUDO_LEN + 2 * VAR_MAX)
 #define MSG_ITEM (1 + CF_SA_PSEUDO_LEN + 5 * VAR_MAX + 5 + CF_SA_VALUE_SIZE)
 
 #define SHARES_CKPT 1u
@@ -290,9 +292,25 @@ static void encode_shares(wbuf *w, const item_batch *b, unsigned to)
         return;
     }
     uint64_t ts = 0, seq = 0, prior = 0;
+    /* The last event of each pseudonym seen so far (index + 1; a miss sends the key again,
+     * so the table's size bounds nothing but the saving). A coarse grouping repeats a few
+     * keys all through a batch: 16 bytes become 1. */
+    uint16_t last[1024] = {0};
     for (uint32_t i = 0; i < b->n; i++) {
         const party_item *it = &b->it[i];
-        wbytes(w, it->key, CF_SA_PSEUDO_LEN);
+        uint32_t h;
+        memcpy(&h, it->key, sizeof(h)); /* pseudonyms are keyed hashes: uniform */
+        uint16_t *slot = &last[h & 1023u];
+        uint32_t prev = *slot;
+        if (prev != 0 && i < 65535 && memcmp(b->it[prev - 1].key, it->key, CF_SA_PSEUDO_LEN) == 0) {
+            wvar(w, i + 1 - prev);
+        } else {
+            wvar(w, 0);
+            wbytes(w, it->key, CF_SA_PSEUDO_LEN);
+        }
+        if (i < 65535) {
+            *slot = (uint16_t)(i + 1);
+        }
         wdelta(w, (uint64_t)it->ts_us, ts);
         wdelta(w, it->seq, seq);
         ts = (uint64_t)it->ts_us;
@@ -351,7 +369,14 @@ static bool decode_shares(rbuf *r, unsigned to, item_batch *b)
     uint64_t ts = 0, seq = 0, prior = 0;
     for (uint32_t i = 0; i < count && !r->bad; i++) {
         party_item *it = &b->it[i];
-        rbytes(r, it->key, CF_SA_PSEUDO_LEN);
+        uint64_t back = rvar(r);
+        if (back == 0) {
+            rbytes(r, it->key, CF_SA_PSEUDO_LEN);
+        } else if (back <= i) {
+            memcpy(it->key, b->it[i - back].key, CF_SA_PSEUDO_LEN);
+        } else {
+            return false;
+        }
         it->ts_us = (int64_t)(ts = rdelta(r, ts));
         it->seq = seq = rdelta(r, seq);
         it->prior_max_us = b->sharded ? (int64_t)(prior = rdelta(r, prior)) : INT64_MIN;
