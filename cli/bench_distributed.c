@@ -56,6 +56,7 @@ typedef struct result {
     /* CPU seconds by role over the run: gateway, parties (all), combiner, nats-server(s) */
     double cpu_gateway_s, cpu_parties_s, cpu_combiner_s, cpu_servers_s;
     double raw_pub_per_s, raw_cons_per_s, raw_events_per_s;
+    double ready_s;      /* until every receiver read its streams (not timed) */
     double completeness; /* `confide audit verify` on the gateway's log; -1: not verified */
     bool ok;
 } result;
@@ -66,7 +67,8 @@ static const char bench_distributed_head[] =
     "Runs nats-server, the parties, the combiner and the gateway as separate\n"
     "processes on this machine (1 node, then a 3-node R3 cluster) and measures the\n"
     "end-to-end rate, the gateway's latency and CPU per event, next to the raw\n"
-    "JetStream rate of frames of the same size measured in the same run.\n\n";
+    "JetStream rate of frames of the same size measured in the same run. The clock\n"
+    "starts with the gateway, once every party and the combiner reads its streams.\n\n";
 static const char bench_distributed_tail[] =
     "Needs nats-server on PATH (scripts/setup.sh installs it).\n";
 
@@ -220,6 +222,38 @@ static double servers_cpu(const cfg *c)
     return t;
 }
 
+/* How many lines of @p path say a stream is being read (the roles log it at INFO). */
+static int reading_lines(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    int n = 0;
+    char line[1024];
+    while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+        n += strstr(line, "] reading ") != NULL || strstr(line, ": reading ") != NULL;
+    }
+    if (f != NULL) {
+        fclose(f);
+    }
+    return n;
+}
+
+/* Waits (up to a minute) until each party worker reads its shares stream and the combiner
+ * (the last log) reads every party worker's partials. */
+static void wait_ready(char logs[][600], int np, int party_workers)
+{
+    for (int tries = 0; tries < 600; tries++) {
+        int ready = 0;
+        for (int i = 0; i < np; i++) {
+            ready += reading_lines(logs[i]) >= (i < np - 1 ? 1 : party_workers);
+        }
+        if (ready == np) {
+            return;
+        }
+        usleep(100000);
+    }
+    fprintf(stderr, "bench distributed: the receivers were not all reading after a minute\n");
+}
+
 /* One pipeline run on fresh streams: parties, combiner, then the gateway. */
 static bool run_pipeline(const cfg *c, int nodes, double rate, const char *urls, result *r)
 {
@@ -262,7 +296,11 @@ static bool run_pipeline(const cfg *c, int nodes, double rate, const char *urls,
                      outs[np], "--keys",  keys,       "--json", NULL};
     pids[np] = spawn(cargv, logs[np]);
     np++;
-    usleep(300000); /* the consumers are in place; not timed */
+    /* Not timed: the receivers create their streams and consumers (an R3 stream elects its
+     * leader first, seconds on a fresh cluster); the run starts once every one reads. */
+    int64_t ready0 = cf_now_ns();
+    wait_ready(logs, np, c->parties * c->workers);
+    r->ready_s = (double)(cf_now_ns() - ready0) / 1e9;
     char gout[600], glog[600], ratebuf[32];
     snprintf(gout, sizeof(gout), "%s/%s-g", c->dir, tag);
     snprintf(glog, sizeof(glog), "%s/%s-g.json", c->dir, tag);
@@ -383,22 +421,22 @@ static void print(const result *r, bool json, bool first)
                "ms\":%.3f,"
                "\"p99_ms\":%.3f,\"cpu_us_per_event\":%.2f,\"raw_publish_events_per_s\":%.0f,"
                "\"raw_consume_events_per_s\":%.0f,\"raw_events_per_s\":%.0f,"
-               "\"vs_raw\":%.3f,\"completeness\":%.6f,\"cpu_s\":{\"gateway\":%.3f,"
+               "\"vs_raw\":%.3f,\"completeness\":%.6f,\"ready_s\":%.2f,\"cpu_s\":{\"gateway\":%.3f,"
                "\"parties\":%.3f,\"combiner\":%.3f,\"nats_server\":%.3f}}",
                first ? "[" : ",\n ", r->group_by != NULL ? r->group_by : "", r->nodes, r->workers,
                r->rate, r->ok ? "true" : "false", r->events_per_s, r->p50_ms, r->p99_ms, r->cpu_us,
                r->raw_pub_per_s, r->raw_cons_per_s, r->raw_events_per_s, ratio, r->completeness,
-               r->cpu_gateway_s, r->cpu_parties_s, r->cpu_combiner_s, r->cpu_servers_s);
+               r->ready_s, r->cpu_gateway_s, r->cpu_parties_s, r->cpu_combiner_s, r->cpu_servers_s);
     } else {
         printf("nodes %d workers %d %-10s %9.0f events/s  gateway p50 %7.3f ms p99 %7.3f ms  cpu "
                "%6.2f "
                "us/event  raw JetStream %9.0f events/s (pub %0.f, consume %.0f)  %.2fx raw  "
-               "completeness %.6f\n  cpu s: gateway %.3f, parties %.3f, combiner %.3f, "
-               "nats-server %.3f\n",
+               "completeness %.6f  receivers ready after %.2f s (not timed)\n  cpu s: gateway "
+               "%.3f, parties %.3f, combiner %.3f, nats-server %.3f\n",
                r->nodes, r->workers, r->rate > 0 ? "paced" : "unpaced", r->events_per_s, r->p50_ms,
                r->p99_ms, r->cpu_us, r->raw_events_per_s, r->raw_pub_per_s, r->raw_cons_per_s,
-               ratio, r->completeness, r->cpu_gateway_s, r->cpu_parties_s, r->cpu_combiner_s,
-               r->cpu_servers_s);
+               ratio, r->completeness, r->ready_s, r->cpu_gateway_s, r->cpu_parties_s,
+               r->cpu_combiner_s, r->cpu_servers_s);
     }
 }
 

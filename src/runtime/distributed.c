@@ -972,6 +972,10 @@ static cf_err recv_open(receiver *r, const char *stream, const char *subject, ui
             CF_LOG(CF_LOG_WARN, "distributed", "%s: %s; asking again", r->stream, err);
         }
     }
+    if (e == CF_OK) { /* operators (and confide bench distributed) see the role is ready */
+        CF_LOG(CF_LOG_INFO, "distributed", "reading %s from sequence %" PRIu64, r->stream,
+               r->next_seq);
+    }
     return e;
 }
 
