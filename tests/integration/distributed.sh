@@ -174,8 +174,20 @@ def refused(subject, sid):
     send("PING")
     return any("Permissions Violation" in l for l in until_pong())
 for i, subj in enumerate(["confide.shares.0", "_INBOX.confide-party-0.>", "_INBOX.>",
-                          "confide.partials.0", "confide.groups"], 1):
+                          "confide.partials.0", "confide.groups", "confide.handover.0.>",
+                          "confide.handover.0.1"], 1):
     assert refused(subj, i), "party 1 may subscribe to " + subj
 assert not refused("_INBOX.confide-party-1.x", 99), "party 1's own inbox refused"
+# Party 0's window state moves over its handover stream at a rescale: party 1 may neither
+# read it (above) nor write into it, nor into anything party 0 reads.
+def pub_refused(subject):
+    send(f"PUB {subject} 2")
+    send("hi")
+    send("PING")
+    return any("Permissions Violation for Publish" in l for l in until_pong())
+for subj in ["confide.handover.0.1", "confide.shares.0", "confide.partials.0",
+             "confide.control.rescale"]:
+    assert pub_refused(subj), "party 1 may publish to " + subj
+assert not pub_refused("confide.handover.1.1"), "party 1's own handover refused"
 PY
 echo "ok: wrong credentials, another party's subjects, no CA, wrong keys refused"
