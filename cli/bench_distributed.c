@@ -2,7 +2,8 @@
  * confide bench distributed: the distributed pipeline as a user deploys it -- nats-server
  * (1 node, then a 3-node cluster with R3 streams), `confide party` x K, `confide combine`
  * and `confide gateway` as separate processes on this machine -- and, in the same run, the
- * raw JetStream rate of frames of the same size (publish with ack, then consume with acks).
+ * raw JetStream rate of the same traffic (the messages and bytes the run wrote to each stream,
+ * published with acks, then consumed with acks).
  *
  * Per configuration: events/s end to end (gateway start to the combiner's exit, so every
  * released aggregate is on disk), the gateway's ingest-to-committed latency p50/p99 (its
@@ -57,6 +58,7 @@ typedef struct result {
     double cpu_gateway_s, cpu_parties_s, cpu_combiner_s, cpu_servers_s;
     double raw_pub_per_s, raw_cons_per_s, raw_events_per_s;
     double ready_s;      /* until every receiver read its streams (not timed) */
+    uint64_t raw_msgs;   /* messages the run wrote, as the raw rate sends them again */
     double completeness; /* `confide audit verify` on the gateway's log; -1: not verified */
     bool ok;
 } result;
@@ -67,7 +69,8 @@ static const char bench_distributed_head[] =
     "Runs nats-server, the parties, the combiner and the gateway as separate\n"
     "processes on this machine (1 node, then a 3-node R3 cluster) and measures the\n"
     "end-to-end rate, the gateway's latency and CPU per event, next to the raw\n"
-    "JetStream rate of frames of the same size measured in the same run. The clock\n"
+    "JetStream rate of the same traffic (as many messages of the same sizes on as many\n"
+    "streams as the run wrote), measured in the same run. The clock\n"
     "starts with the gateway, once every party and the combiner reads its streams.\n\n";
 static const char bench_distributed_tail[] =
     "Needs nats-server on PATH (scripts/setup.sh installs it).\n";
@@ -345,71 +348,124 @@ static bool run_pipeline(const cfg *c, int nodes, double rate, const char *urls,
     return ok;
 }
 
-/* Frames of the size the gateway sends (1024 events of party 0's shares), published with
- * ack to one stream and consumed back with acks, through the same transport code as the
- * roles (the ordered asynchronous publisher, the same window). */
-static void raw_rate(const char *urls, int nodes, uint64_t events, result *r)
+/* What the unpaced run's roles wrote: every stream of its prefix (each party worker's
+ * shares and partials, the group names), as messages and bytes. */
+#define TRAFFIC_MAX (2 * 8 * 16 + 1)
+typedef struct traffic {
+    int n;
+    uint64_t msgs[TRAFFIC_MAX], bytes[TRAFFIC_MAX];
+} traffic;
+
+static void run_traffic(const cfg *c, const char *urls, const char *prefix, traffic *t)
 {
     char err[256];
     cf_js *js = NULL;
-    cf_js_opts o = {.servers = urls, .name = "bench-raw", .timeout_ms = 5000};
-    if (cf_js_connect(&js, &o, err, sizeof(err)) != CF_OK ||
-        cf_js_ensure_stream(js, nodes == 1 ? "RAW1" : "RAW3", nodes == 1 ? "raw1" : "raw3", nodes,
-                            60, err, sizeof(err)) != CF_OK) {
-        fprintf(stderr, "bench distributed: raw: %s\n", err);
-        cf_js_close(js);
+    cf_js_opts o = {.servers = urls, .name = "bench-traffic", .timeout_ms = 5000};
+    t->n = 0;
+    if (cf_js_connect(&js, &o, err, sizeof(err)) != CF_OK) {
+        fprintf(stderr, "bench distributed: traffic: %s\n", err);
         return;
     }
-    const uint32_t per = 1024;
-    size_t len = CF_FRAME_HDR_LEN + 33 + (size_t)per * 80;
-    uint8_t *frame = calloc(1, len);
-    uint64_t frames = events / per > 0 ? events / per : 1;
-    const char *subj = nodes == 1 ? "raw1" : "raw3";
-    cf_js_pub *pub = NULL;
-    if (cf_js_pub_open(&pub, js, nodes == 1 ? "RAW1" : "RAW3", subj, 8, 60000, NULL, NULL, NULL,
-                       err, sizeof(err)) != CF_OK) {
-        fprintf(stderr, "bench distributed: raw: %s\n", err);
-    }
-    int64_t t0 = cf_now_ns();
-    for (uint64_t i = 0; i < frames && frame != NULL && pub != NULL; i++) {
-        cf_frame_hdr h = {.type = CF_FRAME_SHARES,
-                          .count = per,
-                          .id = i,
-                          .len = (uint32_t)(len - CF_FRAME_HDR_LEN)};
-        cf_frame_seal(&h, frame);
-        char id[32];
-        snprintf(id, sizeof(id), "r%llu", (unsigned long long)i);
-        if (cf_js_pub_send(pub, frame, len, id, NULL, err, sizeof(err)) != CF_OK) {
-            break;
+    for (int x = 0; x <= 2 * c->parties * c->workers && t->n < TRAFFIC_MAX; x++) {
+        char name[64];
+        int i = (x / 2) / c->workers, w = (x / 2) % c->workers;
+        if (x == 2 * c->parties * c->workers) {
+            snprintf(name, sizeof(name), "%s_GROUPS", prefix);
+        } else {
+            snprintf(name, sizeof(name), "%s_%s_%d", prefix, x % 2 ? "PARTIALS" : "SHARES", i);
+            if (w > 0) {
+                snprintf(name + strlen(name), sizeof(name) - strlen(name), "_%d", w);
+            }
+        }
+        if (cf_js_stream_size(js, name, &t->msgs[t->n], &t->bytes[t->n], err, sizeof(err)) ==
+                CF_OK &&
+            t->msgs[t->n] > 0) {
+            t->n++;
         }
     }
-    if (pub != NULL && cf_js_pub_flush(pub, err, sizeof(err)) != CF_OK) {
-        fprintf(stderr, "bench distributed: raw: %s\n", err);
+    cf_js_close(js);
+}
+
+/* The raw JetStream rate of the same traffic: as many messages of the same mean size on as
+ * many streams as the run wrote (@p t), published with acks through the roles' ordered
+ * asynchronous publisher (the same window), then consumed back with acks. Events per
+ * second = the run's events over publish + consume time: what the transport alone takes to
+ * move what the pipeline moved. */
+static void raw_rate(const char *urls, int nodes, uint64_t events, const traffic *t, result *r)
+{
+    char err[256] = "no traffic recorded";
+    cf_js *js = NULL;
+    cf_js_opts o = {.servers = urls, .name = "bench-raw", .timeout_ms = 5000};
+    cf_js_pub *pub[TRAFFIC_MAX] = {0};
+    uint8_t *frame[TRAFFIC_MAX] = {0};
+    size_t len[TRAFFIC_MAX];
+    char subj[TRAFFIC_MAX][32], stream[TRAFFIC_MAX][32];
+    bool ok = t->n > 0 && cf_js_connect(&js, &o, err, sizeof(err)) == CF_OK;
+    uint64_t total = 0, most = 0;
+    for (int j = 0; ok && j < t->n; j++) {
+        snprintf(stream[j], sizeof(stream[j]), "RAW%d_%d", nodes, j);
+        snprintf(subj[j], sizeof(subj[j]), "raw%d.%d", nodes, j);
+        uint64_t mean = t->bytes[j] / t->msgs[j];
+        len[j] = mean > CF_FRAME_HDR_LEN ? (size_t)mean : CF_FRAME_HDR_LEN;
+        frame[j] = calloc(1, len[j]);
+        ok = frame[j] != NULL &&
+             cf_js_ensure_stream(js, stream[j], subj[j], nodes, 60, err, sizeof(err)) == CF_OK &&
+             cf_js_pub_open(&pub[j], js, stream[j], subj[j], 8, 60000, NULL, NULL, NULL, err,
+                            sizeof(err)) == CF_OK;
+        total += t->msgs[j];
+        most = t->msgs[j] > most ? t->msgs[j] : most;
     }
-    cf_js_pub_close(pub);
+    int64_t t0 = cf_now_ns();
+    /* round robin, as the roles publish side by side */
+    for (uint64_t k = 0; ok && k < most; k++) {
+        for (int j = 0; ok && j < t->n; j++) {
+            if (k >= t->msgs[j]) {
+                continue;
+            }
+            cf_frame_hdr h = {.type = CF_FRAME_SHARES,
+                              .count = 1,
+                              .id = k,
+                              .len = (uint32_t)(len[j] - CF_FRAME_HDR_LEN)};
+            cf_frame_seal(&h, frame[j]);
+            char id[32];
+            snprintf(id, sizeof(id), "r%llu", (unsigned long long)k);
+            ok = cf_js_pub_send(pub[j], frame[j], len[j], id, NULL, err, sizeof(err)) == CF_OK;
+        }
+    }
+    for (int j = 0; j < t->n; j++) {
+        if (pub[j] != NULL && ok) {
+            ok = cf_js_pub_flush(pub[j], err, sizeof(err)) == CF_OK;
+        }
+        cf_js_pub_close(pub[j]);
+        free(frame[j]);
+    }
     double tpub = (double)(cf_now_ns() - t0) / 1e9;
-    cf_js_sub *sub = NULL;
     uint64_t got = 0;
     t0 = cf_now_ns();
-    if (cf_js_subscribe(&sub, js, nodes == 1 ? "RAW1" : "RAW3", subj, 1, 256, err, sizeof(err)) ==
-        CF_OK) {
+    for (int j = 0; ok && j < t->n; j++) {
+        cf_js_sub *sub = NULL;
+        if (cf_js_subscribe(&sub, js, stream[j], subj[j], 1, 256, err, sizeof(err)) != CF_OK) {
+            ok = false;
+            break;
+        }
         cf_js_msg m;
-        while (got < frames && cf_js_next(sub, &m, 2000) == CF_OK) {
+        for (uint64_t k = 0; k < t->msgs[j] && cf_js_next(sub, &m, 2000) == CF_OK; k++) {
             cf_frame_hdr h;
-            if (cf_frame_open(m.data, m.len, &h, err, sizeof(err)) == CF_OK) {
-                got++;
-            }
+            got += cf_frame_open(m.data, m.len, &h, err, sizeof(err)) == CF_OK;
             cf_js_ack(&m);
         }
         cf_js_unsubscribe(sub);
     }
     double tcons = (double)(cf_now_ns() - t0) / 1e9;
-    free(frame);
+    if (!ok) {
+        fprintf(stderr, "bench distributed: raw: %s\n", err);
+    }
     cf_js_close(js);
-    double ev = (double)frames * per;
-    r->raw_pub_per_s = ev / tpub;
-    r->raw_cons_per_s = got == frames ? ev / tcons : 0;
-    r->raw_events_per_s = got == frames ? ev / (tpub + tcons) : 0;
+    r->raw_msgs = total;
+    double ev = (double)events;
+    r->raw_pub_per_s = ok ? ev / tpub : 0;
+    r->raw_cons_per_s = ok && got == total ? ev / tcons : 0;
+    r->raw_events_per_s = ok && got == total ? ev / (tpub + tcons) : 0;
 }
 
 static void print(const result *r, bool json, bool first)
@@ -420,13 +476,14 @@ static void print(const result *r, bool json, bool first)
                "\"events_per_s\":%.0f,\"p50_"
                "ms\":%.3f,"
                "\"p99_ms\":%.3f,\"cpu_us_per_event\":%.2f,\"raw_publish_events_per_s\":%.0f,"
-               "\"raw_consume_events_per_s\":%.0f,\"raw_events_per_s\":%.0f,"
+               "\"raw_consume_events_per_s\":%.0f,\"raw_events_per_s\":%.0f,\"raw_msgs\":%llu,"
                "\"vs_raw\":%.3f,\"completeness\":%.6f,\"ready_s\":%.2f,\"cpu_s\":{\"gateway\":%.3f,"
                "\"parties\":%.3f,\"combiner\":%.3f,\"nats_server\":%.3f}}",
                first ? "[" : ",\n ", r->group_by != NULL ? r->group_by : "", r->nodes, r->workers,
                r->rate, r->ok ? "true" : "false", r->events_per_s, r->p50_ms, r->p99_ms, r->cpu_us,
-               r->raw_pub_per_s, r->raw_cons_per_s, r->raw_events_per_s, ratio, r->completeness,
-               r->ready_s, r->cpu_gateway_s, r->cpu_parties_s, r->cpu_combiner_s, r->cpu_servers_s);
+               r->raw_pub_per_s, r->raw_cons_per_s, r->raw_events_per_s,
+               (unsigned long long)r->raw_msgs, ratio, r->completeness, r->ready_s,
+               r->cpu_gateway_s, r->cpu_parties_s, r->cpu_combiner_s, r->cpu_servers_s);
     } else {
         printf("nodes %d workers %d %-10s %9.0f events/s  gateway p50 %7.3f ms p99 %7.3f ms  cpu "
                "%6.2f "
@@ -581,11 +638,14 @@ int cf_bench_distributed(int argc, char **argv)
             snprintf(count, sizeof(count), "%llu", (unsigned long long)events);
             wait_ok(spawn(gen, log));
         }
-        raw_rate(urls, nodes, events, &r);
+        traffic tr;
+        run_traffic(&c, urls, nodes == 1 ? "BU" : "BC", &tr);
+        raw_rate(urls, nodes, events, &tr, &r);
         stop_servers(spids, nodes);
         paced.raw_pub_per_s = r.raw_pub_per_s;
         paced.raw_cons_per_s = r.raw_cons_per_s;
         paced.raw_events_per_s = r.raw_events_per_s;
+        paced.raw_msgs = r.raw_msgs;
         res[nres++] = r;
         if (do_paced) {
             res[nres++] = paced;

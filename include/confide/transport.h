@@ -104,6 +104,10 @@ cf_err cf_js_ensure_stream(cf_js *js, const char *name, const char *subject, int
 /** Messages stream @p name holds now. */
 cf_err cf_js_stream_msgs(cf_js *js, const char *name, uint64_t *msgs, char *errstr,
                          size_t errstr_size);
+/** Messages and bytes (as the server counts them: headers and subjects included) in
+ *  stream @p name now. */
+cf_err cf_js_stream_size(cf_js *js, const char *name, uint64_t *msgs, uint64_t *bytes, char *errstr,
+                         size_t errstr_size);
 /** The header of the last frame on @p subject in stream @p name; *found false when there is
  *  none. A sender that restarts uses it to skip what it already published. */
 cf_err cf_js_last(cf_js *js, const char *name, const char *subject, cf_frame_hdr *h, bool *found,

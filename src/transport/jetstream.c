@@ -233,6 +233,21 @@ cf_err cf_js_stream_msgs(cf_js *j, const char *name, uint64_t *msgs, char *errst
     return CF_OK;
 }
 
+cf_err cf_js_stream_size(cf_js *j, const char *name, uint64_t *msgs, uint64_t *bytes, char *errstr,
+                         size_t errstr_size)
+{
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_GetStreamInfo(&si, j->js, name, NULL, &jerr);
+    if (s != NATS_OK) {
+        return nats_fail_conn(j->nc, s, jerr, errstr, errstr_size, "stream info");
+    }
+    *msgs = si->State.Msgs;
+    *bytes = si->State.Bytes;
+    jsStreamInfo_Destroy(si);
+    return CF_OK;
+}
+
 cf_err cf_js_last(cf_js *j, const char *name, const char *subject, cf_frame_hdr *h, bool *found,
                   char *errstr, size_t errstr_size)
 {

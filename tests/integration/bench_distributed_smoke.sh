@@ -21,6 +21,8 @@ assert r["group_by"] == sys.argv[2] and r["nodes"] == 1 and r["ok"] is True, r
 # every event exactly once in the gateway's audit log, verified as an auditor would
 assert r["completeness"] == 1.0, r
 assert r["events_per_s"] > 0 and r["cpu_us_per_event"] > 0 and r["raw_events_per_s"] > 0, r
+# the raw rate re-sends what the run wrote: at least one message per party's shares stream
+assert r["raw_msgs"] >= 2, r
 assert 0 <= r["ready_s"] < 60, r  # the receivers were reading before the clock started
 assert all(r["cpu_s"][k] > 0 for k in ("gateway", "parties", "combiner", "nats_server")), r
 PY
