@@ -57,9 +57,11 @@ typedef struct result {
     /* CPU seconds by role over the run: gateway, parties (all), combiner, nats-server(s) */
     double cpu_gateway_s, cpu_parties_s, cpu_combiner_s, cpu_servers_s;
     double raw_pub_per_s, raw_cons_per_s, raw_events_per_s;
-    double ready_s;      /* until every receiver read its streams (not timed) */
-    uint64_t raw_msgs;   /* messages the run wrote, as the raw rate sends them again */
-    double completeness; /* `confide audit verify` on the gateway's log; -1: not verified */
+    double ready_s; /* until every receiver read its streams (not timed) */
+    uint64_t events;
+    uint64_t msgs, bytes; /* what the roles wrote to JetStream (frames, as stored) */
+    uint64_t raw_msgs;    /* messages the raw rate sent (those of the unpaced run) */
+    double completeness;  /* `confide audit verify` on the gateway's log; -1: not verified */
     bool ok;
 } result;
 
@@ -324,6 +326,7 @@ static bool run_pipeline(const cfg *c, int nodes, double rate, const char *urls,
     r->cpu_servers_s = servers_cpu(c) - srv0;
     r->nodes = nodes;
     r->group_by = c->group_by;
+    r->events = c->events;
     r->workers = c->workers;
     r->rate = rate;
     r->events_per_s = (double)c->events / wall;
@@ -384,6 +387,15 @@ static void run_traffic(const cfg *c, const char *urls, const char *prefix, traf
         }
     }
     cf_js_close(js);
+}
+
+static void wrote(const traffic *t, result *r)
+{
+    r->msgs = r->bytes = 0;
+    for (int j = 0; j < t->n; j++) {
+        r->msgs += t->msgs[j];
+        r->bytes += t->bytes[j];
+    }
 }
 
 /* The raw JetStream rate of the same traffic: as many messages of the same mean size on as
@@ -477,13 +489,15 @@ static void print(const result *r, bool json, bool first)
                "ms\":%.3f,"
                "\"p99_ms\":%.3f,\"cpu_us_per_event\":%.2f,\"raw_publish_events_per_s\":%.0f,"
                "\"raw_consume_events_per_s\":%.0f,\"raw_events_per_s\":%.0f,\"raw_msgs\":%llu,"
+               "\"msgs\":%llu,\"bytes_per_event\":%.1f,"
                "\"vs_raw\":%.3f,\"completeness\":%.6f,\"ready_s\":%.2f,\"cpu_s\":{\"gateway\":%.3f,"
                "\"parties\":%.3f,\"combiner\":%.3f,\"nats_server\":%.3f}}",
                first ? "[" : ",\n ", r->group_by != NULL ? r->group_by : "", r->nodes, r->workers,
                r->rate, r->ok ? "true" : "false", r->events_per_s, r->p50_ms, r->p99_ms, r->cpu_us,
                r->raw_pub_per_s, r->raw_cons_per_s, r->raw_events_per_s,
-               (unsigned long long)r->raw_msgs, ratio, r->completeness, r->ready_s,
-               r->cpu_gateway_s, r->cpu_parties_s, r->cpu_combiner_s, r->cpu_servers_s);
+               (unsigned long long)r->raw_msgs, (unsigned long long)r->msgs,
+               r->events > 0 ? (double)r->bytes / (double)r->events : 0, ratio, r->completeness,
+               r->ready_s, r->cpu_gateway_s, r->cpu_parties_s, r->cpu_combiner_s, r->cpu_servers_s);
     } else {
         printf("nodes %d workers %d %-10s %9.0f events/s  gateway p50 %7.3f ms p99 %7.3f ms  cpu "
                "%6.2f "
@@ -625,6 +639,9 @@ int cf_bench_distributed(int argc, char **argv)
         }
         result r = {0};
         run_pipeline(&c, nodes, 0, urls, &r);
+        traffic tr;
+        run_traffic(&c, urls, nodes == 1 ? "BU" : "BC", &tr);
+        wrote(&tr, &r);
         result paced = {0};
         bool do_paced = nodes == 1 && rate > 0;
         if (do_paced) {
@@ -635,11 +652,12 @@ int cf_bench_distributed(int argc, char **argv)
             snprintf(count, sizeof(count), "%llu", (unsigned long long)pc.events);
             wait_ok(spawn(pgen, log));
             run_pipeline(&pc, nodes, rate, urls, &paced);
+            traffic ptr;
+            run_traffic(&pc, urls, "BP", &ptr);
+            wrote(&ptr, &paced);
             snprintf(count, sizeof(count), "%llu", (unsigned long long)events);
             wait_ok(spawn(gen, log));
         }
-        traffic tr;
-        run_traffic(&c, urls, nodes == 1 ? "BU" : "BC", &tr);
         raw_rate(urls, nodes, events, &tr, &r);
         stop_servers(spids, nodes);
         paced.raw_pub_per_s = r.raw_pub_per_s;
