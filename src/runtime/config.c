@@ -262,7 +262,9 @@ static const conf_entry entries[] = {
      SZ(pg_table_prefix),
      "Prefix of the table names: PREFIXresults, PREFIXalerts, PREFIXlate, PREFIXoffsets."},
     {"nats.max_ack_pending", CONF_INT, "256", 1, 1000000, NULL, OFF(nats_max_ack_pending), 0,
-     "Frames a receiver may hold unacknowledged (flow control)."},
+     "Messages a receiver may hold unacknowledged (flow control): input events, and frames "
+     "between the roles, where at most 48 are taken (frames are up to 1 MB, and nats-server "
+     "stops delivering to a client with more than 64 MB pending)."},
 };
 
 #define N_ENTRIES (sizeof(entries) / sizeof(entries[0]))

@@ -950,6 +950,16 @@ typedef struct receiver {
     int64_t idle_ns;
 } receiver;
 
+/* Frames a receiver holds unacknowledged. nats-server drops deliveries to a client with more
+ * than max_pending (64 MiB by default) on its socket ("Slow Consumer Detected"), and a
+ * dropped frame comes again only after AckWait (30 s): a receiver catching up a backlog of
+ * frames of up to FRAME_BYTES must not ask for more than fits (48 MiB here). */
+static int frames_pending(const cf_secure *s)
+{
+    const int64_t most = 48 * 1024 * 1024 / FRAME_BYTES;
+    return (int)(s->conf.nats_max_ack_pending < most ? s->conf.nats_max_ack_pending : most);
+}
+
 static cf_err recv_open(receiver *r, const char *stream, const char *subject, uint64_t start_seq,
                         char *err, size_t errsz)
 {
@@ -967,7 +977,7 @@ static cf_err recv_open(receiver *r, const char *stream, const char *subject, ui
             nanosleep(&ts, NULL);
         }
         e = cf_js_subscribe(&r->sub, r->s->js, r->stream, r->subject, r->next_seq,
-                            (int)r->s->conf.nats_max_ack_pending, err, errsz);
+                            frames_pending(r->s), err, errsz);
         if (e == CF_E_TRANSPORT && attempt == 0) {
             CF_LOG(CF_LOG_WARN, "distributed", "%s: %s; asking again", r->stream, err);
         }
@@ -988,7 +998,7 @@ static void recv_resubscribe(receiver *r, const char *why)
     r->sub = NULL;
     for (int attempt = 0; !atomic_load(&r->s->net_stop); attempt++) {
         if (cf_js_subscribe(&r->sub, r->s->js, r->stream, r->subject, r->next_seq,
-                            (int)r->s->conf.nats_max_ack_pending, err, sizeof(err)) == CF_OK) {
+                            frames_pending(r->s), err, sizeof(err)) == CF_OK) {
             return;
         }
         if (attempt == 240) { /* a minute */
