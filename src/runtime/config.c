@@ -263,8 +263,8 @@ static const conf_entry entries[] = {
      "Prefix of the table names: PREFIXresults, PREFIXalerts, PREFIXlate, PREFIXoffsets."},
     {"nats.max_ack_pending", CONF_INT, "256", 1, 1000000, NULL, OFF(nats_max_ack_pending), 0,
      "Messages a receiver may hold unacknowledged (flow control): input events, and frames "
-     "between the roles, where at most 48 are taken (frames are up to 1 MB, and nats-server "
-     "stops delivering to a client with more than 64 MB pending)."},
+     "between the roles, where at most 48 per connection are taken (frames are up to 1 MB, and "
+     "nats-server stops delivering to a client with more than 64 MB pending)."},
 };
 
 #define N_ENTRIES (sizeof(entries) / sizeof(entries[0]))

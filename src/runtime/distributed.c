@@ -956,7 +956,12 @@ typedef struct receiver {
  * frames of up to FRAME_BYTES must not ask for more than fits (48 MiB here). */
 static int frames_pending(const cf_secure *s)
 {
-    const int64_t most = 48 * 1024 * 1024 / FRAME_BYTES;
+    /* the combiner reads every party worker's partials and the group names on one
+     * connection: the bound is the connection's */
+    int64_t streams =
+        s->role == CF_ROLE_COMBINER ? (int64_t)s->k * (s->dworkers ? s->dworkers : 1) + 1 : 1;
+    int64_t most = 48 * 1024 * 1024 / FRAME_BYTES / streams;
+    most = most < 2 ? 2 : most;
     return (int)(s->conf.nats_max_ack_pending < most ? s->conf.nats_max_ack_pending : most);
 }
 
