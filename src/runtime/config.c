@@ -261,6 +261,12 @@ static const conf_entry entries[] = {
     {"output.postgres.table_prefix", CONF_STR, "confide_", 0, 0, NULL, OFF(pg_table_prefix),
      SZ(pg_table_prefix),
      "Prefix of the table names: PREFIXresults, PREFIXalerts, PREFIXlate, PREFIXoffsets."},
+    {"nats.linger_ms", CONF_INT, "5", 0, 1000, NULL, OFF(nats_linger_ms), 0,
+     "How long a role may hold a frame that is not full for more batches (as Kafka's linger.ms): "
+     "at a low rate one frame then carries several batches, with fewer messages through "
+     "nats-server and fewer wake-ups in every role. Adds at most this to the time from the "
+     "gateway's audit log to a party's windows; the gateway's acceptance latency is unchanged. "
+     "0: send as soon as nothing is in flight."},
     {"nats.max_ack_pending", CONF_INT, "256", 1, 1000000, NULL, OFF(nats_max_ack_pending), 0,
      "Messages a receiver may hold unacknowledged (flow control): input events, and frames "
      "between the roles, where at most 48 per connection are taken (frames are up to 1 MB, and "

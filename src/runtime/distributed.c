@@ -515,11 +515,24 @@ static bool publish(cf_secure *s, const char *subject, const uint8_t *frame, siz
 #define PUB_HOLD 1
 #define HOLD_WAIT_NS 1000000
 
+/* Whether a sender keeps filling the frame it holds (its first batch came at @p since):
+ * while a frame is in flight, and for nats.linger_ms. */
+static bool lingering(const cf_secure *s, cf_js_pub *p, int64_t since)
+{
+    return cf_js_pub_inflight(p) >= PUB_HOLD ||
+           cf_now_ns() - since < s->conf.nats_linger_ms * 1000000;
+}
+
 /* How long a sender waits for its lane: long when it holds nothing, briefly while it
  * holds a frame back, not at all when it would send what it holds anyway. */
-static int64_t sender_wait(cf_js_pub *p, unsigned held)
+static int64_t sender_wait(const cf_secure *s, cf_js_pub *p, unsigned held, int64_t since)
 {
-    return held == 0 ? 100000000 : (cf_js_pub_inflight(p) >= PUB_HOLD ? HOLD_WAIT_NS : 0);
+    if (held == 0) {
+        return 100000000;
+    }
+    int64_t left = since + s->conf.nats_linger_ms * 1000000 - cf_now_ns();
+    int64_t wait = cf_js_pub_inflight(p) >= PUB_HOLD ? HOLD_WAIT_NS : 0;
+    return left > wait ? left : wait;
 }
 
 static cf_js_pub *pub_open(cf_secure *s, const char *stream, const char *subject,
@@ -654,11 +667,13 @@ static void *gateway_sender(void *arg)
     item_batch *held[FRAME_BATCHES];
     unsigned nh = 0;
     size_t bytes = 0;
+    int64_t since = 0;
     while (!closed || nh > 0) {
-        item_batch *b = closed ? NULL : lane_next(l->full_ring, sender_wait(pub, nh), &closed);
+        item_batch *b =
+            closed ? NULL : lane_next(l->full_ring, sender_wait(s, pub, nh, since), &closed);
         bool fits = b != NULL && nh < FRAME_BATCHES && bytes + shares_size(b, i) <= FRAME_BYTES;
         bool hold = b == NULL && !closed && nh > 0 && nh < FRAME_BATCHES && !held[nh - 1]->ckpt &&
-                    cf_js_pub_inflight(pub) >= PUB_HOLD;
+                    lingering(s, pub, since);
         if (nh > 0 && !hold && (b == NULL || !fits || held[nh - 1]->ckpt)) {
             if (ok && !atomic_load(&s->net_failed)) {
                 ok = send_shares(s, i, wk, pub, frame, held, nh);
@@ -683,6 +698,7 @@ static void *gateway_sender(void *arg)
             cf_ring_push_wait(l->free_ring, b);
             continue;
         }
+        since = nh == 0 ? cf_now_ns() : since;
         held[nh++] = b;
         bytes += shares_size(b, i);
     }
@@ -1291,11 +1307,13 @@ static void *party_sender(void *arg)
     msg_batch *held[FRAME_BATCHES];
     unsigned nh = 0;
     size_t bytes = 0;
+    int64_t since = 0;
     while (!closed || nh > 0) {
-        msg_batch *b = closed ? NULL : lane_next(pa->out.full_ring, sender_wait(pub, nh), &closed);
+        msg_batch *b =
+            closed ? NULL : lane_next(pa->out.full_ring, sender_wait(s, pub, nh, since), &closed);
         bool fits = b != NULL && nh < FRAME_BATCHES && bytes + msgs_size(b) <= FRAME_BYTES;
         bool hold = b == NULL && !closed && nh > 0 && nh < FRAME_BATCHES &&
-                    !has_marker(held[nh - 1]) && cf_js_pub_inflight(pub) >= PUB_HOLD;
+                    !has_marker(held[nh - 1]) && lingering(s, pub, since);
         if (nh > 0 && !hold && (b == NULL || !fits || has_marker(held[nh - 1]))) {
             if (ok && !atomic_load(&s->net_stop)) {
                 ok = send_partials(s, pub, frame, held, nh);
@@ -1320,6 +1338,7 @@ static void *party_sender(void *arg)
             cf_ring_push_wait(pa->out.free_ring, b);
             continue;
         }
+        since = nh == 0 ? cf_now_ns() : since;
         held[nh++] = b;
         bytes += msgs_size(b);
     }

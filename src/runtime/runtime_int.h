@@ -78,6 +78,7 @@ struct cf_config {
     int64_t nats_replicas;
     int64_t nats_duplicate_window_s;
     int64_t nats_max_ack_pending;
+    int64_t nats_linger_ms;
     char output_nats_subject[128];
     char input_nats_subject[128];
     char input_nats_stream[64];
