@@ -1110,7 +1110,7 @@ static int64_t process_cpu_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* The gateway's per-batch work between decode and commit (secure.c): the compliance rules
+/* The gateway's per-batch work between decode and commit (gateway.c): the compliance rules
  * and the audit write, without waiting for the disk; the commit stage makes groups of
  * batches durable and forwards them. If any of it fails the run stops and nothing more is
  * forwarded. The thread owns the batch controller: each batch's service time and backlog wait

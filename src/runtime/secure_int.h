@@ -1,5 +1,5 @@
 /*
- * Private to the runtime: what the gateway, parties and combiner of secure.c hand each other,
+ * Private to the runtime: what the gateway, parties and combiner hand each other,
  * and the state of a run. distributed.c carries the same batches between processes over
  * JetStream (frames, docs/distributed.md); embedded runs hand them over in-process rings.
  */
@@ -307,7 +307,7 @@ struct cf_secure {
     pgsink *pg; /* output.postgres: the tables follow the files (pgsink.c); NULL: off */
 };
 
-/* ---- shared by the roles (secure.c gateway, party.c, combiner.c, distributed.c) ---- */
+/* ---- shared by the roles (gateway.c, party.c, combiner.c, distributed.c) ---- */
 
 /*
  * Batch metadata in the audit log: entries of (type u8, length u8, value). META_MASK_CTX
@@ -429,6 +429,16 @@ cf_err cf__party_restore(party *pa, const uint8_t *snap, size_t len, char *errst
                          size_t errstr_size);
 /* Allocates the lanes of worker slot @p w of party @p i (idempotent). */
 cf_err cf__worker_lanes(cf_secure *s, unsigned i, unsigned w);
+
+/* gateway.c: the gateway's per-batch steps that recovery (secure.c) replays too */
+void cf__gateway_count_alert(cf_secure *s, const cf_rule_hit *hit);
+cf_err cf__gateway_announce(cf_secure *s, const cf_event *ev, uint8_t *pseudo);
+cf_err cf__gateway_protect(cf_secure *s, const cf_event *events, uint32_t n, const cf_sa_ctx *ctx,
+                           char *errstr, size_t errstr_size);
+void cf__gateway_markers(cf_secure *s, uint64_t index, uint64_t alerts_len, uint64_t alerts);
+void cf__gateway_checkpoints(cf_secure *s);
+cf_err cf__gateway_load_rescales(cf_secure *s, char *errstr, size_t errstr_size);
+bool cf__gateway_redo_rescales(cf_secure *s, uint64_t index, bool ckpt);
 
 /* autoscale.c: autoscale.policy drives cf_secure_rescale from the workers' busy time. */
 cf_err cf__autoscale_start(cf_secure *s, char *errstr, size_t errstr_size);
