@@ -47,46 +47,35 @@ static void party_flush_out(party *pa)
     }
 }
 
-/*
- * A group below min_count leaves as a bare record: window, count and event indexes, no
- * pseudonym and no shares. The count is the party's own (it sees every event of its keys),
- * the combiner would withhold the group anyway, and it still compares the k parties'
- * records in lockstep: one party alone cannot hide a group (its count would disagree) nor
- * release one. The combiner so learns neither which groups were small nor their sums, and
- * the bytes per group drop from about 90 to 8 (most groups of a fine grouping are small).
- */
-static void emit_suppressed(party *pa, const cf_window_result *r)
-{
-    party_msg *m = party_next_msg(pa);
-    m->type = MSG_SUPPRESSED;
-    m->update = r->update;
-    m->start_us = r->window_start_us;
-    m->end_us = r->window_end_us;
-    m->count = r->count;
-    m->first = r->first_index;
-    m->last = r->last_index;
-}
-
 void cf__party_on_result(void *opaque, const cf_window_result *r)
 {
     party *pa = opaque;
-    bool hide = (int64_t)pa->index == pa->s->conf.debug_hide_party && pa->worker == 0 && !pa->hid;
-    if (r->count < (uint64_t)pa->s->conf.min_count || hide) {
-        /* debug.hide_party: a dishonest party calls its first large group small */
-        pa->hid |= hide;
-        emit_suppressed(pa, r);
-        return;
-    }
     party_msg *m = party_next_msg(pa);
-    m->type = MSG_RESULT;
     m->update = r->update;
-    CF_ASSERT(r->key_len == CF_SA_PSEUDO_LEN);
-    memcpy(m->key, r->key, CF_SA_PSEUDO_LEN);
     m->start_us = r->window_start_us;
     m->end_us = r->window_end_us;
     m->count = r->count;
     m->first = r->first_index;
     m->last = r->last_index;
+    /*
+     * A group below min_count leaves as a bare record: window, count and event indexes, no
+     * pseudonym and no shares. The count is the party's own (it sees every event of its
+     * keys), the combiner would withhold the group anyway, and it still compares the k
+     * parties' records in lockstep: one party alone cannot hide a group (its count would
+     * disagree) nor release one. The combiner so learns neither which groups were small nor
+     * their sums, and the bytes per group drop from about 90 to 15 (most groups of a fine
+     * grouping are small). debug.hide_party: a dishonest party calls its first large group
+     * small.
+     */
+    bool hide = (int64_t)pa->index == pa->s->conf.debug_hide_party && pa->worker == 0 && !pa->hid;
+    if (r->count < (uint64_t)pa->s->conf.min_count || hide) {
+        pa->hid |= hide;
+        m->type = MSG_SUPPRESSED;
+        return;
+    }
+    m->type = MSG_RESULT;
+    CF_ASSERT(r->key_len == CF_SA_PSEUDO_LEN);
+    memcpy(m->key, r->key, CF_SA_PSEUDO_LEN);
     size_t vs = pa->s->mode == PROT_LSA ? sizeof(cf_sa_vec) : sizeof(cf_window_plain);
     memcpy(m->value, r->value, vs);
     if ((int64_t)pa->index == pa->s->conf.debug_tamper_party && pa->worker == 0 && !pa->tampered &&

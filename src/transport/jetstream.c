@@ -222,15 +222,8 @@ cf_err cf_js_ensure_stream(cf_js *j, const char *name, const char *subject, int 
 cf_err cf_js_stream_msgs(cf_js *j, const char *name, uint64_t *msgs, char *errstr,
                          size_t errstr_size)
 {
-    jsStreamInfo *si = NULL;
-    jsErrCode jerr = 0;
-    natsStatus s = js_GetStreamInfo(&si, j->js, name, NULL, &jerr);
-    if (s != NATS_OK) {
-        return nats_fail_conn(j->nc, s, jerr, errstr, errstr_size, "stream info");
-    }
-    *msgs = si->State.Msgs;
-    jsStreamInfo_Destroy(si);
-    return CF_OK;
+    uint64_t bytes = 0;
+    return cf_js_stream_size(j, name, msgs, &bytes, errstr, errstr_size);
 }
 
 cf_err cf_js_stream_size(cf_js *j, const char *name, uint64_t *msgs, uint64_t *bytes, char *errstr,
