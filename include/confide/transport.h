@@ -106,6 +106,9 @@ cf_err cf_js_stream_msgs(cf_js *js, const char *name, uint64_t *msgs, char *errs
                          size_t errstr_size);
 /** Messages and bytes (as the server counts them: headers and subjects included) in
  *  stream @p name now. */
+/** The first and last sequence stream @p name holds (first > last: empty). */
+cf_err cf_js_stream_seqs(cf_js *js, const char *name, uint64_t *first, uint64_t *last, char *errstr,
+                         size_t errstr_size);
 cf_err cf_js_stream_size(cf_js *js, const char *name, uint64_t *msgs, uint64_t *bytes, char *errstr,
                          size_t errstr_size);
 /** The header of the last frame on @p subject in stream @p name; *found false when there is

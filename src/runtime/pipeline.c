@@ -64,6 +64,9 @@ typedef struct chunk {
     char *data;
     cf_record *rec;
     int64_t *stamp_ns;
+    uint64_t done_seq; /* JetStream input: the last message whose records all are in this
+                        * chunk or before it (0: none, or not a stream) ... */
+    uint32_t done_n;   /* ... its last record is rec[done_n - 1] (0: in an earlier chunk) */
 } chunk;
 
 /* An event batch with what the gateway needs to know about it. The cf_batch comes first, so
@@ -80,8 +83,39 @@ typedef struct pbatch {
     uint32_t n_dead;
     char *dead_data;
     size_t dead_used;
-    cf_secure_gwbatch gw; /* the gateway's write step -> the commit stage */
+    cf_secure_gwbatch gw;       /* the gateway's write step -> the commit stage */
+    uint64_t acc_end, dead_end; /* JetStream input: log positions (events, dead letters)
+                                 * that are durable once this batch is */
 } pbatch;
+
+/* JetStream input resume (docs/distributed.md): a message is acked once every record it
+ * carried is durable in the audit log, and OUT/input.pos holds the last such message's stream
+ * sequence with the log position after its records (events and dead letters). */
+#define NATS_HEADER_MAX 4096
+
+typedef struct nats_snap {
+    uint64_t seq, acc, dead;
+} nats_snap;
+
+typedef struct nats_resume {
+    bool on;            /* acks wait for durability and input.pos is kept */
+    pthread_mutex_t mu; /* the queues below and the pos file */
+    cf_js_msg *msgs;    /* received, not yet acked, in stream order */
+    size_t m_head, m_len, m_cap;
+    nats_snap *snaps; /* message boundaries from decode, in order */
+    size_t s_head, s_len, s_cap;
+    nats_snap acked; /* the last boundary whose messages are acked */
+    nats_snap done;  /* the last boundary written to input.pos */
+    int64_t pos_written_ns;
+    _Atomic uint64_t durable_acc, durable_dead; /* commit: absolute log positions durable */
+    uint64_t start_seq;           /* the run subscribes from here (1: the beginning) */
+    uint64_t base_acc, base_dead; /* the position input.pos held at start */
+    bool have_pos;
+    uint64_t dead_kept; /* decode: dead letters met (kept or skipped), this run */
+    char path[CF_CONF_STR_MAX + 16];
+    char header[NATS_HEADER_MAX]; /* CSV: the stream's first record, fed first on a resume */
+    size_t header_len;
+} nats_resume;
 
 #define DEAD_PER_BATCH 256u
 #define DEAD_DATA_SIZE (64u * 1024u) /* plus input.record_max: one record always fits */
@@ -96,6 +130,9 @@ struct cf_pipeline {
     atomic_bool stop;
     atomic_bool reload;
     cf_secure *secure;
+    nats_resume nr;
+    cf_js *nats_js; /* the input's connection: acks come from the commit stage */
+    cf_js_sub *nats_sub;
     uint64_t skip;      /* resume: accepted records the audit log already holds */
     uint64_t skip_done; /* decode: of those, skipped so far */
     uint64_t dead_skip; /* resume: rejected records the audit log already holds */
@@ -287,6 +324,8 @@ static cf_err dedup_setup(cf_pipeline *p, char *errstr, size_t errstr_size)
     return CF_OK;
 }
 
+static bool nats_pos_read(const char *path, const char *stream, nats_snap *out, nats_resume *r);
+
 cf_err cf_pipeline_create(cf_pipeline **out, const cf_config *c, char *errstr, size_t errstr_size)
 {
     cf_err err;
@@ -295,6 +334,7 @@ cf_err cf_pipeline_create(cf_pipeline **out, const cf_config *c, char *errstr, s
         return CF_E_NOMEM;
     }
     p->conf = *c;
+    pthread_mutex_init(&p->nr.mu, NULL);
     err = cf_format_parse(p->conf.input_format, &p->fmt);
     if (err != CF_OK) {
         cf_err_set(err, errstr, errstr_size, "input.format: unknown format '%s'",
@@ -320,6 +360,21 @@ cf_err cf_pipeline_create(cf_pipeline **out, const cf_config *c, char *errstr, s
         (err = cf__config_fx(&p->conf, &p->fx, errstr, errstr_size)) != CF_OK) {
         goto fail;
     }
+    p->nr.start_seq = 1;
+    if (p->conf.input_nats_subject[0] != '\0' && p->conf.output_dir[0] != '\0' &&
+        p->conf.audit_enabled) {
+        nats_snap pos;
+        p->nr.on = true;
+        snprintf(p->nr.path, sizeof(p->nr.path), "%s/input.pos", p->conf.output_dir);
+        if (nats_pos_read(p->nr.path, p->conf.input_nats_stream, &pos, &p->nr)) {
+            p->nr.have_pos = true;
+            p->nr.start_seq = pos.seq + 1;
+            p->nr.base_acc = pos.acc;
+            p->nr.base_dead = pos.dead;
+            p->nr.acked = pos;
+            p->nr.done = pos;
+        }
+    }
     /* before anything opens the log or the outputs: a refusal changes nothing */
     if ((err = check_input_readable(&p->conf, errstr, errstr_size)) != CF_OK ||
         (err = check_resumed_input(p, errstr, errstr_size)) != CF_OK) {
@@ -335,6 +390,22 @@ cf_err cf_pipeline_create(cf_pipeline **out, const cf_config *c, char *errstr, s
     p->skip = cf_secure_resume_skip(p->secure);
     p->dead_skip = cf_secure_resume_dead(p->secure);
     p->dead_audit = cf_secure_audits(p->secure);
+    if (p->nr.have_pos) {
+        /* the run starts after input.pos: it skips only the tail the log holds beyond it */
+        if (p->skip < p->nr.base_acc || p->dead_skip < p->nr.base_dead) {
+            err = cf_err_set(CF_E_INVAL, errstr, errstr_size,
+                             "%s is ahead of the audit log (%llu events, %llu dead letters "
+                             "against %llu and %llu): it is not this output's; use --fresh",
+                             p->nr.path, (unsigned long long)p->nr.base_acc,
+                             (unsigned long long)p->nr.base_dead, (unsigned long long)p->skip,
+                             (unsigned long long)p->dead_skip);
+            goto fail;
+        }
+        p->skip -= p->nr.base_acc;
+        p->dead_skip -= p->nr.base_dead;
+    }
+    atomic_store(&p->nr.durable_acc, p->nr.base_acc + p->skip); /* the log as it is */
+    atomic_store(&p->nr.durable_dead, p->nr.base_dead + p->dead_skip);
     if (p->conf.input_nats_subject[0] != '\0') {
         snprintf(p->dead_source, sizeof(p->dead_source), "nats:%s", p->conf.input_nats_subject);
     } else {
@@ -435,6 +506,14 @@ void cf_pipeline_destroy(cf_pipeline *p)
     cf_ring_destroy(p->batch_out);
     cf_hist_destroy(p->latency);
     cf_dedup_destroy(p->dedup);
+    for (size_t i = 0; i < p->nr.m_len; i++) {
+        cf_js_release(&p->nr.msgs[(p->nr.m_head + i) % p->nr.m_cap]); /* redelivered */
+    }
+    cf_free(p->nr.msgs);
+    cf_free(p->nr.snaps);
+    pthread_mutex_destroy(&p->nr.mu);
+    cf_js_unsubscribe(p->nats_sub);
+    cf_js_close(p->nats_js);
     cf_fx_destroy(p->fx);
     cf_secure_destroy(p->secure); /* holds metric handles: before the registry */
     outfile_abandon(&p->dead_letter);
@@ -456,9 +535,11 @@ typedef struct source_state {
     int64_t last_flush; /* paced: when the last chunk was handed on */
 } source_state;
 
+static chunk *current_chunk(source_state *s);
+
 static void flush_chunk(source_state *s)
 {
-    if (s->cur != NULL && s->cur->n > 0) {
+    if (s->cur != NULL && (s->cur->n > 0 || s->cur->done_seq > 0)) {
         if (s->pacer != NULL && s->last_stamp > cf_now_ns()) {
             cf_sleep_until_ns(s->last_stamp); /* never hand a record on before its stamp */
         }
@@ -481,6 +562,8 @@ static chunk *current_chunk(source_state *s)
         }
         s->cur = item;
         s->cur->n = 0;
+        s->cur->done_seq = 0;
+        s->cur->done_n = 0;
         s->cur->used = 0;
     }
     return s->cur;
@@ -604,9 +687,9 @@ static cf_err read_fd(source_state *s, cf_splitter *sp, int fd)
 
 /* ---- JetStream input (input.nats_subject) ---- */
 
-/* Connects, creates the input stream if missing and consumes it from its first message. */
-static cf_err nats_input_open(const cf_config *c, cf_js **js, cf_js_sub **sub, char *errstr,
-                              size_t errstr_size)
+/* Connects, creates the input stream if missing and consumes it from @p start_seq. */
+static cf_err nats_input_open(const cf_config *c, uint64_t start_seq, cf_js **js, cf_js_sub **sub,
+                              char *errstr, size_t errstr_size)
 {
     *sub = NULL;
     /* the gateway's own inbox prefix (its permissions allow _INBOX.confide-gateway.>) */
@@ -616,8 +699,22 @@ static cf_err nats_input_open(const cf_config *c, cf_js **js, cf_js_sub **sub, c
                                   (int)c->nats_replicas, c->nats_duplicate_window_s, errstr,
                                   errstr_size);
     }
+    if (err == CF_OK && start_seq > 1 && !c->recovery_resume_any) {
+        uint64_t first = 0, last = 0;
+        err = cf_js_stream_seqs(*js, c->input_nats_stream, &first, &last, errstr, errstr_size);
+        if (err == CF_OK && first > start_seq && last >= first) {
+            err = cf_err_set(CF_E_INVAL, errstr, errstr_size,
+                             "input stream %s no longer holds sequence %llu where the input "
+                             "resumes (it holds %llu to %llu: its limits removed %llu messages "
+                             "that were never processed); use --resume to go on from %llu "
+                             "anyway, or --fresh",
+                             c->input_nats_stream, (unsigned long long)start_seq,
+                             (unsigned long long)first, (unsigned long long)last,
+                             (unsigned long long)(first - start_seq), (unsigned long long)first);
+        }
+    }
     if (err == CF_OK) {
-        err = cf_js_subscribe(sub, *js, c->input_nats_stream, c->input_nats_subject, 1,
+        err = cf_js_subscribe(sub, *js, c->input_nats_stream, c->input_nats_subject, start_seq,
                               (int)c->nats_max_ack_pending, errstr, errstr_size);
     }
     return err;
@@ -643,23 +740,190 @@ static bool nats_record(const cf_js_msg *m, char **buf, size_t *cap, size_t *len
     return true;
 }
 
-/* Reads input.nats_subject until a stop, or input.nats_idle_end_ms without a message. The
- * stream is read from its start on every run, so that a restart skips, and checks, what the
- * audit log already holds exactly as for a file. Acks only pace the delivery. */
+/* OUT/input.pos: "stream S\nseq Q\nevents A\ndead D\n". */
+static bool nats_pos_read(const char *path, const char *stream, nats_snap *out, nats_resume *r)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        return false;
+    }
+    char name[CF_CONF_STR_MAX + 1];
+    char hex[2 * NATS_HEADER_MAX + 1];
+    unsigned long long q = 0, a = 0, d = 0;
+    bool ok = fscanf(f, "stream %1024s seq %llu events %llu dead %llu", name, &q, &a, &d) == 4 &&
+              strcmp(name, stream) == 0;
+    r->header_len = 0;
+    if (ok && fscanf(f, " header %8192s", hex) == 1) {
+        size_t n = strlen(hex) / 2;
+        for (size_t i = 0; i < n && i < NATS_HEADER_MAX; i++) {
+            unsigned v = 0;
+            ok = ok && sscanf(hex + 2 * i, "%2x", &v) == 1;
+            r->header[i] = (char)v;
+        }
+        r->header_len = n < NATS_HEADER_MAX ? n : 0;
+    }
+    fclose(f);
+    out->seq = q;
+    out->acc = a;
+    out->dead = d;
+    return ok;
+}
+
+/* Written by rename and fsync: the file is always a whole, durable position. */
+static bool nats_pos_write(const cf_pipeline *p, const nats_snap *sn)
+{
+    char tmp[CF_CONF_STR_MAX + 24];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", p->nr.path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        return false;
+    }
+    char buf[CF_CONF_STR_MAX + 128 + 2 * NATS_HEADER_MAX];
+    int n = snprintf(buf, sizeof(buf), "stream %s\nseq %llu\nevents %llu\ndead %llu\n",
+                     p->conf.input_nats_stream, (unsigned long long)sn->seq,
+                     (unsigned long long)sn->acc, (unsigned long long)sn->dead);
+    if (p->nr.header_len > 0) { /* a CSV stream's header: a resume reads it first */
+        n += snprintf(buf + n, sizeof(buf) - (size_t)n, "header ");
+        for (size_t i = 0; i < p->nr.header_len; i++) {
+            n += snprintf(buf + n, sizeof(buf) - (size_t)n, "%02x",
+                          (unsigned)(unsigned char)p->nr.header[i]);
+        }
+        n += snprintf(buf + n, sizeof(buf) - (size_t)n, "\n");
+    }
+    bool ok = n > 0 && write(fd, buf, (size_t)n) == n && fsync(fd) == 0;
+    ok = close(fd) == 0 && ok;
+    if (!ok || rename(tmp, p->nr.path) != 0) {
+        unlink(tmp);
+        return false;
+    }
+    int dfd = open(p->conf.output_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        ok = fsync(dfd) == 0;
+        close(dfd);
+    }
+    return ok;
+}
+
+#define NATS_POS_EVERY_NS (200 * 1000 * 1000) /* input.pos at most 5 times a second */
+
+/* Acks every message whose records are all durable, in order, and keeps input.pos up to
+ * date (at most every NATS_POS_EVERY_NS, or now with @p final). Any thread. */
+static void nats_progress(cf_pipeline *p, bool final)
+{
+    nats_resume *r = &p->nr;
+    if (!r->on) {
+        return;
+    }
+    uint64_t dacc = atomic_load(&r->durable_acc), ddead = atomic_load(&r->durable_dead);
+    pthread_mutex_lock(&r->mu);
+    nats_snap best = r->acked;
+    while (r->s_len > 0) {
+        nats_snap *sn = &r->snaps[r->s_head];
+        if (sn->acc > dacc || sn->dead > ddead) {
+            break; /* its records are not all durable yet */
+        }
+        best = *sn;
+        r->s_head++;
+        r->s_len--;
+    }
+    while (r->m_len > 0 && r->msgs[r->m_head].stream_seq <= best.seq) {
+        cf_js_ack(&r->msgs[r->m_head]);
+        r->m_head = (r->m_head + 1) % r->m_cap;
+        r->m_len--;
+    }
+    r->acked = best;
+    int64_t now = cf_now_ns();
+    /* the file may lag the acks: a restart re-reads and checks the messages in between */
+    if (best.seq > r->done.seq && (final || now - r->pos_written_ns >= NATS_POS_EVERY_NS)) {
+        if (nats_pos_write(p, &best)) {
+            r->done = best;
+        } else {
+            CF_LOG(CF_LOG_WARN, "source", "cannot write %s: a restart re-reads more input",
+                   r->path);
+        }
+        r->pos_written_ns = now;
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* Decode: the records of every message up to @p seq are in batches emitted or open. */
+static void nats_boundary(cf_pipeline *p, uint64_t seq)
+{
+    nats_resume *r = &p->nr;
+    nats_snap sn = {seq, r->base_acc + p->accepted, r->base_dead + r->dead_kept};
+    pthread_mutex_lock(&r->mu);
+    if (r->s_head > 0 && r->s_head + r->s_len == r->s_cap) {
+        memmove(r->snaps, r->snaps + r->s_head, r->s_len * sizeof(*r->snaps));
+        r->s_head = 0;
+    }
+    if (r->s_head + r->s_len == r->s_cap) {
+        size_t nc = r->s_cap ? 2 * r->s_cap : 256;
+        nats_snap *ns = cf_realloc(r->snaps, nc * sizeof(*ns));
+        if (ns == NULL) {
+            pthread_mutex_unlock(&r->mu);
+            return; /* a later boundary covers this one */
+        }
+        r->snaps = ns;
+        r->s_cap = nc;
+    }
+    r->snaps[r->s_head + r->s_len++] = sn;
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* Source: keeps a received message until its records are durable; how many are kept (0:
+ * out of memory). */
+static size_t nats_keep(cf_pipeline *p, const cf_js_msg *m)
+{
+    nats_resume *r = &p->nr;
+    pthread_mutex_lock(&r->mu);
+    if (r->m_len == r->m_cap) {
+        size_t nc = r->m_cap ? 2 * r->m_cap : 1024;
+        cf_js_msg *nm = cf_malloc(nc * sizeof(*nm));
+        if (nm == NULL) {
+            pthread_mutex_unlock(&r->mu);
+            return 0;
+        }
+        for (size_t i = 0; i < r->m_len; i++) {
+            nm[i] = r->msgs[(r->m_head + i) % r->m_cap];
+        }
+        cf_free(r->msgs);
+        r->msgs = nm;
+        r->m_head = 0;
+        r->m_cap = nc;
+    }
+    r->msgs[(r->m_head + r->m_len++) % r->m_cap] = *m;
+    size_t held = r->m_len;
+    pthread_mutex_unlock(&r->mu);
+    return held;
+}
+
+/* Reads input.nats_subject until a stop, or input.nats_idle_end_ms without a message. With an
+ * audit log, the run starts after the last message input.pos says is durable (the tail the
+ * log holds beyond it is skipped and was checked) and acks a message only once its records
+ * are durable (nats_progress); without one, from the start, acks pacing the delivery. */
 static cf_err read_nats(source_state *s, cf_splitter *sp)
 {
     cf_pipeline *p = s->p;
-    cf_js *js = NULL;
-    cf_js_sub *sub = NULL;
     char *buf = NULL;
     size_t cap = 0, len = 0;
     int64_t idle_ms = 0, end_ms = p->conf.input_nats_idle_end_ms;
-    cf_err err = nats_input_open(&p->conf, &js, &sub, p->source_errstr, sizeof(p->source_errstr));
+    uint64_t last_seq = p->nr.start_seq - 1;
+    cf_err err = nats_input_open(&p->conf, p->nr.start_seq, &p->nats_js, &p->nats_sub,
+                                 p->source_errstr, sizeof(p->source_errstr));
+    if (err == CF_OK && p->nr.have_pos) {
+        CF_LOG(CF_LOG_INFO, "source", "resuming input stream %s at sequence %llu (position %llu)",
+               p->conf.input_nats_stream, (unsigned long long)p->nr.start_seq,
+               (unsigned long long)p->nr.base_acc);
+        if (p->nr.header_len > 0) {
+            split_all(s, sp, p->nr.header, p->nr.header_len, false); /* the CSV header */
+        }
+    }
     while (err == CF_OK && !atomic_load(&p->stop)) {
         cf_js_msg m;
-        cf_err e = cf_js_next(sub, &m, 50);
+        cf_err e = cf_js_next(p->nats_sub, &m, 50);
         if (e == CF_E_FULL) {
             flush_chunk(s); /* hand over what is ready while the stream is quiet */
+            nats_progress(p, false);
             idle_ms += 50;
             if (end_ms > 0 && idle_ms >= end_ms) {
                 break;
@@ -672,30 +936,140 @@ static cf_err read_nats(source_state *s, cf_splitter *sp)
             break;
         }
         idle_ms = 0;
+        if (m.stream_seq <= last_seq) {
+            cf_js_release(&m); /* a redelivery (its ack is still waiting): already read */
+            continue;
+        }
+        last_seq = m.stream_seq;
         if (!nats_record(&m, &buf, &cap, &len)) {
             cf_js_release(&m);
             err = CF_E_NOMEM;
             break;
         }
+        if (p->nr.on && !p->nr.have_pos && p->fmt != CF_FMT_NDJSON && m.stream_seq == 1) {
+            const char *nl = memchr(buf, '\n', len); /* the header: the first record */
+            size_t hl = (size_t)(nl - buf) + 1;
+            pthread_mutex_lock(&p->nr.mu);
+            if (hl <= NATS_HEADER_MAX) {
+                memcpy(p->nr.header, buf, hl);
+                p->nr.header_len = hl;
+            }
+            pthread_mutex_unlock(&p->nr.mu);
+        }
         split_all(s, sp, buf, len, false);
-        cf_js_ack(&m);
+        chunk *c = current_chunk(s); /* holds the message's last record: the boundary */
+        c->done_seq = m.stream_seq;
+        c->done_n = c->n;
+        if (!p->nr.on) {
+            cf_js_ack(&m);
+        } else {
+            size_t held = nats_keep(p, &m);
+            if (held == 0) {
+                cf_js_release(&m); /* never acked: redelivered to the next run */
+                err = CF_E_NOMEM;
+                break;
+            }
+            size_t half = (size_t)p->conf.nats_max_ack_pending / 2;
+            if (held % (half > 0 ? half : 1) == 0) {
+                /* the server sends more once these are acked: let them become durable */
+                flush_chunk(s);
+            }
+        }
     }
     cf_free(buf);
-    cf_js_unsubscribe(sub);
-    cf_js_close(js);
     return err;
 }
 
-/* The stream's records as one buffer (the restart's input check): until it is quiet. */
-static cf_err read_nats_all(const cf_config *c, char **out, size_t *out_len, char *errstr,
-                            size_t errstr_size)
+/* The log's events as fingerprints from @p from on (*out, *n: all of them), those before it
+ * feeding the duplicate states @p d1, @p d2 (NULL: none) as reading their input would. */
+static cf_err logged_events(const cf_config *c, uint64_t from, cf_dedup *d1, cf_dedup *d2,
+                            uint64_t **out, uint64_t *n, char *errstr, size_t errstr_size)
 {
+    char audit[CF_CONF_STR_MAX + 16], keys[CF_CONF_STR_MAX + 16];
+    *out = NULL;
+    *n = 0;
+    snprintf(audit, sizeof(audit), "%s", c->audit_dir);
+    if (audit[0] == '\0') {
+        snprintf(audit, sizeof(audit), "%s/audit", c->output_dir);
+    }
+    snprintf(keys, sizeof(keys), "%s", c->keys_dir);
+    if (keys[0] == '\0') {
+        snprintf(keys, sizeof(keys), "%s/keys", c->output_dir);
+    }
+    cf_key *dk = NULL;
+    cf_audit_reader *rd = NULL;
+    uint64_t *fp = NULL, k = 0;
+    size_t cap = 0;
+    cf_err err = cf_key_load(keys, "data.key", &dk, errstr, errstr_size);
+    if (err == CF_OK) {
+        err = cf_audit_reader_open(&rd, audit, dk, 0, errstr, errstr_size);
+    }
+    while (err == CF_OK) {
+        cf_audit_entry e;
+        err = cf_audit_reader_next(rd, &e, errstr, errstr_size);
+        if (err != CF_OK || e.type != CF_AUDIT_REC_BATCH || e.events == NULL) {
+            continue;
+        }
+        for (uint32_t i = 0; i < e.count && err == CF_OK; i++, k++) {
+            const cf_event *ev = &e.events[i];
+            if (k < from) {
+                if (d1 != NULL) {
+                    cf_dedup_check(d1, ev->event_id, ev->ts_us);
+                }
+                if (d2 != NULL) {
+                    cf_dedup_check(d2, ev->event_id, ev->ts_us);
+                }
+                continue;
+            }
+            if (k - from == cap) {
+                size_t nc = cap ? cap * 2 : 4096;
+                uint64_t *nf = cf_realloc(fp, nc * sizeof(*fp));
+                if (nf == NULL) {
+                    err = CF_E_NOMEM;
+                    break;
+                }
+                fp = nf;
+                cap = nc;
+            }
+            fp[k - from] = cf_secure_event_fingerprint(ev);
+        }
+    }
+    cf_audit_reader_destroy(rd);
+    cf_key_destroy(dk);
+    if (err != CF_E_EOF) {
+        cf_free(fp);
+        return err;
+    }
+    *out = fp;
+    *n = k;
+    return CF_OK;
+}
+
+/* The messages the log holds beyond input.pos (a restart's input check), from the resume
+ * point until @p want accepted records are in (or the stream is quiet): one buffer. */
+static cf_err read_nats_tail(const cf_pipeline *p, char **out, size_t *out_len, char *errstr,
+                             size_t errstr_size)
+{
+    const cf_config *c = &p->conf;
     cf_js *js = NULL;
     cf_js_sub *sub = NULL;
     char *all = NULL, *rec = NULL;
     size_t all_cap = 0, all_len = 0, rec_cap = 0, rec_len = 0;
-    cf_err err = nats_input_open(c, &js, &sub, errstr, errstr_size);
+    cf_err err = nats_input_open(c, p->nr.start_seq, &js, &sub, errstr, errstr_size);
+    uint64_t last = 0;
+    if (err == CF_OK) {
+        uint64_t first = 0;
+        err = cf_js_stream_seqs(js, c->input_nats_stream, &first, &last, errstr, errstr_size);
+    }
     cf_js_msg m;
+    if (err == CF_OK && p->nr.have_pos && p->nr.header_len > 0) {
+        all = cf_malloc(p->nr.header_len); /* the CSV header: the tail's records need it */
+        err = all != NULL ? CF_OK : CF_E_NOMEM;
+        if (all != NULL) {
+            memcpy(all, p->nr.header, p->nr.header_len);
+            all_len = all_cap = p->nr.header_len;
+        }
+    }
     while (err == CF_OK && cf_js_next(sub, &m, 1000) == CF_OK) {
         if (!nats_record(&m, &rec, &rec_cap, &rec_len)) {
             err = CF_E_NOMEM;
@@ -710,7 +1084,11 @@ static cf_err read_nats_all(const cf_config *c, char **out, size_t *out_len, cha
             memcpy(all + all_len, rec, rec_len);
             all_len += rec_len;
         }
-        cf_js_ack(&m);
+        uint64_t seq = m.stream_seq;
+        cf_js_ack(&m); /* this check's own consumer: the run's reads it again */
+        if (last > 0 && seq >= last) {
+            break; /* the stream as it was at the check: the tail is behind it */
+        }
     }
     cf_free(rec);
     cf_js_unsubscribe(sub);
@@ -835,6 +1213,8 @@ static void emit_batch(decode_state *d)
         return;
     }
     decode_counts(d); /* before the gateway can count the batch as committed */
+    b->acc_end = d->p->nr.base_acc + d->p->accepted;
+    b->dead_end = d->p->nr.base_dead + d->p->nr.dead_kept;
     b->pushed_ns = cf_now_ns();
     cf_ring_push_wait(d->p->batch_decoded, &b->b);
 }
@@ -856,6 +1236,7 @@ static void keep_dead(decode_state *d, const cf_record *rec, const char *reason)
 {
     cf_pipeline *p = d->p;
     if (p->dead_skip > 0) {
+        p->nr.dead_kept++; /* in the log already */
         p->dead_skip--;
         return;
     }
@@ -904,6 +1285,7 @@ static void keep_dead(decode_state *d, const cf_record *rec, const char *reason)
                                            .raw_len = raw_len,
                                            .raw_truncated = rec->too_long || raw_len < rec->len,
                                            .before = b->b.n}; /* keeps the input order */
+    p->nr.dead_kept++; /* in the log once this batch is durable */
 }
 
 static void dead_letter(decode_state *d, const cf_record *rec, const char *reason)
@@ -979,6 +1361,9 @@ static void decode_chunk(decode_state *d, cf_decoder *dec, chunk *c)
     cf_pipeline *p = d->p;
     for (uint32_t i = 0; i < c->n; i++) {
         const cf_record *rec = &c->rec[i];
+        if (c->done_seq > 0 && i == c->done_n) {
+            nats_boundary(p, c->done_seq); /* its records are in batches emitted or open */
+        }
         if (d->b != NULL && d->b->b.n > 0 &&
             d->b->bytes + rec->len > (uint64_t)p->conf.batch_bytes_max) {
             emit_batch(d); /* batch.bytes_max is a bound: this record starts the next batch */
@@ -1033,6 +1418,9 @@ static void decode_chunk(decode_state *d, cf_decoder *dec, chunk *c)
         if (batch_due(d)) {
             emit_batch(d);
         }
+    }
+    if (c->done_seq > 0 && c->done_n == c->n) {
+        nats_boundary(p, c->done_seq);
     }
 }
 
@@ -1235,6 +1623,16 @@ static void *commit_main(void *arg)
         if (err == CF_OK && p->secure != NULL) {
             err = cf_secure_gateway_durable(p->secure, ticket, errstr, sizeof(errstr));
         }
+        if (err == CF_OK && p->nr.on) {
+            uint64_t acc = group[ng - 1]->acc_end, dead = group[ng - 1]->dead_end;
+            if (acc > atomic_load(&p->nr.durable_acc)) {
+                atomic_store(&p->nr.durable_acc, acc);
+            }
+            if (dead > atomic_load(&p->nr.durable_dead)) {
+                atomic_store(&p->nr.durable_dead, dead);
+            }
+            nats_progress(p, false); /* acks what is durable now */
+        }
         for (uint32_t k = 0; k < ng; k++) {
             cf_batch *b = &group[k]->b;
             if (err == CF_OK && p->secure != NULL) {
@@ -1281,11 +1679,37 @@ static cf_err open_outputs(cf_pipeline *p, char *errstr, size_t errstr_size)
 static cf_err check_resumed_input(cf_pipeline *p, char *errstr, size_t errstr_size)
 {
     uint64_t *fp = NULL, nfp = 0, k = 0;
-    if (p->conf.recovery_resume_any || p->mem_buf != NULL) {
+    bool nats = p->conf.input_nats_subject[0] != '\0';
+    cf_dedup *dd = NULL; /* repeats the run rejects are not in the log: skip them alike */
+    cf_err err = CF_OK;
+    if (nats && p->nr.have_pos) {
+        /* events before input.pos: not read again, their ids rebuild the duplicate states */
+        if ((err = dedup_create(&p->conf, &dd, errstr, errstr_size)) != CF_OK) {
+            return err;
+        }
+        if (dd != NULL) {
+            cf_dedup_set_quiet(dd); /* the run says it once if the state fills up */
+        }
+        err = logged_events(&p->conf, p->nr.base_acc, p->dedup, dd, &fp, &nfp, errstr, errstr_size);
+        if (err == CF_OK && nfp < p->nr.base_acc) {
+            err =
+                cf_err_set(CF_E_INVAL, errstr, errstr_size,
+                           "%s says %llu events are durable but the audit log holds %llu: "
+                           "it is not this output's; use --fresh",
+                           p->nr.path, (unsigned long long)p->nr.base_acc, (unsigned long long)nfp);
+        }
+        k = p->nr.base_acc;
+        if (err != CF_OK || nfp == k || p->conf.recovery_resume_any) {
+            cf_free(fp);
+            cf_dedup_destroy(dd);
+            return err;
+        }
+    } else if (p->conf.recovery_resume_any || p->mem_buf != NULL) {
         return CF_OK;
+    } else {
+        err = cf_secure_logged_fingerprints(&p->conf, &fp, &nfp, errstr, errstr_size);
     }
-    cf_err err = cf_secure_logged_fingerprints(&p->conf, &fp, &nfp, errstr, errstr_size);
-    uint64_t n = nfp;
+    uint64_t n = nfp, fp0 = k; /* fp[i - fp0] is the event logged at index i */
     if (err != CF_OK || n == 0) {
         cf_free(fp);
         return err;
@@ -1293,7 +1717,6 @@ static cf_err check_resumed_input(cf_pipeline *p, char *errstr, size_t errstr_si
     const char *hint = "use --fresh to start a new output (the old one is kept aside), or "
                        "--resume to skip them unchecked";
     bool in_mem = p->mem_buf != NULL;
-    bool nats = p->conf.input_nats_subject[0] != '\0';
     char *nats_buf = NULL;
     if (!in_mem && !nats && strcmp(p->conf.input_path, "-") == 0) {
         cf_free(fp);
@@ -1307,8 +1730,9 @@ static cf_err check_resumed_input(cf_pipeline *p, char *errstr, size_t errstr_si
     void *map = NULL;
     int fd = -1;
     if (nats) {
-        if ((err = read_nats_all(&p->conf, &nats_buf, &len, errstr, errstr_size)) != CF_OK) {
+        if ((err = read_nats_tail(p, &nats_buf, &len, errstr, errstr_size)) != CF_OK) {
             cf_free(fp);
+            cf_dedup_destroy(dd);
             return err;
         }
         data = nats_buf;
@@ -1336,11 +1760,10 @@ static cf_err check_resumed_input(cf_pipeline *p, char *errstr, size_t errstr_si
     }
     cf_splitter *sp = NULL;
     cf_decoder *dec = NULL;
-    cf_dedup *dd = NULL; /* repeats the run rejects are not in the log: skip them alike */
     if (err == CF_OK &&
         ((err = cf_splitter_create(&sp, p->fmt, (size_t)p->conf.input_record_max)) != CF_OK ||
          (err = cf_decoder_create(&dec, p->fmt, errstr, errstr_size)) != CF_OK ||
-         (err = dedup_create(&p->conf, &dd, errstr, errstr_size)) != CF_OK)) {
+         (!p->nr.have_pos && (err = dedup_create(&p->conf, &dd, errstr, errstr_size)) != CF_OK))) {
         cf_err_set(err, errstr, errstr_size, "cannot check the input");
     }
     if (dd != NULL) {
@@ -1364,7 +1787,7 @@ static cf_err check_resumed_input(cf_pipeline *p, char *errstr, size_t errstr_si
         if (dd != NULL && cf_dedup_check(dd, ev.event_id, ev.ts_us) == CF_DEDUP_DUPLICATE) {
             continue;
         }
-        if (cf_secure_event_fingerprint(&ev) != fp[k]) {
+        if (cf_secure_event_fingerprint(&ev) != fp[k - fp0]) {
             err = cf_err_set(CF_E_INVAL, errstr, errstr_size,
                              "the input is not the one the audit log holds: accepted record "
                              "%llu (event_id %llu) differs from the event logged at index %llu; "
@@ -1421,6 +1844,7 @@ cf_err cf_pipeline_run(cf_pipeline *p, cf_summary *out, char *errstr, size_t err
     for (int i = 3; i >= 0; i--) {
         pthread_join(th[i], NULL);
     }
+    nats_progress(p, true); /* the last messages, once their records are durable */
     memset(out, 0, sizeof(*out));
     cf_err secure_err = CF_OK;
     if (p->secure != NULL) {

@@ -241,6 +241,21 @@ cf_err cf_js_stream_size(cf_js *j, const char *name, uint64_t *msgs, uint64_t *b
     return CF_OK;
 }
 
+cf_err cf_js_stream_seqs(cf_js *j, const char *name, uint64_t *first, uint64_t *last, char *errstr,
+                         size_t errstr_size)
+{
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_GetStreamInfo(&si, j->js, name, NULL, &jerr);
+    if (s != NATS_OK) {
+        return nats_fail_conn(j->nc, s, jerr, errstr, errstr_size, "stream info");
+    }
+    *first = si->State.FirstSeq;
+    *last = si->State.LastSeq;
+    jsStreamInfo_Destroy(si);
+    return CF_OK;
+}
+
 cf_err cf_js_last(cf_js *j, const char *name, const char *subject, cf_frame_hdr *h, bool *found,
                   char *errstr, size_t errstr_size)
 {
