@@ -911,7 +911,9 @@ static cf_err read_nats(source_state *s, cf_splitter *sp)
     cf_err err = nats_input_open(&p->conf, p->nr.start_seq, &p->nats_js, &p->nats_sub,
                                  p->source_errstr, sizeof(p->source_errstr));
     if (err == CF_OK && p->nr.have_pos) {
-        CF_LOG(CF_LOG_INFO, "source", "resuming input stream %s at sequence %llu (position %llu)",
+        CF_LOG(CF_LOG_WARN, "source",
+               "resuming input stream %s at sequence %llu (position %llu): the messages before "
+               "it are durable and not read again",
                p->conf.input_nats_stream, (unsigned long long)p->nr.start_seq,
                (unsigned long long)p->nr.base_acc);
         if (p->nr.header_len > 0) {
