@@ -230,9 +230,11 @@ static const conf_entry entries[] = {
     {"input.nats_subject", CONF_STR, "", 0, 0, NULL, OFF(input_nats_subject),
      SZ(input_nats_subject),
      "Read the input from this JetStream subject instead of input.path: one record per "
-     "message (CSV: the header first), e.g. from `confide gen --nats SUBJECT`. The stream is "
-     "read from its first message, so a restart checks and skips what the audit log holds, "
-     "as for a file. Uses the nats.* connection."},
+     "message (CSV: the header first), e.g. from `confide gen --nats SUBJECT`. A message is "
+     "acked once its records are durable in the audit log, and OUT/input.pos records the "
+     "last such stream sequence: a restart resumes after it and checks only the messages the "
+     "log holds beyond it (without input.pos: from the first message, as for a file). Uses "
+     "the nats.* connection."},
     {"input.nats_stream", CONF_STR, "CONFIDE_IN", 0, 0, NULL, OFF(input_nats_stream),
      SZ(input_nats_stream),
      "The JetStream stream holding input.nats_subject (created if missing)."},
