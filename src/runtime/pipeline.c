@@ -747,7 +747,7 @@ static bool nats_pos_read(const char *path, const char *stream, nats_snap *out, 
     if (f == NULL) {
         return false;
     }
-    char name[CF_CONF_STR_MAX + 1];
+    char name[1025]; /* %1024s: any stream name (CF_CONF_STR_MAX or less) fits */
     char hex[2 * NATS_HEADER_MAX + 1];
     unsigned long long q = 0, a = 0, d = 0;
     bool ok = fscanf(f, "stream %1024s seq %llu events %llu dead %llu", name, &q, &a, &d) == 4 &&
