@@ -269,7 +269,7 @@ static const conf_entry entries[] = {
      "nats-server and fewer wake-ups in every role. Adds at most this to the time from the "
      "gateway's audit log to a party's windows; the gateway's acceptance latency is unchanged. "
      "0: send as soon as nothing is in flight."},
-    {"nats.max_ack_pending", CONF_INT, "256", 1, 1000000, NULL, OFF(nats_max_ack_pending), 0,
+    {"nats.max_ack_pending", CONF_INT, "4096", 1, 1000000, NULL, OFF(nats_max_ack_pending), 0,
      "Messages a receiver may hold unacknowledged (flow control): input events, and frames "
      "between the roles, where at most 48 per connection are taken (frames are up to 1 MB, and "
      "nats-server stops delivering to a client with more than 64 MB pending)."},
