@@ -11,7 +11,8 @@ sleep 2
 U=nats://127.0.0.1:$PORT
 "$B" keygen --dir "$D/keys" --parties 2 >/dev/null
 printf 'parties: 2\nwindow: {size_ms: 600000, group_by: country}\nnats: {servers: "%s"}\n' "$U" >"$D/p.yaml"
-# gen --nats fails past ~100k async publishes in one call: 50k per call, seeds 1..20
+# 50k per gen call, seeds 1..20 (gen --nats failed past ~100k async publishes in one call
+# before libnats' StallWait was raised to the request timeout, src/transport/jetstream.c)
 # (990,000 = 19 x 50,000 + 40,000); ids repeat across seeds: dedup off for the bench
 for k in $(seq 1 20); do
     n=50000; [ "$k" -eq 20 ] && n=40000

@@ -150,6 +150,10 @@ cf_err cf_js_connect(cf_js **out, const cf_js_opts *o, char *errstr, size_t errs
     jsOptions_Init(&jo);
     jo.Wait = j->timeout_ms;
     jo.PublishAsync.MaxPending = 4096;
+    /* with MaxPending unacknowledged, js_PublishAsync waits this long for acks and then fails:
+     * libnats' 200 ms is shorter than a busy server's ack delay (confide gen --nats failed
+     * past a few 100k messages); back-pressure, not an error, up to the request timeout */
+    jo.PublishAsync.StallWait = j->timeout_ms > 0 ? j->timeout_ms : 5000;
     jo.PublishAsync.ErrHandler = on_async_error;
     jo.PublishAsync.ErrHandlerClosure = j;
     if ((s = natsConnection_JetStream(&j->js, j->nc, &jo)) != NATS_OK) {
