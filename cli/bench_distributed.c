@@ -380,9 +380,10 @@ static void run_traffic(const cfg *c, const char *urls, const char *prefix, traf
                 snprintf(name + strlen(name), sizeof(name) - strlen(name), "_%d", w);
             }
         }
-        if (cf_js_stream_size(js, name, &t->msgs[t->n], &t->bytes[t->n], err, sizeof(err)) ==
-                CF_OK &&
-            t->msgs[t->n] > 0) {
+        cf_js_stream_st st;
+        if (cf_js_stream_state(js, name, &st, err, sizeof(err)) == CF_OK && st.msgs > 0) {
+            t->msgs[t->n] = st.msgs;
+            t->bytes[t->n] = st.bytes;
             t->n++;
         }
     }

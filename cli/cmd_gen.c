@@ -499,13 +499,14 @@ static int gen_main(int argc, char **argv)
         goto done;
     }
     o.js = js;
-    uint64_t held = 0;
+    cf_js_stream_st st = {0};
     char serr[256];
     if (js != NULL && a.fmt == CF_FMT_CSV &&
-        cf_js_stream_msgs(js, a.nats_stream != NULL ? a.nats_stream : "CONFIDE_IN", &held, serr,
-                          sizeof(serr)) != CF_OK) {
-        held = 0;
+        cf_js_stream_state(js, a.nats_stream != NULL ? a.nats_stream : "CONFIDE_IN", &st, serr,
+                           sizeof(serr)) != CF_OK) {
+        st.msgs = 0;
     }
+    uint64_t held = st.msgs;
     if (a.fmt == CF_FMT_CSV && held == 0) { /* a stream with messages has its header */
         const char *h = cf_csv_header();
         o.used = strlen(h);

@@ -101,16 +101,14 @@ void cf_js_close(cf_js *js);
  *  copies, message ids remembered for @p dup_window_s seconds. */
 cf_err cf_js_ensure_stream(cf_js *js, const char *name, const char *subject, int replicas,
                            int64_t dup_window_s, char *errstr, size_t errstr_size);
-/** Messages stream @p name holds now. */
-cf_err cf_js_stream_msgs(cf_js *js, const char *name, uint64_t *msgs, char *errstr,
-                         size_t errstr_size);
-/** Messages and bytes (as the server counts them: headers and subjects included) in
- *  stream @p name now. */
-/** The first and last sequence stream @p name holds (first > last: empty). */
-cf_err cf_js_stream_seqs(cf_js *js, const char *name, uint64_t *first, uint64_t *last, char *errstr,
-                         size_t errstr_size);
-cf_err cf_js_stream_size(cf_js *js, const char *name, uint64_t *msgs, uint64_t *bytes, char *errstr,
-                         size_t errstr_size);
+/** What stream @p name holds now. */
+typedef struct cf_js_stream_st {
+    uint64_t msgs;
+    uint64_t bytes;               /* as the server counts them: headers and subjects included */
+    uint64_t first_seq, last_seq; /* first > last: empty */
+} cf_js_stream_st;
+cf_err cf_js_stream_state(cf_js *js, const char *name, cf_js_stream_st *out, char *errstr,
+                          size_t errstr_size);
 /** The header of the last frame on @p subject in stream @p name; *found false when there is
  *  none. A sender that restarts uses it to skip what it already published. */
 cf_err cf_js_last(cf_js *js, const char *name, const char *subject, cf_frame_hdr *h, bool *found,

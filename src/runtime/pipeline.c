@@ -700,8 +700,9 @@ static cf_err nats_input_open(const cf_config *c, uint64_t start_seq, cf_js **js
                                   errstr_size);
     }
     if (err == CF_OK && start_seq > 1 && !c->recovery_resume_any) {
-        uint64_t first = 0, last = 0;
-        err = cf_js_stream_seqs(*js, c->input_nats_stream, &first, &last, errstr, errstr_size);
+        cf_js_stream_st st = {0};
+        err = cf_js_stream_state(*js, c->input_nats_stream, &st, errstr, errstr_size);
+        uint64_t first = st.first_seq, last = st.last_seq;
         if (err == CF_OK && first > start_seq && last >= first) {
             err = cf_err_set(CF_E_INVAL, errstr, errstr_size,
                              "input stream %s no longer holds sequence %llu where the input "
@@ -982,71 +983,6 @@ static cf_err read_nats(source_state *s, cf_splitter *sp)
     return err;
 }
 
-/* The log's events as fingerprints from @p from on (*out, *n: all of them), those before it
- * feeding the duplicate states @p d1, @p d2 (NULL: none) as reading their input would. */
-static cf_err logged_events(const cf_config *c, uint64_t from, cf_dedup *d1, cf_dedup *d2,
-                            uint64_t **out, uint64_t *n, char *errstr, size_t errstr_size)
-{
-    char audit[CF_CONF_STR_MAX + 16], keys[CF_CONF_STR_MAX + 16];
-    *out = NULL;
-    *n = 0;
-    snprintf(audit, sizeof(audit), "%s", c->audit_dir);
-    if (audit[0] == '\0') {
-        snprintf(audit, sizeof(audit), "%s/audit", c->output_dir);
-    }
-    snprintf(keys, sizeof(keys), "%s", c->keys_dir);
-    if (keys[0] == '\0') {
-        snprintf(keys, sizeof(keys), "%s/keys", c->output_dir);
-    }
-    cf_key *dk = NULL;
-    cf_audit_reader *rd = NULL;
-    uint64_t *fp = NULL, k = 0;
-    size_t cap = 0;
-    cf_err err = cf_key_load(keys, "data.key", &dk, errstr, errstr_size);
-    if (err == CF_OK) {
-        err = cf_audit_reader_open(&rd, audit, dk, 0, errstr, errstr_size);
-    }
-    while (err == CF_OK) {
-        cf_audit_entry e;
-        err = cf_audit_reader_next(rd, &e, errstr, errstr_size);
-        if (err != CF_OK || e.type != CF_AUDIT_REC_BATCH || e.events == NULL) {
-            continue;
-        }
-        for (uint32_t i = 0; i < e.count && err == CF_OK; i++, k++) {
-            const cf_event *ev = &e.events[i];
-            if (k < from) {
-                if (d1 != NULL) {
-                    cf_dedup_check(d1, ev->event_id, ev->ts_us);
-                }
-                if (d2 != NULL) {
-                    cf_dedup_check(d2, ev->event_id, ev->ts_us);
-                }
-                continue;
-            }
-            if (k - from == cap) {
-                size_t nc = cap ? cap * 2 : 4096;
-                uint64_t *nf = cf_realloc(fp, nc * sizeof(*fp));
-                if (nf == NULL) {
-                    err = CF_E_NOMEM;
-                    break;
-                }
-                fp = nf;
-                cap = nc;
-            }
-            fp[k - from] = cf_secure_event_fingerprint(ev);
-        }
-    }
-    cf_audit_reader_destroy(rd);
-    cf_key_destroy(dk);
-    if (err != CF_E_EOF) {
-        cf_free(fp);
-        return err;
-    }
-    *out = fp;
-    *n = k;
-    return CF_OK;
-}
-
 /* The messages the log holds beyond input.pos (a restart's input check), from the resume
  * point until @p want accepted records are in (or the stream is quiet): one buffer. */
 static cf_err read_nats_tail(const cf_pipeline *p, char **out, size_t *out_len, char *errstr,
@@ -1058,11 +994,11 @@ static cf_err read_nats_tail(const cf_pipeline *p, char **out, size_t *out_len, 
     char *all = NULL, *rec = NULL;
     size_t all_cap = 0, all_len = 0, rec_cap = 0, rec_len = 0;
     cf_err err = nats_input_open(c, p->nr.start_seq, &js, &sub, errstr, errstr_size);
-    uint64_t last = 0;
+    cf_js_stream_st st = {0};
     if (err == CF_OK) {
-        uint64_t first = 0;
-        err = cf_js_stream_seqs(js, c->input_nats_stream, &first, &last, errstr, errstr_size);
+        err = cf_js_stream_state(js, c->input_nats_stream, &st, errstr, errstr_size);
     }
+    uint64_t last = st.last_seq;
     cf_js_msg m;
     if (err == CF_OK && p->nr.have_pos && p->nr.header_len > 0) {
         all = cf_malloc(p->nr.header_len); /* the CSV header: the tail's records need it */
@@ -1692,7 +1628,8 @@ static cf_err check_resumed_input(cf_pipeline *p, char *errstr, size_t errstr_si
         if (dd != NULL) {
             cf_dedup_set_quiet(dd); /* the run says it once if the state fills up */
         }
-        err = logged_events(&p->conf, p->nr.base_acc, p->dedup, dd, &fp, &nfp, errstr, errstr_size);
+        err = cf_secure_logged_fingerprints(&p->conf, p->nr.base_acc, p->dedup, dd, &fp, &nfp,
+                                            errstr, errstr_size);
         if (err == CF_OK && nfp < p->nr.base_acc) {
             err =
                 cf_err_set(CF_E_INVAL, errstr, errstr_size,
@@ -1709,7 +1646,8 @@ static cf_err check_resumed_input(cf_pipeline *p, char *errstr, size_t errstr_si
     } else if (p->conf.recovery_resume_any || p->mem_buf != NULL) {
         return CF_OK;
     } else {
-        err = cf_secure_logged_fingerprints(&p->conf, &fp, &nfp, errstr, errstr_size);
+        err =
+            cf_secure_logged_fingerprints(&p->conf, 0, NULL, NULL, &fp, &nfp, errstr, errstr_size);
     }
     uint64_t n = nfp, fp0 = k; /* fp[i - fp0] is the event logged at index i */
     if (err != CF_OK || n == 0) {

@@ -1040,8 +1040,8 @@ uint64_t cf_secure_event_fingerprint(const cf_event *ev)
     return fp;
 }
 
-cf_err cf_secure_logged_fingerprints(const cf_config *c, uint64_t **out, uint64_t *n, char *errstr,
-                                     size_t errstr_size)
+cf_err cf_secure_logged_fingerprints(const cf_config *c, uint64_t from, cf_dedup *d1, cf_dedup *d2,
+                                     uint64_t **out, uint64_t *n, char *errstr, size_t errstr_size)
 {
     char audit[CF_CONF_STR_MAX + 16], keys[CF_CONF_STR_MAX + 16], seg[CF_CONF_STR_MAX + 48];
     *out = NULL;
@@ -1062,8 +1062,8 @@ cf_err cf_secure_logged_fingerprints(const cf_config *c, uint64_t **out, uint64_
     }
     cf_key *dk = NULL;
     cf_audit_reader *rd = NULL;
-    uint64_t *fp = NULL;
-    size_t cap = 0, k = 0;
+    uint64_t *fp = NULL, k = 0;
+    size_t cap = 0;
     cf_err err = cf_key_load(keys, "data.key", &dk, errstr, errstr_size);
     if (err == CF_OK) {
         err = cf_audit_reader_open(&rd, audit, dk, 0, errstr, errstr_size);
@@ -1071,24 +1071,31 @@ cf_err cf_secure_logged_fingerprints(const cf_config *c, uint64_t **out, uint64_
     while (err == CF_OK) {
         cf_audit_entry e;
         err = cf_audit_reader_next(rd, &e, errstr, errstr_size);
-        if (err != CF_OK || e.type != CF_AUDIT_REC_BATCH) {
+        if (err != CF_OK || e.type != CF_AUDIT_REC_BATCH || e.events == NULL) {
             continue;
         }
-        if (k + e.count > cap) {
-            size_t nc = cap ? cap * 2 : 4096;
-            while (nc < k + e.count) {
-                nc *= 2;
+        for (uint32_t i = 0; i < e.count && err == CF_OK; i++, k++) {
+            const cf_event *ev = &e.events[i];
+            if (k < from) { /* not read again: only its id counts, as reading it would */
+                if (d1 != NULL) {
+                    cf_dedup_check(d1, ev->event_id, ev->ts_us);
+                }
+                if (d2 != NULL) {
+                    cf_dedup_check(d2, ev->event_id, ev->ts_us);
+                }
+                continue;
             }
-            uint64_t *nf = cf_realloc(fp, nc * sizeof(*fp));
-            if (nf == NULL) {
-                err = CF_E_NOMEM;
-                break;
+            if (k - from == cap) {
+                size_t nc = cap ? cap * 2 : 4096;
+                uint64_t *nf = cf_realloc(fp, nc * sizeof(*fp));
+                if (nf == NULL) {
+                    err = CF_E_NOMEM;
+                    break;
+                }
+                fp = nf;
+                cap = nc;
             }
-            fp = nf;
-            cap = nc;
-        }
-        for (uint32_t i = 0; i < e.count; i++) {
-            fp[k++] = cf_secure_event_fingerprint(&e.events[i]);
+            fp[k - from] = cf_secure_event_fingerprint(ev);
         }
     }
     cf_audit_reader_destroy(rd);

@@ -7,6 +7,7 @@
 
 #include "confide/audit.h"
 #include "confide/core.h"
+#include "confide/dedup.h"
 #include "confide/rules.h"
 #include "confide/transport.h"
 #include "runtime_int.h"
@@ -56,10 +57,11 @@ uint64_t cf_secure_resume_dead(const cf_secure *s);
 bool cf_secure_audits(const cf_secure *s);
 /** A 64-bit hash of what the input said about @p ev (not its log index or ingest stamp). */
 uint64_t cf_secure_event_fingerprint(const cf_event *ev);
-/** The fingerprints of the events the audit log already holds (resume_skip of them):
- *  *out returns owned (cf_free), *n entries. */
-cf_err cf_secure_logged_fingerprints(const cf_config *c, uint64_t **out, uint64_t *n, char *errstr,
-                                     size_t errstr_size);
+/** The events the audit log already holds (resume_skip of them): *n of them in all; *out
+ *  (owned, cf_free) the fingerprints of those from index @p from on (fp[i - from]); the ids of
+ *  those before it go through the duplicate states @p d1 and @p d2 (either may be NULL). */
+cf_err cf_secure_logged_fingerprints(const cf_config *c, uint64_t from, cf_dedup *d1, cf_dedup *d2,
+                                     uint64_t **out, uint64_t *n, char *errstr, size_t errstr_size);
 /** Gateway: rules, audit append (assigns ev.seq = log index), protection and hand-off to the
  *  parties. The batch may be forwarded only after CF_OK. @p dead (@p n_dead entries, may be
  *  0; borrowed) are the input records rejected since the previous batch: they go into the

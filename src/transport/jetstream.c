@@ -223,15 +223,8 @@ cf_err cf_js_ensure_stream(cf_js *j, const char *name, const char *subject, int 
     return nats_fail_conn(j->nc, s, jerr, errstr, errstr_size, what);
 }
 
-cf_err cf_js_stream_msgs(cf_js *j, const char *name, uint64_t *msgs, char *errstr,
-                         size_t errstr_size)
-{
-    uint64_t bytes = 0;
-    return cf_js_stream_size(j, name, msgs, &bytes, errstr, errstr_size);
-}
-
-cf_err cf_js_stream_size(cf_js *j, const char *name, uint64_t *msgs, uint64_t *bytes, char *errstr,
-                         size_t errstr_size)
+cf_err cf_js_stream_state(cf_js *j, const char *name, cf_js_stream_st *out, char *errstr,
+                          size_t errstr_size)
 {
     jsStreamInfo *si = NULL;
     jsErrCode jerr = 0;
@@ -239,23 +232,10 @@ cf_err cf_js_stream_size(cf_js *j, const char *name, uint64_t *msgs, uint64_t *b
     if (s != NATS_OK) {
         return nats_fail_conn(j->nc, s, jerr, errstr, errstr_size, "stream info");
     }
-    *msgs = si->State.Msgs;
-    *bytes = si->State.Bytes;
-    jsStreamInfo_Destroy(si);
-    return CF_OK;
-}
-
-cf_err cf_js_stream_seqs(cf_js *j, const char *name, uint64_t *first, uint64_t *last, char *errstr,
-                         size_t errstr_size)
-{
-    jsStreamInfo *si = NULL;
-    jsErrCode jerr = 0;
-    natsStatus s = js_GetStreamInfo(&si, j->js, name, NULL, &jerr);
-    if (s != NATS_OK) {
-        return nats_fail_conn(j->nc, s, jerr, errstr, errstr_size, "stream info");
-    }
-    *first = si->State.FirstSeq;
-    *last = si->State.LastSeq;
+    *out = (cf_js_stream_st){.msgs = si->State.Msgs,
+                             .bytes = si->State.Bytes,
+                             .first_seq = si->State.FirstSeq,
+                             .last_seq = si->State.LastSeq};
     jsStreamInfo_Destroy(si);
     return CF_OK;
 }
