@@ -62,7 +62,9 @@ wait "$g" 2>/dev/null || true
 # Acked only once durable: the position input.pos holds is never ahead of the audit log.
 [ -f "$o/g/input.pos" ] || fail "no input.pos after the kill"
 read -r q0 a0 < <(awk '/^seq /{q=$2} /^events /{a=$2} END{print q, a}' "$o/g/input.pos")
-if [ "$a0" -lt 100 ] || [ "$q0" -ne $((a0 + 1)) ]; then fail "input.pos: seq $q0 events $a0"; fi
+# (written at most every 200 ms: how far it got before the kill depends on the machine's
+# speed, so only that it names a durable position, one message per event after the header)
+if [ "$a0" -lt 1 ] || [ "$q0" -ne $((a0 + 1)) ]; then fail "input.pos: seq $q0 events $a0"; fi
 # shellcheck disable=SC2086
 "$CONFIDE" gen --seed 12 --start 2018-04-05 --count 2000 --nats confide.in $P --quiet
 gateway
